@@ -1,0 +1,158 @@
+//! Assembly: connect the store, sync partners, compile meters, build the router and the job
+//! runner, and run both until a shutdown signal.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::jobs::{Handlers, Runner};
+use crate::metering::Meter;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub meters: Arc<BTreeMap<String, Meter>>,
+}
+
+impl AppState {
+    /// Connect, optionally migrate, and sync the configured partners into the store.
+    pub async fn prepare(config: Config, migrate: bool) -> anyhow::Result<AppState> {
+        let db = Db::connect(&config.database).await?;
+        if migrate {
+            db.migrate().await?;
+        } else {
+            let pending = db.pending_migrations().await?;
+            if !pending.is_empty() {
+                tracing::warn!(?pending, "migrations are pending and database.migrate_on_start is off");
+            }
+        }
+        crate::partners::sync_partners(&db, &config.partners)
+            .await
+            .context("syncing partners from config into the store")?;
+        Self::with_db(db, config)
+    }
+
+    /// Build the state over an open store (no I/O).
+    pub fn with_db(db: Db, config: Config) -> anyhow::Result<AppState> {
+        let mut meters = BTreeMap::new();
+        for m in &config.meters {
+            let compiled = Meter::compile(m)
+                .map_err(|errs| anyhow::anyhow!("meter {:?} is invalid: {errs:?}", m.name))?;
+            meters.insert(m.name.clone(), compiled);
+        }
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            meters: Arc::new(meters),
+        })
+    }
+}
+
+/// Every route of the gateway, with its middleware.
+pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request so no early count is lost.
+    crate::telemetry::prometheus();
+    for outcome in ["accepted", "duplicate", "rejected"] {
+        metrics::counter!("gateway_usage_events_total", "outcome" => outcome).increment(0);
+    }
+    let routes = Router::new()
+        .merge(crate::http::health::router())
+        .merge(crate::partners::router())
+        .merge(crate::metering::router())
+        .merge(crate::jobs::router());
+    crate::http::with_middleware(routes, state)
+}
+
+/// The job handlers of this build. Later areas (grade passback, webhook delivery, statement
+/// runs) register theirs here.
+pub fn job_handlers() -> Handlers {
+    Handlers::new()
+}
+
+/// Serve HTTP on `listener` and work jobs until `shutdown` is cancelled; then let in-flight
+/// requests finish (up to `http.shutdown_grace_secs`) and give back job leases.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    handlers: Handlers,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let runner = if state.config.jobs.enabled {
+        let runner = Runner::new(state.db.clone(), handlers, state.config.jobs.clone());
+        Some(tokio::spawn(runner.run(shutdown.clone())))
+    } else {
+        None
+    };
+    let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+    let http_enabled = state.config.http.enabled;
+    let db = state.db.clone();
+    if http_enabled {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let app = router(state);
+        let token = shutdown.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        });
+        tokio::select! {
+            done = &mut server => { done??; }
+            _ = shutdown.cancelled() => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(done) => done??,
+                    Err(_) => {
+                        tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time");
+                        server.abort();
+                    }
+                }
+            }
+        }
+    } else {
+        drop(listener);
+        shutdown.cancelled().await;
+    }
+    if let Some(r) = runner {
+        let _ = r.await;
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancel the token on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    });
+}

@@ -1,0 +1,785 @@
+//! Configuration: defaults built into the binary, then every `*.toml` file in the config
+//! directory (in name order), then `GATEWAY__SECTION__KEY` environment variables.
+//!
+//! Loading never stops at the first mistake: every problem is collected with the file (or
+//! environment variable) and the field it came from, so `check-config` can list them all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::metering::meter::Meter;
+
+/// The prefix of environment variables that override config values.
+pub const ENV_PREFIX: &str = "GATEWAY__";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub telemetry: TelemetryConfig,
+    pub jobs: JobsConfig,
+    pub partners: Vec<PartnerConfig>,
+    pub meters: Vec<MeterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Largest accepted request body; a batch of 1000 events with modest `data` fits in 4 MiB.
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// How long `serve` waits for in-flight requests after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    /// Serve HTTP; switch off to run an instance that only works jobs.
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+            enabled: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing) or `postgres://...`. A secret: it may hold a
+    /// password, so it can come from `{ env = "VAR" }` or `{ file = "path" }`.
+    pub url: Secret,
+    pub max_connections: u32,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// SQLite `synchronous` pragma. FULL makes an acknowledged event survive power loss, not
+    /// just a process crash; NORMAL trades that for speed.
+    pub sqlite_synchronous: SqliteSynchronous,
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://data/gateway.db"),
+            max_connections: 10,
+            migrate_on_start: true,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            acquire_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `partner_gateway=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Run job workers in this instance.
+    pub enabled: bool,
+    /// Jobs worked at once by this instance.
+    pub concurrency: usize,
+    pub poll_interval_ms: u64,
+    /// A claimed job is the worker's for this long; the worker renews it while it works, and
+    /// any instance may take the job once it lapses (the worker died).
+    pub lease_secs: u64,
+    pub max_attempts: i32,
+    /// Retry delay: base * 2^(attempt-1), capped, with full jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    /// On shutdown, in-flight jobs get this long before their leases are released.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 4,
+            poll_interval_ms: 500,
+            lease_secs: 60,
+            max_attempts: 10,
+            backoff_base_ms: 1000,
+            backoff_max_secs: 3600,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: PartnerKind,
+    #[serde(default)]
+    pub contact: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartnerKind {
+    Ehr,
+    Lms,
+    Idp,
+    Marketplace,
+    Referral,
+    Other,
+}
+
+impl PartnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ehr => "ehr",
+            Self::Lms => "lms",
+            Self::Idp => "idp",
+            Self::Marketplace => "marketplace",
+            Self::Referral => "referral",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Exact event types, or prefixes ending in `*`.
+    pub event_types: Vec<String>,
+    pub aggregation: String,
+    /// `subject` or a path into `data` such as `$.duration_ms`.
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+}
+
+/// A secret value: never printed by `Debug` or `Display`. In a file it is written inline,
+/// or as `{ env = "VAR" }` or `{ file = "path" }` so the value itself stays out of the file.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "SecretSource")]
+pub struct Secret(String);
+
+#[derive(Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum SecretSource {
+    Inline(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl TryFrom<SecretSource> for Secret {
+    type Error = String;
+    fn try_from(src: SecretSource) -> Result<Self, String> {
+        match src {
+            SecretSource::Inline(s) => Ok(Secret(s)),
+            SecretSource::Env { env } => std::env::var(&env)
+                .map(Secret)
+                .map_err(|_| format!("environment variable {env} is not set")),
+            SecretSource::File { file } => std::fs::read_to_string(&file)
+                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
+                .map_err(|e| format!("cannot read secret file {}: {e}", file.display())),
+        }
+    }
+}
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used, never to log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// One thing wrong with the configuration, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, environment variable or "default" that set the field.
+    pub origin: String,
+    /// Dotted path of the field, e.g. `partners[1].kind`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.origin, self.field, self.message)
+    }
+}
+
+/// Every problem found while loading; `Display` prints one per line.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A source of config text: the file name it came from and its contents.
+pub struct Layer {
+    pub origin: String,
+    pub text: String,
+}
+
+const SECTIONS: [&str; 4] = ["http", "database", "telemetry", "jobs"];
+const LISTS: [&str; 2] = ["partners", "meters"];
+
+impl Config {
+    /// Load from a config directory and the process environment.
+    pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+        let layers = read_dir_layers(dir)?;
+        Self::from_layers(layers, std::env::vars())
+    }
+
+    /// Load from explicit layers and environment pairs (tests use this directly).
+    pub fn from_layers(
+        layers: Vec<Layer>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut merged = toml::Table::new();
+        let mut origins = Origins::default();
+
+        for layer in &layers {
+            match layer.text.parse::<toml::Table>() {
+                Ok(table) => merge_layer(&mut merged, &mut origins, table, &layer.origin, &mut problems),
+                Err(e) => problems.push(Problem {
+                    origin: layer.origin.clone(),
+                    field: "(file)".into(),
+                    message: format!("not valid TOML: {}", e.message()),
+                }),
+            }
+        }
+        apply_env(&mut merged, &mut origins, env, &mut problems);
+
+        for key in merged.keys() {
+            if !SECTIONS.contains(&key.as_str()) && !LISTS.contains(&key.as_str()) {
+                problems.push(Problem {
+                    origin: origins.of(key),
+                    field: key.clone(),
+                    message: format!(
+                        "unknown section; expected one of {}",
+                        [SECTIONS.as_slice(), LISTS.as_slice()].concat().join(", ")
+                    ),
+                });
+            }
+        }
+
+        let http = section::<HttpConfig>(&merged, "http", &origins, &mut problems);
+        let database = section::<DatabaseConfig>(&merged, "database", &origins, &mut problems);
+        let telemetry = section::<TelemetryConfig>(&merged, "telemetry", &origins, &mut problems);
+        let jobs = section::<JobsConfig>(&merged, "jobs", &origins, &mut problems);
+        let partners = list::<PartnerConfig>(&merged, "partners", &origins, &mut problems);
+        let meters = list::<MeterConfig>(&merged, "meters", &origins, &mut problems);
+
+        let config = Config {
+            http: http.unwrap_or_default(),
+            database: database.unwrap_or_default(),
+            telemetry: telemetry.unwrap_or_default(),
+            jobs: jobs.unwrap_or_default(),
+            partners,
+            meters,
+        };
+        for (field, message) in config.semantic_problems() {
+            problems.push(Problem {
+                origin: origins.of(&field),
+                field,
+                message,
+            });
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Checks that need more than one field, or more than a type, to judge.
+    fn semantic_problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            out.push((
+                "database.url".into(),
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            out.push(("database.max_connections".into(), "must be at least 1".into()));
+        }
+        if self.http.body_limit_bytes < 1024 {
+            out.push(("http.body_limit_bytes".into(), "must be at least 1024".into()));
+        }
+        if self.http.request_timeout_secs == 0 {
+            out.push(("http.request_timeout_secs".into(), "must be at least 1".into()));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            out.push((
+                "telemetry.log_level".into(),
+                format!("not a valid log filter: {:?}", self.telemetry.log_level),
+            ));
+        }
+        if self.jobs.concurrency == 0 {
+            out.push(("jobs.concurrency".into(), "must be at least 1".into()));
+        }
+        if self.jobs.max_attempts < 1 {
+            out.push(("jobs.max_attempts".into(), "must be at least 1".into()));
+        }
+        if self.jobs.lease_secs < 2 {
+            out.push(("jobs.lease_secs".into(), "must be at least 2".into()));
+        }
+        if self.jobs.poll_interval_ms == 0 {
+            out.push(("jobs.poll_interval_ms".into(), "must be at least 1".into()));
+        }
+
+        let mut seen = BTreeMap::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            if !valid_partner_id(&p.id) {
+                out.push((
+                    format!("partners[{i}].id"),
+                    format!(
+                        "{:?} is not a valid partner id: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+                        p.id
+                    ),
+                ));
+            }
+            if p.name.trim().is_empty() {
+                out.push((format!("partners[{i}].name"), "must not be empty".into()));
+            }
+            if let Some(first) = seen.insert(p.id.clone(), i) {
+                out.push((
+                    format!("partners[{i}].id"),
+                    format!("duplicate partner id {:?} (also partners[{first}])", p.id),
+                ));
+            }
+        }
+
+        let mut names = BTreeMap::new();
+        for (i, m) in self.meters.iter().enumerate() {
+            if let Err(errs) = Meter::compile(m) {
+                for (field, msg) in errs {
+                    out.push((format!("meters[{i}].{field}"), msg));
+                }
+            }
+            if let Some(first) = names.insert(m.name.clone(), i) {
+                out.push((
+                    format!("meters[{i}].name"),
+                    format!("duplicate meter name {:?} (also meters[{first}])", m.name),
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn partner(&self, id: &str) -> Option<&PartnerConfig> {
+        self.partners.iter().find(|p| p.id == id)
+    }
+}
+
+pub fn valid_partner_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+fn read_dir_layers(dir: &Path) -> Result<Vec<Layer>, ConfigErrors> {
+    let problem = |message: String| {
+        ConfigErrors(vec![Problem {
+            origin: dir.display().to_string(),
+            field: "(directory)".into(),
+            message,
+        }])
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| problem(format!("cannot read config directory: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut layers = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => layers.push(Layer {
+                origin: path.display().to_string(),
+                text,
+            }),
+            Err(e) => problems.push(Problem {
+                origin: path.display().to_string(),
+                field: "(file)".into(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(layers)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+/// Where each field (or list element) was set, by dotted path.
+#[derive(Default)]
+struct Origins(BTreeMap<String, String>);
+
+impl Origins {
+    /// The origin of the longest recorded prefix of `path`.
+    fn of(&self, path: &str) -> String {
+        let mut p = path;
+        loop {
+            if let Some(o) = self.0.get(p) {
+                return o.clone();
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return "default".into(),
+            }
+        }
+    }
+}
+
+fn merge_layer(
+    merged: &mut toml::Table,
+    origins: &mut Origins,
+    table: toml::Table,
+    origin: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for (key, value) in table {
+        if LISTS.contains(&key.as_str()) {
+            let toml::Value::Array(items) = value else {
+                problems.push(Problem {
+                    origin: origin.into(),
+                    field: key.clone(),
+                    message: format!("must be an array of tables ([[{key}]])"),
+                });
+                continue;
+            };
+            let entry = merged
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Array(Vec::new()));
+            if let toml::Value::Array(existing) = entry {
+                for item in items {
+                    origins.0.insert(format!("{key}[{}]", existing.len()), origin.into());
+                    existing.push(item);
+                }
+            }
+            continue;
+        }
+        match value {
+            toml::Value::Table(fields) => {
+                let entry = merged
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let Some(section) = entry.as_table_mut() else {
+                    continue;
+                };
+                for (field, v) in fields {
+                    let path = format!("{key}.{field}");
+                    if let Some(previous) = origins.0.get(&path) {
+                        problems.push(Problem {
+                            origin: origin.into(),
+                            field: path.clone(),
+                            message: format!("also set in {previous}; set each field in one file"),
+                        });
+                    }
+                    origins.0.insert(path, origin.into());
+                    section.insert(field, v);
+                }
+            }
+            other => {
+                origins.0.insert(key.clone(), origin.into());
+                merged.insert(key, other);
+            }
+        }
+    }
+}
+
+/// `GATEWAY__HTTP__ADDR=0.0.0.0:8080` sets `http.addr`. Values that read as a TOML boolean,
+/// integer or float are taken as such; anything else is a string.
+fn apply_env(
+    merged: &mut toml::Table,
+    origins: &mut Origins,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        let origin = format!("environment variable {name}");
+        if path.len() < 2 || path.iter().any(String::is_empty) || !SECTIONS.contains(&path[0].as_str()) {
+            problems.push(Problem {
+                origin,
+                field: path.join("."),
+                message: format!(
+                    "environment overrides take the form GATEWAY__SECTION__KEY with SECTION one of {}",
+                    SECTIONS.join(", ")
+                ),
+            });
+            continue;
+        }
+        insert_at(merged, &path, env_value(&raw));
+        origins.0.insert(path.join("."), origin);
+    }
+}
+
+/// Set `path` (a non-empty list of keys) to `value`, creating tables on the way.
+fn insert_at(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [leaf] => {
+            table.insert(leaf.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert_at(t, rest, value);
+            }
+        }
+    }
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if raw.contains('.')
+        && !raw.contains(':')
+        && let Ok(f) = raw.parse::<f64>()
+    {
+        return toml::Value::Float(f);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+fn deserialize_at<T: DeserializeOwned>(
+    value: toml::Value,
+    base: &str,
+    origins: &Origins,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let field = if inner == "." || inner.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}.{inner}")
+            };
+            problems.push(Problem {
+                origin: origins.of(&field),
+                field,
+                message: e.into_inner().message().to_owned(),
+            });
+            None
+        }
+    }
+}
+
+fn section<T: DeserializeOwned + Default>(
+    merged: &toml::Table,
+    name: &str,
+    origins: &Origins,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match merged.get(name) {
+        None => Some(T::default()),
+        Some(v) if !v.is_table() => {
+            problems.push(Problem {
+                origin: origins.of(name),
+                field: name.into(),
+                message: "must be a table".into(),
+            });
+            None
+        }
+        Some(v) => deserialize_at(v.clone(), name, origins, problems),
+    }
+}
+
+fn list<T: DeserializeOwned>(
+    merged: &toml::Table,
+    name: &str,
+    origins: &Origins,
+    problems: &mut Vec<Problem>,
+) -> Vec<T> {
+    let Some(toml::Value::Array(items)) = merged.get(name) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| deserialize_at(item.clone(), &format!("{name}[{i}]"), origins, problems))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(origin: &str, text: &str) -> Layer {
+        Layer {
+            origin: origin.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_no_file_sets_anything() {
+        let c = Config::from_layers(vec![], Vec::new()).unwrap();
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.url.expose(), "sqlite://data/gateway.db");
+    }
+
+    #[test]
+    fn environment_overrides_files() {
+        let c = Config::from_layers(
+            vec![layer("gateway.toml", "[http]\naddr = \"127.0.0.1:9000\"\n")],
+            vec![
+                ("GATEWAY__HTTP__ADDR".into(), "0.0.0.0:7000".into()),
+                ("GATEWAY__JOBS__CONCURRENCY".into(), "2".into()),
+                ("OTHER".into(), "x".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.addr.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.jobs.concurrency, 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_file_and_field() {
+        let err = Config::from_layers(
+            vec![
+                layer("gateway.toml", "[http]\naddr = \"nope\"\n[jobs]\nconcurrency = 0\n"),
+                layer(
+                    "partners.toml",
+                    "[[partners]]\nid = \"a\"\nname = \"A\"\nkind = \"ehr\"\n[[partners]]\nid = \"b\"\nname = \"B\"\nkind = \"spaceship\"\n",
+                ),
+            ],
+            vec![("GATEWAY__DATABASE__URL".into(), "mysql://x".into())],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("gateway.toml: http.addr:"), "{text}");
+        assert!(text.contains("gateway.toml: jobs.concurrency: must be at least 1"), "{text}");
+        assert!(text.contains("partners.toml: partners[1].kind:"), "{text}");
+        assert!(
+            text.contains("environment variable GATEWAY__DATABASE__URL: database.url:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let c = Config::from_layers(
+            vec![layer("g.toml", "[database]\nurl = \"postgres://u:hunter2@db/x\"\n")],
+            Vec::new(),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+    }
+
+    #[test]
+    fn secret_from_missing_env_var_is_a_problem() {
+        let err = Config::from_layers(
+            vec![layer(
+                "g.toml",
+                "[database]\nurl = { env = \"PGW_TEST_SURELY_UNSET_VAR\" }\n",
+            )],
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("PGW_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+    }
+
+    #[test]
+    fn a_field_set_in_two_files_is_a_problem() {
+        let err = Config::from_layers(
+            vec![
+                layer("a.toml", "[http]\naddr = \"127.0.0.1:1\"\n"),
+                layer("b.toml", "[http]\naddr = \"127.0.0.1:2\"\n"),
+            ],
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("b.toml: http.addr: also set in a.toml"), "{err}");
+    }
+}

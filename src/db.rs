@@ -1,0 +1,221 @@
+//! The two storage backends. An enum, not a trait object: there are exactly two real
+//! backends and most SQL is shared text (`$1` placeholders work on both), so each store
+//! function matches once with [`with_db!`] or [`with_tx!`] and writes the query a single time
+//! unless the dialects differ.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+use crate::config::{self, DatabaseConfig};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A transaction on either backend. Store functions that must join the caller's transaction
+/// (record a usage event, enqueue a job) take `&mut Tx`.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Run `$body` with `$c` bound to the backend's pool.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($c) => $body,
+            $crate::db::Db::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Run `$body` with `$c` bound to the transaction's connection.
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<Db> {
+        let url = cfg.url.expose();
+        let acquire = Duration::from_secs(cfg.acquire_timeout_secs);
+        if url.starts_with("sqlite:") {
+            let mut opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("database.url is not a valid SQLite URL ({})", redact_url(url)))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match cfg.sqlite_synchronous {
+                    config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+                    config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                })
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let filename = opts.get_filename().to_path_buf();
+            if let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty())
+                && !is_memory(&filename)
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create the database directory {}", parent.display()))?;
+            }
+            opts = opts.pragma("temp_store", "memory");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open SQLite database {}", filename.display()))?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url)
+                .with_context(|| format!("database.url is not a valid PostgreSQL URL ({})", redact_url(url)))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Db::Sqlite(_) => &SQLITE_MIGRATOR,
+            Db::Postgres(_) => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = self.migrator();
+        with_db!(self, pool => migrator.run(pool).await).context("applying migrations")?;
+        Ok(())
+    }
+
+    /// Versions the binary knows that the database has not applied (empty when current).
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        let applied: Vec<i64> = with_db!(self, pool => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await
+        })
+        .unwrap_or_default();
+        Ok(self
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected())).map(|_| ())
+    }
+
+    /// Begin a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so two writers queue
+    /// on the busy timeout instead of one failing when it upgrades from reader to writer.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, pool => pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+fn is_memory(p: &Path) -> bool {
+    p.as_os_str() == ":memory:"
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    let host = host.split('?').next().unwrap_or(host);
+    format!("{scheme}://{user}:***@{host}")
+}
+
+/// True when the error is a unique-constraint violation (both backends).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://data/g.db"), "sqlite://data/g.db");
+    }
+}

@@ -1,0 +1,68 @@
+//! `GET /healthz` (the process is up), `GET /readyz` (database reachable and migrations
+//! current), `GET /metrics` (Prometheus text).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::jobs;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.db.ping().await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": "unreachable"})),
+        )
+            .into_response();
+    }
+    match state.db.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => {
+            Json(json!({"status": "ready", "database": "ok", "migrations": "current"})).into_response()
+        }
+        Ok(pending) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": "ok", "migrations": "pending", "pending": pending})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: cannot read migrations");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    // Queue depth is read from the store at scrape time: it is shared by every instance.
+    match jobs::count_jobs_by_state(&state.db).await {
+        Ok(counts) => {
+            for (s, n) in counts {
+                metrics::gauge!("gateway_jobs", "state" => s).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
+    }
+    match crate::telemetry::prometheus() {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response(),
+    }
+}

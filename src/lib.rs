@@ -1,0 +1,27 @@
+//! partner-gateway: the integration gateway between the company's product and its partners
+//! (EHRs, LMSs, identity providers), with a per-partner usage ledger.
+//!
+//! `ARCHITECTURE.md` at the repository root is the map of these modules.
+
+/// Build the router and workers from config; run until stopped.
+pub mod app;
+/// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`.
+pub mod cli;
+/// Layered configuration (built-in defaults, files, `GATEWAY__*` environment) and validation.
+pub mod config;
+/// The two storage backends (SQLite, PostgreSQL), migrations and transactions.
+pub mod db;
+/// Shared HTTP pieces: the error type, API-key authentication, health and metrics routes.
+pub mod http;
+/// Durable background jobs: enqueue inside a transaction, leased claims, retries, dead jobs.
+pub mod jobs;
+/// Usage ledger: CloudEvents ingest, deduplication, meters and windowed queries.
+pub mod metering;
+/// Partners declared in config and synced into the store.
+pub mod partners;
+/// Tracing (text or JSON logs) and the Prometheus recorder.
+pub mod telemetry;
+/// API keys: generation, hashing, lookup.
+pub mod apikeys;
+/// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
+pub mod time;

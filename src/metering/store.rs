@@ -1,0 +1,296 @@
+//! SQL for the usage ledger.
+//!
+//! A batch is written with one statement per backend: SQLite expands a JSON array with
+//! `json_each`, PostgreSQL expands typed arrays with `UNNEST`. The unique key
+//! (partner_id, source, event_id) with `ON CONFLICT DO NOTHING` is what makes a retried
+//! event a duplicate instead of a second count, across restarts and instances alike.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::UsageEvent;
+use super::meter::{Aggregation, Field, Meter, TypePattern};
+use super::window::Window;
+use crate::db::{Db, Tx};
+use crate::time::to_micros;
+
+const INSERT_SQLITE: &str = "INSERT INTO usage_events \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us) \
+    SELECT value->>'p', value->>'s', value->>'i', value->>'t', value->>'u', value->>'m', \
+           value->'d', value->'x', $2 \
+    FROM json_each($1) WHERE true \
+    ON CONFLICT (partner_id, source, event_id) DO NOTHING";
+
+const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us) \
+    SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, $9 \
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) \
+         AS e(p, s, i, t, u, m, d, x) \
+    ON CONFLICT (partner_id, source, event_id) DO NOTHING";
+
+/// Insert events inside the caller's transaction; returns how many were new (the rest were
+/// already in the ledger, or repeated within the batch).
+pub async fn insert_usage_events(
+    tx: &mut Tx,
+    events: &[UsageEvent],
+    received_at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let received = to_micros(received_at);
+    let done = match tx {
+        Tx::Sqlite(t) => {
+            let rows: Vec<Value> = events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "p": e.partner_id, "s": e.source, "i": e.id, "t": e.event_type,
+                        "u": e.subject, "m": to_micros(e.time), "d": e.data, "x": e.extensions,
+                    })
+                })
+                .collect();
+            let batch = Value::Array(rows).to_string();
+            sqlx::query(INSERT_SQLITE).bind(batch).bind(received).execute(&mut **t).await?.rows_affected()
+        }
+        Tx::Postgres(t) => {
+            let n = events.len();
+            let (mut p, mut s, mut i, mut ty) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut u, mut m, mut d, mut x) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for e in events {
+                p.push(e.partner_id.as_str());
+                s.push(e.source.as_str());
+                i.push(e.id.as_str());
+                ty.push(e.event_type.as_str());
+                u.push(e.subject.as_deref());
+                m.push(to_micros(e.time));
+                d.push(e.data.as_ref().map(Value::to_string));
+                x.push(e.extensions.as_ref().map(|m| Value::Object(m.clone()).to_string()));
+            }
+            sqlx::query(INSERT_POSTGRES)
+                .bind(p)
+                .bind(s)
+                .bind(i)
+                .bind(ty)
+                .bind(u)
+                .bind(m)
+                .bind(d)
+                .bind(x)
+                .bind(received)
+                .execute(&mut **t).await?.rows_affected()
+        }
+    };
+    Ok(done)
+}
+
+/// Record one event inside the transaction of the change that caused it (a launch, a grade
+/// post), so the event exists if and only if the change was committed. Returns false when
+/// the ledger already holds an event with this (partner, source, id).
+pub async fn record_usage_event(tx: &mut Tx, event: &UsageEvent) -> Result<bool, sqlx::Error> {
+    Ok(insert_usage_events(tx, std::slice::from_ref(event), Utc::now()).await? == 1)
+}
+
+/// One result row: the window's index, the group values, and the aggregated value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub window: usize,
+    pub group: Vec<Option<String>>,
+    pub value: Value,
+}
+
+#[derive(Clone, Copy)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// SQL text of a field, as text (for grouping and value parsing).
+    fn text(self, f: &Field) -> String {
+        match f {
+            Field::Subject => "e.subject".into(),
+            Field::Source => "e.source".into(),
+            Field::Type => "e.type".into(),
+            // Path segments are validated to [A-Za-z0-9_-] when the meter is compiled.
+            Field::Data(path) => match self {
+                Dialect::Sqlite => format!("CAST(e.data ->> '$.{}' AS TEXT)", path.join(".")),
+                Dialect::Postgres => format!("(e.data #>> '{{{}}}')", path.join(",")),
+            },
+        }
+    }
+
+    /// SQL of a field as JSON text (for LATEST, which returns the value as it was sent).
+    fn json(self, f: &Field) -> String {
+        match (self, f) {
+            (Dialect::Sqlite, Field::Data(path)) => format!("(e.data -> '$.{}')", path.join(".")),
+            (Dialect::Postgres, Field::Data(path)) => format!("((e.data #> '{{{}}}')::text)", path.join(",")),
+            (Dialect::Sqlite, other) => format!("json_quote({})", self.text(other)),
+            (Dialect::Postgres, other) => format!("(to_jsonb({})::text)", self.text(other)),
+        }
+    }
+}
+
+/// Run a meter over the windows for one partner. COUNT and UNIQUE_COUNT aggregate in SQL
+/// (exact on both backends); SUM, MAX and LATEST fold in Rust with exact decimals, so both
+/// backends give the same figures.
+pub async fn query_meter(
+    db: &Db,
+    partner_id: &str,
+    meter: &Meter,
+    windows: &[Window],
+    group_by: &[Field],
+) -> anyhow::Result<Vec<Bucket>> {
+    let dialect = match db {
+        Db::Sqlite(_) => Dialect::Sqlite,
+        Db::Postgres(_) => Dialect::Postgres,
+    };
+    // Parameters: $1 partner, then windows ($2 on SQLite as JSON; $2, $3 on PostgreSQL),
+    // then the exact types, then one per prefix.
+    let mut next = match dialect {
+        Dialect::Sqlite => 3,
+        Dialect::Postgres => 4,
+    };
+    let exact: Vec<&str> = meter
+        .event_types
+        .iter()
+        .filter_map(|t| match t {
+            TypePattern::Exact(s) => Some(s.as_str()),
+            TypePattern::Prefix(_) => None,
+        })
+        .collect();
+    let prefixes: Vec<&str> = meter
+        .event_types
+        .iter()
+        .filter_map(|t| match t {
+            TypePattern::Prefix(s) => Some(s.as_str()),
+            TypePattern::Exact(_) => None,
+        })
+        .collect();
+    let mut type_terms = Vec::new();
+    if !exact.is_empty() {
+        type_terms.push(match dialect {
+            Dialect::Sqlite => format!("e.type IN (SELECT value FROM json_each(${next}))"),
+            Dialect::Postgres => format!("e.type = ANY(${next}::text[])"),
+        });
+        next += 1;
+    }
+    for p in &prefixes {
+        type_terms.push(format!("substr(e.type, 1, {}) = ${next}", p.chars().count()));
+        next += 1;
+    }
+    let windows_cte = match dialect {
+        Dialect::Sqlite => "w(idx, ws, we) AS (SELECT key, value->>0, value->>1 FROM json_each($2))",
+        Dialect::Postgres => {
+            "w(idx, ws, we) AS (SELECT ord - 1, s, e FROM UNNEST($2::bigint[], $3::bigint[]) \
+             WITH ORDINALITY AS t(s, e, ord))"
+        }
+    };
+    let groups: Vec<String> = group_by.iter().map(|g| dialect.text(g)).collect();
+    let group_cols: String = groups.iter().map(|g| format!(", {g}")).collect();
+    let from = format!(
+        "FROM w JOIN usage_events e ON e.partner_id = $1 AND e.time_us >= w.ws AND e.time_us < w.we \
+         WHERE ({})",
+        type_terms.join(" OR ")
+    );
+    let group_positions: String = (0..groups.len()).map(|i| format!(", {}", i + 2)).collect();
+    let in_sql = matches!(meter.aggregation, Aggregation::Count | Aggregation::UniqueCount);
+    let value_field = meter.value.clone().unwrap_or(Field::Subject);
+    let sql = if in_sql {
+        let agg = match meter.aggregation {
+            Aggregation::Count => "COUNT(*)".to_owned(),
+            // Distinct over the text form, so both backends agree on what "the same" is.
+            _ => format!("COUNT(DISTINCT {})", dialect.text(&value_field)),
+        };
+        format!(
+            "WITH {windows_cte} SELECT w.idx{group_cols}, {agg} {from} GROUP BY 1{group_positions} ORDER BY 1{group_positions}"
+        )
+    } else {
+        let value = match meter.aggregation {
+            Aggregation::Latest => dialect.json(&value_field),
+            _ => dialect.text(&value_field),
+        };
+        format!(
+            "WITH {windows_cte} SELECT w.idx{group_cols}, {value}, e.time_us, e.seq {from} \
+             ORDER BY 1{group_positions}, e.time_us, e.seq"
+        )
+    };
+
+    let starts: Vec<i64> = windows.iter().map(|w| to_micros(w.start)).collect();
+    let ends: Vec<i64> = windows.iter().map(|w| to_micros(w.end)).collect();
+    let ngroups = groups.len();
+
+    let raw: Vec<RawRow> = match db {
+        Db::Sqlite(pool) => {
+            let pairs: Vec<[i64; 2]> = starts.iter().zip(&ends).map(|(s, e)| [*s, *e]).collect();
+            let mut q = sqlx::query(&sql).bind(partner_id).bind(serde_json::to_string(&pairs)?);
+            if !exact.is_empty() {
+                q = q.bind(serde_json::to_string(&exact)?);
+            }
+            for p in &prefixes {
+                q = q.bind(*p);
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter().map(|r| RawRow::read(r, ngroups, in_sql)).collect::<Result<_, _>>()?
+        }
+        Db::Postgres(pool) => {
+            let mut q = sqlx::query(&sql).bind(partner_id).bind(&starts).bind(&ends);
+            if !exact.is_empty() {
+                q = q.bind(&exact);
+            }
+            for p in &prefixes {
+                q = q.bind(*p);
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter().map(|r| RawRow::read(r, ngroups, in_sql)).collect::<Result<_, _>>()?
+        }
+    };
+    Ok(super::query::fold(meter.aggregation, raw))
+}
+
+/// A row as read from either backend.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub window: usize,
+    pub group: Vec<Option<String>>,
+    /// COUNT / UNIQUE_COUNT: the aggregate. Otherwise the event's value as text.
+    pub count: Option<i64>,
+    pub value: Option<String>,
+}
+
+impl RawRow {
+    fn read<R>(row: &R, ngroups: usize, aggregated: bool) -> Result<Self, sqlx::Error>
+    where
+        R: Row,
+        usize: sqlx::ColumnIndex<R>,
+        i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let idx: i64 = row.try_get(0)?;
+        let mut group = Vec::with_capacity(ngroups);
+        for i in 0..ngroups {
+            group.push(row.try_get::<Option<String>, _>(1 + i)?);
+        }
+        let (count, value) = if aggregated {
+            (Some(row.try_get::<i64, _>(1 + ngroups)?), None)
+        } else {
+            (None, row.try_get::<Option<String>, _>(1 + ngroups)?)
+        };
+        Ok(RawRow {
+            window: usize::try_from(idx).unwrap_or(0),
+            group,
+            count,
+            value,
+        })
+    }
+}

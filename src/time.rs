@@ -1,0 +1,16 @@
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Microseconds since the Unix epoch: the one instant representation in both stores, so the
+/// same SQL compares and buckets times on SQLite and PostgreSQL.
+pub fn to_micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// The inverse of [`to_micros`]; out-of-range values clamp to the epoch rather than panic.
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+pub fn now_micros() -> i64 {
+    to_micros(Utc::now())
+}
