@@ -32,7 +32,10 @@ impl AppState {
         } else {
             let pending = db.pending_migrations().await?;
             if !pending.is_empty() {
-                tracing::warn!(?pending, "migrations are pending and database.migrate_on_start is off");
+                tracing::warn!(
+                    ?pending,
+                    "migrations are pending and database.migrate_on_start is off"
+                );
             }
         }
         crate::partners::sync_partners(&db, &config.partners)

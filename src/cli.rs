@@ -14,7 +14,11 @@ use crate::config::Config;
 use crate::db::Db;
 
 #[derive(Parser, Debug)]
-#[command(name = "partner-gateway", version, about = "Integration gateway and usage ledger for partner systems")]
+#[command(
+    name = "partner-gateway",
+    version,
+    about = "Integration gateway and usage ledger for partner systems"
+)]
 pub struct Cli {
     /// Directory holding the *.toml config files.
     #[arg(long, global = true, default_value = "config", value_name = "DIR")]
@@ -124,19 +128,32 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         Command::ApiKeys(cmd) => {
             let state = AppState::prepare(config, true).await?;
             match cmd {
-                ApiKeysCommand::Create { role, partner, name } => {
+                ApiKeysCommand::Create {
+                    role,
+                    partner,
+                    name,
+                } => {
                     if let Some(p) = &partner
                         && state.config.partner(p).is_none()
                     {
                         anyhow::bail!("unknown partner {p:?}: it is not declared in the config");
                     }
-                    let (_, secret) =
-                        apikeys::create_api_key(&state.db, role, partner.as_deref(), name.as_deref()).await?;
+                    let (_, secret) = apikeys::create_api_key(
+                        &state.db,
+                        role,
+                        partner.as_deref(),
+                        name.as_deref(),
+                    )
+                    .await?;
                     println!("{secret}");
                 }
                 ApiKeysCommand::List => {
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{:<38} {:<14} {:<8} {:<20} {:<8} NAME", "ID", "PREFIX", "ROLE", "PARTNER", "STATUS")?;
+                    writeln!(
+                        out,
+                        "{:<38} {:<14} {:<8} {:<20} {:<8} NAME",
+                        "ID", "PREFIX", "ROLE", "PARTNER", "STATUS"
+                    )?;
                     for k in apikeys::list_api_keys(&state.db).await? {
                         writeln!(
                             out,
@@ -145,7 +162,11 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                             k.prefix,
                             k.role.as_str(),
                             k.partner_id.as_deref().unwrap_or("-"),
-                            if k.revoked_at_us.is_some() { "revoked" } else { "active" },
+                            if k.revoked_at_us.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            },
                             k.name.as_deref().unwrap_or("")
                         )?;
                     }
@@ -167,12 +188,15 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             {
                 anyhow::bail!("unknown partner {p:?}: it is not declared in the config");
             }
-            let handle = std::fs::File::open(&file).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+            let handle = std::fs::File::open(&file)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
             let total = handle.metadata().map(|m| m.len()).unwrap_or(0);
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let report = crate::metering::import::import_ndjson(
                 &state.db,

@@ -300,7 +300,13 @@ impl Config {
 
         for layer in &layers {
             match layer.text.parse::<toml::Table>() {
-                Ok(table) => merge_layer(&mut merged, &mut origins, table, &layer.origin, &mut problems),
+                Ok(table) => merge_layer(
+                    &mut merged,
+                    &mut origins,
+                    table,
+                    &layer.origin,
+                    &mut problems,
+                ),
                 Err(e) => problems.push(Problem {
                     origin: layer.origin.clone(),
                     field: "(file)".into(),
@@ -356,20 +362,32 @@ impl Config {
     fn semantic_problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let url = self.database.url.expose();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             out.push((
                 "database.url".into(),
                 "must start with sqlite:, postgres:// or postgresql://".into(),
             ));
         }
         if self.database.max_connections == 0 {
-            out.push(("database.max_connections".into(), "must be at least 1".into()));
+            out.push((
+                "database.max_connections".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.http.body_limit_bytes < 1024 {
-            out.push(("http.body_limit_bytes".into(), "must be at least 1024".into()));
+            out.push((
+                "http.body_limit_bytes".into(),
+                "must be at least 1024".into(),
+            ));
         }
         if self.http.request_timeout_secs == 0 {
-            out.push(("http.request_timeout_secs".into(), "must be at least 1".into()));
+            out.push((
+                "http.request_timeout_secs".into(),
+                "must be at least 1".into(),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             out.push((
@@ -452,7 +470,8 @@ fn read_dir_layers(dir: &Path) -> Result<Vec<Layer>, ConfigErrors> {
             message,
         }])
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| problem(format!("cannot read config directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| problem(format!("cannot read config directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -522,7 +541,9 @@ fn merge_layer(
                 .or_insert_with(|| toml::Value::Array(Vec::new()));
             if let toml::Value::Array(existing) = entry {
                 for item in items {
-                    origins.0.insert(format!("{key}[{}]", existing.len()), origin.into());
+                    origins
+                        .0
+                        .insert(format!("{key}[{}]", existing.len()), origin.into());
                     existing.push(item);
                 }
             }
@@ -576,7 +597,10 @@ fn apply_env(
             .map(|s| s.to_ascii_lowercase())
             .collect();
         let origin = format!("environment variable {name}");
-        if path.len() < 2 || path.iter().any(String::is_empty) || !SECTIONS.contains(&path[0].as_str()) {
+        if path.len() < 2
+            || path.iter().any(String::is_empty)
+            || !SECTIONS.contains(&path[0].as_str())
+        {
             problems.push(Problem {
                 origin,
                 field: path.join("."),
@@ -686,7 +710,9 @@ fn list<T: DeserializeOwned>(
     items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| deserialize_at(item.clone(), &format!("{name}[{i}]"), origins, problems))
+        .filter_map(|(i, item)| {
+            deserialize_at(item.clone(), &format!("{name}[{i}]"), origins, problems)
+        })
         .collect()
 }
 
@@ -738,7 +764,10 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("gateway.toml: http.addr:"), "{text}");
-        assert!(text.contains("gateway.toml: jobs.concurrency: must be at least 1"), "{text}");
+        assert!(
+            text.contains("gateway.toml: jobs.concurrency: must be at least 1"),
+            "{text}"
+        );
         assert!(text.contains("partners.toml: partners[1].kind:"), "{text}");
         assert!(
             text.contains("environment variable GATEWAY__DATABASE__URL: database.url:"),
@@ -749,7 +778,10 @@ mod tests {
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
         let c = Config::from_layers(
-            vec![layer("g.toml", "[database]\nurl = \"postgres://u:hunter2@db/x\"\n")],
+            vec![layer(
+                "g.toml",
+                "[database]\nurl = \"postgres://u:hunter2@db/x\"\n",
+            )],
             Vec::new(),
         )
         .unwrap();
@@ -767,7 +799,11 @@ mod tests {
             Vec::new(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("PGW_TEST_SURELY_UNSET_VAR is not set"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("PGW_TEST_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -780,6 +816,10 @@ mod tests {
             Vec::new(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("b.toml: http.addr: also set in a.toml"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("b.toml: http.addr: also set in a.toml"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Postgres, Sqlite, Transaction};
 
 use crate::config::{self, DatabaseConfig};
@@ -80,7 +82,12 @@ impl Db {
         let acquire = Duration::from_secs(cfg.acquire_timeout_secs);
         if url.starts_with("sqlite:") {
             let mut opts = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("database.url is not a valid SQLite URL ({})", redact_url(url)))?
+                .with_context(|| {
+                    format!(
+                        "database.url is not a valid SQLite URL ({})",
+                        redact_url(url)
+                    )
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(match cfg.sqlite_synchronous {
@@ -93,8 +100,9 @@ impl Db {
             if let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty())
                 && !is_memory(&filename)
             {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create the database directory {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("cannot create the database directory {}", parent.display())
+                })?;
             }
             opts = opts.pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
@@ -105,8 +113,12 @@ impl Db {
                 .with_context(|| format!("cannot open SQLite database {}", filename.display()))?;
             Ok(Db::Sqlite(pool))
         } else {
-            let opts = PgConnectOptions::from_str(url)
-                .with_context(|| format!("database.url is not a valid PostgreSQL URL ({})", redact_url(url)))?;
+            let opts = PgConnectOptions::from_str(url).with_context(|| {
+                format!(
+                    "database.url is not a valid PostgreSQL URL ({})",
+                    redact_url(url)
+                )
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(acquire)
@@ -215,7 +227,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite://data/g.db"), "sqlite://data/g.db");
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! `ARCHITECTURE.md` at the repository root is the map of these modules.
 
+/// API keys: generation, hashing, lookup.
+pub mod apikeys;
 /// Build the router and workers from config; run until stopped.
 pub mod app;
 /// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`.
@@ -21,7 +23,5 @@ pub mod metering;
 pub mod partners;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
-/// API keys: generation, hashing, lookup.
-pub mod apikeys;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
 pub mod time;

@@ -11,7 +11,9 @@ pub use store::{ApiKey, create_api_key, find_api_key, list_api_keys, revoke_api_
 /// Every key starts with this, so leaked keys are easy to find by secret scanners.
 pub const KEY_PREFIX: &str = "pgw_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Operates the gateway: everything.

@@ -31,7 +31,8 @@ struct Row {
 
 impl Row {
     fn into_key(self) -> anyhow::Result<ApiKey> {
-        let role = Role::parse(&self.role).ok_or_else(|| anyhow::anyhow!("unknown role {:?} in api_keys", self.role))?;
+        let role = Role::parse(&self.role)
+            .ok_or_else(|| anyhow::anyhow!("unknown role {:?} in api_keys", self.role))?;
         Ok(ApiKey {
             id: self.id,
             prefix: self.prefix,
@@ -56,7 +57,10 @@ pub async fn create_api_key(
     match (role, partner_id) {
         (Role::Partner, None) => anyhow::bail!("a partner key needs --partner"),
         (r, Some(_)) if r != Role::Partner => {
-            anyhow::bail!("only partner keys are scoped to a partner; drop --partner for a {} key", r.as_str())
+            anyhow::bail!(
+                "only partner keys are scoped to a partner; drop --partner for a {} key",
+                r.as_str()
+            )
         }
         _ => {}
     }
@@ -93,8 +97,10 @@ pub async fn create_api_key(
 /// The live (not revoked) key with this secret.
 pub async fn find_api_key(db: &Db, secret: &str) -> anyhow::Result<Option<ApiKey>> {
     let hash = hash_key(secret);
-    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at_us IS NULL");
-    let row: Option<Row> = with_db!(db, pool => sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await)?;
+    let sql =
+        format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at_us IS NULL");
+    let row: Option<Row> =
+        with_db!(db, pool => sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await)?;
     row.map(Row::into_key).transpose()
 }
 

@@ -61,13 +61,12 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <api key> header".into()))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization: Bearer <api key> header".into())
+        })?;
+        let value = header.to_str().map_err(|_| {
+            ApiError::Unauthorized("the Authorization header is not valid text".into())
+        })?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Unauthorized(

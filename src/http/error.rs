@@ -27,7 +27,10 @@ pub enum ApiError {
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
     #[error("{detail}")]
-    Validation { detail: String, errors: Vec<FieldError> },
+    Validation {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -63,7 +66,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "validation_failed"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
@@ -96,7 +101,15 @@ impl IntoResponse for ApiError {
             ApiError::Validation { errors, .. } => errors.as_slice(),
             _ => &[],
         };
-        let mut resp = (status, Json(ErrorBody { code, detail, errors })).into_response();
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                code,
+                detail,
+                errors,
+            }),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -78,7 +78,11 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -99,7 +103,11 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    tracing::info!(status = resp.status().as_u16(), latency_ms = elapsed * 1000.0, "handled");
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_ms = elapsed * 1000.0,
+        "handled"
+    );
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)

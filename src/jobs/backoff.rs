@@ -23,7 +23,10 @@ mod tests {
         let max = Duration::from_secs(60);
         assert_eq!(retry_delay(1, base, max, 0.0), Duration::from_millis(500));
         assert_eq!(retry_delay(3, base, max, 0.0), Duration::from_secs(2));
-        assert_eq!(retry_delay(3, base, max, 0.999_999), Duration::from_micros(3_999_998));
+        assert_eq!(
+            retry_delay(3, base, max, 0.999_999),
+            Duration::from_micros(3_999_998)
+        );
         assert_eq!(retry_delay(30, base, max, 0.0), Duration::from_secs(30));
         assert!(retry_delay(100, base, max, 1.0) <= max);
     }

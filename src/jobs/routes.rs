@@ -47,7 +47,11 @@ async fn list(
     Ok(Json(json!({ "data": jobs })))
 }
 
-async fn one(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Admin])?;
     let job = super::get_job(&state.db, &id)
         .await?
@@ -56,14 +60,21 @@ async fn one(State(state): State<AppState>, caller: Caller, Path(id): Path<Strin
 }
 
 /// Requeue a dead job with a fresh set of attempts.
-async fn retry(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Admin])?;
     if super::retry_dead_job(&state.db, &id, now_micros()).await? {
         Ok(Json(json!({ "id": id, "state": "pending" })))
     } else {
         match super::get_job(&state.db, &id).await? {
             None => Err(ApiError::NotFound(format!("unknown job {id:?}"))),
-            Some(j) => Err(ApiError::Conflict(format!("job {id:?} is {}, not dead", j.state))),
+            Some(j) => Err(ApiError::Conflict(format!(
+                "job {id:?} is {}, not dead",
+                j.state
+            ))),
         }
     }
 }

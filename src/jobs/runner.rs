@@ -57,7 +57,10 @@ impl Handlers {
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
-        self.0.insert(kind.into(), Arc::new(move |ctx| Box::pin(f(ctx)) as JobFuture));
+        self.0.insert(
+            kind.into(),
+            Arc::new(move |ctx| Box::pin(f(ctx)) as JobFuture),
+        );
         self
     }
 
@@ -120,7 +123,8 @@ impl Runner {
         let owner = format!("{}:{}", self.instance, uuid::Uuid::new_v4().simple());
         let lease_until = now + self.lease().as_micros() as i64;
         let kinds = self.handlers.kinds();
-        let Some(job) = store::claim_next_job(&self.db, &kinds, &owner, now, lease_until).await? else {
+        let Some(job) = store::claim_next_job(&self.db, &kinds, &owner, now, lease_until).await?
+        else {
             for id in store::bury_abandoned_jobs(&self.db, now).await? {
                 tracing::error!(job_id = %id, "job is dead: its worker was lost on the final attempt");
                 metrics::counter!("gateway_jobs_dead_total").increment(1);
@@ -133,8 +137,11 @@ impl Runner {
             store::release_job(&self.db, &job.id, &owner, now).await?;
             return Ok(Outcome::Released(job.id));
         };
-        let span = tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
-        self.execute(job, handler, owner, shutdown).instrument(span).await
+        let span =
+            tracing::info_span!("job", job_id = %job.id, kind = %job.kind, attempt = job.attempts);
+        self.execute(job, handler, owner, shutdown)
+            .instrument(span)
+            .await
     }
 
     async fn execute(
@@ -254,7 +261,10 @@ impl Runner {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "job runner: store error; backing off");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "job runner: store error; backing off"
+                    );
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = tokio::time::sleep(poll * 4) => {}

@@ -127,13 +127,23 @@ pub async fn bury_abandoned_jobs(db: &Db, now_us: i64) -> Result<Vec<String>, sq
 }
 
 /// Extend a lease we hold. False means we no longer hold it.
-pub async fn renew_lease(db: &Db, id: &str, owner: &str, until_us: i64) -> Result<bool, sqlx::Error> {
+pub async fn renew_lease(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    until_us: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET lease_until_us = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'";
     let done = with_db!(db, pool => sqlx::query(sql).bind(until_us).bind(id).bind(owner).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(done == 1)
 }
 
-pub async fn complete_job(db: &Db, id: &str, owner: &str, now_us: i64) -> Result<bool, sqlx::Error> {
+pub async fn complete_job(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    now_us: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, lease_until_us = NULL, \
                finished_at_us = $1, updated_at_us = $1 WHERE id = $2 AND lease_owner = $3 AND state = 'running'";
     let done = with_db!(db, pool => sqlx::query(sql).bind(now_us).bind(id).bind(owner).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -156,7 +166,13 @@ pub async fn reschedule_job(
     Ok(done == 1)
 }
 
-pub async fn bury_job(db: &Db, id: &str, owner: &str, error: &str, now_us: i64) -> Result<bool, sqlx::Error> {
+pub async fn bury_job(
+    db: &Db,
+    id: &str,
+    owner: &str,
+    error: &str,
+    now_us: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET state = 'dead', last_error = $1, lease_owner = NULL, lease_until_us = NULL, \
                finished_at_us = $2, updated_at_us = $2 WHERE id = $3 AND lease_owner = $4 AND state = 'running'";
     let done = with_db!(db, pool => {
@@ -202,8 +218,22 @@ pub async fn list_jobs(
          ORDER BY updated_at_us DESC, id DESC LIMIT $3"
     );
     match db {
-        Db::Sqlite(p) => sqlx::query_as(&sqlite).bind(state).bind(kind).bind(limit).fetch_all(p).await,
-        Db::Postgres(p) => sqlx::query_as(&pg).bind(state).bind(kind).bind(limit).fetch_all(p).await,
+        Db::Sqlite(p) => {
+            sqlx::query_as(&sqlite)
+                .bind(state)
+                .bind(kind)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_as(&pg)
+                .bind(state)
+                .bind(kind)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+        }
     }
 }
 

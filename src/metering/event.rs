@@ -56,7 +56,10 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
 
     match obj.remove("specversion") {
         Some(Value::String(v)) if v == "1.0" => {}
-        Some(Value::String(v)) => problems.push(problem("specversion", format!("must be \"1.0\", got {v:?}"))),
+        Some(Value::String(v)) => problems.push(problem(
+            "specversion",
+            format!("must be \"1.0\", got {v:?}"),
+        )),
         Some(_) => problems.push(problem("specversion", "must be the string \"1.0\"")),
         None => problems.push(problem("specversion", "is required")),
     }
@@ -72,14 +75,20 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
             Ok(t) => {
                 let t = t.with_timezone(&Utc);
                 if t > now + MAX_FUTURE_SKEW {
-                    problems.push(problem("time", format!("{s:?} is more than 24 hours in the future")));
+                    problems.push(problem(
+                        "time",
+                        format!("{s:?} is more than 24 hours in the future"),
+                    ));
                     None
                 } else {
                     Some(t)
                 }
             }
-            Err(e) => {
-                problems.push(problem("time", format!("{s:?} is not an RFC 3339 timestamp ({e})")));
+            Err(_) => {
+                problems.push(problem(
+                    "time",
+                    format!("{s:?} is not an RFC 3339 timestamp such as 2026-11-23T10:00:00Z"),
+                ));
                 None
             }
         },
@@ -98,7 +107,10 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
         )),
     }
     if obj.remove("data_base64").is_some() {
-        problems.push(problem("data_base64", "binary data is not accepted; send JSON in data"));
+        problems.push(problem(
+            "data_base64",
+            "binary data is not accepted; send JSON in data",
+        ));
     }
     let data = match obj.remove("data") {
         None | Some(Value::Null) => None,
@@ -112,37 +124,59 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
     // What is left are extension attributes (and `dataschema`). CloudEvents names are
     // lowercase letters and digits; values are scalars.
     for (name, v) in &obj {
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) || name.is_empty() {
-            problems.push(problem(name, "is not a valid CloudEvents attribute name (a-z, 0-9)"));
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            || name.is_empty()
+        {
+            problems.push(problem(
+                name,
+                "is not a valid CloudEvents attribute name (a-z, 0-9)",
+            ));
         } else if v.is_object() || v.is_array() {
-            problems.push(problem(name, "extension attributes must be strings, numbers or booleans"));
+            problems.push(problem(
+                name,
+                "extension attributes must be strings, numbers or booleans",
+            ));
         }
     }
 
     match (id, source, event_type, time) {
-        (Some(id), Some(source), Some(event_type), Some(time)) if problems.is_empty() => Ok(ParsedEvent {
-            partner,
-            event: UsageEvent {
-                partner_id: String::new(),
-                id,
-                source,
-                event_type,
-                subject,
-                time,
-                data,
-                extensions: if obj.is_empty() { None } else { Some(obj) },
-            },
-        }),
+        (Some(id), Some(source), Some(event_type), Some(time)) if problems.is_empty() => {
+            Ok(ParsedEvent {
+                partner,
+                event: UsageEvent {
+                    partner_id: String::new(),
+                    id,
+                    source,
+                    event_type,
+                    subject,
+                    time,
+                    data,
+                    extensions: if obj.is_empty() { None } else { Some(obj) },
+                },
+            })
+        }
         _ => Err(problems),
     }
 }
 
 fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn required_string(obj: &mut Map<String, Value>, field: &str, problems: &mut Vec<FieldProblem>) -> Option<String> {
+fn required_string(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
     match obj.remove(field) {
         None | Some(Value::Null) => {
             problems.push(problem(field, "is required"));
@@ -153,7 +187,10 @@ fn required_string(obj: &mut Map<String, Value>, field: &str, problems: &mut Vec
             None
         }
         Some(Value::String(s)) if s.len() > MAX_ATTRIBUTE_LEN => {
-            problems.push(problem(field, format!("is longer than {MAX_ATTRIBUTE_LEN} bytes")));
+            problems.push(problem(
+                field,
+                format!("is longer than {MAX_ATTRIBUTE_LEN} bytes"),
+            ));
             None
         }
         Some(Value::String(s)) => Some(s),
@@ -164,7 +201,11 @@ fn required_string(obj: &mut Map<String, Value>, field: &str, problems: &mut Vec
     }
 }
 
-fn optional_string(obj: &mut Map<String, Value>, field: &str, problems: &mut Vec<FieldProblem>) -> Option<String> {
+fn optional_string(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<String> {
     match obj.get(field) {
         None | Some(Value::Null) => {
             obj.remove(field);
@@ -180,12 +221,18 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn a_minimal_event_defaults_its_time_to_now() {
-        let p = parse_event(json!({"specversion":"1.0","id":"1","source":"s","type":"t"}), now()).unwrap();
+        let p = parse_event(
+            json!({"specversion":"1.0","id":"1","source":"s","type":"t"}),
+            now(),
+        )
+        .unwrap();
         assert_eq!(p.event.time, now());
         assert_eq!(p.partner, None);
         assert_eq!(p.event.extensions, None);
@@ -193,7 +240,11 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let errs = parse_event(json!({"specversion":"0.3","source":"","type":5,"time":"yesterday"}), now()).unwrap_err();
+        let errs = parse_event(
+            json!({"specversion":"0.3","source":"","type":5,"time":"yesterday"}),
+            now(),
+        )
+        .unwrap_err();
         let fields: Vec<_> = errs.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["specversion", "id", "source", "type", "time"]);
     }

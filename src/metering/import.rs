@@ -32,7 +32,9 @@ pub async fn import_ndjson(
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(MAX_BATCH);
     let mut bytes = 0u64;
     let known = |p: &str| config.partner(p).is_some();
-    let attribution = Attribution::Named { default: default_partner };
+    let attribution = Attribution::Named {
+        default: default_partner,
+    };
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
         let line = line.map_err(|e| anyhow::anyhow!("reading line {lineno}: {e}"))?;
@@ -43,7 +45,9 @@ pub async fn import_ndjson(
         let value: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                report.rejected.push((lineno, format!("not valid JSON: {e}")));
+                report
+                    .rejected
+                    .push((lineno, format!("not valid JSON: {e}")));
                 continue;
             }
         };
@@ -51,7 +55,10 @@ pub async fn import_ndjson(
             Ok(e) => batch.push(e),
             Err(PrepareError::Forbidden(m)) => report.rejected.push((lineno, m)),
             Err(PrepareError::Invalid(problems)) => {
-                let reasons: Vec<String> = problems.iter().map(|p| format!("{} {}", p.field, p.reason)).collect();
+                let reasons: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("{} {}", p.field, p.reason))
+                    .collect();
                 report.rejected.push((lineno, reasons.join("; ")));
             }
         }
@@ -62,11 +69,16 @@ pub async fn import_ndjson(
     }
     flush(db, &mut batch, &mut report).await?;
     progress(bytes);
-    metrics::counter!("gateway_usage_events_total", "outcome" => "rejected").increment(report.rejected.len() as u64);
+    metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
+        .increment(report.rejected.len() as u64);
     Ok(report)
 }
 
-async fn flush(db: &Db, batch: &mut Vec<UsageEvent>, report: &mut ImportReport) -> anyhow::Result<()> {
+async fn flush(
+    db: &Db,
+    batch: &mut Vec<UsageEvent>,
+    report: &mut ImportReport,
+) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }

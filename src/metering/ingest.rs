@@ -114,7 +114,11 @@ pub fn prepare_one(
 }
 
 /// Write prepared events in one transaction; returns once they are durably committed.
-pub async fn store_batch(db: &Db, events: &[UsageEvent], now: DateTime<Utc>) -> anyhow::Result<Ingested> {
+pub async fn store_batch(
+    db: &Db,
+    events: &[UsageEvent],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Ingested> {
     let mut tx = db.begin().await?;
     let accepted = insert_usage_events(&mut tx, events, now).await?;
     tx.commit().await?;
@@ -122,8 +126,10 @@ pub async fn store_batch(db: &Db, events: &[UsageEvent], now: DateTime<Utc>) -> 
         accepted,
         duplicates: events.len() as u64 - accepted,
     };
-    metrics::counter!("gateway_usage_events_total", "outcome" => "accepted").increment(ingested.accepted);
-    metrics::counter!("gateway_usage_events_total", "outcome" => "duplicate").increment(ingested.duplicates);
+    metrics::counter!("gateway_usage_events_total", "outcome" => "accepted")
+        .increment(ingested.accepted);
+    metrics::counter!("gateway_usage_events_total", "outcome" => "duplicate")
+        .increment(ingested.duplicates);
     Ok(ingested)
 }
 
@@ -139,7 +145,8 @@ pub async fn ingest_batch(
     let events = match prepare_batch(values, attribution, known_partner, now) {
         Ok(e) => e,
         Err(e) => {
-            metrics::counter!("gateway_usage_events_total", "outcome" => "rejected").increment(count);
+            metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
+                .increment(count);
             return Err(e);
         }
     };

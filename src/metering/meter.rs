@@ -77,7 +77,9 @@ impl Field {
         let ok = segments.iter().all(|seg| {
             !seg.is_empty()
                 && seg.len() <= 64
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
         if !ok || segments.len() > 8 {
             return Err(format!(
@@ -111,11 +113,17 @@ impl Meter {
         if !name_ok {
             errs.push((
                 "name".into(),
-                format!("{:?} is not a valid meter name: use 1-64 of a-z, 0-9, '_'", c.name),
+                format!(
+                    "{:?} is not a valid meter name: use 1-64 of a-z, 0-9, '_'",
+                    c.name
+                ),
             ));
         }
         if c.event_types.is_empty() {
-            errs.push(("event_types".into(), "must list at least one event type".into()));
+            errs.push((
+                "event_types".into(),
+                "must list at least one event type".into(),
+            ));
         }
         let mut event_types = Vec::new();
         for (i, t) in c.event_types.iter().enumerate() {
@@ -158,7 +166,10 @@ impl Meter {
             )),
             (Some(a), None) if a != Aggregation::Count => errs.push((
                 "value".into(),
-                format!("{} needs a value: subject or a data path like $.duration_ms", a.as_str()),
+                format!(
+                    "{} needs a value: subject or a data path like $.duration_ms",
+                    a.as_str()
+                ),
             )),
             _ => {}
         }
@@ -220,7 +231,10 @@ mod tests {
     fn data_paths_with_quotes_are_rejected() {
         assert!(Field::parse("$.a'b").is_err());
         assert!(Field::parse("$.a..b").is_err());
-        assert_eq!(Field::parse("$.a.b_c").unwrap(), Field::Data(vec!["a".into(), "b_c".into()]));
+        assert_eq!(
+            Field::parse("$.a.b_c").unwrap(),
+            Field::Data(vec!["a".into(), "b_c".into()])
+        );
     }
 
     #[test]

@@ -24,13 +24,22 @@ pub fn fold(aggregation: Aggregation, rows: Vec<RawRow>) -> Vec<Bucket> {
         }
         let same = matches!(&acc, Some((w, g, _)) if *w == row.window && *g == row.group);
         if !same && let Some((w, g, a)) = acc.take() {
-            out.push(Bucket { window: w, group: g, value: a.finish() });
+            out.push(Bucket {
+                window: w,
+                group: g,
+                value: a.finish(),
+            });
         }
-        let entry = acc.get_or_insert_with(|| (row.window, row.group.clone(), Acc::new(aggregation)));
+        let entry =
+            acc.get_or_insert_with(|| (row.window, row.group.clone(), Acc::new(aggregation)));
         entry.2.add(row.value.as_deref());
     }
     if let Some((w, g, a)) = acc {
-        out.push(Bucket { window: w, group: g, value: a.finish() });
+        out.push(Bucket {
+            window: w,
+            group: g,
+            value: a.finish(),
+        });
     }
     out
 }
@@ -84,7 +93,9 @@ impl Acc {
 
 pub fn parse_decimal(s: &str) -> Option<Decimal> {
     let s = s.trim();
-    Decimal::from_str(s).ok().or_else(|| Decimal::from_scientific(s).ok())
+    Decimal::from_str(s)
+        .ok()
+        .or_else(|| Decimal::from_scientific(s).ok())
 }
 
 /// Integers stay exact; fractions become JSON numbers (f64).
@@ -113,12 +124,20 @@ mod tests {
     use super::*;
 
     fn row(w: usize, v: &str) -> RawRow {
-        RawRow { window: w, group: vec![], count: None, value: Some(v.into()) }
+        RawRow {
+            window: w,
+            group: vec![],
+            count: None,
+            value: Some(v.into()),
+        }
     }
 
     #[test]
     fn sums_are_exact_decimals() {
-        let b = fold(Aggregation::Sum, vec![row(0, "0.1"), row(0, "0.2"), row(1, "5"), row(1, "x")]);
+        let b = fold(
+            Aggregation::Sum,
+            vec![row(0, "0.1"), row(0, "0.2"), row(1, "5"), row(1, "x")],
+        );
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].value, serde_json::json!(0.3));
         assert_eq!(b[1].value, serde_json::json!(5));
@@ -132,7 +151,10 @@ mod tests {
 
     #[test]
     fn max_ignores_non_numbers() {
-        let b = fold(Aggregation::Max, vec![row(0, "3"), row(0, "12"), row(0, "n/a")]);
+        let b = fold(
+            Aggregation::Max,
+            vec![row(0, "3"), row(0, "12"), row(0, "n/a")],
+        );
         assert_eq!(b[0].value, serde_json::json!(12));
     }
 }

@@ -10,12 +10,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
+use super::MAX_BATCH;
 use super::ingest::{Attribution, IngestError, Ingested, ingest_batch};
 use super::meter::Field;
 use super::query::empty_value;
 use super::store::query_meter;
 use super::window::{WindowSize, windows};
-use super::MAX_BATCH;
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
@@ -33,7 +33,10 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Forbidden(m) => ApiError::Forbidden(m),
             IngestError::Invalid(errors) => ApiError::Validation {
-                detail: format!("{} problem(s) in the batch; nothing was written", errors.len()),
+                detail: format!(
+                    "{} problem(s) in the batch; nothing was written",
+                    errors.len()
+                ),
                 errors,
             },
             IngestError::TooMany(_) => ApiError::bad_request("batch_too_large", e.to_string()),
@@ -64,7 +67,12 @@ async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let shape = match essence.as_str() {
         "application/json" => Shape::Either,
         "application/cloudevents+json" => Shape::Single,
@@ -76,8 +84,9 @@ async fn ingest(
             )));
         }
     };
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let values = match (shape, value) {
         (Shape::Single | Shape::Either, v @ Value::Object(_)) => vec![v],
         (Shape::Batch | Shape::Either, Value::Array(items)) => items,
@@ -136,7 +145,10 @@ async fn query(
     };
     for k in params.keys() {
         if !KNOWN.contains(&k.as_str()) {
-            invalid(k, format!("unknown parameter; expected one of {}", KNOWN.join(", ")));
+            invalid(
+                k,
+                format!("unknown parameter; expected one of {}", KNOWN.join(", ")),
+            );
         }
     }
     let meter_name = params.get("meter").map(String::as_str).unwrap_or("");
@@ -173,13 +185,21 @@ async fn query(
     let tz = match tz_name.parse::<Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
-            invalid("tz", format!("{tz_name:?} is not an IANA time zone such as UTC or America/New_York"));
+            invalid(
+                "tz",
+                format!("{tz_name:?} is not an IANA time zone such as UTC or America/New_York"),
+            );
             None
         }
     };
     let group_names: Vec<String> = params
         .get("group_by")
-        .map(|g| g.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .map(|g| {
+            g.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let mut group_fields: Vec<Field> = Vec::new();
     if let Some(m) = meter {
@@ -193,7 +213,11 @@ async fn query(
                         format!(
                             "meter {:?} cannot group by {g:?}; it declares: {}",
                             m.name,
-                            if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                            if declared.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                declared.join(", ")
+                            }
                         ),
                     );
                 }
@@ -207,8 +231,12 @@ async fn query(
         });
     }
     // All present once there are no errors.
-    let (Some(partner), Some(from), Some(to), Some(size), Some(tz)) = (partner, from, to, size, tz) else {
-        return Err(ApiError::bad_request("invalid_query", "the query parameters are incomplete"));
+    let (Some(partner), Some(from), Some(to), Some(size), Some(tz)) = (partner, from, to, size, tz)
+    else {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the query parameters are incomplete",
+        ));
     };
     let Some(meter) = meter else {
         let mut known: Vec<&str> = state.meters.keys().map(String::as_str).collect();
@@ -222,11 +250,15 @@ async fn query(
     if state.config.partner(&partner).is_none() {
         return Err(ApiError::NotFound(format!("unknown partner {partner:?}")));
     }
-    let wins = windows(from, to, size, tz).map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
+    let wins = windows(from, to, size, tz)
+        .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
 
     let buckets = query_meter(&state.db, &partner, meter, &wins, &group_fields).await?;
 
-    let fmt = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let fmt = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    };
     let mut data = Vec::new();
     let mut it = buckets.into_iter().peekable();
     for (i, w) in wins.iter().enumerate() {
@@ -236,9 +268,15 @@ async fn query(
             let group: Map<String, Value> = group_names
                 .iter()
                 .cloned()
-                .zip(b.group.into_iter().map(|v| v.map_or(Value::Null, Value::String)))
+                .zip(
+                    b.group
+                        .into_iter()
+                        .map(|v| v.map_or(Value::Null, Value::String)),
+                )
                 .collect();
-            data.push(json!({"start": fmt(w.start), "end": fmt(w.end), "value": b.value, "group": group}));
+            data.push(
+                json!({"start": fmt(w.start), "end": fmt(w.end), "value": b.value, "group": group}),
+            );
         }
         // Without grouping every window is listed, empty ones included, so a chart has no gaps.
         if !any && group_names.is_empty() {
@@ -257,7 +295,11 @@ async fn query(
     })))
 }
 
-fn parse_time(v: Option<&String>, field: &str, invalid: &mut impl FnMut(&str, String)) -> Option<DateTime<Utc>> {
+fn parse_time(
+    v: Option<&String>,
+    field: &str,
+    invalid: &mut impl FnMut(&str, String),
+) -> Option<DateTime<Utc>> {
     match v {
         None => {
             invalid(field, "is required (an RFC 3339 timestamp)".into());
@@ -266,8 +308,11 @@ fn parse_time(v: Option<&String>, field: &str, invalid: &mut impl FnMut(&str, St
         // An unencoded '+' in a query string arrives as a space.
         Some(s) => match DateTime::parse_from_rfc3339(&s.replace(' ', "+")) {
             Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(e) => {
-                invalid(field, format!("{s:?} is not an RFC 3339 timestamp ({e})"));
+            Err(_) => {
+                invalid(
+                    field,
+                    format!("{s:?} is not an RFC 3339 timestamp such as 2026-11-01T00:00:00Z"),
+                );
                 None
             }
         },

@@ -52,7 +52,12 @@ pub async fn insert_usage_events(
                 })
                 .collect();
             let batch = Value::Array(rows).to_string();
-            sqlx::query(INSERT_SQLITE).bind(batch).bind(received).execute(&mut **t).await?.rows_affected()
+            sqlx::query(INSERT_SQLITE)
+                .bind(batch)
+                .bind(received)
+                .execute(&mut **t)
+                .await?
+                .rows_affected()
         }
         Tx::Postgres(t) => {
             let n = events.len();
@@ -76,7 +81,11 @@ pub async fn insert_usage_events(
                 u.push(e.subject.as_deref());
                 m.push(to_micros(e.time));
                 d.push(e.data.as_ref().map(Value::to_string));
-                x.push(e.extensions.as_ref().map(|m| Value::Object(m.clone()).to_string()));
+                x.push(
+                    e.extensions
+                        .as_ref()
+                        .map(|m| Value::Object(m.clone()).to_string()),
+                );
             }
             sqlx::query(INSERT_POSTGRES)
                 .bind(p)
@@ -88,7 +97,9 @@ pub async fn insert_usage_events(
                 .bind(d)
                 .bind(x)
                 .bind(received)
-                .execute(&mut **t).await?.rows_affected()
+                .execute(&mut **t)
+                .await?
+                .rows_affected()
         }
     };
     Ok(done)
@@ -134,7 +145,9 @@ impl Dialect {
     fn json(self, f: &Field) -> String {
         match (self, f) {
             (Dialect::Sqlite, Field::Data(path)) => format!("(e.data -> '$.{}')", path.join(".")),
-            (Dialect::Postgres, Field::Data(path)) => format!("((e.data #> '{{{}}}')::text)", path.join(",")),
+            (Dialect::Postgres, Field::Data(path)) => {
+                format!("((e.data #> '{{{}}}')::text)", path.join(","))
+            }
             (Dialect::Sqlite, other) => format!("json_quote({})", self.text(other)),
             (Dialect::Postgres, other) => format!("(to_jsonb({})::text)", self.text(other)),
         }
@@ -186,11 +199,16 @@ pub async fn query_meter(
         next += 1;
     }
     for p in &prefixes {
-        type_terms.push(format!("substr(e.type, 1, {}) = ${next}", p.chars().count()));
+        type_terms.push(format!(
+            "substr(e.type, 1, {}) = ${next}",
+            p.chars().count()
+        ));
         next += 1;
     }
     let windows_cte = match dialect {
-        Dialect::Sqlite => "w(idx, ws, we) AS (SELECT key, value->>0, value->>1 FROM json_each($2))",
+        Dialect::Sqlite => {
+            "w(idx, ws, we) AS (SELECT key, value->>0, value->>1 FROM json_each($2))"
+        }
         Dialect::Postgres => {
             "w(idx, ws, we) AS (SELECT ord - 1, s, e FROM UNNEST($2::bigint[], $3::bigint[]) \
              WITH ORDINALITY AS t(s, e, ord))"
@@ -204,7 +222,10 @@ pub async fn query_meter(
         type_terms.join(" OR ")
     );
     let group_positions: String = (0..groups.len()).map(|i| format!(", {}", i + 2)).collect();
-    let in_sql = matches!(meter.aggregation, Aggregation::Count | Aggregation::UniqueCount);
+    let in_sql = matches!(
+        meter.aggregation,
+        Aggregation::Count | Aggregation::UniqueCount
+    );
     let value_field = meter.value.clone().unwrap_or(Field::Subject);
     let sql = if in_sql {
         let agg = match meter.aggregation {
@@ -233,7 +254,9 @@ pub async fn query_meter(
     let raw: Vec<RawRow> = match db {
         Db::Sqlite(pool) => {
             let pairs: Vec<[i64; 2]> = starts.iter().zip(&ends).map(|(s, e)| [*s, *e]).collect();
-            let mut q = sqlx::query(&sql).bind(partner_id).bind(serde_json::to_string(&pairs)?);
+            let mut q = sqlx::query(&sql)
+                .bind(partner_id)
+                .bind(serde_json::to_string(&pairs)?);
             if !exact.is_empty() {
                 q = q.bind(serde_json::to_string(&exact)?);
             }
@@ -241,7 +264,9 @@ pub async fn query_meter(
                 q = q.bind(*p);
             }
             let rows = q.fetch_all(pool).await?;
-            rows.iter().map(|r| RawRow::read(r, ngroups, in_sql)).collect::<Result<_, _>>()?
+            rows.iter()
+                .map(|r| RawRow::read(r, ngroups, in_sql))
+                .collect::<Result<_, _>>()?
         }
         Db::Postgres(pool) => {
             let mut q = sqlx::query(&sql).bind(partner_id).bind(&starts).bind(&ends);
@@ -252,7 +277,9 @@ pub async fn query_meter(
                 q = q.bind(*p);
             }
             let rows = q.fetch_all(pool).await?;
-            rows.iter().map(|r| RawRow::read(r, ngroups, in_sql)).collect::<Result<_, _>>()?
+            rows.iter()
+                .map(|r| RawRow::read(r, ngroups, in_sql))
+                .collect::<Result<_, _>>()?
         }
     };
     Ok(super::query::fold(meter.aggregation, raw))

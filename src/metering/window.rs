@@ -3,7 +3,9 @@
 //! Day and month windows follow the zone's calendar, so a day that crosses a DST change is
 //! 23 or 25 hours long; hour windows step in absolute time from the zone's hour boundary.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 /// More windows than this in one query is refused, to bound the work a request can ask for.
@@ -45,7 +47,9 @@ pub struct Window {
 pub enum WindowError {
     #[error("`from` must be before `to`")]
     EmptyRange,
-    #[error("the range holds more than {MAX_WINDOWS} windows; use a larger window or a shorter range")]
+    #[error(
+        "the range holds more than {MAX_WINDOWS} windows; use a larger window or a shorter range"
+    )]
     TooMany,
 }
 
@@ -61,7 +65,10 @@ pub fn windows(
         return Err(WindowError::EmptyRange);
     }
     let Some(size) = size else {
-        return Ok(vec![Window { start: from, end: to }]);
+        return Ok(vec![Window {
+            start: from,
+            end: to,
+        }]);
     };
     let mut out = Vec::new();
     let mut start = floor(from, size, tz);

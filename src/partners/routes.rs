@@ -21,7 +21,11 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
     Ok(Json(json!({ "data": partners })))
 }
 
-async fn one(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.check_partner(&id)?;
     let mut partners = super::list_partners(&state.db, Some(&id)).await?;
     match partners.pop() {

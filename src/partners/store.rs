@@ -44,10 +44,18 @@ pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Resul
                          WHERE active AND NOT (id = ANY(SELECT jsonb_array_elements_text($2::jsonb)))";
     match &mut tx {
         crate::db::Tx::Sqlite(t) => {
-            sqlx::query(deactivate_sqlite).bind(now).bind(&ids_json).execute(&mut **t).await?;
+            sqlx::query(deactivate_sqlite)
+                .bind(now)
+                .bind(&ids_json)
+                .execute(&mut **t)
+                .await?;
         }
         crate::db::Tx::Postgres(t) => {
-            sqlx::query(deactivate_pg).bind(now).bind(&ids_json).execute(&mut **t).await?;
+            sqlx::query(deactivate_pg)
+                .bind(now)
+                .bind(&ids_json)
+                .execute(&mut **t)
+                .await?;
         }
     }
     tx.commit().await?;

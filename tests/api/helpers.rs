@@ -1,0 +1,305 @@
+//! `TestApp`: the real gateway on a loopback port with its own database, SQLite or
+//! PostgreSQL. PostgreSQL tests run when `TEST_DATABASE_URL` is set (CI sets it); each gets a
+//! schema of its own.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use partner_gateway::apikeys::{self, Role};
+use partner_gateway::app::{self, AppState};
+use partner_gateway::config::{Config, Layer};
+use partner_gateway::db::Db;
+use partner_gateway::jobs::Handlers;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Meters used by tests beyond the sample ones.
+const TEST_METERS: &str = r#"
+[[meters]]
+name = "session_minutes"
+event_types = ["app.session"]
+aggregation = "SUM"
+value = "$.minutes"
+group_by = ["$.course", "subject"]
+
+[[meters]]
+name = "peak_score"
+event_types = ["app.*"]
+aggregation = "MAX"
+value = "$.score"
+
+[[meters]]
+name = "last_plan"
+event_types = ["app.plan"]
+aggregation = "LATEST"
+value = "$.plan"
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub db_url: String,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn pg_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// A fresh database URL for `backend`, or None when PostgreSQL tests are not configured.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Option<String> {
+    match backend {
+        Backend::Sqlite => Some(format!("sqlite://{}/gateway.db", dir.display())),
+        Backend::Postgres => {
+            let Some(url) = pg_url() else {
+                eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
+                return None;
+            };
+            let pool = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+                panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+            });
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let schema = format!("pgw_test_{secs}_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            drop_stale_schemas(&pool, secs).await;
+            pool.close().await;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+        }
+    }
+}
+
+/// Schemas left by runs more than an hour old (a test that panicked cannot clean up).
+async fn drop_stale_schemas(pool: &sqlx::PgPool, now_secs: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'pgw_test_%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    for n in names {
+        let age_ok = n
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|t| t + 3600 < now_secs);
+        if age_ok {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {n} CASCADE"))
+                .execute(pool)
+                .await;
+        }
+    }
+}
+
+pub fn test_config(db_url: &str, extra: &str) -> Config {
+    let layers = vec![
+        Layer {
+            origin: "partners.toml".into(),
+            text: include_str!("../../config/partners.toml").into(),
+        },
+        Layer {
+            origin: "meters.toml".into(),
+            text: format!(
+                "{}\n{TEST_METERS}",
+                include_str!("../../config/meters.toml")
+            ),
+        },
+        Layer {
+            origin: "test.toml".into(),
+            text: format!(
+                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n{extra}"
+            ),
+        },
+    ];
+    Config::from_layers(layers, Vec::new()).unwrap()
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, "[jobs]\nenabled = false\n", Handlers::new()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, extra: &str, handlers: Handlers) -> Option<TestApp> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(backend, dir.path()).await?;
+        let config = test_config(&url, extra);
+        let db_url = url.clone();
+        let state = AppState::prepare(config, true).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app::serve(
+            state.clone(),
+            listener,
+            handlers,
+            shutdown.clone(),
+        ));
+        Some(TestApp {
+            address,
+            state,
+            client: reqwest::Client::new(),
+            db_url,
+            shutdown,
+            server: Some(server),
+            _dir: dir,
+        })
+    }
+
+    /// A second, independent connection to the app's database.
+    pub async fn connect_again(&self) -> Db {
+        let cfg = partner_gateway::config::DatabaseConfig {
+            url: partner_gateway::config::Secret::new(self.db_url.clone()),
+            ..Default::default()
+        };
+        Db::connect(&cfg).await.unwrap()
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    pub async fn key(&self, role: Role, partner: Option<&str>) -> String {
+        apikeys::create_api_key(self.db(), role, partner, Some("test"))
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub async fn admin(&self) -> String {
+        self.key(Role::Admin, None).await
+    }
+
+    pub async fn partner_key(&self, partner: &str) -> String {
+        self.key(Role::Partner, Some(partner)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_events(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/usage/events"))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_json(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.post_events(key, "application/json", body.to_string())
+            .await
+    }
+
+    /// `GET /v1/usage/query` with the given parameters; returns (status, body).
+    pub async fn query(&self, key: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let qs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
+        let resp = self
+            .get(key, &format!("/v1/usage/query?{}", qs.join("&")))
+            .await;
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// Rows in the ledger (all partners).
+    pub async fn ledger_count(&self) -> i64 {
+        partner_gateway::with_db!(self.db(), pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM usage_events").fetch_one(pool).await
+        })
+        .unwrap()
+    }
+
+    /// Stop as `serve` does on SIGTERM and check it stopped cleanly.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            s.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A CloudEvent for tests.
+pub fn event(id: &str, event_type: &str, subject: &str, time: &str) -> Value {
+    serde_json::json!({
+        "specversion": "1.0", "id": id, "source": "/test", "type": event_type,
+        "subject": subject, "time": time,
+    })
+}
+
+/// Run a behaviour test on SQLite and on PostgreSQL: `both!(async fn name(app) { ... })`
+/// becomes `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::helpers::TestApp) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await.unwrap();
+                    run(app).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await {
+                        run(app).await
+                    }
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,11 @@
+//! Behaviour tests of the running gateway over real HTTP, each on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod auth;
+mod health;
+mod jobs;
+mod partners;
+mod usage_ingest;
+mod usage_query;

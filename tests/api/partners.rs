@@ -1,0 +1,43 @@
+use partner_gateway::apikeys::Role;
+use serde_json::Value;
+
+use crate::both;
+
+both! {
+    async fn admin_finance_and_app_keys_see_every_configured_partner(app) {
+        for role in [Role::Admin, Role::Finance, Role::App] {
+            let key = app.key(role, None).await;
+            let body: Value = app.get(&key, "/v1/partners").await.json().await.unwrap();
+            let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+            assert_eq!(ids, ["canvas-sandbox", "epic-sandbox", "moodle-sandbox", "oracle-health-sandbox"]);
+        }
+    }
+
+    async fn a_partner_key_sees_only_its_own_partner(app) {
+        let key = app.partner_key("canvas-sandbox").await;
+        let body: Value = app.get(&key, "/v1/partners").await.json().await.unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+        assert_eq!(body["data"][0]["kind"], "lms");
+        assert_eq!(app.get(&key, "/v1/partners/canvas-sandbox").await.status(), 200);
+        let resp = app.get(&key, "/v1/partners/epic-sandbox").await;
+        assert_eq!(resp.status(), 403);
+    }
+
+    async fn an_unknown_partner_is_404(app) {
+        let resp = app.get(&app.admin().await, "/v1/partners/nobody").await;
+        assert_eq!(resp.status(), 404);
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["detail"].as_str().unwrap().contains("nobody"));
+    }
+
+    async fn a_partner_dropped_from_config_becomes_inactive(app) {
+        let fewer: Vec<_> = app.state.config.partners.iter().filter(|p| p.id != "moodle-sandbox").cloned().collect();
+        partner_gateway::partners::sync_partners(app.db(), &fewer).await.unwrap();
+        let body: Value = app.get(&app.admin().await, "/v1/partners").await.json().await.unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 3);
+        // Syncing the full list again brings it back.
+        partner_gateway::partners::sync_partners(app.db(), &app.state.config.partners).await.unwrap();
+        let body: Value = app.get(&app.admin().await, "/v1/partners").await.json().await.unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 4);
+    }
+}

@@ -1,0 +1,200 @@
+use partner_gateway::apikeys::Role;
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::helpers::event;
+
+fn batch(prefix: &str, n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                event(
+                    &format!("{prefix}-{i}"),
+                    "smart.launch",
+                    &format!("u{i}"),
+                    "2026-11-02T10:00:00Z",
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn error_body(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+both! {
+    async fn a_single_event_is_accepted_with_202(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let resp = app.post_events(&key, "application/cloudevents+json", event("e1", "smart.launch", "u1", "2026-11-02T10:00:00Z").to_string()).await;
+        assert_eq!(resp.status(), 202);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body, json!({"accepted": 1, "duplicates": 0}));
+        assert_eq!(app.ledger_count().await, 1);
+    }
+
+    async fn a_batch_content_type_takes_an_array(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let resp = app.post_events(&key, "application/cloudevents-batch+json; charset=utf-8", batch("b", 10).to_string()).await;
+        assert_eq!(resp.status(), 202);
+        assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 10);
+        // The batch type with a single object is refused.
+        let resp = app.post_events(&key, "application/cloudevents-batch+json", event("x", "t", "u", "2026-11-02T10:00:00Z").to_string()).await;
+        assert_eq!(resp.status(), 400);
+    }
+
+    async fn a_repeated_event_is_a_duplicate_and_never_counted_twice(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let first = app.post_json(&key, &batch("d", 5)).await;
+        assert_eq!(first.json::<Value>().await.unwrap(), json!({"accepted": 5, "duplicates": 0}));
+        // The same five again, plus one new, plus a repeat inside the batch.
+        let mut again = batch("d", 5).as_array().unwrap().clone();
+        again.push(event("d-new", "smart.launch", "u", "2026-11-02T10:00:00Z"));
+        again.push(event("d-new", "smart.launch", "u", "2026-11-02T10:00:00Z"));
+        let resp = app.post_json(&key, &Value::Array(again)).await;
+        assert_eq!(resp.json::<Value>().await.unwrap(), json!({"accepted": 1, "duplicates": 6}));
+        assert_eq!(app.ledger_count().await, 6);
+    }
+
+    async fn the_same_id_from_another_source_or_partner_is_a_different_event(app) {
+        let epic = app.partner_key("epic-sandbox").await;
+        let canvas = app.partner_key("canvas-sandbox").await;
+        let mut other_source = event("same", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        other_source["source"] = json!("/elsewhere");
+        app.post_json(&epic, &event("same", "smart.launch", "u", "2026-11-02T10:00:00Z")).await;
+        app.post_json(&epic, &other_source).await;
+        app.post_json(&canvas, &event("same", "lti.launch", "u", "2026-11-02T10:00:00Z")).await;
+        assert_eq!(app.ledger_count().await, 3);
+    }
+
+    async fn one_invalid_event_rejects_the_whole_batch_and_lists_each_problem(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let mut events = batch("v", 4).as_array().unwrap().clone();
+        events[1].as_object_mut().unwrap().remove("id");
+        events[3]["time"] = json!("last tuesday");
+        let (status, body) = error_body(app.post_json(&key, &Value::Array(events)).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["errors"], json!([
+            {"index": 1, "field": "id", "reason": "is required"},
+            {"index": 3, "field": "time", "reason": "\"last tuesday\" is not an RFC 3339 timestamp such as 2026-11-23T10:00:00Z"},
+        ]));
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn malformed_json_is_400_and_writes_nothing(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let (status, body) = error_body(app.post_events(&key, "application/json", "[{\"specversion\": \"1.0\",").await).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["code"], "malformed_json");
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn a_wrong_content_type_is_415(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let (status, body) = error_body(app.post_events(&key, "text/plain", batch("c", 1).to_string()).await).await;
+        assert_eq!(status, 415);
+        assert!(body["detail"].as_str().unwrap().contains("text/plain"));
+        let (status, _) = error_body(app.post_events(&key, "", batch("c", 1).to_string()).await).await;
+        assert_eq!(status, 415);
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn an_oversized_body_is_413(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let mut ev = event("big", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        ev["data"] = json!({"blob": "x".repeat(1_100_000)});
+        let (status, body) = error_body(app.post_json(&key, &ev).await).await;
+        assert_eq!(status, 413);
+        assert_eq!(body["code"], "payload_too_large");
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn more_than_1000_events_is_400(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let mut events = Vec::new();
+        for i in 0..1001 {
+            events.push(json!({"specversion":"1.0","id":format!("{i}"),"source":"s","type":"t"}));
+        }
+        let (status, body) = error_body(app.post_json(&key, &Value::Array(events)).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["code"], "batch_too_large");
+        assert!(body["detail"].as_str().unwrap().contains("1001"));
+        assert_eq!(app.ledger_count().await, 0);
+        let (status, body) = error_body(app.post_json(&key, &json!([])).await).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("empty_batch")));
+    }
+
+    async fn an_unknown_partner_is_rejected_and_nothing_written(app) {
+        let key = app.admin().await;
+        let mut good = event("p1", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        good["partner"] = json!("epic-sandbox");
+        let mut bad = event("p2", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        bad["partner"] = json!("acme");
+        let (status, body) = error_body(app.post_json(&key, &json!([good, bad])).await).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["errors"], json!([{"index": 1, "field": "partner", "reason": "unknown partner \"acme\""}]));
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn an_admin_or_app_key_names_the_partner(app) {
+        for role in [Role::Admin, Role::App] {
+            let key = app.key(role, None).await;
+            let (status, body) = error_body(app.post_json(&key, &event("n1", "smart.launch", "u", "2026-11-02T10:00:00Z")).await).await;
+            assert_eq!(status, 400);
+            assert_eq!(body["errors"][0]["field"], "partner");
+            let mut ev = event(&format!("n-{}", role.as_str()), "smart.launch", "u", "2026-11-02T10:00:00Z");
+            ev["partner"] = json!("oracle-health-sandbox");
+            assert_eq!(app.post_json(&key, &ev).await.status(), 202);
+        }
+        assert_eq!(app.ledger_count().await, 2);
+    }
+
+    async fn a_partner_key_may_not_record_for_another_partner(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let mut own = event("o1", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        own["partner"] = json!("epic-sandbox");
+        let mut other = event("o2", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        other["partner"] = json!("canvas-sandbox");
+        let (status, body) = error_body(app.post_json(&key, &json!([own, other])).await).await;
+        assert_eq!(status, 403);
+        assert!(body["detail"].as_str().unwrap().contains("canvas-sandbox"));
+        assert_eq!(app.ledger_count().await, 0);
+    }
+
+    async fn a_missing_time_defaults_to_now(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        let ev = json!({"specversion":"1.0","id":"now1","source":"s","type":"smart.launch","subject":"u"});
+        assert_eq!(app.post_json(&key, &ev).await.status(), 202);
+        let from = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+        let (status, body) = app.query(&key, &[("meter", "smart_launches"), ("from", &from)]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"][0]["value"], 1);
+    }
+
+    async fn an_event_recorded_in_a_rolled_back_transaction_is_not_in_the_ledger(app) {
+        use partner_gateway::metering::{UsageEvent, record_usage_event};
+        let ev = UsageEvent {
+            partner_id: "canvas-sandbox".into(),
+            id: "tx-1".into(),
+            source: "/gateway/lti".into(),
+            event_type: "lti.launch".into(),
+            subject: Some("student-1".into()),
+            time: chrono::Utc::now(),
+            data: None,
+            extensions: None,
+        };
+        let mut tx = app.db().begin().await.unwrap();
+        assert!(record_usage_event(&mut tx, &ev).await.unwrap());
+        drop(tx);
+        assert_eq!(app.ledger_count().await, 0);
+        let mut tx = app.db().begin().await.unwrap();
+        assert!(record_usage_event(&mut tx, &ev).await.unwrap());
+        tx.commit().await.unwrap();
+        let mut tx = app.db().begin().await.unwrap();
+        assert!(!record_usage_event(&mut tx, &ev).await.unwrap(), "the second recording is a duplicate");
+        tx.commit().await.unwrap();
+        assert_eq!(app.ledger_count().await, 1);
+    }
+}
