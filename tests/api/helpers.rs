@@ -138,6 +138,27 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, extra: &str, handlers: Handlers) -> Option<TestApp> {
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, dir.path()).await?;
+        Some(Self::spawn_on(url, dir, extra, handlers).await)
+    }
+
+    /// A second instance on the same database, as behind a load balancer.
+    pub async fn another_instance(&self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_on(
+            self.db_url.clone(),
+            dir,
+            "[jobs]\nenabled = false\n",
+            Handlers::new(),
+        )
+        .await
+    }
+
+    async fn spawn_on(
+        url: String,
+        dir: tempfile::TempDir,
+        extra: &str,
+        handlers: Handlers,
+    ) -> TestApp {
         let config = test_config(&url, extra);
         let db_url = url.clone();
         let state = AppState::prepare(config, true).await.unwrap();
@@ -150,7 +171,7 @@ impl TestApp {
             handlers,
             shutdown.clone(),
         ));
-        Some(TestApp {
+        TestApp {
             address,
             state,
             client: reqwest::Client::new(),
@@ -158,7 +179,7 @@ impl TestApp {
             shutdown,
             server: Some(server),
             _dir: dir,
-        })
+        }
     }
 
     /// A second, independent connection to the app's database.
@@ -299,6 +320,26 @@ macro_rules! both {
                         run(app).await
                     }
                 }
+            }
+        )*
+    };
+}
+
+/// For tests that build their own app(s): `both_backends!(async fn name(backend) { ... })`
+/// becomes `name::sqlite` and `name::postgres`; `TestApp::spawn_with` skips PostgreSQL when
+/// it is not configured.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($backend: $crate::helpers::Backend) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() { run($crate::helpers::Backend::Sqlite).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() { run($crate::helpers::Backend::Postgres).await }
             }
         )*
     };

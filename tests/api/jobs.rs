@@ -9,23 +9,7 @@ use partner_gateway::jobs::{self, Handlers, JobError, NewJob, Outcome, Runner};
 use serde_json::{Value, json};
 
 use crate::both;
-use crate::helpers::{Backend, TestApp};
-
-/// A test that builds its own app per backend: `name::sqlite`, `name::postgres`.
-macro_rules! both_serve {
-    ($(async fn $name:ident($backend:ident) $body:block)*) => {
-        $(
-            mod $name {
-                use super::*;
-                async fn run($backend: Backend) $body
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() { run(Backend::Sqlite).await }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() { run(Backend::Postgres).await }
-            }
-        )*
-    };
-}
+use crate::helpers::TestApp;
 
 fn fast(lease_secs: u64) -> JobsConfig {
     JobsConfig {
@@ -222,7 +206,7 @@ both! {
     }
 }
 
-both_serve! {
+crate::both_backends! {
     async fn stopping_the_server_releases_the_leases_of_running_jobs(backend) {
         let mut h = Handlers::new();
         h.register("slow", |_ctx| async move {

@@ -198,3 +198,50 @@ both! {
         assert_eq!(app.ledger_count().await, 1);
     }
 }
+
+crate::both_backends! {
+    async fn duplicates_are_caught_across_instances_sharing_a_database(backend) {
+        let Some(one) = crate::helpers::TestApp::spawn(backend).await else { return };
+        let two = one.another_instance().await;
+        let key = one.partner_key("epic-sandbox").await;
+        // The same 200 events through both instances at once, in batches of 20.
+        let mut sends = Vec::new();
+        for app in [&one, &two] {
+            for chunk in 0..10 {
+                let events: Vec<Value> = (chunk * 20..chunk * 20 + 20)
+                    .map(|i| event(&format!("x-{i}"), "smart.launch", "u", "2026-11-02T10:00:00Z"))
+                    .collect();
+                let req = app
+                    .client
+                    .post(app.url("/v1/usage/events"))
+                    .bearer_auth(&key)
+                    .json(&Value::Array(events));
+                sends.push(async move { req.send().await.unwrap() });
+            }
+        }
+        let mut accepted = 0;
+        let mut duplicates = 0;
+        for resp in futures_join(sends).await {
+            assert_eq!(resp.status(), 202);
+            let body: Value = resp.json().await.unwrap();
+            accepted += body["accepted"].as_u64().unwrap();
+            duplicates += body["duplicates"].as_u64().unwrap();
+        }
+        assert_eq!((accepted, duplicates), (200, 200));
+        assert_eq!(one.ledger_count().await, 200);
+    }
+}
+
+/// Await futures concurrently, in order.
+async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
