@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
 
@@ -168,7 +168,8 @@ async fn query(
     };
     let from = parse_time(params.get("from"), "from", &mut invalid);
     let to = match params.get("to") {
-        None => Some(Utc::now()),
+        // The ledger keeps microseconds; so does the default end of the range.
+        None => Some(Utc::now().trunc_subsecs(6)),
         some => parse_time(some, "to", &mut invalid),
     };
     let size = match params.get("window").map(String::as_str) {
