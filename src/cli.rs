@@ -73,6 +73,9 @@ pub enum UsageCommand {
     },
 }
 
+/// `usage import` exit code when the whole file was read but some lines were rejected.
+pub const IMPORT_REJECTED_LINES: u8 = 3;
+
 /// Run a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
     let config = match Config::load(&cli.config) {
@@ -198,15 +201,16 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let report = crate::metering::import::import_ndjson(
+            let outcome = crate::metering::import::import_ndjson(
                 &state.db,
                 &state.config,
                 BufReader::new(handle),
                 partner.as_deref(),
                 |bytes| bar.set_position(bytes),
             )
-            .await?;
+            .await;
             bar.finish_and_clear();
+            let report = &outcome.report;
             let mut out = std::io::stdout().lock();
             writeln!(out, "accepted: {}", report.accepted)?;
             writeln!(out, "duplicates: {}", report.duplicates)?;
@@ -215,10 +219,15 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 writeln!(out, "line {line}: {reason}")?;
             }
             state.db.close().await;
-            Ok(if report.rejected.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            // 1: the import stopped early (what was written stays; re-run to finish);
+            // 3: the file was read to the end but some lines were rejected.
+            Ok(match outcome.error {
+                Some(e) => {
+                    eprintln!("error: the import stopped early: {e:#}");
+                    ExitCode::FAILURE
+                }
+                None if !report.rejected.is_empty() => ExitCode::from(IMPORT_REJECTED_LINES),
+                None => ExitCode::SUCCESS,
             })
         }
     }

@@ -20,14 +20,23 @@ pub struct ImportReport {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// The import's outcome: what was written, and the error that stopped it early, if any.
+/// Batches written before an error stay written; re-running the file skips them.
+pub struct ImportOutcome {
+    pub report: ImportReport,
+    pub error: Option<anyhow::Error>,
+}
+
 /// Import from a reader. `progress` is called with the bytes read so far after each batch.
+/// A line that is not UTF-8 or not valid JSON is rejected like any invalid event; only a
+/// read or store failure stops the import.
 pub async fn import_ndjson(
     db: &Db,
     config: &Config,
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     default_partner: Option<&str>,
     mut progress: impl FnMut(u64),
-) -> anyhow::Result<ImportReport> {
+) -> ImportOutcome {
     let mut report = ImportReport::default();
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(MAX_BATCH);
     let mut bytes = 0u64;
@@ -35,14 +44,38 @@ pub async fn import_ndjson(
     let attribution = Attribution::Named {
         default: default_partner,
     };
-    for (i, line) in reader.lines().enumerate() {
-        let lineno = i + 1;
-        let line = line.map_err(|e| anyhow::anyhow!("reading line {lineno}: {e}"))?;
-        bytes += line.len() as u64 + 1;
-        if line.trim().is_empty() {
+    let mut buf = Vec::new();
+    let mut lineno = 0usize;
+    loop {
+        buf.clear();
+        let n = match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let error = anyhow::anyhow!("reading line {}: {e}", lineno + 1);
+                return finish(db, batch, report, Some(error)).await;
+            }
+        };
+        lineno += 1;
+        bytes += n as u64;
+        let mut line: &[u8] = &buf;
+        if lineno == 1 {
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line); // a UTF-8 byte-order mark
+        }
+        while let Some(rest) = line
+            .strip_suffix(b"\n")
+            .or_else(|| line.strip_suffix(b"\r"))
+        {
+            line = rest;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: Value = match serde_json::from_str(&line) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            report.rejected.push((lineno, "not valid UTF-8".into()));
+            continue;
+        };
+        let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 report
@@ -63,15 +96,29 @@ pub async fn import_ndjson(
             }
         }
         if batch.len() == MAX_BATCH {
-            flush(db, &mut batch, &mut report).await?;
+            if let Err(e) = flush(db, &mut batch, &mut report).await {
+                return finish(db, Vec::new(), report, Some(e)).await;
+            }
             progress(bytes);
         }
     }
-    flush(db, &mut batch, &mut report).await?;
     progress(bytes);
+    finish(db, batch, report, None).await
+}
+
+async fn finish(
+    db: &Db,
+    mut batch: Vec<UsageEvent>,
+    mut report: ImportReport,
+    mut error: Option<anyhow::Error>,
+) -> ImportOutcome {
+    // Valid events read before a read error are still written.
+    if let Err(e) = flush(db, &mut batch, &mut report).await {
+        error.get_or_insert(e);
+    }
     metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
         .increment(report.rejected.len() as u64);
-    Ok(report)
+    ImportOutcome { report, error }
 }
 
 async fn flush(

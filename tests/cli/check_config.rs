@@ -1,0 +1,99 @@
+//! `check-config`: OK on the sample config; every problem listed with its file and field.
+
+use crate::support::{Backend, TestEnv};
+
+#[tokio::test]
+async fn check_config_accepts_the_sample_config() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let out = env.run(&["check-config"]).await;
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.starts_with("configuration OK"), "{out}");
+    assert!(out.stdout.contains("4 partner(s), 5 meter(s)"), "{out}");
+    // Checking the config does not touch the database.
+    assert!(
+        !env.sqlite_path().exists(),
+        "check-config created the database\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_lists_every_problem_with_its_file_and_field() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let dir = &env.config_dir;
+    std::fs::write(
+        dir.join("gateway.toml"),
+        "[http]\naddr = \"localhost-ish:eighty\"\n\n[database]\nmigrate_on_start = true\n\n[jobs]\nenabled = false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("partners.toml"),
+        r#"
+[[partners]]
+id = "epic-sandbox"
+name = "Epic on FHIR sandbox"
+kind = "ehr"
+
+[[partners]]
+id = "starship"
+name = "Not a real partner"
+kind = "spaceship"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("meters.toml"),
+        r#"
+[[meters]]
+name = "smart_launches"
+event_types = ["smart.launch"]
+aggregation = "COUNT"
+
+[[meters]]
+name = "session_minutes"
+event_types = ["app.session"]
+aggregation = "SUM"
+"#,
+    )
+    .unwrap();
+
+    let out = env
+        .run_with_env(
+            &["check-config"],
+            &[("GATEWAY__DATABASE__URL", "mysql://x")],
+        )
+        .await;
+    assert!(!out.status.success(), "{out}");
+    assert!(!out.stdout.contains("configuration OK"), "{out}");
+
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    let gateway = dir.join("gateway.toml").display().to_string();
+    let partners = dir.join("partners.toml").display().to_string();
+    let meters = dir.join("meters.toml").display().to_string();
+    let expected = [
+        format!("{gateway}: http.addr: "),
+        format!("{partners}: partners[1].kind: "),
+        format!("{meters}: meters[1].value: "),
+        "environment variable GATEWAY__DATABASE__URL: database.url: ".to_owned(),
+    ];
+    let problem_lines: Vec<&str> = all
+        .lines()
+        .map(str::trim)
+        .filter(|l| expected.iter().any(|e| l.starts_with(e.as_str())))
+        .collect();
+    for e in &expected {
+        let n = problem_lines
+            .iter()
+            .filter(|l| l.starts_with(e.as_str()))
+            .count();
+        assert_eq!(n, 1, "expected exactly one line starting with {e:?}\n{out}");
+    }
+    // The messages say what is wrong, not just where.
+    assert!(all.contains("spaceship"), "{out}");
+    assert!(all.contains("SUM needs a value"), "{out}");
+    assert!(
+        all.contains("must start with sqlite:, postgres://"),
+        "{out}"
+    );
+    // Nothing else is reported: the header counts exactly these four.
+    assert!(all.contains("configuration has 4 problem(s)"), "{out}");
+}
