@@ -39,6 +39,25 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// Query parameters, with a malformed query turned into our JSON 400.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
 /// Wrap the assembled routes in the middleware every request runs under, outermost last:
 /// request id, tracing span, panic catcher, timeout, body limit; metrics per matched route.
 pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
@@ -47,6 +66,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     router
         .route_layer(middleware::from_fn(track_metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
         .layer(CatchPanicLayer::custom(|_| {
@@ -83,6 +103,12 @@ async fn not_found(req: Request) -> ApiError {
         req.method(),
         req.uri().path()
     ))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let detail = format!("{} is not allowed on {}", req.method(), req.uri().path());
+    let body = serde_json::json!({"code": "method_not_allowed", "detail": detail});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }
 
 async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {

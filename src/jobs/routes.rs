@@ -1,15 +1,15 @@
 //! Admin view of the job queue: `GET /v1/jobs` and `POST /v1/jobs/{id}/retry`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::apikeys::Role;
 use crate::app::AppState;
-use crate::http::ApiError;
 use crate::http::auth::Caller;
+use crate::http::{ApiError, Query};
 use crate::time::now_micros;
 
 pub fn router() -> axum::Router<AppState> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
@@ -19,7 +19,7 @@ use super::window::{WindowSize, windows};
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::{ApiError, Body, FieldError};
+use crate::http::{ApiError, Body, FieldError, Query};
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()

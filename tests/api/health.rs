@@ -40,4 +40,19 @@ both! {
         assert_eq!(body["code"], "not_found");
         assert!(body["detail"].as_str().unwrap().contains("/nope"));
     }
+
+    async fn a_wrong_method_is_a_json_405(app) {
+        let resp = app.client.delete(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(resp.status(), 405);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed");
+    }
+
+    async fn a_malformed_query_is_a_json_400(app) {
+        let resp = app.get(&app.admin().await, "/v1/jobs?limit=lots").await;
+        assert_eq!(resp.status(), 400);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_query");
+        assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
+    }
 }
