@@ -175,4 +175,32 @@ both! {
         assert_eq!(status, 400);
         assert_eq!(body["code"], "invalid_range");
     }
+
+    async fn many_windows_are_answered_in_order_with_each_windows_own_value(app) {
+        // 48 hourly windows: enough to be split across connections.
+        let mut events = Vec::new();
+        for h in 0..48u32 {
+            for u in 0..(h % 5) {
+                let t = format!("2026-11-{:02}T{:02}:15:00Z", 1 + h / 24, h % 24);
+                events.push(event(&format!("{h}-{u}"), "sso.login", &format!("user-{u}"), &t));
+                events.push(event(&format!("{h}-{u}-again"), "smart.launch", &format!("user-{u}"), &t));
+            }
+        }
+        send(&app, "oracle-health-sandbox", events).await;
+        let key = app.admin().await;
+        let (status, body) = app.query(&key, &[
+            ("meter", "active_users"), ("partner", "oracle-health-sandbox"),
+            ("from", "2026-11-01T00:00:00Z"), ("to", "2026-11-03T00:00:00Z"), ("window", "hour"),
+        ]).await;
+        assert_eq!(status, 200, "{body}");
+        let expected: Vec<Value> = (0..48).map(|h| json!(h % 5)).collect();
+        assert_eq!(values(&body), expected);
+        assert_eq!(body["data"][47]["start"], "2026-11-02T23:00:00Z");
+        let (_, body) = app.query(&key, &[
+            ("meter", "peak_score"), ("partner", "oracle-health-sandbox"),
+            ("from", "2026-11-01T00:00:00Z"), ("to", "2026-11-03T00:00:00Z"), ("window", "hour"),
+        ]).await;
+        assert_eq!(body["data"].as_array().unwrap().len(), 48);
+        assert!(values(&body).iter().all(Value::is_null));
+    }
 }
