@@ -94,7 +94,9 @@ impl Db {
                     config::SqliteSynchronous::Full => SqliteSynchronous::Full,
                     config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
                 })
-                .busy_timeout(Duration::from_secs(30))
+                // Below the default request timeout (30 s), so a writer stuck behind the lock
+                // gets a clear error before its client gives up.
+                .busy_timeout(Duration::from_secs(20))
                 .foreign_keys(true);
             let filename = opts.get_filename().to_path_buf();
             if let Some(parent) = filename.parent().filter(|p| !p.as_os_str().is_empty())
@@ -171,11 +173,24 @@ impl Db {
 
     /// Begin a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so two writers queue
     /// on the busy timeout instead of one failing when it upgrades from reader to writer.
+    ///
+    /// The begin runs in a task of its own: if the caller is cancelled (a client hangs up,
+    /// a request times out) while sqlx is between sending BEGIN and handing back the
+    /// transaction, the task still finishes, and the transaction it made is dropped, which
+    /// rolls it back. Cancelled inline, the connection would go back to the pool inside an
+    /// open transaction, and on SQLite hold the write lock for good.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
-        })
+        let db = self.clone();
+        let task = tokio::spawn(async move {
+            Ok(match db {
+                Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+                Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            })
+        });
+        task.await.map_err(|e| {
+            tracing::error!(error = %e, "the task beginning a transaction failed");
+            sqlx::Error::WorkerCrashed
+        })?
     }
 
     pub async fn close(&self) {

@@ -129,9 +129,8 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let done = store_batch(db, batch, Utc::now()).await?;
+    let done = store_batch(db, std::mem::take(batch), Utc::now()).await?;
     report.accepted += done.accepted;
     report.duplicates += done.duplicates;
-    batch.clear();
     Ok(())
 }

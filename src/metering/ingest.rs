@@ -114,17 +114,29 @@ pub fn prepare_one(
 }
 
 /// Write prepared events in one transaction; returns once they are durably committed.
+///
+/// The write runs in a task of its own, so a client that hangs up mid-request cannot cancel
+/// it half-way (between BEGIN and COMMIT, or inside COMMIT): the batch is committed or
+/// rolled back whole, and the connection goes back to the pool clean. A retry of a batch
+/// that was committed after its client left is reported as duplicates.
 pub async fn store_batch(
     db: &Db,
-    events: &[UsageEvent],
+    events: Vec<UsageEvent>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Ingested> {
-    let mut tx = db.begin().await?;
-    let accepted = insert_usage_events(&mut tx, events, now).await?;
-    tx.commit().await?;
+    let count = events.len() as u64;
+    let (db, owned) = (db.clone(), events);
+    let accepted = tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        let accepted = insert_usage_events(&mut tx, &owned, now).await?;
+        tx.commit().await?;
+        Ok::<u64, sqlx::Error>(accepted)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
     let ingested = Ingested {
         accepted,
-        duplicates: events.len() as u64 - accepted,
+        duplicates: count - accepted,
     };
     metrics::counter!("gateway_usage_events_total", "outcome" => "accepted")
         .increment(ingested.accepted);
@@ -150,5 +162,5 @@ pub async fn ingest_batch(
             return Err(e);
         }
     };
-    Ok(store_batch(db, &events, now).await?)
+    Ok(store_batch(db, events, now).await?)
 }

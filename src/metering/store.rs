@@ -45,10 +45,18 @@ pub async fn insert_usage_events(
             let rows: Vec<Value> = events
                 .iter()
                 .map(|e| {
-                    json!({
+                    let mut row = json!({
                         "p": e.partner_id, "s": e.source, "i": e.id, "t": e.event_type,
-                        "u": e.subject, "m": to_micros(e.time), "d": e.data, "x": e.extensions,
-                    })
+                        "u": e.subject, "m": to_micros(e.time),
+                    });
+                    // Absent keys read as SQL NULL; a JSON null would be stored as 'null'.
+                    if let Some(d) = &e.data {
+                        row["d"] = d.clone();
+                    }
+                    if let Some(x) = &e.extensions {
+                        row["x"] = Value::Object(x.clone());
+                    }
+                    row
                 })
                 .collect();
             let batch = Value::Array(rows).to_string();

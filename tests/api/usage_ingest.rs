@@ -32,6 +32,61 @@ both! {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body, json!({"accepted": 1, "duplicates": 0}));
         assert_eq!(app.ledger_count().await, 1);
+        // No data and no extensions are stored as SQL NULL, not as the JSON text null.
+        let nulls: i64 = partner_gateway::with_db!(app.db(), pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE data IS NULL AND extensions IS NULL")
+                .fetch_one(pool)
+                .await
+        })
+        .unwrap();
+        assert_eq!(nulls, 1);
+    }
+
+    async fn clients_hanging_up_mid_write_do_not_wedge_the_ledger(app) {
+        let key = app.partner_key("epic-sandbox").await;
+        // Requests abandoned at every point of their life: before, during and after the write.
+        let mut tasks = Vec::new();
+        for i in 0..150u64 {
+            let events: Vec<Value> = (0..50)
+                .map(|j| event(&format!("hang-{i}-{j}"), "smart.launch", &format!("batch-{i}"), "2026-11-02T10:00:00Z"))
+                .collect();
+            let req = app
+                .client
+                .post(app.url("/v1/usage/events"))
+                .bearer_auth(&key)
+                .timeout(std::time::Duration::from_micros(300 + (i * 97) % 4000))
+                .json(&Value::Array(events));
+            tasks.push(tokio::spawn(async move {
+                let _ = req.send().await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Writes still go through, promptly, on every pooled connection.
+        for i in 0..10 {
+            let resp = app
+                .client
+                .post(app.url("/v1/usage/events"))
+                .bearer_auth(&key)
+                .timeout(std::time::Duration::from_secs(10))
+                .json(&event(&format!("after-{i}"), "smart.launch", "u", "2026-11-02T10:00:00Z"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 202);
+        }
+        // Every abandoned batch was written whole or not at all.
+        let partial: i64 = partner_gateway::with_db!(app.db(), pool => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT subject, COUNT(*) AS n FROM usage_events \
+                 WHERE subject LIKE 'batch-%' GROUP BY subject) AS t WHERE n <> 50",
+            )
+            .fetch_one(pool)
+            .await
+        })
+        .unwrap();
+        assert_eq!(partial, 0);
     }
 
     async fn a_batch_content_type_takes_an_array(app) {
