@@ -3,8 +3,10 @@
 //! function matches once with [`with_db!`] or [`with_tx!`] and writes the query a single time
 //! unless the dialects differ.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::config::{self, DatabaseConfig};
 
@@ -29,8 +32,26 @@ pub enum Db {
 /// A transaction on either backend. Store functions that must join the caller's transaction
 /// (record a usage event, enqueue a job) take `&mut Tx`.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(Transaction<'static, Sqlite>, WriteTurn),
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// This process's turn to write a SQLite database, held for a transaction's life. SQLite
+/// has one writer at a time; without this, waiting writers sleep and retry in SQLite's busy
+/// handler and some wait far longer than others. With it they queue in order. (Other
+/// processes on the same file, such as `usage import`, still meet on the busy timeout.)
+pub struct WriteTurn(#[allow(dead_code)] OwnedMutexGuard<()>);
+
+/// One writer queue per SQLite file in this process.
+static SQLITE_WRITERS: LazyLock<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+fn sqlite_writer_queue(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let mut queues = SQLITE_WRITERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    queues.entry(file).or_default().clone()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +85,7 @@ macro_rules! with_db {
 macro_rules! with_tx {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx {
-            $crate::db::Tx::Sqlite(t) => {
+            $crate::db::Tx::Sqlite(t, _) => {
                 let $c = &mut **t;
                 $body
             }
@@ -183,7 +204,10 @@ impl Db {
         let db = self.clone();
         let task = tokio::spawn(async move {
             Ok(match db {
-                Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+                Db::Sqlite(p) => {
+                    let turn = WriteTurn(sqlite_writer_queue(&p).lock_owned().await);
+                    Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
+                }
                 Db::Postgres(p) => Tx::Postgres(p.begin().await?),
             })
         });
@@ -201,14 +225,15 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Sqlite(t) => t.commit().await,
+            // The write turn is given up once the commit is done.
+            Tx::Sqlite(t, _turn) => t.commit().await,
             Tx::Postgres(t) => t.commit().await,
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Sqlite(..) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         }
     }
