@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::{Handlers, Runner};
+use crate::keys::crypto::MasterKey;
 use crate::metering::Meter;
 
 /// What every handler can reach. Cheap to clone.
@@ -21,6 +22,7 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub meters: Arc<BTreeMap<String, Meter>>,
+    pub master_key: MasterKey,
 }
 
 impl AppState {
@@ -41,11 +43,15 @@ impl AppState {
         crate::partners::sync_partners(&db, &config.partners)
             .await
             .context("syncing partners from config into the store")?;
-        Self::with_db(db, config)
+        let master_key = MasterKey::load(&config.keys)?;
+        crate::keys::ensure_signing_keys(&db, &master_key, crate::time::now_micros())
+            .await
+            .context("creating the gateway's signing keys")?;
+        Self::with_db(db, config, master_key)
     }
 
     /// Build the state over an open store (no I/O).
-    pub fn with_db(db: Db, config: Config) -> anyhow::Result<AppState> {
+    pub fn with_db(db: Db, config: Config, master_key: MasterKey) -> anyhow::Result<AppState> {
         let mut meters = BTreeMap::new();
         for m in &config.meters {
             let compiled = Meter::compile(m)
@@ -56,6 +62,7 @@ impl AppState {
             db,
             config: Arc::new(config),
             meters: Arc::new(meters),
+            master_key,
         })
     }
 }
@@ -70,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(crate::http::health::router())
         .merge(crate::partners::router())
+        .merge(crate::keys::router())
         .merge(crate::metering::router())
         .merge(crate::jobs::router());
     crate::http::with_middleware(routes, state)

@@ -41,6 +41,20 @@ pub enum Command {
     /// Usage ledger tools.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// The gateway's signing keys (published at /.well-known/jwks.json).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a new signing key per algorithm; the old ones stay published for
+    /// `keys.rotation_overlap_hours`, then are retired. Prints the new key ids.
+    Rotate {
+        /// Only this algorithm (RS384 or ES384); both when omitted.
+        #[arg(long)]
+        alg: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +194,32 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     }
                     eprintln!("revoked {key}");
                 }
+            }
+            state.db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Rotate { alg }) => {
+            let algs =
+                match alg.as_deref() {
+                    None => crate::keys::Alg::ALL.to_vec(),
+                    Some(a) => vec![crate::keys::Alg::parse(a).ok_or_else(|| {
+                        anyhow::anyhow!("--alg must be RS384 or ES384, not {a:?}")
+                    })?],
+                };
+            let state = AppState::prepare(config, true).await?;
+            let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
+                .unwrap_or(i64::MAX / 3_600_000_000)
+                .saturating_mul(3_600_000_000);
+            let kids = crate::keys::rotate_signing_keys(
+                &state.db,
+                &state.master_key,
+                &algs,
+                crate::time::now_micros(),
+                overlap_us,
+            )
+            .await?;
+            for kid in kids {
+                println!("{kid}");
             }
             state.db.close().await;
             Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub telemetry: TelemetryConfig,
     pub jobs: JobsConfig,
+    pub keys: KeysConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
 }
@@ -140,6 +141,29 @@ impl Default for JobsConfig {
             backoff_base_ms: 1000,
             backoff_max_secs: 3600,
             shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// The master key sealing the signing keys at rest: base64 of 32 random bytes, e.g.
+    /// `{ env = "GATEWAY_MASTER_KEY" }`. When unset, `master_key_file` is used.
+    pub master_key: Option<Secret>,
+    /// Read when `master_key` is unset; created (mode 0600) on first start if missing.
+    /// Back it up with the database: without it the signing keys cannot be read.
+    pub master_key_file: PathBuf,
+    /// How long a rotated-out key stays published in the JWKS.
+    pub rotation_overlap_hours: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            master_key_file: PathBuf::from("data/master.key"),
+            rotation_overlap_hours: 48,
         }
     }
 }
@@ -279,7 +303,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 4] = ["http", "database", "telemetry", "jobs"];
+const SECTIONS: [&str; 5] = ["http", "database", "telemetry", "jobs", "keys"];
 const LISTS: [&str; 2] = ["partners", "meters"];
 
 impl Config {
@@ -333,6 +357,7 @@ impl Config {
         let database = section::<DatabaseConfig>(&merged, "database", &origins, &mut problems);
         let telemetry = section::<TelemetryConfig>(&merged, "telemetry", &origins, &mut problems);
         let jobs = section::<JobsConfig>(&merged, "jobs", &origins, &mut problems);
+        let keys = section::<KeysConfig>(&merged, "keys", &origins, &mut problems);
         let partners = list::<PartnerConfig>(&merged, "partners", &origins, &mut problems);
         let meters = list::<MeterConfig>(&merged, "meters", &origins, &mut problems);
 
@@ -341,6 +366,7 @@ impl Config {
             database: database.unwrap_or_default(),
             telemetry: telemetry.unwrap_or_default(),
             jobs: jobs.unwrap_or_default(),
+            keys: keys.unwrap_or_default(),
             partners,
             meters,
         };

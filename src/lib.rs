@@ -17,6 +17,8 @@ pub mod db;
 pub mod http;
 /// Durable background jobs: enqueue inside a transaction, leased claims, retries, dead jobs.
 pub mod jobs;
+/// The gateway's signing keys (RS384, ES384): JWKS, rotation, sealed at rest.
+pub mod keys;
 /// Usage ledger: CloudEvents ingest, deduplication, meters and windowed queries.
 pub mod metering;
 /// Partners declared in config and synced into the store.

@@ -107,7 +107,7 @@ async fn drop_stale_schemas(pool: &sqlx::PgPool, now_secs: u64) {
     }
 }
 
-pub fn test_config(db_url: &str, extra: &str) -> Config {
+pub fn test_config(db_url: &str, dir: &std::path::Path, extra: &str) -> Config {
     let layers = vec![
         Layer {
             origin: "partners.toml".into(),
@@ -123,7 +123,8 @@ pub fn test_config(db_url: &str, extra: &str) -> Config {
         Layer {
             origin: "test.toml".into(),
             text: format!(
-                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n{extra}"
+                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n{extra}",
+                dir.display()
             ),
         },
     ];
@@ -159,7 +160,7 @@ impl TestApp {
         extra: &str,
         handlers: Handlers,
     ) -> TestApp {
-        let config = test_config(&url, extra);
+        let config = test_config(&url, dir.path(), extra);
         let db_url = url.clone();
         let state = AppState::prepare(config, true).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

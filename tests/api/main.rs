@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod health;
 mod jobs;
+mod keys;
 mod partners;
 mod usage_ingest;
 mod usage_query;

@@ -14,5 +14,6 @@ mod api_keys;
 mod check_config;
 mod crash;
 mod import;
+mod keys;
 mod migrate;
 mod shutdown;
