@@ -1,6 +1,15 @@
 //! Meter queries: parameters, folding rows into values (pure).
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, json};
+
+use super::meter::{Field, Meter};
+use super::window::{Window, WindowSize};
+use crate::http::FieldError;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -119,6 +128,224 @@ pub fn empty_value(a: Aggregation) -> Value {
     }
 }
 
+/// A validated `GET /v1/usage/query`.
+#[derive(Debug)]
+pub struct MeterQuery<'m> {
+    pub meter: &'m Meter,
+    pub partner: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub size: Option<WindowSize>,
+    pub tz: Tz,
+    pub tz_name: String,
+    /// Group-by fields as the client named them (the keys of each row's `group`).
+    pub group_names: Vec<String>,
+    pub group_fields: Vec<Field>,
+}
+
+#[derive(Debug)]
+pub enum QueryError {
+    /// Each invalid parameter, named.
+    Invalid(Vec<FieldError>),
+    UnknownMeter(String),
+}
+
+/// Validate the query parameters; every problem is listed. `own_partner` is the partner of a
+/// partner key (the default for `partner`).
+pub fn parse_query<'m>(
+    params: &HashMap<String, String>,
+    meters: &'m BTreeMap<String, Meter>,
+    own_partner: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<MeterQuery<'m>, QueryError> {
+    const KNOWN: [&str; 7] = ["meter", "partner", "from", "to", "window", "tz", "group_by"];
+    let mut errors = Vec::new();
+    let mut invalid = |field: &str, reason: String| {
+        errors.push(FieldError {
+            index: None,
+            field: field.to_owned(),
+            reason,
+        })
+    };
+    for k in params.keys() {
+        if !KNOWN.contains(&k.as_str()) {
+            invalid(
+                k,
+                format!("unknown parameter; expected one of {}", KNOWN.join(", ")),
+            );
+        }
+    }
+    let meter_name = params.get("meter").map(String::as_str).unwrap_or("");
+    let meter = if meter_name.is_empty() {
+        invalid("meter", "is required".into());
+        None
+    } else {
+        meters.get(meter_name)
+    };
+    let partner = match (params.get("partner"), own_partner) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(own)) => Some(own.to_owned()),
+        (None, None) => {
+            invalid("partner", "is required".into());
+            None
+        }
+    };
+    let from = parse_time(params.get("from"), "from", &mut invalid);
+    let to = match params.get("to") {
+        // The ledger keeps microseconds; so does the default end of the range.
+        None => Some(now.trunc_subsecs(6)),
+        some => parse_time(some, "to", &mut invalid),
+    };
+    let size = match params.get("window").map(String::as_str) {
+        None | Some("") => Some(None),
+        Some(w) => match WindowSize::parse(w) {
+            Some(s) => Some(Some(s)),
+            None => {
+                invalid("window", format!("{w:?} is not one of hour, day, month"));
+                None
+            }
+        },
+    };
+    let tz_name = params.get("tz").cloned().unwrap_or_else(|| "UTC".into());
+    let tz = match tz_name.parse::<Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            invalid(
+                "tz",
+                format!("{tz_name:?} is not an IANA time zone such as UTC or America/New_York"),
+            );
+            None
+        }
+    };
+    let group_names: Vec<String> = params
+        .get("group_by")
+        .map(|g| {
+            g.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut group_fields: Vec<Field> = Vec::new();
+    if let Some(m) = meter {
+        for g in &group_names {
+            match m.group_by.iter().find(|(name, _)| name == g) {
+                Some((_, f)) => group_fields.push(f.clone()),
+                None => {
+                    let declared: Vec<&str> = m.group_by.iter().map(|(n, _)| n.as_str()).collect();
+                    invalid(
+                        "group_by",
+                        format!(
+                            "meter {:?} cannot group by {g:?}; it declares: {}",
+                            m.name,
+                            if declared.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                declared.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(QueryError::Invalid(errors));
+    }
+    // All present once there are no errors.
+    let (Some(partner), Some(from), Some(to), Some(size), Some(tz)) = (partner, from, to, size, tz)
+    else {
+        return Err(QueryError::Invalid(Vec::new()));
+    };
+    let Some(meter) = meter else {
+        let known: Vec<&str> = meters.keys().map(String::as_str).collect();
+        return Err(QueryError::UnknownMeter(format!(
+            "unknown meter {meter_name:?}; configured meters: {}",
+            known.join(", ")
+        )));
+    };
+    Ok(MeterQuery {
+        meter,
+        partner,
+        from,
+        to,
+        size,
+        tz,
+        tz_name,
+        group_names,
+        group_fields,
+    })
+}
+
+/// The response body: one row per (window, group); without grouping every window, empty
+/// ones included. Times are written in the query's zone.
+pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> Value {
+    let tz = q.tz;
+    let fmt = |t: DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    };
+    let mut data = Vec::new();
+    let mut it = buckets.into_iter().peekable();
+    for (i, w) in windows.iter().enumerate() {
+        let mut any = false;
+        while let Some(b) = it.next_if(|b| b.window == i) {
+            any = true;
+            let group: Map<String, Value> = q
+                .group_names
+                .iter()
+                .cloned()
+                .zip(
+                    b.group
+                        .into_iter()
+                        .map(|v| v.map_or(Value::Null, Value::String)),
+                )
+                .collect();
+            data.push(
+                json!({"start": fmt(w.start), "end": fmt(w.end), "value": b.value, "group": group}),
+            );
+        }
+        // Without grouping every window is listed, empty ones included, so a chart has no gaps.
+        if !any && q.group_names.is_empty() {
+            data.push(json!({"start": fmt(w.start), "end": fmt(w.end), "value": empty_value(q.meter.aggregation), "group": {}}));
+        }
+    }
+    json!({
+        "meter": q.meter.name,
+        "partner": q.partner,
+        "aggregation": q.meter.aggregation.as_str(),
+        "window": q.size.map(WindowSize::as_str),
+        "tz": q.tz_name,
+        "from": fmt(q.from),
+        "to": fmt(q.to),
+        "data": data,
+    })
+}
+
+fn parse_time(
+    v: Option<&String>,
+    field: &str,
+    invalid: &mut impl FnMut(&str, String),
+) -> Option<DateTime<Utc>> {
+    match v {
+        None => {
+            invalid(field, "is required (an RFC 3339 timestamp)".into());
+            None
+        }
+        // An unencoded '+' in a query string arrives as a space.
+        Some(s) => match DateTime::parse_from_rfc3339(&s.replace(' ', "+")) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                invalid(
+                    field,
+                    format!("{s:?} is not an RFC 3339 timestamp such as 2026-11-01T00:00:00Z"),
+                );
+                None
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +357,60 @@ mod tests {
             count: None,
             value: Some(v.into()),
         }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_partner_key_defaults_the_partner_and_every_problem_is_named() {
+        let meter = Meter::compile(&crate::config::MeterConfig {
+            name: "m".into(),
+            description: String::new(),
+            event_types: vec!["t".into()],
+            aggregation: "COUNT".into(),
+            value: None,
+            group_by: vec![],
+        })
+        .unwrap();
+        let meters = BTreeMap::from([("m".to_owned(), meter)]);
+        let now = Utc::now();
+        let q = parse_query(
+            &params(&[("meter", "m"), ("from", "2026-11-01T00:00:00Z")]),
+            &meters,
+            Some("p1"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(q.partner, "p1");
+        assert_eq!(q.to, now.trunc_subsecs(6));
+        let Err(QueryError::Invalid(errors)) = parse_query(
+            &params(&[("window", "week"), ("group_by", "$.x")]),
+            &meters,
+            None,
+            now,
+        ) else {
+            panic!("expected invalid parameters");
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["meter", "partner", "from", "window"]);
+        assert!(matches!(
+            parse_query(
+                &params(&[
+                    ("meter", "nope"),
+                    ("partner", "p"),
+                    ("from", "2026-11-01T00:00:00Z")
+                ]),
+                &meters,
+                None,
+                now
+            ),
+            Err(QueryError::UnknownMeter(_))
+        ));
     }
 
     #[test]
