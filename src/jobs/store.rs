@@ -209,32 +209,12 @@ pub async fn list_jobs(
     kind: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    let sqlite = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR kind = $2) \
-         ORDER BY updated_at_us DESC, id DESC LIMIT $3"
+    // CAST gives the optional filters a type PostgreSQL can infer; SQLite reads it the same.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
+         AND (CAST($2 AS TEXT) IS NULL OR kind = $2) ORDER BY updated_at_us DESC, id DESC LIMIT $3"
     );
-    let pg = format!(
-        "SELECT {COLUMNS} FROM jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
-         ORDER BY updated_at_us DESC, id DESC LIMIT $3"
-    );
-    match db {
-        Db::Sqlite(p) => {
-            sqlx::query_as(&sqlite)
-                .bind(state)
-                .bind(kind)
-                .bind(limit)
-                .fetch_all(p)
-                .await
-        }
-        Db::Postgres(p) => {
-            sqlx::query_as(&pg)
-                .bind(state)
-                .bind(kind)
-                .bind(limit)
-                .fetch_all(p)
-                .await
-        }
-    }
+    with_db!(db, pool => sqlx::query_as(&sql).bind(state).bind(kind).bind(limit).fetch_all(pool).await)
 }
 
 pub async fn get_job(db: &Db, id: &str) -> Result<Option<Job>, sqlx::Error> {

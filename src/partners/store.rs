@@ -64,13 +64,9 @@ pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Resul
 
 /// Active partners, optionally just one.
 pub async fn list_partners(db: &Db, only: Option<&str>) -> anyhow::Result<Vec<Partner>> {
+    // CAST gives the optional filter a type PostgreSQL can infer; SQLite reads it the same.
     let sql = "SELECT id, name, kind, contact, active FROM partners \
-               WHERE active AND ($1 IS NULL OR id = $1) ORDER BY id";
-    let sql_pg = "SELECT id, name, kind, contact, active FROM partners \
-                  WHERE active AND ($1::text IS NULL OR id = $1) ORDER BY id";
-    let rows = match db {
-        Db::Sqlite(p) => sqlx::query_as(sql).bind(only).fetch_all(p).await?,
-        Db::Postgres(p) => sqlx::query_as(sql_pg).bind(only).fetch_all(p).await?,
-    };
+               WHERE active AND (CAST($1 AS TEXT) IS NULL OR id = $1) ORDER BY id";
+    let rows = crate::with_db!(db, pool => sqlx::query_as(sql).bind(only).fetch_all(pool).await)?;
     Ok(rows)
 }
