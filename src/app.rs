@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::{Handlers, Runner};
 use crate::keys::crypto::MasterKey;
-use crate::metering::Meter;
+use crate::metering::{Meter, UsageRecorder};
+use crate::outbound::Outbound;
+use crate::smart::SmartState;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +25,11 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub meters: Arc<BTreeMap<String, Meter>>,
     pub master_key: MasterKey,
+    /// The one client for requests to partners, with the outbound policy.
+    pub outbound: Outbound,
+    pub smart: SmartState,
+    /// Batched writer for usage events recorded on hot paths (`fhir.request`).
+    pub usage: UsageRecorder,
 }
 
 impl AppState {
@@ -50,7 +57,8 @@ impl AppState {
         Self::with_db(db, config, master_key)
     }
 
-    /// Build the state over an open store (no I/O).
+    /// Build the state over an open store (no I/O; starts the usage writer task, so call it
+    /// inside the runtime).
     pub fn with_db(db: Db, config: Config, master_key: MasterKey) -> anyhow::Result<AppState> {
         let mut meters = BTreeMap::new();
         for m in &config.meters {
@@ -58,11 +66,23 @@ impl AppState {
                 .map_err(|errs| anyhow::anyhow!("meter {:?} is invalid: {errs:?}", m.name))?;
             meters.insert(m.name.clone(), compiled);
         }
+        let outbound = Outbound::new(&config.outbound)?;
+        let smart = SmartState::new(
+            outbound.clone(),
+            Duration::from_secs(config.smart.discovery_ttl_secs),
+        );
+        let usage = UsageRecorder::start(
+            db.clone(),
+            Duration::from_millis(config.smart.usage_flush_ms),
+        );
         Ok(AppState {
             db,
             config: Arc::new(config),
             meters: Arc::new(meters),
             master_key,
+            outbound,
+            smart,
+            usage,
         })
     }
 }
@@ -79,7 +99,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::partners::router())
         .merge(crate::keys::router())
         .merge(crate::metering::router())
-        .merge(crate::jobs::router());
+        .merge(crate::jobs::router())
+        .merge(crate::launches::router())
+        .merge(crate::smart::router());
     crate::http::with_middleware(routes, state)
 }
 
@@ -106,6 +128,7 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
     let http_enabled = state.config.http.enabled;
     let db = state.db.clone();
+    let usage = state.usage.clone();
     if http_enabled {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
@@ -136,6 +159,8 @@ pub async fn serve(
     if let Some(r) = runner {
         let _ = r.await;
     }
+    // Usage recorded by the last requests is committed before the store closes.
+    usage.flush().await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -24,6 +24,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub jobs: JobsConfig,
     pub keys: KeysConfig,
+    pub outbound: OutboundConfig,
+    pub launches: LaunchesConfig,
+    pub smart: SmartConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
 }
@@ -39,6 +42,10 @@ pub struct HttpConfig {
     pub shutdown_grace_secs: u64,
     /// Serve HTTP; switch off to run an instance that only works jobs.
     pub enabled: bool,
+    /// The URL partners and browsers reach the gateway at (scheme, host, optional port and
+    /// path prefix, no trailing slash), e.g. `https://gateway.example.com`. Redirect URIs
+    /// registered with EHRs and LMSs are built from it. Unset: `http://{addr}`.
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +56,17 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
             enabled: true,
+            public_url: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// `public_url`, or `http://{addr}` when unset, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.addr),
         }
     }
 }
@@ -168,6 +186,80 @@ impl Default for KeysConfig {
     }
 }
 
+/// Requests the gateway makes to partners (discovery, tokens, FHIR, JWKS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Allow plain `http://` partner URLs. Off in production: tokens would cross the wire
+    /// in clear. Tests and local sandboxes switch it on.
+    pub allow_http: bool,
+    /// Allow partner hosts that are, or resolve to, loopback, private, link-local or other
+    /// non-public addresses. Off by default so a registered URL (or a discovery document)
+    /// cannot point the gateway at its own network.
+    pub allow_private_networks: bool,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 15,
+            connect_timeout_secs: 5,
+            allow_http: false,
+            allow_private_networks: false,
+        }
+    }
+}
+
+/// The launch model shared by SMART, LTI and SSO: how long its pieces live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchesConfig {
+    /// Lifetime of the one-time code handed to the app; the app exchanges it at once.
+    pub handoff_ttl_secs: u64,
+    /// How long the app may use a launch (FHIR proxy, context) after it completed.
+    pub launch_ttl_hours: u64,
+}
+
+impl Default for LaunchesConfig {
+    fn default() -> Self {
+        Self {
+            handoff_ttl_secs: 120,
+            launch_ttl_hours: 12,
+        }
+    }
+}
+
+/// SMART on FHIR client settings shared by every EHR partner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmartConfig {
+    /// How long a fetched discovery document (and issuer JWKS) is reused.
+    pub discovery_ttl_secs: u64,
+    /// How long the user has between the redirect to the EHR and the callback.
+    pub state_ttl_secs: u64,
+    /// Refresh an access token this long before it expires.
+    pub refresh_ahead_secs: u64,
+    /// Leeway for `exp`/`iat` in id_tokens from EHRs.
+    pub clock_skew_secs: u64,
+    /// `fhir.request` usage events are written in batches at most this often (0: each
+    /// proxied call writes its event before the response is returned).
+    pub usage_flush_ms: u64,
+}
+
+impl Default for SmartConfig {
+    fn default() -> Self {
+        Self {
+            discovery_ttl_secs: 3600,
+            state_ttl_secs: 600,
+            refresh_ahead_secs: 60,
+            clock_skew_secs: 60,
+            usage_flush_ms: 200,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
@@ -176,6 +268,9 @@ pub struct PartnerConfig {
     pub kind: PartnerKind,
     #[serde(default)]
     pub contact: Option<String>,
+    /// SMART on FHIR registration (EHR partners).
+    #[serde(default)]
+    pub smart: Option<crate::smart::registration::SmartRegistration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -303,7 +398,16 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 5] = ["http", "database", "telemetry", "jobs", "keys"];
+const SECTIONS: [&str; 8] = [
+    "http",
+    "database",
+    "telemetry",
+    "jobs",
+    "keys",
+    "outbound",
+    "launches",
+    "smart",
+];
 const LISTS: [&str; 2] = ["partners", "meters"];
 
 impl Config {
@@ -358,6 +462,9 @@ impl Config {
         let telemetry = section::<TelemetryConfig>(&merged, "telemetry", &origins, &mut problems);
         let jobs = section::<JobsConfig>(&merged, "jobs", &origins, &mut problems);
         let keys = section::<KeysConfig>(&merged, "keys", &origins, &mut problems);
+        let outbound = section::<OutboundConfig>(&merged, "outbound", &origins, &mut problems);
+        let launches = section::<LaunchesConfig>(&merged, "launches", &origins, &mut problems);
+        let smart = section::<SmartConfig>(&merged, "smart", &origins, &mut problems);
         let partners = list::<PartnerConfig>(&merged, "partners", &origins, &mut problems);
         let meters = list::<MeterConfig>(&merged, "meters", &origins, &mut problems);
 
@@ -367,6 +474,9 @@ impl Config {
             telemetry: telemetry.unwrap_or_default(),
             jobs: jobs.unwrap_or_default(),
             keys: keys.unwrap_or_default(),
+            outbound: outbound.unwrap_or_default(),
+            launches: launches.unwrap_or_default(),
+            smart: smart.unwrap_or_default(),
             partners,
             meters,
         };
@@ -454,6 +564,47 @@ impl Config {
                     format!("duplicate partner id {:?} (also partners[{first}])", p.id),
                 ));
             }
+            if let Some(smart) = &p.smart {
+                for (field, msg) in smart.problems(p.kind) {
+                    out.push((format!("partners[{i}].smart.{field}"), msg));
+                }
+            }
+        }
+        // One issuer belongs to one partner: an EHR launch finds its partner by `iss`.
+        let mut issuers: BTreeMap<String, String> = BTreeMap::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            for iss in p.smart.iter().flat_map(|s| s.issuers.iter()) {
+                let key = iss.trim_end_matches('/').to_owned();
+                if let Some(other) = issuers.insert(key, p.id.clone()) {
+                    out.push((
+                        format!("partners[{i}].smart.issuers"),
+                        format!("issuer {iss:?} is also registered by partner {other:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(u) = &self.http.public_url
+            && let Err(e) = crate::outbound::parse_base_url(u)
+        {
+            out.push(("http.public_url".into(), e));
+        }
+        if self.launches.handoff_ttl_secs == 0 || self.launches.handoff_ttl_secs > 600 {
+            out.push((
+                "launches.handoff_ttl_secs".into(),
+                "must be between 1 and 600: the code is exchanged at once".into(),
+            ));
+        }
+        if self.launches.launch_ttl_hours == 0 {
+            out.push((
+                "launches.launch_ttl_hours".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.smart.state_ttl_secs < 30 {
+            out.push(("smart.state_ttl_secs".into(), "must be at least 30".into()));
+        }
+        if self.outbound.timeout_secs == 0 {
+            out.push(("outbound.timeout_secs".into(), "must be at least 1".into()));
         }
 
         let mut names = BTreeMap::new();

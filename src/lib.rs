@@ -19,10 +19,16 @@ pub mod http;
 pub mod jobs;
 /// The gateway's signing keys (RS384, ES384): JWKS, rotation, sealed at rest.
 pub mod keys;
+/// The launch model shared by SMART, LTI and SSO, and the app's handoff exchange.
+pub mod launches;
 /// Usage ledger: CloudEvents ingest, deduplication, meters and windowed queries.
 pub mod metering;
+/// The outbound HTTP client and its policy (https only, no private networks by default).
+pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
+/// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
+pub mod smart;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.

@@ -37,6 +37,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Conflict(String),
+    /// The thing existed but is no longer usable (an expired launch).
+    #[error("{0}")]
+    Gone(String),
+    /// A partner system failed or refused what the gateway asked of it.
+    #[error("{detail}")]
+    BadGateway { code: &'static str, detail: String },
     #[error("the request took longer than {0} s")]
     Timeout(u64),
     #[error("{0}")]
@@ -71,6 +77,8 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -7,6 +7,7 @@ pub mod import;
 pub mod ingest;
 pub mod meter;
 pub mod query;
+pub mod recorder;
 pub mod routes;
 pub mod store;
 pub mod window;
@@ -14,6 +15,7 @@ pub mod window;
 pub use event::UsageEvent;
 pub use ingest::{Ingested, ingest_batch};
 pub use meter::Meter;
+pub use recorder::UsageRecorder;
 pub use routes::router;
 pub use store::record_usage_event;
 

@@ -1,0 +1,106 @@
+//! Small HTML pages for people in a browser (a clinician whose EHR launch failed, a student
+//! whose LMS launch did). They say what went wrong in plain words; details a person cannot
+//! act on go to the log with the request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// A browser-facing error or notice.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: StatusCode,
+    pub title: String,
+    pub lines: Vec<String>,
+}
+
+impl Page {
+    pub fn new(status: StatusCode, title: impl Into<String>) -> Page {
+        Page {
+            status,
+            title: title.into(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn line(mut self, text: impl Into<String>) -> Page {
+        self.lines.push(text.into());
+        self
+    }
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let paragraphs: String = self
+            .lines
+            .iter()
+            .map(|l| format!("<p>{}</p>\n", escape(l)))
+            .collect();
+        let body = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;\
+             margin:3rem auto;padding:0 1rem;line-height:1.5;color:#222}}h1{{font-size:1.4rem}}\
+             </style></head><body><h1>{title}</h1>\n{paragraphs}</body></html>\n",
+            title = escape(&self.title),
+        );
+        let mut resp = (self.status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        resp
+    }
+}
+
+/// A 302 to `location` that keeps it out of `Referer` headers and caches.
+pub fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::FOUND.into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(
+            escape("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! SMART Backend Services: a partner's system-to-system client (`client_credentials` with a
+//! `private_key_jwt` assertion), its token cached until shortly before expiry, used by
+//! gateway-side work and by `/v1/partners/{partner}/fhir/{path}` (admin keys).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+
+use super::token::ClientAuth;
+use crate::apikeys::Role;
+use crate::app::AppState;
+use crate::http::ApiError;
+use crate::http::auth::Caller;
+
+/// A cached backend token is dropped this long before it expires.
+const EARLY: Duration = Duration::from_secs(60);
+
+/// A Backend Services token for `partner_id` and the FHIR base it is for.
+pub async fn backend_token(
+    state: &AppState,
+    partner_id: &str,
+    force_new: bool,
+) -> Result<(String, String), ApiError> {
+    let partner = state
+        .config
+        .partner(partner_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no partner {partner_id:?}")))?;
+    let reg = partner.smart.as_ref().ok_or_else(|| {
+        ApiError::NotFound(format!("partner {partner_id:?} has no SMART registration"))
+    })?;
+    let backend = reg.backend.as_ref().ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "partner {partner_id:?} has no Backend Services registration ([partners.smart.backend])"
+        ))
+    })?;
+    let iss = backend
+        .issuer
+        .as_deref()
+        .or(reg.issuers.first().map(String::as_str))
+        .ok_or_else(|| ApiError::NotFound(format!("partner {partner_id:?} has no issuer")))?
+        .trim_end_matches('/')
+        .to_owned();
+
+    // One fetch at a time per instance; the others wait and reuse it.
+    let mut cache = state.smart.backend_tokens.lock().await;
+    if !force_new
+        && let Some((token, until)) = cache.get(partner_id)
+        && Instant::now() < *until
+    {
+        return Ok((token.clone(), iss));
+    }
+    let cfg = state
+        .smart
+        .discovery
+        .configuration(&iss)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "ehr_discovery_failed",
+            detail: e.to_string(),
+        })?;
+    let alg = crate::keys::Alg::parse(&backend.signing_alg).unwrap_or(crate::keys::Alg::Rs384);
+    let key = crate::keys::signing_key(&state.db, &state.master_key, alg).await?;
+    let auth = ClientAuth::Asymmetric {
+        client_id: backend.client_id.clone(),
+        key,
+    };
+    let form = vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("scope", backend.scopes.join(" ")),
+    ];
+    let token = super::token::request(&state.outbound, &cfg.token_endpoint, &auth, form)
+        .await
+        .map_err(|e| {
+            tracing::warn!(%partner_id, error = %e, "Backend Services token request failed");
+            ApiError::BadGateway {
+                code: "ehr_token_failed",
+                detail: e.to_string(),
+            }
+        })?;
+    let lifetime = Duration::from_secs(token.expires_in_secs().unwrap_or(300).max(0) as u64);
+    let until = Instant::now() + lifetime.saturating_sub(EARLY);
+    cache.insert(partner_id.to_owned(), (token.access_token.clone(), until));
+    tracing::info!(%partner_id, expires_in = lifetime.as_secs(), "Backend Services token obtained");
+    Ok((token.access_token, iss))
+}
+
+/// `/v1/partners/{partner}/fhir/{path}` for admin keys: the partner's FHIR server with the
+/// Backend Services token.
+pub async fn partner_proxy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((partner_id, _path)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let raw = req
+        .uri()
+        .path()
+        .find("/fhir/")
+        .map(|i| req.uri().path()[i + 6..].to_owned())
+        .unwrap_or_default();
+    super::proxy::check_relative_path(&raw)
+        .map_err(|e| ApiError::bad_request("invalid_fhir_path", e))?;
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), state.config.http.body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("the request body is over the limit".into()))?;
+    let result = call(
+        &state,
+        &partner_id,
+        &method,
+        &raw,
+        query.as_deref(),
+        &headers,
+        body,
+    )
+    .await;
+    super::proxy::record_fhir_request(&state, &partner_id, None, None, &method, &raw, &result)
+        .await;
+    result.map(super::proxy::stream_back)
+}
+
+/// One FHIR call with the backend token; a 401 gets one new token and one retry.
+pub async fn call(
+    state: &AppState,
+    partner_id: &str,
+    method: &Method,
+    raw_path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<reqwest::Response, ApiError> {
+    let (token, iss) = backend_token(state, partner_id, false).await?;
+    let url = super::proxy::target_url(state, &iss, raw_path, query)?;
+    let resp = super::proxy::send_fhir(state, &token, method, &url, headers, body.clone()).await?;
+    if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok(resp);
+    }
+    let (token, _) = backend_token(state, partner_id, true).await?;
+    super::proxy::send_fhir(state, &token, method, &url, headers, body).await
+}

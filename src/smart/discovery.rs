@@ -1,0 +1,282 @@
+//! Discovery: `{iss}/.well-known/smart-configuration`, falling back to the `oauth-uris`
+//! extension of the CapabilityStatement at `{iss}/metadata`; and the issuer's JWKS for
+//! id_token signatures. Both cached per instance for `smart.discovery_ttl_secs`; a JWKS is
+//! refetched early when a token names a key it lacks, at most once a minute per URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::outbound::Outbound;
+
+/// What the gateway needs from a SMART server's configuration (SMART App Launch 2.2
+/// §Conformance). Unknown fields are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SmartConfiguration {
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub grant_types_supported: Vec<String>,
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
+    #[serde(default)]
+    pub response_types_supported: Vec<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub code_challenge_methods_supported: Vec<String>,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default)]
+    pub management_endpoint: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{0}")]
+    Refused(#[from] crate::outbound::Refused),
+    #[error("could not reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+
+/// Parse a `.well-known/smart-configuration` document.
+pub fn parse_smart_configuration(body: &[u8]) -> Result<SmartConfiguration, String> {
+    let cfg: SmartConfiguration = serde_json::from_slice(body)
+        .map_err(|e| format!("the smart-configuration document is not valid: {e}"))?;
+    for (name, value) in [
+        ("authorization_endpoint", &cfg.authorization_endpoint),
+        ("token_endpoint", &cfg.token_endpoint),
+    ] {
+        crate::outbound::parse_http_url(value).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(cfg)
+}
+
+/// Read the endpoints from a CapabilityStatement's `rest[].security.extension` oauth-uris.
+pub fn parse_capability_statement(body: &[u8]) -> Result<SmartConfiguration, String> {
+    let doc: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the metadata document is not JSON: {e}"))?;
+    if doc.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement") {
+        return Err("the metadata document is not a CapabilityStatement".into());
+    }
+    let rests = doc
+        .get("rest")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let uris = rests
+        .iter()
+        .filter_map(|r| r.pointer("/security/extension").and_then(Value::as_array))
+        .flatten()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(OAUTH_URIS))
+        .and_then(|e| e.get("extension").and_then(Value::as_array))
+        .ok_or("the CapabilityStatement has no oauth-uris security extension")?;
+    let find = |name: &str| {
+        uris.iter()
+            .find(|e| e.get("url").and_then(Value::as_str) == Some(name))
+            .and_then(|e| e.get("valueUri").or_else(|| e.get("valueUrl")))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let authorization_endpoint =
+        find("authorize").ok_or("the oauth-uris extension has no authorize URI")?;
+    let token_endpoint = find("token").ok_or("the oauth-uris extension has no token URI")?;
+    for value in [&authorization_endpoint, &token_endpoint] {
+        crate::outbound::parse_http_url(value)?;
+    }
+    Ok(SmartConfiguration {
+        issuer: None,
+        jwks_uri: None,
+        authorization_endpoint,
+        token_endpoint,
+        token_endpoint_auth_methods_supported: Vec::new(),
+        token_endpoint_auth_signing_alg_values_supported: Vec::new(),
+        grant_types_supported: Vec::new(),
+        scopes_supported: Vec::new(),
+        response_types_supported: Vec::new(),
+        capabilities: Vec::new(),
+        code_challenge_methods_supported: Vec::new(),
+        introspection_endpoint: find("introspect"),
+        revocation_endpoint: find("revoke"),
+        management_endpoint: find("manage"),
+        extra: Map::new(),
+    })
+}
+
+struct Cached<T> {
+    at: Instant,
+    value: Arc<T>,
+}
+
+/// Per-instance caches of discovery documents and JWKS.
+#[derive(Clone)]
+pub struct Discovery {
+    outbound: Outbound,
+    ttl: Duration,
+    configs: Arc<Mutex<HashMap<String, Cached<SmartConfiguration>>>>,
+    jwks: Arc<Mutex<HashMap<String, Cached<Value>>>>,
+}
+
+/// A JWKS is refetched for an unknown `kid` at most this often.
+const JWKS_REFETCH_MIN: Duration = Duration::from_secs(60);
+
+impl Discovery {
+    pub fn new(outbound: Outbound, ttl: Duration) -> Discovery {
+        Discovery {
+            outbound,
+            ttl,
+            configs: Arc::default(),
+            jwks: Arc::default(),
+        }
+    }
+
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    /// The SMART configuration of `iss`, from the cache when fresh.
+    pub async fn configuration(
+        &self,
+        iss: &str,
+    ) -> Result<Arc<SmartConfiguration>, DiscoveryError> {
+        let key = iss.trim_end_matches('/').to_owned();
+        if let Some(hit) = fresh(&self.configs, &key, self.ttl) {
+            return Ok(hit);
+        }
+        let well_known = format!("{key}/.well-known/smart-configuration");
+        let cfg = match self.fetch_json(&well_known).await {
+            Ok(body) => parse_smart_configuration(&body).map_err(DiscoveryError::Invalid)?,
+            Err(first) => {
+                // SMART 1.0 servers publish the endpoints in the CapabilityStatement only.
+                let metadata = format!("{key}/metadata");
+                match self.fetch_json(&metadata).await {
+                    Ok(body) => parse_capability_statement(&body).map_err(|e| {
+                        DiscoveryError::Invalid(format!(
+                            "{well_known} failed ({first}) and {metadata} has no usable endpoints: {e}"
+                        ))
+                    })?,
+                    Err(_) => return Err(first),
+                }
+            }
+        };
+        let value = Arc::new(cfg);
+        store(&self.configs, key, value.clone());
+        Ok(value)
+    }
+
+    /// The JWKS at `uri`; `refresh` asks for a fresh copy (an unknown `kid`), honoured at
+    /// most once a minute.
+    pub async fn jwks(&self, uri: &str, refresh: bool) -> Result<Arc<Value>, DiscoveryError> {
+        let max_age = if refresh { JWKS_REFETCH_MIN } else { self.ttl };
+        if let Some(hit) = fresh(&self.jwks, uri, max_age) {
+            return Ok(hit);
+        }
+        let body = self.fetch_json(uri).await?;
+        let jwks: Value = serde_json::from_slice(&body)
+            .map_err(|e| DiscoveryError::Invalid(format!("{uri} is not a JWKS: {e}")))?;
+        if !jwks.get("keys").is_some_and(Value::is_array) {
+            return Err(DiscoveryError::Invalid(format!(
+                "{uri} is not a JWKS: no keys array"
+            )));
+        }
+        let value = Arc::new(jwks);
+        store(&self.jwks, uri.to_owned(), value.clone());
+        Ok(value)
+    }
+
+    /// The JWKS URI of an issuer: from its SMART configuration, else from its OpenID
+    /// configuration at `{issuer}/.well-known/openid-configuration`.
+    pub async fn jwks_uri(
+        &self,
+        cfg: &SmartConfiguration,
+        iss: &str,
+    ) -> Result<String, DiscoveryError> {
+        if let Some(uri) = &cfg.jwks_uri {
+            return Ok(uri.clone());
+        }
+        let issuer = cfg.issuer.as_deref().unwrap_or(iss).trim_end_matches('/');
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let body = self.fetch_json(&url).await?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| DiscoveryError::Invalid(format!("{url} is not JSON: {e}")))?;
+        doc.get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| DiscoveryError::Invalid(format!("{url} names no jwks_uri")))
+    }
+
+    async fn fetch_json(&self, url: &str) -> Result<bytes::Bytes, DiscoveryError> {
+        let parsed = self.outbound.url(url)?;
+        let unreachable = |reason: String| DiscoveryError::Unreachable {
+            url: crate::outbound::redact(&parsed),
+            reason,
+        };
+        let resp = self
+            .outbound
+            .client()
+            .get(parsed.clone())
+            .header("accept", "application/json, application/fhir+json")
+            .send()
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(unreachable(format!("HTTP {}", resp.status().as_u16())));
+        }
+        resp.bytes().await.map_err(|e| unreachable(error_chain(&e)))
+    }
+}
+
+/// An error with its sources, for messages (reqwest's top error alone says little).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn fresh<T>(
+    map: &Mutex<HashMap<String, Cached<T>>>,
+    key: &str,
+    max_age: Duration,
+) -> Option<Arc<T>> {
+    let guard = map.lock().ok()?;
+    guard
+        .get(key)
+        .filter(|c| c.at.elapsed() < max_age)
+        .map(|c| c.value.clone())
+}
+
+fn store<T>(map: &Mutex<HashMap<String, Cached<T>>>, key: String, value: Arc<T>) {
+    if let Ok(mut guard) = map.lock() {
+        guard.insert(
+            key,
+            Cached {
+                at: Instant::now(),
+                value,
+            },
+        );
+    }
+}

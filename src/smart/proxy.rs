@@ -1,0 +1,370 @@
+//! The FHIR proxy for the app: `/v1/launches/{launch_id}/fhir/{path}` forwards the request
+//! to the launch's FHIR server with the launch's access token and streams the answer back
+//! unchanged. The token is refreshed ahead of expiry and once on a 401. Each call records a
+//! `fhir.request` usage event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body as AxumBody;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+
+use super::store::Session;
+use crate::app::AppState;
+use crate::http::ApiError;
+use crate::http::auth::Caller;
+use crate::launches::{Launch, LaunchKind};
+use crate::metering::UsageEvent;
+
+/// Request headers passed to the FHIR server (everything else, cookies and the caller's
+/// Authorization above all, stays here).
+const FORWARD_REQUEST: [&str; 10] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-none-exist",
+    "prefer",
+    "x-request-id",
+];
+
+/// Response headers passed back to the app.
+const FORWARD_RESPONSE: [&str; 10] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-location",
+    "etag",
+    "last-modified",
+    "location",
+    "retry-after",
+    "cache-control",
+    "x-request-id",
+];
+
+/// Refuse paths that could leave the FHIR base: `..` or `.` segments (raw or
+/// percent-encoded), encoded slashes or backslashes, empty segments, and anything that
+/// looks like a URL of its own.
+pub fn check_relative_path(raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err("name a FHIR path after /fhir/, e.g. Patient/123".into());
+    }
+    if raw.contains("://") || raw.starts_with('/') || raw.contains('\\') {
+        return Err("the FHIR path must be relative to the FHIR base, not a URL".into());
+    }
+    for segment in raw.split('/') {
+        let decoded = percent_decode(segment)
+            .ok_or_else(|| format!("the path segment {segment:?} is not valid percent-encoding"))?;
+        if segment.is_empty() {
+            return Err("the FHIR path has an empty segment".into());
+        }
+        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+            return Err(format!(
+                "the path segment {segment:?} would leave the FHIR base"
+            ));
+        }
+        if decoded.contains(':') || decoded.chars().any(char::is_control) {
+            return Err(format!(
+                "the path segment {segment:?} is not a FHIR path segment"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The raw (still percent-encoded) part of the request path after `/fhir/`.
+fn raw_tail<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
+    path.find(marker).map(|i| &path[i + marker.len()..])
+}
+
+pub async fn launch_proxy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((launch_id, _path)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (launch, session) = launch_session(&state, &caller, &launch_id).await?;
+    let raw = raw_tail(req.uri().path(), "/fhir/")
+        .unwrap_or("")
+        .to_owned();
+    check_relative_path(&raw).map_err(|e| ApiError::bad_request("invalid_fhir_path", e))?;
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), state.config.http.body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("the request body is over the limit".into()))?;
+
+    let url = target_url(&state, &session.iss, &raw, query.as_deref())?;
+    let result = forward(&state, &session, &method, &url, &headers, body).await;
+    record_fhir_request(
+        &state,
+        &launch.partner_id,
+        launch.user_id.clone(),
+        Some(&launch.id),
+        &method,
+        &raw,
+        &result,
+    )
+    .await;
+    result.map(stream_back)
+}
+
+/// A `fhir.request` usage event for one call (subject: the launch's user, if any).
+pub async fn record_fhir_request(
+    state: &AppState,
+    partner_id: &str,
+    subject: Option<String>,
+    launch_id: Option<&str>,
+    method: &Method,
+    raw_path: &str,
+    result: &Result<reqwest::Response, ApiError>,
+) {
+    let status = match result {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 502,
+    };
+    let resource = raw_path.split('/').next().unwrap_or("");
+    state
+        .usage
+        .record(UsageEvent {
+            partner_id: partner_id.to_owned(),
+            id: uuid::Uuid::now_v7().to_string(),
+            source: "partner-gateway/smart".into(),
+            event_type: "fhir.request".into(),
+            subject,
+            time: chrono::Utc::now(),
+            data: Some(json!({
+                "launch_id": launch_id,
+                "method": method.as_str(),
+                "resource_type": resource,
+                "status": status,
+            })),
+            extensions: None,
+        })
+        .await;
+}
+
+/// `{base}/{raw_path}?{query}`, checked by the outbound policy and still under the base.
+pub fn target_url(
+    state: &AppState,
+    base: &str,
+    raw_path: &str,
+    query: Option<&str>,
+) -> Result<url::Url, ApiError> {
+    let base = base.trim_end_matches('/');
+    let target = match query {
+        Some(q) => format!("{base}/{raw_path}?{q}"),
+        None => format!("{base}/{raw_path}"),
+    };
+    let url = state
+        .outbound
+        .url(&target)
+        .map_err(|e| ApiError::BadGateway {
+            code: "ehr_refused",
+            detail: e.to_string(),
+        })?;
+    // Belt and braces: the URL as parsed must still sit under the FHIR base.
+    if !url.as_str().starts_with(&format!("{base}/")) {
+        return Err(ApiError::bad_request(
+            "invalid_fhir_path",
+            "the path would leave the FHIR base",
+        ));
+    }
+    Ok(url)
+}
+
+/// Send the request with the session's token; on a 401, refresh once and resend.
+pub async fn forward(
+    state: &AppState,
+    session: &Arc<Session>,
+    method: &Method,
+    url: &url::Url,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<reqwest::Response, ApiError> {
+    let session = super::refresh::ensure_fresh(state, session.clone(), false).await?;
+    let resp = send(state, &session, method, url, headers, body.clone()).await?;
+    if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok(resp);
+    }
+    // The EHR no longer takes the token (revoked, or expired early): one refresh, one retry.
+    let session = super::refresh::ensure_fresh(state, session, true).await?;
+    let resp = send(state, &session, method, url, headers, body).await?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(ApiError::BadGateway {
+            code: "ehr_token_rejected",
+            detail: "the EHR refused the launch's access token even after a refresh; the user must launch again".into(),
+        });
+    }
+    Ok(resp)
+}
+
+async fn send(
+    state: &AppState,
+    session: &Session,
+    method: &Method,
+    url: &url::Url,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<reqwest::Response, ApiError> {
+    send_fhir(state, &session.access_token, method, url, headers, body).await
+}
+
+/// One request to a FHIR server with `token`, passing the allowed headers.
+pub async fn send_fhir(
+    state: &AppState,
+    token: &str,
+    method: &Method,
+    url: &url::Url,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<reqwest::Response, ApiError> {
+    let mut req = state
+        .outbound
+        .client()
+        .request(method.clone(), url.clone())
+        .bearer_auth(token);
+    let mut has_accept = false;
+    for name in FORWARD_REQUEST {
+        for value in headers.get_all(name) {
+            has_accept |= name == "accept";
+            req = req.header(name, value);
+        }
+    }
+    if !has_accept {
+        // Some servers (Epic among them) answer XML unless JSON is asked for.
+        req = req.header("accept", "application/fhir+json");
+    }
+    if !body.is_empty() {
+        req = req.body(body);
+    }
+    req.send().await.map_err(|e| ApiError::BadGateway {
+        code: "ehr_unreachable",
+        detail: format!(
+            "the FHIR server did not answer: {}",
+            super::discovery::error_chain(&e)
+        ),
+    })
+}
+
+/// The EHR's status, selected headers and body bytes, streamed as they arrive.
+pub fn stream_back(resp: reqwest::Response) -> Response {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out = Response::builder().status(status);
+    if let Some(h) = out.headers_mut() {
+        for name in FORWARD_RESPONSE {
+            for value in resp.headers().get_all(name) {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    h.append(n, value.clone());
+                }
+            }
+        }
+    }
+    out.body(AxumBody::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|_| Response::new(AxumBody::empty()))
+}
+
+/// How long a launch and its decrypted session are reused from memory before the store
+/// is read again (a refresh on this instance updates the cache at once).
+const SESSION_CACHE: Duration = Duration::from_secs(30);
+
+/// The launch (checked against the caller) and its session.
+pub async fn launch_session(
+    state: &AppState,
+    caller: &Caller,
+    launch_id: &str,
+) -> Result<(Arc<Launch>, Arc<Session>), ApiError> {
+    caller.require(&[crate::apikeys::Role::App, crate::apikeys::Role::Partner])?;
+    let (launch, session) = match state.smart.cached(launch_id, SESSION_CACHE) {
+        Some(hit) => hit,
+        None => {
+            let launch = crate::launches::find_launch(&state.db, launch_id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no launch {launch_id:?}")))?;
+            if launch.kind != LaunchKind::Smart {
+                return Err(ApiError::Conflict(format!(
+                    "launch {launch_id} is a {} launch; only SMART launches have a FHIR server",
+                    launch.kind.as_str()
+                )));
+            }
+            let session = super::store::load_session(&state.db, &state.master_key, launch_id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("launch {launch_id:?} has no SMART session"))
+                })?;
+            let pair = (Arc::new(launch), Arc::new(session));
+            state.smart.remember(pair.0.clone(), pair.1.clone());
+            pair
+        }
+    };
+    caller.check_partner(&launch.partner_id)?;
+    if !launch.is_live(chrono::Utc::now()) {
+        return Err(ApiError::Gone(format!(
+            "launch {launch_id} expired at {}; the user must launch again",
+            launch.expires_at.to_rfc3339()
+        )));
+    }
+    Ok((launch, session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_fhir_base_are_refused() {
+        for bad in [
+            "",
+            "../admin",
+            "Patient/../../x",
+            "Patient/%2e%2e/x",
+            "Patient/%2E%2E",
+            "Patient%2F..%2Fx",
+            "http://evil.example.com/x",
+            "/etc/passwd",
+            "Patient//1",
+            "Patient/.",
+            "a\\b",
+            "https:%2F%2Fevil",
+            "Patient/%zz",
+        ] {
+            assert!(
+                check_relative_path(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        for ok in [
+            "Patient/123",
+            "Observation",
+            "Patient/1/$everything",
+            "metadata",
+            "Patient/1/_history/2",
+        ] {
+            assert!(check_relative_path(ok).is_ok(), "{ok:?}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Browser routes of the SMART client (`/smart/...`) and the app's routes that use a
+//! launch (`/v1/launches/{id}/fhir/...`, `/v1/launches/{id}/patient`) or a partner's
+//! Backend Services client (`/v1/partners/{partner}/fhir/...`). Handlers stay thin: the
+//! work is in `launch`, `proxy`, `patient` and `backend`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use super::launch::{self, CallbackParams};
+use crate::app::AppState;
+use crate::http::page::{Page, redirect};
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/smart/launch", get(ehr_launch))
+        .route("/smart/callback", get(callback))
+        .route("/smart/{partner}/start", get(standalone_launch))
+        .route(
+            "/v1/launches/{launch_id}/fhir/{*path}",
+            any(super::proxy::launch_proxy),
+        )
+        .route(
+            "/v1/launches/{launch_id}/patient",
+            get(super::patient::summary),
+        )
+        .route(
+            "/v1/partners/{partner}/fhir/{*path}",
+            any(super::backend::partner_proxy),
+        )
+}
+
+/// Query parameters; the first of a repeated name wins.
+fn params(raw: Option<String>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+/// `GET /smart/launch?iss=...&launch=...`: the EHR opened the app.
+async fn ehr_launch(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let q = params(raw);
+    let Some(iss) = q.get("iss").filter(|s| !s.is_empty()) else {
+        return Page::new(
+            StatusCode::BAD_REQUEST,
+            "This launch is missing its EHR address",
+        )
+        .line("An EHR launch must carry iss (the FHIR server) and launch parameters.")
+        .into_response();
+    };
+    let Some(launch_param) = q.get("launch").filter(|s| !s.is_empty()) else {
+        return Page::new(
+            StatusCode::BAD_REQUEST,
+            "This launch is missing its launch context",
+        )
+        .line(format!(
+            "The EHR at {iss} opened the app without a launch parameter."
+        ))
+        .into_response();
+    };
+    let Some((partner, reg)) = launch::partner_for_issuer(&state, iss) else {
+        tracing::warn!(%iss, "EHR launch from an unregistered issuer");
+        return Page::new(StatusCode::BAD_REQUEST, "This EHR is not registered with the gateway")
+            .line(format!("The launch came from {iss}, which no partner has registered."))
+            .line("If your organisation should have access, ask your EHR administrator to contact us with this address.")
+            .into_response();
+    };
+    match launch::begin(&state, partner, reg, iss, Some(launch_param)).await {
+        Ok(url) => redirect(&url),
+        Err(page) => page.into_response(),
+    }
+}
+
+/// `GET /smart/{partner}/start[?iss=...]`: the user opened the app outside the EHR.
+async fn standalone_launch(
+    State(state): State<AppState>,
+    Path(partner_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let q = params(raw);
+    let Some((partner, reg)) = state
+        .config
+        .partner(&partner_id)
+        .and_then(|p| p.smart.as_ref().map(|r| (p, r)))
+    else {
+        return Page::new(StatusCode::NOT_FOUND, "No such EHR")
+            .line(format!(
+                "The gateway has no SMART registration for {partner_id:?}."
+            ))
+            .into_response();
+    };
+    let iss = match (q.get("iss"), reg.issuers.as_slice()) {
+        (Some(iss), _) => match reg.issuer(iss) {
+            Some(i) => i.to_owned(),
+            None => {
+                return Page::new(
+                    StatusCode::BAD_REQUEST,
+                    "This EHR address is not registered",
+                )
+                .line(format!(
+                    "{iss} is not one of {}'s FHIR servers.",
+                    partner.name
+                ))
+                .into_response();
+            }
+        },
+        (None, [only]) => only.clone(),
+        (None, several) => {
+            let mut page = Page::new(StatusCode::BAD_REQUEST, "Choose your EHR").line(format!(
+                "{} has several FHIR servers; add ?iss= with one of:",
+                partner.name
+            ));
+            for i in several {
+                page = page.line(i.clone());
+            }
+            return page.into_response();
+        }
+    };
+    match launch::begin(&state, partner, reg, &iss, None).await {
+        Ok(url) => redirect(&url),
+        Err(page) => page.into_response(),
+    }
+}
+
+/// `GET /smart/callback`: the EHR sends the browser back with a code (or an error).
+async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let mut q = params(raw);
+    let params = CallbackParams {
+        code: q.remove("code"),
+        state: q.remove("state"),
+        error: q.remove("error"),
+        error_description: q.remove("error_description"),
+        error_uri: q.remove("error_uri"),
+    };
+    match launch::complete(&state, params).await {
+        Ok(url) => redirect(&url),
+        Err(page) => page.into_response(),
+    }
+}
