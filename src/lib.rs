@@ -23,6 +23,7 @@ pub mod keys;
 pub mod metering;
 /// Partners declared in config and synced into the store.
 pub mod partners;
+pub mod sandbox;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
