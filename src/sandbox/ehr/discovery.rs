@@ -255,7 +255,7 @@ pub(super) async fn well_known(State(s): State<Arc<Shared>>) -> Response {
 }
 
 pub(super) async fn metadata(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(response) = super::fhir::check_fhir_version(&headers) {
+    if let Some(response) = super::fhir::unacceptable_version(&headers) {
         return response;
     }
     json_bytes(

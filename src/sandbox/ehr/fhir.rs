@@ -41,7 +41,7 @@ pub(super) async fn handle(
     let Some(token) = token.filter(|t| t.is_active(now_secs())) else {
         return unauthorized("the access token is unknown, expired or revoked");
     };
-    if let Err(response) = check_fhir_version(&headers) {
+    if let Some(response) = unacceptable_version(&headers) {
         return response;
     }
     let request = Request {
@@ -126,8 +126,8 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Refuse an `Accept` that asks only for FHIR versions other than R4 (4.0 / 4.0.1).
-pub(super) fn check_fhir_version(headers: &HeaderMap) -> Result<(), Response> {
+/// The 406 for an `Accept` that asks only for FHIR versions other than R4 (4.0 / 4.0.1).
+pub(super) fn unacceptable_version(headers: &HeaderMap) -> Option<Response> {
     let mut asked = false;
     for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
@@ -139,21 +139,19 @@ pub(super) fn check_fhir_version(headers: &HeaderMap) -> Result<(), Response> {
                 if name.trim().eq_ignore_ascii_case("fhirVersion") {
                     asked = true;
                     if matches!(version.trim().trim_matches('"'), "4.0" | "4.0.1") {
-                        return Ok(());
+                        return None;
                     }
                 }
             }
         }
     }
-    if asked {
-        Err(outcome(
+    asked.then(|| {
+        outcome(
             StatusCode::NOT_ACCEPTABLE,
             "not-supported",
             "this server serves FHIR 4.0.1 only (Accept fhirVersion=4.0)",
-        ))
-    } else {
-        Ok(())
-    }
+        )
+    })
 }
 
 /// An OperationOutcome response.
@@ -380,8 +378,9 @@ impl Request<'_> {
         }
     }
 
-    /// The request body as an Observation, or the error response.
-    fn observation_body(&self) -> Result<Value, Response> {
+    /// The request body as an Observation, or the error response (boxed: a `Response` is
+    /// large and this is not a hot path).
+    fn observation_body(&self) -> Result<Value, Box<Response>> {
         let content_type = self
             .headers
             .get(header::CONTENT_TYPE)
@@ -390,28 +389,30 @@ impl Request<'_> {
         let media = content_type.split(';').next().unwrap_or_default().trim();
         if !media.eq_ignore_ascii_case(FHIR_JSON) && !media.eq_ignore_ascii_case("application/json")
         {
-            return Err(outcome(
+            return Err(Box::new(outcome(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "not-supported",
                 "send application/fhir+json",
-            ));
+            )));
         }
         let body: Value = serde_json::from_slice(&self.body).map_err(|e| {
-            outcome(
+            Box::new(outcome(
                 StatusCode::BAD_REQUEST,
                 "structure",
                 &format!("the body is not JSON: {e}"),
-            )
+            ))
         })?;
         if body.get("resourceType").and_then(Value::as_str) != Some("Observation") {
-            return Err(outcome(
+            return Err(Box::new(outcome(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 "the body is not an Observation",
-            ));
+            )));
         }
         if !self.in_compartment(subject_patient(&body)) {
-            return Err(forbidden("the token is scoped to another patient"));
+            return Err(Box::new(forbidden(
+                "the token is scoped to another patient",
+            )));
         }
         Ok(body)
     }
@@ -450,7 +451,7 @@ impl Request<'_> {
     fn create_observation(&self) -> Response {
         let body = match self.observation_body() {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         // The server assigns the id; one in the body is ignored (FHIR create).
         let id = uuid::Uuid::new_v4().to_string();
@@ -461,7 +462,7 @@ impl Request<'_> {
     fn update_observation(&self, id: &str) -> Response {
         let body = match self.observation_body() {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         if body
             .get("id")
@@ -474,10 +475,10 @@ impl Request<'_> {
                 "the body's id differs from the URL's",
             );
         }
-        if let Some(existing) = self.s.data.observation(id) {
-            if !self.in_compartment(subject_patient(&existing.resource)) {
-                return forbidden("the token is scoped to another patient");
-            }
+        if let Some(existing) = self.s.data.observation(id)
+            && !self.in_compartment(subject_patient(&existing.resource))
+        {
+            return forbidden("the token is scoped to another patient");
         }
         let (stored, created) = self.s.data.put_observation(id, body);
         let status = if created {

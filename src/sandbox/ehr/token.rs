@@ -486,12 +486,12 @@ async fn id_token(s: &Shared, grant: &Grant, nonce: Option<String>) -> Result<St
             map.insert("fhirUser".into(), fhir_user.into());
         }
         // Epic's id_token carries no name; Oracle's and a generic server's do.
-        if s.vendor != Vendor::Epic {
-            if let Some((given, family)) = s.data.practitioner_name(&user) {
-                map.insert("name".into(), format!("{given} {family}").into());
-                map.insert("given_name".into(), given.into());
-                map.insert("family_name".into(), family.into());
-            }
+        if s.vendor != Vendor::Epic
+            && let Some((given, family)) = s.data.practitioner_name(&user)
+        {
+            map.insert("name".into(), format!("{given} {family}").into());
+            map.insert("given_name".into(), given.into());
+            map.insert("family_name".into(), family.into());
         }
     }
 
@@ -551,10 +551,10 @@ pub(super) async fn revoke(
                 auth.refresh.remove(token);
             }
         }
-        if let Some(t) = lock(&s.tokens).get(token) {
-            if t.client_id == client_id {
-                t.revoked.store(true, Ordering::Relaxed);
-            }
+        if let Some(t) = lock(&s.tokens).get(token)
+            && t.client_id == client_id
+        {
+            t.revoked.store(true, Ordering::Relaxed);
         }
         // Unknown tokens are not an error (RFC 7009 §2.2).
         Ok(())
