@@ -1585,3 +1585,81 @@ fn scope_parsing_tells_v1_from_v2() {
     assert!(ClinicalScope::parse("openid").is_none());
     assert!(ClinicalScope::parse("group/Patient.read").is_none());
 }
+
+/// The served documents keep the member sets of the vendors' published ones
+/// (`fixtures/smart/`), plus only the members the mock adds on purpose.
+#[tokio::test]
+async fn served_discovery_documents_match_the_vendor_fixtures() {
+    let fixtures = [
+        (
+            Vendor::Epic,
+            include_str!("../../../fixtures/smart/epic-smart-configuration.json"),
+            vec![
+                "x_mock_ehr",
+                "token_endpoint_auth_signing_alg_values_supported",
+                "introspection_endpoint",
+            ],
+        ),
+        (
+            Vendor::Oracle,
+            include_str!("../../../fixtures/smart/oracle-smart-configuration.json"),
+            vec!["x_mock_ehr"],
+        ),
+    ];
+    for (vendor, fixture, added) in fixtures {
+        let published: Value = serde_json::from_str(fixture).unwrap();
+        let mock = start(vendor, vec![public_client()]).await;
+        let served: Value = http()
+            .get(format!("{}/.well-known/smart-configuration", mock.iss()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let keys = |v: &Value| -> std::collections::BTreeSet<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let mut expected = keys(&published);
+        expected.extend(added.iter().map(|k| (*k).to_owned()));
+        assert_eq!(keys(&served), expected, "{vendor:?}");
+        for member in [
+            "capabilities",
+            "grant_types_supported",
+            "token_endpoint_auth_methods_supported",
+            "code_challenge_methods_supported",
+            "response_types_supported",
+        ] {
+            assert_eq!(served[member], published[member], "{vendor:?} {member}");
+        }
+        if vendor == Vendor::Epic {
+            assert_eq!(served["scopes_supported"], published["scopes_supported"]);
+        }
+    }
+
+    // Oracle lists its oauth-uris in this order.
+    let published: Value =
+        serde_json::from_str(include_str!("../../../fixtures/smart/oracle-metadata.json")).unwrap();
+    let names = |statement: &Value| -> Vec<String> {
+        statement["rest"][0]["security"]["extension"][0]["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["url"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mock = start(Vendor::Oracle, vec![public_client()]).await;
+    let served: Value = http()
+        .get(format!("{}/metadata", mock.iss()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names(&served), names(&published));
+    assert_eq!(
+        served["rest"][0]["security"]["service"],
+        published["rest"][0]["security"]["service"]
+    );
+}
