@@ -526,7 +526,16 @@ async fn ehr_launch_carries_the_context_epic_style() {
     assert_eq!(body["need_patient_banner"], "false");
     assert_eq!(body["state"], "st-123");
     assert!(body["__epic.dstu2.patient"].is_string());
-    assert!(body["smart_style_url"].is_string());
+    let style = body["smart_style_url"].as_str().unwrap();
+    let style: Value = http()
+        .get(style)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(style["color_background"].is_string());
     assert!(body.get("refresh_token").is_none());
     let claims = claims_of(body["id_token"].as_str().unwrap());
     assert_eq!(
@@ -1662,4 +1671,27 @@ async fn served_discovery_documents_match_the_vendor_fixtures() {
         served["rest"][0]["security"]["service"],
         published["rest"][0]["security"]["service"]
     );
+}
+
+#[tokio::test]
+async fn authorize_accepts_a_form_post() {
+    let mock = start(Vendor::Oracle, vec![public_client()]).await;
+    let (_, challenge) = pkce();
+    let iss = mock.iss();
+    let response = http()
+        .post(mock.authorize_url())
+        .form(&[
+            ("response_type", "code"),
+            ("client_id", "public-app"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid fhirUser"),
+            ("state", "st-123"),
+            ("aud", iss.as_str()),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(location_params(&response).contains_key("code"));
 }
