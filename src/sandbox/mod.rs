@@ -1,0 +1,2 @@
+//! Sandboxes partners and tests run against instead of a real partner system.
+pub mod ehr;
