@@ -123,9 +123,14 @@ pub fn test_config(db_url: &str, dir: &std::path::Path, extra: &str) -> Config {
         Layer {
             origin: "test.toml".into(),
             text: format!(
-                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n{extra}",
+                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n",
                 dir.display()
             ),
+        },
+        // A layer of its own, so a test may add to sections the base layer opens.
+        Layer {
+            origin: "extra.toml".into(),
+            text: extra.into(),
         },
     ];
     Config::from_layers(layers, Vec::new()).unwrap()
@@ -140,6 +145,18 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, dir.path()).await?;
         Some(Self::spawn_on(url, dir, extra, handlers).await)
+    }
+
+    /// Like `spawn_with`, on a listener bound beforehand (so its address can go into the
+    /// config, e.g. as `http.public_url`).
+    pub async fn spawn_on_listener(
+        backend: Backend,
+        listener: tokio::net::TcpListener,
+        extra: &str,
+    ) -> Option<TestApp> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(backend, dir.path()).await?;
+        Some(Self::spawn_full(url, dir, Some(listener), extra, Handlers::new()).await)
     }
 
     /// A second instance on the same database, as behind a load balancer.
@@ -160,10 +177,23 @@ impl TestApp {
         extra: &str,
         handlers: Handlers,
     ) -> TestApp {
+        Self::spawn_full(url, dir, None, extra, handlers).await
+    }
+
+    async fn spawn_full(
+        url: String,
+        dir: tempfile::TempDir,
+        listener: Option<tokio::net::TcpListener>,
+        extra: &str,
+        handlers: Handlers,
+    ) -> TestApp {
         let config = test_config(&url, dir.path(), extra);
         let db_url = url.clone();
         let state = AppState::prepare(config, true).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = match listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
         let address = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app::serve(

@@ -8,5 +8,7 @@ mod health;
 mod jobs;
 mod keys;
 mod partners;
+mod smart;
+mod smart_env;
 mod usage_ingest;
 mod usage_query;
