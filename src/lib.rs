@@ -7,7 +7,7 @@
 pub mod apikeys;
 /// Build the router and workers from config; run until stopped.
 pub mod app;
-/// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`.
+/// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`, `keys rotate`.
 pub mod cli;
 /// Layered configuration (built-in defaults, files, `GATEWAY__*` environment) and validation.
 pub mod config;

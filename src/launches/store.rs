@@ -138,12 +138,3 @@ pub async fn find_launch(db: &Db, id: &str) -> anyhow::Result<Option<Launch>> {
         with_db!(db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
     row.map(launch_from_row).transpose()
 }
-
-/// Drop spent or expired handoff codes older than `before_us` (they only matter for the
-/// "already used" / "expired" answers shortly after).
-pub async fn purge_handoffs(db: &Db, before_us: i64) -> anyhow::Result<u64> {
-    let sql = "DELETE FROM launch_handoffs WHERE expires_at_us < $1";
-    Ok(
-        with_db!(db, pool => sqlx::query(sql).bind(before_us).execute(pool).await.map(|r| r.rows_affected()))?,
-    )
-}

@@ -280,3 +280,76 @@ fn store<T>(map: &Mutex<HashMap<String, Cached<T>>>, key: String, value: Arc<T>)
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epics_published_sandbox_configuration_parses() {
+        let cfg = parse_smart_configuration(include_bytes!(
+            "../../fixtures/smart/epic-smart-configuration.json"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.authorization_endpoint,
+            "https://fhir.epic.com/interconnect-fhir-oauth/oauth2/authorize"
+        );
+        assert_eq!(
+            cfg.token_endpoint,
+            "https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token"
+        );
+        // Epic's id_tokens name the OAuth server, not the FHIR base, as issuer.
+        assert_eq!(
+            cfg.issuer.as_deref(),
+            Some("https://fhir.epic.com/interconnect-fhir-oauth/oauth2")
+        );
+        assert!(cfg.jwks_uri.is_some());
+        assert!(cfg.capabilities.iter().any(|c| c == "launch-ehr"));
+    }
+
+    #[test]
+    fn oracles_published_sandbox_configuration_parses() {
+        let cfg = parse_smart_configuration(include_bytes!(
+            "../../fixtures/smart/oracle-smart-configuration.json"
+        ))
+        .unwrap();
+        assert!(
+            cfg.token_endpoint
+                .contains("/tenants/ec2458f2-1e24-41c8-b71b-0e701af7583d/")
+        );
+        assert!(
+            cfg.code_challenge_methods_supported
+                .iter()
+                .any(|m| m == "S256")
+        );
+        assert!(cfg.scopes_supported.len() > 100);
+        assert!(!cfg.token_endpoint_auth_methods_supported.is_empty());
+    }
+
+    #[test]
+    fn oracles_capability_statement_yields_the_oauth_uris() {
+        let cfg =
+            parse_capability_statement(include_bytes!("../../fixtures/smart/oracle-metadata.json"))
+                .unwrap();
+        assert!(cfg.authorization_endpoint.ends_with("/authorize"));
+        assert!(cfg.token_endpoint.ends_with("/token"));
+        assert!(cfg.revocation_endpoint.is_some());
+        assert!(cfg.introspection_endpoint.is_some());
+    }
+
+    #[test]
+    fn a_document_without_endpoints_is_refused_with_a_reason() {
+        let e = parse_smart_configuration(br#"{"issuer":"https://x"}"#).unwrap_err();
+        assert!(e.contains("authorization_endpoint"), "{e}");
+        let e =
+            parse_capability_statement(br#"{"resourceType":"CapabilityStatement","rest":[{}]}"#)
+                .unwrap_err();
+        assert!(e.contains("oauth-uris"), "{e}");
+        let e = parse_smart_configuration(
+            br#"{"authorization_endpoint":"javascript:alert(1)","token_endpoint":"https://x/t"}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("authorization_endpoint"), "{e}");
+    }
+}
