@@ -54,6 +54,13 @@ impl AppState {
         crate::keys::ensure_signing_keys(&db, &master_key, crate::time::now_micros())
             .await
             .context("creating the gateway's signing keys")?;
+        // Fail at start, not at the first launch, when this instance's master key is not the
+        // one the store's keys were sealed with (every instance must share it).
+        for alg in crate::keys::Alg::ALL {
+            crate::keys::signing_key(&db, &master_key, alg)
+                .await
+                .context("the master key does not open the stored signing keys: every instance must use the same keys.master_key (or master_key_file)")?;
+        }
         Self::with_db(db, config, master_key)
     }
 

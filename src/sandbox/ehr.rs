@@ -206,6 +206,9 @@ pub enum Fault {
     TokenError { status: u16, error: String },
     /// The next id_token issued has this defect.
     IdToken(IdTokenFault),
+    /// The next FHIR request whose `Accept` has a `fhirVersion` parameter gets 406, as
+    /// from a server that does not take the parameter at all.
+    RefuseFhirVersion,
 }
 
 /// A token endpoint request, as received (secrets, codes and assertions included: the mock

@@ -237,11 +237,13 @@ impl Discovery {
             .header("accept", "application/json, application/fhir+json")
             .send()
             .await
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| unreachable(error_chain(&e.without_url())))?;
         if !resp.status().is_success() {
             return Err(unreachable(format!("HTTP {}", resp.status().as_u16())));
         }
-        resp.bytes().await.map_err(|e| unreachable(error_chain(&e)))
+        resp.bytes()
+            .await
+            .map_err(|e| unreachable(error_chain(&e.without_url())))
     }
 }
 

@@ -266,7 +266,7 @@ pub async fn send_fhir(
         code: "ehr_unreachable",
         detail: format!(
             "the FHIR server did not answer: {}",
-            super::discovery::error_chain(&e)
+            super::discovery::error_chain(&e.without_url())
         ),
     })
 }

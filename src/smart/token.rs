@@ -84,14 +84,14 @@ pub async fn request(
         TokenError::Unreachable(format!(
             "could not reach the token endpoint {}: {}",
             crate::outbound::redact(&url),
-            super::discovery::error_chain(&e)
+            super::discovery::error_chain(&e.without_url())
         ))
     })?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(|e| {
         TokenError::Unreachable(format!(
             "reading the token response: {}",
-            super::discovery::error_chain(&e)
+            super::discovery::error_chain(&e.without_url())
         ))
     })?;
     if !(200..300).contains(&status) {

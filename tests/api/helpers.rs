@@ -45,6 +45,8 @@ pub struct TestApp {
     pub state: AppState,
     pub client: reqwest::Client,
     pub db_url: String,
+    /// Where the master key file is: every instance of one deployment shares it.
+    pub key_dir: std::path::PathBuf,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -156,19 +158,27 @@ impl TestApp {
     ) -> Option<TestApp> {
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, dir.path()).await?;
-        Some(Self::spawn_full(url, dir, Some(listener), extra, Handlers::new()).await)
+        Some(Self::spawn_full(url, dir, None, Some(listener), extra, Handlers::new()).await)
+    }
+
+    /// A second instance on the same database with the given extra config.
+    pub async fn another_instance_with(&self, extra: &str) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_full(
+            self.db_url.clone(),
+            dir,
+            Some(self.key_dir.clone()),
+            None,
+            extra,
+            Handlers::new(),
+        )
+        .await
     }
 
     /// A second instance on the same database, as behind a load balancer.
     pub async fn another_instance(&self) -> TestApp {
-        let dir = tempfile::tempdir().unwrap();
-        Self::spawn_on(
-            self.db_url.clone(),
-            dir,
-            "[jobs]\nenabled = false\n",
-            Handlers::new(),
-        )
-        .await
+        self.another_instance_with("[jobs]\nenabled = false\n")
+            .await
     }
 
     async fn spawn_on(
@@ -177,17 +187,19 @@ impl TestApp {
         extra: &str,
         handlers: Handlers,
     ) -> TestApp {
-        Self::spawn_full(url, dir, None, extra, handlers).await
+        Self::spawn_full(url, dir, None, None, extra, handlers).await
     }
 
     async fn spawn_full(
         url: String,
         dir: tempfile::TempDir,
+        key_dir: Option<std::path::PathBuf>,
         listener: Option<tokio::net::TcpListener>,
         extra: &str,
         handlers: Handlers,
     ) -> TestApp {
-        let config = test_config(&url, dir.path(), extra);
+        let key_dir = key_dir.unwrap_or_else(|| dir.path().to_owned());
+        let config = test_config(&url, &key_dir, extra);
         let db_url = url.clone();
         let state = AppState::prepare(config, true).await.unwrap();
         let listener = match listener {
@@ -207,6 +219,7 @@ impl TestApp {
             state,
             client: reqwest::Client::new(),
             db_url,
+            key_dir,
             shutdown,
             server: Some(server),
             _dir: dir,

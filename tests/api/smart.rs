@@ -396,3 +396,111 @@ crate::both_backends! {
         assert_eq!(r.status(), 410);
     }
 }
+
+crate::both_backends! {
+    async fn a_launch_started_on_one_instance_finishes_on_another(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "confidential-asymmetric").await else { return };
+        let other = env.app.another_instance_with(&env.config).await;
+        let launch = env.ehr.launch(default_context(&env.ehr));
+        let callback = env.authorize(&env.open_from_ehr(&launch).await).await;
+        // The load balancer sends the callback to the other instance.
+        let on_other = callback.replacen(&env.gateway, &other.address, 1);
+        let (status, location, body) = env.visit(&on_other).await;
+        assert_eq!(status, 302, "{body}");
+        let code = url::Url::parse(&location.unwrap()).unwrap().query_pairs()
+            .find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap();
+        // And the exchange and the proxy back to the first.
+        let (status, ctx) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{ctx}");
+        let id = ctx["launch_id"].as_str().unwrap();
+        let (status, _) = env.fhir_get(id, &format!("Patient/{}", env.ehr.default_patient())).await;
+        assert_eq!(status, 200);
+    }
+
+    async fn concurrent_calls_after_expiry_spend_the_refresh_token_once(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
+        let id = env.launched().await;
+        env.ehr.expire_access_tokens();
+        let path = format!("Patient/{}", env.ehr.default_patient());
+        let calls = (0..6).map(|_| env.fhir_get(&id, &path));
+        for (status, body) in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 200, "{body}");
+        }
+        let refreshes = env.ehr.token_requests().into_iter().filter(|r| r.grant_type == "refresh_token").count();
+        assert_eq!(refreshes, 1, "Epic rotates refresh tokens: a second refresh would fail");
+    }
+
+    async fn every_write_method_is_proxied(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
+        let id = env.launched().await;
+        let patient = env.ehr.default_patient();
+        let obs = serde_json::json!({"resourceType": "Observation", "id": "o-1", "status": "final",
+            "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{patient}")}});
+        let r = env.fhir(Method::PUT, &id, "Observation/o-1")
+            .header("content-type", "application/fhir+json").header("if-match", "W/\"1\"")
+            .body(obs.to_string()).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let seen = env.ehr.fhir_requests().pop().unwrap();
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("PUT", "Observation/o-1"));
+        assert!(seen.headers.iter().any(|(k, v)| k == "if-match" && v == "W/\"1\""));
+        let r = env.fhir(Method::PATCH, &id, "Observation/o-1")
+            .header("content-type", "application/json-patch+json")
+            .body(r#"[{"op":"replace","path":"/status","value":"amended"}]"#).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], "amended");
+        let r = env.fhir(Method::DELETE, &id, "Observation/o-1").send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(env.ehr.fhir_requests().pop().unwrap().method, "DELETE");
+    }
+
+    async fn the_patient_summary_falls_back_to_raw_json_when_fhir_version_is_refused(backend) {
+        let Some(env) = env(backend, Vendor::Oracle, "public").await else { return };
+        let id = env.launched().await;
+        env.ehr.inject(Fault::RefuseFhirVersion);
+        let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/patient")).await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["patient"]["id"], env.ehr.default_patient());
+        let accepts: Vec<String> = env.ehr.fhir_requests().iter().rev().take(2)
+            .map(|r| r.headers.iter().find(|(k, _)| k == "accept").unwrap().1.clone()).collect();
+        assert_eq!(accepts[0], "application/fhir+json", "the retry drops the parameter");
+        assert!(accepts[1].contains("fhirVersion"));
+    }
+
+    async fn a_partner_with_several_issuers_asks_which_one(backend) {
+        let Some(env) = Setup::new(Vendor::Epic, "public")
+            .more_issuers(&["https://other-hospital.example.com/fhir"])
+            .start(backend).await else { return };
+        let (status, _, body) = env.visit(&format!("{}/smart/{PARTNER}/start", env.gateway)).await;
+        assert_eq!(status, 400);
+        assert!(body.contains(&env.ehr.iss()) && body.contains("other-hospital.example.com"), "{body}");
+        let (status, _, _) = env.visit(&format!("{}/smart/{PARTNER}/start?iss={}", env.gateway, urlencode(&env.ehr.iss()))).await;
+        assert_eq!(status, 302);
+        let (status, _, body) = env.visit(&format!("{}/smart/{PARTNER}/start?iss={}", env.gateway, urlencode("https://rogue.example.com/fhir"))).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("not one of"), "{body}");
+    }
+
+    async fn an_ehr_on_a_private_address_is_refused_unless_allowed(backend) {
+        let Some(env) = Setup::new(Vendor::Epic, "public")
+            .outbound("allow_http = true\nallow_private_networks = false\n")
+            .start(backend).await else { return };
+        let launch = env.ehr.launch(default_context(&env.ehr));
+        let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));
+        let (status, _, body) = env.visit(&url).await;
+        assert_eq!(status, 502);
+        assert!(body.contains("non-public address"), "{body}");
+    }
+
+    async fn plain_http_ehrs_are_refused_unless_allowed(backend) {
+        let Some(env) = Setup::new(Vendor::Epic, "public")
+            .outbound("allow_http = false\nallow_private_networks = true\n")
+            .start(backend).await else { return };
+        let launch = env.ehr.launch(default_context(&env.ehr));
+        let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));
+        let (status, _, body) = env.visit(&url).await;
+        assert_eq!(status, 502);
+        assert!(body.contains("only https"), "{body}");
+    }
+}

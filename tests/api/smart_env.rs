@@ -17,6 +17,8 @@ pub struct SmartEnv {
     pub browser: reqwest::Client,
     pub app_key: String,
     pub gateway: String,
+    /// The extra config the gateway was started with (for a second instance).
+    pub config: String,
 }
 
 /// What the browser ends on after the callback.
@@ -50,6 +52,8 @@ pub struct Setup {
     pub scopes: Vec<&'static str>,
     pub tweak: Box<dyn FnOnce(&mut MockEhrOptions) + Send>,
     pub extra: String,
+    pub outbound: String,
+    pub more_issuers: Vec<String>,
 }
 
 impl Setup {
@@ -66,7 +70,21 @@ impl Setup {
             ],
             tweak: Box::new(|_| {}),
             extra: String::new(),
+            outbound: "allow_http = true\nallow_private_networks = true\n".into(),
+            more_issuers: Vec::new(),
         }
+    }
+
+    /// The `[outbound]` section's body.
+    pub fn outbound(mut self, toml: &str) -> Setup {
+        self.outbound = toml.to_owned();
+        self
+    }
+
+    /// Register further issuers beside the mock's.
+    pub fn more_issuers(mut self, issuers: &[&str]) -> Setup {
+        self.more_issuers = issuers.iter().map(|s| s.to_string()).collect();
+        self
     }
 
     pub fn scopes(mut self, scopes: &[&'static str]) -> Setup {
@@ -114,9 +132,7 @@ impl Setup {
         let toml = format!(
             r#"
 [outbound]
-allow_http = true
-allow_private_networks = true
-[http]
+{outbound}[http]
 public_url = "{gateway}"
 [[partners]]
 id = "{PARTNER}"
@@ -124,7 +140,7 @@ name = "Test EHR"
 kind = "ehr"
 [partners.smart]
 vendor = "{vendor}"
-issuers = ["{iss}"]
+issuers = [{issuers}]
 client_id = "{client_id}"
 client_type = "{client_type}"
 {secret_line}scopes = [{scopes}]
@@ -135,17 +151,18 @@ scopes = ["system/Patient.rs", "system/Observation.rs"]
 {extra}
 "#,
             vendor = self.vendor.as_str(),
-            iss = ehr.iss(),
+            issuers = std::iter::once(ehr.iss())
+                .chain(self.more_issuers.iter().cloned())
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            outbound = self.outbound,
             client_type = self.client_type,
             scopes = scopes.join(", "),
             extra = self.extra,
         );
-        let app = TestApp::spawn_on_listener(
-            backend,
-            listener,
-            &format!("[jobs]\nenabled = false\n{toml}"),
-        )
-        .await?;
+        let config = format!("[jobs]\nenabled = false\n{toml}");
+        let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
         let app_key = app.key(Role::App, None).await;
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -157,6 +174,7 @@ scopes = ["system/Patient.rs", "system/Observation.rs"]
             browser,
             app_key,
             gateway,
+            config,
         })
     }
 }

@@ -97,3 +97,50 @@ aggregation = "SUM"
     // Nothing else is reported: the header counts exactly these four.
     assert!(all.contains("configuration has 4 problem(s)"), "{out}");
 }
+
+#[tokio::test]
+async fn check_config_names_each_problem_of_a_smart_registration() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    std::fs::write(
+        env.config_dir.join("partners.toml"),
+        r#"
+[[partners]]
+id = "hospital"
+name = "A hospital"
+kind = "ehr"
+[partners.smart]
+issuers = ["https://ehr.example.com/fhir?tenant=1"]
+client_id = "app"
+client_type = "confidential-symmetric"
+signing_alg = "HS256"
+scopes = ["openid", "patient/Patient.sr"]
+app_url = "not a url"
+
+[[partners]]
+id = "lms"
+name = "An LMS"
+kind = "lms"
+[partners.smart]
+issuers = ["https://ehr.example.com/fhir?tenant=1"]
+client_id = "x"
+client_type = "public"
+scopes = ["openid"]
+app_url = "https://app.example.com/"
+"#,
+    )
+    .unwrap();
+    let out = env.run(&["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    for expected in [
+        "partners[0].smart.issuers[0]: \"https://ehr.example.com/fhir?tenant=1\" must not have a query string",
+        "partners[0].smart.client_secret: a confidential-symmetric client needs client_secret",
+        "partners[0].smart.signing_alg: must be RS384 or ES384",
+        "partners[0].smart.scopes[1]: \"patient/Patient.sr\": permissions must be",
+        "partners[0].smart.app_url:",
+        "partners[1].smart.(section): a SMART registration belongs to a partner of kind \"ehr\"",
+        "partners[1].smart.issuers: issuer \"https://ehr.example.com/fhir?tenant=1\" is also registered by partner \"hospital\"",
+    ] {
+        assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
+    }
+    assert!(out.stderr.contains("partners.toml: "), "{out}");
+}

@@ -44,6 +44,16 @@ pub(super) async fn handle(
     if let Some(response) = unacceptable_version(&headers) {
         return response;
     }
+    if asks_fhir_version(&headers)
+        && s.take_fault(|f| (*f == super::Fault::RefuseFhirVersion).then_some(()))
+            .is_some()
+    {
+        return outcome(
+            StatusCode::NOT_ACCEPTABLE,
+            "not-supported",
+            "this server does not take a fhirVersion parameter in Accept",
+        );
+    }
     let request = Request {
         s: &s,
         token: &token,
@@ -152,6 +162,15 @@ pub(super) fn unacceptable_version(headers: &HeaderMap) -> Option<Response> {
             "this server serves FHIR 4.0.1 only (Accept fhirVersion=4.0)",
         )
     })
+}
+
+/// Whether any `Accept` media range carries a `fhirVersion` parameter.
+fn asks_fhir_version(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("fhirversion="))
 }
 
 /// An OperationOutcome response.
