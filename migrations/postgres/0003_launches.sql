@@ -47,9 +47,12 @@ CREATE TABLE smart_sessions (
     sealed_access_token    BYTEA NOT NULL,
     sealed_refresh_token   BYTEA,
     access_expires_at_us   BIGINT NOT NULL,
+    -- The launch's own end: the row (and its tokens) is deleted after it.
+    launch_expires_at_us   BIGINT NOT NULL,
     -- Bumped on every refresh; the sealed tokens' associated data includes it.
     token_version          BIGINT NOT NULL,
     -- Set while one instance refreshes, so another does not spend the same refresh token.
     refresh_lease_until_us BIGINT,
     updated_at_us          BIGINT NOT NULL
 );
+CREATE INDEX smart_sessions_launch_expiry ON smart_sessions (launch_expires_at_us);

@@ -319,6 +319,7 @@ async fn finish(
         refresh_token: token.refresh_token.clone(),
         access_expires_at_us: now_us + lifetime * 1_000_000,
         version: 1,
+        launch_expires_at_us: to_micros(launch.expires_at),
     };
     let event = UsageEvent {
         partner_id: partner.id.clone(),

@@ -137,7 +137,14 @@ async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         error_description: q.remove("error_description"),
         error_uri: q.remove("error_uri"),
     };
-    match launch::complete(&state, params).await {
+    let result = launch::complete(&state, params).await;
+    let outcome = match &result {
+        Ok(_) => "completed",
+        Err(page) if page.status.is_client_error() => "refused",
+        Err(_) => "failed",
+    };
+    metrics::counter!("gateway_smart_launches_total", "outcome" => outcome).increment(1);
+    match result {
         Ok(url) => redirect(&url),
         Err(page) => page.into_response(),
     }

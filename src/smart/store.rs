@@ -109,6 +109,8 @@ pub struct Session {
     pub refresh_token: Option<String>,
     pub access_expires_at_us: i64,
     pub version: i64,
+    /// When the launch ends; the row is deleted some time after.
+    pub launch_expires_at_us: i64,
 }
 
 impl std::fmt::Debug for Session {
@@ -137,9 +139,12 @@ pub async fn insert_session(
         .as_ref()
         .map(|r| master.seal(&aad(&s.launch_id, "refresh", s.version), r.as_bytes()))
         .transpose()?;
+    // Tokens of launches that ended are of no use to anyone: drop them as launches come in.
+    let purge = "DELETE FROM smart_sessions WHERE launch_expires_at_us < $1";
+    with_tx!(tx, c => sqlx::query(purge).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
     let sql = "INSERT INTO smart_sessions (launch_id, partner_id, iss, token_endpoint, \
                sealed_access_token, sealed_refresh_token, access_expires_at_us, token_version, \
-               updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+               updated_at_us, launch_expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     with_tx!(tx, c => {
         sqlx::query(sql)
             .bind(&s.launch_id)
@@ -151,6 +156,7 @@ pub async fn insert_session(
             .bind(s.access_expires_at_us)
             .bind(s.version)
             .bind(now_us)
+            .bind(s.launch_expires_at_us)
             .execute(c)
             .await
             .map(|r| r.rows_affected())
@@ -158,7 +164,16 @@ pub async fn insert_session(
     Ok(())
 }
 
-type SessionRow = (String, String, String, Vec<u8>, Option<Vec<u8>>, i64, i64);
+type SessionRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    i64,
+    i64,
+    i64,
+);
 
 pub async fn load_session(
     db: &Db,
@@ -166,10 +181,13 @@ pub async fn load_session(
     launch_id: &str,
 ) -> anyhow::Result<Option<Session>> {
     let sql = "SELECT partner_id, iss, token_endpoint, sealed_access_token, sealed_refresh_token, \
-               access_expires_at_us, token_version FROM smart_sessions WHERE launch_id = $1";
+               access_expires_at_us, token_version, launch_expires_at_us FROM smart_sessions \
+               WHERE launch_id = $1";
     let row: Option<SessionRow> =
         with_db!(db, pool => sqlx::query_as(sql).bind(launch_id).fetch_optional(pool).await)?;
-    let Some((partner_id, iss, token_endpoint, access, refresh, expires, version)) = row else {
+    let Some((partner_id, iss, token_endpoint, access, refresh, expires, version, launch_expires)) =
+        row
+    else {
         return Ok(None);
     };
     let access_token =
@@ -188,6 +206,7 @@ pub async fn load_session(
         refresh_token,
         access_expires_at_us: expires,
         version,
+        launch_expires_at_us: launch_expires,
     }))
 }
 
