@@ -51,7 +51,7 @@ pub enum KeysCommand {
     /// Add a new signing key per algorithm; the old ones stay published for
     /// `keys.rotation_overlap_hours`, then are retired. Prints the new key ids.
     Rotate {
-        /// Only this algorithm (RS384 or ES384); both when omitted.
+        /// Only this algorithm (RS256, RS384 or ES384); all when omitted.
         #[arg(long)]
         alg: Option<String>,
     },
@@ -199,13 +199,12 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Rotate { alg }) => {
-            let algs =
-                match alg.as_deref() {
-                    None => crate::keys::Alg::ALL.to_vec(),
-                    Some(a) => vec![crate::keys::Alg::parse(a).ok_or_else(|| {
-                        anyhow::anyhow!("--alg must be RS384 or ES384, not {a:?}")
-                    })?],
-                };
+            let algs = match alg.as_deref() {
+                None => crate::keys::Alg::ALL.to_vec(),
+                Some(a) => vec![crate::keys::Alg::parse(a).ok_or_else(|| {
+                    anyhow::anyhow!("--alg must be RS256, RS384 or ES384, not {a:?}")
+                })?],
+            };
             let state = AppState::prepare(config, true).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)

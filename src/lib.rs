@@ -17,7 +17,7 @@ pub mod db;
 pub mod http;
 /// Durable background jobs: enqueue inside a transaction, leased claims, retries, dead jobs.
 pub mod jobs;
-/// The gateway's signing keys (RS384, ES384): JWKS, rotation, sealed at rest.
+/// The gateway's signing keys (RS256, RS384, ES384): JWKS, rotation, sealed at rest.
 pub mod keys;
 /// The launch model shared by SMART, LTI and SSO, and the app's handoff exchange.
 pub mod launches;

@@ -1,4 +1,4 @@
-//! The gateway's own signing keys (RS384 and ES384), published at
+//! The gateway's own signing keys (RS256 for LTI, RS384 and ES384 for SMART), published at
 //! `GET /.well-known/jwks.json`, used to sign the JWTs the gateway presents to partners
 //! (`private_key_jwt` client assertions in SMART and LTI). Private keys are stored encrypted
 //! with AES-256-GCM under a master key (`keys.master_key`, or the file `keys.master_key_file`).
@@ -22,18 +22,21 @@ pub use store::{
     SigningKey, ensure_signing_keys, published_keys, rotate_signing_keys, signing_key,
 };
 
-/// The algorithms the gateway signs with: SMART asks clients to support RS384 and ES384.
+/// The algorithms the gateway signs with: SMART asks clients to support RS384 and ES384;
+/// LTI 1.3 (IMS Security Framework) uses RS256. Each has its own key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
+    Rs256,
     Rs384,
     Es384,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 2] = [Alg::Rs384, Alg::Es384];
+    pub const ALL: [Alg; 3] = [Alg::Rs256, Alg::Rs384, Alg::Es384];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Alg::Rs256 => "RS256",
             Alg::Rs384 => "RS384",
             Alg::Es384 => "ES384",
         }
@@ -41,6 +44,7 @@ impl Alg {
 
     pub fn parse(s: &str) -> Option<Alg> {
         match s {
+            "RS256" => Some(Alg::Rs256),
             "RS384" => Some(Alg::Rs384),
             "ES384" => Some(Alg::Es384),
             _ => None,
@@ -49,6 +53,7 @@ impl Alg {
 
     pub fn jwt(self) -> jsonwebtoken::Algorithm {
         match self {
+            Alg::Rs256 => jsonwebtoken::Algorithm::RS256,
             Alg::Rs384 => jsonwebtoken::Algorithm::RS384,
             Alg::Es384 => jsonwebtoken::Algorithm::ES384,
         }
@@ -68,7 +73,7 @@ pub fn generate_key(alg: Alg) -> anyhow::Result<GeneratedKey> {
     let kid = uuid::Uuid::new_v4().simple().to_string();
     let mut rng = rand_core::OsRng;
     let (private_der, mut jwk) = match alg {
-        Alg::Rs384 => {
+        Alg::Rs256 | Alg::Rs384 => {
             let key = rsa::RsaPrivateKey::new(&mut rng, 2048)?;
             let der = key.to_pkcs1_der()?.as_bytes().to_vec();
             let public = key.to_public_key();
@@ -105,7 +110,7 @@ pub fn sign_jwt(key: &SigningKey, claims: &Value) -> anyhow::Result<String> {
     let mut header = jsonwebtoken::Header::new(key.alg.jwt());
     header.kid = Some(key.kid.clone());
     let encoding = match key.alg {
-        Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
+        Alg::Rs256 | Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
         Alg::Es384 => jsonwebtoken::EncodingKey::from_ec_der(&key.private_der),
     };
     Ok(jsonwebtoken::encode(&header, claims, &encoding)?)

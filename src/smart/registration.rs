@@ -167,7 +167,7 @@ impl SmartRegistration {
             )),
             _ => {}
         }
-        if Alg::parse(&self.signing_alg).is_none() {
+        if !smart_alg(&self.signing_alg) {
             out.push(("signing_alg".into(), "must be RS384 or ES384".into()));
         }
         if self.scopes.is_empty() {
@@ -209,7 +209,7 @@ impl SmartRegistration {
                     format!("{iss:?} is not one of this partner's issuers"),
                 ));
             }
-            if Alg::parse(&b.signing_alg).is_none() {
+            if !smart_alg(&b.signing_alg) {
                 out.push((
                     "backend.signing_alg".into(),
                     "must be RS384 or ES384".into(),
@@ -218,6 +218,11 @@ impl SmartRegistration {
         }
         out
     }
+}
+
+/// SMART asks clients to sign with RS384 or ES384 (RS256 is the gateway's LTI key).
+fn smart_alg(s: &str) -> bool {
+    matches!(Alg::parse(s), Some(Alg::Rs384 | Alg::Es384))
 }
 
 /// A scope in SMART v1 (`patient/Observation.read`) or v2 (`patient/Observation.rs`,

@@ -19,13 +19,13 @@ async fn jwks(app: &TestApp) -> (reqwest::header::HeaderMap, Value) {
 }
 
 both! {
-    async fn the_jwks_publishes_an_rs384_and_an_es384_key_without_private_parts(app) {
+    async fn the_jwks_publishes_rs256_rs384_and_es384_keys_without_private_parts(app) {
         let (headers, body) = jwks(&app).await;
         assert_eq!(headers["cache-control"], "public, max-age=300");
         let keys = body["keys"].as_array().unwrap();
         let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
         algs.sort_unstable();
-        assert_eq!(algs, ["ES384", "RS384"]);
+        assert_eq!(algs, ["ES384", "RS256", "RS384"]);
         for k in keys {
             assert_eq!(k["use"], "sig");
             assert!(k["kid"].as_str().is_some_and(|kid| !kid.is_empty()));
@@ -63,20 +63,20 @@ both! {
         let now = now_micros();
         let hour = 3_600_000_000;
         let new = keys::rotate_signing_keys(app.db(), &app.state.master_key, &Alg::ALL, now, hour).await.unwrap();
-        assert_eq!(new.len(), 2);
+        assert_eq!(new.len(), 3);
         let after = keys::signing_key(app.db(), &app.state.master_key, Alg::Rs384).await.unwrap();
         assert_ne!(before.kid, after.kid);
         assert!(new.contains(&after.kid));
         let published = |t| keys::published_keys(app.db(), t);
         let kids = |v: Vec<Value>| v.iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
         let during = kids(published(now + 1).await.unwrap());
-        assert_eq!(during.len(), 4);
+        assert_eq!(during.len(), 6);
         assert!(during.contains(&before.kid));
         let later = kids(published(now + 2 * hour).await.unwrap());
-        assert_eq!(later.len(), 2);
+        assert_eq!(later.len(), 3);
         assert!(!later.contains(&before.kid));
         let (_, body) = jwks(&app).await;
-        assert_eq!(body["keys"].as_array().unwrap().len(), 4);
+        assert_eq!(body["keys"].as_array().unwrap().len(), 6);
     }
 
     async fn private_keys_are_sealed_at_rest(app) {

@@ -14,7 +14,7 @@ async fn keys_rotate_adds_keys_and_keeps_the_old_ones_published(backend: Backend
     assert!(both.status.success(), "{both}");
     assert_eq!(
         both.stdout_lines().len(),
-        2,
+        3,
         "one new key id per algorithm\n{both}"
     );
     // The master key file was created beside the config, readable by its owner only.
@@ -30,13 +30,13 @@ async fn keys_rotate_adds_keys_and_keeps_the_old_ones_published(backend: Backend
     assert!(one.status.success(), "{one}");
     assert_eq!(one.stdout_lines().len(), 1, "{one}");
     let store = env.store().await;
-    // Two from the first start, two from the first rotation, one from the second.
-    assert_eq!(store.scalar("SELECT COUNT(*) FROM signing_keys").await, 5);
+    // Three from the first start, three from the first rotation, one from the second.
+    assert_eq!(store.scalar("SELECT COUNT(*) FROM signing_keys").await, 7);
     assert_eq!(
         store
             .scalar("SELECT COUNT(*) FROM signing_keys WHERE retire_at_us IS NULL")
             .await,
-        2
+        3
     );
     let bad = env.run(&["keys", "rotate", "--alg", "HS256"]).await;
     assert!(!bad.status.success(), "{bad}");

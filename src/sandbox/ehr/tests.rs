@@ -692,7 +692,7 @@ fn sign(key: &GeneratedKey, claims: &Value) -> String {
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
     let encoding = match key.alg {
-        Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
+        Alg::Rs256 | Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
         Alg::Es384 => jsonwebtoken::EncodingKey::from_ec_der(&key.private_der),
     };
     jsonwebtoken::encode(&header, claims, &encoding).unwrap()
