@@ -108,7 +108,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::metering::router())
         .merge(crate::jobs::router())
         .merge(crate::launches::router())
-        .merge(crate::smart::router());
+        .merge(crate::smart::router())
+        .merge(crate::lti::router());
     crate::http::with_middleware(routes, state)
 }
 

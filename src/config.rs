@@ -27,6 +27,7 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub launches: LaunchesConfig,
     pub smart: SmartConfig,
+    pub lti: LtiConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
 }
@@ -260,6 +261,34 @@ impl Default for SmartConfig {
     }
 }
 
+/// LTI tool settings shared by every LMS partner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LtiConfig {
+    /// Time between login initiation and the launch POST.
+    pub state_ttl_secs: u64,
+    /// Leeway for `exp`/`iat` of platform id_tokens (Moodle's live 60 s).
+    pub clock_skew_secs: u64,
+    /// An id_token issued longer ago than this is refused even if unexpired.
+    pub max_token_age_secs: u64,
+    /// Dynamic registrations become usable at once instead of waiting for an admin.
+    pub auto_approve_registrations: bool,
+    /// LTI 1.1 launches: accepted `oauth_timestamp` distance from now.
+    pub lti11_timestamp_window_secs: u64,
+}
+
+impl Default for LtiConfig {
+    fn default() -> Self {
+        Self {
+            state_ttl_secs: 600,
+            clock_skew_secs: 60,
+            max_token_age_secs: 600,
+            auto_approve_registrations: false,
+            lti11_timestamp_window_secs: 300,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
@@ -271,6 +300,9 @@ pub struct PartnerConfig {
     /// SMART on FHIR registration (EHR partners).
     #[serde(default)]
     pub smart: Option<crate::smart::registration::SmartRegistration>,
+    /// LTI tool registration (LMS partners).
+    #[serde(default)]
+    pub lti: Option<crate::lti::registration::LtiRegistration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -398,7 +430,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "http",
     "database",
     "telemetry",
@@ -407,6 +439,7 @@ const SECTIONS: [&str; 8] = [
     "outbound",
     "launches",
     "smart",
+    "lti",
 ];
 const LISTS: [&str; 2] = ["partners", "meters"];
 
@@ -465,6 +498,7 @@ impl Config {
         let outbound = section::<OutboundConfig>(&merged, "outbound", &origins, &mut problems);
         let launches = section::<LaunchesConfig>(&merged, "launches", &origins, &mut problems);
         let smart = section::<SmartConfig>(&merged, "smart", &origins, &mut problems);
+        let lti = section::<LtiConfig>(&merged, "lti", &origins, &mut problems);
         let partners = list::<PartnerConfig>(&merged, "partners", &origins, &mut problems);
         let meters = list::<MeterConfig>(&merged, "meters", &origins, &mut problems);
 
@@ -477,6 +511,7 @@ impl Config {
             outbound: outbound.unwrap_or_default(),
             launches: launches.unwrap_or_default(),
             smart: smart.unwrap_or_default(),
+            lti: lti.unwrap_or_default(),
             partners,
             meters,
         };
@@ -569,6 +604,39 @@ impl Config {
                     out.push((format!("partners[{i}].smart.{field}"), msg));
                 }
             }
+            if let Some(lti) = &p.lti {
+                for (field, msg) in lti.problems(p.kind) {
+                    out.push((format!("partners[{i}].lti.{field}"), msg));
+                }
+            }
+        }
+        // A launch finds its partner by (issuer, client id, deployment): one owner each.
+        let mut deployments: BTreeMap<(String, String, String), String> = BTreeMap::new();
+        let mut consumers: BTreeMap<String, String> = BTreeMap::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            let Some(lti) = &p.lti else { continue };
+            for (j, pl) in lti.platforms.iter().enumerate() {
+                for d in &pl.deployment_ids {
+                    let key = (pl.issuer.clone(), pl.client_id.clone(), d.clone());
+                    if let Some(other) = deployments.insert(key, p.id.clone()) {
+                        out.push((
+                            format!("partners[{i}].lti.platforms[{j}].deployment_ids"),
+                            format!("deployment {d:?} of {} / {} is also registered by partner {other:?}", pl.issuer, pl.client_id),
+                        ));
+                    }
+                }
+            }
+            for (j, c) in lti.lti11.iter().enumerate() {
+                if let Some(other) = consumers.insert(c.consumer_key.clone(), p.id.clone()) {
+                    out.push((
+                        format!("partners[{i}].lti.lti11[{j}].consumer_key"),
+                        format!(
+                            "consumer key {:?} is also used by partner {other:?}",
+                            c.consumer_key
+                        ),
+                    ));
+                }
+            }
         }
         // One issuer belongs to one partner: an EHR launch finds its partner by `iss`.
         let mut issuers: BTreeMap<String, String> = BTreeMap::new();
@@ -602,6 +670,15 @@ impl Config {
         }
         if self.smart.state_ttl_secs < 30 {
             out.push(("smart.state_ttl_secs".into(), "must be at least 30".into()));
+        }
+        if self.lti.state_ttl_secs < 30 {
+            out.push(("lti.state_ttl_secs".into(), "must be at least 30".into()));
+        }
+        if self.lti.clock_skew_secs > 300 {
+            out.push((
+                "lti.clock_skew_secs".into(),
+                "must be at most 300: a larger leeway weakens token expiry".into(),
+            ));
         }
         if self.outbound.timeout_secs == 0 {
             out.push(("outbound.timeout_secs".into(), "must be at least 1".into()));

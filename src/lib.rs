@@ -21,6 +21,8 @@ pub mod jobs;
 pub mod keys;
 /// The launch model shared by SMART, LTI and SSO, and the app's handoff exchange.
 pub mod launches;
+/// LTI 1.3 Advantage tool (and LTI 1.1): launches, Deep Linking, grades, rosters.
+pub mod lti;
 /// Usage ledger: CloudEvents ingest, deduplication, meters and windowed queries.
 pub mod metering;
 /// The outbound HTTP client and its policy (https only, no private networks by default).

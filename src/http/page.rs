@@ -92,6 +92,81 @@ pub fn redirect(location: &str) -> Response {
     resp
 }
 
+/// A page that POSTs `fields` to `action` at once (OIDC form_post, LTI Deep Linking
+/// responses), with a button for browsers that run no script. The script runs under a
+/// per-response CSP nonce; nothing else may run.
+pub fn auto_post(action: &str, fields: &[(&str, &str)], title: &str) -> Response {
+    let nonce = crate::smart::flow::random_token(16);
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><form id=\"f\" method=\"post\" action=\"{action}\">{inputs}\
+         <noscript><button type=\"submit\">Continue</button></noscript></form>\
+         <script nonce=\"{nonce}\">document.getElementById('f').submit();</script></body></html>\n",
+        title = escape(title),
+        action = escape(action),
+    );
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'"
+    )) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// A page with a script (platform storage, closing a registration window), under a
+/// per-response CSP nonce. `script` must be built from escaped or JSON-encoded values.
+pub fn script_page(status: StatusCode, title: &str, lines: &[String], script: &str) -> Response {
+    let nonce = crate::smart::flow::random_token(16);
+    let paragraphs: String = lines
+        .iter()
+        .map(|l| format!("<p>{}</p>\n", escape(l)))
+        .collect();
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}</style>\
+         </head><body><h1>{t}</h1>\n{paragraphs}<script nonce=\"{nonce}\">{script}</script></body></html>\n",
+        t = escape(title),
+    );
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'; connect-src 'self'"
+    )) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,233 @@
+//! Deep Linking 2.0: an `LtiDeepLinkingRequest` opens a picker of the content items the
+//! partner's config offers; the choice goes back to the platform as a signed
+//! `LtiDeepLinkingResponse` (RS256, the gateway's key), auto-posted as the `JWT` field to
+//! `deep_link_return_url`. Without configured items the app chooses: the launch is handed
+//! to it and it answers through `POST /v1/launches/{id}/deep-link`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::claims::{self, MessageType};
+use super::platforms::Platform;
+use super::registration::ContentItem;
+use crate::app::AppState;
+use crate::http::page::{Page, auto_post, escape};
+use crate::{with_db, with_tx};
+
+const DL_TTL_SECS: i64 = 3600;
+
+pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Result<Response, Page> {
+    let partner = state
+        .config
+        .partner(&platform.partner_id)
+        .and_then(|p| p.lti.as_ref())
+        .ok_or_else(|| crate::smart::launch::internal("no LTI registration".into()))?;
+    if partner.content_items.is_empty() {
+        // The app picks: hand the launch over; it answers through the API.
+        return super::launch::complete(state, platform, claims, MessageType::DeepLinking).await;
+    }
+    let settings = claims
+        .get(claims::DEEP_LINKING)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let deployment = claims
+        .get(claims::DEPLOYMENT_ID)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = crate::smart::flow::random_token(24);
+    let now = crate::time::now_micros();
+    let sql = "INSERT INTO lti_deep_links (id, partner_id, issuer, client_id, deployment_id, settings, \
+               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    with_db!(&state.db, pool => {
+        sqlx::query(sql)
+            .bind(&id)
+            .bind(&platform.partner_id)
+            .bind(&platform.issuer)
+            .bind(&platform.client_id)
+            .bind(deployment)
+            .bind(settings.to_string())
+            .bind(now)
+            .bind(now + DL_TTL_SECS * 1_000_000)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })
+    .map_err(|e| crate::smart::launch::internal(format!("storing the deep link request: {e}")))?;
+    Ok(picker(&id, &partner.content_items, &settings))
+}
+
+fn accepted(settings: &Value, item: &ContentItem) -> bool {
+    settings
+        .get("accept_types")
+        .and_then(Value::as_array)
+        .is_none_or(|t| {
+            t.iter()
+                .any(|x| x.as_str() == Some(item.item_type.as_str()))
+        })
+}
+
+fn picker(id: &str, items: &[ContentItem], settings: &Value) -> Response {
+    let multiple = settings
+        .get("accept_multiple")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let input = if multiple { "checkbox" } else { "radio" };
+    let rows: String = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| accepted(settings, item))
+        .map(|(i, item)| {
+            format!(
+                "<li><label><input type=\"{input}\" name=\"item\" value=\"{i}\"> <strong>{}</strong>{}</label></li>",
+                escape(&item.title),
+                item.text.as_deref().map(|t| format!(" — {}", escape(t))).unwrap_or_default()
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Choose content</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.6}}ul{{list-style:none;padding:0}}</style></head>\
+         <body><h1>Choose what to add to your course</h1><form method=\"post\" action=\"/lti/deep-link/{id}\"><ul>{rows}</ul>\
+         <button type=\"submit\">Add</button></form></body></html>\n",
+        id = escape(id)
+    );
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        ),
+    );
+    resp
+}
+
+/// The content item JSON (LTI DL 2.0 §3.4) for a configured item.
+pub fn item_json(item: &ContentItem, default_url: &str) -> Value {
+    let mut v = json!({ "type": item.item_type, "title": item.title });
+    if let Some(t) = &item.text {
+        v["text"] = json!(t);
+    }
+    match (&item.url, item.item_type.as_str()) {
+        (Some(u), _) => v["url"] = json!(u),
+        (None, "ltiResourceLink") => v["url"] = json!(default_url),
+        _ => {}
+    }
+    if !item.custom.is_empty() {
+        v["custom"] = Value::Object(item.custom.clone());
+    }
+    if let Some(max) = item.score_maximum {
+        v["lineItem"] = json!({ "scoreMaximum": max, "label": item.title });
+    }
+    v
+}
+
+/// The signed `LtiDeepLinkingResponse` for `items`.
+pub async fn response_jwt(
+    state: &AppState,
+    client_id: &str,
+    issuer: &str,
+    deployment_id: &str,
+    settings: &Value,
+    items: Vec<Value>,
+) -> anyhow::Result<String> {
+    let key =
+        crate::keys::signing_key(&state.db, &state.master_key, crate::keys::Alg::Rs256).await?;
+    let now = Utc::now().timestamp();
+    let mut claims = json!({
+        "iss": client_id,
+        "aud": issuer,
+        "iat": now,
+        "exp": now + 300,
+        "nonce": crate::smart::flow::random_token(16),
+        claims::MESSAGE_TYPE: "LtiDeepLinkingResponse",
+        claims::VERSION: "1.3.0",
+        claims::DEPLOYMENT_ID: deployment_id,
+        "https://purl.imsglobal.org/spec/lti-dl/claim/content_items": items,
+    });
+    if let Some(data) = settings.get("data") {
+        claims["https://purl.imsglobal.org/spec/lti-dl/claim/data"] = data.clone();
+    }
+    crate::keys::sign_jwt(&key, &claims)
+}
+
+type DeepLinkRow = (String, String, String, String, String, i64, Option<i64>);
+
+/// `POST /lti/deep-link/{id}`: the user's choice from the picker.
+pub async fn choose(state: &AppState, id: &str, chosen: Vec<usize>) -> Response {
+    match choose_inner(state, id, chosen).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<Response, Page> {
+    let now = crate::time::now_micros();
+    let mut tx = state
+        .db
+        .begin()
+        .await
+        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+    let sql = "SELECT partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us \
+               FROM lti_deep_links WHERE id = $1";
+    let row: Option<DeepLinkRow> =
+        with_tx!(&mut tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)
+            .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+    let Some((partner_id, issuer, client_id, deployment_id, settings, expires, used)) = row else {
+        return Err(Page::new(
+            StatusCode::NOT_FOUND,
+            "This selection is not one the tool started",
+        ));
+    };
+    if used.is_some() || expires <= now {
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "This selection was already sent or has expired",
+        )
+        .line("Start adding content again from your course."));
+    }
+    let spend = "UPDATE lti_deep_links SET used_at_us = $2 WHERE id = $1 AND used_at_us IS NULL";
+    with_tx!(&mut tx, c => sqlx::query(spend).bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))
+        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+    tx.commit()
+        .await
+        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+    let settings: Value = serde_json::from_str(&settings).unwrap_or(Value::Null);
+    let items_cfg = state
+        .config
+        .partner(&partner_id)
+        .and_then(|p| p.lti.as_ref())
+        .map(|l| l.content_items.clone())
+        .unwrap_or_default();
+    let default_url = super::login::launch_url(state);
+    let items: Vec<Value> = chosen
+        .iter()
+        .filter_map(|i| items_cfg.get(*i))
+        .filter(|item| accepted(&settings, item))
+        .map(|item| item_json(item, &default_url))
+        .collect();
+    let jwt = response_jwt(state, &client_id, &issuer, &deployment_id, &settings, items)
+        .await
+        .map_err(|e| {
+            crate::smart::launch::internal(format!("signing the deep linking response: {e:#}"))
+        })?;
+    let return_url = settings
+        .get("deep_link_return_url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| crate::smart::launch::internal("no deep_link_return_url".into()))?;
+    Ok(auto_post(
+        return_url,
+        &[("JWT", &jwt)],
+        "Returning to your course",
+    ))
+}
