@@ -30,6 +30,7 @@ pub struct AppState {
     pub smart: SmartState,
     /// Batched writer for usage events recorded on hot paths (`fhir.request`).
     pub usage: UsageRecorder,
+    pub lti: crate::lti::LtiState,
 }
 
 impl AppState {
@@ -90,6 +91,7 @@ impl AppState {
             outbound,
             smart,
             usage,
+            lti: crate::lti::LtiState::default(),
         })
     }
 }
@@ -113,13 +115,14 @@ pub fn router(state: AppState) -> Router {
     crate::http::with_middleware(routes, state)
 }
 
-/// The job handlers of this build. Later areas (grade passback, webhook delivery, statement
-/// runs) register theirs here.
-pub fn job_handlers() -> Handlers {
-    Handlers::new()
+/// The job handlers of this build: each area registers its kinds here.
+pub fn job_handlers(state: &AppState) -> Handlers {
+    let mut h = Handlers::new();
+    h.extend(crate::lti::job_handlers(state));
+    h
 }
 
-/// Serve HTTP on `listener` and work jobs until `shutdown` is cancelled; then let in-flight
+/// Serve HTTP on `listener` and work jobs (the build's kinds and `handlers`) until `shutdown` is cancelled; then let in-flight
 /// requests finish (up to `http.shutdown_grace_secs`) and give back job leases.
 pub async fn serve(
     state: AppState,
@@ -128,7 +131,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let runner = if state.config.jobs.enabled {
-        let runner = Runner::new(state.db.clone(), handlers, state.config.jobs.clone());
+        // The build's own kinds, plus any the caller adds (tests).
+        let mut all = job_handlers(&state);
+        all.extend(handlers);
+        let runner = Runner::new(state.db.clone(), all, state.config.jobs.clone());
         Some(tokio::spawn(runner.run(shutdown.clone())))
     } else {
         None

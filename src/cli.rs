@@ -133,7 +133,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (http.addr): {e}"))?;
             let shutdown = CancellationToken::new();
             app::cancel_on_signal(shutdown.clone());
-            app::serve(state, listener, app::job_handlers(), shutdown).await?;
+            app::serve(state, listener, crate::jobs::Handlers::new(), shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -38,6 +38,12 @@ pub enum JobError {
     /// Will never succeed (the partner refused the request as invalid): dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// Try again, not before `after` (a partner's `Retry-After`).
+    #[error("{reason}")]
+    RetryAfter {
+        reason: String,
+        after: std::time::Duration,
+    },
 }
 
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
@@ -72,6 +78,12 @@ impl Handlers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Add `other`'s handlers (its win for a kind both have).
+    pub fn extend(&mut self, other: Handlers) -> &mut Self {
+        self.0.extend(other.0);
+        self
     }
 }
 
@@ -213,12 +225,17 @@ impl Runner {
                     metrics::counter!("gateway_jobs_dead_total").increment(1);
                     Ok(Outcome::Dead(job.id))
                 } else {
-                    let delay = retry_delay(
+                    let mut delay = retry_delay(
                         job.attempts,
                         Duration::from_millis(self.cfg.backoff_base_ms),
                         Duration::from_secs(self.cfg.backoff_max_secs),
                         rand::random::<f64>(),
                     );
+                    if let JobError::RetryAfter { after, .. } = &e {
+                        // Honour the partner's wish, within the configured ceiling.
+                        delay =
+                            delay.max((*after).min(Duration::from_secs(self.cfg.backoff_max_secs)));
+                    }
                     let at = now + delay.as_micros() as i64;
                     let message = format!("attempt {}/{}: {e}", job.attempts, job.max_attempts);
                     store::reschedule_job(&self.db, &job.id, &owner, at, &message, now).await?;

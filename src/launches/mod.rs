@@ -58,6 +58,16 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// A value of the context by JSON pointer, e.g. `/resource_link/id`.
+    pub fn ctx(&self, pointer: &str) -> Option<&Value> {
+        let mut parts = pointer.trim_start_matches('/').splitn(2, '/');
+        let first = self.context.get(parts.next()?)?;
+        match parts.next() {
+            Some(rest) => first.pointer(&format!("/{rest}")),
+            None => Some(first),
+        }
+    }
+
     /// Whether the launch may still be used at `now`.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         now < self.expires_at

@@ -2,14 +2,35 @@
 //! state bound to the browser, launch validation, the handoff through `launches`, Deep
 //! Linking, and the grade and roster services.
 
+pub mod ags;
 pub mod claims;
 pub mod deep_linking;
 pub mod launch;
 pub mod login;
+pub mod lti11;
 pub mod platforms;
 pub mod registration;
 pub mod roles;
 pub mod routes;
 pub mod store;
+pub mod token;
 
 pub use routes::router;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-instance LTI caches (platform tokens); everything shared lives in the store.
+#[derive(Clone, Default)]
+pub struct LtiState {
+    pub(crate) tokens: Arc<tokio::sync::Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+/// The job kinds of this area.
+pub fn job_handlers(state: &crate::app::AppState) -> crate::jobs::Handlers {
+    let mut h = crate::jobs::Handlers::new();
+    let st = state.clone();
+    h.register("lti.score", move |ctx| ags::deliver(st.clone(), ctx));
+    h
+}

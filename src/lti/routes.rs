@@ -23,6 +23,302 @@ pub fn router() -> axum::Router<AppState> {
         .route("/lti/deep-link/{id}", post(deep_link_choice))
         .route("/lti/config/canvas.json", get(canvas_config))
         .route("/v1/launches/{launch_id}/deep-link", post(app_deep_link))
+        .route("/lti/11/launch", post(lti11_launch))
+        .route("/v1/launches/{launch_id}/scores", post(post_score))
+        .route("/v1/scores/{score_id}", get(get_score))
+        .route(
+            "/v1/launches/{launch_id}/lineitems",
+            get(list_line_items).post(create_line_item),
+        )
+        .route(
+            "/v1/launches/{launch_id}/lineitems/item",
+            get(one_line_item)
+                .put(update_line_item)
+                .delete(delete_line_item),
+        )
+        .route("/v1/launches/{launch_id}/members", get(members))
+        .route(
+            "/v1/launches/{launch_id}/outcome",
+            get(read_outcome).delete(delete_outcome),
+        )
+}
+
+async fn lti11_launch(State(state): State<AppState>, body: Bytes) -> Response {
+    super::lti11::launch(&state, super::lti11::form_params(&body)).await
+}
+
+/// `POST /v1/launches/{id}/scores`: 202 with the score id once stored; delivered by a job.
+async fn post_score(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(launch_id): Path<String>,
+    Body(body): Body,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    caller.require(&[crate::apikeys::Role::App])?;
+    let launch = crate::launches::routes::authorized_launch(&state, &caller, &launch_id).await?;
+    let req: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("expected a JSON score: {e}"))
+    })?;
+    let score = super::ags::parse_score(&req, launch.user_id.as_deref()).map_err(|errors| {
+        ApiError::Validation {
+            detail: "the score is invalid; nothing was stored".into(),
+            errors,
+        }
+    })?;
+    let id = super::ags::accept_score(&state, &launch, score).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(json!({ "score_id": id, "status": "pending" })),
+    ))
+}
+
+type ScoreView = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+/// `GET /v1/scores/{id}`: where a score is (pending, delivered, failed) and why.
+async fn get_score(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(score_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[
+        crate::apikeys::Role::App,
+        crate::apikeys::Role::Partner,
+        crate::apikeys::Role::Admin,
+    ])?;
+    let sql = "SELECT id, launch_id, partner_id, user_id, seq, status, attempts, line_item, last_status, last_error, \
+               timestamp_us, delivered_at_us FROM lti_scores WHERE id = $1";
+    let row: Option<ScoreView> = crate::with_db!(&state.db, pool => sqlx::query_as(sql).bind(&score_id).fetch_optional(pool).await)?;
+    let (
+        id,
+        launch_id,
+        partner_id,
+        user_id,
+        _seq,
+        status,
+        attempts,
+        line_item,
+        last_status,
+        last_error,
+        ts,
+        delivered,
+    ) = row.ok_or_else(|| ApiError::NotFound(format!("no score {score_id:?}")))?;
+    caller.check_partner(&partner_id)?;
+    Ok(Json(json!({
+        "score_id": id, "launch_id": launch_id, "partner": partner_id, "user_id": user_id,
+        "status": status, "attempts": attempts, "line_item": line_item,
+        "last_status": last_status, "last_error": last_error,
+        "timestamp": crate::time::from_micros(ts).to_rfc3339(),
+        "delivered_at": delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
+    })))
+}
+
+async fn app_launch(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::launches::Launch, ApiError> {
+    caller.require(&[crate::apikeys::Role::App])?;
+    let l = crate::launches::routes::authorized_launch(state, caller, id).await?;
+    if l.kind != crate::launches::LaunchKind::Lti {
+        return Err(ApiError::Conflict(format!(
+            "launch {id} is not an LTI launch"
+        )));
+    }
+    Ok(l)
+}
+
+async fn list_line_items(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    Ok(Json(
+        super::ags::list_line_items(&state, &launch, q.as_deref()).await?,
+    ))
+}
+
+fn passthrough(
+    (status, body): (u16, Value),
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let code =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    if code.is_server_error() {
+        return Err(ApiError::BadGateway {
+            code: "lms_error",
+            detail: format!("the LMS answered {status}: {body}"),
+        });
+    }
+    Ok((code, Json(body)))
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("expected a JSON line item: {e}"))
+    })
+}
+
+fn item_id(q: Option<String>) -> Result<String, ApiError> {
+    pairs(q.unwrap_or_default().as_bytes())
+        .remove("id")
+        .ok_or_else(|| ApiError::bad_request("missing_id", "name the line item with ?id=<its URL>"))
+}
+
+async fn create_line_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    let item = json_body(&body)?;
+    if item
+        .get("label")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        || item
+            .get("scoreMaximum")
+            .and_then(Value::as_f64)
+            .is_none_or(|m| m <= 0.0)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_line_item",
+            "a line item needs a label and a scoreMaximum above 0",
+        ));
+    }
+    passthrough(
+        super::ags::write_line_item(&state, &launch, reqwest::Method::POST, None, Some(item))
+            .await?,
+    )
+}
+
+async fn one_line_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    passthrough(
+        super::ags::write_line_item(
+            &state,
+            &launch,
+            reqwest::Method::GET,
+            Some(&item_id(q)?),
+            None,
+        )
+        .await?,
+    )
+}
+
+async fn update_line_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    Body(body): Body,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    passthrough(
+        super::ags::write_line_item(
+            &state,
+            &launch,
+            reqwest::Method::PUT,
+            Some(&item_id(q)?),
+            Some(json_body(&body)?),
+        )
+        .await?,
+    )
+}
+
+async fn delete_line_item(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    passthrough(
+        super::ags::write_line_item(
+            &state,
+            &launch,
+            reqwest::Method::DELETE,
+            Some(&item_id(q)?),
+            None,
+        )
+        .await?,
+    )
+}
+
+async fn members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    Ok(Json(super::ags::members(&state, &launch).await?))
+}
+
+fn lti11_only(l: &crate::launches::Launch) -> Result<(), ApiError> {
+    if l.context.get("lti_version").and_then(Value::as_str) != Some("1.1") {
+        return Err(ApiError::Conflict(
+            "outcomes are for LTI 1.1 launches; use /scores and /lineitems".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn outcome_error((permanent, reason): (bool, String)) -> ApiError {
+    if permanent {
+        ApiError::Conflict(reason)
+    } else {
+        ApiError::BadGateway {
+            code: "lms_unreachable",
+            detail: reason,
+        }
+    }
+}
+
+/// readResult for an LTI 1.1 launch.
+async fn read_outcome(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    lti11_only(&launch)?;
+    let score = super::lti11::read_result(&state, &launch)
+        .await
+        .map_err(outcome_error)?;
+    Ok(Json(json!({ "launch_id": id, "score": score })))
+}
+
+/// deleteResult for an LTI 1.1 launch.
+async fn delete_outcome(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let launch = app_launch(&state, &caller, &id).await?;
+    lti11_only(&launch)?;
+    super::lti11::delete_result(&state, &launch)
+        .await
+        .map_err(outcome_error)?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Form or query pairs; the first of a repeated name wins.

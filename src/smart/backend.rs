@@ -65,6 +65,7 @@ pub async fn backend_token(
     let auth = ClientAuth::Asymmetric {
         client_id: backend.client_id.clone(),
         key,
+        audience: None,
     };
     let form = vec![
         ("grant_type", "client_credentials".to_owned()),

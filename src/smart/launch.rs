@@ -399,6 +399,7 @@ pub async fn client_auth(
             key: crate::keys::signing_key(&state.db, &state.master_key, alg)
                 .await
                 .map_err(|e| internal(format!("loading the signing key: {e:#}")))?,
+            audience: None,
         },
     })
 }

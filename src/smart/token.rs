@@ -12,9 +12,19 @@ use crate::outbound::Outbound;
 
 /// How the gateway authenticates to a token endpoint.
 pub enum ClientAuth {
-    Public { client_id: String },
-    Symmetric { client_id: String, secret: String },
-    Asymmetric { client_id: String, key: SigningKey },
+    Public {
+        client_id: String,
+    },
+    Symmetric {
+        client_id: String,
+        secret: String,
+    },
+    /// `audience`: the assertion's `aud` when it is not the token URL (D2L).
+    Asymmetric {
+        client_id: String,
+        key: SigningKey,
+        audience: Option<String>,
+    },
 }
 
 impl ClientAuth {
@@ -68,9 +78,14 @@ pub async fn request(
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             req = req.header("authorization", format!("Basic {basic}"));
         }
-        ClientAuth::Asymmetric { client_id, key } => {
+        ClientAuth::Asymmetric {
+            client_id,
+            key,
+            audience,
+        } => {
             let now = chrono::Utc::now().timestamp();
-            let claims = client_assertion_claims(client_id, token_url, now);
+            let aud = audience.as_deref().unwrap_or(token_url);
+            let claims = client_assertion_claims(client_id, aud, now);
             let assertion = crate::keys::sign_jwt(key, &claims)
                 .map_err(|e| TokenError::Invalid(format!("signing the client assertion: {e}")))?;
             form.push((

@@ -1,0 +1,825 @@
+//! Assignment and Grade Services 2.0 and Names and Role Provisioning 2.0 for the app:
+//! scores are stored and delivered by a durable job (`lti.score`) in order per
+//! (line item, user) with strictly increasing timestamps; line items and rosters are read
+//! and written on request.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::platforms::Platform;
+use super::token::{SCOPE_LINEITEM, SCOPE_LINEITEM_READ, SCOPE_NRPS, SCOPE_SCORE, platform_token};
+use crate::app::AppState;
+use crate::http::{ApiError, FieldError};
+use crate::jobs::{JobContext, JobError};
+use crate::launches::Launch;
+use crate::{with_db, with_tx};
+
+pub const LINEITEM_TYPE: &str = "application/vnd.ims.lis.v2.lineitem+json";
+pub const LINEITEMS_TYPE: &str = "application/vnd.ims.lis.v2.lineitemcontainer+json";
+pub const SCORE_TYPE: &str = "application/vnd.ims.lis.v1.score+json";
+pub const RESULTS_TYPE: &str = "application/vnd.ims.lis.v2.resultcontainer+json";
+pub const MEMBERS_TYPE: &str = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json";
+
+const ACTIVITY: [&str; 5] = [
+    "Initialized",
+    "Started",
+    "InProgress",
+    "Submitted",
+    "Completed",
+];
+const GRADING: [&str; 5] = [
+    "FullyGraded",
+    "Pending",
+    "PendingManual",
+    "Failed",
+    "NotReady",
+];
+
+/// `{line item}/scores`, keeping the line item's query string (Moodle's `?type_id=`).
+pub fn scores_url(lineitem: &str) -> Result<url::Url, String> {
+    let mut u = url::Url::parse(lineitem)
+        .map_err(|e| format!("line item {lineitem:?} is not a URL: {e}"))?;
+    let path = format!("{}/scores", u.path().trim_end_matches('/'));
+    u.set_path(&path);
+    Ok(u)
+}
+
+/// A score from the app, checked (AGS §3.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreRequest {
+    pub user_id: String,
+    pub score_given: Option<f64>,
+    pub score_maximum: Option<f64>,
+    pub activity_progress: String,
+    pub grading_progress: String,
+    pub comment: Option<String>,
+    pub line_item: Option<String>,
+}
+
+pub fn parse_score(
+    body: &Value,
+    default_user: Option<&str>,
+) -> Result<ScoreRequest, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let mut err = |field: &str, reason: String| {
+        errs.push(FieldError {
+            index: None,
+            field: field.into(),
+            reason,
+        })
+    };
+    let num = |k: &str| body.get(k).and_then(Value::as_f64);
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let user_id = text("userId").or_else(|| default_user.map(str::to_owned));
+    if user_id.as_deref().is_none_or(str::is_empty) {
+        err("userId", "missing, and the launch has no user".into());
+    }
+    let given = num("scoreGiven");
+    let maximum = num("scoreMaximum");
+    if body
+        .get("scoreGiven")
+        .is_some_and(|v| !v.is_number() && !v.is_null())
+    {
+        err("scoreGiven", "must be a number".into());
+    }
+    if let Some(g) = given
+        && !(g >= 0.0 && g.is_finite())
+    {
+        err("scoreGiven", "must be 0 or more".into());
+    }
+    match (given, maximum) {
+        (Some(_), None) => err("scoreMaximum", "required with scoreGiven".into()),
+        (_, Some(m)) if !(m > 0.0 && m.is_finite()) => {
+            err("scoreMaximum", "must be above 0".into())
+        }
+        _ => {}
+    }
+    let activity = text("activityProgress").unwrap_or_default();
+    if !ACTIVITY.contains(&activity.as_str()) {
+        err(
+            "activityProgress",
+            format!("must be one of {}", ACTIVITY.join(", ")),
+        );
+    }
+    let grading = text("gradingProgress").unwrap_or_default();
+    if !GRADING.contains(&grading.as_str()) {
+        err(
+            "gradingProgress",
+            format!("must be one of {}", GRADING.join(", ")),
+        );
+    }
+    let comment = text("comment");
+    if comment.as_ref().is_some_and(|c| c.len() > 10_000) {
+        err("comment", "at most 10000 characters".into());
+    }
+    let line_item = text("lineItem");
+    if let Some(li) = &line_item
+        && crate::outbound::parse_http_url(li).is_err()
+    {
+        err("lineItem", "must be the line item's URL".into());
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(ScoreRequest {
+        user_id: user_id.unwrap_or_default(),
+        score_given: given,
+        score_maximum: maximum,
+        activity_progress: activity,
+        grading_progress: grading,
+        comment,
+        line_item,
+    })
+}
+
+/// The AGS score body.
+pub fn score_body(s: &ScoreRequest, timestamp: DateTime<Utc>) -> Value {
+    let mut v = json!({
+        "userId": s.user_id,
+        "activityProgress": s.activity_progress,
+        "gradingProgress": s.grading_progress,
+        "timestamp": timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    if let Some(g) = s.score_given {
+        v["scoreGiven"] = json!(g);
+    }
+    if let Some(m) = s.score_maximum {
+        v["scoreMaximum"] = json!(m);
+    }
+    if let Some(c) = &s.comment {
+        v["comment"] = json!(c);
+    }
+    v
+}
+
+/// The platform of an LTI launch, as registered now.
+pub async fn launch_platform(state: &AppState, launch: &Launch) -> Result<Platform, ApiError> {
+    let s = |k: &str| {
+        launch
+            .context
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let platforms = super::platforms::find(state, &s("iss"), Some(&s("client_id"))).await?;
+    super::platforms::for_deployment(&platforms, &s("deployment_id"))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::Gone(format!(
+                "the platform of launch {} is no longer registered",
+                launch.id
+            ))
+        })
+}
+
+fn ags_claim(launch: &Launch) -> Result<&Value, ApiError> {
+    launch
+        .context
+        .get("ags")
+        .filter(|a| !a.is_null())
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "launch {} has no grade service (AGS): the LMS did not offer it",
+                launch.id
+            ))
+        })
+}
+
+/// Store the score and enqueue its delivery, in one transaction. Returns the score id.
+pub async fn accept_score(
+    state: &AppState,
+    launch: &Launch,
+    score: ScoreRequest,
+) -> Result<String, ApiError> {
+    if launch.kind != crate::launches::LaunchKind::Lti {
+        return Err(ApiError::Conflict(format!(
+            "launch {} is not an LTI launch",
+            launch.id
+        )));
+    }
+    let lti11 = launch.context.get("lti_version").and_then(Value::as_str) == Some("1.1");
+    if !lti11 {
+        let ags = ags_claim(launch)?;
+        let can_score = ags
+            .get("scope")
+            .and_then(Value::as_array)
+            .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(SCOPE_SCORE)));
+        if !can_score {
+            return Err(ApiError::Conflict(format!(
+                "the LMS did not grant launch {} the score scope",
+                launch.id
+            )));
+        }
+        if let Some(li) = &score.line_item {
+            same_origin(ags, li)?;
+        }
+    }
+    let target = score
+        .line_item
+        .clone()
+        .or_else(|| {
+            launch
+                .ctx("/resource_link/id")
+                .and_then(Value::as_str)
+                .map(|r| format!("rl:{r}"))
+        })
+        .unwrap_or_else(|| format!("launch:{}", launch.id));
+    let series = hex::encode(Sha256::digest(
+        format!(
+            "{}\n{}\n{}\n{}",
+            launch
+                .context
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            launch
+                .context
+                .get("deployment_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            target,
+            score.user_id
+        )
+        .as_bytes(),
+    ));
+    let id = uuid::Uuid::now_v7().to_string();
+    let payload = serde_json::to_string(&json!({
+        "userId": score.user_id, "scoreGiven": score.score_given, "scoreMaximum": score.score_maximum,
+        "activityProgress": score.activity_progress, "gradingProgress": score.grading_progress,
+        "comment": score.comment, "lineItem": score.line_item,
+    }))
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    for attempt in 0..3 {
+        let now = crate::time::now_micros();
+        let mut tx = state.db.begin().await?;
+        let last: Option<(i64, i64)> = with_tx!(&mut tx, c => {
+            sqlx::query_as("SELECT seq, timestamp_us FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1")
+                .bind(&series).fetch_optional(c).await
+        })?;
+        let (seq, ts) = match last {
+            // At least a second after the previous one: Moodle compares at one-second resolution.
+            Some((seq, prev)) => (seq + 1, now.max(prev + 1_000_000)),
+            None => (1, now),
+        };
+        let insert = "INSERT INTO lti_scores (id, launch_id, partner_id, series, seq, user_id, score, \
+                      timestamp_us, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)";
+        let inserted = with_tx!(&mut tx, c => {
+            sqlx::query(insert)
+                .bind(&id).bind(&launch.id).bind(&launch.partner_id).bind(&series).bind(seq)
+                .bind(&score.user_id).bind(&payload).bind(ts).bind(now)
+                .execute(c).await.map(|r| r.rows_affected())
+        });
+        match inserted {
+            Err(e) if crate::db::is_unique_violation(&e) && attempt < 2 => continue, // a concurrent score took seq
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let mut job = crate::jobs::NewJob::new("lti.score", json!({ "score_id": id }));
+        job.partner_id = Some(launch.partner_id.clone());
+        job.dedupe_key = Some(format!("lti.score:{id}"));
+        crate::jobs::enqueue(
+            &mut tx,
+            &job,
+            state.config.jobs.max_attempts,
+            chrono::Utc::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(id);
+    }
+    Err(ApiError::Conflict(
+        "too many concurrent scores for this user; retry".into(),
+    ))
+}
+
+/// A line item URL must live with the launch's line items (no posting tokens elsewhere).
+fn same_origin(ags: &Value, url: &str) -> Result<(), ApiError> {
+    let origin = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    };
+    let container = ags
+        .get("lineitems")
+        .or_else(|| ags.get("lineitem"))
+        .and_then(Value::as_str);
+    match (container.and_then(origin), origin(url)) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "invalid_line_item",
+            format!("{url} is not a line item of this launch's platform"),
+        )),
+    }
+}
+
+type ScoreRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
+
+/// The `lti.score` job: deliver one stored score.
+pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
+    let score_id = ctx
+        .payload
+        .get("score_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| JobError::Permanent("the job has no score_id".into()))?
+        .to_owned();
+    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, user_id, line_item FROM lti_scores WHERE id = $1";
+    let row: Option<ScoreRow> =
+        with_db!(&state.db, pool => sqlx::query_as(sql).bind(&score_id).fetch_optional(pool).await)
+            .map_err(|e| JobError::Retry(e.to_string()))?;
+    let Some((launch_id, series, status, seq, body, ts, _user, known_line_item)) = row else {
+        return Err(JobError::Permanent(format!("score {score_id} is gone")));
+    };
+    if status != "pending" {
+        return Ok(()); // delivered or refused by an earlier run
+    }
+    let earlier: i64 = with_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM lti_scores WHERE series = $1 AND seq < $2 AND status = 'pending'")
+            .bind(&series).bind(seq).fetch_one(pool).await
+    })
+    .map_err(|e| JobError::Retry(e.to_string()))?;
+    if earlier > 0 {
+        return Err(JobError::RetryAfter {
+            reason: "an earlier score for this user and line item is still on its way".into(),
+            after: Duration::from_secs(1),
+        });
+    }
+    bump_attempts(&state, &score_id).await;
+    let launch = crate::launches::find_launch(&state.db, &launch_id)
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?
+        .ok_or_else(|| JobError::Permanent(format!("launch {launch_id} is gone")))?;
+    let req: Value = serde_json::from_str(&body).map_err(|e| JobError::Permanent(e.to_string()))?;
+    let score = parse_score(&req, None)
+        .map_err(|e| JobError::Permanent(format!("stored score is invalid: {e:?}")))?;
+    let timestamp = crate::time::from_micros(ts);
+    if launch.context.get("lti_version").and_then(Value::as_str) == Some("1.1") {
+        return super::lti11::deliver(&state, &launch, &score_id, &score).await;
+    }
+    let platform = launch_platform(&state, &launch)
+        .await
+        .map_err(|e| JobError::Permanent(e.to_string()))?;
+    let line_item = match known_line_item.or(score.line_item.clone()) {
+        Some(li) => li,
+        None => resolve_line_item(&state, &platform, &launch, &score).await?,
+    };
+    record_line_item(&state, &score_id, &line_item).await;
+    let url = scores_url(&line_item).map_err(JobError::Permanent)?;
+    let body = score_body(&score, timestamp);
+    let mut fresh = false;
+    loop {
+        let token = platform_token(&state, &platform, &[SCOPE_SCORE], fresh)
+            .await
+            .map_err(|e| JobError::Retry(format!("platform token: {e}")))?;
+        let resp = state
+            .outbound
+            .client()
+            .post(url.clone())
+            .bearer_auth(&token)
+            .header("content-type", SCORE_TYPE)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                JobError::Retry(format!(
+                    "posting the score: {}",
+                    crate::smart::discovery::error_chain(&e.without_url())
+                ))
+            })?;
+        let status = resp.status().as_u16();
+        if status == 401 && !fresh {
+            fresh = true; // the cached token was revoked or expired early
+            continue;
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let text = resp.text().await.unwrap_or_default();
+        let reason: String = text.chars().take(500).collect();
+        return match status {
+            200..=299 => {
+                mark_delivered(&state, &score_id, &launch, &line_item, status, &score).await?;
+                Ok(())
+            }
+            429 | 503 => {
+                note_failure(&state, &score_id, status, &reason, false).await;
+                Err(JobError::RetryAfter {
+                    reason: format!("the platform answered {status}"),
+                    after: Duration::from_secs(retry_after.unwrap_or(30).min(3600)),
+                })
+            }
+            500..=599 | 408 => {
+                note_failure(&state, &score_id, status, &reason, false).await;
+                Err(JobError::Retry(format!("the platform answered {status}")))
+            }
+            _ => {
+                // 400 (Moodle: user not gradable), 403, 404, 409, 422 (D2L): it will not get better.
+                note_failure(&state, &score_id, status, &reason, true).await;
+                Err(JobError::Permanent(format!(
+                    "the platform refused the score with {status}: {reason}"
+                )))
+            }
+        };
+    }
+}
+
+async fn bump_attempts(state: &AppState, id: &str) {
+    let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET attempts = attempts + 1 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected()));
+}
+
+async fn record_line_item(state: &AppState, id: &str, li: &str) {
+    let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET line_item = $2 WHERE id = $1").bind(id).bind(li).execute(pool).await.map(|r| r.rows_affected()));
+}
+
+pub async fn note_failure(state: &AppState, id: &str, status: u16, reason: &str, final_: bool) {
+    let sql = if final_ {
+        "UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'failed' WHERE id = $1"
+    } else {
+        "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1"
+    };
+    let _ = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status as i64).bind(reason).execute(pool).await.map(|r| r.rows_affected()));
+}
+
+/// Mark delivered and record `lti.grade_posted`, in one transaction.
+pub async fn mark_delivered(
+    state: &AppState,
+    id: &str,
+    launch: &Launch,
+    line_item: &str,
+    status: u16,
+    score: &ScoreRequest,
+) -> Result<(), JobError> {
+    let now = chrono::Utc::now();
+    let event = crate::metering::UsageEvent {
+        partner_id: launch.partner_id.clone(),
+        id: format!("score:{id}"),
+        source: "partner-gateway/lti".into(),
+        event_type: "lti.grade_posted".into(),
+        subject: Some(score.user_id.clone()),
+        time: now,
+        data: Some(json!({
+            "launch_id": launch.id, "score_id": id, "line_item": line_item,
+            "context_id": launch.ctx("/context/id"),
+            "grading_progress": score.grading_progress,
+        })),
+        extensions: None,
+    };
+    let (db, id) = (state.db.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        with_tx!(&mut tx, c => {
+            sqlx::query("UPDATE lti_scores SET status = 'delivered', delivered_at_us = $2, last_status = $3, last_error = NULL WHERE id = $1")
+                .bind(&id).bind(crate::time::to_micros(now)).bind(status as i64).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        crate::metering::record_usage_event(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok::<(), anyhow::Error>(())
+    })
+    .await
+    .map_err(|e| JobError::Retry(e.to_string()))?
+    .map_err(|e| JobError::Retry(format!("{e:#}")))
+}
+
+/// The line item for a score without one: the launch's own, else the one of its resource
+/// link in the container, else a new one.
+async fn resolve_line_item(
+    state: &AppState,
+    platform: &Platform,
+    launch: &Launch,
+    score: &ScoreRequest,
+) -> Result<String, JobError> {
+    let ags = launch.context.get("ags").cloned().unwrap_or(Value::Null);
+    if let Some(li) = ags.get("lineitem").and_then(Value::as_str) {
+        return Ok(li.to_owned());
+    }
+    let container = ags
+        .get("lineitems")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            JobError::Permanent(
+                "the launch has neither a line item nor a line item container".into(),
+            )
+        })?;
+    let link = launch
+        .ctx("/resource_link/id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let token = platform_token(state, platform, &[SCOPE_LINEITEM], false)
+        .await
+        .map_err(|e| JobError::Retry(format!("platform token: {e}")))?;
+    let mut list = url::Url::parse(container).map_err(|e| JobError::Permanent(e.to_string()))?;
+    list.query_pairs_mut().append_pair("resource_link_id", link);
+    let items = get_all(state, &token, list.as_str(), LINEITEMS_TYPE)
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?;
+    if let Some(li) = items
+        .iter()
+        .find_map(|i| i.get("id").and_then(Value::as_str))
+    {
+        return Ok(li.to_owned());
+    }
+    let title = launch
+        .ctx("/resource_link/title")
+        .and_then(Value::as_str)
+        .unwrap_or("Score");
+    let create = json!({
+        "scoreMaximum": score.score_maximum.unwrap_or(100.0),
+        "label": title,
+        "resourceLinkId": link,
+    });
+    let resp = state
+        .outbound
+        .client()
+        .post(container)
+        .bearer_auth(&token)
+        .header("content-type", LINEITEM_TYPE)
+        .header("accept", LINEITEM_TYPE)
+        .body(create.to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            JobError::Retry(format!(
+                "creating the line item: {}",
+                crate::smart::discovery::error_chain(&e.without_url())
+            ))
+        })?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    match (status, body.get("id").and_then(Value::as_str)) {
+        (200..=299, Some(id)) => Ok(id.to_owned()),
+        (500..=599 | 429, _) => Err(JobError::Retry(format!("creating the line item: {status}"))),
+        _ => Err(JobError::Permanent(format!(
+            "the platform refused the line item: {status} {body}"
+        ))),
+    }
+}
+
+/// GET a paged AGS/NRPS collection, following `Link: <...>; rel="next"` (at most 100
+/// pages). Returns the items (for NRPS, the `members`).
+pub async fn get_all(
+    state: &AppState,
+    token: &str,
+    first: &str,
+    accept: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut next = Some(first.to_owned());
+    let mut pages = 0;
+    while let Some(u) = next.take() {
+        pages += 1;
+        anyhow::ensure!(pages <= 100, "more than 100 pages");
+        let url = state.outbound.url(&u)?;
+        let resp = state
+            .outbound
+            .client()
+            .get(url)
+            .bearer_auth(token)
+            .header("accept", accept)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(crate::smart::discovery::error_chain(&e.without_url())))?;
+        let status = resp.status();
+        next = resp
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(
+            status.is_success(),
+            "the platform answered {} for {}",
+            status.as_u16(),
+            u
+        );
+        match body {
+            Value::Array(items) => out.extend(items),
+            Value::Object(ref o) if o.contains_key("members") => out.extend(
+                o.get("members")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            _ => anyhow::bail!("unexpected body from {u}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The `rel="next"` target of a Link header value.
+pub fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        is_next.then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+    })
+}
+
+/// The roster of a launch's context.
+pub async fn members(state: &AppState, launch: &Launch) -> Result<Value, ApiError> {
+    let url = launch
+        .ctx("/nrps/context_memberships_url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::Conflict(format!("launch {} has no roster service (NRPS)", launch.id))
+        })?
+        .to_owned();
+    let platform = launch_platform(state, launch).await?;
+    let token = platform_token(state, &platform, &[SCOPE_NRPS], false)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_token_failed",
+            detail: e.to_string(),
+        })?;
+    let members = get_all(state, &token, &url, MEMBERS_TYPE)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_error",
+            detail: format!("{e:#}"),
+        })?;
+    Ok(json!({ "context": launch.context.get("context"), "members": members }))
+}
+
+/// Line items of the launch's context (`query` passes `resource_link_id`, `tag`, ...).
+pub async fn list_line_items(
+    state: &AppState,
+    launch: &Launch,
+    query: Option<&str>,
+) -> Result<Value, ApiError> {
+    let container = ags_claim(launch)?
+        .get("lineitems")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::Conflict("the LMS gave this launch no line item container".into())
+        })?;
+    let mut url = url::Url::parse(container).map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(q) = query {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            if matches!(
+                k.as_ref(),
+                "resource_link_id" | "resource_id" | "tag" | "limit"
+            ) {
+                url.query_pairs_mut().append_pair(&k, &v);
+            }
+        }
+    }
+    let platform = launch_platform(state, launch).await?;
+    let token = platform_token(state, &platform, &[SCOPE_LINEITEM_READ], false)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_token_failed",
+            detail: e.to_string(),
+        })?;
+    let items = get_all(state, &token, url.as_str(), LINEITEMS_TYPE)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_error",
+            detail: format!("{e:#}"),
+        })?;
+    Ok(Value::Array(items))
+}
+
+/// Create (`None` id, POST to the container), update (PUT) or delete a line item.
+pub async fn write_line_item(
+    state: &AppState,
+    launch: &Launch,
+    method: reqwest::Method,
+    id: Option<&str>,
+    body: Option<Value>,
+) -> Result<(u16, Value), ApiError> {
+    let ags = ags_claim(launch)?;
+    let target = match id {
+        Some(i) => {
+            same_origin(ags, i)?;
+            i.to_owned()
+        }
+        None => ags
+            .get("lineitems")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::Conflict("the LMS gave this launch no line item container".into())
+            })?
+            .to_owned(),
+    };
+    let platform = launch_platform(state, launch).await?;
+    let scope = if method == reqwest::Method::GET {
+        SCOPE_LINEITEM_READ
+    } else {
+        SCOPE_LINEITEM
+    };
+    let token = platform_token(state, &platform, &[scope], false)
+        .await
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_token_failed",
+            detail: e.to_string(),
+        })?;
+    let url = state
+        .outbound
+        .url(&target)
+        .map_err(|e| ApiError::BadGateway {
+            code: "lms_refused",
+            detail: e.to_string(),
+        })?;
+    let mut req = state
+        .outbound
+        .client()
+        .request(method, url)
+        .bearer_auth(&token)
+        .header("accept", LINEITEM_TYPE);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", LINEITEM_TYPE)
+            .body(b.to_string());
+    }
+    let resp = req.send().await.map_err(|e| ApiError::BadGateway {
+        code: "lms_unreachable",
+        detail: crate::smart::discovery::error_chain(&e.without_url()),
+    })?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    });
+    Ok((status, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_go_under_the_line_item_path_keeping_its_query() {
+        assert_eq!(
+            scores_url(
+                "https://moodle.example/mod/lti/services.php/2/lineitems/7/lineitem?type_id=1"
+            )
+            .unwrap()
+            .as_str(),
+            "https://moodle.example/mod/lti/services.php/2/lineitems/7/lineitem/scores?type_id=1"
+        );
+        assert_eq!(
+            scores_url("https://canvas.example/api/lti/courses/1/line_items/9")
+                .unwrap()
+                .as_str(),
+            "https://canvas.example/api/lti/courses/1/line_items/9/scores"
+        );
+    }
+
+    #[test]
+    fn link_headers_yield_the_next_page() {
+        assert_eq!(
+            next_link(r#"<https://lms/m?p=1>; rel="prev", <https://lms/m?p=3>; rel="next""#)
+                .as_deref(),
+            Some("https://lms/m?p=3")
+        );
+        assert_eq!(next_link(r#"<https://lms/m?p=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn scores_are_checked_field_by_field() {
+        let ok = json!({"scoreGiven": 8, "scoreMaximum": 10, "activityProgress": "Completed", "gradingProgress": "FullyGraded"});
+        let s = parse_score(&ok, Some("u1")).unwrap();
+        assert_eq!(s.user_id, "u1");
+        let bad =
+            json!({"scoreGiven": -1, "activityProgress": "Done", "gradingProgress": "FullyGraded"});
+        let fields: Vec<String> = parse_score(&bad, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["userId", "scoreGiven", "scoreMaximum", "activityProgress"]
+        );
+        let body = score_body(
+            &s,
+            chrono::DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap(),
+        );
+        assert_eq!(body["timestamp"], "2023-11-14T22:13:20.123Z");
+    }
+}
