@@ -5,6 +5,7 @@
 pub mod ags;
 pub mod claims;
 pub mod deep_linking;
+pub mod dynreg;
 pub mod launch;
 pub mod login;
 pub mod lti11;

@@ -57,7 +57,14 @@ pub async fn find(
 
 /// The registration owning `deployment_id` among `platforms`.
 pub fn for_deployment<'a>(platforms: &'a [Platform], deployment_id: &str) -> Option<&'a Platform> {
+    // An exact registration first; `*` (a dynamic registration the platform gave no
+    // deployment id) admits any deployment of its client.
     platforms
         .iter()
         .find(|p| p.deployment_ids.iter().any(|d| d == deployment_id))
+        .or_else(|| {
+            platforms
+                .iter()
+                .find(|p| p.deployment_ids.iter().any(|d| d == "*"))
+        })
 }

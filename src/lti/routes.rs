@@ -24,6 +24,16 @@ pub fn router() -> axum::Router<AppState> {
         .route("/lti/config/canvas.json", get(canvas_config))
         .route("/v1/launches/{launch_id}/deep-link", post(app_deep_link))
         .route("/lti/11/launch", post(lti11_launch))
+        .route("/lti/register", get(register))
+        .route("/v1/lti/registrations", get(list_registrations))
+        .route(
+            "/v1/lti/registrations/{id}/approve",
+            post(approve_registration),
+        )
+        .route(
+            "/v1/lti/registrations/{id}/reject",
+            post(reject_registration),
+        )
         .route("/v1/launches/{launch_id}/scores", post(post_score))
         .route("/v1/scores/{score_id}", get(get_score))
         .route(
@@ -41,6 +51,64 @@ pub fn router() -> axum::Router<AppState> {
             "/v1/launches/{launch_id}/outcome",
             get(read_outcome).delete(delete_outcome),
         )
+}
+
+async fn register(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    super::dynreg::register(&state, pairs(q.unwrap_or_default().as_bytes())).await
+}
+
+async fn list_registrations(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    let status = pairs(q.unwrap_or_default().as_bytes()).remove("status");
+    if let Some(s) = &status
+        && !matches!(s.as_str(), "pending" | "approved" | "rejected")
+    {
+        return Err(ApiError::bad_request(
+            "invalid_status",
+            "status must be pending, approved or rejected",
+        ));
+    }
+    Ok(Json(
+        json!({ "registrations": super::dynreg::list(&state, status.as_deref()).await? }),
+    ))
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    if !super::dynreg::decide(&state, &id, approve).await? {
+        return Err(ApiError::Conflict(format!(
+            "registration {id:?} does not exist or was already decided"
+        )));
+    }
+    tracing::info!(registration_id = %id, approve, "LTI registration decided");
+    Ok(Json(
+        json!({ "id": id, "status": if approve { "approved" } else { "rejected" } }),
+    ))
+}
+
+async fn approve_registration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    decide(state, caller, id, true).await
+}
+
+async fn reject_registration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    decide(state, caller, id, false).await
 }
 
 async fn lti11_launch(State(state): State<AppState>, body: Bytes) -> Response {
