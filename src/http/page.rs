@@ -136,12 +136,26 @@ pub fn auto_post(action: &str, fields: &[(&str, &str)], title: &str) -> Response
 
 /// A page with a script (platform storage, closing a registration window), under a
 /// per-response CSP nonce. `script` must be built from escaped or JSON-encoded values.
-pub fn script_page(status: StatusCode, title: &str, lines: &[String], script: &str) -> Response {
+/// `link` adds `<a id="continue">` for browsers that run no script.
+pub fn script_page(
+    status: StatusCode,
+    title: &str,
+    lines: &[String],
+    script: &str,
+    link: Option<(&str, &str)>,
+) -> Response {
     let nonce = crate::smart::flow::random_token(16);
-    let paragraphs: String = lines
+    let mut paragraphs: String = lines
         .iter()
         .map(|l| format!("<p>{}</p>\n", escape(l)))
         .collect();
+    if let Some((text, href)) = link {
+        paragraphs.push_str(&format!(
+            "<p><a id=\"continue\" href=\"{}\">{}</a></p>\n",
+            escape(href),
+            escape(text)
+        ));
+    }
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}</style>\

@@ -228,6 +228,7 @@ async fn register_inner(
         "Registration complete",
         &[line],
         "(window.opener || window.parent).postMessage({subject: 'org.imsglobal.lti.close'}, '*');",
+        None,
     ))
 }
 

@@ -389,6 +389,7 @@ fn recover_binding(
             "Opening the activity",
             &["Checking this browser…".into()],
             &script,
+            None,
         );
     }
     reopen_page(state, pending)

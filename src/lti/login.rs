@@ -191,11 +191,13 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
                 url = json!(url.as_str()),
                 id = json!(random_token(9)),
             );
+            // Without script, the link continues (the cookie alone then binds the state).
             script_page(
                 StatusCode::OK,
                 "Opening the activity",
                 &[format!("Continuing to {}…", platform.issuer)],
                 &script,
+                Some(("Continue", url.as_str())),
             )
         }
         _ => crate::http::page::redirect(url.as_str()),
