@@ -7,6 +7,8 @@ mod auth;
 mod health;
 mod jobs;
 mod keys;
+mod lti;
+mod lti_env;
 mod partners;
 mod smart;
 mod smart_env;

@@ -1,0 +1,366 @@
+//! LTI end to end against the mock LMS in each personality: login, launch, handoff, scores
+//! to the gradebook, Deep Linking, rosters, Dynamic Registration, LTI 1.1; and the
+//! certification's bad payloads, each with its rejection.
+
+use partner_gateway::sandbox::lms::{AgsFault, LaunchFault, LaunchSpec, MockUser, Personality, parse_auto_post_form};
+use serde_json::{Value, json};
+
+use partner_gateway::lti::lti11;
+
+use crate::helpers::Backend;
+use crate::lti_env::{CLIENT, DEPLOYMENT, LTI11_KEY, LtiEnv, PARTNER, start, start_with};
+
+fn score(given: f64) -> Value {
+    json!({"scoreGiven": given, "scoreMaximum": 10, "activityProgress": "Completed", "gradingProgress": "FullyGraded", "comment": "well done"})
+}
+
+/// Launch, exchange, post a score, see it in the gradebook.
+async fn round_trip(backend: Backend, personality: Personality) {
+    let Some(env) = start(backend, personality).await else { return };
+    let ctx = env.launched("student-1").await;
+    assert_eq!(ctx["kind"], "lti");
+    assert_eq!(ctx["partner"], PARTNER);
+    assert_eq!(ctx["user"]["id"], "student-1");
+    assert!(ctx["user"]["name"].as_str().unwrap().contains("student-1"));
+    assert_eq!(ctx["roles"], json!(["learner"]));
+    assert!(ctx["roles_original"][0].as_str().unwrap().ends_with("#Learner"));
+    assert_eq!(ctx["context"]["id"], "course-1");
+    assert_eq!(ctx["resource_link"]["id"], "link-1");
+    assert_eq!(ctx["deployment_id"], DEPLOYMENT);
+    assert_eq!(ctx["grade_passback"], true, "{ctx}");
+    assert_eq!(ctx["roster"], true);
+    assert_eq!(env.usage_count("lti.launch").await, 1);
+    let id = ctx["launch_id"].as_str().unwrap();
+    let (status, body) = env.post_score(id, score(8.5)).await;
+    assert_eq!(status, 202, "{body}");
+    let done = env.settled(body["score_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "delivered", "{done}");
+    let book = env.lms.gradebook("course-1");
+    assert_eq!(book.len(), 1, "{book:?}");
+    assert_eq!(book[0].user_id, "student-1");
+    assert_eq!(book[0].score_given, Some(8.5));
+    assert_eq!(book[0].comment.as_deref(), Some("well done"));
+    assert_eq!(env.usage_count("lti.grade_posted").await, 1);
+    // The token came from client_credentials with an RS256 assertion for the right audience.
+    let t = env.lms.token_requests().into_iter().find(|t| t.grant_type == "client_credentials").unwrap();
+    assert_eq!(t.assertion_header.as_ref().unwrap()["alg"], "RS256");
+    let aud = &t.assertion_claims.as_ref().unwrap()["aud"];
+    assert!(aud == &json!(env.lms.token_audience()) || aud.as_array().is_some_and(|a| a.contains(&json!(env.lms.token_audience()))), "{aud}");
+}
+
+crate::both_backends! {
+    async fn a_moodle_launch_reaches_the_app_and_its_score_the_gradebook(backend) {
+        round_trip(backend, Personality::Moodle).await;
+    }
+    async fn a_canvas_launch_reaches_the_app_and_its_score_the_gradebook(backend) {
+        round_trip(backend, Personality::Canvas).await;
+    }
+    async fn a_blackboard_launch_reaches_the_app_and_its_score_the_gradebook(backend) {
+        round_trip(backend, Personality::Blackboard).await;
+    }
+    async fn a_d2l_launch_reaches_the_app_and_its_score_the_gradebook(backend) {
+        round_trip(backend, Personality::D2l).await;
+    }
+
+    async fn scores_for_one_user_arrive_in_order_with_increasing_timestamps(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let ctx = env.launched("student-2").await;
+        let id = ctx["launch_id"].as_str().unwrap();
+        let mut ids = Vec::new();
+        for g in [3.0, 6.0, 9.0] {
+            let (status, body) = env.post_score(id, score(g)).await;
+            assert_eq!(status, 202);
+            ids.push(body["score_id"].as_str().unwrap().to_owned());
+        }
+        for s in &ids {
+            assert_eq!(env.settled(s).await["status"], "delivered");
+        }
+        let book = env.lms.gradebook("course-1");
+        let last = book.iter().rfind(|s| s.user_id == "student-2").unwrap();
+        assert_eq!(last.score_given, Some(9.0), "the last score wins: {book:?}");
+    }
+
+    async fn a_failing_platform_gets_the_score_once_it_recovers(backend) {
+        let Some(env) = start(backend, Personality::D2l).await else { return };
+        let ctx = env.launched("student-3").await;
+        env.lms.inject_ags(AgsFault::Status { status: 503, retry_after: None, count: 2 });
+        let (_, body) = env.post_score(ctx["launch_id"].as_str().unwrap(), score(7.0)).await;
+        let done = env.settled(body["score_id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "delivered", "{done}");
+        assert_eq!(done["attempts"], 3);
+        env.lms.inject_ags(AgsFault::Status { status: 429, retry_after: Some(1), count: 1 });
+        let (_, body) = env.post_score(ctx["launch_id"].as_str().unwrap(), score(8.0)).await;
+        let done = env.settled(body["score_id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "delivered", "{done}");
+        assert_eq!(done["attempts"], 2);
+        assert_eq!(env.lms.gradebook("course-1").iter().filter(|s| s.user_id == "student-3").count(), 2);
+    }
+
+    async fn a_score_the_platform_refuses_is_kept_with_its_reason_and_not_retried(backend) {
+        let Some(env) = start(backend, Personality::D2l).await else { return };
+        let ctx = env.launched("student-4").await;
+        env.lms.inject_ags(AgsFault::NotGradable);
+        let (_, body) = env.post_score(ctx["launch_id"].as_str().unwrap(), score(5.0)).await;
+        let done = env.settled(body["score_id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["last_status"], 422);
+        assert_eq!(done["attempts"], 1);
+        assert!(done["last_error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(env.usage_count("lti.grade_posted").await, 0);
+    }
+
+    async fn a_bad_score_is_refused_with_every_problem_named(backend) {
+        let Some(env) = start(backend, Personality::Generic).await else { return };
+        let ctx = env.launched("student-5").await;
+        let (status, body) = env.post_score(ctx["launch_id"].as_str().unwrap(), json!({"scoreGiven": -2, "activityProgress": "Done"})).await;
+        assert_eq!(status, 400, "{body}");
+        let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+        assert!(fields.contains(&"scoreGiven") && fields.contains(&"activityProgress") && fields.contains(&"gradingProgress"), "{fields:?}");
+    }
+
+    async fn the_roster_is_read_across_pages(backend) {
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        for i in 0..5 {
+            env.lms.add_member("course-1", MockUser::learner(&format!("member-{i}")));
+        }
+        let ctx = env.launched("student-6").await;
+        let r = env.app.get(&env.app_key, &format!("/v1/launches/{}/members", ctx["launch_id"].as_str().unwrap())).await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let members = body["members"].as_array().unwrap();
+        assert!(members.len() >= 5, "{body}");
+        assert!(members.iter().any(|m| m["user_id"] == "member-4"));
+    }
+
+    async fn line_items_are_listed_created_and_deleted(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let ctx = env.launched("student-7").await;
+        let id = ctx["launch_id"].as_str().unwrap();
+        let r = env.app.client.post(env.app.url(&format!("/v1/launches/{id}/lineitems"))).bearer_auth(&env.app_key)
+            .json(&json!({"label": "Essay", "scoreMaximum": 20, "tag": "essay"})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let created: Value = r.json().await.unwrap();
+        let li = created["id"].as_str().unwrap().to_owned();
+        let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/lineitems?tag=essay")).await;
+        let list: Value = r.json().await.unwrap();
+        assert!(list.as_array().unwrap().iter().any(|i| i["id"] == li.as_str()), "{list}");
+        // A score for that line item lands in its column.
+        let mut s = score(15.0);
+        s["scoreMaximum"] = json!(20);
+        s["lineItem"] = json!(li);
+        let (_, body) = env.post_score(id, s).await;
+        assert_eq!(env.settled(body["score_id"].as_str().unwrap()).await["status"], "delivered");
+        assert!(env.lms.gradebook("course-1").iter().any(|g| g.line_item == li));
+        let r = env.app.client.delete(env.app.url(&format!("/v1/launches/{id}/lineitems/item?id={}", crate::helpers::urlencode(&li))))
+            .bearer_auth(&env.app_key).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        // A line item of another host is refused before any call.
+        let r = env.app.client.delete(env.app.url(&format!("/v1/launches/{id}/lineitems/item?id={}", crate::helpers::urlencode("https://evil.example.com/li/1"))))
+            .bearer_auth(&env.app_key).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
+    async fn deep_linking_returns_a_signed_choice_to_the_platform(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let spec = LaunchSpec::deep_linking(CLIENT, DEPLOYMENT, MockUser::instructor("teacher-1"), "course-1", Some("opaque-data-42"));
+        let (auth, jar) = env.login(spec).await;
+        let fields = env.authenticate(&auth).await;
+        let (status, _, page) = env.post_launch(&fields, &jar).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(page.contains("Unit 1 quiz") && page.contains("Reading"), "{page}");
+        let action_at = page.find("action=\"").unwrap() + 8;
+        let action = &page[action_at..action_at + page[action_at..].find('"').unwrap()];
+        let r = env.browser.post(format!("{}{action}", env.gateway)).form(&[("item", "0")]).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let form = parse_auto_post_form(&r.text().await.unwrap()).unwrap();
+        let jwt = form.field("JWT").unwrap().to_owned();
+        let r = env.browser.post(&form.action).form(&[("JWT", jwt.as_str())]).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let got = env.lms.deep_link_responses();
+        assert_eq!(got.len(), 1);
+        let items = &got[0]["https://purl.imsglobal.org/spec/lti-dl/claim/content_items"];
+        assert_eq!(items[0]["title"], "Unit 1 quiz");
+        assert_eq!(items[0]["lineItem"]["scoreMaximum"], 10.0);
+        assert_eq!(got[0]["https://purl.imsglobal.org/spec/lti-dl/claim/data"], "opaque-data-42");
+        // The choice is single use.
+        let r = env.browser.post(format!("{}{action}", env.gateway)).form(&[("item", "0")]).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
+    async fn dynamic_registration_registers_and_waits_for_approval(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let url = env.lms.dynamic_registration_url(&format!("{}/lti/register?partner={PARTNER}", env.gateway));
+        let r = env.browser.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("org.imsglobal.lti.close"), "{page}");
+        let regs = env.lms.registrations();
+        assert_eq!(regs.len(), 1);
+        assert_eq!(regs[0]["initiate_login_uri"], format!("{}/lti/login", env.gateway));
+        let admin = env.app.admin().await;
+        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=pending").await.json().await.unwrap();
+        let pending = list["registrations"].as_array().unwrap();
+        assert_eq!(pending.len(), 1, "{list}");
+        assert_eq!(pending[0]["partner"], PARTNER);
+        let id = pending[0]["id"].as_str().unwrap();
+        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/approve"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/approve"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(r.status(), 409, "decided once");
+        // The new client launches.
+        let client = pending[0]["client_id"].as_str().unwrap();
+        let deployment = pending[0]["deployment_id"].as_str().unwrap();
+        let deployment = if deployment == "*" { DEPLOYMENT } else { deployment };
+        let spec = LaunchSpec::resource_link(client, deployment, MockUser::learner("s-dyn"), "course-9", "link-9");
+        let code = env.launch(spec).await.code();
+        assert_eq!(env.exchange(&code).await.0, 200);
+    }
+
+    async fn an_lti_1_1_launch_hands_off_and_its_score_goes_through_outcomes(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let form = env.lms.lti11_launch(&format!("{}/lti/11/launch", env.gateway), LTI11_KEY, MockUser::learner("legacy-1"), "course-11", "rl-11");
+        let r = env.browser.post(format!("{}/lti/11/launch", env.gateway)).form(&form).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let code = url::Url::parse(&loc).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let (status, ctx) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{ctx}");
+        assert_eq!(ctx["lti_version"], "1.1");
+        assert_eq!(ctx["grade_passback"], true);
+        let id = ctx["launch_id"].as_str().unwrap();
+        let (status, body) = env.post_score(id, score(9.0)).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(env.settled(body["score_id"].as_str().unwrap()).await["status"], "delivered");
+        let grades = env.lms.lti11_grades();
+        assert_eq!(grades.len(), 1);
+        assert_eq!(grades[0].1, Some(0.9));
+        let read: Value = env.app.get(&env.app_key, &format!("/v1/launches/{id}/outcome")).await.json().await.unwrap();
+        assert_eq!(read["score"], 0.9);
+        let r = env.app.client.delete(env.app.url(&format!("/v1/launches/{id}/outcome"))).bearer_auth(&env.app_key).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(env.lms.lti11_grades()[0].1, None);
+    }
+}
+
+// ---- rejections (LTI Advantage certification's bad payloads) ----
+
+async fn refused(env: &LtiEnv, fault: LaunchFault, expect: &str) {
+    env.lms.inject_launch(fault);
+    let (status, body) = env.launch(env.learner_launch("s-bad")).await.page();
+    assert_eq!(status, 400, "{fault:?}: {body}");
+    assert!(body.contains(expect), "{fault:?}: expected {expect:?} in {body}");
+}
+
+crate::both_backends! {
+    async fn every_bad_id_token_is_refused_with_its_reason(backend) {
+        let Some(env) = start(backend, Personality::Generic).await else { return };
+        refused(&env, LaunchFault::NoKid, "no kid").await;
+        refused(&env, LaunchFault::UnknownKid, "not in the platform").await;
+        refused(&env, LaunchFault::WrongVersion, "not 1.3.0").await;
+        refused(&env, LaunchFault::MissingMessageType, "message_type").await;
+        refused(&env, LaunchFault::MissingRoles, "roles").await;
+        refused(&env, LaunchFault::MissingDeploymentId, "deployment_id").await;
+        refused(&env, LaunchFault::MissingResourceLink, "resource_link").await;
+        refused(&env, LaunchFault::MissingSub, "sub").await;
+        refused(&env, LaunchFault::ExpiredIat, "expired").await;
+        refused(&env, LaunchFault::FutureIat, "in the future").await;
+        refused(&env, LaunchFault::WrongAud, "not for this tool").await;
+        refused(&env, LaunchFault::AlgNone, "RS256").await;
+        refused(&env, LaunchFault::BadSignature, "signature does not verify").await;
+        refused(&env, LaunchFault::UnregisteredDeployment, "not registered").await;
+        assert_eq!(env.usage_count("lti.launch").await, 0);
+    }
+
+    async fn a_launch_posted_twice_is_refused(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let (auth, jar) = env.login(env.learner_launch("s-replay")).await;
+        let fields = env.authenticate(&auth).await;
+        let (s, l, b) = env.post_launch(&fields, &jar).await;
+        LtiEnv::outcome(s, l, b).code();
+        let (status, _, body) = env.post_launch(&fields, &jar).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("already used"), "{body}");
+    }
+
+    async fn a_state_from_another_browser_is_refused(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let (auth, jar) = env.login(env.learner_launch("s-csrf")).await;
+        let fields = env.authenticate(&auth).await;
+        let forged: Vec<String> = jar.iter().map(|c| format!("{}=forged", c.split('=').next().unwrap())).collect();
+        let (status, _, body) = env.post_launch(&fields, &forged).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("another browser"), "{body}");
+        let (status, _, body) = env.post_launch(&[("state".into(), "unknown".into()), ("id_token".into(), "x.y.z".into())], &jar).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("does not match any launch"), "{body}");
+    }
+
+    async fn a_blocked_cookie_never_ends_in_a_bare_error(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let (auth, _jar) = env.login(env.learner_launch("s-nocookie")).await;
+        let fields = env.authenticate(&auth).await;
+        let (status, _, body) = env.post_launch(&fields, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("new window") && body.contains("/lti/login?"), "{body}");
+        // Canvas offers platform storage: the page asks it for the binding instead.
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        let (auth, _jar) = env.login(env.learner_launch("s-storage")).await;
+        let fields = env.authenticate(&auth).await;
+        let (status, _, body) = env.post_launch(&fields, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("lti.get_data"), "{body}");
+    }
+
+    async fn a_login_from_an_unknown_platform_or_to_a_foreign_target_is_refused(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let r = env.browser.get(format!("{}/lti/login?iss=https://rogue.example.com&login_hint=x&target_link_uri={}/lti/launch", env.gateway, env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("not registered"));
+        let iss = crate::helpers::urlencode(&env.lms.issuer());
+        let r = env.browser.get(format!("{}/lti/login?iss={iss}&client_id={CLIENT}&login_hint=x&target_link_uri=https://evil.example.com/", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("not an address of this tool"));
+    }
+
+    async fn bad_lti_1_1_launches_are_refused(backend) {
+        let Some(env) = start_with(backend, Personality::Moodle, "").await else { return };
+        let url = format!("{}/lti/11/launch", env.gateway);
+        let post = |form: Vec<(String, String)>| {
+            let b = env.browser.clone();
+            let u = url.clone();
+            async move {
+                let r = b.post(u).form(&form).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let good = env.lms.lti11_launch(&url, LTI11_KEY, MockUser::learner("l1"), "c", "r");
+        // A changed parameter breaks the signature.
+        let mut tampered = good.clone();
+        for (k, v) in tampered.iter_mut() {
+            if k == "user_id" {
+                *v = "someone-else".into();
+            }
+        }
+        let (s, b) = post(tampered).await;
+        assert_eq!(s, 400);
+        assert!(b.contains("signature does not verify"), "{b}");
+        // A correctly signed launch from an hour ago.
+        let mut stale = env.lms.lti11_launch(&url, LTI11_KEY, MockUser::learner("l2"), "c", "r");
+        stale.retain(|(k, _)| k != "oauth_signature");
+        for (k, v) in stale.iter_mut() {
+            if k == "oauth_timestamp" {
+                *v = (chrono::Utc::now().timestamp() - 3600).to_string();
+            }
+        }
+        let sig = lti11::sign(&lti11::base_string("POST", &url, &stale), crate::lti_env::LTI11_SECRET);
+        stale.push(("oauth_signature".into(), sig));
+        let (s, b) = post(stale).await;
+        assert_eq!(s, 400);
+        assert!(b.contains("too old"), "{b}");
+        // Replayed nonce.
+        assert_eq!(post(good.clone()).await.0, 302);
+        let (s, b) = post(good).await;
+        assert_eq!(s, 400);
+        assert!(b.contains("nonce was seen before"), "{b}");
+    }
+}
