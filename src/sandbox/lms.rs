@@ -1142,6 +1142,22 @@ pub(crate) fn essence(value: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A response a helper gives up with, for the handler to answer as is. Boxed: a `Response`
+/// is too large to carry in every `Result`.
+pub(crate) struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Refusal {
+        Refusal(Box::new(response))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 /// An OAuth 2.0 error body (RFC 6749 §5.2).
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::data::LineItem;
 use super::token::bearer;
 use super::{
-    AccessToken, AgsFault, Personality, RecordedScore, Shared, UrlCtx, claim, essence,
+    AccessToken, AgsFault, Personality, RecordedScore, Refusal, Shared, UrlCtx, claim, essence,
     json_response, lock, media_type, parse_form,
 };
 
@@ -78,10 +78,10 @@ fn content_type_is(headers: &HeaderMap, media: &str) -> bool {
 }
 
 /// The request's course, checked to exist.
-fn course<'a>(s: &Shared, params: &'a HashMap<String, String>) -> Result<&'a str, Response> {
+fn course<'a>(s: &Shared, params: &'a HashMap<String, String>) -> Result<&'a str, Refusal> {
     let ctx = params.get("ctx").map(String::as_str).unwrap_or("");
     if ctx.is_empty() || !lock(&s.data).has_course(ctx) {
-        return Err(problem(s, StatusCode::NOT_FOUND, "Context not found"));
+        return Err(problem(s, StatusCode::NOT_FOUND, "Context not found").into());
     }
     Ok(ctx)
 }
@@ -109,7 +109,7 @@ fn url_ctx(
 
 /// Moodle's `type_id` is an integer; anything else there is a path appended after the
 /// query (`...lineitem?type_id=1/scores`), which finds no resource.
-fn check_query(s: &Shared, uri: &Uri) -> Result<Vec<(String, String)>, Response> {
+fn check_query(s: &Shared, uri: &Uri) -> Result<Vec<(String, String)>, Refusal> {
     let query = parse_form(uri.query().unwrap_or("").as_bytes());
     let misplaced = query
         .iter()
@@ -122,7 +122,8 @@ fn check_query(s: &Shared, uri: &Uri) -> Result<Vec<(String, String)>, Response>
             s,
             StatusCode::NOT_FOUND,
             "No such resource: append /scores or /results to the line item's path, before its query",
-        ));
+        )
+        .into());
     }
     Ok(query)
 }
@@ -286,7 +287,7 @@ pub(super) async fn lineitems(
 ) -> Response {
     let query = match check_query(&s, &uri) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let scopes: &[&str] = match method {
         Method::GET => &[claim::SCOPE_LINEITEM, claim::SCOPE_LINEITEM_READONLY],
@@ -295,11 +296,11 @@ pub(super) async fn lineitems(
     };
     let token = match bearer(&s, &headers, scopes) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ctx = match course(&s, &params) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let at = url_ctx(&s, &params, &query, &token);
 
@@ -384,7 +385,7 @@ fn target(
     uri: &Uri,
     headers: &HeaderMap,
     scopes: &[&str],
-) -> Result<Target, Response> {
+) -> Result<Target, Refusal> {
     let query = check_query(s, uri)?;
     let token = bearer(s, headers, scopes)?;
     let ctx = course(s, params)?.to_owned();
@@ -422,14 +423,14 @@ pub(super) async fn lineitem(
         _ => {
             // A POST here is usually a score sent to the line item URL itself.
             if let Err(r) = check_query(&s, &uri) {
-                return r;
+                return r.into_response();
             }
             return problem(&s, StatusCode::METHOD_NOT_ALLOWED, "GET, PUT or DELETE");
         }
     };
     let t = match target(&s, &params, &uri, &headers, scopes) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match method {
         Method::GET => {
@@ -623,7 +624,7 @@ pub(super) async fn scores(
     }
     let t = match target(&s, &params, &uri, &headers, &[claim::SCOPE_SCORE]) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !content_type_is(&headers, media_type::SCORE) {
         return problem(
@@ -781,7 +782,7 @@ pub(super) async fn results(
     }
     let t = match target(&s, &params, &uri, &headers, &[claim::SCOPE_RESULT_READONLY]) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !accepts(&headers, media_type::RESULT_CONTAINER) {
         return problem(

@@ -601,6 +601,44 @@ mod unit {
         );
     }
 
+    /// The example of the OAuth 1.0 specification, Appendix A.5.
+    #[test]
+    fn hmac_sha1_matches_the_oauth_core_example() {
+        let params: Vec<(String, String)> = [
+            ("oauth_consumer_key", "dpf43f3p2l4k3l03"),
+            ("oauth_token", "nnch734d00sl2jdk"),
+            ("oauth_signature_method", "HMAC-SHA1"),
+            ("oauth_timestamp", "1191242096"),
+            ("oauth_nonce", "kllo9940pd9333jh"),
+            ("oauth_version", "1.0"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let base = signature_base_string(
+            "GET",
+            "http://photos.example.net/photos?file=vacation.jpg&size=original",
+            &params,
+        );
+        assert_eq!(
+            base,
+            "GET&http%3A%2F%2Fphotos.example.net%2Fphotos&file%3Dvacation.jpg\
+             %26oauth_consumer_key%3Ddpf43f3p2l4k3l03%26oauth_nonce%3Dkllo9940pd9333jh\
+             %26oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D1191242096\
+             %26oauth_token%3Dnnch734d00sl2jdk%26oauth_version%3D1.0%26size%3Doriginal"
+        );
+        assert_eq!(
+            hmac_sha1_signature(&base, "kd94hf93k423kf44", "pfkkdhi9sl3r4s00"),
+            "tR3+Ty81lMeYAr/Fid0kMTYa/WM="
+        );
+    }
+
+    /// The example of the OAuth Request Body Hash draft.
+    #[test]
+    fn body_hash_is_base64_sha1() {
+        assert_eq!(body_hash(b"Hello World!"), "Lve95gjOVATpfV8EL5X4nxwjKHE=");
+    }
+
     #[test]
     fn pox_elements_are_found_with_or_without_prefixes() {
         let xml = "<?xml version=\"1.0\"?><x:imsx_POXEnvelopeRequest xmlns:x=\"n\">\

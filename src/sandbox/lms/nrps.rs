@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::ags::{accepts, page_of, problem, with_next_link};
@@ -23,7 +23,7 @@ pub(super) async fn memberships(
 ) -> Response {
     let token = match bearer(&s, &headers, &[claim::SCOPE_NRPS]) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ctx = params.get("ctx").map(String::as_str).unwrap_or("");
     if ctx.is_empty() || !lock(&s.data).has_course(ctx) {

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::token::assertion_algs;
 use super::{
-    MockTool, Personality, SUPPORTED_SCOPES, Shared, ToolEntry, claim, essence, lock, now_secs,
-    oauth_error, random_token,
+    MockTool, Personality, Refusal, SUPPORTED_SCOPES, Shared, ToolEntry, claim, essence, lock,
+    now_secs, oauth_error, random_token,
 };
 
 /// How long a registration token stays usable.
@@ -109,7 +109,7 @@ fn is_absolute_url(text: &str) -> bool {
 }
 
 /// The metadata rules of DR 1.0 §3.5.1 and §3.5.2.
-fn validate(metadata: &Value) -> Result<(), Response> {
+fn validate(metadata: &Value) -> Result<(), Refusal> {
     let text = |name: &str| metadata.get(name).and_then(Value::as_str);
     let strings = |name: &str| -> Vec<&str> {
         metadata
@@ -118,7 +118,7 @@ fn validate(metadata: &Value) -> Result<(), Response> {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default()
     };
-    let meta = |d: &str| invalid("invalid_client_metadata", d);
+    let meta = |d: &str| Refusal::from(invalid("invalid_client_metadata", d));
     if text("application_type") != Some("web") {
         return Err(meta("application_type must be web"));
     }
@@ -136,7 +136,8 @@ fn validate(metadata: &Value) -> Result<(), Response> {
         return Err(invalid(
             "invalid_redirect_uri",
             "redirect_uris must be a non-empty array of absolute URLs",
-        ));
+        )
+        .into());
     }
     if !text("initiate_login_uri").is_some_and(is_absolute_url) {
         return Err(meta("initiate_login_uri must be an absolute URL"));
@@ -232,8 +233,8 @@ pub(super) async fn register(
         Ok(v @ Value::Object(_)) => v,
         _ => return invalid("invalid_client_metadata", "the body is not a JSON object"),
     };
-    if let Err(response) = validate(&metadata) {
-        return response;
+    if let Err(refusal) = validate(&metadata) {
+        return refusal.into_response();
     }
 
     // Consume the token and add the tool under one lock each, token first: a racing

@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::{
-    ACCESS_TOKEN_SECS, AccessToken, LEEWAY_SECS, Personality, RecordedTokenRequest,
+    ACCESS_TOKEN_SECS, AccessToken, LEEWAY_SECS, Personality, RecordedTokenRequest, Refusal,
     SUPPORTED_SCOPES, Shared, TOKEN_LOG_CAP, lock, now_secs, oauth_error, parse_form, random_token,
     single,
 };
@@ -392,7 +392,7 @@ pub(super) fn bearer(
     s: &Shared,
     headers: &HeaderMap,
     any_of: &[&str],
-) -> Result<AccessToken, Response> {
+) -> Result<AccessToken, Refusal> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -400,10 +400,7 @@ pub(super) fn bearer(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned());
     let Some(presented) = presented else {
-        return Err(unauthorized(
-            "invalid_request",
-            "a bearer access token is required",
-        ));
+        return Err(unauthorized("invalid_request", "a bearer access token is required").into());
     };
     let now = now_secs();
     let token = lock(&s.tokens)
@@ -411,22 +408,19 @@ pub(super) fn bearer(
         .filter(|t| t.expires_at > now)
         .cloned();
     let Some(token) = token else {
-        return Err(unauthorized(
-            "invalid_token",
-            "the access token is unknown or expired",
-        ));
+        return Err(unauthorized("invalid_token", "the access token is unknown or expired").into());
     };
     if !token.scopes.iter().any(|t| any_of.contains(&t.as_str())) {
         let description = format!("this request needs the scope {}", any_of.join(" or "));
         if s.personality == Personality::Moodle {
-            return Err(unauthorized("insufficient_scope", &description));
+            return Err(unauthorized("insufficient_scope", &description).into());
         }
         let mut response = oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", &description);
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Bearer realm="mock-lms", error="insufficient_scope""#),
         );
-        return Err(response);
+        return Err(response.into());
     }
     Ok(token)
 }
