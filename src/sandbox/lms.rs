@@ -470,8 +470,8 @@ pub fn parse_auto_post_form(html: &str) -> Option<AutoPostForm> {
     let rest = &html[start..];
     let tag_end = rest.find('>')?;
     let action = attribute(&rest[..tag_end], "action")?;
-    let end = rest.find("</form>").unwrap_or(rest.len());
-    let body = &rest[tag_end..end];
+    let body = &rest[tag_end..];
+    let body = &body[..body.find("</form>").unwrap_or(body.len())];
     let mut fields = Vec::new();
     let mut cursor = body;
     while let Some(i) = cursor.find("<input") {
@@ -595,6 +595,10 @@ impl MockLms {
     }
 
     pub fn inject_ags(&self, fault: AgsFault) {
+        // A fault for no request at all would sit in the queue forever.
+        if matches!(fault, AgsFault::Status { count: 0, .. }) {
+            return;
+        }
         lock(&self.shared.ags_faults).push_back(fault);
     }
 

@@ -1753,3 +1753,20 @@ async fn lti11_outcomes_take_signed_pox_and_refuse_bad_signatures_stale_timestam
     assert_eq!(code_major(&xml), "success");
     assert_eq!(mock.lti11_grades(), vec![(sourcedid, None)]);
 }
+
+#[test]
+fn auto_post_forms_parse_and_odd_pages_do_not_panic() {
+    let page = "<form method=\"post\" action=\"https://t.example/x?a=1&amp;b=2\">\
+                <input type=\"hidden\" name=\"id_token\" value=\"a&quot;b&lt;\">\
+                <input type=\"hidden\" name=\"state\" value=\"\"></form>";
+    let form = parse_auto_post_form(page).unwrap();
+    assert_eq!(form.action, "https://t.example/x?a=1&b=2");
+    assert_eq!(form.field("id_token"), Some("a\"b<"));
+    assert_eq!(form.field("state"), Some(""));
+    // A '>' inside the action ends the tag early: no action, no form, no panic.
+    assert!(parse_auto_post_form("<form action=\"</form>\"><input name=\"x\"").is_none());
+    let unclosed = parse_auto_post_form("<form action=\"/a\"><input name=\"x\"").unwrap();
+    assert_eq!(unclosed.fields, [("x".to_owned(), String::new())]);
+    assert!(parse_auto_post_form("<form").is_none());
+    assert!(parse_auto_post_form("no form here").is_none());
+}
