@@ -1,2 +1,3 @@
 //! Sandboxes partners and tests run against instead of a real partner system.
 pub mod ehr;
+pub mod lms;
