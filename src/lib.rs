@@ -29,7 +29,7 @@ pub mod metering;
 pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
-/// Simulators of partner systems (a mock EHR), for tests, benchmarks and a sandbox.
+/// Simulators of partner systems (a mock EHR, a mock LMS), for tests, benchmarks and a sandbox.
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;

@@ -137,7 +137,15 @@ async fn verify(
     token: &str,
     nonce: &str,
 ) -> Result<(MessageType, Value), LaunchError> {
-    let (_, kid) = claims::header(token)?;
+    let (alg, kid) = claims::header(token)?;
+    // The algorithm first: `none` or HS256 is refused whatever else the header says.
+    if alg != "RS256" {
+        return Err(LaunchError::Algorithm(if alg.is_empty() {
+            "(none)".into()
+        } else {
+            alg
+        }));
+    }
     let kid = kid.ok_or(LaunchError::NoKid)?;
     let fetch = |refresh| state.smart.discovery.jwks(&platform.jwks_url, refresh);
     let jwks = fetch(false).await.map_err(|e| {

@@ -2,7 +2,6 @@
 //! other on loopback, and a "browser" that follows redirects and auto-post forms by hand
 //! and carries cookies itself.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use partner_gateway::apikeys::Role;
@@ -60,7 +59,9 @@ pub async fn start_with(backend: Backend, personality: Personality, extra: &str)
     let gateway = format!("http://{}", listener.local_addr().unwrap());
     let mut tool = MockTool::gateway(CLIENT, DEPLOYMENT, &gateway);
     tool.lti11 = Some((LTI11_KEY.into(), LTI11_SECRET.into()));
-    let lms = MockLms::start(MockLmsOptions::new(personality, vec![tool])).await.unwrap();
+    let lms = MockLms::start(MockLmsOptions::new(personality, vec![tool]))
+        .await
+        .unwrap();
     let audience = if lms.token_audience() != lms.token_url() {
         format!("token_audience = \"{}\"\n", lms.token_audience())
     } else {
@@ -155,17 +156,26 @@ impl LtiEnv {
     pub async fn login(&self, spec: LaunchSpec) -> (String, Vec<String>) {
         let init = self.lms.login_initiation(spec);
         let resp = if init.post {
-            self.browser.post(&init.url).form(&init.params).send().await.unwrap()
+            self.browser
+                .post(&init.url)
+                .form(&init.params)
+                .send()
+                .await
+                .unwrap()
         } else {
             self.browser.get(init.get_url()).send().await.unwrap()
         };
         let jar = cookies(&resp);
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = resp.text().await.unwrap();
         let next = match status {
             302 => location.unwrap(),
-            200 => continue_link(&body).unwrap_or_else(|| panic!("no way on from the login page: {body}")),
+            200 => continue_link(&body)
+                .unwrap_or_else(|| panic!("no way on from the login page: {body}")),
             _ => panic!("login answered {status}: {body}"),
         };
         (next, jar)
@@ -183,14 +193,24 @@ impl LtiEnv {
     }
 
     /// POST the launch form with `cookies`.
-    pub async fn post_launch(&self, fields: &[(String, String)], cookies: &[String]) -> (u16, Option<String>, String) {
-        let mut req = self.browser.post(format!("{}/lti/launch", self.gateway)).form(fields);
+    pub async fn post_launch(
+        &self,
+        fields: &[(String, String)],
+        cookies: &[String],
+    ) -> (u16, Option<String>, String) {
+        let mut req = self
+            .browser
+            .post(format!("{}/lti/launch", self.gateway))
+            .form(fields);
         if !cookies.is_empty() {
             req = req.header("cookie", cookies.join("; "));
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
         (status, location, resp.text().await.unwrap())
     }
 
@@ -199,7 +219,12 @@ impl LtiEnv {
             let loc = location.unwrap();
             assert!(loc.starts_with(APP_URL), "{loc}");
             let url = url::Url::parse(&loc).unwrap();
-            Outcome::App(url.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).unwrap())
+            Outcome::App(
+                url.query_pairs()
+                    .find(|(k, _)| k == "code")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap(),
+            )
         } else {
             Outcome::Page(status, body)
         }
@@ -214,7 +239,13 @@ impl LtiEnv {
     }
 
     pub fn learner_launch(&self, sub: &str) -> LaunchSpec {
-        LaunchSpec::resource_link(CLIENT, DEPLOYMENT, MockUser::learner(sub), "course-1", "link-1")
+        LaunchSpec::resource_link(
+            CLIENT,
+            DEPLOYMENT,
+            MockUser::learner(sub),
+            "course-1",
+            "link-1",
+        )
     }
 
     pub async fn exchange(&self, code: &str) -> (u16, Value) {
@@ -256,7 +287,10 @@ impl LtiEnv {
     /// Poll the score until it is no longer pending (at most ~20 s).
     pub async fn settled(&self, score_id: &str) -> Value {
         for _ in 0..400 {
-            let r = self.app.get(&self.app_key, &format!("/v1/scores/{score_id}")).await;
+            let r = self
+                .app
+                .get(&self.app_key, &format!("/v1/scores/{score_id}"))
+                .await;
             let v: Value = r.json().await.unwrap();
             if v["status"] != "pending" {
                 return v;
@@ -272,9 +306,5 @@ impl LtiEnv {
                 .bind(PARTNER).bind(event_type).fetch_one(pool).await
         })
         .unwrap()
-    }
-
-    pub fn form(pairs: &[(String, String)]) -> HashMap<String, String> {
-        pairs.iter().cloned().collect()
     }
 }
