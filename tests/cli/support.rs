@@ -198,6 +198,36 @@ impl TestEnv {
         panic!("serve did not become healthy: {last}");
     }
 
+    /// `serve` on `port` with extra environment, once `/healthz` answers (one attempt: the
+    /// caller chose the port because something else already names it).
+    pub async fn serve_at(&self, port: u16, env: &[(&str, &str)]) -> Server {
+        let log_path = self.dir.path().join(format!(
+            "serve-{port}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut c = self.command(&["serve"]);
+        c.env("GATEWAY__HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut server = Server {
+            child: c.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            log_path,
+        };
+        if let Err(e) = server.wait_healthy(Duration::from_secs(30)).await {
+            panic!(
+                "serve did not become healthy: {e}\n--- serve log ---\n{}",
+                server.log()
+            );
+        }
+        server
+    }
+
     /// A direct connection to this env's store.
     pub async fn store(&self) -> Store {
         Store::open(&self.db_url).await

@@ -1,0 +1,213 @@
+//! Grade delivery survives a crash: a score accepted (202) by a gateway that is SIGKILLed
+//! before the failing LMS took it reaches the gradebook exactly once after the restart.
+
+use std::time::Duration;
+
+use partner_gateway::sandbox::lms::{
+    AgsFault, LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality,
+    parse_auto_post_form,
+};
+use serde_json::{Value, json};
+
+use crate::support::{Backend, TestEnv, free_port, on_both_backends};
+
+on_both_backends!(an_accepted_score_survives_a_crash_and_is_delivered_once
+    => an_accepted_score_survives_a_crash_and_is_delivered_once_on_sqlite,
+       an_accepted_score_survives_a_crash_and_is_delivered_once_on_postgres);
+
+const CLIENT: &str = "crash-client";
+const DEPLOYMENT: &str = "crash-deployment";
+
+async fn an_accepted_score_survives_a_crash_and_is_delivered_once(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let port = free_port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let lms = MockLms::start(MockLmsOptions::new(
+        Personality::Moodle,
+        vec![MockTool::gateway(CLIENT, DEPLOYMENT, &gateway)],
+    ))
+    .await
+    .unwrap();
+    std::fs::write(
+        env.config_dir.join("test-lms.toml"),
+        format!(
+            r#"[[partners]]
+id = "crash-lms"
+name = "Crash test LMS"
+kind = "lms"
+[partners.lti]
+app_url = "https://app.example.test/lti"
+[[partners.lti.platforms]]
+vendor = "moodle"
+issuer = "{}"
+client_id = "{CLIENT}"
+deployment_ids = ["{DEPLOYMENT}"]
+auth_url = "{}"
+token_url = "{}"
+jwks_url = "{}"
+"#,
+            lms.issuer(),
+            lms.auth_url(),
+            lms.token_url(),
+            lms.jwks_url()
+        ),
+    )
+    .unwrap();
+    let settings = [
+        ("GATEWAY__HTTP__PUBLIC_URL", gateway.as_str()),
+        ("GATEWAY__OUTBOUND__ALLOW_HTTP", "true"),
+        ("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true"),
+        ("GATEWAY__JOBS__POLL_INTERVAL_MS", "20"),
+        ("GATEWAY__JOBS__LEASE_SECS", "2"),
+        ("GATEWAY__JOBS__BACKOFF_BASE_MS", "300"),
+        ("GATEWAY__JOBS__BACKOFF_MAX_SECS", "2"),
+    ];
+    let mut server = env.serve_at(port, &settings).await;
+    let app_key = env.create_key("app", None).await;
+
+    // A learner launches (the browser steps by hand).
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let init = lms.login_initiation(LaunchSpec::resource_link(
+        CLIENT,
+        DEPLOYMENT,
+        MockUser::learner("crash-student"),
+        "crash-course",
+        "crash-link",
+    ));
+    let r = if init.post {
+        browser
+            .post(&init.url)
+            .form(&init.params)
+            .send()
+            .await
+            .unwrap()
+    } else {
+        browser.get(init.get_url()).send().await.unwrap()
+    };
+    assert_eq!(r.status(), 302, "{}", server.log());
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let auth = r.headers()["location"].to_str().unwrap().to_owned();
+    let page = browser
+        .get(&auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = parse_auto_post_form(&page).unwrap();
+    let r = browser
+        .post(&form.action)
+        .header("cookie", cookie)
+        .form(&form.fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap());
+    let app = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = app
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let ctx: Value = server
+        .client
+        .post(server.url("/v1/launches/exchange"))
+        .bearer_auth(&app_key)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let launch_id = ctx["launch_id"].as_str().unwrap().to_owned();
+
+    // The LMS is down for the next three score posts; the score is accepted meanwhile.
+    lms.inject_ags(AgsFault::Status {
+        status: 503,
+        retry_after: None,
+        count: 3,
+    });
+    let r = server
+        .client
+        .post(server.url(&format!("/v1/launches/{launch_id}/scores")))
+        .bearer_auth(&app_key)
+        .json(&json!({"scoreGiven": 7, "scoreMaximum": 10, "activityProgress": "Completed", "gradingProgress": "FullyGraded"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let score_id = r.json::<Value>().await.unwrap()["score_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = env.store().await;
+    let attempts = format!("SELECT attempts FROM lti_scores WHERE id = '{score_id}'");
+    let mut waited = 0;
+    while store.scalar(&attempts).await < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+        assert!(
+            waited < 2000,
+            "the first delivery attempt never happened\n{}",
+            server.log()
+        );
+    }
+    server.sigkill().await;
+    let status = store
+        .strings(&format!(
+            "SELECT status FROM lti_scores WHERE id = '{score_id}'"
+        ))
+        .await;
+    assert_eq!(
+        status,
+        ["pending"],
+        "the score must still be on its way at the kill"
+    );
+    assert!(lms.gradebook("crash-course").is_empty());
+
+    // Restarted on the same store, the gateway delivers it.
+    let server = env.serve_at(free_port(), &settings).await;
+    let mut delivered = Value::Null;
+    for _ in 0..600 {
+        let v: Value = server
+            .get(&app_key, &format!("/v1/scores/{score_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "pending" {
+            delivered = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        delivered["status"],
+        "delivered",
+        "{delivered}\n{}",
+        server.log()
+    );
+    let book = lms.gradebook("crash-course");
+    assert_eq!(book.len(), 1, "delivered exactly once: {book:?}");
+    assert_eq!(book[0].score_given, Some(7.0));
+    assert_eq!(
+        store
+            .scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'lti.grade_posted'")
+            .await,
+        1
+    );
+}
