@@ -176,6 +176,28 @@ pub async fn launch_platform(state: &AppState, launch: &Launch) -> Result<Platfo
         })
 }
 
+/// The AGS scopes the launch's claim offers: the only ones the tool may ask a token for
+/// (AGS 2.0 §3.1).
+fn offered(ags: &Value) -> Vec<&str> {
+    ags.get("scope")
+        .and_then(Value::as_array)
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The scope to read line items with: `lineitem.readonly` when offered, else `lineitem`
+/// (full management includes reading); None when neither is.
+fn read_scope(ags: &Value) -> Option<&'static str> {
+    let o = offered(ags);
+    if o.contains(&SCOPE_LINEITEM_READ) {
+        Some(SCOPE_LINEITEM_READ)
+    } else if o.contains(&SCOPE_LINEITEM) {
+        Some(SCOPE_LINEITEM)
+    } else {
+        None
+    }
+}
+
 fn ags_claim(launch: &Launch) -> Result<&Value, ApiError> {
     launch
         .context
@@ -518,7 +540,13 @@ async fn resolve_line_item(
         .ctx("/resource_link/id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let token = platform_token(state, platform, &[SCOPE_LINEITEM], false)
+    let read = read_scope(&ags).ok_or_else(|| {
+        JobError::Permanent(
+            "the LMS offered no line item scope and no line item for this launch: send lineItem with the score"
+                .into(),
+        )
+    })?;
+    let token = platform_token(state, platform, &[read], false)
         .await
         .map_err(|e| JobError::Retry(format!("platform token: {e}")))?;
     let mut list = url::Url::parse(container).map_err(|e| JobError::Permanent(e.to_string()))?;
@@ -532,6 +560,19 @@ async fn resolve_line_item(
     {
         return Ok(li.to_owned());
     }
+    if !offered(&ags).contains(&SCOPE_LINEITEM) {
+        return Err(JobError::Permanent(
+            "the resource link has no line item and the LMS did not offer line item management to create one"
+                .into(),
+        ));
+    }
+    let token = if read == SCOPE_LINEITEM {
+        token
+    } else {
+        platform_token(state, platform, &[SCOPE_LINEITEM], false)
+            .await
+            .map_err(|e| JobError::Retry(format!("platform token: {e}")))?
+    };
     let title = launch
         .ctx("/resource_link/title")
         .and_then(Value::as_str)
@@ -686,8 +727,11 @@ pub async fn list_line_items(
             }
         }
     }
+    let scope = read_scope(ags_claim(launch)?).ok_or_else(|| {
+        ApiError::Conflict("the LMS offered this launch no line item scope".into())
+    })?;
     let platform = launch_platform(state, launch).await?;
-    let token = platform_token(state, &platform, &[SCOPE_LINEITEM_READ], false)
+    let token = platform_token(state, &platform, &[scope], false)
         .await
         .map_err(|e| ApiError::BadGateway {
             code: "lms_token_failed",
@@ -726,9 +770,15 @@ pub async fn write_line_item(
     };
     let platform = launch_platform(state, launch).await?;
     let scope = if method == reqwest::Method::GET {
-        SCOPE_LINEITEM_READ
-    } else {
+        read_scope(ags).ok_or_else(|| {
+            ApiError::Conflict("the LMS offered this launch no line item scope".into())
+        })?
+    } else if offered(ags).contains(&SCOPE_LINEITEM) {
         SCOPE_LINEITEM
+    } else {
+        return Err(ApiError::Conflict(
+            "the LMS did not offer this launch line item management (scope lineitem)".into(),
+        ));
     };
     let token = platform_token(state, &platform, &[scope], false)
         .await

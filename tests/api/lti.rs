@@ -389,3 +389,27 @@ crate::both_backends! {
         assert!(b.contains("nonce was seen before"), "{b}");
     }
 }
+
+crate::both_backends! {
+    async fn a_platform_key_rotation_is_followed_by_refetching_its_jwks(backend) {
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        env.launched("before-rotation").await;
+        let new_kid = env.lms.rotate_key().await.unwrap();
+        assert_eq!(env.lms.signing_kid(), new_kid);
+        // The cached JWKS lacks the new kid: the gateway fetches it again and the launch passes.
+        let ctx = env.launched("after-rotation").await;
+        assert_eq!(ctx["user"]["id"], "after-rotation");
+    }
+
+    async fn the_canvas_developer_key_json_names_the_tool_endpoints(backend) {
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        let body: Value = env.browser.get(format!("{}/lti/config/canvas.json", env.gateway)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(body["oidc_initiation_url"], format!("{}/lti/login", env.gateway));
+        assert_eq!(body["target_link_uri"], format!("{}/lti/launch", env.gateway));
+        assert_eq!(body["public_jwk_url"], format!("{}/.well-known/jwks.json", env.gateway));
+        assert!(body["scopes"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().ends_with("/scope/score")));
+        // The JWKS it points at has an RS256 key for LTI.
+        let jwks: Value = env.browser.get(format!("{}/.well-known/jwks.json", env.gateway)).send().await.unwrap().json().await.unwrap();
+        assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["alg"] == "RS256"));
+    }
+}
