@@ -1,7 +1,7 @@
 //! Discovery: `{iss}/.well-known/smart-configuration`, falling back to the `oauth-uris`
 //! extension of the CapabilityStatement at `{iss}/metadata`; and the issuer's JWKS for
 //! id_token signatures. Both cached per instance for `smart.discovery_ttl_secs`; a JWKS is
-//! refetched early when a token names a key it lacks, at most once a minute per URL.
+//! refetched early when a token names a key it lacks, at most once every 10 s per URL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,10 +134,14 @@ pub struct Discovery {
     ttl: Duration,
     configs: Arc<Mutex<HashMap<String, Cached<SmartConfiguration>>>>,
     jwks: Arc<Mutex<HashMap<String, Cached<Value>>>>,
+    /// When each JWKS was last refetched for an unknown kid.
+    forced: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
-/// A JWKS is refetched for an unknown `kid` at most this often.
-const JWKS_REFETCH_MIN: Duration = Duration::from_secs(60);
+/// A JWKS is refetched for an unknown `kid` at most this often per URL, so tokens naming
+/// random kids cannot make the gateway hammer a partner (a real rotation is picked up by
+/// the first launch after it).
+const JWKS_REFETCH_MIN: Duration = Duration::from_secs(10);
 
 impl Discovery {
     pub fn new(outbound: Outbound, ttl: Duration) -> Discovery {
@@ -146,6 +150,7 @@ impl Discovery {
             ttl,
             configs: Arc::default(),
             jwks: Arc::default(),
+            forced: Arc::default(),
         }
     }
 
@@ -186,8 +191,20 @@ impl Discovery {
     /// The JWKS at `uri`; `refresh` asks for a fresh copy (an unknown `kid`), honoured at
     /// most once a minute.
     pub async fn jwks(&self, uri: &str, refresh: bool) -> Result<Arc<Value>, DiscoveryError> {
-        let max_age = if refresh { JWKS_REFETCH_MIN } else { self.ttl };
-        if let Some(hit) = fresh(&self.jwks, uri, max_age) {
+        if refresh {
+            let recently = self
+                .forced
+                .lock()
+                .ok()
+                .and_then(|m| m.get(uri).copied())
+                .is_some_and(|at| at.elapsed() < JWKS_REFETCH_MIN);
+            if recently && let Some(hit) = fresh(&self.jwks, uri, self.ttl) {
+                return Ok(hit);
+            }
+            if let Ok(mut m) = self.forced.lock() {
+                m.insert(uri.to_owned(), Instant::now());
+            }
+        } else if let Some(hit) = fresh(&self.jwks, uri, self.ttl) {
             return Ok(hit);
         }
         let body = self.fetch_json(uri).await?;
