@@ -189,7 +189,7 @@ impl Discovery {
     }
 
     /// The JWKS at `uri`; `refresh` asks for a fresh copy (an unknown `kid`), honoured at
-    /// most once a minute.
+    /// most once every 10 s per URL.
     pub async fn jwks(&self, uri: &str, refresh: bool) -> Result<Arc<Value>, DiscoveryError> {
         if refresh {
             let recently = self
