@@ -131,6 +131,10 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(acquire)
+                // An in-process file cannot drop a connection: skip sqlx's ping before each
+                // checkout (two worker hand-offs per query otherwise). PostgreSQL keeps it, so
+                // a failover does not hand out dead connections.
+                .test_before_acquire(false)
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot open SQLite database {}", filename.display()))?;

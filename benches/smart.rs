@@ -1,0 +1,2134 @@
+//! SMART bench: complete launches per second through the gateway against the mock EHR
+//! (`sandbox::ehr`) on loopback, and the FHIR proxy against the mock FHIR server called
+//! directly, all in one run. SQLite, then PostgreSQL when `BENCH_DATABASE_URL` is set.
+//!
+//! ```sh
+//! export CARGO_TARGET_DIR=/work/target-bench    # any target dir
+//! cargo bench --bench smart                      # SQLite (+ PostgreSQL with BENCH_DATABASE_URL)
+//! cargo bench --bench smart -- --duration 10 --rounds 5 --backend sqlite
+//! scripts/bench-smart.sh                         # installs wrk if missing, then the above
+//! ```
+//!
+//! What it measures, per store:
+//! 1. Launches: the whole browser flow (`/smart/launch` -> the mock's authorize ->
+//!    `/smart/callback` -> `POST /v1/launches/exchange`) for a public and a
+//!    confidential-asymmetric client: `--launches` sequential ones, then `--workers`
+//!    concurrent workers for `--launch-secs`. Baseline in the same run: the EHR's part alone
+//!    (the mock's launch, authorize and token requests, driven by a minimal client that
+//!    sends the same authorize parameters and, for the asymmetric client, signs the same
+//!    RS384 assertion with the gateway's key loaded once).
+//! 2. Proxy throughput: `wrk` (a separate process) against `GET {iss}/Patient/{id}` with the
+//!    EHR's access token (direct) and `GET /v1/launches/{id}/fhir/Patient/{id}` with the app
+//!    key (proxy), same threads/connections/duration, alternating, `--rounds` times; medians.
+//!    Without wrk (or with `--no-wrk`) an in-process reqwest load generator is used instead.
+//! 3. Added latency: `--latency-requests` sequential pairs (direct, proxy; the order
+//!    alternates), one keep-alive connection each, after `--warmup` pairs.
+//!
+//! The gateway and the mock EHR run on one tokio runtime (2 workers), the bench's client
+//! side on another (2 workers), wrk in its own process: all share the machine's cores.
+//! Targets (from the issue): the proxy keeps >= 70% of the direct throughput and adds
+//! < 1 ms at the median. Exit status 1 when a request failed (its figures are not valid).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use partner_gateway::apikeys::{self, Role};
+use partner_gateway::app::{self, AppState};
+use partner_gateway::config::{Config, Layer};
+use partner_gateway::jobs::Handlers;
+use partner_gateway::keys::{self, SigningKey};
+use partner_gateway::sandbox::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
+use partner_gateway::smart::flow::{
+    AuthorizeRequest, authorize_url, client_assertion_claims, pkce_pair, random_token,
+};
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+const APP_URL: &str = "https://app.example.test/launch";
+const PUBLIC_PARTNER: &str = "bench-ehr-public";
+const ASYM_PARTNER: &str = "bench-ehr-asym";
+const PUBLIC_CLIENT: &str = "app-public";
+const ASYM_CLIENT: &str = "app-asym";
+const SCOPES: [&str; 5] = [
+    "openid",
+    "fhirUser",
+    "offline_access",
+    "patient/Patient.rs",
+    "patient/Observation.cruds",
+];
+const FHIR_ACCEPT: &str = "application/fhir+json";
+const TARGET_RATIO: f64 = 0.70;
+const TARGET_ADDED_MS: f64 = 1.0;
+
+const USAGE: &str = "usage: cargo bench --bench smart -- [--backend sqlite|postgres|both] \
+[--launches N (200)] [--workers N (8)] [--launch-secs S (5)] [--duration S (5, per wrk run)] \
+[--rounds N (3)] [--threads N (2)] [--connections N (32)] [--latency-requests N (2000)] \
+[--warmup N (200)] [--no-wrk] [--only launches,proxy,latency]\n\
+PostgreSQL runs when BENCH_DATABASE_URL is set (a fresh schema, dropped at the end).";
+
+// ------------------------------------------------------------------------------------------
+// Options
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+struct Opts {
+    backends: Vec<Backend>,
+    pg_url: Option<String>,
+    launches: usize,
+    workers: usize,
+    launch_secs: f64,
+    duration_secs: u64,
+    rounds: usize,
+    threads: usize,
+    connections: usize,
+    latency_requests: usize,
+    warmup: usize,
+    no_wrk: bool,
+    /// Which parts run (all by default; `--only` narrows it, e.g. for a profiler).
+    launches_phase: bool,
+    proxy_phase: bool,
+    latency_phase: bool,
+}
+
+fn parse_args() -> anyhow::Result<Opts> {
+    let pg_url = std::env::var("BENCH_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let mut o = Opts {
+        backends: if pg_url.is_some() {
+            vec![Backend::Sqlite, Backend::Postgres]
+        } else {
+            vec![Backend::Sqlite]
+        },
+        pg_url,
+        launches: 200,
+        workers: 8,
+        launch_secs: 5.0,
+        duration_secs: 5,
+        rounds: 3,
+        threads: 2,
+        connections: 32,
+        latency_requests: 2000,
+        warmup: 200,
+        no_wrk: false,
+        launches_phase: true,
+        proxy_phase: true,
+        latency_phase: true,
+    };
+    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
+        let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        v.replace('_', "")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a number\n{USAGE}"))
+    }
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            "--launches" => o.launches = num(&a, args.next())?,
+            "--workers" => o.workers = num(&a, args.next())?,
+            "--launch-secs" => o.launch_secs = num(&a, args.next())?,
+            "--duration" => o.duration_secs = num(&a, args.next())?,
+            "--rounds" => o.rounds = num(&a, args.next())?,
+            "--threads" => o.threads = num(&a, args.next())?,
+            "--connections" => o.connections = num(&a, args.next())?,
+            "--latency-requests" => o.latency_requests = num(&a, args.next())?,
+            "--warmup" => o.warmup = num(&a, args.next())?,
+            "--no-wrk" => o.no_wrk = true,
+            "--only" => {
+                let v = args.next().context(USAGE)?;
+                o.launches_phase = false;
+                o.proxy_phase = false;
+                o.latency_phase = false;
+                for part in v.split(',') {
+                    match part.trim() {
+                        "launches" => o.launches_phase = true,
+                        "proxy" => o.proxy_phase = true,
+                        "latency" => o.latency_phase = true,
+                        other => bail!(
+                            "--only takes launches, proxy, latency (comma-separated), not {other:?}\n{USAGE}"
+                        ),
+                    }
+                }
+            }
+            "--backend" => {
+                o.backends = match args.next().as_deref() {
+                    Some("sqlite") => vec![Backend::Sqlite],
+                    Some("postgres") => vec![Backend::Postgres],
+                    Some("both") => vec![Backend::Sqlite, Backend::Postgres],
+                    _ => bail!("--backend takes sqlite, postgres or both\n{USAGE}"),
+                }
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if o.backends.contains(&Backend::Postgres) && o.pg_url.is_none() {
+        bail!(
+            "--backend postgres needs BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+        );
+    }
+    ensure!(
+        o.launches > 0 && o.workers > 0 && o.rounds > 0 && o.latency_requests > 0,
+        "--launches, --workers, --rounds and --latency-requests must be at least 1"
+    );
+    ensure!(
+        o.duration_secs > 0 && o.launch_secs > 0.0,
+        "--duration and --launch-secs must be positive"
+    );
+    ensure!(
+        o.threads > 0 && o.connections >= o.threads,
+        "--threads must be at least 1 and --connections at least --threads (wrk's rule)"
+    );
+    Ok(o)
+}
+
+// ------------------------------------------------------------------------------------------
+// Small helpers
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median_f64(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return 0.0;
+    }
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn snippet(s: &str) -> String {
+    let s: String = s.chars().take(300).collect();
+    s.replace('\n', " ")
+}
+
+/// Run `f` on the server runtime (where the gateway, its pool and the mock EHR live).
+async fn on_server<F>(h: &Handle, f: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    h.spawn(f)
+        .await
+        .expect("a task on the server runtime panicked")
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let db = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => format!(
+            "BENCH_DATABASE_URL={} ",
+            partner_gateway::db::redact_url(&u)
+        ),
+        _ => String::new(),
+    };
+    if args.is_empty() {
+        format!("{db}cargo bench --bench smart")
+    } else {
+        format!("{db}cargo bench --bench smart -- {}", args.join(" "))
+    }
+}
+
+fn shell(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn machine_facts() -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let commit = shell("git", &["-C", root, "rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty = shell(
+        "git",
+        &[
+            "-C",
+            root,
+            "status",
+            "--porcelain",
+            "--",
+            "src",
+            "Cargo.toml",
+        ],
+    )
+    .map(|s| {
+        format!(
+            " (+ {} uncommitted changes under src/ or Cargo.toml)",
+            s.lines().count()
+        )
+    })
+    .unwrap_or_default();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let kernel = shell("uname", &["-sr"]).unwrap_or_else(|| "?".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "?".into());
+    let rustc = shell("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into());
+    vec![
+        format!("commit `{commit}`{dirty}"),
+        format!("machine: nproc {nproc}, {cpu}, {mem} RAM, {kernel}"),
+        format!("{rustc}, release profile (cargo bench)"),
+    ]
+}
+
+/// Machine-wide CPU use between two points (`/proc/stat`).
+struct CpuSample(Option<Vec<u64>>);
+
+impl CpuSample {
+    fn read() -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().ok())
+            .collect()
+    }
+    fn now() -> Self {
+        CpuSample(Self::read())
+    }
+    /// (busy %, steal %) of all cores since the sample.
+    fn since(&self) -> Option<(f64, f64)> {
+        let (Some(a), Some(b)) = (&self.0, Self::read()) else {
+            return None;
+        };
+        let d: Vec<u64> = b.iter().zip(a).map(|(b, a)| b.saturating_sub(*a)).collect();
+        if d.len() < 8 {
+            return None;
+        }
+        let total: u64 = d.iter().take(8).sum();
+        if total == 0 {
+            return None;
+        }
+        let idle = d[3] + d[4];
+        Some((
+            (total - idle) as f64 * 100.0 / total as f64,
+            d[7] as f64 * 100.0 / total as f64,
+        ))
+    }
+}
+
+/// CPU seconds of this process (gateway + mock EHR + bench client) and of its reaped
+/// children (wrk), from `/proc/self/stat`.
+#[derive(Clone, Copy, Default)]
+struct ProcCpu {
+    own: f64,
+    children: f64,
+}
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`, else 100).
+fn ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        shell("getconf", &["CLK_TCK"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+impl ProcCpu {
+    fn read(ticks: f64) -> Option<ProcCpu> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        // After the command: state (field 3) ... utime 14, stime 15, cutime 16, cstime 17.
+        let at = |field: usize| f.get(field - 3).copied().unwrap_or(0.0);
+        Some(ProcCpu {
+            own: (at(14) + at(15)) / ticks,
+            children: (at(16) + at(17)) / ticks,
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The environment: two mock EHRs (one per client type) and the gateway
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Public,
+    Asymmetric,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Public => "public",
+            Kind::Asymmetric => "confidential-asymmetric",
+        }
+    }
+}
+
+struct Env {
+    server: Handle,
+    state: AppState,
+    gateway: String,
+    ehr_public: MockEhr,
+    ehr_asym: MockEhr,
+    app_key: String,
+    /// The gateway's RS384 key, loaded once, for the EHR-only baseline's assertions.
+    assertion_key: SigningKey,
+    browser: reqwest::Client,
+    shutdown: CancellationToken,
+    serve: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn ehr(&self, kind: Kind) -> &MockEhr {
+        match kind {
+            Kind::Public => &self.ehr_public,
+            Kind::Asymmetric => &self.ehr_asym,
+        }
+    }
+
+    fn client_id(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Public => PUBLIC_CLIENT,
+            Kind::Asymmetric => ASYM_CLIENT,
+        }
+    }
+
+    fn context(&self, kind: Kind) -> LaunchContext {
+        let ehr = self.ehr(kind);
+        LaunchContext {
+            patient: Some(ehr.default_patient()),
+            encounter: Some("enc-1".into()),
+            user: ehr.default_practitioner(),
+            fhir_context: vec![serde_json::json!({"reference": "DiagnosticReport/dr-1"})],
+            intent: Some("reconcile-medications".into()),
+            need_patient_banner: true,
+            smart_style_url: Some("https://ehr.example.test/style.json".into()),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(serve) = self.serve.take() {
+            match tokio::time::timeout(Duration::from_secs(40), serve).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => eprintln!("warning: the gateway stopped with an error: {e:#}"),
+                Ok(Err(e)) => eprintln!("warning: the gateway task failed: {e}"),
+                Err(_) => eprintln!("warning: the gateway did not stop within 40 s"),
+            }
+        }
+    }
+}
+
+fn bench_layer(
+    db_url: &str,
+    dir: &Path,
+    gateway: &str,
+    iss_public: &str,
+    iss_asym: &str,
+) -> String {
+    let scopes: Vec<String> = SCOPES.iter().map(|s| format!("{s:?}")).collect();
+    let scopes = scopes.join(", ");
+    format!(
+        r#"
+[database]
+url = "{db_url}"
+[keys]
+master_key_file = "{dir}/master.key"
+[outbound]
+allow_http = true
+allow_private_networks = true
+[http]
+public_url = "{gateway}"
+[jobs]
+enabled = false
+
+[[partners]]
+id = "{PUBLIC_PARTNER}"
+name = "Bench EHR (public client)"
+kind = "ehr"
+[partners.smart]
+vendor = "epic"
+issuers = ["{iss_public}"]
+client_id = "{PUBLIC_CLIENT}"
+client_type = "public"
+scopes = [{scopes}]
+app_url = "{APP_URL}"
+
+[[partners]]
+id = "{ASYM_PARTNER}"
+name = "Bench EHR (confidential-asymmetric client)"
+kind = "ehr"
+[partners.smart]
+vendor = "epic"
+issuers = ["{iss_asym}"]
+client_id = "{ASYM_CLIENT}"
+client_type = "confidential-asymmetric"
+scopes = [{scopes}]
+app_url = "{APP_URL}"
+"#,
+        dir = dir.display(),
+    )
+}
+
+/// Start both mocks and the gateway on the server runtime; returns the environment.
+async fn start_env(server: Handle, db_url: String) -> anyhow::Result<Env> {
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-bench-smart-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let dir_path = dir.path().to_owned();
+    let h = server.clone();
+    let started = on_server(&server, async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the gateway's listener on 127.0.0.1")?;
+        let gateway = format!("http://{}", listener.local_addr()?);
+        let redirect = format!("{gateway}/smart/callback");
+        let jwks = format!("{gateway}/.well-known/jwks.json");
+        let ehr_public = MockEhr::start(MockEhrOptions::new(
+            Vendor::Epic,
+            vec![MockClient::public(PUBLIC_CLIENT, &redirect)],
+        ))
+        .await
+        .context("starting the mock EHR (public client)")?;
+        let ehr_asym = MockEhr::start(MockEhrOptions::new(
+            Vendor::Epic,
+            vec![MockClient::asymmetric(
+                ASYM_CLIENT,
+                &jwks,
+                vec![redirect.clone()],
+            )],
+        ))
+        .await
+        .context("starting the mock EHR (asymmetric client)")?;
+        let layers = vec![
+            Layer {
+                origin: "config/partners.toml".into(),
+                text: include_str!("../config/partners.toml").into(),
+            },
+            Layer {
+                origin: "config/meters.toml".into(),
+                text: include_str!("../config/meters.toml").into(),
+            },
+            Layer {
+                origin: "bench.toml".into(),
+                text: bench_layer(
+                    &db_url,
+                    &dir_path,
+                    &gateway,
+                    &ehr_public.iss(),
+                    &ehr_asym.iss(),
+                ),
+            },
+        ];
+        let config = Config::from_layers(layers, Vec::new())
+            .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
+        let state = AppState::prepare(config, true)
+            .await
+            .context("preparing the gateway (connect, migrate, sync partners, keys)")?;
+        let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench"))
+            .await
+            .context("creating the app API key")?;
+        let alg = state
+            .config
+            .partner(ASYM_PARTNER)
+            .and_then(|p| p.smart.as_ref())
+            .map(|r| r.alg())
+            .context("the asymmetric partner has no SMART registration")?;
+        let assertion_key = keys::signing_key(&state.db, &state.master_key, alg)
+            .await
+            .context("loading the gateway's signing key")?;
+        let shutdown = CancellationToken::new();
+        let serve = tokio::spawn(app::serve(
+            state.clone(),
+            listener,
+            Handlers::new(),
+            shutdown.clone(),
+        ));
+        anyhow::Ok((
+            gateway,
+            ehr_public,
+            ehr_asym,
+            state,
+            app_key,
+            assertion_key,
+            shutdown,
+            serve,
+        ))
+    })
+    .await?;
+    let (gateway, ehr_public, ehr_asym, state, app_key, assertion_key, shutdown, serve) = started;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the bench's HTTP client")?;
+    let env = Env {
+        server: h,
+        state,
+        gateway,
+        ehr_public,
+        ehr_asym,
+        app_key,
+        assertion_key,
+        browser,
+        shutdown,
+        serve: Some(serve),
+        _dir: dir,
+    };
+    // The gateway answers before anything is timed.
+    let health = format!("{}/healthz", env.gateway);
+    let mut last = String::new();
+    for _ in 0..50 {
+        match env.browser.get(&health).send().await {
+            Ok(r) if r.status().is_success() => return Ok(env),
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the gateway did not answer /healthz: {last}")
+}
+
+// ------------------------------------------------------------------------------------------
+// One launch, through the gateway or against the EHR alone
+
+/// GET `url`, expect a redirect; returns its Location.
+async fn redirect_of(b: &reqwest::Client, url: &str, step: &str) -> anyhow::Result<String> {
+    let r = b
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{step}: request failed"))?;
+    let status = r.status();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = r.text().await.unwrap_or_default();
+    match location {
+        Some(l) if status.is_redirection() => Ok(l),
+        _ => bail!(
+            "{step}: expected a redirect, got {status}: {}",
+            snippet(&body)
+        ),
+    }
+}
+
+fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
+    let u = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .with_context(|| format!("no {name} in {}", snippet(url)))
+}
+
+/// The whole EHR launch through the gateway, ending with the app's exchange: the launch id.
+async fn gateway_launch(env: &Env, kind: Kind) -> anyhow::Result<String> {
+    let ehr = env.ehr(kind);
+    let launch = ehr.launch(env.context(kind));
+    let start = format!(
+        "{}/smart/launch?iss={}&launch={}",
+        env.gateway,
+        enc(&ehr.iss()),
+        enc(&launch)
+    );
+    let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
+    let callback = redirect_of(&env.browser, &authorize, "the EHR's authorize").await?;
+    ensure!(
+        callback.starts_with(&format!("{}/smart/callback", env.gateway)),
+        "the EHR's authorize redirected elsewhere: {}",
+        snippet(&callback)
+    );
+    let app = redirect_of(&env.browser, &callback, "GET /smart/callback").await?;
+    ensure!(
+        app.starts_with(APP_URL),
+        "the callback did not redirect to the app: {}",
+        snippet(&app)
+    );
+    let code = query_param(&app, "code")?;
+    let r = env
+        .browser
+        .post(format!("{}/v1/launches/exchange", env.gateway))
+        .bearer_auth(&env.app_key)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await
+        .context("POST /v1/launches/exchange: request failed")?;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    ensure!(
+        status.is_success(),
+        "POST /v1/launches/exchange answered {status}: {}",
+        snippet(&text)
+    );
+    let body: Value = serde_json::from_str(&text).context("the exchange answer is not JSON")?;
+    body["launch_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no launch_id in {}", snippet(&text)))
+}
+
+/// What the gateway sends to the EHR's authorize endpoint, captured from one launch.
+struct AuthorizeTemplate {
+    endpoint: url::Url,
+    scope: String,
+    redirect_uri: String,
+}
+
+async fn authorize_template(env: &Env, kind: Kind) -> anyhow::Result<AuthorizeTemplate> {
+    let ehr = env.ehr(kind);
+    let launch = ehr.launch(env.context(kind));
+    let start = format!(
+        "{}/smart/launch?iss={}&launch={}",
+        env.gateway,
+        enc(&ehr.iss()),
+        enc(&launch)
+    );
+    let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
+    let mut endpoint = url::Url::parse(&authorize).context("the authorize URL")?;
+    endpoint.set_query(None);
+    ensure!(
+        endpoint.as_str() == ehr.authorize_url(),
+        "the gateway sent the browser to {endpoint}, not the mock's {}",
+        ehr.authorize_url()
+    );
+    ensure!(query_param(&authorize, "client_id")? == Env::client_id(kind));
+    Ok(AuthorizeTemplate {
+        endpoint,
+        scope: query_param(&authorize, "scope")?,
+        redirect_uri: query_param(&authorize, "redirect_uri")?,
+    })
+}
+
+/// The EHR's part of a launch alone: launch, authorize (same parameters the gateway sends),
+/// token request with PKCE and the client's authentication (for the asymmetric client the
+/// same RS384 assertion the gateway signs, with its key loaded once).
+async fn ehr_only_launch(env: &Env, kind: Kind, t: &AuthorizeTemplate) -> anyhow::Result<()> {
+    let ehr = env.ehr(kind);
+    let launch = ehr.launch(env.context(kind));
+    let (verifier, challenge) = pkce_pair();
+    let state = random_token(32);
+    let iss = ehr.iss();
+    let url = authorize_url(
+        &t.endpoint,
+        &AuthorizeRequest {
+            client_id: Env::client_id(kind),
+            redirect_uri: &t.redirect_uri,
+            scope: &t.scope,
+            state: &state,
+            aud: &iss,
+            code_challenge: &challenge,
+            launch: Some(&launch),
+        },
+    );
+    let callback = redirect_of(&env.browser, url.as_str(), "the EHR's authorize").await?;
+    ensure!(
+        query_param(&callback, "state")? == state,
+        "the EHR returned another state"
+    );
+    let code = query_param(&callback, "code")?;
+    let token_url = ehr.token_url();
+    let mut form: Vec<(&str, String)> = vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code),
+        ("redirect_uri", t.redirect_uri.clone()),
+        ("code_verifier", verifier),
+    ];
+    match kind {
+        Kind::Public => form.push(("client_id", PUBLIC_CLIENT.into())),
+        Kind::Asymmetric => {
+            let claims =
+                client_assertion_claims(ASYM_CLIENT, &token_url, chrono::Utc::now().timestamp());
+            let assertion = keys::sign_jwt(&env.assertion_key, &claims)?;
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            form.push(("client_assertion", assertion));
+        }
+    }
+    let r = env
+        .browser
+        .post(&token_url)
+        .header("accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .context("the EHR's token endpoint: request failed")?;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    ensure!(
+        status.is_success(),
+        "the EHR's token endpoint answered {status}: {}",
+        snippet(&text)
+    );
+    let body: Value = serde_json::from_str(&text).context("the token answer is not JSON")?;
+    ensure!(
+        body["access_token"].as_str().is_some_and(|s| !s.is_empty()),
+        "no access_token"
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Flow {
+    Gateway(Kind),
+    EhrOnly(Kind),
+}
+
+async fn run_flow(env: &Env, flow: Flow, t: &AuthorizeTemplate) -> anyhow::Result<()> {
+    match flow {
+        Flow::Gateway(kind) => gateway_launch(env, kind).await.map(|_| ()),
+        Flow::EhrOnly(kind) => ehr_only_launch(env, kind, t).await,
+    }
+}
+
+struct LaunchStats {
+    launches: usize,
+    elapsed: Duration,
+    times: Vec<Duration>,
+    failures: usize,
+    first_error: Option<String>,
+    /// CPU of this process (gateway + mock EHR + bench client) per launch, ms.
+    cpu_ms: Option<f64>,
+    /// Machine busy %, all cores.
+    busy_pct: Option<f64>,
+}
+
+/// `f`'s stats with the CPU it took.
+async fn with_cpu(f: impl Future<Output = LaunchStats>) -> LaunchStats {
+    let cpu = CpuSample::now();
+    let before = ProcCpu::read(ticks());
+    let mut s = f.await;
+    if let (Some(b), Some(a)) = (before, ProcCpu::read(ticks()))
+        && s.launches > 0
+    {
+        s.cpu_ms = Some((a.own - b.own) * 1000.0 / s.launches as f64);
+    }
+    s.busy_pct = cpu.since().map(|(busy, _)| busy);
+    s
+}
+
+impl LaunchStats {
+    /// Two blocks of the same flow as one.
+    fn merge(self, other: LaunchStats) -> LaunchStats {
+        let n = (self.launches + other.launches).max(1) as f64;
+        let secs = (self.elapsed + other.elapsed).as_secs_f64().max(1e-9);
+        let cpu_ms = match (self.cpu_ms, other.cpu_ms) {
+            (Some(a), Some(b)) => Some((a * self.launches as f64 + b * other.launches as f64) / n),
+            _ => None,
+        };
+        let busy_pct = match (self.busy_pct, other.busy_pct) {
+            (Some(a), Some(b)) => {
+                Some((a * self.elapsed.as_secs_f64() + b * other.elapsed.as_secs_f64()) / secs)
+            }
+            _ => None,
+        };
+        let mut times = self.times;
+        times.extend(other.times);
+        LaunchStats {
+            launches: self.launches + other.launches,
+            elapsed: self.elapsed + other.elapsed,
+            times,
+            failures: self.failures + other.failures,
+            first_error: self.first_error.or(other.first_error),
+            cpu_ms,
+            busy_pct,
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.launches as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn p(&self, q: f64) -> f64 {
+        let mut s = self.times.clone();
+        s.sort();
+        ms(percentile(&s, q))
+    }
+    fn line(&self) -> String {
+        format!(
+            "{:>5} launches in {:>6.2} s = {:>7.1}/s; p50 {:.2} ms, p99 {:.2} ms{}{}",
+            self.launches,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.p(0.5),
+            self.p(0.99),
+            match (self.cpu_ms, self.busy_pct) {
+                (Some(c), Some(b)) => format!("; CPU {c:.2} ms/launch [machine busy {b:.0}%]"),
+                _ => String::new(),
+            },
+            if self.failures > 0 {
+                format!(
+                    "; {} FAILED, first: {}",
+                    self.failures,
+                    self.first_error.as_deref().unwrap_or("")
+                )
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Sequential(usize),
+    /// Workers, seconds.
+    Concurrent(usize, f64),
+}
+
+/// The gateway flow and the EHR-only flow of `kind`, each in two blocks of half the
+/// launches (or half the time), run gateway, EHR-only, EHR-only, gateway.
+async fn abba(
+    env: &Arc<Env>,
+    kind: Kind,
+    t: &Arc<AuthorizeTemplate>,
+    mode: Mode,
+) -> (LaunchStats, LaunchStats) {
+    let half = match mode {
+        Mode::Sequential(n) => Mode::Sequential(n.div_ceil(2)),
+        Mode::Concurrent(w, secs) => Mode::Concurrent(w, secs / 2.0),
+    };
+    let block = |flow: Flow| async move {
+        with_cpu(async {
+            match half {
+                Mode::Sequential(n) => sequential(env, flow, t, n).await,
+                Mode::Concurrent(w, secs) => concurrent(env, flow, t, w, secs).await,
+            }
+        })
+        .await
+    };
+    let g1 = block(Flow::Gateway(kind)).await;
+    let b1 = block(Flow::EhrOnly(kind)).await;
+    let b2 = block(Flow::EhrOnly(kind)).await;
+    let g2 = block(Flow::Gateway(kind)).await;
+    (g1.merge(g2), b1.merge(b2))
+}
+
+async fn sequential(env: &Env, flow: Flow, t: &AuthorizeTemplate, n: usize) -> LaunchStats {
+    let mut times = Vec::with_capacity(n);
+    let (mut failures, mut first_error) = (0, None);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        match run_flow(env, flow, t).await {
+            Ok(()) => times.push(t0.elapsed()),
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    LaunchStats {
+        launches: times.len(),
+        elapsed: started.elapsed(),
+        times,
+        failures,
+        first_error,
+        cpu_ms: None,
+        busy_pct: None,
+    }
+}
+
+async fn concurrent(
+    env: &Arc<Env>,
+    flow: Flow,
+    t: &Arc<AuthorizeTemplate>,
+    workers: usize,
+    secs: f64,
+) -> LaunchStats {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (env, t) = (env.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let (mut failures, mut first_error) = (0usize, None::<String>);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match run_flow(&env, flow, &t).await {
+                    Ok(()) => times.push(t0.elapsed()),
+                    Err(e) => {
+                        failures += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (times, failures, first_error)
+        }));
+    }
+    let mut all = LaunchStats {
+        launches: 0,
+        elapsed: Duration::ZERO,
+        times: Vec::new(),
+        failures: 0,
+        first_error: None,
+        cpu_ms: None,
+        busy_pct: None,
+    };
+    for task in tasks {
+        match task.await {
+            Ok((times, failures, first)) => {
+                all.times.extend(times);
+                all.failures += failures;
+                if all.first_error.is_none() {
+                    all.first_error = first;
+                }
+            }
+            Err(e) => {
+                all.failures += 1;
+                all.first_error
+                    .get_or_insert_with(|| format!("a worker panicked: {e}"));
+            }
+        }
+    }
+    all.elapsed = started.elapsed();
+    all.launches = all.times.len();
+    all
+}
+
+// ------------------------------------------------------------------------------------------
+// Load: wrk, or an in-process fallback
+
+struct LoadRun {
+    rps: f64,
+    requests: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non2xx: u64,
+    socket_errors: u64,
+    /// CPU of this process (gateway + mock + idle bench client) per answered request, µs.
+    server_cpu_us: Option<f64>,
+    /// CPU of wrk per answered request, µs.
+    client_cpu_us: Option<f64>,
+    busy_pct: Option<f64>,
+    steal_pct: Option<f64>,
+}
+
+/// `1.23ms`, `456.78us`, `1.02s`, `2.00m` -> milliseconds.
+fn wrk_ms(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|x| x * mul)
+}
+
+fn parse_wrk(out: &str) -> anyhow::Result<(f64, u64, f64, f64, u64, u64)> {
+    let mut rps = None;
+    let mut requests = None;
+    let (mut p50, mut p99) = (None, None);
+    let (mut non2xx, mut socket) = (0u64, 0u64);
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = l.strip_prefix("50%") {
+            p50 = wrk_ms(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            p99 = wrk_ms(v);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            non2xx = v.trim().parse().unwrap_or(u64::MAX);
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            socket = v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+        } else if l.contains(" requests in ") {
+            requests = l.split_whitespace().next().and_then(|n| n.parse().ok());
+        }
+    }
+    Ok((
+        rps.with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))?,
+        requests.with_context(|| format!("no request count in wrk's output:\n{out}"))?,
+        p50.with_context(|| format!("no 50% latency in wrk's output:\n{out}"))?,
+        p99.with_context(|| format!("no 99% latency in wrk's output:\n{out}"))?,
+        non2xx,
+        socket,
+    ))
+}
+
+struct Target {
+    url: String,
+    bearer: String,
+}
+
+struct Load {
+    wrk: bool,
+    threads: usize,
+    connections: usize,
+    ticks: f64,
+}
+
+impl Load {
+    async fn run(&self, target: &Target, secs: u64) -> anyhow::Result<LoadRun> {
+        let cpu = CpuSample::now();
+        let before = ProcCpu::read(self.ticks);
+        let mut run = if self.wrk {
+            self.wrk(target, secs).await?
+        } else {
+            self.in_process(target, secs).await?
+        };
+        let after = ProcCpu::read(self.ticks);
+        if let (Some(b), Some(a)) = (before, after)
+            && run.requests > 0
+        {
+            let n = run.requests as f64;
+            run.server_cpu_us = Some((a.own - b.own) * 1e6 / n);
+            if self.wrk {
+                run.client_cpu_us = Some((a.children - b.children) * 1e6 / n);
+            }
+        }
+        if let Some((busy, steal)) = cpu.since() {
+            run.busy_pct = Some(busy);
+            run.steal_pct = Some(steal);
+        }
+        Ok(run)
+    }
+
+    async fn wrk(&self, target: &Target, secs: u64) -> anyhow::Result<LoadRun> {
+        let out = tokio::process::Command::new("wrk")
+            .arg("-t")
+            .arg(self.threads.to_string())
+            .arg("-c")
+            .arg(self.connections.to_string())
+            .arg("-d")
+            .arg(format!("{secs}s"))
+            .arg("--timeout")
+            .arg("10s")
+            .arg("--latency")
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", target.bearer))
+            .arg("-H")
+            .arg(format!("Accept: {FHIR_ACCEPT}"))
+            .arg(&target.url)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running wrk")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "wrk failed ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (rps, requests, p50_ms, p99_ms, non2xx, socket_errors) = parse_wrk(&text)?;
+        Ok(LoadRun {
+            rps,
+            requests,
+            p50_ms,
+            p99_ms,
+            non2xx,
+            socket_errors,
+            server_cpu_us: None,
+            client_cpu_us: None,
+            busy_pct: None,
+            steal_pct: None,
+        })
+    }
+
+    /// `connections` tasks on the bench's client runtime, each with its own connection.
+    async fn in_process(&self, target: &Target, secs: u64) -> anyhow::Result<LoadRun> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(secs);
+        let ok = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..self.connections {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(10))
+                .build()?;
+            let (url, bearer, ok) = (target.url.clone(), target.bearer.clone(), ok.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut times, mut bad, mut errors) = (Vec::new(), 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let r = client
+                        .get(&url)
+                        .bearer_auth(&bearer)
+                        .header("accept", FHIR_ACCEPT)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) => {
+                            let good = r.status().is_success();
+                            if r.bytes().await.is_err() {
+                                errors += 1;
+                                continue;
+                            }
+                            times.push(t0.elapsed());
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if !good {
+                                bad += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (times, bad, errors)
+            }));
+        }
+        let (mut times, mut non2xx, mut socket_errors) = (Vec::new(), 0, 0);
+        for t in tasks {
+            let (t, b, e) = t.await.context("a load task panicked")?;
+            times.extend(t);
+            non2xx += b;
+            socket_errors += e;
+        }
+        let elapsed = started.elapsed();
+        times.sort();
+        Ok(LoadRun {
+            rps: times.len() as f64 / elapsed.as_secs_f64(),
+            requests: times.len() as u64,
+            p50_ms: ms(percentile(&times, 0.5)),
+            p99_ms: ms(percentile(&times, 0.99)),
+            non2xx,
+            socket_errors,
+            server_cpu_us: None,
+            client_cpu_us: None,
+            busy_pct: None,
+            steal_pct: None,
+        })
+    }
+}
+
+fn wrk_version() -> Option<String> {
+    // `wrk -v` prints its version and exits non-zero.
+    let out = std::process::Command::new("wrk").arg("-v").output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .next()
+        .filter(|l| l.starts_with("wrk"))
+        .map(|l| l.split(" [").next().unwrap_or(l).trim().to_owned())
+}
+
+// ------------------------------------------------------------------------------------------
+// One store
+
+struct LaunchRow {
+    kind: Kind,
+    mode: String,
+    gateway: LaunchStats,
+    baseline: LaunchStats,
+}
+
+struct ProxyReport {
+    direct: Vec<LoadRun>,
+    proxy: Vec<LoadRun>,
+    /// fhir.request usage events stored during the proxy runs vs requests wrk counted.
+    usage_stored: i64,
+    usage_counted: u64,
+}
+
+struct LatencyReport {
+    pairs: usize,
+    direct: Vec<Duration>,
+    proxy: Vec<Duration>,
+    diffs_us: Vec<f64>,
+}
+
+struct StoreReport {
+    backend: Backend,
+    launches: Vec<LaunchRow>,
+    proxy: Option<ProxyReport>,
+    latency: Option<LatencyReport>,
+    diagnostics: Option<Diagnostics>,
+    failures: Vec<String>,
+}
+
+/// Pieces of a proxied request measured on their own, to show where its time goes.
+struct Diagnostics {
+    /// `GET /healthz` under the same load: the gateway's HTTP stack and middleware alone.
+    healthz: LoadRun,
+    /// `apikeys::find_api_key`, sequential (what every authenticated request does first).
+    key_lookup_wall_us: f64,
+    key_lookup_cpu_us: Option<f64>,
+    /// `metering::ingest::store_batch` of 500 `fhir.request`-like events (what the usage
+    /// recorder does in the background), per event.
+    usage_wall_us: f64,
+    usage_cpu_us: Option<f64>,
+}
+
+const DIAG_LOOKUPS: usize = 2000;
+const DIAG_BATCHES: usize = 4;
+const DIAG_BATCH: usize = 500;
+
+async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagnostics> {
+    let healthz = load
+        .run(
+            &Target {
+                url: format!("{}/healthz", env.gateway),
+                bearer: "none".into(),
+            },
+            secs,
+        )
+        .await?;
+    let (db, key) = (env.state.db.clone(), env.app_key.clone());
+    let (key_wall, key_cpu) = on_server(&env.server, async move {
+        let before = ProcCpu::read(ticks());
+        let t0 = Instant::now();
+        for _ in 0..DIAG_LOOKUPS {
+            apikeys::find_api_key(&db, &key)
+                .await?
+                .context("the app key was not found")?;
+        }
+        let wall = t0.elapsed().as_secs_f64() * 1e6 / DIAG_LOOKUPS as f64;
+        let cpu = match (before, ProcCpu::read(ticks())) {
+            (Some(b), Some(a)) => Some((a.own - b.own) * 1e6 / DIAG_LOOKUPS as f64),
+            _ => None,
+        };
+        anyhow::Ok((wall, cpu))
+    })
+    .await?;
+    let db = env.state.db.clone();
+    let (usage_wall, usage_cpu) = on_server(&env.server, async move {
+        let before = ProcCpu::read(ticks());
+        let t0 = Instant::now();
+        for _ in 0..DIAG_BATCHES {
+            let now = chrono::Utc::now();
+            let events: Vec<partner_gateway::metering::UsageEvent> = (0..DIAG_BATCH)
+                .map(|_| partner_gateway::metering::UsageEvent {
+                    partner_id: PUBLIC_PARTNER.into(),
+                    id: uuid::Uuid::now_v7().to_string(),
+                    source: "partner-gateway/smart".into(),
+                    // Not fhir.request: the proxy runs' event count stays exact.
+                    event_type: "bench.diagnostic".into(),
+                    subject: Some("Practitioner/bench".into()),
+                    time: now,
+                    data: Some(serde_json::json!({
+                        "launch_id": "00000000-0000-0000-0000-000000000000",
+                        "method": "GET",
+                        "resource_type": "Patient",
+                        "status": 200,
+                    })),
+                    extensions: None,
+                })
+                .collect();
+            partner_gateway::metering::ingest::store_batch(&db, events, now).await?;
+        }
+        let n = (DIAG_BATCHES * DIAG_BATCH) as f64;
+        let wall = t0.elapsed().as_secs_f64() * 1e6 / n;
+        let cpu = match (before, ProcCpu::read(ticks())) {
+            (Some(b), Some(a)) => Some((a.own - b.own) * 1e6 / n),
+            _ => None,
+        };
+        anyhow::Ok((wall, cpu))
+    })
+    .await?;
+    Ok(Diagnostics {
+        healthz,
+        key_lookup_wall_us: key_wall,
+        key_lookup_cpu_us: key_cpu,
+        usage_wall_us: usage_wall,
+        usage_cpu_us: usage_cpu,
+    })
+}
+
+async fn count_fhir_events(env: &Env) -> anyhow::Result<i64> {
+    env.state.usage.flush().await;
+    let db = env.state.db.clone();
+    on_server(&env.server, async move {
+        let n = partner_gateway::with_db!(&db, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM usage_events WHERE type = 'fhir.request'")
+                .fetch_one(pool).await
+        })?;
+        anyhow::Ok(n)
+    })
+    .await
+}
+
+async fn get_ok(c: &reqwest::Client, url: &str, bearer: &str) -> anyhow::Result<bytes::Bytes> {
+    let r = c
+        .get(url)
+        .bearer_auth(bearer)
+        .header("accept", FHIR_ACCEPT)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = r.status();
+    let body = r
+        .bytes()
+        .await
+        .with_context(|| format!("reading GET {url}"))?;
+    ensure!(
+        status.is_success(),
+        "GET {url} answered {status}: {}",
+        snippet(&String::from_utf8_lossy(&body))
+    );
+    Ok(body)
+}
+
+async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>, load: &Load) -> StoreReport {
+    let mut report = StoreReport {
+        backend,
+        launches: Vec::new(),
+        proxy: None,
+        latency: None,
+        diagnostics: None,
+        failures: Vec::new(),
+    };
+
+    // --- launches ---
+    let kinds: &[Kind] = if o.launches_phase {
+        &[Kind::Public, Kind::Asymmetric]
+    } else {
+        &[]
+    };
+    for &kind in kinds {
+        let template = match authorize_template(&env, kind).await {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                report
+                    .failures
+                    .push(format!("{} launch setup: {e:#}", kind.name()));
+                continue;
+            }
+        };
+        // Warm-up: discovery, JWKS (the mock fetches the gateway's once), pools.
+        let warm = sequential(&env, Flow::Gateway(kind), &template, 5).await;
+        let warm_b = sequential(&env, Flow::EhrOnly(kind), &template, 5).await;
+        if warm.failures + warm_b.failures > 0 {
+            report.failures.push(format!(
+                "{} warm-up launches failed: {}",
+                kind.name(),
+                warm.first_error.or(warm_b.first_error).unwrap_or_default()
+            ));
+            continue;
+        }
+        println!("  launches, {} client:", kind.name());
+        // Gateway and EHR-only blocks in the order A B B A, so that a drift of the
+        // machine during the phase weighs on both alike.
+        let (g, b) = abba(&env, kind, &template, Mode::Sequential(o.launches)).await;
+        println!("    gateway   sequential        {}", g.line());
+        println!("    EHR only  sequential        {}", b.line());
+        let (gc, bc) = abba(
+            &env,
+            kind,
+            &template,
+            Mode::Concurrent(o.workers, o.launch_secs),
+        )
+        .await;
+        println!(
+            "    gateway   {:>2} workers        {}",
+            o.workers,
+            gc.line()
+        );
+        println!(
+            "    EHR only  {:>2} workers        {}",
+            o.workers,
+            bc.line()
+        );
+        for s in [&g, &b, &gc, &bc] {
+            if s.failures > 0 {
+                report.failures.push(format!(
+                    "{} launches: {} failed, first: {}",
+                    kind.name(),
+                    s.failures,
+                    s.first_error.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        report.launches.push(LaunchRow {
+            kind,
+            mode: "sequential".into(),
+            gateway: g,
+            baseline: b,
+        });
+        report.launches.push(LaunchRow {
+            kind,
+            mode: format!("{} workers", o.workers),
+            gateway: gc,
+            baseline: bc,
+        });
+    }
+
+    // --- proxy vs direct ---
+    if !o.proxy_phase && !o.latency_phase {
+        return report;
+    }
+    let setup = async {
+        let launch_id = gateway_launch(&env, Kind::Public).await?;
+        let patient = env.ehr_public.default_patient();
+        let proxy_url = format!(
+            "{}/v1/launches/{launch_id}/fhir/Patient/{patient}",
+            env.gateway
+        );
+        let via_proxy = get_ok(&env.browser, &proxy_url, &env.app_key).await?;
+        let path = format!("Patient/{patient}");
+        let ehr_token = env
+            .ehr_public
+            .fhir_requests()
+            .iter()
+            .rev()
+            .find(|r| r.path == path)
+            .and_then(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                    .map(|(_, v)| v.clone())
+            })
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+            .context("the mock recorded no bearer token for the proxied request")?;
+        let direct_url = format!("{}/{path}", env.ehr_public.iss());
+        let direct = get_ok(&env.browser, &direct_url, &ehr_token).await?;
+        ensure!(
+            direct == via_proxy,
+            "the proxy answered other bytes than the FHIR server ({} vs {} bytes)",
+            via_proxy.len(),
+            direct.len()
+        );
+        anyhow::Ok((
+            Target {
+                url: direct_url,
+                bearer: ehr_token,
+            },
+            Target {
+                url: proxy_url,
+                bearer: env.app_key.clone(),
+            },
+            direct.len(),
+        ))
+    };
+    let (direct_t, proxy_t, body_len) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            report.failures.push(format!("proxy setup: {e:#}"));
+            return report;
+        }
+    };
+    println!(
+        "  proxy vs direct: GET Patient/{} ({body_len} bytes), {}, {} connections, {} s per run",
+        env.ehr_public.default_patient(),
+        if load.wrk {
+            format!("wrk with {} threads", load.threads)
+        } else {
+            "in-process reqwest load (no wrk)".to_owned()
+        },
+        load.connections,
+        o.duration_secs,
+    );
+    let proxy_report = async {
+        if !o.proxy_phase {
+            return anyhow::Ok(None);
+        }
+        // Warm-up: connections, the gateway's pool to the mock, caches.
+        load.run(&direct_t, 2).await?;
+        load.run(&proxy_t, 2).await?;
+        let mut pr = ProxyReport {
+            direct: Vec::new(),
+            proxy: Vec::new(),
+            usage_stored: 0,
+            usage_counted: 0,
+        };
+        for round in 0..o.rounds {
+            // Alternate the order so that neither side always runs second.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for is_proxy in order {
+                let (t, label) = if is_proxy {
+                    (&proxy_t, "proxy ")
+                } else {
+                    (&direct_t, "direct")
+                };
+                let before = if is_proxy {
+                    count_fhir_events(&env).await?
+                } else {
+                    0
+                };
+                let run = load.run(t, o.duration_secs).await?;
+                if is_proxy {
+                    pr.usage_stored += count_fhir_events(&env).await? - before;
+                    pr.usage_counted += run.requests;
+                }
+                println!(
+                    "    round {} {label} {:>9.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} requests, \
+                     non-2xx {}, socket errors {}{}{}",
+                    round + 1,
+                    run.rps,
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.requests,
+                    run.non2xx,
+                    run.socket_errors,
+                    run.server_cpu_us
+                        .map(|c| format!(", server CPU {c:.0} µs/req"))
+                        .unwrap_or_default(),
+                    match (run.client_cpu_us, run.busy_pct, run.steal_pct) {
+                        (Some(w), Some(b), Some(s)) => format!(
+                            ", wrk CPU {w:.0} µs/req [machine busy {b:.0}%, steal {s:.1}%]"
+                        ),
+                        (None, Some(b), Some(s)) => format!(" [machine busy {b:.0}%, steal {s:.1}%]"),
+                        _ => String::new(),
+                    }
+                );
+                if is_proxy {
+                    pr.proxy.push(run);
+                } else {
+                    pr.direct.push(run);
+                }
+            }
+        }
+        anyhow::Ok(Some(pr))
+    }
+    .await;
+    match proxy_report {
+        Ok(None) => {}
+        Ok(Some(pr)) => {
+            for r in pr.direct.iter().chain(&pr.proxy) {
+                if r.non2xx > 0 || r.socket_errors > 0 {
+                    report.failures.push(format!(
+                        "a load run had {} non-2xx responses and {} socket errors",
+                        r.non2xx, r.socket_errors
+                    ));
+                    break;
+                }
+            }
+            report.proxy = Some(pr);
+        }
+        Err(e) => report.failures.push(format!("proxy load: {e:#}")),
+    }
+
+    // --- diagnostics: the pieces of a proxied request on their own ---
+    if o.proxy_phase {
+        match diagnostics(&env, load, o.duration_secs).await {
+            Ok(d) => {
+                let opt = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
+                println!(
+                    "  diagnostics: GET /healthz {:.0} req/s, server CPU {} µs/req, non-2xx {}; \
+                     API-key lookup {:.0} µs wall, {} µs CPU; usage event store {:.1} µs wall, {} µs CPU per event",
+                    d.healthz.rps,
+                    opt(d.healthz.server_cpu_us),
+                    d.healthz.non2xx,
+                    d.key_lookup_wall_us,
+                    opt(d.key_lookup_cpu_us),
+                    d.usage_wall_us,
+                    opt(d.usage_cpu_us),
+                );
+                if d.healthz.non2xx > 0 || d.healthz.socket_errors > 0 {
+                    report.failures.push(format!(
+                        "GET /healthz had {} non-2xx responses and {} socket errors",
+                        d.healthz.non2xx, d.healthz.socket_errors
+                    ));
+                }
+                report.diagnostics = Some(d);
+            }
+            Err(e) => report.failures.push(format!("diagnostics: {e:#}")),
+        }
+    }
+
+    // --- added latency: sequential pairs, one connection each ---
+    if !o.latency_phase {
+        return report;
+    }
+    let latency = async {
+        let mk = || {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(10))
+                .build()
+        };
+        let (cd, cp) = (mk()?, mk()?);
+        let once = |c: &reqwest::Client, t: &Target| {
+            let (c, url, bearer) = (c.clone(), t.url.clone(), t.bearer.clone());
+            async move {
+                let t0 = Instant::now();
+                get_ok(&c, &url, &bearer).await?;
+                anyhow::Ok(t0.elapsed())
+            }
+        };
+        for _ in 0..o.warmup {
+            once(&cd, &direct_t).await?;
+            once(&cp, &proxy_t).await?;
+        }
+        let mut lr = LatencyReport {
+            pairs: o.latency_requests,
+            direct: Vec::with_capacity(o.latency_requests),
+            proxy: Vec::with_capacity(o.latency_requests),
+            diffs_us: Vec::with_capacity(o.latency_requests),
+        };
+        for i in 0..o.latency_requests {
+            let (d, p) = if i % 2 == 0 {
+                let d = once(&cd, &direct_t).await?;
+                (d, once(&cp, &proxy_t).await?)
+            } else {
+                let p = once(&cp, &proxy_t).await?;
+                (once(&cd, &direct_t).await?, p)
+            };
+            lr.direct.push(d);
+            lr.proxy.push(p);
+            lr.diffs_us.push((p.as_secs_f64() - d.as_secs_f64()) * 1e6);
+        }
+        lr.direct.sort();
+        lr.proxy.sort();
+        anyhow::Ok(lr)
+    }
+    .await;
+    match latency {
+        Ok(lr) => {
+            println!(
+                "  latency, {} sequential pairs after {} warm-up: direct p50 {:.3} ms p99 {:.3} ms; \
+                 proxy p50 {:.3} ms p99 {:.3} ms; median paired difference {:.3} ms",
+                lr.pairs,
+                o.warmup,
+                ms(percentile(&lr.direct, 0.5)),
+                ms(percentile(&lr.direct, 0.99)),
+                ms(percentile(&lr.proxy, 0.5)),
+                ms(percentile(&lr.proxy, 0.99)),
+                median_f64(&lr.diffs_us) / 1000.0
+            );
+            report.latency = Some(lr);
+        }
+        Err(e) => report.failures.push(format!("latency: {e:#}")),
+    }
+    report
+}
+
+// ------------------------------------------------------------------------------------------
+// Stores: SQLite in a temporary directory, PostgreSQL in a fresh schema
+
+async fn run_backend(
+    o: &Opts,
+    backend: Backend,
+    server: &Handle,
+    load: &Load,
+) -> anyhow::Result<StoreReport> {
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-bench-smart-db-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut schema: Option<(String, String)> = None;
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/gateway.db", dir.path().display()),
+        Backend::Postgres => {
+            let admin_url = o.pg_url.clone().context("BENCH_DATABASE_URL is not set")?;
+            let name = format!("pgw_bench_smart_{}", uuid::Uuid::new_v4().simple());
+            let (a, n) = (admin_url.clone(), name.clone());
+            on_server(server, async move {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&a)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot connect to BENCH_DATABASE_URL ({})",
+                            partner_gateway::db::redact_url(&a)
+                        )
+                    })?;
+                sqlx::query(&format!("CREATE SCHEMA {n}"))
+                    .execute(&pool)
+                    .await
+                    .with_context(|| format!("creating schema {n}"))?;
+                pool.close().await;
+                anyhow::Ok(())
+            })
+            .await?;
+            let sep = if admin_url.contains('?') { '&' } else { '?' };
+            let url = format!("{admin_url}{sep}options=-c%20search_path%3D{name}");
+            schema = Some((admin_url, name));
+            url
+        }
+    };
+    println!(
+        "== {} ({})",
+        backend.name(),
+        partner_gateway::db::redact_url(&url)
+    );
+    let result = async {
+        let env = Arc::new(start_env(server.clone(), url).await?);
+        let report = bench_store(o, backend, env.clone(), load).await;
+        match Arc::try_unwrap(env) {
+            Ok(env) => env.stop().await,
+            Err(_) => eprintln!("warning: the environment is still shared; not stopped cleanly"),
+        }
+        anyhow::Ok(report)
+    }
+    .await;
+    if let Some((admin_url, name)) = schema {
+        let dropped = on_server(server, async move {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&admin_url)
+                .await?;
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+            anyhow::Ok(())
+        })
+        .await;
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop the bench schema: {e:#}");
+        }
+    }
+    result
+}
+
+// ------------------------------------------------------------------------------------------
+// Summary
+
+fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
+    println!();
+    println!("## SMART bench");
+    println!();
+    println!("Command: `{}`", command_line());
+    println!();
+    for f in facts {
+        println!("- {f}");
+    }
+    println!(
+        "- load: {}; gateway + mock EHR on one tokio runtime (2 workers), bench client on another \
+         (2 workers); everything shares the machine's cores",
+        if load.wrk {
+            format!(
+                "{} (`-t{} -c{} -d{}s`, separate process)",
+                wrk_version().unwrap_or_else(|| "wrk".into()),
+                load.threads,
+                load.connections,
+                o.duration_secs
+            )
+        } else {
+            format!(
+                "in-process reqwest load generator ({} connections, {} s; wrk not used)",
+                load.connections, o.duration_secs
+            )
+        }
+    );
+    if reports.iter().any(|r| !r.launches.is_empty()) {
+        println!();
+        println!("### Launches (EHR launch, whole flow incl. the app's exchange)");
+        println!();
+        println!(
+            "Baseline: the EHR's part alone (mock launch + authorize + token request with the same \
+             parameters and client authentication), same run."
+        );
+        println!();
+        println!(
+            "| store | client | mode | launches | launches/s | p50 ms | p99 ms | EHR-only launches/s | EHR-only p50 ms | gateway / EHR-only | CPU ms/launch gateway / EHR-only |"
+        );
+        println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for r in reports {
+            for l in &r.launches {
+                println!(
+                    "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {} / {} |",
+                    r.backend.name(),
+                    l.kind.name(),
+                    l.mode,
+                    l.gateway.launches,
+                    l.gateway.rate(),
+                    l.gateway.p(0.5),
+                    l.gateway.p(0.99),
+                    l.baseline.rate(),
+                    l.baseline.p(0.5),
+                    l.gateway.rate() / l.baseline.rate().max(1e-9),
+                    l.gateway
+                        .cpu_ms
+                        .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+                    l.baseline
+                        .cpu_ms
+                        .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+                );
+            }
+        }
+    }
+    if reports.iter().any(|r| r.proxy.is_some()) {
+        println!();
+        println!(
+            "### FHIR proxy throughput (GET Patient/{{id}}; median of {} alternating rounds)",
+            o.rounds
+        );
+        println!();
+        println!(
+            "| store | direct req/s | proxy req/s | proxy / direct | per-round ratios | direct p50 / p99 ms | proxy p50 / p99 ms | server CPU µs/req direct / proxy | target >= {TARGET_RATIO:.2} |"
+        );
+        println!("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |");
+        for r in reports {
+            let Some(p) = &r.proxy else { continue };
+            let med = |runs: &[LoadRun], f: fn(&LoadRun) -> f64| {
+                median_f64(&runs.iter().map(f).collect::<Vec<_>>())
+            };
+            let d = med(&p.direct, |x| x.rps);
+            let x = med(&p.proxy, |x| x.rps);
+            let ratio = x / d.max(1e-9);
+            let rounds: Vec<String> = p
+                .direct
+                .iter()
+                .zip(&p.proxy)
+                .map(|(d, x)| format!("{:.2}", x.rps / d.rps.max(1e-9)))
+                .collect();
+            let cpu = |runs: &[LoadRun]| {
+                let v: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_us).collect();
+                if v.is_empty() {
+                    "?".to_owned()
+                } else {
+                    format!("{:.0}", median_f64(&v))
+                }
+            };
+            println!(
+                "| {} | {:.0} | {:.0} | **{:.2}** | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} / {} | {} |",
+                r.backend.name(),
+                d,
+                x,
+                ratio,
+                rounds.join(", "),
+                med(&p.direct, |x| x.p50_ms),
+                med(&p.direct, |x| x.p99_ms),
+                med(&p.proxy, |x| x.p50_ms),
+                med(&p.proxy, |x| x.p99_ms),
+                cpu(&p.direct),
+                cpu(&p.proxy),
+                if ratio >= TARGET_RATIO {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+    if reports.iter().any(|r| r.latency.is_some()) {
+        println!();
+        println!(
+            "### Added latency (sequential, one keep-alive connection each, pairs alternating)"
+        );
+        println!();
+        println!(
+            "| store | pairs | direct p50 / p99 ms | proxy p50 / p99 ms | added at p50 ms | median paired difference ms | target < {TARGET_ADDED_MS:.0} ms |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+        for r in reports {
+            let Some(l) = &r.latency else { continue };
+            let added = ms(percentile(&l.proxy, 0.5)) - ms(percentile(&l.direct, 0.5));
+            println!(
+                "| {} | {} | {:.3} / {:.3} | {:.3} / {:.3} | **{:.3}** | {:.3} | {} |",
+                r.backend.name(),
+                l.pairs,
+                ms(percentile(&l.direct, 0.5)),
+                ms(percentile(&l.direct, 0.99)),
+                ms(percentile(&l.proxy, 0.5)),
+                ms(percentile(&l.proxy, 0.99)),
+                added,
+                median_f64(&l.diffs_us) / 1000.0,
+                if added < TARGET_ADDED_MS {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+    if reports.iter().any(|r| r.diagnostics.is_some()) {
+        println!();
+        println!("### Where a proxied request's time goes (same run)");
+        println!();
+        println!(
+            "| store | GET /healthz req/s (gateway HTTP floor, same load) | server CPU µs/req: healthz / direct (mock) / proxy | gateway CPU µs per proxied request (proxy - direct) | API-key lookup µs wall / CPU | usage event store µs CPU per event |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for r in reports {
+            let Some(d) = &r.diagnostics else { continue };
+            let opt = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
+            let cpu = |runs: &[LoadRun]| {
+                let v: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_us).collect();
+                (!v.is_empty()).then(|| median_f64(&v))
+            };
+            let (direct, proxy) = match &r.proxy {
+                Some(p) => (cpu(&p.direct), cpu(&p.proxy)),
+                None => (None, None),
+            };
+            let gateway = match (direct, proxy) {
+                (Some(d), Some(p)) => Some(p - d),
+                _ => None,
+            };
+            println!(
+                "| {} | {:.0} | {} / {} / {} | {} | {:.0} / {} | {} |",
+                r.backend.name(),
+                d.healthz.rps,
+                opt(d.healthz.server_cpu_us),
+                opt(direct),
+                opt(proxy),
+                opt(gateway),
+                d.key_lookup_wall_us,
+                opt(d.key_lookup_cpu_us),
+                opt(d.usage_cpu_us),
+            );
+        }
+    }
+    println!();
+    for r in reports {
+        if let Some(p) = &r.proxy {
+            println!(
+                "- {}: fhir.request usage events stored during the proxy runs: {} for {} requests the load \
+                 generator counted (may exceed it by requests in flight when a run stopped)",
+                r.backend.name(),
+                p.usage_stored,
+                p.usage_counted
+            );
+        }
+        for f in &r.failures {
+            println!("- {}: FAILURE: {f}", r.backend.name());
+        }
+    }
+    println!(
+        "- server CPU µs/req: CPU time of the bench process (gateway + mock EHR{}) over the run divided by \
+         the requests answered; direct is the mock alone, proxy - direct is the gateway's share; \
+         PostgreSQL's own CPU (another process) is not included",
+        if load.wrk {
+            ""
+        } else {
+            " + the in-process load generator"
+        }
+    );
+    println!(
+        "- CPU ms/launch: CPU time of the bench process (gateway + mock EHR + the bench's client) per \
+         completed launch"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let facts = machine_facts();
+    let have_wrk = wrk_version().is_some();
+    if !have_wrk && !o.no_wrk {
+        eprintln!(
+            "warning: wrk is not installed (apt-get install -y wrk, or scripts/bench-smart.sh); \
+             falling back to an in-process load generator, which takes CPU from the server"
+        );
+    }
+    let load = Load {
+        wrk: have_wrk && !o.no_wrk,
+        threads: o.threads,
+        connections: o.connections,
+        ticks: ticks(),
+    };
+    println!("smart bench: {}", command_line());
+    for f in &facts {
+        println!("  {f}");
+    }
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .context("building the server runtime")?;
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .context("building the client runtime")?;
+    let handle = server.handle().clone();
+    let started = Instant::now();
+    let (reports, failed) = client.block_on(async {
+        let mut reports = Vec::new();
+        let mut failed = Vec::new();
+        for &backend in &o.backends {
+            match run_backend(&o, backend, &handle, &load).await {
+                Ok(r) => {
+                    if !r.failures.is_empty() {
+                        failed.push(backend.name());
+                    }
+                    reports.push(r);
+                }
+                Err(e) => {
+                    eprintln!("{} bench FAILED: {e:#}", backend.name());
+                    failed.push(backend.name());
+                }
+            }
+        }
+        (reports, failed)
+    });
+    summary(&o, &load, &facts, &reports);
+    println!("- whole bench: {:.0} s", started.elapsed().as_secs_f64());
+    drop(client);
+    server.shutdown_timeout(Duration::from_secs(5));
+    if !failed.is_empty() {
+        bail!(
+            "the bench failed for: {} (requests or setup failed; the figures of that store are not valid, see above)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
