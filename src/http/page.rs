@@ -58,23 +58,32 @@ impl IntoResponse for Page {
              </style></head><body><h1>{title}</h1>\n{paragraphs}</body></html>\n",
             title = escape(&self.title),
         );
-        let mut resp = (self.status, body).into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        resp
+        html(
+            self.status,
+            body,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        )
     }
+}
+
+/// An HTML response with the headers every page here carries (no caching, no referrer)
+/// and the given Content-Security-Policy.
+pub fn html(status: StatusCode, body: String, csp: &str) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if let Ok(v) = HeaderValue::from_str(csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
 }
 
 /// A 302 to `location` that keeps it out of `Referer` headers and caches.
@@ -115,23 +124,13 @@ pub fn auto_post(action: &str, fields: &[(&str, &str)], title: &str) -> Response
         title = escape(title),
         action = escape(action),
     );
-    let mut resp = (StatusCode::OK, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'"
-    )) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    resp
+    html(
+        StatusCode::OK,
+        body,
+        &format!(
+            "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'"
+        ),
+    )
 }
 
 /// A page with a script (platform storage, closing a registration window), under a
@@ -162,23 +161,13 @@ pub fn script_page(
          </head><body><h1>{t}</h1>\n{paragraphs}<script nonce=\"{nonce}\">{script}</script></body></html>\n",
         t = escape(title),
     );
-    let mut resp = (status, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'; connect-src 'self'"
-    )) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    resp
+    html(
+        status,
+        body,
+        &format!(
+            "default-src 'none'; script-src 'nonce-{nonce}'; form-action *; style-src 'unsafe-inline'; connect-src 'self'"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -93,23 +93,11 @@ fn picker(id: &str, items: &[ContentItem], settings: &Value) -> Response {
          <button type=\"submit\">Add</button></form></body></html>\n",
         id = escape(id)
     );
-    let mut resp = (StatusCode::OK, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        axum::http::header::CONTENT_SECURITY_POLICY,
-        axum::http::HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-        ),
-    );
-    resp
+    crate::http::page::html(
+        StatusCode::OK,
+        body,
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    )
 }
 
 /// The content item JSON (LTI DL 2.0 §3.4) for a configured item.

@@ -288,19 +288,7 @@ pub async fn complete(
     let now_us = to_micros(now);
     let launch_id = uuid::Uuid::now_v7().to_string();
     let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-    let name = claims
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| {
-            let g = claims.get("given_name").and_then(Value::as_str);
-            let f = claims.get("family_name").and_then(Value::as_str);
-            match (g, f) {
-                (Some(g), Some(f)) => Some(format!("{g} {f}")),
-                (Some(x), None) | (None, Some(x)) => Some(x.to_owned()),
-                _ => None,
-            }
-        });
+    let name = crate::smart::idtoken::display_name(claims);
     let context = context_of(platform, claims, message);
     let context_id = claims
         .pointer(&format!("/{}/id", claims::CONTEXT.replace('/', "~1")))
@@ -426,21 +414,11 @@ fn reopen_page(state: &AppState, pending: &super::store::PendingLogin) -> Respon
          <p>Your browser does not let this activity keep its sign-in inside the course page.</p>\
          <p><a href=\"{link}\" target=\"_blank\" rel=\"noopener\">Open it in a new window</a>; it will continue there.</p></body></html>\n"
     );
-    let mut resp = (StatusCode::OK, body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        axum::http::header::CONTENT_SECURITY_POLICY,
-        axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-    );
-    resp
+    crate::http::page::html(
+        StatusCode::OK,
+        body,
+        "default-src 'none'; style-src 'unsafe-inline'",
+    )
 }
 
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {

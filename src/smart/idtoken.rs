@@ -203,20 +203,22 @@ pub fn user_of(
         .and_then(Value::as_str)
         .map(|u| absolute_reference(u, fhir_base));
     let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-    let name = claims
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| {
-            let given = claims.get("given_name").and_then(Value::as_str);
-            let family = claims.get("family_name").and_then(Value::as_str);
-            match (given, family) {
-                (Some(g), Some(f)) => Some(format!("{g} {f}")),
-                (Some(x), None) | (None, Some(x)) => Some(x.to_owned()),
-                _ => None,
-            }
-        });
+    let name = display_name(claims);
     (fhir_user, sub, name)
+}
+
+/// A display name from OIDC claims: `name`, else given and family names.
+pub fn display_name(claims: &Value) -> Option<String> {
+    if let Some(n) = claims.get("name").and_then(Value::as_str) {
+        return Some(n.to_owned());
+    }
+    let given = claims.get("given_name").and_then(Value::as_str);
+    let family = claims.get("family_name").and_then(Value::as_str);
+    match (given, family) {
+        (Some(g), Some(f)) => Some(format!("{g} {f}")),
+        (Some(x), None) | (None, Some(x)) => Some(x.to_owned()),
+        _ => None,
+    }
 }
 
 /// `Practitioner/1` against `https://ehr/fhir` is `https://ehr/fhir/Practitioner/1`; an
