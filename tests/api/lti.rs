@@ -413,3 +413,80 @@ crate::both_backends! {
         assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["alg"] == "RS256"));
     }
 }
+
+/// The page's inline script (the gateway's pages have one).
+fn inline_script(html: &str) -> String {
+    let start = html
+        .find("<script nonce=")
+        .and_then(|i| html[i..].find('>').map(|j| i + j + 1))
+        .unwrap();
+    let end = start + html[start..].find("</script>").unwrap();
+    html[start..end].to_owned()
+}
+
+/// Run a page script in `tests/js/platform_storage.js` (node) against a simulated LMS frame.
+fn run_in_frame(script: &str, origin: &str, store: &Value, wrong_origin_first: bool) -> Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/js/platform_storage.js"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (Node.js) runs the page scripts; install it (Debian: nodejs)");
+    let input = json!({"script": script, "origin": origin, "store": store, "wrongOriginFirst": wrong_origin_first});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+crate::both_backends! {
+    async fn platform_storage_carries_the_state_when_the_cookie_is_blocked(backend) {
+        // Canvas offers platform storage (lti_storage_target): the login page stores the
+        // binding there before going on, and a launch without the cookie gets it back.
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        let init = env.lms.login_initiation(env.learner_launch("s-storage-js"));
+        assert!(init.param("lti_storage_target").is_some());
+        let r = if init.post {
+            env.browser.post(&init.url).form(&init.params).send().await.unwrap()
+        } else {
+            env.browser.get(init.get_url()).send().await.unwrap()
+        };
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        let origin = url::Url::parse(&env.lms.auth_url()).unwrap().origin().ascii_serialization();
+        let login = run_in_frame(&inline_script(&page), &origin, &json!({}), true);
+        let put = &login["posted"][0];
+        assert_eq!(put["targetOrigin"], origin.as_str(), "messages go to the platform's origin only");
+        assert_eq!(put["msg"]["subject"], "lti.put_data");
+        let auth_url = login["navigated"].as_str().expect("the page goes on once the platform stored the value").to_owned();
+        assert!(auth_url.starts_with(&env.lms.auth_url()), "{auth_url}");
+        // The browser blocks the cookie: the launch comes without it.
+        let fields = env.authenticate(&auth_url).await;
+        let (status, _, page) = env.post_launch(&fields, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        let recovered = run_in_frame(&inline_script(&page), &origin, &login["store"], true);
+        let form = recovered["submitted"].as_object().expect("the page re-posts the launch with the stored value");
+        assert_eq!(form["action"], format!("{}/lti/launch", env.gateway));
+        let fields: Vec<(String, String)> = form["fields"].as_array().unwrap().iter()
+            .map(|f| (f[0].as_str().unwrap().to_owned(), f[1].as_str().unwrap().to_owned())).collect();
+        // A forged answer from another origin was ignored: the binding is the stored one.
+        let binding = fields.iter().find(|(k, _)| k == "lti_storage_binding").unwrap().1.clone();
+        assert_ne!(binding, "forged");
+        let (s, l, b) = env.post_launch(&fields, &[]).await;
+        let code = LtiEnv::outcome(s, l, b).code();
+        assert_eq!(env.exchange(&code).await.0, 200);
+    }
+}
