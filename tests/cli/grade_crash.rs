@@ -179,8 +179,9 @@ jwks_url = "{}"
     );
     assert!(lms.gradebook("crash-course").is_empty());
 
-    // Restarted on the same store, the gateway delivers it.
-    let server = env.serve_at(free_port(), &settings).await;
+    // Restarted at the same address (the LMS fetches the tool's keys from it) on the same
+    // store, the gateway delivers it.
+    let server = env.serve_at(port, &settings).await;
     let mut delivered = Value::Null;
     for _ in 0..600 {
         let v: Value = server
