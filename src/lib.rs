@@ -33,6 +33,8 @@ pub mod partners;
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;
+/// Revenue-share statements: money and rounding rules (the calculation comes next).
+pub mod statements;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
