@@ -42,9 +42,7 @@ pub fn router() -> axum::Router<AppState> {
         )
         .route(
             "/v1/launches/{launch_id}/lineitems/item",
-            get(one_line_item)
-                .put(update_line_item)
-                .delete(delete_line_item),
+            get(line_item).put(line_item).delete(line_item),
         )
         .route("/v1/launches/{launch_id}/members", get(members))
         .route(
@@ -274,61 +272,23 @@ async fn create_line_item(
     )
 }
 
-async fn one_line_item(
+/// GET, PUT or DELETE one line item, named by `?id=<its URL>`.
+async fn line_item(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    let launch = app_launch(&state, &caller, &id).await?;
-    passthrough(
-        super::ags::write_line_item(
-            &state,
-            &launch,
-            reqwest::Method::GET,
-            Some(&item_id(q)?),
-            None,
-        )
-        .await?,
-    )
-}
-
-async fn update_line_item(
-    State(state): State<AppState>,
+    method: Method,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     Body(body): Body,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
+    let body = if method == Method::PUT {
+        Some(json_body(&body)?)
+    } else {
+        None
+    };
     passthrough(
-        super::ags::write_line_item(
-            &state,
-            &launch,
-            reqwest::Method::PUT,
-            Some(&item_id(q)?),
-            Some(json_body(&body)?),
-        )
-        .await?,
-    )
-}
-
-async fn delete_line_item(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    let launch = app_launch(&state, &caller, &id).await?;
-    passthrough(
-        super::ags::write_line_item(
-            &state,
-            &launch,
-            reqwest::Method::DELETE,
-            Some(&item_id(q)?),
-            None,
-        )
-        .await?,
+        super::ags::write_line_item(&state, &launch, method, Some(&item_id(q)?), body).await?,
     )
 }
 

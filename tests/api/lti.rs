@@ -171,6 +171,15 @@ crate::both_backends! {
         let (_, body) = env.post_score(id, s).await;
         assert_eq!(env.settled(body["score_id"].as_str().unwrap()).await["status"], "delivered");
         assert!(env.lms.gradebook("course-1").iter().any(|g| g.line_item == li));
+        let one = format!("/v1/launches/{id}/lineitems/item?id={}", crate::helpers::urlencode(&li));
+        let got: Value = env.app.get(&env.app_key, &one).await.json().await.unwrap();
+        assert_eq!(got["label"], "Essay");
+        let mut changed = got.clone();
+        changed["label"] = json!("Essay (revised)");
+        let r = env.app.client.put(env.app.url(&one)).bearer_auth(&env.app_key).json(&changed).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let got: Value = env.app.get(&env.app_key, &one).await.json().await.unwrap();
+        assert_eq!(got["label"], "Essay (revised)");
         let r = env.app.client.delete(env.app.url(&format!("/v1/launches/{id}/lineitems/item?id={}", crate::helpers::urlencode(&li))))
             .bearer_auth(&env.app_key).send().await.unwrap();
         assert!(r.status().is_success(), "{}", r.status());
