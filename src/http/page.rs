@@ -66,6 +66,14 @@ impl IntoResponse for Page {
     }
 }
 
+/// The page for a failure inside the gateway (a launch in any protocol); the detail goes
+/// to the log with the request id, not to the person.
+pub fn internal(detail: String) -> Page {
+    tracing::error!(%detail, "a launch failed inside the gateway");
+    Page::new(StatusCode::INTERNAL_SERVER_ERROR, "The launch failed inside the gateway")
+        .line("This is our fault, not yours. Try again in a moment; the request id in our log has the details.")
+}
+
 /// An HTML response with the headers every page here carries (no caching, no referrer)
 /// and the given Content-Security-Policy.
 pub fn html(status: StatusCode, body: String, csp: &str) -> Response {

@@ -23,7 +23,7 @@ pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Resu
         .config
         .partner(&platform.partner_id)
         .and_then(|p| p.lti.as_ref())
-        .ok_or_else(|| crate::smart::launch::internal("no LTI registration".into()))?;
+        .ok_or_else(|| crate::http::page::internal("no LTI registration".into()))?;
     if partner.content_items.is_empty() {
         // The app picks: hand the launch over; it answers through the API.
         return super::launch::complete(state, platform, claims, MessageType::DeepLinking).await;
@@ -54,7 +54,7 @@ pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Resu
             .await
             .map(|r| r.rows_affected())
     })
-    .map_err(|e| crate::smart::launch::internal(format!("storing the deep link request: {e}")))?;
+    .map_err(|e| crate::http::page::internal(format!("storing the deep link request: {e}")))?;
     Ok(picker(&id, &partner.content_items, &settings))
 }
 
@@ -165,12 +165,12 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
         .db
         .begin()
         .await
-        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+        .map_err(|e| crate::http::page::internal(e.to_string()))?;
     let sql = "SELECT partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us \
                FROM lti_deep_links WHERE id = $1";
     let row: Option<DeepLinkRow> =
         with_tx!(&mut tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)
-            .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+            .map_err(|e| crate::http::page::internal(e.to_string()))?;
     let Some((partner_id, issuer, client_id, deployment_id, settings, expires, used)) = row else {
         return Err(Page::new(
             StatusCode::NOT_FOUND,
@@ -186,10 +186,10 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
     }
     let spend = "UPDATE lti_deep_links SET used_at_us = $2 WHERE id = $1 AND used_at_us IS NULL";
     with_tx!(&mut tx, c => sqlx::query(spend).bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))
-        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+        .map_err(|e| crate::http::page::internal(e.to_string()))?;
     tx.commit()
         .await
-        .map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+        .map_err(|e| crate::http::page::internal(e.to_string()))?;
     let settings: Value = serde_json::from_str(&settings).unwrap_or(Value::Null);
     let items_cfg = state
         .config
@@ -207,12 +207,12 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
     let jwt = response_jwt(state, &client_id, &issuer, &deployment_id, &settings, items)
         .await
         .map_err(|e| {
-            crate::smart::launch::internal(format!("signing the deep linking response: {e:#}"))
+            crate::http::page::internal(format!("signing the deep linking response: {e:#}"))
         })?;
     let return_url = settings
         .get("deep_link_return_url")
         .and_then(Value::as_str)
-        .ok_or_else(|| crate::smart::launch::internal("no deep_link_return_url".into()))?;
+        .ok_or_else(|| crate::http::page::internal("no deep_link_return_url".into()))?;
     Ok(auto_post(
         return_url,
         &[("JWT", &jwt)],

@@ -212,7 +212,7 @@ async fn register_inner(
             )));
         }
         Err(e) => {
-            return Err(crate::smart::launch::internal(format!(
+            return Err(crate::http::page::internal(format!(
                 "storing the registration: {e}"
             )));
         }

@@ -70,7 +70,7 @@ async fn launch_inner(
     let now = now_micros();
     let pending = super::store::peek_state(&state.db, &state_hash, now)
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("reading the LTI state: {e:#}")))?
+        .map_err(|e| crate::http::page::internal(format!("reading the LTI state: {e:#}")))?
         .map_err(state_page)?;
 
     // The state must belong to this browser: its cookie, or the value platform storage kept.
@@ -96,14 +96,14 @@ async fn launch_inner(
     }
     if !super::store::spend_state(&state.db, &state_hash, now)
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("spending the LTI state: {e:#}")))?
+        .map_err(|e| crate::http::page::internal(format!("spending the LTI state: {e:#}")))?
     {
         return Err(state_page(StateProblem::Reused));
     }
 
     let platforms = super::platforms::find(state, &pending.issuer, Some(&pending.client_id))
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("finding the LTI platform: {e:#}")))?;
+        .map_err(|e| crate::http::page::internal(format!("finding the LTI platform: {e:#}")))?;
     let platform = platforms
         .first()
         .ok_or_else(|| refused(format!("{} is no longer registered.", pending.issuer)))?;
@@ -279,10 +279,10 @@ pub async fn complete(
     message: MessageType,
 ) -> Result<Response, Page> {
     let partner = state.config.partner(&platform.partner_id).ok_or_else(|| {
-        crate::smart::launch::internal(format!("partner {} is gone", platform.partner_id))
+        crate::http::page::internal(format!("partner {} is gone", platform.partner_id))
     })?;
     let reg = partner.lti.as_ref().ok_or_else(|| {
-        crate::smart::launch::internal(format!("partner {} has no LTI registration", partner.id))
+        crate::http::page::internal(format!("partner {} has no LTI registration", partner.id))
     })?;
     let now = Utc::now();
     let now_us = to_micros(now);
@@ -324,10 +324,10 @@ pub async fn complete(
     let handoff_expires = now_us + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
     let code = write_launch(state, &launch, &event, handoff_expires)
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("recording the LTI launch: {e:#}")))?;
+        .map_err(|e| crate::http::page::internal(format!("recording the LTI launch: {e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %launch.partner_id, "LTI launch completed");
     let mut app = url::Url::parse(&reg.app_url)
-        .map_err(|e| crate::smart::launch::internal(format!("app_url: {e}")))?;
+        .map_err(|e| crate::http::page::internal(format!("app_url: {e}")))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(crate::http::page::redirect(app.as_str()))
 }

@@ -63,7 +63,7 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
     let client_id = get("client_id");
     let platforms = super::platforms::find(state, iss, client_id)
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("finding the LTI platform: {e:#}")))?;
+        .map_err(|e| crate::http::page::internal(format!("finding the LTI platform: {e:#}")))?;
     if platforms.is_empty() {
         tracing::warn!(%iss, client_id = client_id.unwrap_or(""), "LTI login from an unregistered platform");
         return Err(Page::new(
@@ -106,7 +106,7 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
     }
     let platform = &platforms[0];
     let auth = url::Url::parse(&platform.auth_url)
-        .map_err(|e| crate::smart::launch::internal(format!("auth_url: {e}")))?;
+        .map_err(|e| crate::http::page::internal(format!("auth_url: {e}")))?;
 
     let state_value = random_token(32);
     let state_hash = crate::launches::hash_code(&state_value);
@@ -150,7 +150,7 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
         now + ttl as i64 * 1_000_000,
     )
     .await
-    .map_err(|e| crate::smart::launch::internal(format!("storing the LTI state: {e:#}")))?;
+    .map_err(|e| crate::http::page::internal(format!("storing the LTI state: {e:#}")))?;
 
     let mut url = auth;
     {

@@ -130,7 +130,7 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     let nonce = get("oauth_nonce").ok_or_else(|| refused("The launch has no oauth_nonce."))?;
     if !fresh_nonce(state, key, nonce, window)
         .await
-        .map_err(|e| crate::smart::launch::internal(format!("{e:#}")))?
+        .map_err(|e| crate::http::page::internal(format!("{e:#}")))?
     {
         tracing::warn!(consumer_key = key, "LTI 1.1 launch with a reused nonce");
         return Err(refused(
@@ -151,7 +151,7 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     let reg = partner
         .lti
         .as_ref()
-        .ok_or_else(|| crate::smart::launch::internal("no LTI registration".into()))?;
+        .ok_or_else(|| crate::http::page::internal("no LTI registration".into()))?;
 
     let roles: Vec<String> = get("roles")
         .unwrap_or("")
@@ -230,11 +230,11 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
         Ok::<String, anyhow::Error>(code)
     })
     .await
-    .map_err(|e| crate::smart::launch::internal(e.to_string()))?
-    .map_err(|e| crate::smart::launch::internal(format!("{e:#}")))?;
+    .map_err(|e| crate::http::page::internal(e.to_string()))?
+    .map_err(|e| crate::http::page::internal(format!("{e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %partner.id, "LTI 1.1 launch completed");
     let mut app =
-        url::Url::parse(&reg.app_url).map_err(|e| crate::smart::launch::internal(e.to_string()))?;
+        url::Url::parse(&reg.app_url).map_err(|e| crate::http::page::internal(e.to_string()))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(crate::http::page::redirect(app.as_str()))
 }

@@ -138,21 +138,6 @@ async fn post_score(
     ))
 }
 
-type ScoreView = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    String,
-    i64,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
-
 /// `GET /v1/scores/{id}`: where a score is (pending, delivered, failed) and why.
 async fn get_score(
     State(state): State<AppState>,
@@ -164,31 +149,11 @@ async fn get_score(
         crate::apikeys::Role::Partner,
         crate::apikeys::Role::Admin,
     ])?;
-    let sql = "SELECT id, launch_id, partner_id, user_id, seq, status, attempts, line_item, last_status, last_error, \
-               timestamp_us, delivered_at_us FROM lti_scores WHERE id = $1";
-    let row: Option<ScoreView> = crate::with_db!(&state.db, pool => sqlx::query_as(sql).bind(&score_id).fetch_optional(pool).await)?;
-    let (
-        id,
-        launch_id,
-        partner_id,
-        user_id,
-        _seq,
-        status,
-        attempts,
-        line_item,
-        last_status,
-        last_error,
-        ts,
-        delivered,
-    ) = row.ok_or_else(|| ApiError::NotFound(format!("no score {score_id:?}")))?;
+    let (partner_id, view) = super::store::score_status(&state.db, &score_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no score {score_id:?}")))?;
     caller.check_partner(&partner_id)?;
-    Ok(Json(json!({
-        "score_id": id, "launch_id": launch_id, "partner": partner_id, "user_id": user_id,
-        "status": status, "attempts": attempts, "line_item": line_item,
-        "last_status": last_status, "last_error": last_error,
-        "timestamp": crate::time::from_micros(ts).to_rfc3339(),
-        "delivered_at": delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
-    })))
+    Ok(Json(view))
 }
 
 async fn app_launch(

@@ -164,3 +164,52 @@ pub async fn registered_platforms(
         )
         .collect())
 }
+
+type ScoreRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+/// A score's delivery status as the API shows it, with its partner (for the caller check).
+pub async fn score_status(
+    db: &Db,
+    score_id: &str,
+) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    let sql = "SELECT id, launch_id, partner_id, user_id, status, attempts, line_item, last_status, \
+               last_error, timestamp_us, delivered_at_us FROM lti_scores WHERE id = $1";
+    let row: Option<ScoreRow> =
+        with_db!(db, pool => sqlx::query_as(sql).bind(score_id).fetch_optional(pool).await)?;
+    Ok(row.map(
+        |(
+            id,
+            launch_id,
+            partner_id,
+            user_id,
+            status,
+            attempts,
+            line_item,
+            last_status,
+            last_error,
+            ts,
+            delivered,
+        )| {
+            let view = serde_json::json!({
+                "score_id": id, "launch_id": launch_id, "partner": partner_id, "user_id": user_id,
+                "status": status, "attempts": attempts, "line_item": line_item,
+                "last_status": last_status, "last_error": last_error,
+                "timestamp": crate::time::from_micros(ts).to_rfc3339(),
+                "delivered_at": delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
+            });
+            (partner_id, view)
+        },
+    ))
+}

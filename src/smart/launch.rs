@@ -12,7 +12,7 @@ use super::store::{PendingState, Session, StateProblem};
 use super::token::{ClientAuth, TokenError};
 use crate::app::AppState;
 use crate::config::PartnerConfig;
-use crate::http::page::Page;
+use crate::http::page::{Page, internal};
 use crate::launches::{Launch, LaunchKind};
 use crate::metering::UsageEvent;
 use crate::time::{now_micros, to_micros};
@@ -431,10 +431,4 @@ fn id_token_page(reason: &str) -> Page {
     )
     .line(format!("The gateway refused the sign-in: {reason}."))
     .line("Start the app again; if this repeats, tell your EHR administrator.")
-}
-
-pub fn internal(detail: String) -> Page {
-    tracing::error!(%detail, "SMART launch failed inside the gateway");
-    Page::new(StatusCode::INTERNAL_SERVER_ERROR, "The launch failed inside the gateway")
-        .line("This is our fault, not yours. Try again in a moment; the request id in our log has the details.")
 }
