@@ -681,7 +681,7 @@ async fn run_queries(
         let mut meter_times = Vec::new();
         for run in 0..runs {
             let t = Instant::now();
-            let buckets = query_meter(&state.db, PARTNER, meter, &wins, &[]).await?;
+            let buckets = query_meter(&state.db, PARTNER, meter, &wins, &[], None).await?;
             meter_times.push(t.elapsed());
             let mut got = vec![0i64; wins.len()];
             for b in &buckets {

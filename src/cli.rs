@@ -44,7 +44,69 @@ pub enum Command {
     /// The gateway's signing keys (published at /.well-known/jwks.json).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Revenue-share statements for finance.
+    #[command(subcommand)]
+    Statements(StatementsCommand),
 }
+
+#[derive(Subcommand, Debug)]
+pub enum StatementsCommand {
+    /// Create the draft statement of one partner's period, or recompute its draft.
+    Generate {
+        #[arg(long)]
+        partner: String,
+        /// `2026-10` for a monthly agreement, `2026-Q4` for a quarterly one.
+        #[arg(long)]
+        period: String,
+        /// Needed only when several of the partner's agreements cover the period.
+        #[arg(long)]
+        agreement: Option<String>,
+    },
+    /// Generate or recompute the drafts of every partner's agreements for a period.
+    Run {
+        #[arg(long)]
+        period: String,
+    },
+    /// List statements.
+    List {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long)]
+        period: Option<String>,
+        /// draft, finalized or void.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Issue a draft: the partner's next number and a SHA-256 over its content.
+    Finalize {
+        id: String,
+        /// Who is finalizing (recorded with the statement); defaults to $USER.
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Void a finalized statement (the latest of its agreement); the record stays.
+    Void {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Write a statement as JSON, CSV or PDF.
+    Export {
+        id: String,
+        #[arg(long, default_value = "pdf")]
+        format: String,
+        /// Where to write it; `-` for stdout.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute an issued statement from the ledger and check its hash (exit 4 if not).
+    Verify { id: String },
+}
+
+/// `statements verify` exit code when the statement does not match.
+pub const VERIFY_MISMATCH: u8 = 4;
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -104,9 +166,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     if let Command::CheckConfig = cli.command {
         println!(
-            "configuration OK: {} partner(s), {} meter(s), database {}",
+            "configuration OK: {} partner(s), {} meter(s), {} agreement version(s), database {}",
             config.partners.len(),
             config.meters.len(),
+            config.agreements.len(),
             crate::db::redact_url(config.database.url.expose())
         );
         return ExitCode::SUCCESS;
@@ -223,6 +286,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             state.db.close().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Statements(cmd) => statements_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
             let state = AppState::prepare(config, true).await?;
             if let Some(p) = &partner
@@ -270,4 +334,208 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             })
         }
     }
+}
+
+fn cli_actor(author: Option<String>) -> String {
+    let who = author
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{who} (cli)")
+}
+
+fn print_statement(
+    out: &mut impl Write,
+    st: &crate::statements::model::Statement,
+) -> std::io::Result<()> {
+    let d = &st.document;
+    writeln!(
+        out,
+        "{}\t{}\t{}\t{}\t{} v{}\t{}\t{} {}{}",
+        st.id,
+        st.status.as_str(),
+        st.number_display.as_deref().unwrap_or("-"),
+        d.partner_id,
+        d.agreement_id,
+        d.agreement_version,
+        d.period,
+        d.total,
+        d.currency,
+        if d.provisional {
+            "\tprovisional (period not ended)"
+        } else {
+            ""
+        }
+    )
+}
+
+async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::Result<ExitCode> {
+    let state = AppState::prepare(config, true).await?;
+    let now = chrono::Utc::now();
+    let svc = state.statements();
+    let mut out = std::io::stdout().lock();
+    let code = match cmd {
+        StatementsCommand::Generate {
+            partner,
+            period,
+            agreement,
+        } => {
+            let (st, created) = svc
+                .generate(&partner, agreement.as_deref(), &period, now)
+                .await?;
+            print_statement(&mut out, &st)?;
+            writeln!(
+                out,
+                "{} draft with {} line(s)",
+                if created { "created" } else { "recomputed" },
+                st.document.lines.len()
+            )?;
+            ExitCode::SUCCESS
+        }
+        StatementsCommand::Run { period } => {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} statements",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let items = svc
+                .run(&period, now, |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .await;
+            bar.finish_and_clear();
+            let mut failed = 0;
+            for item in &items {
+                match &item.outcome {
+                    Ok(st) => print_statement(&mut out, st)?,
+                    Err(e) => {
+                        failed += 1;
+                        writeln!(
+                            out,
+                            "-\terror\t-\t{}\t{}\t{period}\t{e}",
+                            item.partner, item.agreement
+                        )?;
+                    }
+                }
+            }
+            writeln!(out, "{} statement(s), {failed} failed", items.len())?;
+            if failed > 0 {
+                ExitCode::from(IMPORT_REJECTED_LINES)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        StatementsCommand::List {
+            partner,
+            period,
+            status,
+        } => {
+            let mut statuses = Vec::new();
+            for s in status.iter().flat_map(|s| s.split(',')) {
+                statuses.push(
+                    crate::statements::model::Status::parse(s.trim()).ok_or_else(|| {
+                        anyhow::anyhow!("status {s:?} is not one of draft, finalized, void")
+                    })?,
+                );
+            }
+            let filter = crate::statements::store::ListFilter {
+                partner,
+                period,
+                statuses,
+                agreement: None,
+            };
+            for st in crate::statements::store::list_statements(&state.db, &filter, 10_000).await? {
+                print_statement(&mut out, &st)?;
+            }
+            ExitCode::SUCCESS
+        }
+        StatementsCommand::Finalize { id, author } => {
+            let st = svc.finalize(&id, &cli_actor(author), now).await?;
+            print_statement(&mut out, &st)?;
+            writeln!(out, "sha256 {}", st.hash.as_deref().unwrap_or(""))?;
+            ExitCode::SUCCESS
+        }
+        StatementsCommand::Void { id, reason, author } => {
+            let st = svc.void(&id, &reason, &cli_actor(author), now).await?;
+            print_statement(&mut out, &st)?;
+            ExitCode::SUCCESS
+        }
+        StatementsCommand::Export {
+            id,
+            format,
+            out: path,
+        } => {
+            let st = svc.get(&id).await?;
+            let bytes = match format.as_str() {
+                "json" => serde_json::to_vec_pretty(&st)?,
+                "csv" => crate::statements::export::csv(&st).into_bytes(),
+                "pdf" => crate::statements::pdf::render(
+                    &st,
+                    &crate::statements::pdf::Letterhead {
+                        company_address: &state.config.statements.company_address,
+                    },
+                ),
+                other => anyhow::bail!("format {other:?} is not one of json, csv, pdf"),
+            };
+            if path.as_os_str() == "-" {
+                out.write_all(&bytes)?;
+            } else {
+                // Write beside the target and rename, so a reader never sees half a file.
+                let tmp = path.with_extension("partial");
+                std::fs::write(&tmp, &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                eprintln!("wrote {} ({} bytes)", path.display(), bytes.len());
+            }
+            ExitCode::SUCCESS
+        }
+        StatementsCommand::Verify { id } => {
+            let v = svc.verify(&id).await?;
+            writeln!(
+                out,
+                "statement {} {}",
+                v.id,
+                v.number.as_deref().unwrap_or("")
+            )?;
+            writeln!(out, "stored hash:     {}", v.hash.as_deref().unwrap_or("-"))?;
+            writeln!(
+                out,
+                "recomputed hash: {}",
+                v.recomputed_hash.as_deref().unwrap_or("-")
+            )?;
+            writeln!(
+                out,
+                "hash over stored content: {}",
+                if v.hash_matches {
+                    "matches"
+                } else {
+                    "DOES NOT MATCH"
+                }
+            )?;
+            writeln!(
+                out,
+                "recomputed from the ledger: {}",
+                if v.recomputed_matches {
+                    "matches"
+                } else {
+                    "DOES NOT MATCH"
+                }
+            )?;
+            for d in &v.differences {
+                writeln!(out, "  {d}")?;
+            }
+            if v.ok() {
+                writeln!(out, "verified")?;
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(VERIFY_MISMATCH)
+            }
+        }
+    };
+    drop(out);
+    state.db.close().await;
+    Ok(code)
 }

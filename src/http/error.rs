@@ -37,6 +37,10 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed, but it cannot be done with what is there (no agreement covers the
+    /// period, the ledger holds revenue in another currency).
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     /// The thing existed but is no longer usable (an expired launch).
     #[error("{0}")]
     Gone(String),
@@ -77,6 +81,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "request_timeout"),

@@ -141,6 +141,14 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
         }
     }
 
+    // Events that statements turn into money must be readable as money: refuse a bad
+    // amount or currency now rather than when finance runs the period.
+    if let Some(t) = &event_type
+        && let Some(reason) = crate::statements::events::check(t, data.as_ref())
+    {
+        problems.push(problem("data", reason));
+    }
+
     match (id, source, event_type, time) {
         (Some(id), Some(source), Some(event_type), Some(time)) if problems.is_empty() => {
             Ok(ParsedEvent {

@@ -154,7 +154,7 @@ async fn query(
     }
     let wins = windows(q.from, q.to, q.size, q.tz)
         .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
-    let buckets = query_meter(&state.db, &q.partner, q.meter, &wins, &q.group_fields).await?;
+    let buckets = query_meter(&state.db, &q.partner, q.meter, &wins, &q.group_fields, None).await?;
     Ok(Json(render(&q, &wins, buckets)))
 }
 

@@ -124,7 +124,7 @@ fn first_of_month(year: i32, month: u32) -> NaiveDate {
 
 /// The instant a local day starts. Where midnight falls in a DST gap (some zones shift at
 /// 00:00), the day starts at the first valid local time after it.
-fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+pub fn local_midnight(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
     let mut naive: NaiveDateTime = date.and_time(chrono::NaiveTime::MIN);
     for _ in 0..4 {
         match tz.from_local_datetime(&naive) {

@@ -1,4 +1,16 @@
-//! Revenue-share statements (in progress): so far the money rules every line follows —
-//! ISO 4217 minor units and an explicit rounding rule per agreement.
+//! Revenue-share statements: agreements from config, the pure calculation from what the
+//! ledger holds, and statements with a lifecycle (draft, finalized, void) in the store.
 
+pub mod agreement;
+pub mod calc;
+pub mod events;
+pub mod export;
+pub mod model;
 pub mod money;
+pub mod pdf;
+pub mod period;
+pub mod routes;
+pub mod service;
+pub mod store;
+
+pub use routes::router;

@@ -123,9 +123,13 @@ pub fn test_config(db_url: &str, dir: &std::path::Path, extra: &str) -> Config {
             ),
         },
         Layer {
+            origin: "agreements.toml".into(),
+            text: include_str!("../../config/agreements.toml").into(),
+        },
+        Layer {
             origin: "test.toml".into(),
             text: format!(
-                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n",
+                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n[statements]\nsettle_secs = 0\n",
                 dir.display()
             ),
         },

@@ -8,7 +8,11 @@ async fn check_config_accepts_the_sample_config() {
     let out = env.run(&["check-config"]).await;
     assert!(out.status.success(), "{out}");
     assert!(out.stdout.starts_with("configuration OK"), "{out}");
-    assert!(out.stdout.contains("4 partner(s), 5 meter(s)"), "{out}");
+    assert!(
+        out.stdout
+            .contains("6 partner(s), 6 meter(s), 5 agreement version(s)"),
+        "{out}"
+    );
     // Checking the config does not touch the database.
     assert!(
         !env.sqlite_path().exists(),
@@ -25,6 +29,9 @@ async fn check_config_lists_every_problem_with_its_file_and_field() {
         "[http]\naddr = \"localhost-ish:eighty\"\n\n[database]\nmigrate_on_start = true\n\n[jobs]\nenabled = false\n",
     )
     .unwrap();
+    // The sample agreements name partners and meters this test replaces; without the file
+    // only the four problems under test remain.
+    std::fs::remove_file(dir.join("agreements.toml")).unwrap();
     std::fs::write(
         dir.join("partners.toml"),
         r#"

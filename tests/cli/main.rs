@@ -18,3 +18,4 @@ mod import;
 mod keys;
 mod migrate;
 mod shutdown;
+mod statements;

@@ -64,7 +64,12 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir).unwrap();
-        for name in ["gateway.toml", "partners.toml", "meters.toml"] {
+        for name in [
+            "gateway.toml",
+            "partners.toml",
+            "meters.toml",
+            "agreements.toml",
+        ] {
             std::fs::copy(
                 manifest_dir().join("config").join(name),
                 config_dir.join(name),

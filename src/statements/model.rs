@@ -1,0 +1,237 @@
+//! What a statement says: its lines and totals, the document that is hashed when it is
+//! finalized, and the record around it (status, number, who did what).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a line is for. Revenue lines show the basis; every other kind is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    Revenue,
+    Share,
+    Referral,
+    Bonus,
+    MinimumTrueUp,
+    /// Usage of an earlier, finalized period that reached the ledger after it was finalized.
+    CarriedLateUsage,
+    Adjustment,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revenue => "revenue",
+            Self::Share => "share",
+            Self::Referral => "referral",
+            Self::Bonus => "bonus",
+            Self::MinimumTrueUp => "minimum_true_up",
+            Self::CarriedLateUsage => "carried_late_usage",
+            Self::Adjustment => "adjustment",
+        }
+    }
+    /// Whether the line is part of what the partner is owed (revenue lines are the basis).
+    pub fn payable(self) -> bool {
+        self != Self::Revenue
+    }
+    /// Earned by the partner's own activity: what a minimum guarantee is measured against.
+    pub fn earned(self) -> bool {
+        matches!(self, Self::Share | Self::Referral | Self::Bonus)
+    }
+}
+
+/// One traceable line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    pub kind: LineKind,
+    pub description: String,
+    /// The meter a priced or tiered line reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
+    /// The product of recorded revenue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Decimal>,
+    /// The tier, 1-based, with its range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// For carried lines: the period the usage belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    /// For carried lines: the kind of line that changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_kind: Option<LineKind>,
+    /// An event id (referral) or adjustment id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Who added an adjustment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The exact value before rounding.
+    pub precise: Decimal,
+    /// Rounded to the currency's minor unit with the agreement's rule.
+    pub amount: Decimal,
+}
+
+impl Line {
+    /// Owed to the partner: every line but revenue (a carried revenue difference too, which
+    /// is shown beside the carried share it produced).
+    pub fn payable(&self) -> bool {
+        self.kind.payable() && self.carried_kind != Some(LineKind::Revenue)
+    }
+
+    pub fn new(kind: LineKind, description: impl Into<String>) -> Line {
+        Line {
+            kind,
+            description: description.into(),
+            meter: None,
+            product: None,
+            quantity: None,
+            unit_price: None,
+            rate: None,
+            tier: None,
+            period: None,
+            carried_kind: None,
+            reference: None,
+            author: None,
+            precise: Decimal::ZERO,
+            amount: Decimal::ZERO,
+        }
+    }
+}
+
+/// The statement's content: everything the hash covers. Field order is fixed by the struct,
+/// and decimals serialize as strings, so the same content always gives the same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub company: String,
+    pub partner_id: String,
+    pub partner_name: String,
+    pub agreement_id: String,
+    pub agreement_version: u32,
+    pub period: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub time_zone: String,
+    pub currency: String,
+    pub rounding: String,
+    /// The ledger as of this instant (events received until then) is what was counted.
+    pub ledger_as_of: DateTime<Utc>,
+    /// Late usage received after this instant (the previous statement's cut-off) is carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_since: Option<DateTime<Utc>>,
+    /// The period had not ended when this was computed: a draft only.
+    pub provisional: bool,
+    pub lines: Vec<Line>,
+    /// Sum of rounded revenue lines: the basis shares are computed on.
+    pub revenue_basis: Decimal,
+    /// Sum of rounded payable lines: what the partner is owed.
+    pub total: Decimal,
+    /// Sum of precise payable lines, for reference.
+    pub total_precise: Decimal,
+}
+
+impl Document {
+    /// Totals from the lines: the total is the sum of rounded payable lines.
+    pub fn sum(&mut self) {
+        self.revenue_basis = self
+            .lines
+            .iter()
+            .filter(|l| l.kind == LineKind::Revenue)
+            .map(|l| l.amount)
+            .sum();
+        self.total = self
+            .lines
+            .iter()
+            .filter(|l| l.payable())
+            .map(|l| l.amount)
+            .sum();
+        self.total_precise = self
+            .lines
+            .iter()
+            .filter(|l| l.payable())
+            .map(|l| l.precise)
+            .sum::<Decimal>()
+            .normalize();
+    }
+
+    /// The canonical bytes the hash is taken over, with the number the statement is issued
+    /// under (the number is part of what was issued).
+    pub fn canonical(&self, number: i64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Issued<'a> {
+            number: i64,
+            document: &'a Document,
+        }
+        serde_json::to_vec(&Issued {
+            number,
+            document: self,
+        })
+        .unwrap_or_default()
+    }
+
+    /// SHA-256 of the canonical content, as lowercase hex.
+    pub fn hash(&self, number: i64) -> String {
+        hex::encode(Sha256::digest(self.canonical(number)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Draft,
+    Finalized,
+    Void,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Finalized => "finalized",
+            Self::Void => "void",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "draft" => Some(Self::Draft),
+            "finalized" => Some(Self::Finalized),
+            "void" => Some(Self::Void),
+            _ => None,
+        }
+    }
+}
+
+/// A stored statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    pub id: String,
+    pub status: Status,
+    /// The partner's statement number, from finalization on.
+    pub number: Option<i64>,
+    /// `{PARTNER}-{number:05}` for people.
+    pub number_display: Option<String>,
+    pub hash: Option<String>,
+    pub document: Document,
+    pub computed_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub finalized_by: Option<String>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub voided_by: Option<String>,
+    pub void_reason: Option<String>,
+    /// The voided statement this one replaces.
+    pub replaces: Option<String>,
+    /// For a void statement: the statement that replaces it, once there is one.
+    pub replaced_by: Option<String>,
+}
+
+pub fn number_display(partner: &str, number: i64) -> String {
+    format!("{}-{number:05}", partner.to_ascii_uppercase())
+}

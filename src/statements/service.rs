@@ -1,0 +1,896 @@
+//! Statement operations shared by the API and the CLI: generate (create or recompute a
+//! draft), adjust, finalize, void, verify, and run a whole period. The store gathers what
+//! the ledger holds; [`calc`] does the arithmetic.
+//!
+//! A statement counts the events the ledger had *received* by its cut-off (`ledger_as_of`),
+//! so it can be recomputed to the cent later however much arrives afterwards. Usage for an
+//! already finalized period that arrives after that period's statement was cut off is found
+//! by arrival time and carried into the next statement as the difference it makes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+
+use super::agreement::{Agreement, Agreements, TierReset, TrueUp};
+use super::calc::{self, CalcError, Inputs};
+use super::model::{Document, Line, LineKind, Statement, Status};
+use super::period::Period;
+use super::store::{self, Adjustment, Span};
+use crate::config::Config;
+use crate::db::Db;
+use crate::metering::Meter;
+use crate::metering::store::meter_value;
+use crate::metering::window::Window;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error("unknown partner {0:?}")]
+    UnknownPartner(String),
+    #[error("partner {partner:?} has no agreement {agreement:?}")]
+    UnknownAgreement { partner: String, agreement: String },
+    #[error("no statement {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadPeriod(String),
+    #[error("no agreement of partner {partner:?} covers {period}{hint}")]
+    NoAgreement {
+        partner: String,
+        period: String,
+        hint: String,
+    },
+    #[error(
+        "partner {partner:?} has several agreements covering {period} ({}): name one with \"agreement\"",
+        ids.join(", ")
+    )]
+    AmbiguousAgreement {
+        partner: String,
+        period: String,
+        ids: Vec<String>,
+    },
+    #[error(
+        "the statement for {period} ({number}) is finalized and cannot be recomputed; a correction goes in a later statement as an adjustment"
+    )]
+    AlreadyFinalized { period: String, number: String },
+    #[error("statement {id} is {status}, not a draft")]
+    NotDraft { id: String, status: &'static str },
+    #[error("statement {0} is a draft: only an issued statement has a hash to verify")]
+    NotIssued(String),
+    #[error("statement {id} is {status}; only a finalized statement can be voided")]
+    NotFinalized { id: String, status: &'static str },
+    #[error(
+        "{period} has not ended (it ends {end}, and the ledger settles for {settle} s after that): it can be a draft, not finalized"
+    )]
+    NotEnded {
+        period: String,
+        end: DateTime<Utc>,
+        settle: i64,
+    },
+    #[error("{0}")]
+    OutOfOrder(String),
+    #[error(
+        "the draft was computed before the statement for {0} was finalized: recompute it (POST /v1/statements) and review it again"
+    )]
+    Stale(String),
+    #[error(
+        "a later statement ({0}) is finalized: void only the latest one, and correct earlier periods with an adjustment in the next statement"
+    )]
+    NotLatest(String),
+    #[error("{0}")]
+    BadAdjustment(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Calc(#[from] CalcError),
+    #[error("the statement cannot be computed: {0}")]
+    BadEvent(String),
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StatementError {
+    fn from(e: sqlx::Error) -> Self {
+        if store::is_immutable_refusal(&e) {
+            return StatementError::Conflict(
+                "the statement is issued; the store refuses to change it".into(),
+            );
+        }
+        if let sqlx::Error::Database(d) = &e
+            && d.is_unique_violation()
+        {
+            return StatementError::Conflict(
+                "another change to this statement happened at the same moment; retry".into(),
+            );
+        }
+        StatementError::Store(e.into())
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub id: String,
+    pub number: Option<String>,
+    /// The stored hash matches the stored content.
+    pub hash_matches: bool,
+    /// Recomputing from the ledger gives the stored content.
+    pub recomputed_matches: bool,
+    pub hash: Option<String>,
+    pub recomputed_hash: Option<String>,
+    pub differences: Vec<String>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.hash_matches && self.recomputed_matches
+    }
+}
+
+/// What a computation counts: the ledger as received by `as_of`, and late usage received
+/// after `carried_since` for periods from `first_issued` on.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    as_of: DateTime<Utc>,
+    carried_since: Option<DateTime<Utc>>,
+    first_issued: Option<Period>,
+}
+
+/// One partner's outcome in a statement run.
+#[derive(Debug)]
+pub struct RunItem {
+    pub partner: String,
+    pub agreement: String,
+    pub outcome: Result<Statement, StatementError>,
+}
+
+/// The statement operations over one store and one config.
+pub struct Statements<'a> {
+    pub db: &'a Db,
+    pub config: &'a Config,
+    pub agreements: &'a Agreements,
+    pub meters: &'a BTreeMap<String, Meter>,
+}
+
+impl Statements<'_> {
+    /// Events received this recently are left to the next computation: a transaction that
+    /// stamped its events a moment ago may not have committed yet, and an event must never
+    /// fall between one statement's cut-off and the next one's carried usage.
+    fn settle(&self) -> Duration {
+        Duration::seconds(i64::try_from(self.config.statements.settle_secs).unwrap_or(60))
+    }
+
+    /// The agreement and period a request names.
+    fn resolve(
+        &self,
+        partner: &str,
+        agreement: Option<&str>,
+        label: &str,
+    ) -> Result<(String, Period), StatementError> {
+        if self.config.partner(partner).is_none() {
+            return Err(StatementError::UnknownPartner(partner.to_owned()));
+        }
+        let all = self.agreements.for_partner(partner);
+        if let Some(id) = agreement {
+            let versions = all
+                .iter()
+                .find(|v| v.first().is_some_and(|a| a.id() == id))
+                .ok_or_else(|| StatementError::UnknownAgreement {
+                    partner: partner.to_owned(),
+                    agreement: id.to_owned(),
+                })?;
+            let kind = versions[0].kind();
+            let period = Period::parse(label, kind).map_err(StatementError::BadPeriod)?;
+            if !versions.iter().any(|a| a.covers(period)) {
+                return Err(StatementError::NoAgreement {
+                    partner: partner.to_owned(),
+                    period: label.to_owned(),
+                    hint: validity_hint(versions),
+                });
+            }
+            return Ok((id.to_owned(), period));
+        }
+        let mut found = Vec::new();
+        let mut parse_error = None;
+        for versions in &all {
+            match Period::parse(label, versions[0].kind()) {
+                Ok(p) if versions.iter().any(|a| a.covers(p)) => {
+                    found.push((versions[0].id().to_owned(), p));
+                }
+                Ok(_) => {}
+                Err(e) => parse_error = Some(e),
+            }
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => match parse_error {
+                Some(e) if all.len() == 1 => Err(StatementError::BadPeriod(e)),
+                _ => Err(StatementError::NoAgreement {
+                    partner: partner.to_owned(),
+                    period: label.to_owned(),
+                    hint: all
+                        .first()
+                        .map_or(" (the partner has no agreements in config)".into(), |v| {
+                            validity_hint(v)
+                        }),
+                }),
+            },
+            _ => Err(StatementError::AmbiguousAgreement {
+                partner: partner.to_owned(),
+                period: label.to_owned(),
+                ids: found.into_iter().map(|(id, _)| id).collect(),
+            }),
+        }
+    }
+
+    fn version(&self, id: &str, period: Period) -> Result<&Agreement, StatementError> {
+        self.agreements.version_for(id, period).ok_or_else(|| {
+            StatementError::BadPeriod(format!(
+                "agreement {id:?} does not cover {}",
+                period.label()
+            ))
+        })
+    }
+
+    /// What the ledger held for one period at `as_of`.
+    async fn inputs(
+        &self,
+        a: &Agreement,
+        period: Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<Inputs, StatementError> {
+        let partner = &a.config.partner;
+        let (start, end) = period.bounds(a.tz);
+        let span = Span {
+            partner_id: partner,
+            start,
+            end,
+            as_of,
+        };
+        // The cut-off changes a meter only when something arrived after it.
+        let cutoff = store::arrived_after(self.db, span).await?.then_some(as_of);
+        let mut inputs = Inputs::default();
+        for name in a.meters() {
+            let meter = self
+                .meters
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("meter {name:?} is not compiled"))?;
+            let v = meter_value(self.db, partner, meter, Window { start, end }, cutoff).await?;
+            inputs.meters.insert(name, v);
+        }
+        if let Some(s) = &a.config.share
+            && s.reset == TierReset::AgreementYear
+            && let Some(name) = &s.meter
+            && let Some(meter) = self.meters.get(name)
+        {
+            let (_, covered) = a.year_of(period);
+            for q in covered.into_iter().filter(|q| *q < period) {
+                let (qs, qe) = q.bounds(a.tz);
+                inputs.share_volume_before += meter_value(
+                    self.db,
+                    partner,
+                    meter,
+                    Window { start: qs, end: qe },
+                    Some(as_of),
+                )
+                .await?;
+            }
+        }
+        if a.config.revenue.recorded {
+            inputs.revenue = store::revenue_events(self.db, span).await?.map_err(|b| {
+                StatementError::BadEvent(format!("revenue event {:?}: {}", b.event_id, b.reason))
+            })?;
+        }
+        let mut types: Vec<String> = a
+            .config
+            .referrals
+            .iter()
+            .map(|r| r.event_type.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        inputs.referrals = store::referral_events(self.db, span, &types)
+            .await?
+            .map_err(|b| {
+                StatementError::BadEvent(format!("milestone event {:?}: {}", b.event_id, b.reason))
+            })?;
+        Ok(inputs)
+    }
+
+    /// The computed lines of one period as the ledger stood at `as_of`.
+    pub async fn period_lines(
+        &self,
+        id: &str,
+        period: Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<Line>, StatementError> {
+        let a = self.version(id, period)?;
+        let mut inputs = self.inputs(a, period, as_of).await?;
+        let closes_year = a
+            .config
+            .minimum
+            .as_ref()
+            .is_some_and(|m| m.true_up == TrueUp::YearEnd)
+            && a.year_of(period).1.last() == Some(&period);
+        if closes_year {
+            let (_, covered) = a.year_of(period);
+            for q in covered.into_iter().filter(|q| *q < period) {
+                let aq = self.version(id, q)?;
+                let iq = self.inputs(aq, q, as_of).await?;
+                inputs.year_earned_before += calc::earned(&calc::compute(aq, q, &iq)?);
+            }
+        }
+        Ok(calc::compute(a, period, &inputs)?)
+    }
+
+    /// The whole document for a period: computed lines, carried late usage, adjustments.
+    async fn document(
+        &self,
+        id: &str,
+        period: Period,
+        cut: Cut,
+        adjustments: &[Adjustment],
+        labels: Option<(&str, &str)>,
+    ) -> Result<Document, StatementError> {
+        let Cut {
+            as_of,
+            carried_since,
+            first_issued,
+        } = cut;
+        let a = self.version(id, period)?;
+        let mut lines = self.period_lines(id, period, as_of).await?;
+        if let (Some(since), Some(first)) = (carried_since, first_issued) {
+            let (first_start, _) = first.bounds(a.tz);
+            let (start, _) = period.bounds(a.tz);
+            let span = store::late_usage_span(
+                self.db,
+                &a.config.partner,
+                first_start,
+                start,
+                since,
+                as_of,
+            )
+            .await?;
+            if let Some((lo, hi)) = span {
+                let mut q =
+                    Period::containing(lo.with_timezone(&a.tz).date_naive(), a.kind()).max(first);
+                let last = Period::containing(hi.with_timezone(&a.tz).date_naive(), a.kind());
+                while q <= last && q < period {
+                    if self.agreements.version_for(id, q).is_some() {
+                        let before = self.period_lines(id, q, since).await?;
+                        let after = self.period_lines(id, q, as_of).await?;
+                        lines.extend(calc::carried(&q.label(), &before, &after));
+                    }
+                    q = q.next();
+                }
+            }
+        }
+        lines.extend(
+            adjustments
+                .iter()
+                .map(|adj| adjustment_line(adj, a.currency.minor_units)),
+        );
+        let (start, end) = period.bounds(a.tz);
+        let (company, partner_name) = match labels {
+            Some((c, p)) => (c.to_owned(), p.to_owned()),
+            None => (
+                self.config.statements.company_name.clone(),
+                self.config
+                    .partner(&a.config.partner)
+                    .map_or_else(|| a.config.partner.clone(), |p| p.name.clone()),
+            ),
+        };
+        let mut doc = Document {
+            company,
+            partner_id: a.config.partner.clone(),
+            partner_name,
+            agreement_id: id.to_owned(),
+            agreement_version: a.version(),
+            period: period.label(),
+            period_start: start,
+            period_end: end,
+            time_zone: a.config.time_zone.clone(),
+            currency: a.currency.code.to_owned(),
+            rounding: rounding_name(a),
+            ledger_as_of: as_of,
+            carried_since,
+            provisional: as_of < end,
+            lines,
+            revenue_basis: Decimal::ZERO,
+            total: Decimal::ZERO,
+            total_precise: Decimal::ZERO,
+        };
+        doc.sum();
+        doc.revenue_basis.rescale(a.currency.minor_units);
+        doc.total.rescale(a.currency.minor_units);
+        Ok(doc)
+    }
+
+    /// Where a statement of `period` stands among the agreement's finalized ones: the cut-off
+    /// of the one before it (late usage since then is carried) and the first issued period.
+    async fn sequence(
+        &self,
+        id: &str,
+        period: Period,
+        kind_of: &Agreement,
+    ) -> Result<(Option<store::Issued>, Option<Period>, Vec<store::Issued>), StatementError> {
+        let issued = store::finalized_of_agreement(self.db, id).await?;
+        let (start, _) = period.bounds(kind_of.tz);
+        let start_us = crate::time::to_micros(start);
+        let previous = issued
+            .iter()
+            .rev()
+            .find(|s| s.period_start_us < start_us)
+            .cloned();
+        let first = issued
+            .first()
+            .and_then(|s| Period::parse(&s.period, kind_of.kind()).ok());
+        Ok((previous, first, issued))
+    }
+
+    /// Create the draft for (partner, period), or recompute the existing draft. Returns the
+    /// statement and whether it was created.
+    pub async fn generate(
+        &self,
+        partner: &str,
+        agreement: Option<&str>,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Statement, bool), StatementError> {
+        let (id, period) = self.resolve(partner, agreement, label)?;
+        let a = self.version(&id, period)?;
+        let live = store::live_statement(self.db, &id, &period.label()).await?;
+        if let Some(s) = &live
+            && s.status == Status::Finalized
+        {
+            return Err(StatementError::AlreadyFinalized {
+                period: period.label(),
+                number: s.number_display.clone().unwrap_or_default(),
+            });
+        }
+        let (previous, first, _) = self.sequence(&id, period, a).await?;
+        let since = previous.as_ref().map(|p| p.ledger_as_of);
+        let as_of = (now - self.settle()).max(since.unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let adjustments = match &live {
+            Some(s) => store::adjustments(self.db, &s.id).await?,
+            None => Vec::new(),
+        };
+        let doc = self
+            .document(
+                &id,
+                period,
+                Cut {
+                    as_of,
+                    carried_since: since,
+                    first_issued: first,
+                },
+                &adjustments,
+                None,
+            )
+            .await?;
+        let mut tx = self.db.begin().await?;
+        let (sid, created) = match &live {
+            Some(s) => {
+                if !store::update_draft(&mut tx, &s.id, &doc, now).await? {
+                    return Err(StatementError::Conflict(format!(
+                        "statement {} was finalized while it was being recomputed",
+                        s.id
+                    )));
+                }
+                (s.id.clone(), false)
+            }
+            None => {
+                let sid = format!("stmt_{}", uuid::Uuid::now_v7().simple());
+                let replaces = store::last_void(self.db, &id, &period.label()).await?;
+                store::insert_draft(&mut tx, &sid, &doc, now, replaces.as_deref()).await?;
+                (sid, true)
+            }
+        };
+        tx.commit().await?;
+        let st = store::get_statement(self.db, &sid)
+            .await?
+            .ok_or_else(|| StatementError::NotFound(sid.clone()))?;
+        Ok((st, created))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Statement, StatementError> {
+        store::get_statement(self.db, id)
+            .await?
+            .ok_or_else(|| StatementError::NotFound(id.to_owned()))
+    }
+
+    /// Add a manual line to a draft.
+    pub async fn adjust(
+        &self,
+        id: &str,
+        amount: Decimal,
+        reason: &str,
+        author: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Statement, StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Draft {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(StatementError::BadAdjustment(
+                "reason is required: say why the amount is added or taken off".into(),
+            ));
+        }
+        if reason.chars().count() > 500 {
+            return Err(StatementError::BadAdjustment(
+                "reason is longer than 500 characters".into(),
+            ));
+        }
+        let minor =
+            super::money::Currency::parse(&st.document.currency).map_or(2, |c| c.minor_units);
+        if amount.is_zero() {
+            return Err(StatementError::BadAdjustment(
+                "amount must not be zero".into(),
+            ));
+        }
+        if amount.normalize().scale() > minor {
+            return Err(StatementError::BadAdjustment(format!(
+                "amount {amount} has more decimals than {} allows ({minor})",
+                st.document.currency
+            )));
+        }
+        let adj = Adjustment {
+            id: format!("adj_{}", uuid::Uuid::now_v7().simple()),
+            amount,
+            reason: reason.to_owned(),
+            author: author.to_owned(),
+            created_at: now,
+        };
+        let mut doc = st.document.clone();
+        doc.lines.push(adjustment_line(&adj, minor));
+        doc.sum();
+        doc.revenue_basis.rescale(minor);
+        doc.total.rescale(minor);
+        let mut tx = self.db.begin().await?;
+        store::insert_adjustment(&mut tx, id, &adj).await?;
+        if !store::update_draft(&mut tx, id, &doc, st.computed_at).await? {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: "no longer a draft",
+            });
+        }
+        tx.commit().await?;
+        self.get(id).await
+    }
+
+    /// Issue a draft: the partner's next number and the hash of its content.
+    pub async fn finalize(
+        &self,
+        id: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Statement, StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Draft {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        let doc = &st.document;
+        if doc.provisional || now < doc.period_end + self.settle() {
+            return Err(StatementError::NotEnded {
+                period: doc.period.clone(),
+                end: doc.period_end,
+                settle: self.settle().num_seconds(),
+            });
+        }
+        let kind_of = self
+            .agreements
+            .versions(&doc.agreement_id)
+            .and_then(|v| v.first())
+            .ok_or_else(|| {
+                StatementError::BadPeriod(format!(
+                    "agreement {:?} is no longer configured",
+                    doc.agreement_id
+                ))
+            })?;
+        let period =
+            Period::parse(&doc.period, kind_of.kind()).map_err(StatementError::BadPeriod)?;
+        let (previous, _, issued) = self.sequence(&doc.agreement_id, period, kind_of).await?;
+        let start_us = crate::time::to_micros(doc.period_start);
+        if let Some(later) = issued.iter().find(|s| s.period_start_us > start_us) {
+            return Err(StatementError::OutOfOrder(format!(
+                "the statement for {} is already finalized; periods are finalized in order",
+                later.period
+            )));
+        }
+        if let Some(prev) = &previous {
+            let expected = period.prev();
+            if prev.period != expected.label()
+                && self
+                    .agreements
+                    .version_for(&doc.agreement_id, expected)
+                    .is_some()
+            {
+                return Err(StatementError::OutOfOrder(format!(
+                    "finalize the statement for {} first: periods are finalized in order",
+                    expected.label()
+                )));
+            }
+        }
+        if doc.carried_since != previous.as_ref().map(|p| p.ledger_as_of) {
+            return Err(StatementError::Stale(
+                previous.map_or_else(|| "an earlier period".into(), |p| p.period),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        let number = store::next_number(&mut tx, &doc.partner_id).await?;
+        let hash = doc.hash(number);
+        if !store::finalize_statement(&mut tx, id, number, &hash, by, now).await? {
+            return Err(StatementError::Conflict(format!(
+                "statement {id} changed while it was being finalized"
+            )));
+        }
+        let data = serde_json::json!({
+            "statement_id": id,
+            "partner": doc.partner_id,
+            "agreement": doc.agreement_id,
+            "agreement_version": doc.agreement_version,
+            "period": doc.period,
+            "number": number,
+            "currency": doc.currency,
+            "total": doc.total.to_string(),
+            "hash": hash,
+        });
+        let event = crate::webhooks::events::STATEMENT_FINALIZED;
+        crate::webhooks::emit(&mut tx, Some(&doc.partner_id), event, &data, now).await?;
+        tx.commit().await?;
+        tracing::info!(statement = id, number, partner = %doc.partner_id, "statement finalized");
+        self.get(id).await
+    }
+
+    /// Void the latest finalized statement of its agreement; the record stays.
+    pub async fn void(
+        &self,
+        id: &str,
+        reason: &str,
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Statement, StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Finalized {
+            return Err(StatementError::NotFinalized {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(StatementError::BadAdjustment(
+                "reason is required to void a statement".into(),
+            ));
+        }
+        let issued = store::finalized_of_agreement(self.db, &st.document.agreement_id).await?;
+        let start_us = crate::time::to_micros(st.document.period_start);
+        if let Some(later) = issued.iter().find(|s| s.period_start_us > start_us) {
+            return Err(StatementError::NotLatest(later.period.clone()));
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::void_statement(&mut tx, id, reason, by, now).await? {
+            return Err(StatementError::Conflict(format!(
+                "statement {id} changed while it was being voided"
+            )));
+        }
+        let data = serde_json::json!({
+            "statement_id": id,
+            "partner": st.document.partner_id,
+            "agreement": st.document.agreement_id,
+            "period": st.document.period,
+            "number": st.number,
+            "reason": reason,
+        });
+        let event = crate::webhooks::events::STATEMENT_VOIDED;
+        crate::webhooks::emit(&mut tx, Some(&st.document.partner_id), event, &data, now).await?;
+        tx.commit().await?;
+        tracing::info!(statement = id, partner = %st.document.partner_id, "statement voided");
+        self.get(id).await
+    }
+
+    /// Recompute an issued statement from the ledger at its cut-off and check its hash.
+    pub async fn verify(&self, id: &str) -> Result<Verification, StatementError> {
+        let st = self.get(id).await?;
+        let doc = &st.document;
+        let Some(number) = st.number else {
+            return Err(StatementError::NotIssued(id.to_owned()));
+        };
+        let hash_matches = st.hash.as_deref() == Some(doc.hash(number).as_str());
+        let mut differences = Vec::new();
+        let recomputed = match self
+            .agreements
+            .versions(&doc.agreement_id)
+            .and_then(|v| v.first())
+        {
+            None => {
+                differences.push(format!(
+                    "agreement {:?} is no longer configured",
+                    doc.agreement_id
+                ));
+                None
+            }
+            Some(kind_of) => {
+                let period = Period::parse(&doc.period, kind_of.kind())
+                    .map_err(StatementError::BadPeriod)?;
+                let (_, first, _) = self.sequence(&doc.agreement_id, period, kind_of).await?;
+                // The first issued period, as it stood when this one was computed: at the
+                // latest, this one.
+                let first = first.map(|f| f.min(period));
+                let adjustments = store::adjustments(self.db, id).await?;
+                let fresh = self
+                    .document(
+                        &doc.agreement_id,
+                        period,
+                        Cut {
+                            as_of: doc.ledger_as_of,
+                            carried_since: doc.carried_since,
+                            first_issued: first,
+                        },
+                        &adjustments,
+                        Some((&doc.company, &doc.partner_name)),
+                    )
+                    .await?;
+                differences.extend(diff(doc, &fresh));
+                Some(fresh)
+            }
+        };
+        let recomputed_matches = recomputed.as_ref().is_some_and(|f| f == doc);
+        Ok(Verification {
+            id: st.id.clone(),
+            number: st.number_display.clone(),
+            hash_matches,
+            recomputed_matches,
+            hash: st.hash.clone(),
+            recomputed_hash: recomputed.map(|f| f.hash(number)),
+            differences,
+        })
+    }
+
+    /// Generate the draft of `label` for every configured agreement that covers it;
+    /// finalized periods are reported and left alone.
+    pub async fn run(
+        &self,
+        label: &str,
+        now: DateTime<Utc>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Vec<RunItem> {
+        let mut todo = Vec::new();
+        for p in &self.config.partners {
+            for versions in self.agreements.for_partner(&p.id) {
+                let Some(first) = versions.first() else {
+                    continue;
+                };
+                if let Ok(period) = Period::parse(label, first.kind())
+                    && versions.iter().any(|a| a.covers(period))
+                {
+                    todo.push((p.id.clone(), first.id().to_owned()));
+                }
+            }
+        }
+        let total = todo.len();
+        // Several partners at once: each statement is a handful of independent queries, so
+        // the database's cores (PostgreSQL backends, SQLite reader connections) share the run.
+        let width = usize::try_from(self.config.database.max_connections)
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let mut out = Vec::with_capacity(total);
+        let mut pending =
+            futures_util::stream::iter(todo.into_iter().map(|(partner, agreement)| async move {
+                let outcome = self
+                    .generate(&partner, Some(&agreement), label, now)
+                    .await
+                    .map(|(s, _)| s);
+                RunItem {
+                    partner,
+                    agreement,
+                    outcome,
+                }
+            }))
+            .buffer_unordered(width);
+        while let Some(item) = pending.next().await {
+            out.push(item);
+            progress(out.len(), total);
+        }
+        // Report in partner order, whatever order they finished in.
+        out.sort_by(|a, b| (&a.partner, &a.agreement).cmp(&(&b.partner, &b.agreement)));
+        out
+    }
+}
+
+/// A manual line as the statement shows it (already in the currency's minor unit: the
+/// amount was checked when it was added).
+fn adjustment_line(adj: &Adjustment, minor_units: u32) -> Line {
+    let mut l = Line::new(LineKind::Adjustment, adj.reason.clone());
+    l.reference = Some(adj.id.clone());
+    l.author = Some(adj.author.clone());
+    l.precise = adj.amount;
+    l.amount = adj.amount;
+    l.amount.rescale(minor_units);
+    l
+}
+
+fn rounding_name(a: &Agreement) -> String {
+    use super::money::Rounding;
+    match a.config.rounding {
+        Rounding::HalfAwayFromZero => "half_away_from_zero",
+        Rounding::HalfEven => "half_even",
+        Rounding::Down => "down",
+        Rounding::Up => "up",
+    }
+    .to_owned()
+}
+
+fn validity_hint(versions: &[Agreement]) -> String {
+    let spans: Vec<String> = versions
+        .iter()
+        .map(|a| match a.config.valid_to {
+            Some(to) => format!(
+                "{} v{} from {} to {to}",
+                a.id(),
+                a.version(),
+                a.config.valid_from
+            ),
+            None => format!("{} v{} from {}", a.id(), a.version(), a.config.valid_from),
+        })
+        .collect();
+    format!(" (valid: {})", spans.join("; "))
+}
+
+/// Human-readable differences between a stored and a recomputed document.
+fn diff(stored: &Document, fresh: &Document) -> Vec<String> {
+    let mut out = Vec::new();
+    if stored.agreement_version != fresh.agreement_version {
+        out.push(format!(
+            "agreement version: stored {}, configured now {}",
+            stored.agreement_version, fresh.agreement_version
+        ));
+    }
+    let n = stored.lines.len().max(fresh.lines.len());
+    for i in 0..n {
+        match (stored.lines.get(i), fresh.lines.get(i)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) => out.push(format!(
+                "line {}: stored {} {} ({}), recomputed {} {} ({})",
+                i + 1,
+                a.kind.as_str(),
+                a.amount,
+                a.description,
+                b.kind.as_str(),
+                b.amount,
+                b.description
+            )),
+            (Some(a), None) => out.push(format!(
+                "line {}: stored {} {} is not recomputed",
+                i + 1,
+                a.kind.as_str(),
+                a.amount
+            )),
+            (None, Some(b)) => out.push(format!(
+                "line {}: recomputed {} {} is not stored",
+                i + 1,
+                b.kind.as_str(),
+                b.amount
+            )),
+            (None, None) => {}
+        }
+    }
+    if stored.total != fresh.total {
+        out.push(format!(
+            "total: stored {}, recomputed {}",
+            stored.total, fresh.total
+        ));
+    }
+    if out.is_empty() && stored != fresh {
+        out.push("the header differs (period bounds, currency, rounding or cut-off)".into());
+    }
+    out
+}

@@ -1,0 +1,523 @@
+//! SQL for statements, their adjustments, and the ledger reads a statement needs (recorded
+//! revenue and milestone events, and where late usage fell).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::str::FromStr;
+
+use super::calc::{ReferralEvent, RevenueEvent};
+use super::model::{Document, Statement, Status, number_display};
+use crate::db::{Db, Tx};
+use crate::time::{from_micros, to_micros};
+use crate::{with_db, with_tx};
+
+/// The trigger's message when something tries to change an issued statement.
+pub const IMMUTABLE: &str = "statement is issued and cannot change";
+
+/// Whether a store error is the immutability trigger refusing a change.
+pub fn is_immutable_refusal(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.message().contains(IMMUTABLE),
+        _ => false,
+    }
+}
+
+const COLUMNS: &str = "id, status, number, hash, document, computed_at_us, finalized_at_us, \
+    finalized_by, voided_at_us, voided_by, void_reason, replaces, partner_id, \
+    (SELECT r.id FROM statements r WHERE r.replaces = statements.id \
+     ORDER BY r.computed_at_us DESC LIMIT 1)";
+
+type Row = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+fn from_row(r: Row) -> anyhow::Result<Statement> {
+    let (
+        id,
+        status,
+        number,
+        hash,
+        document,
+        computed,
+        fin_at,
+        fin_by,
+        void_at,
+        void_by,
+        reason,
+        replaces,
+        partner,
+        replaced_by,
+    ) = r;
+    let document: Document = serde_json::from_str(&document)?;
+    Ok(Statement {
+        status: Status::parse(&status)
+            .ok_or_else(|| anyhow::anyhow!("statement {id} has unknown status {status:?}"))?,
+        id,
+        number,
+        number_display: number.map(|n| number_display(&partner, n)),
+        hash,
+        document,
+        computed_at: from_micros(computed),
+        finalized_at: fin_at.map(from_micros),
+        finalized_by: fin_by,
+        voided_at: void_at.map(from_micros),
+        voided_by: void_by,
+        void_reason: reason,
+        replaces,
+        replaced_by,
+    })
+}
+
+pub async fn get_statement(db: &Db, id: &str) -> anyhow::Result<Option<Statement>> {
+    let sql = format!("SELECT {COLUMNS} FROM statements WHERE id = $1");
+    let row: Option<Row> =
+        with_db!(db, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
+    row.map(from_row).transpose()
+}
+
+/// The draft or finalized statement of an agreement's period, if any (void ones are history).
+pub async fn live_statement(
+    db: &Db,
+    agreement_id: &str,
+    period: &str,
+) -> anyhow::Result<Option<Statement>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM statements WHERE agreement_id = $1 AND period = $2 AND status <> 'void'"
+    );
+    let row: Option<Row> = with_db!(db, c => sqlx::query_as(&sql).bind(agreement_id).bind(period).fetch_optional(c).await)?;
+    row.map(from_row).transpose()
+}
+
+/// The most recently voided statement of an agreement's period (a new draft replaces it).
+pub async fn last_void(
+    db: &Db,
+    agreement_id: &str,
+    period: &str,
+) -> anyhow::Result<Option<String>> {
+    let sql = "SELECT id FROM statements WHERE agreement_id = $1 AND period = $2 AND status = 'void' \
+               ORDER BY voided_at_us DESC LIMIT 1";
+    Ok(
+        with_db!(db, c => sqlx::query_scalar(sql).bind(agreement_id).bind(period).fetch_optional(c).await)?,
+    )
+}
+
+/// A finalized statement's place in its agreement's sequence.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub id: String,
+    pub period: String,
+    pub period_start_us: i64,
+    pub ledger_as_of: DateTime<Utc>,
+}
+
+/// Finalized statements of an agreement, in period order.
+pub async fn finalized_of_agreement(db: &Db, agreement_id: &str) -> anyhow::Result<Vec<Issued>> {
+    let sql = "SELECT id, period, period_start_us, ledger_as_of_us FROM statements \
+               WHERE agreement_id = $1 AND status = 'finalized' ORDER BY period_start_us";
+    let rows: Vec<(String, String, i64, i64)> =
+        with_db!(db, c => sqlx::query_as(sql).bind(agreement_id).fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, period, start, asof)| Issued {
+            id,
+            period,
+            period_start_us: start,
+            ledger_as_of: from_micros(asof),
+        })
+        .collect())
+}
+
+/// Filters for listing; `None` means any.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub partner: Option<String>,
+    pub period: Option<String>,
+    pub statuses: Vec<Status>,
+    pub agreement: Option<String>,
+}
+
+pub async fn list_statements(
+    db: &Db,
+    f: &ListFilter,
+    limit: i64,
+) -> anyhow::Result<Vec<Statement>> {
+    let statuses: Vec<&str> = if f.statuses.is_empty() {
+        vec!["draft", "finalized", "void"]
+    } else {
+        f.statuses.iter().map(|s| s.as_str()).collect()
+    };
+    // Unused filters bind NULL, which the `IS NULL OR` terms read as "any".
+    let sql = format!(
+        "SELECT {COLUMNS} FROM statements WHERE ($1 IS NULL OR partner_id = $1) \
+         AND ($2 IS NULL OR period = $2) AND ($3 IS NULL OR agreement_id = $3) \
+         AND status IN ('{}') ORDER BY period_start_us DESC, partner_id, agreement_id, computed_at_us DESC LIMIT $4",
+        statuses.join("', '")
+    );
+    let rows: Vec<Row> = with_db!(db, c => sqlx::query_as(&sql)
+        .bind(f.partner.as_deref())
+        .bind(f.period.as_deref())
+        .bind(f.agreement.as_deref())
+        .bind(limit)
+        .fetch_all(c)
+        .await)?;
+    rows.into_iter().map(from_row).collect()
+}
+
+/// A new draft.
+pub async fn insert_draft(
+    tx: &mut Tx,
+    id: &str,
+    doc: &Document,
+    computed_at: DateTime<Utc>,
+    replaces: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO statements (id, partner_id, agreement_id, agreement_version, period, \
+               period_start_us, period_end_us, status, document, currency, total, provisional, \
+               ledger_as_of_us, computed_at_us, replaces) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, 'draft', $8, $9, $10, $11, $12, $13, $14)";
+    let document = serde_json::to_string(doc).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    with_tx!(tx, c => sqlx::query(sql)
+        .bind(id)
+        .bind(&doc.partner_id)
+        .bind(&doc.agreement_id)
+        .bind(i64::from(doc.agreement_version))
+        .bind(&doc.period)
+        .bind(to_micros(doc.period_start))
+        .bind(to_micros(doc.period_end))
+        .bind(&document)
+        .bind(&doc.currency)
+        .bind(doc.total.to_string())
+        .bind(doc.provisional)
+        .bind(to_micros(doc.ledger_as_of))
+        .bind(to_micros(computed_at))
+        .bind(replaces)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Replace a draft's content; false when it is no longer a draft.
+pub async fn update_draft(
+    tx: &mut Tx,
+    id: &str,
+    doc: &Document,
+    computed_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE statements SET agreement_version = $2, document = $3, total = $4, \
+               provisional = $5, ledger_as_of_us = $6, computed_at_us = $7 \
+               WHERE id = $1 AND status = 'draft'";
+    let document = serde_json::to_string(doc).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let n = with_tx!(tx, c => sqlx::query(sql)
+        .bind(id)
+        .bind(i64::from(doc.agreement_version))
+        .bind(&document)
+        .bind(doc.total.to_string())
+        .bind(doc.provisional)
+        .bind(to_micros(doc.ledger_as_of))
+        .bind(to_micros(computed_at))
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// The partner's next statement number (numbers are per partner, across agreements).
+pub async fn next_number(tx: &mut Tx, partner_id: &str) -> Result<i64, sqlx::Error> {
+    // Two instances finalizing two of one partner's statements at once take turns on the
+    // partner's row, so both get a number instead of one failing on the unique key.
+    // (SQLite has one writer at a time already.)
+    if let Tx::Postgres(t) = tx {
+        sqlx::query("SELECT id FROM partners WHERE id = $1 FOR UPDATE")
+            .bind(partner_id)
+            .execute(&mut **t)
+            .await?;
+    }
+    let sql = "SELECT COALESCE(MAX(number), 0) + 1 FROM statements WHERE partner_id = $1";
+    with_tx!(tx, c => sqlx::query_scalar::<_, i64>(sql).bind(partner_id).fetch_one(c).await)
+}
+
+/// Finalize a draft; false when it is no longer a draft.
+pub async fn finalize_statement(
+    tx: &mut Tx,
+    id: &str,
+    number: i64,
+    hash: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE statements SET status = 'finalized', number = $2, hash = $3, \
+               finalized_by = $4, finalized_at_us = $5 WHERE id = $1 AND status = 'draft'";
+    let n = with_tx!(tx, c => sqlx::query(sql)
+        .bind(id)
+        .bind(number)
+        .bind(hash)
+        .bind(by)
+        .bind(to_micros(at))
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Void a finalized statement; false when it is not finalized.
+pub async fn void_statement(
+    tx: &mut Tx,
+    id: &str,
+    reason: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE statements SET status = 'void', void_reason = $2, voided_by = $3, \
+               voided_at_us = $4 WHERE id = $1 AND status = 'finalized'";
+    let n = with_tx!(tx, c => sqlx::query(sql)
+        .bind(id)
+        .bind(reason)
+        .bind(by)
+        .bind(to_micros(at))
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// A manual line on a draft.
+#[derive(Debug, Clone)]
+pub struct Adjustment {
+    pub id: String,
+    pub amount: Decimal,
+    pub reason: String,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_adjustment(
+    tx: &mut Tx,
+    statement_id: &str,
+    a: &Adjustment,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO statement_adjustments (id, statement_id, amount, reason, author, created_at_us) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
+    with_tx!(tx, c => sqlx::query(sql)
+        .bind(&a.id)
+        .bind(statement_id)
+        .bind(a.amount.to_string())
+        .bind(&a.reason)
+        .bind(&a.author)
+        .bind(to_micros(a.created_at))
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn adjustments(db: &Db, statement_id: &str) -> anyhow::Result<Vec<Adjustment>> {
+    let sql = "SELECT id, amount, reason, author, created_at_us FROM statement_adjustments \
+               WHERE statement_id = $1 ORDER BY created_at_us, id";
+    let rows: Vec<(String, String, String, String, i64)> =
+        with_db!(db, c => sqlx::query_as(sql).bind(statement_id).fetch_all(c).await)?;
+    rows.into_iter()
+        .map(|(id, amount, reason, author, at)| {
+            Ok(Adjustment {
+                amount: Decimal::from_str(&amount)
+                    .map_err(|e| anyhow::anyhow!("adjustment {id} amount {amount:?}: {e}"))?,
+                id,
+                reason,
+                author,
+                created_at: from_micros(at),
+            })
+        })
+        .collect()
+}
+
+// ---- ledger reads ----
+
+/// Where and when to read: a partner's events dated in `[start, end)` that the ledger had
+/// received by `as_of`.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'a> {
+    pub partner_id: &'a str,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub as_of: DateTime<Utc>,
+}
+
+/// Events of `types` in the span: (event id, type, data), in event id order.
+async fn events_with_data(
+    db: &Db,
+    span: Span<'_>,
+    types: &[String],
+) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+    if types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let where_ =
+        "WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3 AND received_at_us <= $4";
+    let (from, to, as_of) = (
+        to_micros(span.start),
+        to_micros(span.end),
+        to_micros(span.as_of),
+    );
+    let rows = match db {
+        Db::Sqlite(c) => {
+            let sql = format!(
+                "SELECT event_id, type, data FROM usage_events {where_} \
+                 AND type IN (SELECT value FROM json_each($5)) ORDER BY event_id, source"
+            );
+            sqlx::query_as(&sql)
+                .bind(span.partner_id)
+                .bind(from)
+                .bind(to)
+                .bind(as_of)
+                .bind(serde_json::to_string(types)?)
+                .fetch_all(c)
+                .await?
+        }
+        Db::Postgres(c) => {
+            let sql = format!(
+                "SELECT event_id, type, data::text FROM usage_events {where_} \
+                 AND type = ANY($5::text[]) ORDER BY event_id, source"
+            );
+            // Unprepared: partners differ 100x in size, and a generic plan reused across them
+            // (PostgreSQL switches after five runs) suits none of them.
+            sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(span.partner_id)
+                .bind(from)
+                .bind(to)
+                .bind(as_of)
+                .bind(types)
+                .fetch_all(c)
+                .await?
+        }
+    };
+    Ok(rows)
+}
+
+/// A bad event found while reading the ledger for a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEvent {
+    pub event_id: String,
+    pub reason: String,
+}
+
+fn data_of(data: Option<&str>) -> Value {
+    data.and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `revenue.recognized` events in the span. Shapes were checked at ingest; an event that
+/// still does not read is reported rather than skipped, so no revenue goes missing quietly.
+pub async fn revenue_events(
+    db: &Db,
+    span: Span<'_>,
+) -> anyhow::Result<Result<Vec<RevenueEvent>, BadEvent>> {
+    let types = [super::events::REVENUE_RECOGNIZED.to_owned()];
+    let mut out = Vec::new();
+    for (id, _, data) in events_with_data(db, span, &types).await? {
+        match super::events::revenue(&data_of(data.as_deref())) {
+            Ok(r) => out.push(RevenueEvent {
+                id,
+                product: r.product,
+                customer: r.customer,
+                currency: r.currency,
+                amount: r.amount,
+            }),
+            Err(reason) => {
+                return Ok(Err(BadEvent {
+                    event_id: id,
+                    reason,
+                }));
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Milestone events of `types` in the span.
+pub async fn referral_events(
+    db: &Db,
+    span: Span<'_>,
+    types: &[String],
+) -> anyhow::Result<Result<Vec<ReferralEvent>, BadEvent>> {
+    let mut out = Vec::new();
+    for (id, event_type, data) in events_with_data(db, span, types).await? {
+        match super::events::referral(&data_of(data.as_deref())) {
+            Ok(r) => out.push(ReferralEvent {
+                id,
+                event_type,
+                customer: r.customer,
+                contract_value: r.contract_value,
+                currency: r.currency,
+            }),
+            Err(reason) => {
+                return Ok(Err(BadEvent {
+                    event_id: id,
+                    reason,
+                }));
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Whether any event dated in the span arrived after its cut-off. Usually none has (the
+/// period ended long before), and then a meter can be read without the cut-off condition,
+/// from the covering index alone.
+pub async fn arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
+    // `+time_us`: SQLite otherwise rates both indexes alike and seeks the one whose range
+    // holds the partner's whole month, reading every row to test the arrival time.
+    // Unprepared, so PostgreSQL plans it with this partner's values (see events_with_data).
+    let sql = "SELECT EXISTS (SELECT 1 FROM usage_events WHERE partner_id = $1 \
+               AND received_at_us > $2 AND +time_us >= $3 AND +time_us < $4)";
+    let found: bool = with_db!(db, c => sqlx::query_scalar(sql)
+        .persistent(false)
+        .bind(span.partner_id)
+        .bind(to_micros(span.as_of))
+        .bind(to_micros(span.start))
+        .bind(to_micros(span.end))
+        .fetch_one(c)
+        .await)?;
+    Ok(found)
+}
+
+/// The earliest and latest event time among events dated in `[from, before)` that the
+/// ledger received in `(after, upto]`: where late usage fell, if anywhere.
+pub async fn late_usage_span(
+    db: &Db,
+    partner_id: &str,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+    after: DateTime<Utc>,
+    upto: DateTime<Utc>,
+) -> anyhow::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+    // `+received_at_us`: keeps SQLite on the (partner, time) index; everything received since
+    // the last cut-off is a whole month, the late events' dates are a narrow range.
+    let sql = "SELECT MIN(time_us), MAX(time_us) FROM usage_events WHERE partner_id = $1 \
+               AND time_us >= $2 AND time_us < $3 \
+               AND +received_at_us > $4 AND +received_at_us <= $5";
+    let (lo, hi): (Option<i64>, Option<i64>) = with_db!(db, c => sqlx::query_as(sql)
+        .persistent(false)
+        .bind(partner_id)
+        .bind(to_micros(from))
+        .bind(to_micros(before))
+        .bind(to_micros(after))
+        .bind(to_micros(upto))
+        .fetch_one(c)
+        .await)?;
+    Ok(lo.zip(hi).map(|(l, h)| (from_micros(l), from_micros(h))))
+}
