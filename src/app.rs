@@ -31,9 +31,21 @@ pub struct AppState {
     /// Batched writer for usage events recorded on hot paths (`fhir.request`).
     pub usage: UsageRecorder,
     pub lti: crate::lti::LtiState,
+    /// Revenue-share agreements from config, checked.
+    pub agreements: Arc<crate::statements::agreement::Agreements>,
 }
 
 impl AppState {
+    /// The statement operations over this state's store and config.
+    pub fn statements(&self) -> crate::statements::service::Statements<'_> {
+        crate::statements::service::Statements {
+            db: &self.db,
+            config: &self.config,
+            agreements: &self.agreements,
+            meters: &self.meters,
+        }
+    }
+
     /// Connect, optionally migrate, and sync the configured partners into the store.
     pub async fn prepare(config: Config, migrate: bool) -> anyhow::Result<AppState> {
         let db = Db::connect(&config.database).await?;
@@ -74,6 +86,9 @@ impl AppState {
                 .map_err(|errs| anyhow::anyhow!("meter {:?} is invalid: {errs:?}", m.name))?;
             meters.insert(m.name.clone(), compiled);
         }
+        let agreements = config.checked_agreements().map_err(|problems| {
+            anyhow::anyhow!("the agreements in config have problems: {problems:?}")
+        })?;
         let outbound = Outbound::new(&config.outbound)?;
         let smart = SmartState::new(
             outbound.clone(),
@@ -92,6 +107,7 @@ impl AppState {
             smart,
             usage,
             lti: crate::lti::LtiState::default(),
+            agreements: Arc::new(agreements),
         })
     }
 }
@@ -111,7 +127,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::jobs::router())
         .merge(crate::launches::router())
         .merge(crate::smart::router())
-        .merge(crate::lti::router());
+        .merge(crate::lti::router())
+        .merge(crate::statements::router())
+        .merge(crate::webhooks::router());
     crate::http::with_middleware(routes, state)
 }
 
@@ -136,6 +154,12 @@ pub async fn serve(
         all.extend(handlers);
         let runner = Runner::new(state.db.clone(), all, state.config.jobs.clone());
         Some(tokio::spawn(runner.run(shutdown.clone())))
+    } else {
+        None
+    };
+    let dispatcher = if state.config.webhooks.delivery_enabled {
+        let d = crate::webhooks::Dispatcher::new(state.clone());
+        Some(tokio::spawn(d.run(shutdown.clone())))
     } else {
         None
     };
@@ -172,6 +196,9 @@ pub async fn serve(
     }
     if let Some(r) = runner {
         let _ = r.await;
+    }
+    if let Some(d) = dispatcher {
+        let _ = d.await;
     }
     // Usage recorded by the last requests is committed before the store closes.
     usage.flush().await;

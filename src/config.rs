@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::metering::meter::Meter;
+use crate::metering::meter::{Aggregation, Meter};
+use crate::statements::agreement::{AgreementConfig, Agreements};
 
 /// The prefix of environment variables that override config values.
 pub const ENV_PREFIX: &str = "GATEWAY__";
@@ -28,8 +29,11 @@ pub struct Config {
     pub launches: LaunchesConfig,
     pub smart: SmartConfig,
     pub lti: LtiConfig,
+    pub statements: StatementsConfig,
+    pub webhooks: WebhooksConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
+    pub agreements: Vec<AgreementConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +293,80 @@ impl Default for LtiConfig {
     }
 }
 
+/// What heads every statement, and how statement runs behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatementsConfig {
+    /// The company issuing statements, as printed on them.
+    pub company_name: String,
+    /// Postal address lines printed under the name.
+    pub company_address: Vec<String>,
+    /// A statement counts events received up to this many seconds before it is computed
+    /// (a transaction that stamped its events a moment ago may not have committed yet),
+    /// and a period can be finalized this long after it ends.
+    pub settle_secs: u64,
+}
+
+impl Default for StatementsConfig {
+    fn default() -> Self {
+        StatementsConfig {
+            company_name: "partner-gateway".into(),
+            company_address: Vec::new(),
+            settle_secs: 60,
+        }
+    }
+}
+
+/// Webhooks: delivery, retries, retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// This instance sends deliveries (any number of instances may).
+    pub delivery_enabled: bool,
+    /// Attempts in flight at once on this instance.
+    pub concurrency: usize,
+    /// Most deliveries claimed (and attempts recorded) per transaction.
+    pub claim_batch: usize,
+    /// How often an idle dispatcher looks for due deliveries.
+    pub poll_interval_ms: u64,
+    /// Per-attempt timeout (the receiver's whole answer).
+    pub timeout_secs: u64,
+    /// Delays before the 2nd, 3rd, ... attempt; attempts = this length + 1.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Each delay is moved by up to this percentage either way.
+    pub retry_jitter_percent: u32,
+    /// A receiver's `Retry-After` (429, 503) is honoured up to this.
+    pub retry_after_max_secs: u64,
+    /// An endpoint failing continuously this long is disabled.
+    pub disable_after_failing_secs: u64,
+    /// After a secret rotation the old secret keeps signing this long.
+    pub rotation_overlap_secs: u64,
+    /// Message payloads and response bodies are purged after this many days.
+    pub retention_days: u64,
+    /// How often meter thresholds are checked.
+    pub thresholds_interval_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            delivery_enabled: true,
+            concurrency: 256,
+            claim_batch: 256,
+            poll_interval_ms: 100,
+            timeout_secs: 15,
+            // The Standard Webhooks example schedule: about a day and a half in all.
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400],
+            retry_jitter_percent: 20,
+            retry_after_max_secs: 3600,
+            disable_after_failing_secs: 5 * 86_400,
+            rotation_overlap_secs: 86_400,
+            retention_days: 30,
+            thresholds_interval_secs: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
@@ -303,6 +381,9 @@ pub struct PartnerConfig {
     /// LTI tool registration (LMS partners).
     #[serde(default)]
     pub lti: Option<crate::lti::registration::LtiRegistration>,
+    /// Inbound webhook sources: `POST /webhooks/in/{partner}/{source}`.
+    #[serde(default)]
+    pub webhook_sources: Vec<crate::webhooks::inbound::InboundSource>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -343,6 +424,10 @@ pub struct MeterConfig {
     pub value: Option<String>,
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// Values that send `usage.threshold.crossed` once per partner and month (UTC) when the
+    /// meter reaches them.
+    #[serde(default)]
+    pub thresholds: Vec<rust_decimal::Decimal>,
 }
 
 /// A secret value: never printed by `Debug` or `Display`. In a file it is written inline,
@@ -430,7 +515,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 11] = [
     "http",
     "database",
     "telemetry",
@@ -440,8 +525,10 @@ const SECTIONS: [&str; 9] = [
     "launches",
     "smart",
     "lti",
+    "statements",
+    "webhooks",
 ];
-const LISTS: [&str; 2] = ["partners", "meters"];
+const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
 
 impl Config {
     /// Load from a config directory and the process environment.
@@ -501,6 +588,10 @@ impl Config {
         let lti = section::<LtiConfig>(&merged, "lti", &origins, &mut problems);
         let partners = list::<PartnerConfig>(&merged, "partners", &origins, &mut problems);
         let meters = list::<MeterConfig>(&merged, "meters", &origins, &mut problems);
+        let statements =
+            section::<StatementsConfig>(&merged, "statements", &origins, &mut problems);
+        let agreements = list::<AgreementConfig>(&merged, "agreements", &origins, &mut problems);
+        let webhooks = section::<WebhooksConfig>(&merged, "webhooks", &origins, &mut problems);
 
         let config = Config {
             http: http.unwrap_or_default(),
@@ -512,8 +603,11 @@ impl Config {
             launches: launches.unwrap_or_default(),
             smart: smart.unwrap_or_default(),
             lti: lti.unwrap_or_default(),
+            statements: statements.unwrap_or_default(),
+            webhooks: webhooks.unwrap_or_default(),
             partners,
             meters,
+            agreements,
         };
         for (field, message) in config.semantic_problems() {
             problems.push(Problem {
@@ -609,6 +703,21 @@ impl Config {
                     out.push((format!("partners[{i}].lti.{field}"), msg));
                 }
             }
+            let mut source_ids = BTreeMap::new();
+            for (j, src) in p.webhook_sources.iter().enumerate() {
+                for (field, msg) in src.problems() {
+                    out.push((format!("partners[{i}].webhook_sources[{j}].{field}"), msg));
+                }
+                if let Some(first) = source_ids.insert(src.id.clone(), j) {
+                    out.push((
+                        format!("partners[{i}].webhook_sources[{j}].id"),
+                        format!(
+                            "duplicate source id {:?} (also webhook_sources[{first}])",
+                            src.id
+                        ),
+                    ));
+                }
+            }
         }
         // A launch finds its partner by (issuer, client id, deployment): one owner each.
         let mut deployments: BTreeMap<(String, String, String), String> = BTreeMap::new();
@@ -684,6 +793,16 @@ impl Config {
             out.push(("outbound.timeout_secs".into(), "must be at least 1".into()));
         }
 
+        if let Err(problems) = self.checked_agreements() {
+            out.extend(problems);
+        }
+        if self.statements.company_name.trim().is_empty() {
+            out.push((
+                "statements.company_name".into(),
+                "must not be empty: it heads every statement".into(),
+            ));
+        }
+
         let mut names = BTreeMap::new();
         for (i, m) in self.meters.iter().enumerate() {
             if let Err(errs) = Meter::compile(m) {
@@ -699,6 +818,18 @@ impl Config {
             }
         }
         out
+    }
+
+    /// The agreements, checked against each other, the partners and the meters (config
+    /// loading has already refused a set with problems, so this is the happy path).
+    pub fn checked_agreements(&self) -> Result<Agreements, Vec<(String, String)>> {
+        let partners: Vec<&str> = self.partners.iter().map(|p| p.id.as_str()).collect();
+        let meters = self
+            .meters
+            .iter()
+            .filter_map(|m| Aggregation::parse(&m.aggregation).map(|a| (m.name.clone(), a)))
+            .collect();
+        Agreements::check(&self.agreements, &partners, &meters)
     }
 
     pub fn partner(&self, id: &str) -> Option<&PartnerConfig> {

@@ -33,9 +33,11 @@ pub mod partners;
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;
-/// Revenue-share statements: money and rounding rules (the calculation comes next).
+/// Revenue-share statements: agreements, the calculation, the issued record, exports.
 pub mod statements;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
 pub mod time;
+/// Webhooks: signed, durable outbound delivery; verified inbound events into the ledger.
+pub mod webhooks;

@@ -21,6 +21,10 @@ pub enum Refused {
     PrivateAddress(String),
     #[error("{0}: not an absolute http(s) URL with a host")]
     Malformed(String),
+    #[error(
+        "{0}: the host name resolves to {1}, a non-public address (outbound.allow_private_networks is off)"
+    )]
+    ResolvesPrivate(String, IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,9 @@ pub fn redact(url: &Url) -> String {
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
+    /// For webhook deliveries: the same address policy, no redirects followed (a 3xx is a
+    /// failed attempt, per Standard Webhooks), and the timeout set per request.
+    webhooks: reqwest::Client,
     policy: Policy,
 }
 
@@ -96,7 +103,23 @@ impl Outbound {
             }))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Outbound { client, policy })
+        let webhooks = reqwest::Client::builder()
+            .user_agent(concat!(
+                "partner-gateway-webhooks/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PublicResolver {
+                allow_private: cfg.allow_private_networks,
+            }))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Outbound {
+            client,
+            webhooks,
+            policy,
+        })
     }
 
     /// Refuse `url` unless the policy allows it.
@@ -115,6 +138,32 @@ impl Outbound {
     /// The underlying client, for a URL that has passed [`Outbound::check`].
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// The webhook delivery client (no redirects), for a URL that has passed the checks.
+    pub fn webhooks(&self) -> &reqwest::Client {
+        &self.webhooks
+    }
+
+    /// [`Outbound::url`], and a host name must not resolve to a non-public address now
+    /// (checked again at every connection by the resolver). A name that does not resolve
+    /// at all is let through: the delivery will fail and say so.
+    pub async fn url_resolved(&self, url: &str) -> Result<Url, Refused> {
+        let parsed = self.url(url)?;
+        if self.policy.allow_private {
+            return Ok(parsed);
+        }
+        if let Some(url::Host::Domain(host)) = parsed.host() {
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+                for a in addrs {
+                    if !is_public(a.ip()) {
+                        return Err(Refused::ResolvesPrivate(redact(&parsed), a.ip()));
+                    }
+                }
+            }
+        }
+        Ok(parsed)
     }
 }
 

@@ -7,7 +7,8 @@ use crate::db::{Db, Tx};
 use crate::time::{from_micros, to_micros};
 use crate::{with_db, with_tx};
 
-/// Insert a launch inside the caller's transaction (beside its usage event).
+/// Insert a launch inside the caller's transaction (beside its usage event), with its
+/// `launch.completed` webhook message.
 pub async fn insert_launch(tx: &mut Tx, launch: &Launch) -> anyhow::Result<()> {
     let sql = "INSERT INTO launches (id, partner_id, kind, user_id, user_name, context, scopes, \
                created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
@@ -28,6 +29,7 @@ pub async fn insert_launch(tx: &mut Tx, launch: &Launch) -> anyhow::Result<()> {
             .await
             .map(|r| r.rows_affected())
     })?;
+    crate::webhooks::events::launch_completed(tx, launch, launch.created_at).await?;
     Ok(())
 }
 

@@ -438,22 +438,21 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
                 Ok(())
             }
             429 | 503 => {
-                note_failure(&state, &score_id, status, &reason, false).await;
+                note_failure(&state, &score_id, status, &reason).await;
                 Err(JobError::RetryAfter {
                     reason: format!("the platform answered {status}"),
                     after: Duration::from_secs(retry_after.unwrap_or(30).min(3600)),
                 })
             }
             500..=599 | 408 => {
-                note_failure(&state, &score_id, status, &reason, false).await;
+                note_failure(&state, &score_id, status, &reason).await;
                 Err(JobError::Retry(format!("the platform answered {status}")))
             }
             _ => {
                 // 400 (Moodle: user not gradable), 403, 404, 409, 422 (D2L): it will not get better.
-                note_failure(&state, &score_id, status, &reason, true).await;
-                Err(JobError::Permanent(format!(
-                    "the platform refused the score with {status}: {reason}"
-                )))
+                let why = format!("the platform refused the score with {status}: {reason}");
+                mark_refused(&state, &score_id, &launch, &score.user_id, status, &why).await?;
+                Err(JobError::Permanent(why))
             }
         };
     }
@@ -467,13 +466,46 @@ async fn record_line_item(state: &AppState, id: &str, li: &str) {
     let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET line_item = $2 WHERE id = $1").bind(id).bind(li).execute(pool).await.map(|r| r.rows_affected()));
 }
 
-pub async fn note_failure(state: &AppState, id: &str, status: u16, reason: &str, final_: bool) {
-    let sql = if final_ {
-        "UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'failed' WHERE id = $1"
-    } else {
-        "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1"
-    };
+/// Keep a failure that will be retried beside the score.
+pub async fn note_failure(state: &AppState, id: &str, status: u16, reason: &str) {
+    let sql = "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1";
     let _ = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status as i64).bind(reason).execute(pool).await.map(|r| r.rows_affected()));
+}
+
+/// The platform refused the score for good: keep its status and reason, and send
+/// `grade.failed`, in one transaction.
+pub async fn mark_refused(
+    state: &AppState,
+    id: &str,
+    launch: &Launch,
+    user_id: &str,
+    status: u16,
+    reason: &str,
+) -> Result<(), JobError> {
+    let now = chrono::Utc::now();
+    let data = json!({
+        "score_id": id, "launch_id": launch.id, "partner": launch.partner_id,
+        "user_id": user_id, "status": status, "reason": reason,
+    });
+    let (db, id, partner, reason) = (
+        state.db.clone(),
+        id.to_owned(),
+        launch.partner_id.clone(),
+        reason.to_owned(),
+    );
+    tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        with_tx!(&mut tx, c => {
+            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'failed' WHERE id = $1 AND status = 'pending'")
+                .bind(&id).bind(status as i64).bind(&reason).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_FAILED, &data, now).await?;
+        tx.commit().await?;
+        Ok::<(), anyhow::Error>(())
+    })
+    .await
+    .map_err(|e| JobError::Retry(e.to_string()))?
+    .map_err(|e| JobError::Retry(format!("{e:#}")))
 }
 
 /// Mark delivered and record `lti.grade_posted`, in one transaction.
@@ -500,7 +532,11 @@ pub async fn mark_delivered(
         })),
         extensions: None,
     };
-    let (db, id) = (state.db.clone(), id.to_owned());
+    let delivered = json!({
+        "score_id": id, "launch_id": launch.id, "partner": launch.partner_id,
+        "user_id": score.user_id, "line_item": line_item, "status": status,
+    });
+    let (db, id, partner) = (state.db.clone(), id.to_owned(), launch.partner_id.clone());
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
         with_tx!(&mut tx, c => {
@@ -508,6 +544,7 @@ pub async fn mark_delivered(
                 .bind(&id).bind(crate::time::to_micros(now)).bind(status as i64).execute(c).await.map(|r| r.rows_affected())
         })?;
         crate::metering::record_usage_event(&mut tx, &event).await?;
+        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_DELIVERED, &delivered, now).await?;
         tx.commit().await?;
         Ok::<(), anyhow::Error>(())
     })

@@ -197,15 +197,30 @@ async fn register_inner(
     let sql = "INSERT INTO lti_platforms (id, partner_id, issuer, client_id, deployment_id, auth_url, token_url, \
                jwks_url, token_audience, vendor, status, registration, created_at_us) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12)";
-    let stored = with_db!(&state.db, pool => {
-        sqlx::query(sql)
-            .bind(&id).bind(&partner.id).bind(&issuer).bind(&client_id).bind(&deployment)
-            .bind(&auth_url).bind(&token_url).bind(&jwks_url).bind(vendor).bind(status_text)
-            .bind(json!({"platform": cfg, "answer": answer}).to_string()).bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
+    let pending = json!({
+        "registration_id": id, "partner": partner.id, "issuer": issuer,
+        "client_id": client_id, "deployment_id": deployment, "platform": vendor,
     });
+    // The registration and its `lti.registration.pending` message, in one transaction.
+    let stored: Result<(), sqlx::Error> = async {
+        let mut tx = state.db.begin().await?;
+        crate::with_tx!(&mut tx, c => {
+            sqlx::query(sql)
+                .bind(&id).bind(&partner.id).bind(&issuer).bind(&client_id).bind(&deployment)
+                .bind(&auth_url).bind(&token_url).bind(&jwks_url).bind(vendor).bind(status_text)
+                .bind(json!({"platform": cfg, "answer": answer}).to_string()).bind(now)
+                .execute(c).await.map(|r| r.rows_affected())
+        })?;
+        if status_text == "pending" {
+            let event = crate::webhooks::events::LTI_REGISTRATION_PENDING;
+            let at = crate::time::from_micros(now);
+            crate::webhooks::emit(&mut tx, Some(&partner.id), event, &pending, at).await?;
+        }
+        tx.commit().await
+    }
+    .await;
     match stored {
-        Ok(_) => {}
+        Ok(()) => {}
         Err(e) if crate::db::is_unique_violation(&e) => {
             return Err(bad(format!(
                 "{issuer} client {client_id} deployment {deployment} is already registered."

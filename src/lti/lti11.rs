@@ -387,14 +387,8 @@ pub async fn deliver(
     score: &ScoreRequest,
 ) -> Result<(), JobError> {
     let (Some(given), Some(max)) = (score.score_given, score.score_maximum) else {
-        super::ags::note_failure(
-            state,
-            score_id,
-            0,
-            "LTI 1.1 outcomes carry a score only",
-            true,
-        )
-        .await;
+        let why = "LTI 1.1 outcomes carry a score only";
+        super::ags::mark_refused(state, score_id, launch, &score.user_id, 0, why).await?;
         return Err(JobError::Permanent(
             "LTI 1.1 outcomes need scoreGiven and scoreMaximum".into(),
         ));
@@ -410,11 +404,11 @@ pub async fn deliver(
             super::ags::mark_delivered(state, score_id, launch, &li, 200, score).await
         }
         Err((true, reason)) => {
-            super::ags::note_failure(state, score_id, 400, &reason, true).await;
+            super::ags::mark_refused(state, score_id, launch, &score.user_id, 400, &reason).await?;
             Err(JobError::Permanent(reason))
         }
         Err((false, reason)) => {
-            super::ags::note_failure(state, score_id, 503, &reason, false).await;
+            super::ags::note_failure(state, score_id, 503, &reason).await;
             Err(JobError::Retry(reason))
         }
     }

@@ -210,6 +210,7 @@ mod tests {
             aggregation: agg.into(),
             value: value.map(str::to_owned),
             group_by: vec![],
+            thresholds: vec![],
         }
     }
 

@@ -375,6 +375,7 @@ mod tests {
             aggregation: "COUNT".into(),
             value: None,
             group_by: vec![],
+            thresholds: vec![],
         })
         .unwrap();
         let meters = BTreeMap::from([("m".to_owned(), meter)]);

@@ -1,3 +1,4 @@
 //! Sandboxes partners and tests run against instead of a real partner system.
 pub mod ehr;
 pub mod lms;
+pub mod receiver;

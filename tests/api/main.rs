@@ -12,5 +12,7 @@ mod lti_env;
 mod partners;
 mod smart;
 mod smart_env;
+mod statements;
 mod usage_ingest;
 mod usage_query;
+mod webhooks;

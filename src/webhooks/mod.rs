@@ -1,0 +1,74 @@
+//! Webhooks, both ways, to the Standard Webhooks specification
+//! (<https://www.standardwebhooks.com/>).
+//!
+//! Outbound: an event is written as a message (the exact JSON body, signed at each attempt)
+//! in the same transaction as the change that caused it, with one delivery per matching
+//! endpoint (fan-out). The dispatcher claims due deliveries in batches with a lease, sends
+//! them (signed, no redirects, the outbound address policy), and records every attempt;
+//! failures retry on a schedule spanning about a day and a half. Rate limits and ordering
+//! are decided by the store, so several instances together honour them.
+//!
+//! Inbound: `POST /webhooks/in/{partner}/{source}` verifies a partner system's signature and
+//! turns its events into ledger events (see `inbound.rs`).
+
+pub mod dispatch;
+pub mod endpoint;
+pub mod events;
+pub mod inbound;
+pub mod routes;
+pub mod schedule;
+pub mod signature;
+pub mod store;
+pub mod thresholds;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::db::Tx;
+
+pub use dispatch::Dispatcher;
+pub use routes::router;
+
+/// The body every outbound message carries: `{"type", "timestamp", "data"}` in that order.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    data: &'a Value,
+}
+
+/// Emit an event inside the caller's transaction: the message and one delivery per enabled
+/// endpoint that wants it (the partner's own endpoints and the company app's) are written
+/// with the change that caused it, or not at all. Returns the message id (`webhook-id`).
+pub async fn emit(
+    tx: &mut Tx,
+    partner_id: Option<&str>,
+    event_type: &str,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    let id = new_message_id();
+    let body = Body {
+        event_type,
+        timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        data,
+    };
+    // Serializing a struct of strings and a JSON value cannot fail.
+    let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    store::insert_message(tx, &id, partner_id, event_type, &payload, now).await?;
+    let endpoints = store::endpoints_hearing(tx, partner_id).await?;
+    let targets: Vec<&str> = endpoints
+        .iter()
+        .filter(|(_, types)| endpoint::filter_matches(types, event_type))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    store::insert_deliveries(tx, &id, &targets, now).await?;
+    Ok(id)
+}
+
+/// `msg_` and a UUIDv7 in hex: unique, free of `.` (it is signed before a `.`), and sorting
+/// in creation order.
+pub fn new_message_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
+}
