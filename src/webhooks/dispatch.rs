@@ -25,6 +25,8 @@ use crate::time::to_micros;
 
 /// Response bodies are kept up to this many bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// A claim's lease: the attempt timeout plus this (the rate slot is at most 1 s ahead).
+const LEASE_MARGIN_SECS: i64 = 11;
 /// The ledger source of `webhook.delivered` events.
 pub const USAGE_SOURCE: &str = "partner-gateway/webhooks";
 
@@ -154,8 +156,10 @@ impl Dispatcher {
         let now = Utc::now();
         // Rate-limited endpoints hand out start slots up to a second ahead.
         let horizon = now + chrono::Duration::seconds(1);
-        let lease = now
-            + chrono::Duration::seconds(i64::try_from(self.cfg().timeout_secs).unwrap_or(15) + 31);
+        // Long enough for the slot, the attempt and recording it; a sender that died is
+        // replaced this soon after.
+        let timeout = i64::try_from(self.cfg().timeout_secs).unwrap_or(15);
+        let lease = now + chrono::Duration::seconds(timeout + LEASE_MARGIN_SECS);
         let claimed = store::claim_deliveries(
             &self.state.db,
             &self.owner,

@@ -19,3 +19,4 @@ mod keys;
 mod migrate;
 mod shutdown;
 mod statements;
+mod webhook_crash;
