@@ -530,6 +530,65 @@ both_backends! {
         assert_eq!(app.ledger_count().await, before);
     }
 
+    async fn an_endpoint_failing_for_the_whole_window_is_disabled(backend) {
+        let Some(app) = spawn(backend, "disable_after_failing_secs = 2\n").await else { return };
+        let admin = app.admin().await;
+        let rx = Receiver::start().await.unwrap();
+        let bad = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/bad"), "event_types": ["grade.*"]})).await;
+        let bad_id = bad["id"].as_str().unwrap().to_owned();
+        endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/told"), "event_types": ["webhook.endpoint.disabled"]})).await;
+        rx.set_default(Some(Reply::Status(500)));
+        emit(&app, Some(PARTNER), "grade.delivered", json!({})).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, e) = get_json(&app, &admin, &format!("/v1/webhooks/endpoints/{bad_id}")).await;
+            if e["enabled"] == false {
+                assert!(e["disabled_reason"].as_str().unwrap().contains("failing continuously since"), "{e}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never disabled: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The other endpoint is told (the receiver now answers 200).
+        rx.set_default(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !rx.received().iter().any(|r| r.path == "/told") {
+            assert!(Instant::now() < deadline, "the partner's other endpoint was not told");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let told = rx.received().into_iter().find(|r| r.path == "/told").unwrap();
+        let body: Value = serde_json::from_slice(&told.body).unwrap();
+        assert_eq!(body["data"]["endpoint_id"], bad_id.as_str());
+    }
+
+    async fn finalizing_a_statement_emits_statement_finalized(backend) {
+        let Some(app) = spawn(backend, "").await else { return };
+        let admin = app.admin().await;
+        let finance = app.key(Role::Finance, None).await;
+        let rx = Receiver::start().await.unwrap();
+        let e = endpoint(&app, json!({"partner": "northwind-consulting", "url": rx.url("/fin"), "event_types": ["statement.*"]})).await;
+        let r = app.client.post(app.url("/v1/statements")).bearer_auth(&finance)
+            .json(&json!({"partner": "northwind-consulting", "period": "2026-10"})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let st: Value = r.json().await.unwrap();
+        let id = st["id"].as_str().unwrap();
+        let r = app.client.post(app.url(&format!("/v1/statements/{id}/finalize"))).bearer_auth(&finance)
+            .json(&json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let issued: Value = r.json().await.unwrap();
+        assert_eq!(rx.wait_for(1, Duration::from_secs(10)).await, 1);
+        let req = &rx.received()[0];
+        verify(req, e["secret"].as_str().unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body["type"], "statement.finalized");
+        assert_eq!(body["data"]["statement_id"], id);
+        assert_eq!(body["data"]["number"], issued["number"]);
+        assert_eq!(body["data"]["hash"], issued["hash"]);
+        assert_eq!(body["data"]["period"], "2026-10");
+        let (_, list) = get_json(&app, &admin, "/v1/webhooks/messages?type=statement.finalized").await;
+        assert_eq!(list["messages"].as_array().unwrap().len(), 1);
+    }
+
     async fn emitting_is_part_of_the_callers_transaction(backend) {
         let Some(app) = spawn(backend, "").await else { return };
         let rx = Receiver::start().await.unwrap();
