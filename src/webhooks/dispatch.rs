@@ -89,10 +89,13 @@ impl Dispatcher {
             }
             // Claim only what can be sent now, so nothing claimed waits on a permit while
             // its lease runs.
+            // Wait for a quarter of the slots to be free: claiming one or two at a time
+            // under load would spend a transaction per delivery.
             let free = permits.available_permits();
-            if free == 0 {
+            let enough = (self.cfg().concurrency.max(1) / 4).clamp(1, self.cfg().claim_batch.max(1));
+            if free < enough {
                 tokio::select! {
-                    p = permits.clone().acquire_owned() => drop(p),
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
