@@ -56,7 +56,10 @@ fn parse_args() -> anyhow::Result<Opts> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
+        let mut val = || {
+            args.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--messages" => o.messages = val()?.parse()?,
             "--endpoints" => o.endpoints = val()?.parse::<usize>()?.max(1),
@@ -99,7 +102,10 @@ fn cpu_ticks() -> Option<(u64, u64)> {
 fn busy(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> String {
     match (a, b) {
         (Some((ta, ia)), Some((tb, ib))) if tb > ta => {
-            format!("{:.0}%", 100.0 * (1.0 - (ib - ia) as f64 / (tb - ta) as f64))
+            format!(
+                "{:.0}%",
+                100.0 * (1.0 - (ib - ia) as f64 / (tb - ta) as f64)
+            )
         }
         _ => "?".into(),
     }
@@ -117,7 +123,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let commit = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
         .unwrap_or_default();
@@ -139,10 +151,15 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let (db_url, pg) = match backend {
         "sqlite" => (format!("sqlite://{}/gw.db", dir.path().display()), None),
         _ => {
-            let base = std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
+            let base =
+                std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
             let name = format!("pgw_bench_wh_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&base).await.context("BENCH_DATABASE_URL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+            let admin = sqlx::PgPool::connect(&base)
+                .await
+                .context("BENCH_DATABASE_URL")?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await?;
             let url = match base.rsplit_once('/') {
                 Some((head, _)) => format!("{head}/{name}"),
                 None => anyhow::bail!("BENCH_DATABASE_URL has no database path"),
@@ -177,7 +194,12 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    let serve = tokio::spawn(app::serve(state.clone(), listener, Handlers::new(), shutdown.clone()));
+    let serve = tokio::spawn(app::serve(
+        state.clone(),
+        listener,
+        Handlers::new(),
+        shutdown.clone(),
+    ));
     let (_, admin) = apikeys::create_api_key(&state.db, Role::Admin, None, Some("bench")).await?;
     let http = reqwest::Client::new();
     for e in 0..o.endpoints {
@@ -187,7 +209,11 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
             .json(&json!({"partner": PARTNER, "url": rx.url(&format!("/e{e}")), "event_types": [format!("bench.e{e}")]}))
             .send()
             .await?;
-        anyhow::ensure!(r.status() == 201, "creating an endpoint: {}", r.text().await?);
+        anyhow::ensure!(
+            r.status() == 201,
+            "creating an endpoint: {}",
+            r.text().await?
+        );
     }
     let data = json!({"launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a", "user": {"id": "a6d5c443", "name": "Ada Lovelace"}, "context_id": "course-42"});
 
@@ -197,8 +223,13 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..o.emitters {
-        let (db, next, data, n, endpoints) =
-            (state.db.clone(), next.clone(), data.clone(), o.messages, o.endpoints);
+        let (db, next, data, n, endpoints) = (
+            state.db.clone(),
+            next.clone(),
+            data.clone(),
+            o.messages,
+            o.endpoints,
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -208,7 +239,14 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
                 }
                 let t = Instant::now();
                 let mut tx = db.begin().await?;
-                emit(&mut tx, Some(PARTNER), &format!("bench.e{}", i % endpoints), &data, Utc::now()).await?;
+                emit(
+                    &mut tx,
+                    Some(PARTNER),
+                    &format!("bench.e{}", i % endpoints),
+                    &data,
+                    Utc::now(),
+                )
+                .await?;
                 tx.commit().await?;
                 lat.push(t.elapsed());
             }
@@ -240,11 +278,17 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let counts = store::count_deliveries(&state.db).await?;
-        let delivered = counts.iter().find(|(s, _)| s == "delivered").map_or(0, |(_, n)| *n);
+        let delivered = counts
+            .iter()
+            .find(|(s, _)| s == "delivered")
+            .map_or(0, |(_, n)| *n);
         if delivered as usize >= o.messages {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "not delivered within 10 minutes: {counts:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not delivered within 10 minutes: {counts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deliver = t0.elapsed();
@@ -261,10 +305,14 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     );
     let ledger: i64 = partner_gateway::with_db!(&state.db, c => sqlx::query_scalar(
         "SELECT COUNT(*) FROM usage_events WHERE type = 'webhook.delivered'").fetch_one(c).await)?;
-    anyhow::ensure!(ledger as usize == o.messages, "webhook.delivered events: {ledger}");
+    anyhow::ensure!(
+        ledger as usize == o.messages,
+        "webhook.delivered events: {ledger}"
+    );
 
     // 3. Baseline: the receiver's own rate under a load generator (same body size, headers).
-    let body: Value = json!({"type": "bench.e0", "timestamp": Utc::now().to_rfc3339(), "data": data});
+    let body: Value =
+        json!({"type": "bench.e0", "timestamp": Utc::now().to_rfc3339(), "data": data});
     let body = body.to_string();
     let client = reqwest::Client::new();
     let count = Arc::new(AtomicUsize::new(0));
@@ -273,7 +321,12 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let until = t0 + Duration::from_secs_f64(o.baseline_secs);
     let mut tasks = Vec::new();
     for _ in 0..o.baseline_connections {
-        let (client, url, body, count) = (client.clone(), rx.url("/baseline"), body.clone(), count.clone());
+        let (client, url, body, count) = (
+            client.clone(),
+            rx.url("/baseline"),
+            body.clone(),
+            count.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
                 let r = client
@@ -281,7 +334,10 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
                     .header("content-type", "application/json")
                     .header("webhook-id", "msg_baseline")
                     .header("webhook-timestamp", "1700000000")
-                    .header("webhook-signature", "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+                    .header(
+                        "webhook-signature",
+                        "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                    )
                     .body(body.clone())
                     .send()
                     .await;
@@ -308,14 +364,24 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         "  ratios to the baseline: accepted {:.2}, delivered {:.2}; against the issue's aim (>= 3,400 accepted/s, >= 3,000 delivered/s): accepted {}, delivered {}",
         accepted_rate / baseline_rate,
         delivered_rate / baseline_rate,
-        if accepted_rate >= 3400.0 { "met" } else { "missed" },
-        if delivered_rate >= 3000.0 { "met" } else { "missed" },
+        if accepted_rate >= 3400.0 {
+            "met"
+        } else {
+            "missed"
+        },
+        if delivered_rate >= 3000.0 {
+            "met"
+        } else {
+            "missed"
+        },
     );
     shutdown.cancel();
     let _ = serve.await;
     state.db.close().await;
     if let Some((admin, name)) = pg {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
     }
     Ok(())
 }

@@ -92,7 +92,8 @@ impl Dispatcher {
             // Wait for a quarter of the slots to be free: claiming one or two at a time
             // under load would spend a transaction per delivery.
             let free = permits.available_permits();
-            let enough = (self.cfg().concurrency.max(1) / 4).clamp(1, self.cfg().claim_batch.max(1));
+            let enough =
+                (self.cfg().concurrency.max(1) / 4).clamp(1, self.cfg().claim_batch.max(1));
             if free < enough {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(2)) => {}
