@@ -34,7 +34,7 @@ const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PARTNER: &str = "canvas-sandbox";
 const USAGE: &str = "usage: cargo bench --bench webhooks -- [--messages N (20000)] \
 [--endpoints N (10)] [--emitters N (32)] [--backend sqlite|postgres|both] \
-[--baseline-secs N (5)] [--baseline-connections N (64)]";
+[--baseline-secs N (5)] [--baseline-connections N (64)] [--per-tx N (1)]";
 
 struct Opts {
     messages: usize,
@@ -43,6 +43,8 @@ struct Opts {
     backends: Vec<&'static str>,
     baseline_secs: f64,
     baseline_connections: usize,
+    /// Messages per emitting transaction (1: as the gateway's own events).
+    per_tx: usize,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -53,6 +55,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         backends: vec!["sqlite", "postgres"],
         baseline_secs: 5.0,
         baseline_connections: 64,
+        per_tx: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,6 +69,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--emitters" => o.emitters = val()?.parse::<usize>()?.max(1),
             "--baseline-secs" => o.baseline_secs = val()?.parse()?,
             "--baseline-connections" => o.baseline_connections = val()?.parse::<usize>()?.max(1),
+            "--per-tx" => o.per_tx = val()?.parse::<usize>()?.max(1),
             "--backend" => {
                 o.backends = match val()?.as_str() {
                     "sqlite" => vec!["sqlite"],
@@ -223,22 +227,33 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..o.emitters {
-        let (db, next, data, n, endpoints) = (
+        let (db, next, data, n, endpoints, per_tx) = (
             state.db.clone(),
             next.clone(),
             data.clone(),
             o.messages,
             o.endpoints,
+            o.per_tx,
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(per_tx, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
                 let t = Instant::now();
                 let mut tx = db.begin().await?;
+                for j in i + 1..(i + per_tx).min(n) {
+                    emit(
+                        &mut tx,
+                        Some(PARTNER),
+                        &format!("bench.e{}", j % endpoints),
+                        &data,
+                        Utc::now(),
+                    )
+                    .await?;
+                }
                 emit(
                     &mut tx,
                     Some(PARTNER),
@@ -262,8 +277,9 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     lat.sort();
     let accepted_rate = o.messages as f64 / accept.as_secs_f64();
     println!(
-        "  accepted: {} messages in {:.2} s = {:.0}/s (commit p50 {:.1} ms, p99 {:.1} ms) [cpu busy {accept_busy}]",
+        "  accepted: {} messages, {} per transaction, in {:.2} s = {:.0}/s (commit p50 {:.1} ms, p99 {:.1} ms) [cpu busy {accept_busy}]",
         o.messages,
+        o.per_tx,
         accept.as_secs_f64(),
         accepted_rate,
         percentile(&lat, 0.5).as_secs_f64() * 1000.0,
