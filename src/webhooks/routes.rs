@@ -628,18 +628,15 @@ async fn replay_message(
         Some(e) => vec![owned_endpoint(&state, &caller, &e).await?.id],
         None => {
             let deliveries = store::deliveries_of(&state.db, &[m.id.as_str()]).await?;
-            let mut ids: Vec<String> = Vec::new();
-            for d in deliveries {
-                if ids.contains(&d.endpoint_id) {
-                    continue;
-                }
-                if let Some(e) = store::get_endpoint(&state.db, &d.endpoint_id).await?
-                    && may_manage(&caller, e.partner_id.as_deref())
-                {
-                    ids.push(e.id);
-                }
-            }
-            ids
+            let mut ids: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            store::endpoints_by_id(&state.db, &ids)
+                .await?
+                .into_iter()
+                .filter(|e| may_manage(&caller, e.partner_id.as_deref()))
+                .map(|e| e.id)
+                .collect()
         }
     };
     let refs: Vec<&str> = targets.iter().map(String::as_str).collect();

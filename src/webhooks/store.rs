@@ -474,9 +474,12 @@ pub async fn messages_for_send(db: &Db, ids: &[&str]) -> Result<Vec<MessageForSe
     with_db!(db, c => sqlx::query_as(&sql).bind(json_list(ids)).fetch_all(c).await)
 }
 
+/// The live (not deleted) endpoints among `ids`, in id order.
 pub async fn endpoints_by_id(db: &Db, ids: &[&str]) -> Result<Vec<EndpointRow>, sqlx::Error> {
     let list = in_json(db.backend(), 1, "text");
-    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id {list}");
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id {list} AND deleted_at_us IS NULL ORDER BY id"
+    );
     with_db!(db, c => sqlx::query_as(&sql).bind(json_list(ids)).fetch_all(c).await)
 }
 
