@@ -70,7 +70,8 @@ const TARGET_ADDED_MS: f64 = 1.0;
 const USAGE: &str = "usage: cargo bench --bench smart -- [--backend sqlite|postgres|both] \
 [--launches N (200)] [--workers N (8)] [--launch-secs S (5)] [--duration S (5, per wrk run)] \
 [--rounds N (3)] [--threads N (2)] [--connections N (32)] [--latency-requests N (2000)] \
-[--warmup N (200)] [--no-wrk] [--only launches,proxy,latency]\n\
+[--warmup N (200)] [--no-wrk] [--only launches,proxy,latency] \
+[--key-cache-ms N (config default)] [--ehr-latency-ms N (0)]\n\
 PostgreSQL runs when BENCH_DATABASE_URL is set (a fresh schema, dropped at the end).";
 
 // ------------------------------------------------------------------------------------------
@@ -104,6 +105,10 @@ struct Opts {
     latency_requests: usize,
     warmup: usize,
     no_wrk: bool,
+    /// `http.api_key_cache_ms` for the gateway (None: the config default).
+    key_cache_ms: Option<u64>,
+    /// Time the mock FHIR API waits before answering (a real EHR's service time).
+    ehr_latency_ms: u64,
     /// Which parts run (all by default; `--only` narrows it, e.g. for a profiler).
     launches_phase: bool,
     proxy_phase: bool,
@@ -131,6 +136,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         latency_requests: 2000,
         warmup: 200,
         no_wrk: false,
+        key_cache_ms: None,
+        ehr_latency_ms: 0,
         launches_phase: true,
         proxy_phase: true,
         latency_phase: true,
@@ -156,6 +163,8 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--latency-requests" => o.latency_requests = num(&a, args.next())?,
             "--warmup" => o.warmup = num(&a, args.next())?,
             "--no-wrk" => o.no_wrk = true,
+            "--key-cache-ms" => o.key_cache_ms = Some(num(&a, args.next())?),
+            "--ehr-latency-ms" => o.ehr_latency_ms = num(&a, args.next())?,
             "--only" => {
                 let v = args.next().context(USAGE)?;
                 o.launches_phase = false;
@@ -486,7 +495,11 @@ fn bench_layer(
     gateway: &str,
     iss_public: &str,
     iss_asym: &str,
+    key_cache_ms: Option<u64>,
 ) -> String {
+    let key_cache = key_cache_ms
+        .map(|ms| format!("api_key_cache_ms = {ms}"))
+        .unwrap_or_default();
     let scopes: Vec<String> = SCOPES.iter().map(|s| format!("{s:?}")).collect();
     let scopes = scopes.join(", ");
     format!(
@@ -500,6 +513,7 @@ allow_http = true
 allow_private_networks = true
 [http]
 public_url = "{gateway}"
+{key_cache}
 [jobs]
 enabled = false
 
@@ -532,7 +546,9 @@ app_url = "{APP_URL}"
 }
 
 /// Start both mocks and the gateway on the server runtime; returns the environment.
-async fn start_env(server: Handle, db_url: String) -> anyhow::Result<Env> {
+async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<Env> {
+    let key_cache_ms = o.key_cache_ms;
+    let fhir_latency = Duration::from_millis(o.ehr_latency_ms);
     let dir = tempfile::Builder::new()
         .prefix("pgw-bench-smart-")
         .tempdir()
@@ -546,12 +562,14 @@ async fn start_env(server: Handle, db_url: String) -> anyhow::Result<Env> {
         let gateway = format!("http://{}", listener.local_addr()?);
         let redirect = format!("{gateway}/smart/callback");
         let jwks = format!("{gateway}/.well-known/jwks.json");
-        let ehr_public = MockEhr::start(MockEhrOptions::new(
+        let mut public_opts = MockEhrOptions::new(
             Vendor::Epic,
             vec![MockClient::public(PUBLIC_CLIENT, &redirect)],
-        ))
-        .await
-        .context("starting the mock EHR (public client)")?;
+        );
+        public_opts.fhir_latency = fhir_latency;
+        let ehr_public = MockEhr::start(public_opts)
+            .await
+            .context("starting the mock EHR (public client)")?;
         let ehr_asym = MockEhr::start(MockEhrOptions::new(
             Vendor::Epic,
             vec![MockClient::asymmetric(
@@ -579,6 +597,7 @@ async fn start_env(server: Handle, db_url: String) -> anyhow::Result<Env> {
                     &gateway,
                     &ehr_public.iss(),
                     &ehr_asym.iss(),
+                    key_cache_ms,
                 ),
             },
         ];
@@ -1816,7 +1835,7 @@ async fn run_backend(
         partner_gateway::db::redact_url(&url)
     );
     let result = async {
-        let env = Arc::new(start_env(server.clone(), url).await?);
+        let env = Arc::new(start_env(server.clone(), url, o).await?);
         let report = bench_store(o, backend, env.clone(), load).await;
         match Arc::try_unwrap(env) {
             Ok(env) => env.stop().await,
@@ -1873,6 +1892,18 @@ fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
                 "in-process reqwest load generator ({} connections, {} s; wrk not used)",
                 load.connections, o.duration_secs
             )
+        }
+    );
+    println!(
+        "- gateway `http.api_key_cache_ms` = {}; mock FHIR API answers after {} ms{}",
+        o.key_cache_ms
+            .map(|ms| ms.to_string())
+            .unwrap_or_else(|| "default (1000)".into()),
+        o.ehr_latency_ms,
+        if o.ehr_latency_ms == 0 {
+            " (from memory, at once)"
+        } else {
+            " (waited, as a real EHR's service time; not CPU)"
         }
     );
     if reports.iter().any(|r| !r.launches.is_empty()) {

@@ -18,9 +18,22 @@ use crate::metering::{Meter, UsageRecorder};
 use crate::outbound::Outbound;
 use crate::smart::SmartState;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one `Arc`, so the clones axum makes for every request and
+/// extractor cost one reference count, not one per part (measured: the per-part clones and
+/// drops were ~7% of the FHIR proxy's CPU).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Parts {
     pub db: Db,
     pub config: Arc<Config>,
     pub meters: Arc<BTreeMap<String, Meter>>,
@@ -33,6 +46,8 @@ pub struct AppState {
     pub lti: crate::lti::LtiState,
     /// Revenue-share agreements from config, checked.
     pub agreements: Arc<crate::statements::agreement::Agreements>,
+    /// Live API keys seen recently (revocations honoured within `http.api_key_cache_ms`).
+    pub api_keys: crate::apikeys::KeyCache,
 }
 
 impl AppState {
@@ -98,7 +113,10 @@ impl AppState {
             db.clone(),
             Duration::from_millis(config.smart.usage_flush_ms),
         );
-        Ok(AppState {
+        let api_keys =
+            crate::apikeys::KeyCache::new(Duration::from_millis(config.http.api_key_cache_ms));
+        Ok(AppState(Arc::new(Parts {
+            api_keys,
             db,
             config: Arc::new(config),
             meters: Arc::new(meters),
@@ -108,7 +126,7 @@ impl AppState {
             usage,
             lti: crate::lti::LtiState::default(),
             agreements: Arc::new(agreements),
-        })
+        })))
     }
 }
 

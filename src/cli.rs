@@ -255,7 +255,10 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     if !apikeys::revoke_api_key(&state.db, &key).await? {
                         anyhow::bail!("no active key with id or prefix {key:?}");
                     }
-                    eprintln!("revoked {key}");
+                    eprintln!(
+                        "revoked {key}; running instances refuse it within {} ms (http.api_key_cache_ms)",
+                        state.config.http.api_key_cache_ms
+                    );
                 }
             }
             state.db.close().await;

@@ -51,6 +51,10 @@ pub struct HttpConfig {
     /// path prefix, no trailing slash), e.g. `https://gateway.example.com`. Redirect URIs
     /// registered with EHRs and LMSs are built from it. Unset: `http://{addr}`.
     pub public_url: Option<String>,
+    /// API keys are kept in memory after their first use; a revocation (from any instance
+    /// or the CLI) takes effect everywhere within this many milliseconds. 0: every request
+    /// reads the store (revocation immediate, about 60 µs more per request).
+    pub api_key_cache_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +66,7 @@ impl Default for HttpConfig {
             shutdown_grace_secs: 30,
             enabled: true,
             public_url: None,
+            api_key_cache_ms: 1000,
         }
     }
 }

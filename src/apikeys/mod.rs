@@ -1,11 +1,13 @@
 //! API keys: `Authorization: Bearer <key>`. Only a SHA-256 hash of each key is stored; keys
 //! carry 192 random bits, so a fast hash is enough (no password stretching needed).
 
+pub mod cache;
 pub mod store;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+pub use cache::KeyCache;
 pub use store::{ApiKey, create_api_key, find_api_key, list_api_keys, revoke_api_key};
 
 /// Every key starts with this, so leaked keys are easy to find by secret scanners.

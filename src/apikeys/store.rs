@@ -96,12 +96,25 @@ pub async fn create_api_key(
 
 /// The live (not revoked) key with this secret.
 pub async fn find_api_key(db: &Db, secret: &str) -> anyhow::Result<Option<ApiKey>> {
-    let hash = hash_key(secret);
+    find_api_key_by_hash(db, &hash_key(secret)).await
+}
+
+/// The live (not revoked) key with this hash.
+pub async fn find_api_key_by_hash(db: &Db, hash: &str) -> anyhow::Result<Option<ApiKey>> {
     let sql =
         format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at_us IS NULL");
     let row: Option<Row> =
-        with_db!(db, pool => sqlx::query_as(&sql).bind(&hash).fetch_optional(pool).await)?;
+        with_db!(db, pool => sqlx::query_as(&sql).bind(hash).fetch_optional(pool).await)?;
     row.map(Row::into_key).transpose()
+}
+
+/// What changes whenever any key is revoked: how many are revoked and the latest time.
+/// Keys are never deleted, so the pair only moves forward.
+pub async fn revocation_watermark(db: &Db) -> anyhow::Result<(i64, i64)> {
+    let sql = "SELECT COUNT(*), CAST(COALESCE(MAX(revoked_at_us), 0) AS BIGINT) \
+               FROM api_keys WHERE revoked_at_us IS NOT NULL";
+    let pair: (i64, i64) = with_db!(db, pool => sqlx::query_as(sql).fetch_one(pool).await)?;
+    Ok(pair)
 }
 
 pub async fn list_api_keys(db: &Db) -> anyhow::Result<Vec<ApiKey>> {

@@ -5,7 +5,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::apikeys::{self, Role};
+use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 
@@ -73,7 +73,9 @@ where
                 "the Authorization header must be `Bearer <api key>`".into(),
             ));
         }
-        let key = apikeys::find_api_key(&state.db, token.trim())
+        let key = state
+            .api_keys
+            .find(&state.db, token.trim())
             .await?
             .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
         let span = tracing::Span::current();
@@ -87,9 +89,9 @@ where
             }
         }
         Ok(Caller {
-            key_id: key.id,
+            key_id: key.id.clone(),
             role: key.role,
-            partner_id: key.partner_id,
+            partner_id: key.partner_id.clone(),
         })
     }
 }

@@ -153,6 +153,9 @@ pub struct MockEhrOptions {
     /// Access token lifetime; default Epic 3600, Oracle 570, Generic 3600.
     pub access_token_secs: Option<u64>,
     pub discovery: DiscoveryMode,
+    /// Time the FHIR API takes before answering (waited, not computed), as a real EHR's
+    /// database and network do; zero answers from memory at once.
+    pub fhir_latency: Duration,
 }
 
 impl MockEhrOptions {
@@ -162,6 +165,7 @@ impl MockEhrOptions {
             clients,
             access_token_secs: None,
             discovery: DiscoveryMode::WellKnown,
+            fhir_latency: Duration::ZERO,
         }
     }
 }
@@ -533,6 +537,7 @@ pub(crate) struct Shared {
     pub paths: Paths,
     pub clients: HashMap<String, MockClient>,
     pub access_token_secs: u64,
+    pub fhir_latency: Duration,
     pub signer: Signer,
     pub default_patient: String,
     pub default_practitioner: String,
@@ -587,6 +592,7 @@ impl Shared {
             paths,
             clients,
             access_token_secs,
+            fhir_latency: opts.fhir_latency,
             default_patient: data.default_patient().to_owned(),
             default_practitioner: data.default_practitioner().to_owned(),
             signer,

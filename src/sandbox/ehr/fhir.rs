@@ -31,6 +31,9 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !s.fhir_latency.is_zero() {
+        tokio::time::sleep(s.fhir_latency).await;
+    }
     let path = uri.path().get(s.paths.fhir.len() + 1..).unwrap_or_default();
     record(&s, &method, path, uri.query(), &headers, &body);
 
