@@ -418,7 +418,7 @@ fn baseline_insert_sql(db: &Db, rows: usize) -> String {
 async fn baseline_batch(db: &Db, sql: &str, rows: &[Row]) -> anyhow::Result<u64> {
     let mut tx = db.begin().await?;
     let n = match &mut tx {
-        Tx::Sqlite(t, _) => {
+        Tx::Sqlite(t) => {
             let mut q = sqlx::query(sql);
             for r in rows {
                 q = q

@@ -15,8 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Postgres, Sqlite, Transaction};
-use tokio::sync::OwnedMutexGuard;
+use sqlx::{Postgres, Transaction};
 
 use crate::config::{self, DatabaseConfig};
 
@@ -29,24 +28,25 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+mod group;
+pub use group::{CommitStats, SqliteTx};
+
 /// A transaction on either backend. Store functions that must join the caller's transaction
-/// (record a usage event, enqueue a job) take `&mut Tx`.
+/// (record a usage event, enqueue a job) take `&mut Tx`. On SQLite it is a savepoint in a
+/// commit shared with concurrent writers of the process ([`group`]): same all-or-nothing
+/// meaning, `commit` returns once it is durable.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>, WriteTurn),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// This process's turn to write a SQLite database, held for a transaction's life. SQLite
-/// has one writer at a time; without this, waiting writers sleep and retry in SQLite's busy
-/// handler and some wait far longer than others. With it they queue in order. (Other
-/// processes on the same file, such as `usage import`, still meet on the busy timeout.)
-pub struct WriteTurn(#[allow(dead_code)] OwnedMutexGuard<()>);
-
-/// One writer queue per SQLite file in this process.
-static SQLITE_WRITERS: LazyLock<std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+/// One writer queue and shared transaction per SQLite file in this process. SQLite has one
+/// writer at a time; without the queue, waiting writers sleep and retry in SQLite's busy
+/// handler and some wait far longer than others. With it they take turns in order.
+static SQLITE_WRITERS: LazyLock<std::sync::Mutex<HashMap<PathBuf, Arc<group::Group>>>> =
     LazyLock::new(Default::default);
 
-fn sqlite_writer_queue(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
+fn sqlite_writer_group(pool: &SqlitePool) -> Arc<group::Group> {
     let file = pool.connect_options().get_filename().to_path_buf();
     let mut queues = SQLITE_WRITERS
         .lock()
@@ -85,7 +85,7 @@ macro_rules! with_db {
 macro_rules! with_tx {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx {
-            $crate::db::Tx::Sqlite(t, _) => {
+            $crate::db::Tx::Sqlite(t) => {
                 let $c = &mut **t;
                 $body
             }
@@ -200,8 +200,9 @@ impl Db {
         with_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected())).map(|_| ())
     }
 
-    /// Begin a write transaction. On SQLite it is `BEGIN IMMEDIATE`, so two writers queue
-    /// on the busy timeout instead of one failing when it upgrades from reader to writer.
+    /// Begin a write transaction. On SQLite the shared transaction is `BEGIN IMMEDIATE`, so
+    /// another process's writer queues on the busy timeout instead of one failing when it
+    /// upgrades from reader to writer.
     ///
     /// The begin runs in a task of its own: if the caller is cancelled (a client hangs up,
     /// a request times out) while sqlx is between sending BEGIN and handing back the
@@ -212,10 +213,7 @@ impl Db {
         let db = self.clone();
         let task = tokio::spawn(async move {
             Ok(match db {
-                Db::Sqlite(p) => {
-                    let turn = WriteTurn(sqlite_writer_queue(&p).lock_owned().await);
-                    Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
-                }
+                Db::Sqlite(p) => Tx::Sqlite(group::begin(&p, sqlite_writer_group(&p)).await?),
                 Db::Postgres(p) => Tx::Postgres(p.begin().await?),
             })
         });
@@ -223,6 +221,14 @@ impl Db {
             tracing::error!(error = %e, "the task beginning a transaction failed");
             sqlx::Error::WorkerCrashed
         })?
+    }
+
+    /// How this process shared SQLite commits so far (None on PostgreSQL).
+    pub fn sqlite_commit_stats(&self) -> Option<CommitStats> {
+        match self {
+            Db::Sqlite(p) => Some(sqlite_writer_group(p).stats()),
+            Db::Postgres(_) => None,
+        }
     }
 
     pub async fn close(&self) {
@@ -233,8 +239,7 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            // The write turn is given up once the commit is done.
-            Tx::Sqlite(t, _turn) => t.commit().await,
+            Tx::Sqlite(t) => t.commit().await,
             Tx::Postgres(t) => t.commit().await,
         }
     }

@@ -41,7 +41,7 @@ pub async fn insert_usage_events(
     }
     let received = to_micros(received_at);
     let done = match tx {
-        Tx::Sqlite(t, _) => {
+        Tx::Sqlite(t) => {
             let rows: Vec<Value> = events
                 .iter()
                 .map(|e| {

@@ -43,7 +43,7 @@ pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Resul
     let deactivate_pg = "UPDATE partners SET active = FALSE, updated_at_us = $1 \
                          WHERE active AND NOT (id = ANY(SELECT jsonb_array_elements_text($2::jsonb)))";
     match &mut tx {
-        crate::db::Tx::Sqlite(t, _) => {
+        crate::db::Tx::Sqlite(t) => {
             sqlx::query(deactivate_sqlite)
                 .bind(now)
                 .bind(&ids_json)

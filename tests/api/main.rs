@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod db_tx;
 mod health;
 mod jobs;
 mod keys;
