@@ -1,15 +1,16 @@
-//! Group commit for SQLite. SQLite has one writer and, with `synchronous = FULL`, an fsync
-//! per COMMIT, so one-change transactions are bound by the commit, not by the work (about
-//! 0.6 ms each here). This shares commits between callers without weakening them:
+//! Group commit for SQLite. SQLite has one writer; each transaction holds the write lock for
+//! BEGIN, its statements and COMMIT (with `synchronous = FULL`, an fsync of the WAL), each a
+//! round trip to sqlx's connection thread. For small transactions BEGIN and COMMIT are most
+//! of it. This shares them between callers without weakening them:
 //!
 //! - Writers of one process queue for the file's turn in order (a fair mutex).
-//! - Each caller's transaction is a savepoint inside a transaction that may hold other
-//!   callers' finished work. Its rollback (or an error, or a drop) undoes only its own part.
-//! - At commit the caller releases its savepoint. If other writers are queued, it hands the
-//!   open transaction on and waits; the last of the queue (or a flusher queued behind them)
-//!   commits once for all, and every caller's `commit` returns only after that COMMIT is
-//!   durable, with its result. A failed COMMIT fails every caller in the batch; nothing is
-//!   reported committed that is not.
+//! - The first caller begins the transaction; each caller that joins it opens a savepoint.
+//!   A caller's rollback (an error, a drop, a cancellation) undoes only its own part.
+//! - At commit, if other writers are queued, the caller hands the open transaction on and
+//!   waits; the last of the queue (or a flusher queued behind them) commits once for all,
+//!   and every caller's `commit` returns only after that COMMIT is durable, with its
+//!   result. A failed COMMIT fails every caller in the batch; nothing is reported committed
+//!   that is not.
 //! - With no one queued, a caller commits at once: a lone writer waits for nobody.
 //!
 //! Other processes on the same file (`usage import`) still meet on SQLite's busy timeout.
@@ -88,136 +89,141 @@ impl Group {
     }
 }
 
-/// One caller's transaction: a savepoint in the file's shared write transaction, held with
-/// the write turn. Derefs to the connection, so store code runs its queries on it as usual.
+/// One caller's transaction: a savepoint in the file's shared write transaction (or, for
+/// the first caller, the transaction itself), held with the write turn. Derefs to the
+/// connection, so store code runs its queries on it as usual.
 pub struct SqliteTx {
     /// Present until `commit` or drop takes it.
     tx: Option<Transaction<'static, Sqlite>>,
     turn: Option<OwnedMutexGuard<()>>,
     group: Arc<Group>,
+    /// False for the caller that began the transaction: nobody else's work is in it while
+    /// it holds the turn, so its undo is a plain rollback.
+    savepoint: bool,
 }
 
+// Every caller's savepoint has the same name and none is released: `ROLLBACK TO` names the
+// most recent one, which is always the current caller's, and COMMIT ends them all. That
+// spares a round trip to SQLite per caller.
 const SAVEPOINT: &str = "SAVEPOINT pgw_caller";
-const RELEASE: &str = "RELEASE pgw_caller";
 const ROLLBACK_TO: &str = "ROLLBACK TO pgw_caller";
 
-/// Wait for the turn, join the open transaction (or begin one), and open this caller's
-/// savepoint.
+/// Wait for the turn, then join the open transaction with a savepoint, or begin one.
 pub async fn begin(pool: &SqlitePool, group: Arc<Group>) -> Result<SqliteTx, sqlx::Error> {
     let turn = group.take_turn().await;
     let open = group.state().open.take();
-    let joined = open.is_some();
-    let mut tx = match open {
-        Some(t) => t,
-        None => pool.begin_with("BEGIN IMMEDIATE").await?,
-    };
-    if let Err(e) = sqlx::query(SAVEPOINT).execute(&mut *tx).await {
-        if joined {
-            fail_batch(&group, tx, &e).await;
+    let (tx, savepoint) = match open {
+        Some(mut tx) => {
+            if let Err(e) = sqlx::query(SAVEPOINT).execute(&mut *tx).await {
+                fail_batch(&group, tx, &e).await;
+                return Err(e);
+            }
+            (tx, true)
         }
-        return Err(e);
-    }
+        None => (pool.begin_with("BEGIN IMMEDIATE").await?, false),
+    };
     Ok(SqliteTx {
         tx: Some(tx),
         turn: Some(turn),
         group,
+        savepoint,
     })
 }
 
 impl SqliteTx {
-    /// Release this caller's savepoint and return once the transaction holding it has been
-    /// committed (by this caller or by the last of the batch).
+    /// Return once the transaction holding this caller's work has been committed (by this
+    /// caller, by the last of the queue, or by the flusher), with that commit's result.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         let (Some(tx), Some(turn)) = (self.tx.take(), self.turn.take()) else {
             return Ok(());
         };
         let group = self.group.clone();
-        // In a task of its own: a caller cancelled mid-commit must not leave the shared
-        // transaction half handed on (the batch's other callers wait for it).
-        let task = tokio::spawn(async move {
-            let mut tx = tx;
-            if let Err(e) = sqlx::query(RELEASE).execute(&mut *tx).await {
-                fail_batch(&group, tx, &e).await;
+        match hand_on(&group, tx, true) {
+            Next::HandedOn(receiver) => {
                 drop(turn);
-                return Err(e);
+                await_shared(receiver).await
             }
-            finish(&group, tx, turn, true).await
-        });
-        task.await.map_err(|e| {
-            tracing::error!(error = %e, "the task committing a transaction failed");
-            sqlx::Error::WorkerCrashed
-        })?
+            // In a task of its own: a caller cancelled mid-commit must not drop the shared
+            // transaction (the batch's other callers wait for its result).
+            Next::Now(tx, waiters) => {
+                let task = tokio::spawn(async move { commit_now(&group, tx, waiters, turn).await });
+                task.await.map_err(|e| {
+                    tracing::error!(error = %e, "the task committing a transaction failed");
+                    sqlx::Error::WorkerCrashed
+                })?
+            }
+        }
     }
 }
 
-/// Commit now, or hand the open transaction to the writers queued behind (a flusher is
-/// queued too, so the last of them is never left waiting). `wait`: this caller's own work is
-/// in the batch, so it waits for the result.
-async fn finish(
+enum Next {
+    /// Handed on: the flusher or the last of the queue commits; wait for it if ours.
+    HandedOn(Option<oneshot::Receiver<Result<(), String>>>),
+    /// Commit (or, with nobody's work in it, roll back) now and tell these.
+    Now(Transaction<'static, Sqlite>, Vec<Waiter>),
+}
+
+/// Hand the open transaction to the writers queued behind (a flusher is queued too, so the
+/// last of them is never left waiting), or say it must end now. `wait`: the caller's own
+/// work is in it, so it waits for the result.
+fn hand_on(group: &Arc<Group>, tx: Transaction<'static, Sqlite>, wait: bool) -> Next {
+    let mut st = group.state();
+    let receiver = if wait {
+        let (s, r) = oneshot::channel();
+        st.waiters.push(s);
+        Some(r)
+    } else {
+        None
+    };
+    let queued = group.waiting.load(Ordering::SeqCst) > 0;
+    if queued && !st.waiters.is_empty() && st.waiters.len() < MAX_BATCH {
+        st.open = Some(tx);
+        if !st.flusher {
+            st.flusher = true;
+            tokio::spawn(flush(group.clone()));
+        }
+        Next::HandedOn(receiver)
+    } else {
+        Next::Now(tx, std::mem::take(&mut st.waiters))
+    }
+}
+
+async fn await_shared(
+    receiver: Option<oneshot::Receiver<Result<(), String>>>,
+) -> Result<(), sqlx::Error> {
+    match receiver {
+        Some(r) => match r.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(shared_failure(msg)),
+            Err(_) => Err(shared_failure("the shared transaction was dropped".into())),
+        },
+        None => Ok(()),
+    }
+}
+
+/// Commit with the turn held (roll back when no one's work is in it), then tell the waiters.
+async fn commit_now(
     group: &Arc<Group>,
     tx: Transaction<'static, Sqlite>,
+    waiters: Vec<Waiter>,
     turn: OwnedMutexGuard<()>,
-    wait: bool,
 ) -> Result<(), sqlx::Error> {
-    enum Next {
-        /// Handed on: the flusher or the last of the queue commits; wait for it if ours.
-        HandedOn(Option<oneshot::Receiver<Result<(), String>>>),
-        /// Commit (or, with nobody's work in it, roll back) now and tell these.
-        Now(Transaction<'static, Sqlite>, Vec<Waiter>),
-    }
-    let next = {
-        let mut st = group.state();
-        let receiver = if wait {
-            let (s, r) = oneshot::channel();
-            st.waiters.push(s);
-            Some(r)
-        } else {
-            None
-        };
-        let queued = group.waiting.load(Ordering::SeqCst) > 0;
-        if queued && !st.waiters.is_empty() && st.waiters.len() < MAX_BATCH {
-            st.open = Some(tx);
-            if !st.flusher {
-                st.flusher = true;
-                tokio::spawn(flush(group.clone()));
-            }
-            Next::HandedOn(receiver)
-        } else {
-            Next::Now(tx, std::mem::take(&mut st.waiters))
+    let result = if waiters.is_empty() {
+        tx.rollback().await
+    } else {
+        let r = tx.commit().await;
+        if r.is_ok() {
+            group.committed(waiters.len());
         }
+        r
     };
-    match next {
-        Next::HandedOn(receiver) => {
-            drop(turn);
-            match receiver {
-                Some(r) => match r.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(msg)) => Err(shared_failure(msg)),
-                    Err(_) => Err(shared_failure("the shared transaction was dropped".into())),
-                },
-                None => Ok(()),
-            }
-        }
-        Next::Now(tx, waiters) => {
-            let result = if waiters.is_empty() {
-                tx.rollback().await
-            } else {
-                let r = tx.commit().await;
-                if r.is_ok() {
-                    group.committed(waiters.len());
-                }
-                r
-            };
-            drop(turn);
-            let shared = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-            for w in waiters {
-                let _ = w.send(shared.clone());
-            }
-            // Our own result came through our waiter above when we had one; the direct
-            // result is the same, and covers the rollback case.
-            result
-        }
+    drop(turn);
+    let shared = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    for w in waiters {
+        let _ = w.send(shared.clone());
     }
+    // A caller committing reads its own result here (its waiter, above, was told the same).
+    result
 }
 
 /// Queued behind the writers that were waiting when a batch was left open: commits
@@ -268,16 +274,27 @@ fn shared_failure(msg: String) -> sqlx::Error {
 }
 
 /// Undo a caller's part after a drop without commit, then let the batch go on.
-async fn undo(group: Arc<Group>, mut tx: Transaction<'static, Sqlite>, turn: OwnedMutexGuard<()>) {
-    let undone = match sqlx::query(ROLLBACK_TO).execute(&mut *tx).await {
-        Ok(_) => sqlx::query(RELEASE).execute(&mut *tx).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = undone {
+async fn undo(
+    group: Arc<Group>,
+    mut tx: Transaction<'static, Sqlite>,
+    turn: OwnedMutexGuard<()>,
+    savepoint: bool,
+) {
+    if !savepoint {
+        // The caller began it and still held the turn: only its own work is in it.
+        let e = sqlx::Error::Protocol("rolled back".into());
         fail_batch(&group, tx, &e).await;
         return;
     }
-    if let Err(e) = finish(&group, tx, turn, false).await {
+    if let Err(e) = sqlx::query(ROLLBACK_TO).execute(&mut *tx).await {
+        fail_batch(&group, tx, &e).await;
+        return;
+    }
+    let result = match hand_on(&group, tx, false) {
+        Next::HandedOn(_) => Ok(()),
+        Next::Now(tx, waiters) => commit_now(&group, tx, waiters, turn).await,
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "committing other writers' work after a rollback failed");
     }
 }
@@ -290,7 +307,7 @@ impl Drop for SqliteTx {
         let group = self.group.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(undo(group, tx, turn));
+                rt.spawn(undo(group, tx, turn, self.savepoint));
             }
             Err(_) => {
                 // No runtime to undo in: dropping the transaction rolls all of it back, so

@@ -56,14 +56,7 @@ pub async fn emit(
     };
     // Serializing a struct of strings and a JSON value cannot fail.
     let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    store::insert_message(tx, &id, partner_id, event_type, &payload, now).await?;
-    let endpoints = store::endpoints_hearing(tx, partner_id).await?;
-    let targets: Vec<&str> = endpoints
-        .iter()
-        .filter(|(_, types)| endpoint::filter_matches(types, event_type))
-        .map(|(id, _)| id.as_str())
-        .collect();
-    store::insert_deliveries(tx, &id, &targets, now).await?;
+    store::insert_message_and_fan_out(tx, &id, partner_id, event_type, &payload, now).await?;
     Ok(id)
 }
 

@@ -27,66 +27,77 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 // ---------------------------------------------------------------------------------------
 // Messages and fan-out
 
-pub async fn insert_message(
+/// Write a message and one pending delivery, due now, for every enabled endpoint that hears
+/// it: the partner's own and the app's (`partner_id` None: the app's only), whose type filter
+/// matches (`endpoint::filter_matches`, here in SQL: no filter, an exact type, or a
+/// `prefix.*` matching `prefix.` + more). PostgreSQL does both in one statement (a
+/// data-modifying CTE), SQLite in two: the emitting transaction pays one or two round trips.
+/// Returns the number of deliveries.
+pub async fn insert_message_and_fan_out(
     tx: &mut Tx,
     id: &str,
     partner_id: Option<&str>,
     event_type: &str,
     payload: &str,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let sql = "INSERT INTO webhook_messages (id, partner_id, type, created_at_us, payload) \
-               VALUES ($1, $2, $3, $4, $5)";
-    with_tx!(tx, c => sqlx::query(sql)
-        .bind(id)
-        .bind(partner_id)
-        .bind(event_type)
-        .bind(to_micros(now))
-        .bind(payload)
-        .execute(c)
-        .await.map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-/// The enabled endpoints that hear a partner's events (its own and the app's), with their
-/// filters. `None`: an event of no partner, heard by the app's endpoints only.
-pub async fn endpoints_hearing(
-    tx: &mut Tx,
-    partner_id: Option<&str>,
-) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
-    let sql = "SELECT id, event_types FROM webhook_endpoints \
-               WHERE enabled AND deleted_at_us IS NULL AND (partner_id IS NULL OR partner_id = $1) \
-               ORDER BY id";
-    let rows: Vec<(String, String)> =
-        with_tx!(tx, c => sqlx::query_as(sql).bind(partner_id).fetch_all(c).await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, types)| (id, serde_json::from_str(&types).unwrap_or_default()))
-        .collect())
-}
-
-/// One pending delivery of `message_id` per endpoint, due now.
-pub async fn insert_deliveries(
-    tx: &mut Tx,
-    message_id: &str,
-    endpoint_ids: &[&str],
-    now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    if endpoint_ids.is_empty() {
-        return Ok(0);
-    }
-    let list = in_json(tx.backend(), 3, "text");
-    let sql = format!(
-        "INSERT INTO webhook_deliveries (message_id, endpoint_id, state, attempts, next_at_us, \
-         created_at_us, updated_at_us) \
-         SELECT $1, id, 'pending', 0, $2, $2, $2 FROM webhook_endpoints WHERE id {list} ORDER BY id"
+    const MESSAGE: &str = "INSERT INTO webhook_messages (id, partner_id, type, created_at_us, payload) \
+                           VALUES ($1, $2, $3, $4, $5)";
+    let (types, message_cte, from) = match tx.backend() {
+        Backend::Sqlite => (
+            "json_each(e.event_types)",
+            String::new(),
+            "webhook_endpoints e",
+        ),
+        Backend::Postgres => (
+            "jsonb_array_elements_text(e.event_types::jsonb) AS f(value)",
+            format!("WITH m AS ({MESSAGE} RETURNING id) "),
+            "webhook_endpoints e CROSS JOIN m",
+        ),
+    };
+    let fan_out = format!(
+        "{message_cte}INSERT INTO webhook_deliveries (message_id, endpoint_id, state, attempts, \
+         next_at_us, created_at_us, updated_at_us) \
+         SELECT $1, e.id, 'pending', 0, $4, $4, $4 FROM {from} \
+         WHERE e.enabled AND e.deleted_at_us IS NULL \
+           AND (e.partner_id IS NULL OR e.partner_id = $2) \
+           AND (NOT EXISTS (SELECT 1 FROM {types}) \
+                OR EXISTS (SELECT 1 FROM {types} WHERE value = $3 \
+                   OR (substr(value, length(value) - 1) = '.*' \
+                       AND length($3) >= length(value) - 1 \
+                       AND substr($3, 1, length(value) - 1) = substr(value, 1, length(value) - 1)))) \
+         ORDER BY e.id"
     );
-    let n = with_tx!(tx, c => sqlx::query(&sql)
-        .bind(message_id)
-        .bind(to_micros(now))
-        .bind(json_list(endpoint_ids))
-        .execute(c)
-        .await.map(|r| r.rows_affected()))?;
+    let at = to_micros(now);
+    let n = match tx {
+        Tx::Sqlite(c) => {
+            sqlx::query(MESSAGE)
+                .bind(id)
+                .bind(partner_id)
+                .bind(event_type)
+                .bind(at)
+                .bind(payload)
+                .execute(&mut **c)
+                .await?;
+            sqlx::query(&fan_out)
+                .bind(id)
+                .bind(partner_id)
+                .bind(event_type)
+                .bind(at)
+                .execute(&mut **c)
+                .await?
+                .rows_affected()
+        }
+        Tx::Postgres(c) => sqlx::query(&fan_out)
+            .bind(id)
+            .bind(partner_id)
+            .bind(event_type)
+            .bind(at)
+            .bind(payload)
+            .execute(&mut **c)
+            .await?
+            .rows_affected(),
+    };
     Ok(n)
 }
 

@@ -601,6 +601,62 @@ both_backends! {
         let n: i64 = partner_gateway::with_db!(app.db(), c => sqlx::query_scalar("SELECT COUNT(*) FROM webhook_messages").fetch_one(c).await).unwrap();
         assert_eq!(n, 0);
     }
+
+    // The fan-out filters in SQL; it must pick exactly what `endpoint::filter_matches`
+    // (the reference) and the partner/enabled rules pick.
+    async fn the_fan_out_picks_exactly_the_endpoints_whose_filter_matches(backend) {
+        let Some(app) = spawn(backend, "").await else { return };
+        let admin = app.admin().await;
+        let rx = Receiver::start().await.unwrap();
+        let filters: Vec<Vec<&str>> = vec![
+            vec![],
+            vec!["grade.*"],
+            vec!["grade.delivered"],
+            vec!["launch.completed", "statement.*"],
+            vec!["a.b.*"],
+            vec!["a_1.b2"],
+        ];
+        let mut mine = Vec::new();
+        for f in &filters {
+            let e = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/p"), "event_types": f})).await;
+            mine.push((e["id"].as_str().unwrap().to_owned(), f.clone()));
+        }
+        let app_ep = endpoint(&app, json!({"app": true, "url": rx.url("/app"), "event_types": ["grade.*"]})).await;
+        let other = endpoint(&app, json!({"partner": "moodle-sandbox", "url": rx.url("/m")})).await;
+        let off = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/off")})).await;
+        let gone = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/gone")})).await;
+        let patch = app.client.patch(app.url(&format!("/v1/webhooks/endpoints/{}", off["id"].as_str().unwrap())))
+            .bearer_auth(&admin).json(&json!({"enabled": false})).send().await.unwrap();
+        assert_eq!(patch.status(), 200);
+        let del = app.client.delete(app.url(&format!("/v1/webhooks/endpoints/{}", gone["id"].as_str().unwrap())))
+            .bearer_auth(&admin).send().await.unwrap();
+        assert!(del.status().is_success());
+        let types = [
+            "grade.delivered", "grade.failed", "grades.delivered", "grade", "grade.delivered.x",
+            "launch.completed", "launch.completed2", "statement.finalized", "statement",
+            "a.b.c", "a.bc", "a.b", "a_1.b2", "a_1.b",
+        ];
+        for (partner, ty) in types.iter().map(|t| (Some(PARTNER), *t)).chain([(None, "grade.failed")]) {
+            let msg = emit(&app, partner, ty, json!({})).await;
+            let mut got: Vec<String> = partner_gateway::with_db!(app.db(), pool => {
+                sqlx::query_scalar("SELECT endpoint_id FROM webhook_deliveries WHERE message_id = $1")
+                    .bind(&msg).fetch_all(pool).await
+            }).unwrap();
+            got.sort();
+            let mut want: Vec<String> = Vec::new();
+            if partner.is_some() {
+                want.extend(mine.iter()
+                    .filter(|(_, f)| partner_gateway::webhooks::endpoint::filter_matches(f, ty))
+                    .map(|(id, _)| id.clone()));
+            }
+            if ty.starts_with("grade.") {
+                want.push(app_ep["id"].as_str().unwrap().to_owned());
+            }
+            want.sort();
+            assert_eq!(got, want, "{ty} from {partner:?}");
+            assert!(!got.iter().any(|id| id == other["id"].as_str().unwrap()));
+        }
+    }
 }
 
 /// A host name other than `localhost` that /etc/hosts maps to a loopback address.
