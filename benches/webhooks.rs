@@ -90,7 +90,8 @@ fn parse_args() -> anyhow::Result<Opts> {
 }
 
 /// Machine-wide CPU busy % between two reads of `/proc/stat`.
-fn cpu_ticks() -> Option<(u64, u64)> {
+/// (total, idle + iowait, steal) ticks of the whole machine.
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let v: Vec<u64> = stat
         .lines()
@@ -100,15 +101,19 @@ fn cpu_ticks() -> Option<(u64, u64)> {
         .filter_map(|x| x.parse().ok())
         .collect();
     let total: u64 = v.iter().take(8).sum();
-    Some((total, v.get(3)? + v.get(4)?))
+    Some((total, v.get(3)? + v.get(4)?, *v.get(7)?))
 }
 
-fn busy(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> String {
+/// "busy X%, steal Y%": steal is time the hypervisor gave this VM's CPUs to others; figures
+/// taken under high steal are low for reasons outside the gateway.
+fn busy(a: Option<(u64, u64, u64)>, b: Option<(u64, u64, u64)>) -> String {
     match (a, b) {
-        (Some((ta, ia)), Some((tb, ib))) if tb > ta => {
+        (Some((ta, ia, sa)), Some((tb, ib, sb))) if tb > ta => {
+            let span = (tb - ta) as f64;
             format!(
-                "{:.0}%",
-                100.0 * (1.0 - (ib - ia) as f64 / (tb - ta) as f64)
+                "busy {:.0}%, steal {:.0}%",
+                100.0 * (1.0 - (ib - ia) as f64 / span),
+                100.0 * (sb - sa) as f64 / span
             )
         }
         _ => "?".into(),
@@ -223,6 +228,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
 
     // 1. Accepted: each message in its own transaction, from `emitters` tasks at once.
     let next = Arc::new(AtomicUsize::new(0));
+    let commits_before = state.db.sqlite_commit_stats();
     let before = cpu_ticks();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -277,7 +283,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     lat.sort();
     let accepted_rate = o.messages as f64 / accept.as_secs_f64();
     println!(
-        "  accepted: {} messages, {} per transaction, in {:.2} s = {:.0}/s (commit p50 {:.1} ms, p99 {:.1} ms) [cpu busy {accept_busy}]",
+        "  accepted: {} messages, {} per transaction, in {:.2} s = {:.0}/s (commit p50 {:.1} ms, p99 {:.1} ms) [cpu {accept_busy}]",
         o.messages,
         o.per_tx,
         accept.as_secs_f64(),
@@ -285,6 +291,14 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         percentile(&lat, 0.5).as_secs_f64() * 1000.0,
         percentile(&lat, 0.99).as_secs_f64() * 1000.0
     );
+
+    if let (Some(a), Some(b)) = (commits_before, state.db.sqlite_commit_stats()) {
+        let (commits, callers) = (b.commits - a.commits, b.callers - a.callers);
+        println!(
+            "  SQLite group commit: {callers} transactions in {commits} commits ({:.1} per commit)",
+            callers as f64 / commits.max(1) as f64
+        );
+    }
 
     // 2. Delivered: the dispatcher drains the backlog; done when every delivery is delivered.
     let stop = CancellationToken::new();
@@ -314,7 +328,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let delivered_rate = o.messages as f64 / deliver.as_secs_f64();
     let received = rx.count();
     println!(
-        "  delivered and acknowledged: {} in {:.2} s = {:.0}/s (receiver saw {received} requests) [cpu busy {deliver_busy}]",
+        "  delivered and acknowledged: {} in {:.2} s = {:.0}/s (receiver saw {received} requests) [cpu {deliver_busy}]",
         o.messages,
         deliver.as_secs_f64(),
         delivered_rate
@@ -370,7 +384,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let base_busy = busy(before, cpu_ticks());
     let baseline_rate = count.load(Ordering::Relaxed) as f64 / base.as_secs_f64();
     println!(
-        "  baseline: the receiver answered {} requests in {:.2} s = {:.0}/s ({} connections) [cpu busy {base_busy}]",
+        "  baseline: the receiver answered {} requests in {:.2} s = {:.0}/s ({} connections) [cpu {base_busy}]",
         count.load(Ordering::Relaxed),
         base.as_secs_f64(),
         baseline_rate,
