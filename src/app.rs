@@ -48,6 +48,7 @@ pub struct Parts {
     pub agreements: Arc<crate::statements::agreement::Agreements>,
     /// Live API keys seen recently (revocations honoured within `http.api_key_cache_ms`).
     pub api_keys: crate::apikeys::KeyCache,
+    pub sso: crate::sso::SsoState,
 }
 
 impl AppState {
@@ -117,6 +118,7 @@ impl AppState {
             crate::apikeys::KeyCache::new(Duration::from_millis(config.http.api_key_cache_ms));
         Ok(AppState(Arc::new(Parts {
             api_keys,
+            sso: crate::sso::SsoState::default(),
             db,
             config: Arc::new(config),
             meters: Arc::new(meters),
@@ -147,7 +149,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::smart::router())
         .merge(crate::lti::router())
         .merge(crate::statements::router())
-        .merge(crate::webhooks::router());
+        .merge(crate::webhooks::router())
+        .merge(crate::sso::router());
     crate::http::with_middleware(routes, state)
 }
 

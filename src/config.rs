@@ -389,6 +389,9 @@ pub struct PartnerConfig {
     /// Inbound webhook sources: `POST /webhooks/in/{partner}/{source}`.
     #[serde(default)]
     pub webhook_sources: Vec<crate::webhooks::inbound::InboundSource>,
+    /// Single sign-on connections to the organisation's identity providers.
+    #[serde(default)]
+    pub sso_connections: Vec<crate::sso::connection::SsoConnection>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -679,6 +682,8 @@ impl Config {
         }
 
         let mut seen = BTreeMap::new();
+        let mut sso_ids: BTreeMap<String, String> = BTreeMap::new();
+        let mut sso_domains: BTreeMap<String, String> = BTreeMap::new();
         for (i, p) in self.partners.iter().enumerate() {
             if !valid_partner_id(&p.id) {
                 out.push((
@@ -706,6 +711,27 @@ impl Config {
             if let Some(lti) = &p.lti {
                 for (field, msg) in lti.problems(p.kind) {
                     out.push((format!("partners[{i}].lti.{field}"), msg));
+                }
+            }
+            for (j, c) in p.sso_connections.iter().enumerate() {
+                for (field, msg) in c.problems() {
+                    out.push((format!("partners[{i}].sso_connections[{j}].{field}"), msg));
+                }
+                if let Some(first) =
+                    sso_ids.insert(c.id.clone(), format!("partners[{i}].sso_connections[{j}]"))
+                {
+                    out.push((
+                        format!("partners[{i}].sso_connections[{j}].id"),
+                        format!("duplicate connection id {:?} (also {first})", c.id),
+                    ));
+                }
+                for d in &c.domains {
+                    if let Some(first) = sso_domains.insert(d.clone(), c.id.clone()) {
+                        out.push((
+                            format!("partners[{i}].sso_connections[{j}].domains"),
+                            format!("domain {d:?} already routes to connection {first:?}"),
+                        ));
+                    }
                 }
             }
             let mut source_ids = BTreeMap::new();

@@ -33,6 +33,8 @@ pub mod partners;
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;
+/// Single sign-on for customer organisations (OIDC) through the launch handoff.
+pub mod sso;
 /// Revenue-share statements: agreements, the calculation, the issued record, exports.
 pub mod statements;
 /// Tracing (text or JSON logs) and the Prometheus recorder.

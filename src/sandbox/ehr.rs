@@ -422,7 +422,7 @@ pub(crate) struct Signer {
 }
 
 impl Signer {
-    fn generate() -> anyhow::Result<Signer> {
+    pub(crate) fn generate() -> anyhow::Result<Signer> {
         let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048)?;
         let der = key.to_pkcs1_der()?;
         let public = key.to_public_key();

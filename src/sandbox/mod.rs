@@ -1,4 +1,5 @@
 //! Sandboxes partners and tests run against instead of a real partner system.
 pub mod ehr;
+pub mod idp;
 pub mod lms;
 pub mod receiver;

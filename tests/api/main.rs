@@ -13,6 +13,7 @@ mod lti_env;
 mod partners;
 mod smart;
 mod smart_env;
+mod sso;
 mod statements;
 mod usage_ingest;
 mod usage_query;

@@ -1,0 +1,271 @@
+//! SSO over OIDC against the mock IdP (`partner_gateway::sandbox::idp`), each on SQLite and
+//! PostgreSQL: home-realm discovery, the redirect, the callback, the launch handed to the
+//! app, and every rejection the relying party owes.
+
+use partner_gateway::apikeys::Role;
+use partner_gateway::sandbox::idp::{ENTRA_TENANT, IdTokenFault, IdpUser, IdpVendor, MockIdp};
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, urlencode};
+
+const PARTNER: &str = "acme-health";
+const CONNECTION: &str = "acme-idp";
+const APP_URL: &str = "https://app.example.test/sso";
+const SECRET: &str = "s3cret+/=with:odd&chars";
+
+struct Env {
+    app: TestApp,
+    idp: MockIdp,
+    browser: reqwest::Client,
+    app_key: String,
+    gateway: String,
+}
+
+fn ada() -> IdpUser {
+    IdpUser {
+        sub: "00u1ada".into(),
+        email: "ada@acme.example".into(),
+        name: "Ada Lovelace".into(),
+        groups: vec!["clinicians".into(), "admins".into()],
+    }
+}
+
+/// What the browser ends on after the callback.
+enum Outcome {
+    App(String),
+    Page(u16, String),
+}
+
+impl Env {
+    async fn start(backend: Backend, vendor: IdpVendor, extra: &str) -> Option<Env> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = format!("http://{}", listener.local_addr().unwrap());
+        let redirect = format!("{gateway}/sso/oidc/callback");
+        let idp = MockIdp::start(vendor, "gateway-client", SECRET, &redirect, ada())
+            .await
+            .unwrap();
+        let config = format!(
+            r#"[jobs]
+enabled = false
+[outbound]
+allow_http = true
+allow_private_networks = true
+[http]
+public_url = "{gateway}"
+[[partners]]
+id = "{PARTNER}"
+name = "Acme Health"
+kind = "idp"
+[[partners.sso_connections]]
+id = "{CONNECTION}"
+protocol = "oidc"
+issuer = "{issuer}"
+client_id = "gateway-client"
+client_secret = "{SECRET}"
+domains = ["acme.example"]
+app_url = "{APP_URL}"
+{extra}
+"#,
+            issuer = idp.issuer(),
+        );
+        let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
+        let app_key = app.key(Role::App, None).await;
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Some(Env {
+            app,
+            idp,
+            browser,
+            app_key,
+            gateway,
+        })
+    }
+
+    async fn get(&self, url: &str) -> reqwest::Response {
+        self.browser.get(url).send().await.unwrap()
+    }
+
+    /// `/sso/start?...` -> the IdP's authorize URL (checked to be the IdP's).
+    async fn start_url(&self, query: &str) -> String {
+        let r = self
+            .get(&format!("{}/sso/start?{query}", self.gateway))
+            .await;
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Follow the authorize redirect at the IdP; returns the callback URL it sends to.
+    async fn at_idp(&self, authorize: &str) -> String {
+        let r = self.get(authorize).await;
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    async fn callback(&self, url: &str) -> Outcome {
+        let r = self.get(url).await;
+        let status = r.status().as_u16();
+        if status == 302 {
+            let loc = r.headers()["location"].to_str().unwrap().to_owned();
+            let u = url::Url::parse(&loc).unwrap();
+            assert!(loc.starts_with(APP_URL), "{loc}");
+            let code = u
+                .query_pairs()
+                .find(|(k, _)| k == "code")
+                .unwrap()
+                .1
+                .into_owned();
+            return Outcome::App(code);
+        }
+        Outcome::Page(status, r.text().await.unwrap())
+    }
+
+    async fn login(&self) -> Outcome {
+        let authorize = self
+            .start_url(&format!("email={}", urlencode("Ada@ACME.example")))
+            .await;
+        let cb = self.at_idp(&authorize).await;
+        self.callback(&cb).await
+    }
+
+    async fn exchange(&self, code: &str) -> (u16, Value) {
+        let r = self
+            .app
+            .client
+            .post(self.app.url("/v1/launches/exchange"))
+            .bearer_auth(&self.app_key)
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn refused(&self, fault: IdTokenFault) -> (u16, String) {
+        self.idp.inject(fault);
+        match self.login().await {
+            Outcome::Page(s, b) => (s, b),
+            Outcome::App(c) => panic!("a bad id_token was accepted (code {c})"),
+        }
+    }
+
+    async fn sso_logins(&self) -> i64 {
+        partner_gateway::with_db!(self.app.db(), pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'sso.login'").fetch_one(pool).await
+        })
+        .unwrap()
+    }
+}
+
+both_backends! {
+    async fn an_oidc_login_hands_the_user_to_the_app(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Okta, "").await else { return };
+        let authorize = env.start_url(&format!("email={}", urlencode("ada@acme.example"))).await;
+        // The authorization request carries what OIDC and PKCE require.
+        let u = url::Url::parse(&authorize).unwrap();
+        let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
+        assert!(authorize.starts_with(&env.idp.issuer()));
+        assert_eq!(q["response_type"], "code");
+        assert_eq!(q["client_id"], "gateway-client");
+        assert_eq!(q["redirect_uri"], format!("{}/sso/oidc/callback", env.gateway));
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert!(q["scope"].split(' ').any(|s| s == "openid"));
+        assert!(q["state"].len() >= 22 && q["nonce"].len() >= 22);
+        let cb = env.at_idp(&authorize).await;
+        let Outcome::App(code) = env.callback(&cb).await else { panic!("no app redirect") };
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{launch}");
+        assert_eq!(launch["kind"], "sso");
+        assert_eq!(launch["partner"], PARTNER);
+        assert_eq!(launch["user"]["id"], "00u1ada");
+        assert_eq!(launch["user"]["name"], "Ada Lovelace");
+        assert_eq!(launch["email"], "ada@acme.example");
+        assert_eq!(launch["groups"], serde_json::json!(["clinicians", "admins"]));
+        assert_eq!(launch["connection"], CONNECTION);
+        assert_eq!(launch["organisation"], "Acme Health");
+        assert_eq!(env.sso_logins().await, 1);
+        // The code works once.
+        assert_ne!(env.exchange(&code).await.0, 200);
+        // The callback works once: replaying it is refused.
+        match env.callback(&cb).await {
+            Outcome::Page(400, body) => assert!(body.contains("already used"), "{body}"),
+            _ => panic!("a replayed callback was accepted"),
+        }
+        assert_eq!(env.sso_logins().await, 1);
+    }
+
+    async fn entra_and_google_claims_reach_the_app(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Entra, "").await else { return };
+        assert!(env.idp.issuer().ends_with(&format!("/{ENTRA_TENANT}/v2.0")));
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        let (_, launch) = env.exchange(&code).await;
+        assert_eq!(launch["claims"]["tid"], ENTRA_TENANT);
+        let Some(env) = Env::start(backend, IdpVendor::Google, "userinfo = true").await else { return };
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        let (_, launch) = env.exchange(&code).await;
+        assert_eq!(launch["claims"]["hd"], "acme.example");
+        assert_eq!(launch["user"]["id"], "00u1ada");
+    }
+
+    async fn home_realm_discovery_picks_by_domain_or_organisation(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        // Neither: a page asking for the email.
+        let r = env.get(&format!("{}/sso/start", env.gateway)).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("type=\"email\""));
+        // An unknown domain: the same page, saying so.
+        let r = env.get(&format!("{}/sso/start?email=bob%40elsewhere.example", env.gateway)).await;
+        assert!(r.text().await.unwrap().contains("elsewhere.example"));
+        // By connection id and by partner id.
+        for org in [CONNECTION, PARTNER] {
+            let to = env.start_url(&format!("organisation={org}")).await;
+            assert!(to.starts_with(&env.idp.issuer()), "{to}");
+        }
+        let r = env.get(&format!("{}/sso/start?organisation=nobody", env.gateway)).await;
+        assert_eq!(r.status(), 404);
+    }
+
+    async fn state_problems_are_refused_with_their_own_page(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        let authorize = env.start_url("organisation=acme-idp").await;
+        let cb = env.at_idp(&authorize).await;
+        let u = url::Url::parse(&cb).unwrap();
+        let code = u.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let base = format!("{}/sso/oidc/callback", env.gateway);
+        // Missing state.
+        let Outcome::Page(400, body) = env.callback(&format!("{base}?code={code}")).await else { panic!() };
+        assert!(body.contains("no state"), "{body}");
+        // A state the gateway never issued.
+        let Outcome::Page(400, body) = env.callback(&format!("{base}?code={code}&state=forged")).await else { panic!() };
+        assert!(body.contains("not one the gateway started"), "{body}");
+        // An error from the IdP is shown.
+        let authorize = env.start_url("organisation=acme-idp").await;
+        let st = url::Url::parse(&authorize).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let Outcome::Page(400, body) = env.callback(&format!("{base}?error=access_denied&error_description=no&state={st}")).await else { panic!() };
+        assert!(body.contains("access_denied"), "{body}");
+        assert_eq!(env.sso_logins().await, 0);
+    }
+
+    async fn bad_id_tokens_are_refused(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        for (fault, words) in [
+            (IdTokenFault::AlgNone, "no signature"),
+            (IdTokenFault::WrongAudience, "aud"),
+            (IdTokenFault::Expired, "xpire"),
+            (IdTokenFault::UnknownKid, "key"),
+            (IdTokenFault::BadSignature, "ignature"),
+            (IdTokenFault::WrongNonce, "once"),
+            (IdTokenFault::WrongIssuer, "ssuer"),
+        ] {
+            let (status, body) = env.refused(fault.clone()).await;
+            assert_eq!(status, 502, "{fault:?}: {body}");
+            assert!(body.contains("was refused"), "{fault:?}: {body}");
+            assert!(body.to_lowercase().contains(&words.to_lowercase()), "{fault:?} should name {words:?}: {body}");
+        }
+        assert_eq!(env.sso_logins().await, 0);
+        // And a good one still works after all that.
+        assert!(matches!(env.login().await, Outcome::App(_)));
+    }
+}
