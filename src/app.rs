@@ -118,7 +118,7 @@ impl AppState {
             crate::apikeys::KeyCache::new(Duration::from_millis(config.http.api_key_cache_ms));
         Ok(AppState(Arc::new(Parts {
             api_keys,
-            sso: crate::sso::SsoState::default(),
+            sso: crate::sso::SsoState::new(&config.sso),
             db,
             config: Arc::new(config),
             meters: Arc::new(meters),

@@ -31,6 +31,7 @@ pub struct Config {
     pub lti: LtiConfig,
     pub statements: StatementsConfig,
     pub webhooks: WebhooksConfig,
+    pub sso: SsoConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
     pub agreements: Vec<AgreementConfig>,
@@ -237,6 +238,30 @@ impl Default for LaunchesConfig {
         Self {
             handoff_ttl_secs: 120,
             launch_ttl_hours: 12,
+        }
+    }
+}
+
+/// Single sign-on settings shared by every connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SsoConfig {
+    /// How long an IdP's discovery document and JWKS are reused.
+    pub discovery_ttl_secs: u64,
+    /// An id_token with an unknown `kid` makes the gateway fetch the IdP's keys again, at
+    /// most this often per IdP (a rotation is picked up; a flood of forged kids is not a
+    /// flood of fetches).
+    pub jwks_min_refetch_secs: u64,
+    /// How long the person has between the redirect to the IdP and the callback.
+    pub state_ttl_secs: u64,
+}
+
+impl Default for SsoConfig {
+    fn default() -> Self {
+        Self {
+            discovery_ttl_secs: 3600,
+            jwks_min_refetch_secs: 10,
+            state_ttl_secs: 600,
         }
     }
 }
@@ -523,7 +548,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "http",
     "database",
     "telemetry",
@@ -535,6 +560,7 @@ const SECTIONS: [&str; 11] = [
     "lti",
     "statements",
     "webhooks",
+    "sso",
 ];
 const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
 
@@ -600,6 +626,7 @@ impl Config {
             section::<StatementsConfig>(&merged, "statements", &origins, &mut problems);
         let agreements = list::<AgreementConfig>(&merged, "agreements", &origins, &mut problems);
         let webhooks = section::<WebhooksConfig>(&merged, "webhooks", &origins, &mut problems);
+        let sso = section::<SsoConfig>(&merged, "sso", &origins, &mut problems);
 
         let config = Config {
             http: http.unwrap_or_default(),
@@ -613,6 +640,7 @@ impl Config {
             lti: lti.unwrap_or_default(),
             statements: statements.unwrap_or_default(),
             webhooks: webhooks.unwrap_or_default(),
+            sso: sso.unwrap_or_default(),
             partners,
             meters,
             agreements,

@@ -69,7 +69,8 @@ struct Shared {
     client_id: String,
     client_secret: String,
     redirect_uri: String,
-    signer: Signer,
+    /// Published keys, the last one signing (a rotation adds one; the old stays published).
+    signers: Mutex<Vec<Arc<Signer>>>,
     user: Mutex<IdpUser>,
     faults: Mutex<Vec<IdTokenFault>>,
     codes: Mutex<HashMap<String, Grant>>,
@@ -126,7 +127,7 @@ impl MockIdp {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
             redirect_uri: redirect_uri.to_owned(),
-            signer,
+            signers: Mutex::new(vec![Arc::new(signer)]),
             user: Mutex::new(user),
             faults: Mutex::new(Vec::new()),
             codes: Mutex::new(HashMap::new()),
@@ -163,6 +164,16 @@ impl MockIdp {
         *lock(&self.shared.user) = user;
     }
 
+    /// Start signing with a new key (new `kid`), publishing it beside the old one, as an
+    /// IdP rolling its keys does.
+    pub async fn rotate_key(&self) -> anyhow::Result<()> {
+        let signer = tokio::task::spawn_blocking(Signer::generate)
+            .await
+            .context("signing key generation panicked")??;
+        lock(&self.shared.signers).push(Arc::new(signer));
+        Ok(())
+    }
+
     /// The next id_token carries this defect.
     pub fn inject(&self, fault: IdTokenFault) {
         lock(&self.shared.faults).push(fault);
@@ -195,7 +206,11 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> Response {
-    axum::Json(json!({"keys": [s.signer.public_jwk]})).into_response()
+    let keys: Vec<Value> = lock(&s.signers)
+        .iter()
+        .map(|k| k.public_jwk.clone())
+        .collect();
+    axum::Json(json!({ "keys": keys })).into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -417,14 +432,18 @@ fn id_token(s: &Shared, grant: &Grant) -> anyhow::Result<String> {
             b64(&Value::Object(claims))
         ));
     }
+    let signer = lock(&s.signers)
+        .last()
+        .cloned()
+        .context("the mock IdP has no signing key")?;
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = Some(match fault {
         Some(IdTokenFault::UnknownKid) => "a-kid-the-jwks-does-not-have".into(),
-        _ => s.signer.kid.clone(),
+        _ => signer.kid.clone(),
     });
     let key = match fault {
         Some(IdTokenFault::BadSignature) => Signer::impostor_key()?,
-        _ => s.signer.encoding.clone(),
+        _ => signer.encoding.clone(),
     };
     Ok(jsonwebtoken::encode(&h, &Value::Object(claims), &key)?)
 }

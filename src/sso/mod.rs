@@ -15,9 +15,20 @@ use crate::config::{Config, PartnerConfig};
 use connection::SsoConnection;
 
 /// Caches shared by the SSO routes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SsoState {
     pub discovery: oidc::Discovery,
+}
+
+impl SsoState {
+    pub fn new(cfg: &crate::config::SsoConfig) -> SsoState {
+        SsoState {
+            discovery: oidc::Discovery::new(
+                std::time::Duration::from_secs(cfg.discovery_ttl_secs),
+                std::time::Duration::from_secs(cfg.jwks_min_refetch_secs),
+            ),
+        }
+    }
 }
 
 /// The connection with this id, and its partner.

@@ -20,14 +20,13 @@ use serde_json::{Map, Value};
 use super::connection::{ClientAuth, SsoConnection};
 use crate::outbound::Outbound;
 
-/// How long a discovery document and its JWKS are reused.
-const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// Refetch for an unknown `kid` at most this often per issuer.
-const REFETCH_EVERY: Duration = Duration::from_secs(10);
-
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Discovery {
     cache: Arc<Mutex<HashMap<String, (Instant, CoreProviderMetadata)>>>,
+    /// How long a discovery document and its JWKS are reused.
+    ttl: Duration,
+    /// Fetch again for an unknown `kid` at most this often per issuer.
+    refetch_every: Duration,
 }
 
 /// An error talking to the IdP, said so a person can act on it.
@@ -69,6 +68,14 @@ async fn send(
 }
 
 impl Discovery {
+    pub fn new(ttl: Duration, refetch_every: Duration) -> Discovery {
+        Discovery {
+            cache: Arc::default(),
+            ttl,
+            refetch_every,
+        }
+    }
+
     async fn fetch(
         &self,
         outbound: &Outbound,
@@ -96,7 +103,7 @@ impl Discovery {
         issuer: &str,
     ) -> Result<CoreProviderMetadata, IdpError> {
         if let Some((at, meta)) = self.lock().get(issuer)
-            && at.elapsed() < DISCOVERY_TTL
+            && at.elapsed() < self.ttl
         {
             return Ok(meta.clone());
         }
@@ -108,7 +115,7 @@ impl Discovery {
         let recent = self
             .lock()
             .get(issuer)
-            .is_some_and(|(at, _)| at.elapsed() < REFETCH_EVERY);
+            .is_some_and(|(at, _)| at.elapsed() < self.refetch_every);
         if recent {
             return None;
         }

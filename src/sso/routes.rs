@@ -26,6 +26,39 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sso/start", get(start))
         .route("/sso/oidc/callback", get(callback))
+        .route("/v1/sso/connections", get(list_connections))
+}
+
+/// Every connection with what its IdP administrator registers (the redirect URI) and the
+/// sign-in link to give people. Admin keys only: it names every customer's IdP.
+async fn list_connections(
+    State(state): State<AppState>,
+    caller: crate::http::auth::Caller,
+) -> Result<axum::Json<Value>, crate::http::ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    let base = state.config.http.public_base();
+    let redirect = super::oidc_redirect_uri(&state.config);
+    let list: Vec<Value> = state
+        .config
+        .partners
+        .iter()
+        .flat_map(|p| p.sso_connections.iter().map(move |c| (p, c)))
+        .map(|(p, c)| {
+            json!({
+                "id": c.id,
+                "partner": p.id,
+                "organisation": org_name(p, c),
+                "protocol": "oidc",
+                "issuer": c.issuer,
+                "client_id": c.client_id,
+                "domains": c.domains,
+                "redirect_uri": redirect,
+                "start_url": format!("{base}/sso/start?organisation={}", c.id),
+                "app_url": c.app_url,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "connections": list })))
 }
 
 fn query(raw: Option<String>) -> HashMap<String, String> {
@@ -146,7 +179,7 @@ async fn begin(
             .line("Try again in a moment; if it persists, tell your administrator.")
         })?;
     let now = to_micros(Utc::now());
-    let expires = now + state.config.smart.state_ttl_secs as i64 * 1_000_000;
+    let expires = now + state.config.sso.state_ttl_secs as i64 * 1_000_000;
     let pending = Pending {
         connection_id: conn.id.clone(),
         partner_id: partner.id.clone(),

@@ -39,6 +39,16 @@ enum Outcome {
 
 impl Env {
     async fn start(backend: Backend, vendor: IdpVendor, extra: &str) -> Option<Env> {
+        Self::start_with(backend, vendor, extra, "").await
+    }
+
+    /// `extra` goes into the connection's table, `sections` before the partners.
+    async fn start_with(
+        backend: Backend,
+        vendor: IdpVendor,
+        extra: &str,
+        sections: &str,
+    ) -> Option<Env> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = format!("http://{}", listener.local_addr().unwrap());
         let redirect = format!("{gateway}/sso/oidc/callback");
@@ -53,6 +63,7 @@ allow_http = true
 allow_private_networks = true
 [http]
 public_url = "{gateway}"
+{sections}
 [[partners]]
 id = "{PARTNER}"
 name = "Acme Health"
@@ -209,6 +220,20 @@ both_backends! {
         assert_eq!(launch["user"]["id"], "00u1ada");
     }
 
+    async fn admins_see_each_connection_with_its_redirect_uri(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        let admin = env.app.admin().await;
+        let r = env.app.get(&admin, "/v1/sso/connections").await;
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let c = &body["connections"][0];
+        assert_eq!(c["id"], CONNECTION);
+        assert_eq!(c["redirect_uri"], format!("{}/sso/oidc/callback", env.gateway));
+        assert_eq!(c["start_url"], format!("{}/sso/start?organisation={CONNECTION}", env.gateway));
+        assert!(c.get("client_secret").is_none());
+        assert_eq!(env.app.get(&env.app_key, "/v1/sso/connections").await.status(), 403);
+    }
+
     async fn home_realm_discovery_picks_by_domain_or_organisation(backend) {
         let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
         // Neither: a page asking for the email.
@@ -267,5 +292,24 @@ both_backends! {
         assert_eq!(env.sso_logins().await, 0);
         // And a good one still works after all that.
         assert!(matches!(env.login().await, Outcome::App(_)));
+    }
+
+    // An IdP rolling its keys: the new kid is unknown to the cached JWKS, so the gateway
+    // fetches the keys again (at most every `sso.jwks_min_refetch_secs`).
+    async fn a_key_rotation_at_the_idp_is_picked_up(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Okta, "").await else { return };
+        assert!(matches!(env.login().await, Outcome::App(_)));
+        env.idp.rotate_key().await.unwrap();
+        // Within the refetch interval (10 s by default, just fetched): refused, no fetch.
+        match env.login().await {
+            Outcome::Page(502, body) => assert!(body.contains("No matching key"), "{body}"),
+            _ => panic!("an id_token with a kid fetched too recently was accepted"),
+        }
+        let Some(env) = Env::start_with(backend, IdpVendor::Okta, "", "[sso]\njwks_min_refetch_secs = 1\n").await else { return };
+        assert!(matches!(env.login().await, Outcome::App(_)));
+        env.idp.rotate_key().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(matches!(env.login().await, Outcome::App(_)), "the rotated key was not picked up");
+        assert_eq!(env.sso_logins().await, 2);
     }
 }
