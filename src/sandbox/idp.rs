@@ -2,7 +2,8 @@
 //! OpenID Connect Core 1.0 and Discovery 1.0: discovery document, JWKS, an authorization
 //! endpoint (the signed-in user is set by the test; consent is implicit), a token endpoint
 //! (authorization code, PKCE S256 required, `client_secret_basic` or `client_secret_post`),
-//! userinfo, RS256 id_tokens with the request's nonce.
+//! `private_key_jwt` (RFC 7523, the client's keys read from its JWKS URL), userinfo, RS256
+//! id_tokens with the request's nonce.
 //!
 //! Personalities, as the vendors document them: Entra ID (tenant-specific issuer
 //! `{base}/{tenant}/v2.0`, `tid` and `oid` claims), Okta (`groups` claim), Google Workspace
@@ -75,6 +76,9 @@ struct Shared {
     faults: Mutex<Vec<IdTokenFault>>,
     codes: Mutex<HashMap<String, Grant>>,
     tokens: Mutex<HashMap<String, IdpUser>>,
+    /// Set: the client authenticates with `private_key_jwt`, keys at this JWKS URL.
+    client_jwks: Mutex<Option<String>>,
+    jtis: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -132,6 +136,8 @@ impl MockIdp {
             faults: Mutex::new(Vec::new()),
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            client_jwks: Mutex::new(None),
+            jtis: Mutex::new(std::collections::HashSet::new()),
         });
         let prefix = match vendor {
             IdpVendor::Entra => format!("/{ENTRA_TENANT}/v2.0"),
@@ -172,6 +178,12 @@ impl MockIdp {
             .context("signing key generation panicked")??;
         lock(&self.shared.signers).push(Arc::new(signer));
         Ok(())
+    }
+
+    /// Authenticate the client with `private_key_jwt` from now on (secrets refused), its
+    /// public keys read from `jwks_url` (the gateway's `/.well-known/jwks.json`).
+    pub fn require_private_key_jwt(&self, jwks_url: &str) {
+        *lock(&self.shared.client_jwks) = Some(jwks_url.to_owned());
     }
 
     /// The next id_token carries this defect.
@@ -298,19 +310,26 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -
             };
             Some((dec(id)?, dec(secret)?))
         });
-    let (id, secret) = match basic {
-        Some(pair) => pair,
-        None => (
-            get("client_id").unwrap_or_default().to_owned(),
-            get("client_secret").unwrap_or_default().to_owned(),
-        ),
-    };
-    if id != s.client_id || secret != s.client_secret {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    let jwks_url = lock(&s.client_jwks).clone();
+    if let Some(jwks_url) = jwks_url {
+        if let Err(why) = check_assertion(&s, &form, &jwks_url).await {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &why);
+        }
+    } else {
+        let (id, secret) = match basic {
+            Some(pair) => pair,
+            None => (
+                get("client_id").unwrap_or_default().to_owned(),
+                get("client_secret").unwrap_or_default().to_owned(),
+            ),
+        };
+        if id != s.client_id || secret != s.client_secret {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+        }
     }
     if get("grant_type") != Some("authorization_code") {
         return oauth_error(
@@ -361,6 +380,53 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -
         "id_token": id_token,
     }))
     .into_response()
+}
+
+/// RFC 7523 client authentication: the assertion's signature against the client's JWKS,
+/// `iss` = `sub` = client_id, `aud` = this token endpoint, a short life, a fresh `jti`.
+async fn check_assertion(
+    s: &Shared,
+    form: &HashMap<String, String>,
+    jwks_url: &str,
+) -> Result<(), String> {
+    if form.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err("client_assertion_type must be jwt-bearer".into());
+    }
+    if form.contains_key("client_secret") {
+        return Err("this client authenticates with private_key_jwt, not a secret".into());
+    }
+    let jwt = form.get("client_assertion").ok_or("no client_assertion")?;
+    let header = jsonwebtoken::decode_header(jwt).map_err(|e| format!("bad assertion: {e}"))?;
+    let kid = header.kid.ok_or("the assertion has no kid")?;
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(jwks_url)
+        .await
+        .map_err(|e| format!("JWKS: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("JWKS: {e}"))?;
+    let jwk = jwks.find(&kid).ok_or("no key with the assertion's kid")?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[format!("{}/token", s.base)]);
+    v.set_issuer(&[s.client_id.as_str()]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    let data =
+        jsonwebtoken::decode::<Value>(jwt, &key, &v).map_err(|e| format!("assertion: {e}"))?;
+    let c = data.claims;
+    if c.get("sub").and_then(Value::as_str) != Some(s.client_id.as_str()) {
+        return Err("sub must be the client_id".into());
+    }
+    let exp = c.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    if exp > now_secs() + 300 {
+        return Err("the assertion lives longer than 5 minutes".into());
+    }
+    let jti = c.get("jti").and_then(Value::as_str).ok_or("no jti")?;
+    if !lock(&s.jtis).insert(jti.to_owned()) {
+        return Err("jti reused".into());
+    }
+    Ok(())
 }
 
 fn user_claims(s: &Shared, user: &IdpUser) -> serde_json::Map<String, Value> {

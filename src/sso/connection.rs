@@ -19,6 +19,9 @@ pub enum ClientAuth {
     ClientSecretBasic,
     /// Client id and secret in the form body.
     ClientSecretPost,
+    /// A JWT signed with the gateway's key (RFC 7523), `client_assertion_alg`; the IdP
+    /// reads the public key from the gateway's `/.well-known/jwks.json`. No secret.
+    PrivateKeyJwt,
 }
 
 /// Which claims name the user. Defaults are the OIDC standard claims.
@@ -59,6 +62,9 @@ pub struct SsoConnection {
     pub client_secret: Option<Secret>,
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// The gateway key that signs `private_key_jwt` assertions: RS256, RS384 or ES384.
+    #[serde(default = "default_alg")]
+    pub client_assertion_alg: String,
     /// Requested scopes; `openid` is always sent.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
@@ -112,16 +118,28 @@ impl SsoConnection {
         if self.client_id.is_empty() {
             out.push(("client_id".into(), "must not be empty".into()));
         }
-        match &self.client_secret {
-            None => out.push((
+        match (&self.client_secret, self.client_auth) {
+            (Some(_), ClientAuth::PrivateKeyJwt) => out.push((
+                "client_secret".into(),
+                "private_key_jwt needs no secret; remove it".into(),
+            )),
+            (None, ClientAuth::PrivateKeyJwt) => {
+                if crate::keys::Alg::parse(&self.client_assertion_alg).is_none() {
+                    out.push((
+                        "client_assertion_alg".into(),
+                        "must be RS256, RS384 or ES384 (the gateway's keys)".into(),
+                    ));
+                }
+            }
+            (None, _) => out.push((
                 "client_secret".into(),
                 "the IdP's client secret is needed (use { env = \"VAR\" } or { file = \"path\" })"
                     .into(),
             )),
-            Some(s) if s.expose().is_empty() => {
+            (Some(s), _) if s.expose().is_empty() => {
                 out.push(("client_secret".into(), "must not be empty".into()))
             }
-            Some(_) => {}
+            (Some(_), _) => {}
         }
         if !ALGS.contains(&self.id_token_alg.as_str()) {
             out.push((

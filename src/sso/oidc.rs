@@ -159,7 +159,8 @@ fn client(
             .set_redirect_uri(redirect)
             .set_auth_type(match conn.client_auth {
                 ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-                ClientAuth::ClientSecretPost => AuthType::RequestBody,
+                // private_key_jwt: client_id in the body beside the assertion.
+                ClientAuth::ClientSecretPost | ClientAuth::PrivateKeyJwt => AuthType::RequestBody,
             }),
     )
 }
@@ -211,6 +212,8 @@ pub enum CallbackError {
 
 /// Exchange the code, verify the id_token (signature with the pinned algorithm, `iss`,
 /// `aud`, `azp`, `exp`, `nonce`), read userinfo when configured; returns the claims.
+/// `assertion_key`: the gateway key for a `private_key_jwt` connection.
+#[allow(clippy::too_many_arguments)]
 pub async fn finish(
     discovery: &Discovery,
     outbound: &Outbound,
@@ -219,18 +222,38 @@ pub async fn finish(
     code: &str,
     nonce: &str,
     verifier: &str,
+    assertion_key: Option<&crate::keys::SigningKey>,
 ) -> Result<Map<String, Value>, CallbackError> {
     let meta = discovery
         .metadata(outbound, &conn.issuer)
         .await
         .map_err(|e| CallbackError::Idp(e.0))?;
     let userinfo_url = meta.userinfo_endpoint().map(|u| u.url().clone());
+    let token_url = meta.token_endpoint().map(|u| u.url().to_string());
     let c = client(conn, meta, redirect).map_err(|e| CallbackError::Idp(e.0))?;
     let http = |r| send(outbound.clone(), r);
-    let token = c
+    let mut exchange = c
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|e| CallbackError::Idp(format!("no token endpoint: {e}")))?
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
+    if let Some(key) = assertion_key {
+        // RFC 7523: iss = sub = client_id, aud = the token endpoint, short-lived, unique jti.
+        let aud = token_url.unwrap_or_default();
+        let claims = crate::smart::flow::client_assertion_claims(
+            &conn.client_id,
+            &aud,
+            chrono::Utc::now().timestamp(),
+        );
+        let jwt = crate::keys::sign_jwt(key, &claims)
+            .map_err(|e| CallbackError::Idp(format!("signing the client assertion: {e}")))?;
+        exchange = exchange
+            .add_extra_param(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )
+            .add_extra_param("client_assertion", jwt);
+    }
+    let token = exchange
         .request_async(&http)
         .await
         .map_err(|e| CallbackError::Idp(format!("the code exchange failed: {}", chain(&e))))?;

@@ -272,6 +272,22 @@ async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Respon
         );
     };
     let redirect = super::oidc_redirect_uri(&state.config);
+    let assertion_key = match conn.client_auth {
+        super::connection::ClientAuth::PrivateKeyJwt => {
+            let alg = crate::keys::Alg::parse(&conn.client_assertion_alg).ok_or_else(|| {
+                page::internal(format!(
+                    "client_assertion_alg {:?}",
+                    conn.client_assertion_alg
+                ))
+            })?;
+            Some(
+                crate::keys::signing_key(&state.db, &state.master_key, alg)
+                    .await
+                    .map_err(|e| page::internal(format!("loading the signing key: {e:#}")))?,
+            )
+        }
+        _ => None,
+    };
     let claims = super::oidc::finish(
         &state.sso.discovery,
         &state.outbound,
@@ -280,6 +296,7 @@ async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Respon
         code,
         &pending.nonce,
         &pending.code_verifier,
+        assertion_key.as_ref(),
     )
     .await
     .map_err(|e| {

@@ -73,12 +73,16 @@ id = "{CONNECTION}"
 protocol = "oidc"
 issuer = "{issuer}"
 client_id = "gateway-client"
-client_secret = "{SECRET}"
-domains = ["acme.example"]
+{secret_line}domains = ["acme.example"]
 app_url = "{APP_URL}"
 {extra}
 "#,
             issuer = idp.issuer(),
+            secret_line = if extra.contains("private_key_jwt") {
+                String::new()
+            } else {
+                format!("client_secret = \"{SECRET}\"\n")
+            },
         );
         let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
         let app_key = app.key(Role::App, None).await;
@@ -292,6 +296,13 @@ both_backends! {
         assert_eq!(env.sso_logins().await, 0);
         // And a good one still works after all that.
         assert!(matches!(env.login().await, Outcome::App(_)));
+    }
+
+    async fn a_private_key_jwt_client_signs_in(backend) {
+        let Some(env) = Env::start_with(backend, IdpVendor::Okta, "client_auth = \"private_key_jwt\"\nclient_assertion_alg = \"RS384\"", "").await else { return };
+        env.idp.require_private_key_jwt(&format!("{}/.well-known/jwks.json", env.gateway));
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        assert_eq!(env.exchange(&code).await.0, 200);
     }
 
     // An IdP rolling its keys: the new kid is unknown to the cached JWKS, so the gateway
