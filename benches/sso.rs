@@ -1,0 +1,349 @@
+//! SSO bench: complete OIDC logins per second through the gateway against the mock IdP
+//! (`sandbox::idp`, Okta personality) on loopback, beside a same-run baseline: the mock
+//! IdP's own authorization + token rate (the same client, PKCE and RS256 id_token, without
+//! the gateway).
+//!
+//! ```sh
+//! cargo bench --bench sso                                   # SQLite, then PostgreSQL
+//! cargo bench --bench sso -- --backend sqlite --workers 8 --secs 5 --sequential 200
+//! ```
+//! PostgreSQL: `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! a fresh database, dropped after.
+//!
+//! A login is what a browser and the app do: `GET /sso/start?organisation=` -> the IdP's
+//! authorize (code issued) -> `GET /sso/oidc/callback` (state spent, code exchanged with
+//! PKCE and client_secret_basic, id_token verified, launch + `sso.login` + handoff in one
+//! transaction) -> `POST /v1/launches/exchange`. Discovery and JWKS are cached after the
+//! first login, as in production. Afterwards the bench checks one `sso.login` per login.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use partner_gateway::apikeys::{self, Role};
+use partner_gateway::app::{self, AppState};
+use partner_gateway::config::{Config, Layer};
+use partner_gateway::jobs::Handlers;
+use partner_gateway::sandbox::idp::{IdpUser, IdpVendor, MockIdp};
+use partner_gateway::smart::flow::{pkce_challenge, random_token};
+use tokio_util::sync::CancellationToken;
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const SECRET: &str = "bench-secret";
+const CLIENT: &str = "bench-gateway";
+
+struct Opts {
+    backends: Vec<String>,
+    workers: usize,
+    secs: u64,
+    sequential: usize,
+}
+
+fn opts() -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        backends: vec!["sqlite".into(), "postgres".into()],
+        workers: 8,
+        secs: 5,
+        sequential: 200,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--bench" => {}
+            "--backend" => {
+                o.backends = match val()?.as_str() {
+                    "both" => vec!["sqlite".into(), "postgres".into()],
+                    b @ ("sqlite" | "postgres") => vec![b.to_owned()],
+                    b => anyhow::bail!("--backend sqlite|postgres|both, not {b:?}"),
+                }
+            }
+            "--workers" => o.workers = val()?.parse()?,
+            "--secs" => o.secs = val()?.parse()?,
+            "--sequential" => o.sequential = val()?.parse()?,
+            _ => anyhow::bail!(
+                "usage: cargo bench --bench sso -- [--backend sqlite|postgres|both] [--workers N (8)] [--secs S (5)] [--sequential N (200)]"
+            ),
+        }
+    }
+    Ok(o)
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        r.status().is_redirection(),
+        "expected a redirect, got {}",
+        r.status()
+    );
+    Ok(r.headers()
+        .get("location")
+        .context("no location")?
+        .to_str()?
+        .to_owned())
+}
+
+/// One whole login; returns when the app holds the launch.
+async fn login(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
+    let r = b
+        .get(format!("{gateway}/sso/start?organisation=bench-idp"))
+        .send()
+        .await?;
+    let authorize = location(&r)?;
+    let callback = location(&b.get(&authorize).send().await?)?;
+    let to_app = location(&b.get(&callback).send().await?)?;
+    let code = url::Url::parse(&to_app)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("no code for the app")?;
+    let r = b
+        .post(format!("{gateway}/v1/launches/exchange"))
+        .bearer_auth(app_key)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "exchange answered {}", r.status());
+    Ok(())
+}
+
+/// The IdP's part alone: authorize (code) and token (basic auth, PKCE, RS256 id_token).
+async fn idp_only(b: &reqwest::Client, issuer: &str, redirect: &str) -> anyhow::Result<()> {
+    let verifier = random_token(32);
+    let mut u = url::Url::parse(&format!("{issuer}/authorize"))?;
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", CLIENT)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid email profile")
+        .append_pair("state", &random_token(16))
+        .append_pair("nonce", &random_token(16))
+        .append_pair("code_challenge", &pkce_challenge(&verifier))
+        .append_pair("code_challenge_method", "S256");
+    let cb = location(&b.get(u.as_str()).send().await?)?;
+    let code = url::Url::parse(&cb)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("no code")?;
+    let r = b
+        .post(format!("{issuer}/token"))
+        .basic_auth(CLIENT, Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "token answered {}", r.status());
+    let body: serde_json::Value = r.json().await?;
+    anyhow::ensure!(body["id_token"].is_string(), "no id_token");
+    Ok(())
+}
+
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    n: usize,
+}
+
+/// `sequential` runs one after another; else `workers` loops for `secs`.
+async fn measure<F, Fut>(o: &Opts, sequential: bool, f: F) -> anyhow::Result<Figures>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let f = Arc::new(f);
+    let t0 = Instant::now();
+    let mut lat: Vec<Duration> = Vec::new();
+    if sequential {
+        for _ in 0..o.sequential {
+            let t = Instant::now();
+            f().await?;
+            lat.push(t.elapsed());
+        }
+    } else {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..o.workers {
+            let (f, stop) = (f.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut l = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    f().await?;
+                    l.push(t.elapsed());
+                }
+                anyhow::Ok(l)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(o.secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            lat.extend(t.await??);
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(Figures {
+        rate: lat.len() as f64 / wall,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        n: lat.len(),
+    })
+}
+
+async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-bench-sso-")
+        .tempdir()?;
+    let (db_url, pg) = match backend {
+        "sqlite" => (format!("sqlite://{}/gw.db", dir.path().display()), None),
+        _ => {
+            let base =
+                std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
+            let name = format!("pgw_bench_sso_{}", uuid::Uuid::new_v4().simple());
+            let admin = sqlx::PgPool::connect(&base)
+                .await
+                .context("BENCH_DATABASE_URL")?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await?;
+            let url = match base.rsplit_once('/') {
+                Some((head, _)) => format!("{head}/{name}"),
+                None => anyhow::bail!("BENCH_DATABASE_URL has no database path"),
+            };
+            (url, Some((admin, name)))
+        }
+    };
+    println!("== {backend}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway = format!("http://{}", listener.local_addr()?);
+    let redirect = format!("{gateway}/sso/oidc/callback");
+    let user = IdpUser {
+        sub: "00u-bench".into(),
+        email: "ada@bench.example".into(),
+        name: "Ada Lovelace".into(),
+        groups: vec!["clinicians".into()],
+    };
+    let idp = MockIdp::start(IdpVendor::Okta, CLIENT, SECRET, &redirect, user).await?;
+    let layer = format!(
+        "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{dir}/master.key\"\n\
+         [outbound]\nallow_http = true\nallow_private_networks = true\n[jobs]\nenabled = false\n\
+         [http]\npublic_url = \"{gateway}\"\n\
+         [[partners]]\nid = \"bench-org\"\nname = \"Bench University\"\nkind = \"idp\"\n\
+         [[partners.sso_connections]]\nid = \"bench-idp\"\nprotocol = \"oidc\"\n\
+         issuer = \"{issuer}\"\nclient_id = \"{CLIENT}\"\nclient_secret = \"{SECRET}\"\n\
+         domains = [\"bench.example\"]\napp_url = \"https://app.example.test/sso\"\n",
+        dir = dir.path().display(),
+        issuer = idp.issuer(),
+    );
+    let layers = vec![
+        Layer {
+            origin: "config/meters.toml".into(),
+            text: include_str!("../config/meters.toml").into(),
+        },
+        Layer {
+            origin: "bench.toml".into(),
+            text: layer,
+        },
+    ];
+    let config = Config::from_layers(layers, Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = AppState::prepare(config, true).await?;
+    let shutdown = CancellationToken::new();
+    let serve = tokio::spawn(app::serve(
+        state.clone(),
+        listener,
+        Handlers::new(),
+        shutdown.clone(),
+    ));
+    let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench")).await?;
+    let b = browser();
+    // Warm-up: discovery, JWKS, connection pools.
+    for _ in 0..20 {
+        login(&b, &gateway, &app_key).await?;
+        idp_only(&b, &idp.issuer(), &redirect).await?;
+    }
+    let issuer = idp.issuer();
+    for (label, sequential) in [("sequential", true), ("workers", false)] {
+        let (g, k) = (gateway.clone(), app_key.clone());
+        let b1 = b.clone();
+        let a = measure(o, sequential, move || {
+            let (b, g, k) = (b1.clone(), g.clone(), k.clone());
+            async move { login(&b, &g, &k).await }
+        })
+        .await?;
+        let (i, r) = (issuer.clone(), redirect.clone());
+        let b2 = b.clone();
+        let base = measure(o, sequential, move || {
+            let (b, i, r) = (b2.clone(), i.clone(), r.clone());
+            async move { idp_only(&b, &i, &r).await }
+        })
+        .await?;
+        let mode = if sequential {
+            "sequential".to_owned()
+        } else {
+            format!("{} workers, {} s", o.workers, o.secs)
+        };
+        println!(
+            "  {label:10} ({mode}): gateway logins {:.1}/s (p50 {:.2} ms, p99 {:.2} ms, {} logins); \
+             IdP alone {:.1}/s (p50 {:.2} ms); ratio {:.2}",
+            a.rate,
+            a.p50,
+            a.p99,
+            a.n,
+            base.rate,
+            base.p50,
+            a.rate / base.rate
+        );
+    }
+    let events: i64 = partner_gateway::with_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'sso.login'").fetch_one(pool).await
+    })?;
+    let launches: i64 = partner_gateway::with_db!(&state.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM launches WHERE kind = 'sso'").fetch_one(pool).await
+    })?;
+    println!("  sso.login events {events} for {launches} SSO launches");
+    anyhow::ensure!(events == launches, "a login lost its usage event");
+    shutdown.cancel();
+    let _ = serve.await;
+    state.db.close().await;
+    if let Some((admin, name)) = pg {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let o = opts()?;
+    println!(
+        "sso bench: {} sequential logins, then {} workers for {} s, each beside the IdP alone; nproc {}",
+        o.sequential,
+        o.workers,
+        o.secs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for backend in &o.backends {
+        run(&o, backend).await?;
+    }
+    Ok(())
+}
