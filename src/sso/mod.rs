@@ -5,6 +5,7 @@
 //! routes (`routes.rs`) do home-realm discovery, the redirect and the callback.
 
 pub mod connection;
+pub mod login;
 pub mod oidc;
 pub mod routes;
 pub mod store;
