@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::connection::{ClientAuth, SsoConnection};
 use crate::outbound::Outbound;
+use crate::smart::discovery::error_chain;
 
 #[derive(Clone)]
 pub struct Discovery {
@@ -54,7 +55,7 @@ async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| HttpFailure(crate::smart::discovery::error_chain(&e.without_url())))?;
+        .map_err(|e| HttpFailure(error_chain(&e.without_url())))?;
     let mut out = openidconnect::http::Response::builder().status(resp.status());
     if let Some(h) = out.headers_mut() {
         h.extend(resp.headers().clone());
@@ -62,7 +63,7 @@ async fn send(
     let bytes = resp
         .bytes()
         .await
-        .map_err(|e| HttpFailure(crate::smart::discovery::error_chain(&e.without_url())))?;
+        .map_err(|e| HttpFailure(error_chain(&e.without_url())))?;
     out.body(bytes.to_vec())
         .map_err(|e| HttpFailure(e.to_string()))
 }
@@ -86,7 +87,7 @@ impl Discovery {
         let http = |r| send(outbound.clone(), r);
         let meta = CoreProviderMetadata::discover_async(url, &http)
             .await
-            .map_err(|e| IdpError(format!("discovery at {issuer} failed: {}", chain(&e))))?;
+            .map_err(|e| IdpError(format!("discovery at {issuer} failed: {}", error_chain(&e))))?;
         self.lock()
             .insert(issuer.to_owned(), (Instant::now(), meta.clone()));
         Ok(meta)
@@ -121,17 +122,6 @@ impl Discovery {
         }
         self.fetch(outbound, issuer).await.ok()
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 type Client = CoreClient<
@@ -253,10 +243,9 @@ pub async fn finish(
             )
             .add_extra_param("client_assertion", jwt);
     }
-    let token = exchange
-        .request_async(&http)
-        .await
-        .map_err(|e| CallbackError::Idp(format!("the code exchange failed: {}", chain(&e))))?;
+    let token = exchange.request_async(&http).await.map_err(|e| {
+        CallbackError::Idp(format!("the code exchange failed: {}", error_chain(&e)))
+    })?;
     let id_token = token
         .id_token()
         .ok_or_else(|| CallbackError::IdToken("the token response has no id_token".into()))?;
@@ -269,7 +258,7 @@ pub async fn finish(
         id_token
             .claims(&v, &nonce)
             .map(|_| ())
-            .map_err(|e| chain(&e))
+            .map_err(|e| error_chain(&e))
     };
     if let Err(first) = verified {
         // A key the cached JWKS lacks: the IdP may have rotated. Fetch again (rate-limited)
@@ -282,7 +271,7 @@ pub async fn finish(
                 id_token
                     .claims(&v, &nonce)
                     .map(|_| ())
-                    .map_err(|e| chain(&e))
+                    .map_err(|e| error_chain(&e))
             }
             _ => Err(first),
         };
@@ -334,12 +323,7 @@ async fn userinfo(
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| {
-            CallbackError::Idp(format!(
-                "userinfo: {}",
-                crate::smart::discovery::error_chain(&e.without_url())
-            ))
-        })?;
+        .map_err(|e| CallbackError::Idp(format!("userinfo: {}", error_chain(&e.without_url()))))?;
     if !resp.status().is_success() {
         return Err(CallbackError::Idp(format!(
             "userinfo answered {}",
