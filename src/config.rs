@@ -254,6 +254,13 @@ pub struct SsoConfig {
     pub jwks_min_refetch_secs: u64,
     /// How long the person has between the redirect to the IdP and the callback.
     pub state_ttl_secs: u64,
+    /// How often a SAML IdP's metadata (URL or file) is read again; a failed refresh keeps
+    /// the last good copy and is logged.
+    pub saml_metadata_refresh_secs: u64,
+    /// Clock difference tolerated against a SAML IdP's NotBefore / NotOnOrAfter.
+    pub saml_clock_skew_secs: u64,
+    /// How old (by IssueInstant) a SAML response or assertion may be when it arrives.
+    pub saml_max_response_age_secs: u64,
 }
 
 impl Default for SsoConfig {
@@ -262,6 +269,9 @@ impl Default for SsoConfig {
             discovery_ttl_secs: 3600,
             jwks_min_refetch_secs: 10,
             state_ttl_secs: 600,
+            saml_metadata_refresh_secs: 21_600,
+            saml_clock_skew_secs: 60,
+            saml_max_response_age_secs: 300,
         }
     }
 }

@@ -3,3 +3,4 @@ pub mod ehr;
 pub mod idp;
 pub mod lms;
 pub mod receiver;
+pub mod saml_idp;

@@ -1,4 +1,5 @@
-//! SSO connections in config: `[[partners.sso_connections]]`, each an organisation's IdP.
+//! SSO connections: `[[partners.sso_connections]]` in config or `POST /v1/sso/connections`,
+//! each an organisation's IdP, spoken to over OIDC or SAML 2.0.
 
 use serde::Deserialize;
 
@@ -8,6 +9,16 @@ use crate::config::Secret;
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Oidc,
+    Saml,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Oidc => "oidc",
+            Protocol::Saml => "saml",
+        }
+    }
 }
 
 /// How the gateway authenticates to the IdP's token endpoint.
@@ -45,6 +56,51 @@ impl Default for ClaimMapping {
     }
 }
 
+/// Which SAML attributes name the user; each list is tried in order, matching an
+/// attribute's `Name` or `FriendlyName`. The defaults cover eduPerson/SCHAC (Shibboleth and
+/// other university IdPs, by OID and by friendly name), ADFS/Entra claim URIs, Okta and
+/// Google's plain names.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributeMapping {
+    /// `NameID` is the assertion's subject NameID (refused when it is transient: it
+    /// changes at every login, so it cannot name a user).
+    pub subject: Vec<String>,
+    pub email: Vec<String>,
+    pub name: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Default for AttributeMapping {
+    fn default() -> Self {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        AttributeMapping {
+            subject: v(&["NameID"]),
+            email: v(&[
+                "urn:oid:0.9.2342.19200300.100.1.3",
+                "mail",
+                "email",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+            ]),
+            name: v(&[
+                "urn:oid:2.16.840.1.113730.3.1.241",
+                "displayName",
+                "name",
+                "http://schemas.microsoft.com/identity/claims/displayname",
+                "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+            ]),
+            groups: v(&[
+                "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+                "isMemberOf",
+                "groups",
+                "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+                "urn:oid:1.3.6.1.4.1.5923.1.1.1.9",
+                "eduPersonScopedAffiliation",
+            ]),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SsoConnection {
@@ -54,9 +110,12 @@ pub struct SsoConnection {
     /// The organisation's display name; the partner's name when unset.
     #[serde(default)]
     pub organisation: Option<String>,
-    /// The IdP's issuer (exact `iss` of its id_tokens); discovery is
+    /// OIDC: the IdP's issuer (exact `iss` of its id_tokens); discovery is
     /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
     pub issuer: String,
+    /// OIDC: the client id the IdP gave the gateway.
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<Secret>,
@@ -81,6 +140,35 @@ pub struct SsoConnection {
     pub claims: ClaimMapping,
     /// Where the user is sent with the one-time code.
     pub app_url: String,
+    /// SAML: the IdP's metadata, from a URL (fetched again every
+    /// `sso.saml_metadata_refresh_secs`) or a file (read again likewise).
+    #[serde(default)]
+    pub idp_metadata_url: Option<String>,
+    #[serde(default)]
+    pub idp_metadata_file: Option<String>,
+    /// SAML: the IdP's entity id; needed when the metadata is a federation aggregate
+    /// (InCommon, eduGAIN) naming many IdPs, checked against it otherwise.
+    #[serde(default)]
+    pub idp_entity_id: Option<String>,
+    /// SAML: accept responses the IdP sends unasked (IdP-initiated, from its portal).
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    /// SAML: refuse assertions that arrive unencrypted.
+    #[serde(default)]
+    pub require_encrypted_assertions: bool,
+    /// SAML: sign AuthnRequests (the SP metadata says so; the IdP must then know the
+    /// gateway's certificate, which the metadata carries).
+    #[serde(default)]
+    pub sign_authn_requests: bool,
+    /// SAML: the NameID format to ask for (e.g.
+    /// `urn:oasis:names:tc:SAML:2.0:nameid-format:persistent`); the IdP's default otherwise.
+    #[serde(default)]
+    pub name_id_format: Option<String>,
+    /// SAML: the gateway's entity id for this connection; the metadata URL by default.
+    #[serde(default)]
+    pub sp_entity_id: Option<String>,
+    #[serde(default)]
+    pub attributes: AttributeMapping,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -108,6 +196,25 @@ impl SsoConnection {
                 "must be letters, digits, - or _ (it appears in URLs)".into(),
             ));
         }
+        match self.protocol {
+            Protocol::Oidc => self.oidc_problems(&mut out),
+            Protocol::Saml => self.saml_problems(&mut out),
+        }
+        for d in &self.domains {
+            if d.is_empty() || d.contains('@') || d.contains('/') || d != &d.to_ascii_lowercase() {
+                out.push((
+                    "domains".into(),
+                    format!("{d:?} is not a lower-case domain name such as example.edu"),
+                ));
+            }
+        }
+        if url::Url::parse(&self.app_url).is_err() {
+            out.push(("app_url".into(), "must be an absolute URL".into()));
+        }
+        out
+    }
+
+    fn oidc_problems(&self, out: &mut Vec<(String, String)>) {
         match url::Url::parse(&self.issuer) {
             Ok(u) if u.query().is_none() && u.fragment().is_none() => {}
             _ => out.push((
@@ -147,18 +254,49 @@ impl SsoConnection {
                 format!("must be one of {}", ALGS.join(", ")),
             ));
         }
-        for d in &self.domains {
-            if d.is_empty() || d.contains('@') || d.contains('/') || d != &d.to_ascii_lowercase() {
-                out.push((
-                    "domains".into(),
-                    format!("{d:?} is not a lower-case domain name such as example.edu"),
-                ));
+    }
+
+    fn saml_problems(&self, out: &mut Vec<(String, String)>) {
+        match (&self.idp_metadata_url, &self.idp_metadata_file) {
+            (Some(u), None) => match url::Url::parse(u) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") => {}
+                _ => out.push((
+                    "idp_metadata_url".into(),
+                    "must be an absolute http(s) URL".into(),
+                )),
+            },
+            (None, Some(f)) if !f.is_empty() => {}
+            (Some(_), Some(_)) => out.push((
+                "idp_metadata_url".into(),
+                "give idp_metadata_url or idp_metadata_file, not both".into(),
+            )),
+            _ => out.push((
+                "idp_metadata_url".into(),
+                "a SAML connection needs the IdP's metadata: idp_metadata_url or idp_metadata_file"
+                    .into(),
+            )),
+        }
+        for (field, set) in [
+            ("issuer", !self.issuer.is_empty()),
+            ("client_id", !self.client_id.is_empty()),
+            ("client_secret", self.client_secret.is_some()),
+            ("userinfo", self.userinfo),
+        ] {
+            if set {
+                out.push((field.into(), "is for OIDC connections; remove it".into()));
             }
         }
-        if url::Url::parse(&self.app_url).is_err() {
-            out.push(("app_url".into(), "must be an absolute URL".into()));
+        if let Some(e) = &self.sp_entity_id
+            && e.trim().is_empty()
+        {
+            out.push(("sp_entity_id".into(), "must not be empty".into()));
         }
-        out
+        if self.attributes.subject.is_empty() {
+            out.push((
+                "attributes.subject".into(),
+                "name at least one attribute (or NameID)".into(),
+            ));
+        }
     }
 
     /// The scopes to send, `openid` first and once.

@@ -1,6 +1,7 @@
 //! A sign-in's two halves, apart from the HTTP routes: `begin` (state stored, the IdP's
-//! authorization URL) and `complete` (state spent, code exchanged and id_token verified,
-//! then the launch, its `sso.login` event and the handoff code in one transaction).
+//! sign-in URL: an OIDC authorization request or a SAML AuthnRequest) and `complete` /
+//! `complete_saml` (state spent, the IdP's answer verified, then the launch, its
+//! `sso.login` event and the handoff code in one transaction).
 
 use std::collections::HashMap;
 
@@ -10,10 +11,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::connection::SsoConnection;
+use super::Found;
+use super::connection::{Protocol, SsoConnection};
 use super::store::{Pending, StateProblem};
 use crate::app::AppState;
-use crate::config::PartnerConfig;
 use crate::http::page::{self, Page};
 use crate::launches::{Launch, LaunchKind};
 use crate::metering::UsageEvent;
@@ -23,51 +24,110 @@ fn state_hash(state: &str) -> String {
     hex::encode(Sha256::digest(state.as_bytes()))
 }
 
-pub async fn begin(
-    state: &AppState,
-    partner: &PartnerConfig,
-    conn: &SsoConnection,
-) -> Result<String, Page> {
-    let redirect = super::oidc_redirect_uri(&state.config);
-    let started = super::oidc::start(&state.sso.discovery, &state.outbound, conn, &redirect)
-        .await
-        .map_err(|e| {
-            tracing::warn!(connection = %conn.id, error = %e, "SSO start failed");
-            Page::new(
-                StatusCode::BAD_GATEWAY,
-                "Your organisation's sign-in is unavailable",
-            )
-            .line(format!(
-                "The gateway could not reach the identity provider of {}: {e}",
-                org_name(partner, conn)
-            ))
-            .line("Try again in a moment; if it persists, tell your administrator.")
-        })?;
+pub async fn begin(state: &AppState, found: &Found) -> Result<String, Page> {
+    match found.conn.protocol {
+        Protocol::Oidc => begin_oidc(state, found).await,
+        Protocol::Saml => begin_saml(state, found).await,
+    }
+}
+
+fn unavailable(found: &Found, e: impl std::fmt::Display) -> Page {
+    tracing::warn!(connection = %found.conn.id, error = %e, "SSO start failed");
+    Page::new(
+        StatusCode::BAD_GATEWAY,
+        "Your organisation's sign-in is unavailable",
+    )
+    .line(format!(
+        "The gateway could not reach the identity provider of {}: {e}",
+        found.organisation()
+    ))
+    .line("Try again in a moment; if it persists, tell your administrator.")
+}
+
+async fn store_pending(state: &AppState, token: &str, pending: &Pending) -> Result<(), Page> {
     let now = to_micros(Utc::now());
     let expires = now + state.config.sso.state_ttl_secs as i64 * 1_000_000;
-    let pending = Pending {
-        connection_id: conn.id.clone(),
-        partner_id: partner.id.clone(),
-        nonce: started.nonce,
-        code_verifier: started.code_verifier,
-    };
     super::store::insert_state(
         &state.db,
         &state.master_key,
-        &state_hash(&started.state),
-        &pending,
+        &state_hash(token),
+        pending,
         now,
         expires,
     )
     .await
-    .map_err(|e| page::internal(format!("storing the SSO state: {e:#}")))?;
+    .map_err(|e| page::internal(format!("storing the SSO state: {e:#}")))
+}
+
+async fn begin_oidc(state: &AppState, found: &Found) -> Result<String, Page> {
+    let conn = &found.conn;
+    let redirect = super::oidc_redirect_uri(&state.config);
+    let started = super::oidc::start(&state.sso.discovery, &state.outbound, conn, &redirect)
+        .await
+        .map_err(|e| unavailable(found, e))?;
+    let pending = Pending {
+        connection_id: conn.id.clone(),
+        partner_id: found.partner_id.clone(),
+        nonce: started.nonce,
+        code_verifier: started.code_verifier,
+        request_id: None,
+    };
+    store_pending(state, &started.state, &pending).await?;
     Ok(started.url)
 }
 
-pub fn org_name(partner: &PartnerConfig, conn: &SsoConnection) -> String {
-    conn.organisation
-        .clone()
-        .unwrap_or_else(|| partner.name.clone())
+/// The SP settings for one SAML connection.
+fn sp(
+    state: &AppState,
+    conn: &SsoConnection,
+    keys: std::sync::Arc<Vec<super::saml::SpKey>>,
+) -> super::saml::Sp {
+    super::saml::Sp {
+        entity_id: super::saml_entity_id(&state.config, conn),
+        acs_url: super::saml_acs_url(&state.config, &conn.id),
+        keys,
+        clock_skew: std::time::Duration::from_secs(state.config.sso.saml_clock_skew_secs),
+        max_age: std::time::Duration::from_secs(state.config.sso.saml_max_response_age_secs),
+    }
+}
+
+async fn begin_saml(state: &AppState, found: &Found) -> Result<String, Page> {
+    let conn = &found.conn;
+    let idp = state
+        .sso
+        .saml_metadata
+        .get(&state.outbound, conn)
+        .await
+        .map_err(|e| unavailable(found, e))?;
+    let keys = super::sp_keys(state)
+        .await
+        .map_err(|e| page::internal(format!("loading the SAML SP key: {e:#}")))?;
+    // RelayState is at most 80 bytes (SAML bindings 3.4.3): 32 random bytes are 43.
+    let relay = crate::smart::flow::random_token(32);
+    let request_id = format!("_{}", uuid::Uuid::new_v4().simple());
+    let signer = if conn.sign_authn_requests {
+        keys.first()
+    } else {
+        None
+    };
+    let url = super::saml::authn_request_url(
+        &sp(state, conn, keys.clone()),
+        &idp,
+        conn.name_id_format.as_deref(),
+        &request_id,
+        &relay,
+        signer,
+    )
+    .map_err(|e| unavailable(found, e))?;
+    let pending = Pending {
+        connection_id: conn.id.clone(),
+        partner_id: found.partner_id.clone(),
+        nonce: String::new(),
+        code_verifier: String::new(),
+        request_id: Some(request_id),
+    };
+    store_pending(state, &relay, &pending).await?;
+    Ok(url)
 }
 
 fn state_page(p: StateProblem) -> Page {
@@ -105,12 +165,13 @@ pub async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Re
     .await
     .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?
     .map_err(state_page)?;
-    let Some((partner, conn)) = super::connection(&state.config, &pending.connection_id) else {
-        return Err(
-            Page::new(StatusCode::BAD_REQUEST, "This sign-in connection is gone")
-                .line("The organisation's connection was removed while you were signing in."),
-        );
+    let Some(found) = super::connection(state, &pending.connection_id)
+        .await
+        .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
+    else {
+        return Err(gone());
     };
+    let conn = &*found.conn;
     if let Some(err) = q.get("error") {
         let detail = q.get("error_description").map(String::as_str).unwrap_or("");
         tracing::warn!(connection = %conn.id, error = %err, detail, "the IdP returned an error");
@@ -118,10 +179,7 @@ pub async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Re
             StatusCode::BAD_REQUEST,
             "Your organisation's sign-in did not complete",
         )
-        .line(format!(
-            "{} answered: {err} {detail}",
-            org_name(partner, conn)
-        )));
+        .line(format!("{} answered: {err} {detail}", found.organisation())));
     }
     let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
         return Err(
@@ -165,40 +223,151 @@ pub async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Re
         )
         .line(e.to_string())
     })?;
-    let code = write_launch(state, partner, conn, &claims)
+    let identity = oidc_identity(conn, &claims).map_err(|e| {
+        Page::new(
+            StatusCode::BAD_GATEWAY,
+            "Your organisation's sign-in was refused",
+        )
+        .line(e)
+    })?;
+    finish(state, &found, identity).await
+}
+
+fn gone() -> Page {
+    Page::new(StatusCode::BAD_REQUEST, "This sign-in connection is gone")
+        .line("The organisation's connection was removed while you were signing in.")
+}
+
+/// Write the launch and send the browser to the app with the one-time code.
+async fn finish(state: &AppState, found: &Found, identity: Identity) -> Result<Response, Page> {
+    let code = match write_launch(state, found, identity)
         .await
-        .map_err(|e| page::internal(format!("recording the SSO login: {e:#}")))?;
-    let mut app =
-        url::Url::parse(&conn.app_url).map_err(|e| page::internal(format!("app_url: {e}")))?;
+        .map_err(|e| page::internal(format!("recording the SSO login: {e:#}")))?
+    {
+        Some(code) => code,
+        None => {
+            return Err(Page::new(
+                StatusCode::BAD_REQUEST,
+                "This sign-in response was already used",
+            )
+            .line("Each SAML assertion signs in once (the assertion id was seen before). Start again from your organisation's sign-in link."));
+        }
+    };
+    let mut app = url::Url::parse(&found.conn.app_url)
+        .map_err(|e| page::internal(format!("app_url: {e}")))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(page::redirect(app.as_str()))
+}
+
+/// `POST /sso/saml/{connection}/acs`: the IdP's response, SP-initiated (its RelayState
+/// names the request the gateway sent) or unsolicited where the connection allows it.
+pub async fn complete_saml(
+    state: &AppState,
+    connection_id: &str,
+    form: HashMap<String, String>,
+) -> Result<Response, Page> {
+    let Some(found) = super::connection(state, connection_id)
+        .await
+        .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
+        .filter(|f| f.conn.protocol == Protocol::Saml)
+    else {
+        return Err(
+            Page::new(StatusCode::NOT_FOUND, "Unknown sign-in connection").line(format!(
+                "No SAML connection {connection_id:?} signs in through this gateway."
+            )),
+        );
+    };
+    let conn = &*found.conn;
+    let Some(response) = form.get("SAMLResponse").filter(|s| !s.is_empty()) else {
+        return Err(Page::new(StatusCode::BAD_REQUEST, "The sign-in response is empty")
+            .line("The identity provider posted no SAMLResponse. Start again from your organisation's sign-in link."));
+    };
+    let now = Utc::now();
+    let relay = form.get("RelayState").filter(|s| !s.is_empty());
+    let pending = match relay {
+        Some(r) => {
+            super::store::take_state(&state.db, &state.master_key, &state_hash(r), to_micros(now))
+                .await
+                .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?
+        }
+        None => Err(StateProblem::Unknown),
+    };
+    let request_id = match pending {
+        Ok(p) if p.connection_id == conn.id => p.request_id,
+        Ok(_) => {
+            return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in response went to the wrong place")
+                .line("The response's RelayState belongs to a sign-in with another organisation. Start again."));
+        }
+        // Not a RelayState the gateway issued: an unsolicited response (an IdP portal's
+        // RelayState is its own, such as a target URL), if this connection takes those.
+        Err(StateProblem::Unknown) if conn.allow_idp_initiated => None,
+        Err(StateProblem::Unknown) => {
+            return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in was not started here")
+                .line(format!(
+                    "{} does not accept sign-ins started at the identity provider. Start from your organisation's sign-in link.",
+                    found.organisation()
+                )));
+        }
+        Err(p) => return Err(state_page(p)),
+    };
+    let request_id = match request_id {
+        Some(id) => Some(id),
+        None if conn.allow_idp_initiated => None,
+        None => return Err(state_page(StateProblem::Unknown)),
+    };
+    let idp = state
+        .sso
+        .saml_metadata
+        .get(&state.outbound, conn)
+        .await
+        .map_err(|e| unavailable(&found, e))?;
+    let keys = super::sp_keys(state)
+        .await
+        .map_err(|e| page::internal(format!("loading the SAML SP key: {e:#}")))?;
+    let sp = sp(state, conn, keys);
+    let response = response.clone();
+    let conn_arc = found.conn.clone();
+    // xmlsec is CPU work: off the async threads.
+    let user = tokio::task::spawn_blocking(move || {
+        super::saml::validate_response(&response, &conn_arc, &idp, &sp, request_id.as_deref())
+    })
+    .await
+    .map_err(|e| page::internal(format!("checking the SAML response: {e}")))?
+    .map_err(|r| {
+        tracing::warn!(connection = %conn.id, code = r.code, reason = %r.message, "SAML response refused");
+        Page::new(StatusCode::BAD_REQUEST, "Your organisation's sign-in was refused").line(r.message)
+    })?;
+    finish(state, &found, saml_identity(&user)).await
 }
 
 fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {
     claims.get(name).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// The launch for this login, its `sso.login` usage event and the handoff code, in one
-/// transaction.
-async fn write_launch(
-    state: &AppState,
-    partner: &PartnerConfig,
-    conn: &SsoConnection,
-    claims: &Map<String, Value>,
-) -> anyhow::Result<String> {
+/// Who signed in, whatever the protocol.
+pub struct Identity {
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<Value>,
+    pub issuer: String,
+    /// What the IdP said beyond the protocol's own fields (Entra `tid`, Google `hd`, SAML
+    /// attributes...).
+    pub claims: Map<String, Value>,
+    pub scopes: Vec<String>,
+    /// SAML: (issuer, assertion id, valid until) to record as used in the same transaction.
+    pub assertion: Option<(String, String, i64)>,
+}
+
+fn oidc_identity(conn: &SsoConnection, claims: &Map<String, Value>) -> Result<Identity, String> {
     let map = &conn.claims;
     let subject = claim_str(claims, &map.subject)
-        .ok_or_else(|| anyhow::anyhow!("the id_token has no {:?} claim", map.subject))?;
-    let email = claim_str(claims, &map.email);
-    let name = claim_str(claims, &map.name);
+        .ok_or_else(|| format!("the id_token has no {:?} claim", map.subject))?;
     let groups: Vec<Value> = match claims.get(&map.groups) {
         Some(Value::Array(a)) => a.clone(),
         Some(Value::String(s)) => vec![Value::String(s.clone())],
         _ => Vec::new(),
     };
-    let now = Utc::now();
-    let launch_id = uuid::Uuid::now_v7().to_string();
-    // What the IdP said beyond the protocol's own claims (e.g. Entra `tid`, Google `hd`).
     let protocol = [
         "iss",
         "aud",
@@ -218,50 +387,104 @@ async fn write_launch(
         .filter(|(k, _)| !protocol.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    Ok(Identity {
+        subject,
+        email: claim_str(claims, &map.email),
+        name: claim_str(claims, &map.name),
+        groups,
+        issuer: conn.issuer.clone(),
+        claims: extra,
+        scopes: conn.scope_list(),
+        assertion: None,
+    })
+}
+
+fn saml_identity(u: &super::saml::SamlUser) -> Identity {
+    let mut claims = Map::new();
+    claims.insert("name_id".into(), json!(u.name_id));
+    claims.insert("name_id_format".into(), json!(u.name_id_format));
+    claims.insert("session_index".into(), json!(u.session_index));
+    claims.insert("attributes".into(), json!(u.attributes));
+    Identity {
+        subject: u.subject.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        groups: u.groups.iter().map(|g| json!(g)).collect(),
+        issuer: u.issuer.clone(),
+        claims,
+        scopes: Vec::new(),
+        assertion: Some((
+            u.issuer.clone(),
+            u.assertion_id.clone(),
+            to_micros(u.valid_until),
+        )),
+    }
+}
+
+/// The launch for this login, its `sso.login` usage event and the handoff code, in one
+/// transaction (with the SAML assertion recorded as used). `None` when the assertion was
+/// used before.
+async fn write_launch(
+    state: &AppState,
+    found: &Found,
+    identity: Identity,
+) -> anyhow::Result<Option<String>> {
+    let conn = &found.conn;
+    let now = Utc::now();
+    let launch_id = uuid::Uuid::now_v7().to_string();
+    let protocol = conn.protocol.as_str();
     let mut context = Map::new();
     context.insert("connection".into(), json!(conn.id));
-    context.insert("organisation".into(), json!(org_name(partner, conn)));
-    context.insert("protocol".into(), json!("oidc"));
-    context.insert("issuer".into(), json!(conn.issuer));
-    context.insert("email".into(), json!(email));
-    context.insert("groups".into(), Value::Array(groups));
-    context.insert("claims".into(), Value::Object(extra));
+    context.insert("organisation".into(), json!(found.organisation()));
+    context.insert("protocol".into(), json!(protocol));
+    context.insert("issuer".into(), json!(identity.issuer));
+    context.insert("email".into(), json!(identity.email));
+    context.insert("groups".into(), Value::Array(identity.groups));
+    context.insert("claims".into(), Value::Object(identity.claims));
     let launch = Launch {
         id: launch_id.clone(),
-        partner_id: partner.id.clone(),
+        partner_id: found.partner_id.clone(),
         kind: LaunchKind::Sso,
-        user_id: Some(subject.clone()),
-        user_name: name,
+        user_id: Some(identity.subject.clone()),
+        user_name: identity.name,
         context,
-        scopes: conn.scope_list(),
+        scopes: identity.scopes,
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.config.launches.launch_ttl_hours as i64),
     };
     let event = UsageEvent {
-        partner_id: partner.id.clone(),
+        partner_id: found.partner_id.clone(),
         id: launch_id.clone(),
         source: "partner-gateway/sso".into(),
         event_type: "sso.login".into(),
-        subject: Some(subject),
+        subject: Some(identity.subject),
         time: now,
         data: Some(json!({
             "launch_id": launch_id,
             "connection": conn.id,
-            "protocol": "oidc",
+            "protocol": protocol,
         })),
         extensions: None,
     };
-    let handoff_expires =
-        to_micros(now) + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
+    let now_us = to_micros(now);
+    let handoff_expires = now_us + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
     let db = state.db.clone();
+    let assertion = identity.assertion;
+    let connection_id = conn.id.clone();
     // In a task of its own, so a browser hanging up cannot cancel it half-way.
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
+        if let Some((issuer, id, until)) = &assertion
+            && !super::store::spend_assertion(&mut tx, issuer, id, &connection_id, now_us, *until)
+                .await?
+        {
+            return Ok(None);
+        }
         crate::launches::insert_launch(&mut tx, &launch).await?;
         crate::metering::record_usage_event(&mut tx, &event).await?;
         let code = crate::launches::create_handoff(&mut tx, &launch.id, handoff_expires).await?;
         tx.commit().await?;
-        Ok::<String, anyhow::Error>(code)
+        Ok::<Option<String>, anyhow::Error>(Some(code))
     })
     .await?
 }

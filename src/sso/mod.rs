@@ -1,63 +1,163 @@
 //! Single sign-on for customer organisations: the gateway is the app's front door to each
 //! organisation's identity provider and hands the person to the app through the shared
-//! launch model (`kind: "sso"`). This slice speaks OIDC (`oidc.rs`); connections come from
-//! config (`connection.rs`), pending requests live in the store (`store.rs`), and the
-//! routes (`routes.rs`) do home-realm discovery, the redirect and the callback.
+//! launch model (`kind: "sso"`). It speaks OIDC (`oidc.rs`) and SAML 2.0 (`saml.rs`);
+//! connections come from config or are created at runtime (`connection.rs`, `store.rs`),
+//! pending requests and used assertions live in the store, `login.rs` holds a sign-in's
+//! two halves and `routes.rs` the thin HTTP handlers.
 
 pub mod connection;
 pub mod login;
 pub mod oidc;
 pub mod routes;
+pub mod saml;
 pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use routes::router;
 
-use crate::config::{Config, PartnerConfig};
+use crate::app::AppState;
+use crate::config::Config;
 use connection::SsoConnection;
+
+/// The SP keys and when they were read.
+type LoadedKeys = (Instant, Arc<Vec<saml::SpKey>>);
 
 /// Caches shared by the SSO routes.
 #[derive(Clone)]
 pub struct SsoState {
     pub discovery: oidc::Discovery,
+    pub saml_metadata: saml::IdpMetadataCache,
+    sp_keys: Arc<tokio::sync::Mutex<Option<LoadedKeys>>>,
 }
 
 impl SsoState {
     pub fn new(cfg: &crate::config::SsoConfig) -> SsoState {
         SsoState {
             discovery: oidc::Discovery::new(
-                std::time::Duration::from_secs(cfg.discovery_ttl_secs),
-                std::time::Duration::from_secs(cfg.jwks_min_refetch_secs),
+                Duration::from_secs(cfg.discovery_ttl_secs),
+                Duration::from_secs(cfg.jwks_min_refetch_secs),
             ),
+            saml_metadata: saml::IdpMetadataCache::new(Duration::from_secs(
+                cfg.saml_metadata_refresh_secs,
+            )),
+            sp_keys: Arc::default(),
         }
     }
 }
 
-/// The connection with this id, and its partner.
-pub fn connection<'a>(
-    config: &'a Config,
-    id: &str,
-) -> Option<(&'a PartnerConfig, &'a SsoConnection)> {
-    config
-        .partners
-        .iter()
-        .flat_map(|p| p.sso_connections.iter().map(move |c| (p, c)))
-        .find(|(_, c)| c.id == id)
+/// The gateway's SAML SP keys (created on first use), kept a minute in memory.
+pub async fn sp_keys(state: &AppState) -> anyhow::Result<Arc<Vec<saml::SpKey>>> {
+    let mut guard = state.sso.sp_keys.lock().await;
+    if let Some((at, keys)) = guard.as_ref()
+        && at.elapsed() < Duration::from_secs(60)
+    {
+        return Ok(keys.clone());
+    }
+    let host = url::Url::parse(&state.config.http.public_base())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "partner-gateway".into());
+    let keys = Arc::new(
+        store::sp_keys(
+            &state.db,
+            &state.master_key,
+            &format!("{host} SAML SP"),
+            crate::time::now_micros(),
+        )
+        .await?,
+    );
+    *guard = Some((Instant::now(), keys.clone()));
+    Ok(keys)
+}
+
+/// A connection and whose it is.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub partner_id: String,
+    pub partner_name: String,
+    pub conn: Arc<SsoConnection>,
+}
+
+impl Found {
+    /// The organisation's display name: the connection's, else the partner's.
+    pub fn organisation(&self) -> String {
+        self.conn
+            .organisation
+            .clone()
+            .unwrap_or_else(|| self.partner_name.clone())
+    }
+}
+
+fn configured(config: &Config) -> impl Iterator<Item = Found> + '_ {
+    config.partners.iter().flat_map(|p| {
+        p.sso_connections.iter().map(move |c| Found {
+            partner_id: p.id.clone(),
+            partner_name: p.name.clone(),
+            conn: Arc::new(c.clone()),
+        })
+    })
+}
+
+/// Every connection: those in config, then those created at runtime.
+pub async fn all_connections(state: &AppState) -> anyhow::Result<Vec<Found>> {
+    let mut out: Vec<Found> = configured(&state.config).collect();
+    out.extend(store::runtime_connections(state, None, None).await?);
+    Ok(out)
+}
+
+/// The connection with this id.
+pub async fn connection(state: &AppState, id: &str) -> anyhow::Result<Option<Found>> {
+    if let Some(f) = configured(&state.config).find(|f| f.conn.id == id) {
+        return Ok(Some(f));
+    }
+    Ok(store::runtime_connections(state, Some(id), None)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// The connection an email address routes to, by its domain (exact, case-insensitive).
-pub fn connection_for_email<'a>(
-    config: &'a Config,
-    email: &str,
-) -> Option<(&'a PartnerConfig, &'a SsoConnection)> {
-    let domain = email.rsplit_once('@')?.1.trim().to_ascii_lowercase();
-    config
-        .partners
-        .iter()
-        .flat_map(|p| p.sso_connections.iter().map(move |c| (p, c)))
-        .find(|(_, c)| c.domains.contains(&domain))
+pub async fn connection_for_email(state: &AppState, email: &str) -> anyhow::Result<Option<Found>> {
+    let Some((_, domain)) = email.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let domain = domain.trim().to_ascii_lowercase();
+    if let Some(f) = configured(&state.config).find(|f| f.conn.domains.contains(&domain)) {
+        return Ok(Some(f));
+    }
+    Ok(store::runtime_connections(state, None, Some(&domain))
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// The connections of one partner.
+pub async fn partner_connections(state: &AppState, partner_id: &str) -> anyhow::Result<Vec<Found>> {
+    Ok(all_connections(state)
+        .await?
+        .into_iter()
+        .filter(|f| f.partner_id == partner_id)
+        .collect())
 }
 
 /// The redirect URI every OIDC connection registers with its IdP.
 pub fn oidc_redirect_uri(config: &Config) -> String {
     format!("{}/sso/oidc/callback", config.http.public_base())
+}
+
+/// The gateway's SAML entity id for a connection (its metadata URL unless configured).
+pub fn saml_entity_id(config: &Config, conn: &SsoConnection) -> String {
+    conn.sp_entity_id
+        .clone()
+        .unwrap_or_else(|| saml_metadata_url(config, &conn.id))
+}
+
+pub fn saml_metadata_url(config: &Config, id: &str) -> String {
+    format!("{}/sso/saml/{id}/metadata", config.http.public_base())
+}
+
+pub fn saml_acs_url(config: &Config, id: &str) -> String {
+    format!("{}/sso/saml/{id}/acs", config.http.public_base())
 }

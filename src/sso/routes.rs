@@ -1,24 +1,27 @@
 //! SSO routes, thin: `GET /sso/start` (home-realm discovery, then `login::begin`),
-//! `GET /sso/oidc/callback` (`login::complete`) and `GET /v1/sso/connections`.
+//! `GET /sso/oidc/callback` (`login::complete`), the SAML SP's metadata and ACS
+//! (`login::complete_saml`), and `GET`/`POST /v1/sso/connections`.
 
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawForm, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::connection::SsoConnection;
+use super::Found;
+use super::connection::Protocol;
 use crate::app::AppState;
-use crate::config::PartnerConfig;
 use crate::http::page::{self, Page};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sso/start", get(start))
         .route("/sso/oidc/callback", get(callback))
+        .route("/sso/saml/{connection}/metadata", get(saml_metadata))
+        .route("/sso/saml/{connection}/acs", post(saml_acs))
         .route("/v1/sso/connections", get(list_connections))
 }
 
@@ -29,29 +32,63 @@ async fn list_connections(
     caller: crate::http::auth::Caller,
 ) -> Result<axum::Json<Value>, crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    let base = state.config.http.public_base();
-    let redirect = super::oidc_redirect_uri(&state.config);
-    let list: Vec<Value> = state
-        .config
-        .partners
+    let list: Vec<Value> = super::all_connections(&state)
+        .await
+        .map_err(crate::http::ApiError::Internal)?
         .iter()
-        .flat_map(|p| p.sso_connections.iter().map(move |c| (p, c)))
-        .map(|(p, c)| {
-            json!({
-                "id": c.id,
-                "partner": p.id,
-                "organisation": super::login::org_name(p, c),
-                "protocol": "oidc",
-                "issuer": c.issuer,
-                "client_id": c.client_id,
-                "domains": c.domains,
-                "redirect_uri": redirect,
-                "start_url": format!("{base}/sso/start?organisation={}", c.id),
-                "app_url": c.app_url,
-            })
-        })
+        .map(|f| describe(&state, f))
         .collect();
     Ok(axum::Json(json!({ "connections": list })))
+}
+
+/// A connection as its IdP administrator needs it: for OIDC the redirect URI to
+/// register, for SAML the SP metadata URL (or entity id and ACS URL to copy).
+pub fn describe(state: &AppState, f: &Found) -> Value {
+    let c = &f.conn;
+    let base = state.config.http.public_base();
+    let mut v = json!({
+        "id": c.id,
+        "partner": f.partner_id,
+        "organisation": f.organisation(),
+        "protocol": c.protocol.as_str(),
+        "domains": c.domains,
+        "start_url": format!("{base}/sso/start?organisation={}", c.id),
+        "app_url": c.app_url,
+    });
+    if let Value::Object(m) = &mut v {
+        match c.protocol {
+            Protocol::Oidc => {
+                m.insert("issuer".into(), json!(c.issuer));
+                m.insert("client_id".into(), json!(c.client_id));
+                m.insert(
+                    "redirect_uri".into(),
+                    json!(super::oidc_redirect_uri(&state.config)),
+                );
+            }
+            Protocol::Saml => {
+                m.insert("idp_metadata_url".into(), json!(c.idp_metadata_url));
+                m.insert("idp_entity_id".into(), json!(c.idp_entity_id));
+                m.insert(
+                    "sp_metadata_url".into(),
+                    json!(super::saml_metadata_url(&state.config, &c.id)),
+                );
+                m.insert(
+                    "sp_entity_id".into(),
+                    json!(super::saml_entity_id(&state.config, c)),
+                );
+                m.insert(
+                    "acs_url".into(),
+                    json!(super::saml_acs_url(&state.config, &c.id)),
+                );
+                m.insert("allow_idp_initiated".into(), json!(c.allow_idp_initiated));
+                m.insert(
+                    "require_encrypted_assertions".into(),
+                    json!(c.require_encrypted_assertions),
+                );
+            }
+        }
+    }
+    v
 }
 
 fn query(raw: Option<String>) -> HashMap<String, String> {
@@ -87,51 +124,54 @@ fn ask_email(note: Option<&str>) -> Response {
 async fn start(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let q = query(raw);
     let found = if let Some(org) = q.get("organisation").filter(|s| !s.is_empty()) {
-        match pick_organisation(&state, org) {
+        match pick_organisation(&state, org).await {
             Ok(found) => found,
             Err(p) => return p.into_response(),
         }
     } else if let Some(email) = q.get("email").filter(|s| !s.trim().is_empty()) {
-        match super::connection_for_email(&state.config, email) {
-            Some(found) => found,
-            None => {
+        match super::connection_for_email(&state, email).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
                 let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or(email);
                 return ask_email(Some(&format!(
                     "No organisation signs in with {domain} addresses here. Check the address, or ask your administrator for your organisation's sign-in link."
                 )));
             }
+            Err(e) => {
+                return page::internal(format!("finding the connection: {e:#}")).into_response();
+            }
         }
     } else {
         return ask_email(None);
     };
-    let (partner, conn) = found;
-    match super::login::begin(&state, partner, conn).await {
+    match super::login::begin(&state, &found).await {
         Ok(url) => page::redirect(&url),
         Err(p) => p.into_response(),
     }
 }
 
 /// `?organisation=` names a connection, or a partner with exactly one connection.
-fn pick_organisation<'a>(
-    state: &'a AppState,
-    org: &str,
-) -> Result<(&'a PartnerConfig, &'a SsoConnection), Page> {
-    if let Some(found) = super::connection(&state.config, org) {
+async fn pick_organisation(state: &AppState, org: &str) -> Result<Found, Page> {
+    let lookup = |e: anyhow::Error| page::internal(format!("finding the connection: {e:#}"));
+    if let Some(found) = super::connection(state, org).await.map_err(lookup)? {
         return Ok(found);
     }
     if let Some(p) = state.config.partner(org) {
-        match p.sso_connections.as_slice() {
-            [only] => return Ok((p, only)),
-            [] => {}
+        let mut conns = super::partner_connections(state, &p.id)
+            .await
+            .map_err(lookup)?;
+        match conns.len() {
+            1 => return Ok(conns.remove(0)),
+            0 => {}
             _ => {
                 return Err(
                     Page::new(StatusCode::BAD_REQUEST, "Choose a sign-in connection").line(
                         format!(
                             "{} has several sign-in connections ({}); the link must name one.",
                             p.name,
-                            p.sso_connections
+                            conns
                                 .iter()
-                                .map(|c| c.id.as_str())
+                                .map(|c| c.conn.id.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
@@ -149,6 +189,54 @@ fn pick_organisation<'a>(
 
 async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     match super::login::complete(&state, query(raw)).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+/// The SP metadata an IdP administrator loads (or copies the entity id and ACS URL from).
+async fn saml_metadata(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let found = match super::connection(&state, &id).await {
+        Ok(Some(f)) if f.conn.protocol == Protocol::Saml => f,
+        Ok(_) => {
+            return Page::new(StatusCode::NOT_FOUND, "Unknown SAML connection")
+                .line(format!(
+                    "No SAML connection {id:?} signs in through this gateway."
+                ))
+                .into_response();
+        }
+        Err(e) => return page::internal(format!("finding the connection: {e:#}")).into_response(),
+    };
+    let keys = match super::sp_keys(&state).await {
+        Ok(k) => k,
+        Err(e) => return page::internal(format!("loading the SAML SP key: {e:#}")).into_response(),
+    };
+    let c = &found.conn;
+    let xml = super::saml::sp_metadata(
+        &super::saml_entity_id(&state.config, c),
+        &super::saml_acs_url(&state.config, &c.id),
+        &keys,
+        c.sign_authn_requests,
+        c.name_id_format.as_deref(),
+        &found.organisation(),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/samlmetadata+xml",
+        )],
+        xml,
+    )
+        .into_response()
+}
+
+async fn saml_acs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawForm(body): RawForm,
+) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    match super::login::complete_saml(&state, &id, form).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }

@@ -1,16 +1,23 @@
-//! SQL for SSO: pending authorization requests (single use, expiring).
+//! SQL for SSO: pending sign-in requests (single use, expiring), the SAML SP keys, SAML
+//! assertion ids already used.
 
 use crate::db::Db;
 use crate::keys::crypto::MasterKey;
-use crate::with_tx;
+use crate::{with_db, with_tx};
 
 /// An authorization request waiting for its callback.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pending {
     pub connection_id: String,
     pub partner_id: String,
+    /// OIDC: the id_token's expected nonce and the PKCE verifier.
+    #[serde(default)]
     pub nonce: String,
+    #[serde(default)]
     pub code_verifier: String,
+    /// SAML: the AuthnRequest's ID, which the response's InResponseTo must name.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// Why a callback's `state` was refused.
@@ -82,4 +89,150 @@ pub async fn take_state(
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The SP key pairs not retired, oldest first (the first one signs); the private keys
+/// unsealed. Creates the first one when there is none.
+pub async fn sp_keys(
+    db: &Db,
+    master: &MasterKey,
+    common_name: &str,
+    now_us: i64,
+) -> anyhow::Result<Vec<super::saml::SpKey>> {
+    let sql = "SELECT kid, sealed_private_key, cert_der FROM sso_sp_keys \
+               WHERE retire_at_us IS NULL OR retire_at_us > $1 ORDER BY created_at_us, kid";
+    let load = || async {
+        let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
+            with_db!(db, pool => sqlx::query_as(sql).bind(now_us).fetch_all(pool).await)?;
+        rows.into_iter()
+            .map(|(kid, sealed, cert)| {
+                let der = master.open(&kid, &sealed)?;
+                super::saml::SpKey::from_der(kid, &der, cert)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let keys = load().await?;
+    if !keys.is_empty() {
+        return Ok(keys);
+    }
+    let (der, cert) = super::saml::generate_sp_key(common_name)?;
+    let kid = uuid::Uuid::new_v4().simple().to_string();
+    let sealed = master.seal(&kid, &der)?;
+    let insert = "INSERT INTO sso_sp_keys (kid, sealed_private_key, cert_der, created_at_us) \
+                  VALUES ($1, $2, $3, $4)";
+    let mut tx = db.begin().await?;
+    with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    tracing::info!(kid = %kid, "SAML SP key and certificate created");
+    // Another instance may have created one at the same moment: both are used (the
+    // oldest signs, either decrypts, both are published).
+    load().await
+}
+
+/// Record a SAML assertion as used, in the sign-in's transaction. `false` when it was
+/// used before (a replay).
+pub async fn spend_assertion(
+    tx: &mut crate::db::Tx,
+    issuer: &str,
+    assertion_id: &str,
+    connection_id: &str,
+    now_us: i64,
+    expires_at_us: i64,
+) -> anyhow::Result<bool> {
+    let purge = "DELETE FROM sso_saml_assertions WHERE expires_at_us < $1";
+    with_tx!(tx, c => sqlx::query(purge).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    let sql = "INSERT INTO sso_saml_assertions (issuer, assertion_id, connection_id, used_at_us, expires_at_us) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer, assertion_id) DO NOTHING";
+    let n = with_tx!(tx, c => {
+        sqlx::query(sql)
+            .bind(issuer)
+            .bind(assertion_id)
+            .bind(connection_id)
+            .bind(now_us)
+            .bind(expires_at_us)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(n == 1)
+}
+
+/// Connections created at runtime, optionally only the one with `id` or the one `domain`
+/// routes to. Their definitions are unsealed and parsed as config would be.
+pub async fn runtime_connections(
+    state: &crate::app::AppState,
+    id: Option<&str>,
+    domain: Option<&str>,
+) -> anyhow::Result<Vec<super::Found>> {
+    let sql = "SELECT c.id, c.partner_id, p.name, c.sealed_definition FROM sso_connections c \
+               JOIN partners p ON p.id = c.partner_id \
+               WHERE (CAST($1 AS TEXT) IS NULL OR c.id = $1) \
+               AND (CAST($2 AS TEXT) IS NULL OR c.id IN \
+                    (SELECT connection_id FROM sso_connection_domains WHERE domain = $2)) \
+               ORDER BY c.created_at_us, c.id";
+    let db = &state.db;
+    let rows: Vec<(String, String, String, Vec<u8>)> = with_db!(db, pool => {
+        sqlx::query_as(sql).bind(id).bind(domain).fetch_all(pool).await
+    })?;
+    rows.into_iter()
+        .map(|(id, partner_id, partner_name, sealed)| {
+            let json = state
+                .master_key
+                .open(&format!("sso-connection:{id}"), &sealed)?;
+            let conn: super::connection::SsoConnection = serde_json::from_slice(&json)?;
+            Ok(super::Found {
+                partner_id,
+                partner_name,
+                conn: std::sync::Arc::new(conn),
+            })
+        })
+        .collect()
+}
+
+/// Why a runtime connection could not be saved.
+#[derive(Debug)]
+pub enum SaveProblem {
+    IdTaken,
+    DomainTaken(String),
+}
+
+/// Save a validated runtime connection (its definition as given, sealed) and its domains,
+/// in one transaction.
+pub async fn insert_connection(
+    db: &Db,
+    master: &MasterKey,
+    conn: &super::connection::SsoConnection,
+    partner_id: &str,
+    definition: &[u8],
+    now_us: i64,
+) -> anyhow::Result<Result<(), SaveProblem>> {
+    let sealed = master.seal(&format!("sso-connection:{}", conn.id), definition)?;
+    let mut tx = db.begin().await?;
+    let sql = "INSERT INTO sso_connections (id, partner_id, protocol, sealed_definition, created_at_us) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING";
+    let n = with_tx!(&mut tx, c => {
+        sqlx::query(sql)
+            .bind(&conn.id)
+            .bind(partner_id)
+            .bind(conn.protocol.as_str())
+            .bind(&sealed)
+            .bind(now_us)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    if n == 0 {
+        return Ok(Err(SaveProblem::IdTaken));
+    }
+    for d in &conn.domains {
+        let sql = "INSERT INTO sso_connection_domains (domain, connection_id) VALUES ($1, $2) \
+                   ON CONFLICT (domain) DO NOTHING";
+        let n = with_tx!(&mut tx, c => sqlx::query(sql).bind(d).bind(&conn.id).execute(c).await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            // Dropping the transaction undoes the connection row too.
+            return Ok(Err(SaveProblem::DomainTaken(d.clone())));
+        }
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
 }

@@ -14,6 +14,7 @@ mod partners;
 mod smart;
 mod smart_env;
 mod sso;
+mod sso_saml;
 mod statements;
 mod usage_ingest;
 mod usage_query;

@@ -1,0 +1,679 @@
+//! A mock SAML 2.0 identity provider on loopback, for SSO tests and benches, following
+//! the SAML 2.0 core, bindings and Web Browser SSO profile: IdP metadata (entity id,
+//! signing certificate, HTTP-Redirect SingleSignOnService), an SSO endpoint taking the
+//! SP's AuthnRequest over HTTP-Redirect (signature checked when the request is signed)
+//! and answering with an auto-posting HTML form (HTTP-POST binding), responses signed with
+//! a real RSA key through xmlsec (exclusive C14N, RSA-SHA256), assertions encrypted to the
+//! certificate in the SP's metadata (AES-128-GCM, RSA-OAEP), as an IdP administrator's
+//! "load the SP metadata" step gives it.
+//!
+//! Personalities, as the vendors ship them: Shibboleth IdP (persistent NameID with
+//! NameQualifier/SPNameQualifier, eduPerson/SCHAC attributes by OID with FriendlyNames,
+//! the Response signed) and ADFS / Entra ID (claim-URI attributes, the Assertion signed).
+//! Every field of a response can be set by a test (`ResponseSpec`) to play a faulty or
+//! hostile IdP.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Duration, Utc};
+use openssl::pkey::{PKey, Private};
+use samael::crypto::CryptoProvider;
+use tokio::task::JoinHandle;
+
+const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+const URI_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamlIdpVendor {
+    Shibboleth,
+    Adfs,
+}
+
+/// Which parts of a response carry a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    Response,
+    Assertion,
+    Both,
+    None,
+}
+
+/// Who is signed in at the IdP.
+#[derive(Debug, Clone)]
+pub struct SamlIdpUser {
+    /// The persistent NameID value (opaque, per SP, as Shibboleth computes it).
+    pub persistent_id: String,
+    pub principal_name: String,
+    pub email: String,
+    pub name: String,
+    pub affiliations: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// One SAML attribute: `Name`, `FriendlyName`, values.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub name: String,
+    pub friendly: Option<String>,
+    pub values: Vec<String>,
+}
+
+/// Everything a response says; `MockSamlIdp::spec` fills it for the registered SP and a
+/// test changes what it wants.
+#[derive(Debug, Clone)]
+pub struct ResponseSpec {
+    pub response_id: String,
+    pub in_response_to: Option<String>,
+    pub destination: Option<String>,
+    pub recipient: String,
+    pub audience: Option<String>,
+    pub issuer: String,
+    pub assertion_id: String,
+    pub issue_instant: DateTime<Utc>,
+    pub not_before: DateTime<Utc>,
+    pub not_on_or_after: DateTime<Utc>,
+    pub name_id: String,
+    pub name_id_format: String,
+    pub attributes: Vec<Attr>,
+    pub status: String,
+    pub signing: Signing,
+    /// Encrypt the assertion to this certificate (DER).
+    pub encrypt_to: Option<Vec<u8>>,
+}
+
+pub struct MockSamlIdp {
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+struct Sp {
+    entity_id: String,
+    acs_url: String,
+    encryption_cert: Option<Vec<u8>>,
+    signing_cert: Option<Vec<u8>>,
+}
+
+struct Shared {
+    vendor: SamlIdpVendor,
+    base: String,
+    entity_id: String,
+    key_der: Vec<u8>,
+    cert_der: Vec<u8>,
+    user: Mutex<SamlIdpUser>,
+    sp: Mutex<Option<Sp>>,
+    signing: Mutex<Signing>,
+    encrypt: Mutex<bool>,
+    /// AuthnRequests received (their IDs), newest last.
+    requests: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn random_id() -> String {
+    format!("_{}", uuid::Uuid::new_v4().simple())
+}
+
+impl MockSamlIdp {
+    pub async fn start(vendor: SamlIdpVendor, user: SamlIdpUser) -> anyhow::Result<MockSamlIdp> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let base = format!("http://{addr}");
+        let entity_id = match vendor {
+            SamlIdpVendor::Shibboleth => format!("{base}/idp/shibboleth"),
+            SamlIdpVendor::Adfs => format!("{base}/adfs/services/trust"),
+        };
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
+        let key_der = key.rsa()?.private_key_to_der()?;
+        let cert_der = self_signed(&key, &format!("{addr} mock SAML IdP"))?;
+        let shared = Arc::new(Shared {
+            vendor,
+            base,
+            entity_id,
+
+            key_der,
+            cert_der,
+            user: Mutex::new(user),
+            sp: Mutex::new(None),
+            signing: Mutex::new(match vendor {
+                SamlIdpVendor::Shibboleth => Signing::Response,
+                SamlIdpVendor::Adfs => Signing::Assertion,
+            }),
+            encrypt: Mutex::new(false),
+            requests: Mutex::new(Vec::new()),
+        });
+        let sso_path = match vendor {
+            SamlIdpVendor::Shibboleth => "/idp/profile/SAML2/Redirect/SSO",
+            SamlIdpVendor::Adfs => "/adfs/ls/",
+        };
+        let app = Router::new()
+            .route("/metadata", get(metadata))
+            .route(sso_path, get(sso))
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(MockSamlIdp { shared, server })
+    }
+
+    pub fn entity_id(&self) -> String {
+        self.shared.entity_id.clone()
+    }
+
+    pub fn metadata_url(&self) -> String {
+        format!("{}/metadata", self.shared.base)
+    }
+
+    pub fn metadata_xml(&self) -> String {
+        self.shared.metadata_xml()
+    }
+
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.shared.cert_der.clone()
+    }
+
+    pub fn set_user(&self, user: SamlIdpUser) {
+        *lock(&self.shared.user) = user;
+    }
+
+    pub fn set_signing(&self, signing: Signing) {
+        *lock(&self.shared.signing) = signing;
+    }
+
+    /// Encrypt assertions to the SP's encryption certificate from its metadata.
+    pub fn set_encrypt(&self, on: bool) {
+        *lock(&self.shared.encrypt) = on;
+    }
+
+    /// The AuthnRequest IDs received so far.
+    pub fn requests(&self) -> Vec<String> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Load the SP's metadata, as an IdP administrator does: entity id, ACS URL, its
+    /// certificates.
+    pub fn register_sp(&self, sp_metadata: &str) -> anyhow::Result<()> {
+        let ed: samael::metadata::EntityDescriptor =
+            sp_metadata.parse().context("parsing the SP metadata")?;
+        let entity_id = ed
+            .entity_id
+            .clone()
+            .context("SP metadata without entityID")?;
+        let sp = ed
+            .sp_sso_descriptors
+            .as_ref()
+            .and_then(|v| v.first())
+            .context("SP metadata without SPSSODescriptor")?;
+        let acs_url = sp
+            .assertion_consumer_services
+            .iter()
+            .find(|a| a.binding == crate::sso::saml::HTTP_POST)
+            .map(|a| a.location.clone())
+            .context("SP metadata without an HTTP-POST AssertionConsumerService")?;
+        let cert = |usage: &str| {
+            sp.key_descriptors.iter().flatten().find_map(|k| {
+                (k.key_use.as_deref() == Some(usage))
+                    .then_some(k.key_info.x509_data.as_ref())
+                    .flatten()
+                    .and_then(|x| x.certificates.first())
+                    .and_then(|c| {
+                        let compact: String = c.chars().filter(|c| !c.is_whitespace()).collect();
+                        STANDARD.decode(compact).ok()
+                    })
+            })
+        };
+        *lock(&self.shared.sp) = Some(Sp {
+            entity_id,
+            acs_url,
+            encryption_cert: cert("encryption"),
+            signing_cert: cert("signing"),
+        });
+        Ok(())
+    }
+
+    /// A response for the registered SP, answering `in_response_to` (or unsolicited),
+    /// with the IdP's current user, signing and encryption settings.
+    pub fn spec(&self, in_response_to: Option<&str>) -> anyhow::Result<ResponseSpec> {
+        self.shared.spec(in_response_to)
+    }
+
+    /// The response as XML (signed and encrypted as the spec says), before base64.
+    pub fn response_xml(&self, spec: &ResponseSpec) -> anyhow::Result<String> {
+        self.shared.response_xml(spec)
+    }
+
+    /// The `SAMLResponse` form value for a spec.
+    pub fn response(&self, spec: &ResponseSpec) -> anyhow::Result<String> {
+        Ok(STANDARD.encode(self.response_xml(spec)?))
+    }
+
+    /// Sign an arbitrary document's first `ds:Signature` template with the IdP's key (for
+    /// tests building hostile responses).
+    pub fn sign(&self, xml: &str) -> anyhow::Result<String> {
+        Ok(samael::crypto::Crypto::sign_xml(xml, &self.shared.key_der)?)
+    }
+
+    /// A `ds:Signature` template over the element with this ID.
+    pub fn signature_template(&self, id: &str) -> String {
+        signature_template(id, &self.shared.cert_der)
+    }
+}
+
+impl Drop for MockSamlIdp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn self_signed(key: &PKey<Private>, cn: &str) -> anyhow::Result<Vec<u8>> {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::x509::{X509, X509NameBuilder};
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, cn)?;
+    let name = name.build();
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let serial = openssl::bn::BigNum::from_u32(rand::random::<u32>())?.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(key)?;
+    let (from, until) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(365)?);
+    b.set_not_before(&from)?;
+    b.set_not_after(&until)?;
+    b.sign(key, MessageDigest::sha256())?;
+    Ok(b.build().to_der()?)
+}
+
+fn signature_template(id: &str, cert_der: &[u8]) -> String {
+    format!(
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+<ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+<ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+<ds:Reference URI=\"#{id}\"><ds:Transforms>\
+<ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
+<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue></ds:DigestValue>\
+</ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue><ds:KeyInfo><ds:X509Data>\
+<ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>",
+        STANDARD.encode(cert_der)
+    )
+}
+
+impl Shared {
+    fn metadata_xml(&self) -> String {
+        let sso = match self.vendor {
+            SamlIdpVendor::Shibboleth => "/idp/profile/SAML2/Redirect/SSO",
+            SamlIdpVendor::Adfs => "/adfs/ls/",
+        };
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{entity}\">\n\
+  <md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\n\
+    <md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\n\
+    <md:NameIDFormat>{PERSISTENT}</md:NameIDFormat>\n\
+    <md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{base}{sso}\"/>\n\
+  </md:IDPSSODescriptor>\n\
+</md:EntityDescriptor>\n",
+            entity = escape(&self.entity_id),
+            cert = STANDARD.encode(&self.cert_der),
+            base = self.base,
+        )
+    }
+
+    fn spec(&self, in_response_to: Option<&str>) -> anyhow::Result<ResponseSpec> {
+        let sp = lock(&self.sp);
+        let sp = sp.as_ref().context("no SP registered with the mock IdP")?;
+        let user = lock(&self.user).clone();
+        let now = Utc::now();
+        let attributes = match self.vendor {
+            SamlIdpVendor::Shibboleth => vec![
+                attr(
+                    "urn:oid:1.3.6.1.4.1.5923.1.1.1.6",
+                    "eduPersonPrincipalName",
+                    vec![user.principal_name.clone()],
+                ),
+                attr(
+                    "urn:oid:0.9.2342.19200300.100.1.3",
+                    "mail",
+                    vec![user.email.clone()],
+                ),
+                attr(
+                    "urn:oid:2.16.840.1.113730.3.1.241",
+                    "displayName",
+                    vec![user.name.clone()],
+                ),
+                attr(
+                    "urn:oid:1.3.6.1.4.1.5923.1.1.1.9",
+                    "eduPersonScopedAffiliation",
+                    user.affiliations.clone(),
+                ),
+                attr(
+                    "urn:oid:1.3.6.1.4.1.5923.1.1.1.1",
+                    "eduPersonAffiliation",
+                    user.affiliations
+                        .iter()
+                        .map(|a| a.split('@').next().unwrap_or(a).to_owned())
+                        .collect(),
+                ),
+                attr(
+                    "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+                    "isMemberOf",
+                    user.groups.clone(),
+                ),
+            ],
+            SamlIdpVendor::Adfs => vec![
+                Attr {
+                    name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress"
+                        .into(),
+                    friendly: None,
+                    values: vec![user.email.clone()],
+                },
+                Attr {
+                    name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name".into(),
+                    friendly: None,
+                    values: vec![user.name.clone()],
+                },
+                Attr {
+                    name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups".into(),
+                    friendly: None,
+                    values: user.groups.clone(),
+                },
+            ],
+        };
+        Ok(ResponseSpec {
+            response_id: random_id(),
+            in_response_to: in_response_to.map(str::to_owned),
+            destination: Some(sp.acs_url.clone()),
+            recipient: sp.acs_url.clone(),
+            audience: Some(sp.entity_id.clone()),
+            issuer: self.entity_id.clone(),
+            assertion_id: random_id(),
+            issue_instant: now,
+            not_before: now - Duration::seconds(30),
+            not_on_or_after: now + Duration::minutes(5),
+            name_id: user.persistent_id.clone(),
+            name_id_format: PERSISTENT.into(),
+            attributes,
+            status: SUCCESS.into(),
+            signing: *lock(&self.signing),
+            encrypt_to: if *lock(&self.encrypt) {
+                sp.encryption_cert.clone()
+            } else {
+                None
+            },
+        })
+    }
+
+    fn assertion_xml(&self, s: &ResponseSpec, signature: &str) -> String {
+        let irt = s
+            .in_response_to
+            .as_ref()
+            .map(|r| format!(" InResponseTo=\"{}\"", escape(r)))
+            .unwrap_or_default();
+        let audience = s
+            .audience
+            .as_ref()
+            .map(|a| format!("<saml:AudienceRestriction><saml:Audience>{}</saml:Audience></saml:AudienceRestriction>", escape(a)))
+            .unwrap_or_default();
+        let sp_q = lock(&self.sp)
+            .as_ref()
+            .map(|sp| sp.entity_id.clone())
+            .unwrap_or_default();
+        let mut attrs = String::new();
+        for a in s.attributes.iter().filter(|a| !a.values.is_empty()) {
+            let friendly = a
+                .friendly
+                .as_ref()
+                .map(|f| format!(" FriendlyName=\"{}\"", escape(f)))
+                .unwrap_or_default();
+            attrs.push_str(&format!(
+                "<saml:Attribute Name=\"{}\" NameFormat=\"{URI_FORMAT}\"{friendly}>",
+                escape(&a.name)
+            ));
+            for v in &a.values {
+                attrs.push_str(&format!(
+                    "<saml:AttributeValue xsi:type=\"xs:string\">{}</saml:AttributeValue>",
+                    escape(v)
+                ));
+            }
+            attrs.push_str("</saml:Attribute>");
+        }
+        format!(
+            "<saml:Assertion xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ID=\"{id}\" IssueInstant=\"{iat}\" Version=\"2.0\">\
+<saml:Issuer>{issuer}</saml:Issuer>{signature}\
+<saml:Subject><saml:NameID Format=\"{fmt}\" NameQualifier=\"{issuer}\" SPNameQualifier=\"{spq}\">{name_id}</saml:NameID>\
+<saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\"><saml:SubjectConfirmationData{irt} NotOnOrAfter=\"{nooa}\" Recipient=\"{recipient}\"/></saml:SubjectConfirmation></saml:Subject>\
+<saml:Conditions NotBefore=\"{nb}\" NotOnOrAfter=\"{nooa}\">{audience}</saml:Conditions>\
+<saml:AuthnStatement AuthnInstant=\"{iat}\" SessionIndex=\"{session}\"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>\
+<saml:AttributeStatement>{attrs}</saml:AttributeStatement></saml:Assertion>",
+            id = s.assertion_id,
+            iat = time(s.issue_instant),
+            issuer = escape(&s.issuer),
+            fmt = escape(&s.name_id_format),
+            spq = escape(&sp_q),
+            name_id = escape(&s.name_id),
+            nooa = time(s.not_on_or_after),
+            nb = time(s.not_before),
+            recipient = escape(&s.recipient),
+            session = random_id(),
+        )
+    }
+
+    fn response_xml(&self, s: &ResponseSpec) -> anyhow::Result<String> {
+        let sign_assertion = matches!(s.signing, Signing::Assertion | Signing::Both);
+        let sign_response = matches!(s.signing, Signing::Response | Signing::Both);
+        let mut assertion = if sign_assertion {
+            let t = self.assertion_xml(s, &signature_template(&s.assertion_id, &self.cert_der));
+            samael::crypto::Crypto::sign_xml(&t, &self.key_der)?
+        } else {
+            self.assertion_xml(s, "")
+        };
+        // libxml2 writes an XML declaration in front of a signed document.
+        if let Some(i) = assertion.find("<saml:Assertion") {
+            assertion = assertion[i..].trim_end().to_owned();
+        }
+        if let Some(cert) = &s.encrypt_to {
+            assertion = encrypt(&assertion, cert)?;
+        }
+        let irt = s
+            .in_response_to
+            .as_ref()
+            .map(|r| format!(" InResponseTo=\"{}\"", escape(r)))
+            .unwrap_or_default();
+        let dest = s
+            .destination
+            .as_ref()
+            .map(|d| format!(" Destination=\"{}\"", escape(d)))
+            .unwrap_or_default();
+        let sig = if sign_response {
+            signature_template(&s.response_id, &self.cert_der)
+        } else {
+            String::new()
+        };
+        let xml = format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{iat}\"{dest}{irt}>\
+<saml:Issuer>{issuer}</saml:Issuer>{sig}<samlp:Status><samlp:StatusCode Value=\"{status}\"/></samlp:Status>{assertion}</samlp:Response>",
+            id = s.response_id,
+            iat = time(s.issue_instant),
+            issuer = escape(&s.issuer),
+            status = escape(&s.status),
+        );
+        if sign_response {
+            Ok(samael::crypto::Crypto::sign_xml(&xml, &self.key_der)?)
+        } else {
+            Ok(xml)
+        }
+    }
+
+    /// The SSO endpoint (HTTP-Redirect binding): the AuthnRequest inflated and read, its
+    /// signature checked when signed, answered with an auto-posting form to the ACS URL.
+    fn sso(&self, raw_query: &str) -> Result<String, (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        let q: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let req = get("SAMLRequest").ok_or_else(|| bad("no SAMLRequest".into()))?;
+        let deflated = STANDARD
+            .decode(req.as_bytes())
+            .map_err(|e| bad(format!("SAMLRequest base64: {e}")))?;
+        let mut xml = String::new();
+        flate2::read::DeflateDecoder::new(&deflated[..])
+            .read_to_string(&mut xml)
+            .map_err(|e| bad(format!("SAMLRequest inflate: {e}")))?;
+        let authn: samael::schema::AuthnRequest =
+            xml.parse().map_err(|e| bad(format!("AuthnRequest: {e}")))?;
+        let (sp_entity, acs, sp_cert) = {
+            let sp = lock(&self.sp);
+            let sp = sp.as_ref().ok_or_else(|| bad("no SP registered".into()))?;
+            (
+                sp.entity_id.clone(),
+                sp.acs_url.clone(),
+                sp.signing_cert.clone(),
+            )
+        };
+        if authn.issuer_value().as_deref() != Some(sp_entity.as_str()) {
+            return Err(bad(format!("unknown SP {:?}", authn.issuer_value())));
+        }
+        if let Some(a) = &authn.assertion_consumer_service_url
+            && *a != acs
+        {
+            return Err(bad(format!("ACS URL {a} is not in the SP's metadata")));
+        }
+        if let Some(sig_alg) = get("SigAlg") {
+            // The signature covers the query as sent: SAMLRequest, RelayState, SigAlg.
+            let signed: Vec<&str> = raw_query
+                .split('&')
+                .filter(|p| {
+                    p.starts_with("SAMLRequest=")
+                        || p.starts_with("RelayState=")
+                        || p.starts_with("SigAlg=")
+                })
+                .collect();
+            let sig = get("Signature").ok_or_else(|| bad("SigAlg without Signature".into()))?;
+            let sig = STANDARD
+                .decode(sig.as_bytes())
+                .map_err(|e| bad(format!("Signature: {e}")))?;
+            let cert = sp_cert
+                .ok_or_else(|| bad("signed request but no SP signing certificate".into()))?;
+            if sig_alg != "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" {
+                return Err(bad(format!("SigAlg {sig_alg} not supported")));
+            }
+            let ok = (|| -> anyhow::Result<bool> {
+                let pk = openssl::x509::X509::from_der(&cert)?.public_key()?;
+                let mut v =
+                    openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &pk)?;
+                v.update(signed.join("&").as_bytes())?;
+                Ok(v.verify(&sig)?)
+            })()
+            .unwrap_or(false);
+            if !ok {
+                return Err(bad("the AuthnRequest signature does not verify".into()));
+            }
+        }
+        lock(&self.requests).push(authn.id.clone());
+        let spec = self.spec(Some(&authn.id)).map_err(|e| bad(e.to_string()))?;
+        let response = self
+            .response_xml(&spec)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let relay = get("RelayState")
+            .map(|r| {
+                format!(
+                    "<input type=\"hidden\" name=\"RelayState\" value=\"{}\"/>",
+                    escape(&r)
+                )
+            })
+            .unwrap_or_default();
+        Ok(format!(
+            "<!doctype html><html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
+<input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\"/>{relay}<noscript><button type=\"submit\">Continue</button></noscript></form></body></html>",
+            escape(&acs),
+            STANDARD.encode(response)
+        ))
+    }
+}
+
+fn attr(name: &str, friendly: &str, values: Vec<String>) -> Attr {
+    Attr {
+        name: name.into(),
+        friendly: Some(friendly.into()),
+        values,
+    }
+}
+
+/// XML Encryption of the assertion: AES-128-GCM content key, wrapped with RSA-OAEP
+/// (MGF1-SHA1) under the SP's certificate.
+fn encrypt(assertion: &str, cert_der: &[u8]) -> anyhow::Result<String> {
+    use openssl::symm::{Cipher, encrypt_aead};
+    let key: [u8; 16] = rand::random();
+    let iv: [u8; 12] = rand::random();
+    let mut tag = [0u8; 16];
+    let ct = encrypt_aead(
+        Cipher::aes_128_gcm(),
+        &key,
+        Some(&iv),
+        &[],
+        assertion.as_bytes(),
+        &mut tag,
+    )?;
+    let mut value = iv.to_vec();
+    value.extend_from_slice(&ct);
+    value.extend_from_slice(&tag);
+    let rsa = openssl::x509::X509::from_der(cert_der)?
+        .public_key()?
+        .rsa()?;
+    let mut wrapped = vec![0u8; rsa.size() as usize];
+    let n = rsa.public_encrypt(&key, &mut wrapped, openssl::rsa::Padding::PKCS1_OAEP)?;
+    wrapped.truncate(n);
+    Ok(format!(
+        "<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" Type=\"http://www.w3.org/2001/04/xmlenc#Element\">\
+<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
+<ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><xenc:EncryptedKey>\
+<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"><ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/></xenc:EncryptionMethod>\
+<xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>\
+<xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>",
+        STANDARD.encode(wrapped),
+        STANDARD.encode(value)
+    ))
+}
+
+async fn metadata(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+        s.metadata_xml(),
+    )
+        .into_response()
+}
+
+async fn sso(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    match s.sso(&q.unwrap_or_default()) {
+        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err((status, msg)) => (status, msg).into_response(),
+    }
+}

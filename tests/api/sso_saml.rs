@@ -1,0 +1,483 @@
+//! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
+//! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
+//! IdP-initiated responses, encrypted assertions, the launch handed to the app, and every
+//! rejection the service provider owes (unsigned, wrapped, tampered, wrong audience,
+//! destination or request, expired, replayed).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use partner_gateway::apikeys::Role;
+use partner_gateway::sandbox::saml_idp::{
+    MockSamlIdp, ResponseSpec, SamlIdpUser, SamlIdpVendor, Signing,
+};
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, urlencode};
+
+const PARTNER: &str = "state-uni";
+const CONNECTION: &str = "state-uni-saml";
+const APP_URL: &str = "https://app.example.test/sso";
+
+struct Env {
+    app: TestApp,
+    idp: MockSamlIdp,
+    browser: reqwest::Client,
+    app_key: String,
+    gateway: String,
+}
+
+fn grace() -> SamlIdpUser {
+    SamlIdpUser {
+        persistent_id: "AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=".into(),
+        principal_name: "ghopper@uni.example".into(),
+        email: "grace.hopper@uni.example".into(),
+        name: "Grace Hopper".into(),
+        affiliations: vec!["faculty@uni.example".into(), "member@uni.example".into()],
+        groups: vec!["cs-faculty".into(), "course-admins".into()],
+    }
+}
+
+/// What the browser ends on after posting to the ACS.
+#[derive(Debug)]
+enum Outcome {
+    App(String),
+    Page(u16, String),
+}
+
+fn form_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&"),
+    )
+}
+
+impl Env {
+    async fn start(backend: Backend, vendor: SamlIdpVendor, extra: &str) -> Option<Env> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = format!("http://{}", listener.local_addr().unwrap());
+        let idp = MockSamlIdp::start(vendor, grace()).await.unwrap();
+        let config = format!(
+            r#"[jobs]
+enabled = false
+[outbound]
+allow_http = true
+allow_private_networks = true
+[http]
+public_url = "{gateway}"
+[[partners]]
+id = "{PARTNER}"
+name = "State University"
+kind = "idp"
+[[partners.sso_connections]]
+id = "{CONNECTION}"
+protocol = "saml"
+idp_metadata_url = "{metadata}"
+domains = ["uni.example"]
+app_url = "{APP_URL}"
+{extra}
+"#,
+            metadata = idp.metadata_url(),
+        );
+        let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
+        let app_key = app.key(Role::App, None).await;
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let env = Env {
+            app,
+            idp,
+            browser,
+            app_key,
+            gateway,
+        };
+        // What the IdP administrator does: load the SP metadata.
+        let md = env.sp_metadata().await;
+        env.idp.register_sp(&md).unwrap();
+        Some(env)
+    }
+
+    async fn sp_metadata(&self) -> String {
+        let r = self
+            .browser
+            .get(format!("{}/sso/saml/{CONNECTION}/metadata", self.gateway))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/samlmetadata+xml");
+        r.text().await.unwrap()
+    }
+
+    fn acs(&self) -> String {
+        format!("{}/sso/saml/{CONNECTION}/acs", self.gateway)
+    }
+
+    fn entity_id(&self) -> String {
+        format!("{}/sso/saml/{CONNECTION}/metadata", self.gateway)
+    }
+
+    /// `/sso/start` -> the IdP's SSO URL with the AuthnRequest.
+    async fn start_url(&self) -> String {
+        let r = self
+            .browser
+            .get(format!(
+                "{}/sso/start?email={}",
+                self.gateway,
+                urlencode("grace.hopper@UNI.example")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Follow the redirect to the IdP: the auto-posting form's SAMLResponse and RelayState.
+    async fn at_idp(&self, url: &str) -> (String, Option<String>) {
+        let r = self.browser.get(url).send().await.unwrap();
+        let status = r.status();
+        let html = r.text().await.unwrap();
+        assert_eq!(status, 200, "{html}");
+        assert!(
+            html.contains(&format!("action=\"{}\"", self.acs())),
+            "{html}"
+        );
+        (
+            form_value(&html, "SAMLResponse").unwrap(),
+            form_value(&html, "RelayState"),
+        )
+    }
+
+    /// Start a sign-in and stop at the IdP: (AuthnRequest ID, RelayState).
+    async fn begin(&self) -> (String, String) {
+        let url = self.start_url().await;
+        let (_, relay) = self.at_idp(&url).await;
+        let id = self.idp.requests().last().unwrap().clone();
+        (id, relay.unwrap())
+    }
+
+    async fn post(&self, response: &str, relay: Option<&str>) -> Outcome {
+        let mut form = vec![("SAMLResponse", response.to_owned())];
+        if let Some(r) = relay {
+            form.push(("RelayState", r.to_owned()));
+        }
+        let r = self
+            .browser
+            .post(self.acs())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status == 302 || status == 303 {
+            let loc = r.headers()["location"].to_str().unwrap().to_owned();
+            assert!(loc.starts_with(APP_URL), "{loc}");
+            let u = url::Url::parse(&loc).unwrap();
+            let code = u.query_pairs().find(|(k, _)| k == "code").unwrap().1;
+            return Outcome::App(code.into_owned());
+        }
+        Outcome::Page(status, r.text().await.unwrap())
+    }
+
+    async fn login(&self) -> Outcome {
+        let url = self.start_url().await;
+        let (response, relay) = self.at_idp(&url).await;
+        self.post(&response, relay.as_deref()).await
+    }
+
+    async fn exchange(&self, code: &str) -> (u16, Value) {
+        let r = self
+            .app
+            .client
+            .post(self.app.url("/v1/launches/exchange"))
+            .bearer_auth(&self.app_key)
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// A response answering a fresh request, built from `change`d spec, posted with the
+    /// request's RelayState: the page the gateway answers with (it must refuse).
+    async fn refused(&self, change: impl FnOnce(&mut ResponseSpec)) -> String {
+        let (id, relay) = self.begin().await;
+        let mut spec = self.idp.spec(Some(&id)).unwrap();
+        change(&mut spec);
+        let response = self.idp.response(&spec).unwrap();
+        self.refused_raw(&response, Some(&relay)).await
+    }
+
+    async fn refused_raw(&self, response: &str, relay: Option<&str>) -> String {
+        match self.post(response, relay).await {
+            Outcome::Page(s, body) => {
+                assert!((400..500).contains(&s), "{s} {body}");
+                body
+            }
+            Outcome::App(c) => panic!("a bad response was accepted (code {c})"),
+        }
+    }
+
+    /// A response XML answering a fresh request, and that request's RelayState.
+    async fn signed_xml(&self, signing: Signing) -> (String, String, ResponseSpec) {
+        let (id, relay) = self.begin().await;
+        let mut spec = self.idp.spec(Some(&id)).unwrap();
+        spec.signing = signing;
+        (self.idp.response_xml(&spec).unwrap(), relay, spec)
+    }
+
+    async fn sso_logins(&self) -> i64 {
+        partner_gateway::with_db!(self.app.db(), pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'sso.login'").fetch_one(pool).await
+        })
+        .unwrap()
+    }
+}
+
+fn b64(xml: &str) -> String {
+    STANDARD.encode(xml)
+}
+
+fn assert_refusal(body: &str, fragment: &str) {
+    assert!(
+        body.contains(fragment),
+        "expected the refusal to say {fragment:?}:\n{body}"
+    );
+}
+
+both_backends! {
+    async fn a_shibboleth_sp_initiated_login_hands_the_user_to_the_app(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        // The SP metadata has what an IdP administrator registers.
+        let md = env.sp_metadata().await;
+        assert!(md.contains(&format!("entityID=\"{}\"", env.entity_id())), "{md}");
+        assert!(md.contains(&format!("Location=\"{}\"", env.acs())));
+        assert!(md.contains("use=\"signing\"") && md.contains("use=\"encryption\""));
+        assert!(md.contains("WantAssertionsSigned=\"true\""));
+        // The redirect carries a deflated AuthnRequest and a RelayState.
+        let url = env.start_url().await;
+        let u = url::Url::parse(&url).unwrap();
+        let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
+        assert!(url.contains("/idp/profile/SAML2/Redirect/SSO?"), "{url}");
+        assert!(q.contains_key("SAMLRequest") && q["RelayState"].len() >= 40);
+        assert!(!q.contains_key("Signature"));
+        let (response, relay) = env.at_idp(&url).await;
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("no app redirect") };
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{launch}");
+        assert_eq!(launch["kind"], "sso");
+        assert_eq!(launch["partner"], PARTNER);
+        assert_eq!(launch["protocol"], "saml");
+        assert_eq!(launch["user"]["id"], "AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=");
+        assert_eq!(launch["user"]["name"], "Grace Hopper");
+        assert_eq!(launch["email"], "grace.hopper@uni.example");
+        assert_eq!(launch["groups"], serde_json::json!(["cs-faculty", "course-admins"]));
+        assert_eq!(launch["connection"], CONNECTION);
+        assert_eq!(launch["organisation"], "State University");
+        assert_eq!(launch["issuer"], env.idp.entity_id());
+        let attrs = &launch["claims"]["attributes"];
+        assert_eq!(attrs["eduPersonPrincipalName"], serde_json::json!(["ghopper@uni.example"]));
+        assert_eq!(attrs["urn:oid:1.3.6.1.4.1.5923.1.1.1.9"], serde_json::json!(["faculty@uni.example", "member@uni.example"]));
+        assert_eq!(launch["claims"]["name_id_format"], "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent");
+        assert_eq!(env.sso_logins().await, 1);
+        // The same response again: its RelayState is spent.
+        let body = env.refused_raw(&response, relay.as_deref()).await;
+        assert_refusal(&body, "already used");
+        assert_eq!(env.sso_logins().await, 1);
+    }
+
+    async fn encrypted_assertions_are_decrypted_and_can_be_required(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "require_encrypted_assertions = true").await else { return };
+        // In clear: refused.
+        let body = env.refused(|_| {}).await;
+        assert_refusal(&body, "requires encrypted assertions");
+        // Encrypted to the certificate in the SP metadata: accepted.
+        env.idp.set_encrypt(true);
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        let xml = String::from_utf8(STANDARD.decode(&response).unwrap()).unwrap();
+        assert!(xml.contains("EncryptedAssertion") && !xml.contains("Grace Hopper"));
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("no app redirect") };
+        let (_, launch) = env.exchange(&code).await;
+        assert_eq!(launch["user"]["name"], "Grace Hopper");
+        assert_eq!(launch["email"], "grace.hopper@uni.example");
+    }
+
+    async fn an_adfs_login_with_signed_requests_and_claim_uris(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Adfs, "sign_authn_requests = true").await else { return };
+        assert!(env.sp_metadata().await.contains("AuthnRequestsSigned=\"true\""));
+        let url = env.start_url().await;
+        assert!(url.contains("&SigAlg=") && url.contains("&Signature="), "{url}");
+        // The mock IdP checks the request's signature with the SP metadata's certificate.
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        let (_, launch) = env.exchange(&code).await;
+        assert_eq!(launch["user"]["name"], "Grace Hopper");
+        assert_eq!(launch["email"], "grace.hopper@uni.example");
+        assert_eq!(launch["groups"], serde_json::json!(["cs-faculty", "course-admins"]));
+        // A request whose signature was tampered with is refused by the IdP.
+        let url = env.start_url().await.replace("RelayState=", "RelayState=x");
+        assert_eq!(env.browser.get(&url).send().await.unwrap().status(), 400);
+    }
+
+    async fn idp_initiated_responses_only_where_allowed_and_once(backend) {
+        // Not allowed: refused.
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        let r = env.idp.response(&env.idp.spec(None).unwrap()).unwrap();
+        assert_refusal(&env.refused_raw(&r, None).await, "does not accept sign-ins started at the identity provider");
+        // Allowed: accepted once, with the portal's own RelayState ignored.
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "allow_idp_initiated = true").await else { return };
+        let r = env.idp.response(&env.idp.spec(None).unwrap()).unwrap();
+        let Outcome::App(code) = env.post(&r, Some("https://portal.uni.example/apps")).await else { panic!("no app redirect") };
+        assert_eq!(env.exchange(&code).await.0, 200);
+        // The same assertion again: its id was used.
+        assert_refusal(&env.refused_raw(&r, None).await, "already used");
+        // An unsolicited response claiming to answer a request the gateway never sent.
+        let r = env.idp.response(&env.idp.spec(Some("_not-ours")).unwrap()).unwrap();
+        assert_refusal(&env.refused_raw(&r, None).await, "did not send");
+        assert_eq!(env.sso_logins().await, 1);
+    }
+
+    async fn saml_responses_the_sp_must_refuse(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        let other_acs = "https://evil.example/acs".to_owned();
+
+        // Unsigned.
+        assert_refusal(&env.refused(|s| s.signing = Signing::None).await, "signature does not verify");
+        // Audience: another SP's, or none at all.
+        assert_refusal(&env.refused(|s| s.audience = Some("https://other-sp.example".into())).await, "another audience");
+        assert_refusal(&env.refused(|s| s.audience = None).await, "another audience");
+        // Destination and Recipient elsewhere.
+        assert_refusal(&env.refused(|s| s.destination = Some(other_acs.clone())).await, "Destination");
+        let acs = other_acs.clone();
+        assert_refusal(&env.refused(move |s| s.recipient = acs).await, "Recipient");
+        // Expired, and not yet valid.
+        assert_refusal(&env.refused(|s| {
+            s.issue_instant -= chrono::Duration::minutes(20);
+            s.not_before -= chrono::Duration::minutes(20);
+            s.not_on_or_after = chrono::Utc::now() - chrono::Duration::minutes(10);
+        }).await, "expired");
+        assert_refusal(&env.refused(|s| s.not_before = chrono::Utc::now() + chrono::Duration::minutes(10)).await, "not valid yet");
+        // Answering a request the gateway did not send.
+        assert_refusal(&env.refused(|s| s.in_response_to = Some("_forged".into())).await, "did not send");
+        // Another issuer (signed with the right key, claiming another IdP).
+        assert_refusal(&env.refused(|s| s.issuer = "https://other-idp.example/idp".into()).await, "another IdP");
+        // The IdP said no.
+        assert_refusal(&env.refused(|s| s.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into()).await, "did not sign you in");
+
+        // An attribute changed after signing.
+        let (xml, relay, _) = env.signed_xml(Signing::Response).await;
+        let tampered = xml.replace("grace.hopper@uni.example", "admin@uni.example");
+        assert_ne!(tampered, xml);
+        assert_refusal(&env.refused_raw(&b64(&tampered), Some(&relay)).await, "signature does not verify");
+
+        // A comment inside the NameID (it would not change the signed canonical form).
+        let (xml, relay, spec) = env.signed_xml(Signing::Response).await;
+        let split = spec.name_id.replacen("zZW", "zZ<!---->W", 1);
+        let commented = xml.replace(&spec.name_id, &split);
+        assert_ne!(commented, xml);
+        assert_refusal(&env.refused_raw(&b64(&commented), Some(&relay)).await, "comment");
+
+        // A replayed assertion id inside a fresh, validly signed response.
+        let Outcome::App(_) = env.login().await else { panic!("the baseline login failed") };
+        let used = env.idp.requests().len();
+        assert!(used > 0);
+        let (id, relay) = env.begin().await;
+        let first = env.idp.spec(Some(&id)).unwrap();
+        let Outcome::App(_) = env.post(&env.idp.response(&first).unwrap(), Some(&relay)).await else { panic!("login failed") };
+        let (id2, relay2) = env.begin().await;
+        let mut again = env.idp.spec(Some(&id2)).unwrap();
+        again.assertion_id = first.assertion_id.clone();
+        assert_refusal(&env.refused_raw(&env.idp.response(&again).unwrap(), Some(&relay2)).await, "already used");
+    }
+
+    async fn signature_wrapping_variants_are_refused(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        let evil_assertion = |spec: &ResponseSpec| {
+            format!(
+                "<saml:Assertion xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_evil\" IssueInstant=\"{t}\" Version=\"2.0\"><saml:Issuer>{iss}</saml:Issuer><saml:Subject><saml:NameID>admin</saml:NameID><saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\"><saml:SubjectConfirmationData InResponseTo=\"{irt}\" NotOnOrAfter=\"{exp}\" Recipient=\"{acs}\"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions><saml:AudienceRestriction><saml:Audience>{aud}</saml:Audience></saml:AudienceRestriction></saml:Conditions></saml:Assertion>",
+                t = spec.issue_instant.format("%Y-%m-%dT%H:%M:%SZ"),
+                exp = spec.not_on_or_after.format("%Y-%m-%dT%H:%M:%SZ"),
+                iss = spec.issuer,
+                irt = spec.in_response_to.clone().unwrap_or_default(),
+                acs = spec.recipient,
+                aud = spec.audience.clone().unwrap_or_default(),
+            )
+        };
+        let cut = |xml: &str, from: &str, to: &str| -> String {
+            let a = xml.find(from).unwrap();
+            let b = xml.rfind(to).unwrap() + to.len();
+            xml[a..b].to_owned()
+        };
+
+        // XSW1/2: a forged Response around the signed one, hidden in Extensions.
+        let (xml, relay, spec) = env.signed_xml(Signing::Response).await;
+        let signed = cut(&xml, "<samlp:Response", "</samlp:Response>");
+        let forged = format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_evilresp\" Version=\"2.0\" IssueInstant=\"{t}\" Destination=\"{acs}\" InResponseTo=\"{irt}\"><saml:Issuer xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">{iss}</saml:Issuer><samlp:Extensions>{signed}</samlp:Extensions><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>{evil}</samlp:Response>",
+            t = spec.issue_instant.format("%Y-%m-%dT%H:%M:%SZ"),
+            acs = env.acs(),
+            irt = spec.in_response_to.clone().unwrap(),
+            iss = spec.issuer,
+            evil = evil_assertion(&spec),
+        );
+        assert_refusal(&env.refused_raw(&b64(&forged), Some(&relay)).await, "wrapping");
+
+        // XSW3: a forged assertion beside the signed one.
+        let (xml, relay, spec) = env.signed_xml(Signing::Assertion).await;
+        let forged = xml.replacen("<saml:Assertion", &format!("{}<saml:Assertion", evil_assertion(&spec)), 1);
+        assert_refusal(&env.refused_raw(&b64(&forged), Some(&relay)).await, "wrapping");
+
+        // XSW4: the signed assertion moved inside the forged one.
+        let (xml, relay, spec) = env.signed_xml(Signing::Assertion).await;
+        let signed = cut(&xml, "<saml:Assertion", "</saml:Assertion>");
+        let evil = evil_assertion(&spec).replace("</saml:Assertion>", &format!("{signed}</saml:Assertion>"));
+        let forged = xml.replace(&signed, &evil);
+        assert_refusal(&env.refused_raw(&b64(&forged), Some(&relay)).await, "wrapping");
+
+        // XSW7/8-like: the signature's digest covers another element (an Extensions the
+        // attacker had signed), and the assertion beside it is unsigned.
+        let (_, relay, spec) = env.signed_xml(Signing::None).await;
+        let template = env.idp.signature_template("_ext");
+        let doc = format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_r\" Version=\"2.0\" IssueInstant=\"{t}\" Destination=\"{acs}\" InResponseTo=\"{irt}\"><saml:Issuer xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">{iss}</saml:Issuer>{template}<samlp:Extensions ID=\"_ext\"><x xmlns=\"urn:x\">harmless</x></samlp:Extensions><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>{evil}</samlp:Response>",
+            t = spec.issue_instant.format("%Y-%m-%dT%H:%M:%SZ"),
+            acs = env.acs(),
+            irt = spec.in_response_to.clone().unwrap(),
+            iss = spec.issuer,
+            evil = evil_assertion(&spec),
+        );
+        let signed_other = env.idp.sign(&doc).unwrap();
+        assert_refusal(&env.refused_raw(&b64(&signed_other), Some(&relay)).await, "points elsewhere");
+
+        // A DOCTYPE (entity expansion) is refused outright.
+        let (xml, relay, _) = env.signed_xml(Signing::Response).await;
+        let body = xml.split_once("?>").map(|(_, r)| r).unwrap_or(&xml);
+        let with_dtd = format!("<!DOCTYPE r [<!ENTITY a \"aaaa\">]>{body}");
+        assert_refusal(&env.refused_raw(&b64(&with_dtd), Some(&relay)).await, "DOCTYPE");
+        assert_eq!(env.sso_logins().await, 0);
+    }
+
+    async fn saml_connections_are_listed_for_admins(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        let admin = env.app.admin().await;
+        let body: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        let c = &body["connections"][0];
+        assert_eq!(c["protocol"], "saml");
+        assert_eq!(c["sp_metadata_url"], env.entity_id());
+        assert_eq!(c["acs_url"], env.acs());
+        assert_eq!(c["idp_metadata_url"], env.idp.metadata_url());
+        // An unknown or non-SAML connection has no metadata.
+        let r = env.browser.get(format!("{}/sso/saml/nope/metadata", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        // An empty post names what is missing.
+        let r = env.browser.post(env.acs()).form(&[("RelayState", "x")]).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("SAMLResponse"));
+    }
+}
