@@ -5,6 +5,7 @@
 //! pending requests and used assertions live in the store, `login.rs` holds a sign-in's
 //! two halves and `routes.rs` the thin HTTP handlers.
 
+pub mod admin;
 pub mod connection;
 pub mod login;
 pub mod oidc;

@@ -22,7 +22,14 @@ pub fn router() -> Router<AppState> {
         .route("/sso/oidc/callback", get(callback))
         .route("/sso/saml/{connection}/metadata", get(saml_metadata))
         .route("/sso/saml/{connection}/acs", post(saml_acs))
-        .route("/v1/sso/connections", get(list_connections))
+        .route(
+            "/v1/sso/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route(
+            "/v1/sso/connections/{connection}",
+            axum::routing::delete(delete_connection),
+        )
 }
 
 /// Every connection with what its IdP administrator registers (the redirect URI) and the
@@ -39,6 +46,30 @@ async fn list_connections(
         .map(|f| describe(&state, f))
         .collect();
     Ok(axum::Json(json!({ "connections": list })))
+}
+
+/// Create a connection at runtime, checked against the IdP before it is saved.
+async fn create_connection(
+    State(state): State<AppState>,
+    caller: crate::http::auth::Caller,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), crate::http::ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        crate::http::ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
+    })?;
+    let found = super::admin::create(&state, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(describe(&state, &found))))
+}
+
+async fn delete_connection(
+    State(state): State<AppState>,
+    caller: crate::http::auth::Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, crate::http::ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    super::admin::delete(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A connection as its IdP administrator needs it: for OIDC the redirect URI to

@@ -236,3 +236,14 @@ pub async fn insert_connection(
     tx.commit().await?;
     Ok(Ok(()))
 }
+
+/// Delete a runtime connection and its domains; `false` when there was none.
+pub async fn delete_connection(db: &Db, id: &str) -> anyhow::Result<bool> {
+    let mut tx = db.begin().await?;
+    let sql = "DELETE FROM sso_connection_domains WHERE connection_id = $1";
+    with_tx!(&mut tx, c => sqlx::query(sql).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    let sql = "DELETE FROM sso_connections WHERE id = $1";
+    let n = with_tx!(&mut tx, c => sqlx::query(sql).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}

@@ -154,6 +154,20 @@ app_url = "{APP_URL}"
         )
     }
 
+    /// The IdP's form for another connection's ACS.
+    async fn at_idp_for(&self, url: &str, connection: &str) -> (String, Option<String>) {
+        let r = self.browser.get(url).send().await.unwrap();
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains(&format!("/sso/saml/{connection}/acs")),
+            "{html}"
+        );
+        (
+            form_value(&html, "SAMLResponse").unwrap(),
+            form_value(&html, "RelayState"),
+        )
+    }
+
     /// Start a sign-in and stop at the IdP: (AuthnRequest ID, RelayState).
     async fn begin(&self) -> (String, String) {
         let url = self.start_url().await;
@@ -479,5 +493,90 @@ both_backends! {
         let r = env.browser.post(env.acs()).form(&[("RelayState", "x")]).send().await.unwrap();
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains("SAMLResponse"));
+    }
+
+    async fn admins_create_and_delete_connections_at_runtime(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        let admin = env.app.admin().await;
+        let post = |body: Value| {
+            let req = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&admin).json(&body);
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let good = serde_json::json!({
+            "partner": PARTNER,
+            "id": "uni-runtime",
+            "protocol": "saml",
+            "idp_metadata_url": env.idp.metadata_url(),
+            "domains": ["runtime.uni.example"],
+            "app_url": APP_URL,
+            "allow_idp_initiated": true,
+        });
+        // Field problems, each named, and nothing saved.
+        let (s, b) = post(serde_json::json!({"id": "x", "protocol": "saml", "app_url": APP_URL})).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["errors"].to_string().contains("partner"), "{b}");
+        let mut bad = good.clone();
+        bad["idp_metadata_url"] = Value::Null;
+        bad["idp_metadata_file"] = "/etc/passwd".into();
+        let (s, b) = post(bad).await;
+        assert_eq!(s, 400);
+        assert!(b["errors"].to_string().contains("idp_metadata_file"), "{b}");
+        let mut bad = good.clone();
+        bad["protocol"] = "saml2".into();
+        assert_eq!(post(bad).await.0, 400);
+        let mut bad = good.clone();
+        bad["domains"] = serde_json::json!(["uni.example"]);
+        let (s, b) = post(bad).await;
+        assert_eq!(s, 409, "{b}");
+        // The IdP is asked before anything is saved: metadata that is not there, and an
+        // OIDC issuer with no discovery, are refused.
+        let mut bad = good.clone();
+        bad["idp_metadata_url"] = format!("{}/nothing-here", env.gateway).into();
+        let (s, b) = post(bad).await;
+        assert_eq!(s, 422, "{b}");
+        assert!(b["detail"].as_str().unwrap().contains("metadata"), "{b}");
+        let (s, b) = post(serde_json::json!({
+            "partner": PARTNER, "id": "oidc-runtime", "protocol": "oidc",
+            "issuer": format!("{}/no-oidc", env.gateway), "client_id": "c", "client_secret": "s",
+            "app_url": APP_URL,
+        })).await;
+        assert_eq!(s, 422, "{b}");
+        let body: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        assert_eq!(body["connections"].as_array().unwrap().len(), 1, "{body}");
+        // Only admins.
+        let r = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&env.app_key).json(&good).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+
+        // Created: listed, with SP metadata, and people sign in through it.
+        let (s, b) = post(good.clone()).await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["sp_metadata_url"], format!("{}/sso/saml/uni-runtime/metadata", env.gateway));
+        assert_eq!(post(good.clone()).await.0, 409);
+        let md = env.browser.get(b["sp_metadata_url"].as_str().unwrap()).send().await.unwrap().text().await.unwrap();
+        env.idp.register_sp(&md).unwrap();
+        let r = env.browser.get(format!("{}/sso/start?email=grace%40runtime.uni.example", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let (response, relay) = env.at_idp_for(r.headers()["location"].to_str().unwrap(), "uni-runtime").await;
+        let r = env.browser.post(format!("{}/sso/saml/uni-runtime/acs", env.gateway))
+            .form(&[("SAMLResponse", response), ("RelayState", relay.unwrap())]).send().await.unwrap();
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let code = url::Url::parse(&loc).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200);
+        assert_eq!(launch["connection"], "uni-runtime");
+        assert_eq!(launch["organisation"], "State University");
+
+        // Deleted: gone from the list and from sign-in; config connections stay.
+        let del = |id: &str| env.app.client.delete(env.app.url(&format!("/v1/sso/connections/{id}"))).bearer_auth(&admin).send();
+        assert_eq!(del("uni-runtime").await.unwrap().status(), 204);
+        assert_eq!(del("uni-runtime").await.unwrap().status(), 404);
+        assert_eq!(del(CONNECTION).await.unwrap().status(), 409);
+        let r = env.browser.get(format!("{}/sso/start?organisation=uni-runtime", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
     }
 }
