@@ -499,7 +499,7 @@ impl Shared {
             assertion = assertion[i..].trim_end().to_owned();
         }
         if let Some(cert) = &s.encrypt_to {
-            assertion = encrypt(&assertion, cert)?;
+            assertion = encrypt(&assertion, cert, self.vendor)?;
         }
         let irt = s
             .in_response_to
@@ -628,8 +628,9 @@ fn attr(name: &str, friendly: &str, values: Vec<String>) -> Attr {
 }
 
 /// XML Encryption of the assertion: AES-128-GCM content key, wrapped with RSA-OAEP
-/// (MGF1-SHA1) under the SP's certificate.
-fn encrypt(assertion: &str, cert_der: &[u8]) -> anyhow::Result<String> {
+/// (MGF1-SHA1) under the SP's certificate. Shibboleth (OpenSAML) writes `ds:KeyInfo` with
+/// its prefix declared on it; ADFS (.NET) a `KeyInfo` in the default namespace.
+fn encrypt(assertion: &str, cert_der: &[u8], vendor: SamlIdpVendor) -> anyhow::Result<String> {
     use openssl::symm::{Cipher, encrypt_aead};
     let key: [u8; 16] = rand::random();
     let iv: [u8; 12] = rand::random();
@@ -651,15 +652,27 @@ fn encrypt(assertion: &str, cert_der: &[u8]) -> anyhow::Result<String> {
     let mut wrapped = vec![0u8; rsa.size() as usize];
     let n = rsa.public_encrypt(&key, &mut wrapped, openssl::rsa::Padding::PKCS1_OAEP)?;
     wrapped.truncate(n);
+    let (open, close) = match vendor {
+        SamlIdpVendor::Shibboleth => (
+            "<ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">",
+            "</ds:KeyInfo>",
+        ),
+        SamlIdpVendor::Adfs => (
+            "<KeyInfo xmlns=\"http://www.w3.org/2000/09/xmldsig#\">",
+            "</KeyInfo>",
+        ),
+    };
     Ok(format!(
         "<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" Type=\"http://www.w3.org/2001/04/xmlenc#Element\">\
 <xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
-<ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><xenc:EncryptedKey>\
-<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"><ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/></xenc:EncryptionMethod>\
-<xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>\
+{open}<xenc:EncryptedKey>\
+<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"><DigestMethod xmlns=\"http://www.w3.org/2000/09/xmldsig#\" Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/></xenc:EncryptionMethod>\
+<xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey>{close}\
 <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>",
         STANDARD.encode(wrapped),
-        STANDARD.encode(value)
+        STANDARD.encode(value),
+        open = open,
+        close = close,
     ))
 }
 

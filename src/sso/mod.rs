@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod routes;
 pub mod saml;
 pub mod store;
+pub mod xmlenc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

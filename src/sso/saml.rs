@@ -353,6 +353,8 @@ enum Scan {
 struct Shape {
     assertions: usize,
     encrypted: usize,
+    /// The Response itself carries a signature (a `ds:Signature` child).
+    response_signed: bool,
 }
 
 /// A pass over the raw XML before any of it is trusted: no DTD (entity expansion), no
@@ -414,6 +416,9 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
                 if depth == 1 && local == b"EncryptedAssertion" {
                     shape.encrypted += 1;
                 }
+                if depth == 1 && local == b"Signature" {
+                    shape.response_signed = true;
+                }
                 if local == b"EncryptionMethod" {
                     for a in e.attributes().flatten() {
                         if a.key.local_name().as_ref() == b"Algorithm"
@@ -438,9 +443,15 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
     Ok(shape)
 }
 
-fn map_error(e: &SpError, sp: &Sp) -> Refusal {
+fn map_error(e: &SpError, sp: &Sp, decrypting: bool) -> Refusal {
     use SpError as E;
     match e {
+        // samael reports a failed key unwrap or cipher as a crypto error; with an
+        // encrypted assertion that is a decryption failure (tried with the next key).
+        E::CryptoProviderError(_) | E::CryptoXmlError(_) if decrypting => refuse(
+            "decryption",
+            "the encrypted assertion could not be decrypted with the gateway's key (check that the IdP encrypts to the certificate in the gateway's SP metadata)",
+        ),
         E::FailedToValidateSignature => refuse(
             "signature",
             "the response's signature does not verify with the IdP's certificate, or part of the response is outside what the IdP signed (the response or its assertion must be signed with SHA-256 or stronger)",
@@ -557,12 +568,33 @@ pub fn validate_response(
             "this connection requires encrypted assertions and the assertion arrived in clear",
         ));
     }
+    let mut xml = xml;
+    // Who decrypts: samael, when the Response signature covers the ciphertext (checked
+    // before decrypting); else the gateway, and the assertion must be signed inside.
+    let samael_decrypts = shape.encrypted > 0 && shape.response_signed;
+    if shape.encrypted > 0 {
+        let enc = super::xmlenc::find(&xml)?
+            .ok_or_else(|| refuse("malformed", "the encrypted assertion could not be found"))?;
+        if samael_decrypts {
+            xml = super::xmlenc::declare_ds_on_key_info(&xml)?;
+        } else {
+            xml = super::xmlenc::decrypt_in_place(&xml, &enc, &sp.keys)?;
+            // What came out of the encryption gets the same checks as everything else.
+            let inner = scan(&xml, Scan::Response)?;
+            if inner.assertions != 1 || inner.encrypted != 0 {
+                return Err(refuse(
+                    "wrapping",
+                    "the decrypted response does not hold exactly one assertion",
+                ));
+            }
+        }
+    }
     let ids: Vec<&str> = request_id.into_iter().collect();
     let unsolicited = request_id.is_none();
     let mut result = Err(refuse("decryption", "the gateway has no SP key"));
     // Each current SP key in turn, for an encrypted assertion (during a key rollover the
     // IdP may still encrypt to the previous one); the first key otherwise.
-    let tries: Vec<Option<&SpKey>> = if shape.encrypted > 0 {
+    let tries: Vec<Option<&SpKey>> = if samael_decrypts {
         sp.keys.iter().map(Some).collect()
     } else {
         vec![sp.keys.first()]
@@ -579,7 +611,7 @@ pub fn validate_response(
         }
         result = provider
             .parse_xml_response(&xml, Some(&ids))
-            .map_err(|e| map_error(&e, sp));
+            .map_err(|e| map_error(&e, sp, samael_decrypts));
         match &result {
             Err(r) if r.code == "decryption" => continue,
             _ => break,

@@ -323,6 +323,33 @@ both_backends! {
         assert_eq!(launch["email"], "grace.hopper@uni.example");
     }
 
+    async fn adfs_encrypted_assertions_signed_inside_or_with_the_response(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Adfs, "require_encrypted_assertions = true").await else { return };
+        env.idp.set_encrypt(true);
+        // ADFS's default: the assertion signed, then encrypted; the Response unsigned. The
+        // gateway decrypts first, then checks the assertion's own signature.
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        let (_, launch) = env.exchange(&code).await;
+        assert_eq!(launch["user"]["name"], "Grace Hopper");
+        // Both signed (and KeyInfo in the default namespace, as .NET writes it).
+        env.idp.set_signing(Signing::Both);
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        assert_eq!(env.exchange(&code).await.0, 200);
+        // Anyone can encrypt to the SP's certificate: an unsigned assertion inside the
+        // encryption is refused, and so is a ciphertext that was tampered with.
+        let body = env.refused(|s| s.signing = Signing::None).await;
+        assert_refusal(&body, "signature does not verify");
+        let (id, relay) = env.begin().await;
+        let mut spec = env.idp.spec(Some(&id)).unwrap();
+        spec.signing = Signing::Assertion;
+        let xml = env.idp.response_xml(&spec).unwrap();
+        let marker = "<xenc:CipherData><xenc:CipherValue>";
+        let at = xml.rfind(marker).unwrap() + marker.len() + 40;
+        let flipped = if &xml[at..at + 1] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{flipped}{}", &xml[..at], &xml[at + 1..]);
+        assert_refusal(&env.refused_raw(&b64(&tampered), Some(&relay)).await, "could not be decrypted");
+    }
+
     async fn an_adfs_login_with_signed_requests_and_claim_uris(backend) {
         let Some(env) = Env::start(backend, SamlIdpVendor::Adfs, "sign_authn_requests = true").await else { return };
         assert!(env.sp_metadata().await.contains("AuthnRequestsSigned=\"true\""));
