@@ -1,7 +1,9 @@
-//! SSO bench: complete OIDC logins per second through the gateway against the mock IdP
-//! (`sandbox::idp`, Okta personality) on loopback, beside a same-run baseline: the mock
-//! IdP's own authorization + token rate (the same client, PKCE and RS256 id_token, without
-//! the gateway).
+//! SSO bench: complete OIDC and SAML logins per second through the gateway against the
+//! mock IdPs on loopback, each beside a same-run baseline: for OIDC the mock IdP's
+//! (`sandbox::idp`, Okta personality) own authorization + token rate (the same client,
+//! PKCE and RS256 id_token, without the gateway); for SAML the mock IdP's
+//! (`sandbox::saml_idp`, Shibboleth personality) own rate of answering an AuthnRequest with
+//! a signed response (RSA-SHA256 through xmlsec).
 //!
 //! ```sh
 //! cargo bench --bench sso                                   # SQLite, then PostgreSQL
@@ -14,7 +16,12 @@
 //! authorize (code issued) -> `GET /sso/oidc/callback` (state spent, code exchanged with
 //! PKCE and client_secret_basic, id_token verified, launch + `sso.login` + handoff in one
 //! transaction) -> `POST /v1/launches/exchange`. Discovery and JWKS are cached after the
-//! first login, as in production. Afterwards the bench checks one `sso.login` per login.
+//! first login, as in production. A SAML login: `GET /sso/start?organisation=` (AuthnRequest,
+//! RelayState stored) -> the IdP's SSO URL (signed Response in an auto-post form) ->
+//! `POST /sso/saml/{connection}/acs` (RelayState spent, signature verified with xmlsec,
+//! conditions checked, assertion id recorded, launch + `sso.login` + handoff in one
+//! transaction) -> `POST /v1/launches/exchange`. Afterwards the bench checks one
+//! `sso.login` per login.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +35,7 @@ use partner_gateway::app::{self, AppState};
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
 use partner_gateway::sandbox::idp::{IdpUser, IdpVendor, MockIdp};
+use partner_gateway::sandbox::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 use partner_gateway::smart::flow::{pkce_challenge, random_token};
 use tokio_util::sync::CancellationToken;
 
@@ -152,6 +160,56 @@ async fn idp_only(b: &reqwest::Client, issuer: &str, redirect: &str) -> anyhow::
     Ok(())
 }
 
+fn form_value(html: &str, name: &str) -> anyhow::Result<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).context("no form field")? + marker.len();
+    let end = html[start..].find('"').context("no end of field")? + start;
+    Ok(html[start..end]
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&"))
+}
+
+/// One whole SAML login; returns when the app holds the launch.
+async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
+    let r = b
+        .get(format!("{gateway}/sso/start?organisation=bench-saml"))
+        .send()
+        .await?;
+    let to_idp = location(&r)?;
+    let html = b.get(&to_idp).send().await?.text().await?;
+    let form = [
+        ("SAMLResponse", form_value(&html, "SAMLResponse")?),
+        ("RelayState", form_value(&html, "RelayState")?),
+    ];
+    let r = b
+        .post(format!("{gateway}/sso/saml/bench-saml/acs"))
+        .form(&form)
+        .send()
+        .await?;
+    let to_app = location(&r)?;
+    let code = url::Url::parse(&to_app)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context("no code for the app")?;
+    let r = b
+        .post(format!("{gateway}/v1/launches/exchange"))
+        .bearer_auth(app_key)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "exchange answered {}", r.status());
+    Ok(())
+}
+
+/// The SAML IdP's part alone: an AuthnRequest answered with a signed response.
+async fn saml_idp_only(b: &reqwest::Client, sso_url: &str) -> anyhow::Result<()> {
+    let r = b.get(sso_url).send().await?;
+    anyhow::ensure!(r.status() == 200, "the IdP answered {}", r.status());
+    anyhow::ensure!(r.text().await?.contains("SAMLResponse"), "no response");
+    Ok(())
+}
+
 struct Figures {
     rate: f64,
     p50: f64,
@@ -243,6 +301,18 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         groups: vec!["clinicians".into()],
     };
     let idp = MockIdp::start(IdpVendor::Okta, CLIENT, SECRET, &redirect, user).await?;
+    let saml_idp = MockSamlIdp::start(
+        SamlIdpVendor::Shibboleth,
+        SamlIdpUser {
+            persistent_id: "bench-persistent-id".into(),
+            principal_name: "ada@bench.example".into(),
+            email: "ada@bench.example".into(),
+            name: "Ada Lovelace".into(),
+            affiliations: vec!["staff@bench.example".into()],
+            groups: vec!["clinicians".into()],
+        },
+    )
+    .await?;
     let layer = format!(
         "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{dir}/master.key\"\n\
          [outbound]\nallow_http = true\nallow_private_networks = true\n[jobs]\nenabled = false\n\
@@ -250,9 +320,13 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
          [[partners]]\nid = \"bench-org\"\nname = \"Bench University\"\nkind = \"idp\"\n\
          [[partners.sso_connections]]\nid = \"bench-idp\"\nprotocol = \"oidc\"\n\
          issuer = \"{issuer}\"\nclient_id = \"{CLIENT}\"\nclient_secret = \"{SECRET}\"\n\
-         domains = [\"bench.example\"]\napp_url = \"https://app.example.test/sso\"\n",
+         domains = [\"bench.example\"]\napp_url = \"https://app.example.test/sso\"\n\
+         [[partners.sso_connections]]\nid = \"bench-saml\"\nprotocol = \"saml\"\n\
+         idp_metadata_url = \"{saml_metadata}\"\n\
+         domains = [\"saml.bench.example\"]\napp_url = \"https://app.example.test/sso\"\n",
         dir = dir.path().display(),
         issuer = idp.issuer(),
+        saml_metadata = saml_idp.metadata_url(),
     );
     let layers = vec![
         Layer {
@@ -275,43 +349,70 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     ));
     let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench")).await?;
     let b = browser();
-    // Warm-up: discovery, JWKS, connection pools.
+    // The IdP administrator's step: load the SP metadata.
+    let md = b
+        .get(format!("{gateway}/sso/saml/bench-saml/metadata"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    saml_idp.register_sp(&md)?;
+    // Warm-up: discovery, JWKS, IdP metadata, SP key, connection pools.
     for _ in 0..20 {
         login(&b, &gateway, &app_key).await?;
         idp_only(&b, &idp.issuer(), &redirect).await?;
+        login_saml(&b, &gateway, &app_key).await?;
     }
+    // A valid AuthnRequest URL for the SAML baseline (the mock answers it every time).
+    let sso_url = location(
+        &b.get(format!("{gateway}/sso/start?organisation=bench-saml"))
+            .send()
+            .await?,
+    )?;
     let issuer = idp.issuer();
-    for (label, sequential) in [("sequential", true), ("workers", false)] {
-        let (g, k) = (gateway.clone(), app_key.clone());
-        let b1 = b.clone();
-        let a = measure(o, sequential, move || {
-            let (b, g, k) = (b1.clone(), g.clone(), k.clone());
-            async move { login(&b, &g, &k).await }
-        })
-        .await?;
-        let (i, r) = (issuer.clone(), redirect.clone());
-        let b2 = b.clone();
-        let base = measure(o, sequential, move || {
-            let (b, i, r) = (b2.clone(), i.clone(), r.clone());
-            async move { idp_only(&b, &i, &r).await }
-        })
-        .await?;
-        let mode = if sequential {
-            "sequential".to_owned()
-        } else {
-            format!("{} workers, {} s", o.workers, o.secs)
-        };
-        println!(
-            "  {label:10} ({mode}): gateway logins {:.1}/s (p50 {:.2} ms, p99 {:.2} ms, {} logins); \
-             IdP alone {:.1}/s (p50 {:.2} ms); ratio {:.2}",
-            a.rate,
-            a.p50,
-            a.p99,
-            a.n,
-            base.rate,
-            base.p50,
-            a.rate / base.rate
-        );
+    for protocol in ["oidc", "saml"] {
+        for (label, sequential) in [("sequential", true), ("workers", false)] {
+            let (g, k) = (gateway.clone(), app_key.clone());
+            let b1 = b.clone();
+            let a = measure(o, sequential, move || {
+                let (b, g, k) = (b1.clone(), g.clone(), k.clone());
+                async move {
+                    match protocol {
+                        "oidc" => login(&b, &g, &k).await,
+                        _ => login_saml(&b, &g, &k).await,
+                    }
+                }
+            })
+            .await?;
+            let (i, r, u) = (issuer.clone(), redirect.clone(), sso_url.clone());
+            let b2 = b.clone();
+            let base = measure(o, sequential, move || {
+                let (b, i, r, u) = (b2.clone(), i.clone(), r.clone(), u.clone());
+                async move {
+                    match protocol {
+                        "oidc" => idp_only(&b, &i, &r).await,
+                        _ => saml_idp_only(&b, &u).await,
+                    }
+                }
+            })
+            .await?;
+            let mode = if sequential {
+                "sequential".to_owned()
+            } else {
+                format!("{} workers, {} s", o.workers, o.secs)
+            };
+            println!(
+                "  {protocol} {label:10} ({mode}): gateway logins {:.1}/s (p50 {:.2} ms, p99 {:.2} ms, {} logins); \
+                 IdP alone {:.1}/s (p50 {:.2} ms); ratio {:.2}",
+                a.rate,
+                a.p50,
+                a.p99,
+                a.n,
+                base.rate,
+                base.p50,
+                a.rate / base.rate
+            );
+        }
     }
     let events: i64 = partner_gateway::with_db!(&state.db, pool => {
         sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'sso.login'").fetch_one(pool).await

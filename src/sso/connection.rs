@@ -360,4 +360,37 @@ app_url = "/relative""#,
         }
         assert!(toml::from_str::<SsoConnection>("id = \"a\"\nprotocol = \"saml2\"").is_err());
     }
+
+    #[test]
+    fn saml_connections_need_metadata_and_no_oidc_fields() {
+        let c = parse(
+            r#"id = "uni"
+protocol = "saml"
+idp_metadata_url = "https://idp.uni.example/idp/shibboleth"
+domains = ["uni.example"]
+app_url = "https://app.example.com/sso""#,
+        );
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!(c.attributes.subject, ["NameID"]);
+        let c = parse(
+            r#"id = "uni"
+protocol = "saml"
+client_id = "x"
+app_url = "https://app.example.com/sso""#,
+        );
+        let fields: Vec<String> = c.problems().into_iter().map(|(f, _)| f).collect();
+        assert!(
+            fields.contains(&"idp_metadata_url".to_owned()),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"client_id".to_owned()), "{fields:?}");
+        let c = parse(
+            r#"id = "uni"
+protocol = "saml"
+idp_metadata_url = "ftp://x"
+idp_metadata_file = "/x.xml"
+app_url = "https://app.example.com/sso""#,
+        );
+        assert!(!c.problems().is_empty());
+    }
 }

@@ -229,6 +229,16 @@ pub fn parse_idp_metadata(xml: &str, want: Option<&str>) -> Result<EntityDescrip
     if chosen.entity_id.as_deref().unwrap_or("").is_empty() {
         return Err("the IdP metadata has no entityID".into());
     }
+    // Metadata past its validUntil is stale by the publisher's own word (SAML metadata
+    // 2.0, 2.3.1): its certificates may have been replaced.
+    if let Some(until) = chosen.valid_until
+        && until < chrono::Utc::now()
+    {
+        return Err(format!(
+            "the IdP metadata expired at {} (validUntil); the IdP must publish a fresh copy",
+            until.to_rfc3339()
+        ));
+    }
     let probe = ServiceProvider {
         idp_metadata: chosen.clone(),
         ..ServiceProvider::default()
@@ -785,4 +795,85 @@ pub fn sp_metadata(
         acs = escape(acs_url),
         org = escape(organisation),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idp(entity: &str, cert: &str, extra: &str) -> String {
+        format!(
+            "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{entity}\"{extra}>\
+<md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">{cert}\
+<md:SingleSignOnService Binding=\"{HTTP_REDIRECT}\" Location=\"https://idp.example/sso\"/>\
+</md:IDPSSODescriptor></md:EntityDescriptor>"
+        )
+    }
+
+    fn cert() -> String {
+        let (_, der) = generate_sp_key("test idp").unwrap_or_else(|e| panic!("{e}"));
+        format!(
+            "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>",
+            STANDARD.encode(der)
+        )
+    }
+
+    #[test]
+    fn one_idp_is_read_and_problems_are_named() {
+        let c = cert();
+        let one = idp("https://a.example/idp", &c, "");
+        let d = parse_idp_metadata(&one, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.entity_id.as_deref(), Some("https://a.example/idp"));
+        assert!(parse_idp_metadata(&one, Some("https://a.example/idp")).is_ok());
+        let e = parse_idp_metadata(&one, Some("https://b.example/idp")).err();
+        assert!(e.is_some_and(|e| e.contains("no IdP with entity id")));
+        let e = parse_idp_metadata(&idp("https://a.example/idp", "", ""), None).err();
+        assert!(e.is_some_and(|e| e.contains("no signing certificate")));
+        let stale = idp(
+            "https://a.example/idp",
+            &c,
+            " validUntil=\"2001-01-01T00:00:00Z\"",
+        );
+        let e = parse_idp_metadata(&stale, None).err();
+        assert!(e.is_some_and(|e| e.contains("expired")));
+        let e = parse_idp_metadata(&format!("<!DOCTYPE x []>{one}"), None).err();
+        assert!(e.is_some_and(|e| e.contains("DOCTYPE")));
+        let e = parse_idp_metadata("<html>not metadata</html>", None).err();
+        assert!(e.is_some());
+    }
+
+    #[test]
+    fn an_aggregate_needs_the_entity_id_to_pick_one() {
+        let c = cert();
+        let agg = format!(
+            "<md:EntitiesDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" Name=\"fed\">{}{}</md:EntitiesDescriptor>",
+            idp("https://a.example/idp", &c, ""),
+            idp("https://b.example/idp", &c, "")
+        );
+        let e = parse_idp_metadata(&agg, None).err();
+        assert!(e.is_some_and(|e| e.contains("names 2 IdPs")));
+        let d = parse_idp_metadata(&agg, Some("https://b.example/idp"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.entity_id.as_deref(), Some("https://b.example/idp"));
+    }
+
+    #[test]
+    fn the_sp_metadata_names_both_key_uses_and_escapes() {
+        let (der, cert) = generate_sp_key("sp").unwrap_or_else(|e| panic!("{e}"));
+        let key = SpKey::from_der("k".into(), &der, cert).unwrap_or_else(|e| panic!("{e}"));
+        let xml = sp_metadata(
+            "https://gw.example/sso/saml/a/metadata",
+            "https://gw.example/sso/saml/a/acs",
+            &[key],
+            true,
+            None,
+            "Fish & Chips U",
+        );
+        assert!(xml.contains("use=\"signing\"") && xml.contains("use=\"encryption\""));
+        assert!(xml.contains("AuthnRequestsSigned=\"true\""));
+        assert!(xml.contains("Fish &amp; Chips U"));
+        // samael reads it back as an SP.
+        let ed: EntityDescriptor = xml.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(ed.sp_sso_descriptors.is_some_and(|v| v.len() == 1));
+    }
 }
