@@ -90,6 +90,9 @@ pub struct ResponseSpec {
     pub signing: Signing,
     /// Encrypt the assertion to this certificate (DER).
     pub encrypt_to: Option<Vec<u8>>,
+    /// The content encryption algorithm's URI (AES-128-GCM by default; AES-128/256 in GCM
+    /// or CBC are produced, any other URI is written as given over AES-128-GCM).
+    pub encrypt_alg: String,
 }
 
 pub struct MockSamlIdp {
@@ -422,6 +425,7 @@ impl Shared {
             attributes,
             status: SUCCESS.into(),
             signing: *lock(&self.signing),
+            encrypt_alg: "http://www.w3.org/2009/xmlenc11#aes128-gcm".into(),
             encrypt_to: if *lock(&self.encrypt) {
                 sp.encryption_cert.clone()
             } else {
@@ -499,7 +503,7 @@ impl Shared {
             assertion = assertion[i..].trim_end().to_owned();
         }
         if let Some(cert) = &s.encrypt_to {
-            assertion = encrypt(&assertion, cert, self.vendor)?;
+            assertion = encrypt(&assertion, cert, self.vendor, &s.encrypt_alg)?;
         }
         let irt = s
             .in_response_to
@@ -630,22 +634,33 @@ fn attr(name: &str, friendly: &str, values: Vec<String>) -> Attr {
 /// XML Encryption of the assertion: AES-128-GCM content key, wrapped with RSA-OAEP
 /// (MGF1-SHA1) under the SP's certificate. Shibboleth (OpenSAML) writes `ds:KeyInfo` with
 /// its prefix declared on it; ADFS (.NET) a `KeyInfo` in the default namespace.
-fn encrypt(assertion: &str, cert_der: &[u8], vendor: SamlIdpVendor) -> anyhow::Result<String> {
-    use openssl::symm::{Cipher, encrypt_aead};
-    let key: [u8; 16] = rand::random();
-    let iv: [u8; 12] = rand::random();
-    let mut tag = [0u8; 16];
-    let ct = encrypt_aead(
-        Cipher::aes_128_gcm(),
-        &key,
-        Some(&iv),
-        &[],
-        assertion.as_bytes(),
-        &mut tag,
-    )?;
-    let mut value = iv.to_vec();
-    value.extend_from_slice(&ct);
-    value.extend_from_slice(&tag);
+fn encrypt(
+    assertion: &str,
+    cert_der: &[u8],
+    vendor: SamlIdpVendor,
+    alg: &str,
+) -> anyhow::Result<String> {
+    use openssl::symm::{Cipher, encrypt, encrypt_aead};
+    let (cipher, gcm) = match alg.rsplit_once('#').map(|(_, n)| n) {
+        Some("aes128-gcm") => (Cipher::aes_128_gcm(), true),
+        Some("aes256-gcm") => (Cipher::aes_256_gcm(), true),
+        Some("aes128-cbc") => (Cipher::aes_128_cbc(), false),
+        Some("aes256-cbc") => (Cipher::aes_256_cbc(), false),
+        _ => (Cipher::aes_128_gcm(), true), // the URI is kept: a test of refusals
+    };
+    let mut key = vec![0u8; cipher.key_len()];
+    openssl::rand::rand_bytes(&mut key)?;
+    let value = if gcm {
+        let iv: [u8; 12] = rand::random();
+        let mut tag = [0u8; 16];
+        let ct = encrypt_aead(cipher, &key, Some(&iv), &[], assertion.as_bytes(), &mut tag)?;
+        [iv.as_slice(), &ct, &tag].concat()
+    } else {
+        // OpenSSL's PKCS#7 padding is one of the paddings XML Encryption allows.
+        let iv: [u8; 16] = rand::random();
+        let ct = encrypt(cipher, &key, Some(&iv), assertion.as_bytes())?;
+        [iv.as_slice(), &ct].concat()
+    };
     let rsa = openssl::x509::X509::from_der(cert_der)?
         .public_key()?
         .rsa()?;
@@ -664,7 +679,7 @@ fn encrypt(assertion: &str, cert_der: &[u8], vendor: SamlIdpVendor) -> anyhow::R
     };
     Ok(format!(
         "<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" Type=\"http://www.w3.org/2001/04/xmlenc#Element\">\
-<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\
+<xenc:EncryptionMethod Algorithm=\"{alg}\"/>\
 {open}<xenc:EncryptedKey>\
 <xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"><DigestMethod xmlns=\"http://www.w3.org/2000/09/xmldsig#\" Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/></xenc:EncryptionMethod>\
 <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey>{close}\
@@ -673,6 +688,7 @@ fn encrypt(assertion: &str, cert_der: &[u8], vendor: SamlIdpVendor) -> anyhow::R
         STANDARD.encode(value),
         open = open,
         close = close,
+        alg = alg,
     ))
 }
 

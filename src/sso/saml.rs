@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use openssl::pkey::{PKey, Private};
 use quick_xml::events::Event;
-use samael::crypto::AllowedSignatureAlgorithm;
+use samael::crypto::{AllowedSignatureAlgorithm, Crypto, CryptoProvider, ReduceMode};
 use samael::metadata::{EntityDescriptor, EntityDescriptorType};
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
@@ -29,7 +29,20 @@ pub const HTTP_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redir
 pub const HTTP_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
-const RSA_1_5: &str = "http://www.w3.org/2001/04/xmlenc#rsa-1_5";
+/// The transforms a SAML signature may name (SAML core 5.4.4).
+const TRANSFORMS: [&str; 5] = [
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+];
+/// The largest IdP metadata read: a federation aggregate (InCommon, eduGAIN) is tens of
+/// megabytes.
+const MAX_METADATA_BYTES: usize = 128 * 1024 * 1024;
+/// The largest SAMLResponse read (base64): signed and encrypted responses with many
+/// attributes are tens of kilobytes.
+const MAX_RESPONSE_BYTES: usize = 512 * 1024;
 
 /// Signature algorithms accepted from an IdP: SHA-256 or stronger (SHA-1 is refused).
 const SIGNATURE_ALGS: [AllowedSignatureAlgorithm; 6] = [
@@ -99,6 +112,7 @@ type MetadataEntries = HashMap<String, (Instant, Arc<EntityDescriptor>)>;
 #[derive(Clone)]
 pub struct IdpMetadataCache {
     cache: Arc<Mutex<MetadataEntries>>,
+    loading: Arc<tokio::sync::Mutex<()>>,
     refresh: Duration,
 }
 
@@ -106,6 +120,7 @@ impl IdpMetadataCache {
     pub fn new(refresh: Duration) -> IdpMetadataCache {
         IdpMetadataCache {
             cache: Arc::default(),
+            loading: Arc::default(),
             refresh,
         }
     }
@@ -123,7 +138,21 @@ impl IdpMetadataCache {
         conn: &SsoConnection,
     ) -> Result<Arc<EntityDescriptor>, String> {
         let key = Self::cache_key(conn);
-        let cached = self.cache.lock().ok().and_then(|m| m.get(&key).cloned());
+        let cached = || {
+            self.cache
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&key).cloned())
+                .filter(|(_, d)| current(d))
+        };
+        if let Some((at, d)) = cached()
+            && at.elapsed() < self.refresh
+        {
+            return Ok(d);
+        }
+        // One refresh at a time: sign-ins arriving meanwhile wait for it, not fetch too.
+        let _one = self.loading.lock().await;
+        let cached = cached();
         if let Some((at, d)) = &cached
             && at.elapsed() < self.refresh
         {
@@ -175,9 +204,22 @@ pub async fn load_idp_metadata(
                 resp.status().as_u16()
             ));
         }
-        resp.text()
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
             .map_err(|e| format!("reading the IdP metadata: {e}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_METADATA_BYTES {
+                return Err(format!(
+                    "the IdP metadata is larger than {} MB",
+                    MAX_METADATA_BYTES / 1024 / 1024
+                ));
+            }
+        }
+        String::from_utf8(body).map_err(|_| "the IdP metadata is not UTF-8".to_owned())?
     } else if let Some(f) = &conn.idp_metadata_file {
         tokio::fs::read_to_string(f)
             .await
@@ -185,7 +227,16 @@ pub async fn load_idp_metadata(
     } else {
         return Err("the connection names no IdP metadata".into());
     };
-    parse_idp_metadata(&xml, conn.idp_entity_id.as_deref())
+    let want = conn.idp_entity_id.clone();
+    // Parsing an aggregate takes a while: off the async threads.
+    tokio::task::spawn_blocking(move || parse_idp_metadata(&xml, want.as_deref()))
+        .await
+        .map_err(|e| format!("parsing the IdP metadata: {e}"))?
+}
+
+/// Still within its validUntil (checked again on every use of a cached copy).
+fn current(d: &EntityDescriptor) -> bool {
+    d.valid_until.is_none_or(|u| u >= chrono::Utc::now())
 }
 
 /// The IdP's entity descriptor from a metadata document (one entity, or an aggregate from
@@ -365,6 +416,8 @@ struct Shape {
     encrypted: usize,
     /// The Response itself carries a signature (a `ds:Signature` child).
     response_signed: bool,
+    signatures: usize,
+    references: usize,
 }
 
 /// A pass over the raw XML before any of it is trusted: no DTD (entity expansion), no
@@ -429,16 +482,38 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
                 if depth == 1 && local == b"Signature" {
                     shape.response_signed = true;
                 }
-                if local == b"EncryptionMethod" {
-                    for a in e.attributes().flatten() {
-                        if a.key.local_name().as_ref() == b"Algorithm"
-                            && a.value.as_ref() == RSA_1_5.as_bytes()
-                        {
-                            return Err(refuse(
-                                "decryption",
-                                "the assertion's key is encrypted with RSA PKCS#1 v1.5, which the gateway refuses (padding-oracle attacks); configure the IdP for RSA-OAEP",
-                            ));
+                if what == Scan::Response {
+                    // Bounded signature work for whatever arrives before it is trusted:
+                    // at most the Response's and the assertion's signatures, one
+                    // reference each, and only the transforms SAML uses (so no XPath,
+                    // no XSLT, no thousands of references to digest).
+                    match local {
+                        b"Signature" => shape.signatures += 1,
+                        b"Reference" => shape.references += 1,
+                        b"Transform" => {
+                            let alg = e
+                                .attributes()
+                                .flatten()
+                                .find(|a| a.key.as_ref() == b"Algorithm")
+                                .map(|a| a.value.into_owned())
+                                .unwrap_or_default();
+                            if !TRANSFORMS.iter().any(|t| t.as_bytes() == alg.as_slice()) {
+                                return Err(refuse(
+                                    "signature",
+                                    format!(
+                                        "the signature uses the transform {:?}; SAML signatures use only enveloped-signature and exclusive C14N",
+                                        String::from_utf8_lossy(&alg)
+                                    ),
+                                ));
+                            }
                         }
+                        _ => {}
+                    }
+                    if shape.signatures > 2 || shape.references > 2 {
+                        return Err(refuse(
+                            "signature",
+                            "the response has more signatures or references than a Response and its assertion need",
+                        ));
                     }
                 }
                 if matches!(ev, Event::Start(_)) {
@@ -453,15 +528,9 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
     Ok(shape)
 }
 
-fn map_error(e: &SpError, sp: &Sp, decrypting: bool) -> Refusal {
+fn map_error(e: &SpError, sp: &Sp) -> Refusal {
     use SpError as E;
     match e {
-        // samael reports a failed key unwrap or cipher as a crypto error; with an
-        // encrypted assertion that is a decryption failure (tried with the next key).
-        E::CryptoProviderError(_) | E::CryptoXmlError(_) if decrypting => refuse(
-            "decryption",
-            "the encrypted assertion could not be decrypted with the gateway's key (check that the IdP encrypts to the certificate in the gateway's SP metadata)",
-        ),
         E::FailedToValidateSignature => refuse(
             "signature",
             "the response's signature does not verify with the IdP's certificate, or part of the response is outside what the IdP signed (the response or its assertion must be signed with SHA-256 or stronger)",
@@ -553,6 +622,15 @@ pub fn validate_response(
     sp: &Sp,
     request_id: Option<&str>,
 ) -> Result<SamlUser, Refusal> {
+    if saml_response.len() > MAX_RESPONSE_BYTES {
+        return Err(refuse(
+            "malformed",
+            format!(
+                "the SAMLResponse is {} bytes; the gateway reads at most {MAX_RESPONSE_BYTES}",
+                saml_response.len()
+            ),
+        ));
+    }
     let compact: String = saml_response
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
@@ -578,56 +656,121 @@ pub fn validate_response(
             "this connection requires encrypted assertions and the assertion arrived in clear",
         ));
     }
-    let mut xml = xml;
-    // Who decrypts: samael, when the Response signature covers the ciphertext (checked
-    // before decrypting); else the gateway, and the assertion must be signed inside.
-    let samael_decrypts = shape.encrypted > 0 && shape.response_signed;
-    if shape.encrypted > 0 {
-        let enc = super::xmlenc::find(&xml)?
-            .ok_or_else(|| refuse("malformed", "the encrypted assertion could not be found"))?;
-        if samael_decrypts {
-            xml = super::xmlenc::declare_ds_on_key_info(&xml)?;
-        } else {
-            xml = super::xmlenc::decrypt_in_place(&xml, &enc, &sp.keys)?;
-            // What came out of the encryption gets the same checks as everything else.
-            let inner = scan(&xml, Scan::Response)?;
-            if inner.assertions != 1 || inner.encrypted != 0 {
-                return Err(refuse(
-                    "wrapping",
-                    "the decrypted response does not hold exactly one assertion",
-                ));
-            }
-        }
+    if shape.encrypted == 0 {
+        return check(&xml, conn, idp, sp, request_id, Verify::Here);
     }
-    let ids: Vec<&str> = request_id.into_iter().collect();
-    let unsolicited = request_id.is_none();
-    let mut result = Err(refuse("decryption", "the gateway has no SP key"));
-    // Each current SP key in turn, for an encrypted assertion (during a key rollover the
-    // IdP may still encrypt to the previous one); the first key otherwise.
-    let tries: Vec<Option<&SpKey>> = if samael_decrypts {
-        sp.keys.iter().map(Some).collect()
-    } else {
-        vec![sp.keys.first()]
-    };
-    for key in tries {
-        let provider = sp.provider(idp, key, unsolicited);
-        // samael skips the signature check when the IdP has no signing certificate;
-        // parse_idp_metadata refuses such metadata, and this makes sure of it.
-        if !matches!(provider.idp_signing_certs(), Ok(Some(_))) {
-            return Err(refuse(
-                "signature",
-                "the IdP metadata has no signing certificate",
+    let enc = super::xmlenc::find(&xml)?
+        .ok_or_else(|| refuse("malformed", "the encrypted assertion could not be found"))?;
+    if shape.response_signed {
+        // The Response signature covers the ciphertext: verify it first (samael, xmlsec),
+        // keep only what it covers, then decrypt that, so nothing unauthenticated is ever
+        // decrypted. The assertion inside needs no signature of its own.
+        let certs = signing_certs(idp)?;
+        let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            &xml,
+            &certs,
+            ReduceMode::ValidateAndMarkNoAncestors,
+            Some(&SIGNATURE_ALGS),
+        )
+        .map_err(|_| map_error(&SpError::FailedToValidateSignature, sp))?;
+        let inner = scan(&signed, Scan::Response)?;
+        if inner.encrypted != 1 || inner.assertions != 0 {
+            return Err(map_error(
+                &SpError::FailedToParseSamlAssertion("no signed assertion".into()),
+                sp,
             ));
         }
-        result = provider
-            .parse_xml_response(&xml, Some(&ids))
-            .map_err(|e| map_error(&e, sp, samael_decrypts));
-        match &result {
-            Err(r) if r.code == "decryption" => continue,
-            _ => break,
+        let enc = super::xmlenc::find(&signed)?
+            .ok_or_else(|| refuse("malformed", "the encrypted assertion could not be found"))?;
+        let decrypted = super::xmlenc::decrypt_in_place(&signed, &enc, &sp.keys)?;
+        let shape = scan(&decrypted, Scan::Response)?;
+        if shape.assertions != 1 || shape.encrypted != 0 {
+            return Err(refuse(
+                "wrapping",
+                "the decrypted response does not hold exactly one assertion",
+            ));
         }
+        return check(&decrypted, conn, idp, sp, request_id, Verify::Done);
     }
-    let assertion = result?;
+    // No Response signature: the assertion must be signed inside its encryption. Anyone
+    // can encrypt to the SP's certificate, so until that signature has verified every
+    // failure reads the same (the real reason is logged): the gateway is no decryption
+    // oracle for a captured ciphertext.
+    let inside = (|| {
+        let decrypted = super::xmlenc::decrypt_in_place(&xml, &enc, &sp.keys)?;
+        let shape = scan(&decrypted, Scan::Response)?;
+        if shape.assertions != 1 || shape.encrypted != 0 {
+            return Err(refuse(
+                "wrapping",
+                "the decrypted response does not hold exactly one assertion",
+            ));
+        }
+        check(&decrypted, conn, idp, sp, request_id, Verify::Here)
+    })();
+    inside.map_err(|r| {
+        tracing::warn!(code = r.code, reason = %r.message, "encrypted SAML response refused");
+        Refusal {
+            code: "decryption",
+            message: "the encrypted assertion could not be decrypted and verified (it must be encrypted to the certificate in the gateway's SP metadata and, when the Response is not signed, signed inside by the IdP)".into(),
+        }
+    })
+}
+
+/// Who checks the signatures in `check`: samael (`Here`), or no one because the document
+/// is already the part a verified signature covers (`Done`).
+#[derive(Clone, Copy, PartialEq)]
+enum Verify {
+    Here,
+    Done,
+}
+
+/// The IdP's signing certificates; none is an error (samael would skip the check).
+fn signing_certs(idp: &EntityDescriptor) -> Result<Vec<samael::crypto::CertificateDer>, Refusal> {
+    let probe = ServiceProvider {
+        idp_metadata: idp.clone(),
+        ..ServiceProvider::default()
+    };
+    match probe.idp_signing_certs() {
+        Ok(Some(c)) if !c.is_empty() => Ok(c),
+        _ => Err(refuse(
+            "signature",
+            "the IdP metadata has no signing certificate",
+        )),
+    }
+}
+
+/// samael's reading and checks of a clear-text response (signatures unless `Done`,
+/// Destination, InResponseTo, issuer, status, times, Recipient), then ours.
+fn check(
+    xml: &str,
+    conn: &SsoConnection,
+    idp: &EntityDescriptor,
+    sp: &Sp,
+    request_id: Option<&str>,
+    verify: Verify,
+) -> Result<SamlUser, Refusal> {
+    let ids: Vec<&str> = request_id.into_iter().collect();
+    let unsolicited = request_id.is_none();
+    let provider = match verify {
+        Verify::Here => {
+            // samael skips the signature check when the IdP has no signing certificate:
+            // make sure there is one.
+            signing_certs(idp)?;
+            sp.provider(idp, sp.keys.first(), unsolicited)
+        }
+        Verify::Done => {
+            // Already verified: an IdP without certificates makes samael read and check
+            // everything else without looking for signatures again.
+            let mut bare = idp.clone();
+            for d in bare.idp_sso_descriptors.iter_mut().flatten() {
+                d.key_descriptors.clear();
+            }
+            sp.provider(&bare, sp.keys.first(), unsolicited)
+        }
+    };
+    let assertion = provider
+        .parse_xml_response(xml, Some(&ids))
+        .map_err(|e| map_error(&e, sp))?;
     check_assertion(&assertion, sp, unsolicited)?;
     user_from(&assertion, conn, sp)
 }
@@ -760,7 +903,7 @@ fn escape(s: &str) -> String {
 /// The SP metadata for one connection: entity id, ACS (HTTP-POST), the certificates to
 /// check AuthnRequest signatures with and to encrypt assertions to (every current SP key,
 /// so a rollover is announced before it happens), and the encryption methods the gateway
-/// can decrypt.
+/// decrypts (`xmlenc.rs`), preferred first.
 pub fn sp_metadata(
     entity_id: &str,
     acs_url: &str,
@@ -776,7 +919,7 @@ pub fn sp_metadata(
             "    <md:KeyDescriptor use=\"signing\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n    </md:KeyDescriptor>\n"
         ));
         kd.push_str(&format!(
-            "    <md:KeyDescriptor use=\"encryption\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes128-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/>\n    </md:KeyDescriptor>\n"
+            "    <md:KeyDescriptor use=\"encryption\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes256-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes128-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#rsa-oaep\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/>\n    </md:KeyDescriptor>\n"
         ));
     }
     let nameid = name_id_format

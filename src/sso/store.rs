@@ -139,8 +139,10 @@ pub async fn spend_assertion(
     now_us: i64,
     expires_at_us: i64,
 ) -> anyhow::Result<bool> {
+    // Kept an hour past their own expiry: a replay checked just before an assertion
+    // expired, and recorded just after, still finds it (clocks of instances differ too).
     let purge = "DELETE FROM sso_saml_assertions WHERE expires_at_us < $1";
-    with_tx!(tx, c => sqlx::query(purge).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    with_tx!(tx, c => sqlx::query(purge).bind(now_us - 3_600_000_000).execute(c).await.map(|r| r.rows_affected()))?;
     let sql = "INSERT INTO sso_saml_assertions (issuer, assertion_id, connection_id, used_at_us, expires_at_us) \
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (issuer, assertion_id) DO NOTHING";
     let n = with_tx!(tx, c => {
@@ -174,19 +176,28 @@ pub async fn runtime_connections(
     let rows: Vec<(String, String, String, Vec<u8>)> = with_db!(db, pool => {
         sqlx::query_as(sql).bind(id).bind(domain).fetch_all(pool).await
     })?;
-    rows.into_iter()
-        .map(|(id, partner_id, partner_name, sealed)| {
-            let json = state
+    // A row that does not open (another master key) or no longer parses is logged and
+    // left out, so one bad row does not take every sign-in down.
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, partner_id, partner_name, sealed)| {
+            let parsed = state
                 .master_key
-                .open(&format!("sso-connection:{id}"), &sealed)?;
-            let conn: super::connection::SsoConnection = serde_json::from_slice(&json)?;
-            Ok(super::Found {
-                partner_id,
-                partner_name,
-                conn: std::sync::Arc::new(conn),
-            })
+                .open(&format!("sso-connection:{id}"), &sealed)
+                .and_then(|json| Ok(serde_json::from_slice(&json)?));
+            match parsed {
+                Ok(conn) => Some(super::Found {
+                    partner_id,
+                    partner_name,
+                    conn: std::sync::Arc::new(conn),
+                }),
+                Err(e) => {
+                    tracing::error!(connection = %id, error = %e, "a runtime SSO connection cannot be read; skipped");
+                    None
+                }
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Why a runtime connection could not be saved.

@@ -1,22 +1,27 @@
-//! XML Encryption of SAML assertions, what `samael` leaves out: the algorithms are checked
-//! (and named) before anything is decrypted; a KeyInfo written without a `ds` prefix
-//! declaration (pysaml2, .NET) is given one, because samael 0.0.22 cannot read it
-//! otherwise; and an assertion signed inside its encryption, in a Response that is not
-//! signed (ADFS's default), is decrypted here and put back in place so that samael can
-//! check the assertion's own signature. Every decryption failure reads the same, so the
-//! gateway is no oracle for the ciphertext.
+//! XML Encryption of SAML assertions (XML Encryption 1.1), decrypted by the gateway rather
+//! than by samael, which reads only some of the forms IdPs send (AES-128 only, a KeyInfo
+//! with its own `ds` declaration, one EncryptedKey). The algorithms are checked, and named
+//! when refused, before anything is decrypted: content AES-128/192/256 in GCM or CBC; key
+//! transport RSA-OAEP (`rsa-oaep-mgf1p`, or `xmlenc11#rsa-oaep` with its digest and MGF);
+//! RSA PKCS#1 v1.5 is refused (padding oracles). Several EncryptedKeys (one per SP
+//! certificate in the metadata) are each tried with each SP key. The decrypted assertion
+//! is put where the `EncryptedAssertion` was, and checked like any other (`saml.rs`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use openssl::md::Md;
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
 use openssl::symm::{Cipher, Crypter, Mode};
 use quick_xml::events::{BytesStart, Event};
 
 use super::saml::{Refusal, SpKey};
 
-const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
-const AES128_GCM: &str = "http://www.w3.org/2009/xmlenc11#aes128-gcm";
+const XMLENC: &str = "http://www.w3.org/2001/04/xmlenc#";
+const XMLENC11: &str = "http://www.w3.org/2009/xmlenc11#";
 const RSA_OAEP_MGF1P: &str = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p";
-const DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+const RSA_OAEP: &str = "http://www.w3.org/2009/xmlenc11#rsa-oaep";
+const RSA_1_5: &str = "http://www.w3.org/2001/04/xmlenc#rsa-1_5";
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     Refusal {
@@ -25,125 +30,30 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-fn undecryptable() -> Refusal {
+pub fn undecryptable() -> Refusal {
     refuse(
         "decryption",
         "the encrypted assertion could not be decrypted with the gateway's key (check that the IdP encrypts to the certificate in the gateway's SP metadata)",
     )
 }
 
-/// The encrypted assertion of a response: where it is, and what it needs.
-pub struct Encrypted {
-    /// Byte range of the `EncryptedAssertion` element in the document.
-    pub span: (usize, usize),
-    pub data_alg: String,
-    pub key_alg: String,
-    key_cipher: String,
-    data_cipher: String,
+/// One `EncryptedKey`: the content key wrapped for one recipient.
+#[derive(Debug, Default)]
+struct KeyCipher {
+    alg: String,
+    digest: Option<String>,
+    mgf: Option<String>,
+    cipher: String,
 }
 
-/// The response's (first) encrypted assertion, its algorithms refused by name when the
-/// gateway cannot or will not decrypt them.
-pub fn find(xml: &str) -> Result<Option<Encrypted>, Refusal> {
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut stack: Vec<Vec<u8>> = Vec::new();
-    let mut found: Option<Encrypted> = None;
-    let mut start = 0usize;
-    let mut in_assertion = false;
-    let mut text_target: Option<bool> = None; // Some(true): key cipher; Some(false): data
-    loop {
-        let before = reader.buffer_position() as usize;
-        let ev = reader
-            .read_event()
-            .map_err(|e| refuse("malformed", format!("the XML does not parse: {e}")))?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let local = e.local_name().as_ref().to_vec();
-                if local == b"EncryptedAssertion" && stack.len() == 1 && found.is_none() {
-                    in_assertion = true;
-                    start = before;
-                    found = Some(Encrypted {
-                        span: (before, before),
-                        data_alg: String::new(),
-                        key_alg: String::new(),
-                        key_cipher: String::new(),
-                        data_cipher: String::new(),
-                    });
-                }
-                if in_assertion && let Some(enc) = found.as_mut() {
-                    let parent = stack.last().map(Vec::as_slice);
-                    if local == b"EncryptionMethod" {
-                        let alg = attr(e, b"Algorithm").unwrap_or_default();
-                        match parent {
-                            Some(b"EncryptedKey") => enc.key_alg = alg,
-                            Some(b"EncryptedData") => enc.data_alg = alg,
-                            _ => {}
-                        }
-                    }
-                    if local == b"CipherValue" {
-                        let grand = stack.iter().rev().nth(1).map(Vec::as_slice);
-                        text_target = match grand {
-                            Some(b"EncryptedKey") => Some(true),
-                            Some(b"EncryptedData") => Some(false),
-                            _ => None,
-                        };
-                    }
-                }
-                if matches!(ev, Event::Start(_)) {
-                    stack.push(local);
-                }
-            }
-            Event::Text(t) => {
-                if let (Some(target), Some(enc)) = (text_target, found.as_mut()) {
-                    let s = String::from_utf8_lossy(t.as_ref()).into_owned();
-                    if target {
-                        enc.key_cipher.push_str(&s);
-                    } else {
-                        enc.data_cipher.push_str(&s);
-                    }
-                }
-            }
-            Event::End(_) => {
-                let local = stack.pop();
-                text_target = None;
-                if in_assertion && local.as_deref() == Some(b"EncryptedAssertion") {
-                    in_assertion = false;
-                    if let Some(enc) = found.as_mut() {
-                        enc.span = (start, reader.buffer_position() as usize);
-                    }
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if let Some(enc) = &found {
-        if ![AES128_GCM, AES128_CBC].contains(&enc.data_alg.as_str()) {
-            return Err(refuse(
-                "decryption",
-                format!(
-                    "the assertion is encrypted with {:?}, which the gateway does not decrypt; configure the IdP for AES-128-GCM or AES-128-CBC (the SP metadata lists them)",
-                    enc.data_alg
-                ),
-            ));
-        }
-        if enc.key_alg == "http://www.w3.org/2001/04/xmlenc#rsa-1_5" {
-            return Err(refuse(
-                "decryption",
-                "the assertion's key is encrypted with RSA PKCS#1 v1.5, which the gateway refuses (padding-oracle attacks); configure the IdP for RSA-OAEP",
-            ));
-        }
-        if enc.key_alg != RSA_OAEP_MGF1P {
-            return Err(refuse(
-                "decryption",
-                format!(
-                    "the assertion's key is encrypted with {:?}, which the gateway does not support; configure the IdP for RSA-OAEP (rsa-oaep-mgf1p)",
-                    enc.key_alg
-                ),
-            ));
-        }
-    }
-    Ok(found)
+/// The encrypted assertion of a response: where it is, and what it needs.
+#[derive(Debug)]
+pub struct Encrypted {
+    /// Byte range of the `EncryptedAssertion` element in the document.
+    span: (usize, usize),
+    data_alg: String,
+    data_cipher: String,
+    keys: Vec<KeyCipher>,
 }
 
 fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
@@ -153,61 +63,190 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
         .map(|a| String::from_utf8_lossy(a.value.as_ref()).into_owned())
 }
 
-/// Give every `KeyInfo` inside the encrypted assertion an `xmlns:ds` declaration when it
-/// has none: samael requires one to read the element. An unused declaration is not part
-/// of the exclusive canonical form the IdP signed, so the signature still verifies; under
-/// inclusive C14N it would not, and the response is refused rather than misread.
-pub fn declare_ds_on_key_info(xml: &str) -> Result<String, Refusal> {
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut writer = quick_xml::Writer::new(Vec::with_capacity(xml.len() + 128));
-    let mut inside = 0usize;
-    let bad =
-        |e: &dyn std::fmt::Display| refuse("malformed", format!("the XML does not parse: {e}"));
-    loop {
-        let ev = reader.read_event().map_err(|e| bad(&e))?;
-        let out = match ev {
-            Event::Start(ref e) | Event::Empty(ref e)
-                if e.local_name().as_ref() == b"EncryptedAssertion" || inside > 0 =>
-            {
-                let is_start = matches!(ev, Event::Start(_));
-                if is_start {
-                    inside += 1;
-                }
-                let declared = e
-                    .attributes()
-                    .flatten()
-                    .any(|a| matches!(a.key.as_ref(), b"xmlns:ds" | b"xmlns:dsig"));
-                if e.local_name().as_ref() == b"KeyInfo" && !declared {
-                    let mut fixed = e.to_owned();
-                    fixed.push_attribute(("xmlns:ds", DSIG));
-                    if is_start {
-                        Event::Start(fixed)
-                    } else {
-                        Event::Empty(fixed)
-                    }
-                } else {
-                    ev.into_owned()
-                }
-            }
-            Event::End(_) if inside > 0 => {
-                inside -= 1;
-                ev.into_owned()
-            }
-            Event::Eof => break,
-            other => other.into_owned(),
-        };
-        writer.write_event(out).map_err(|e| bad(&e))?;
-    }
-    String::from_utf8(writer.into_inner()).map_err(|e| bad(&e))
+/// The content cipher for a data algorithm URI: (cipher, GCM?).
+fn data_cipher(alg: &str) -> Option<(Cipher, bool)> {
+    Some(
+        match alg.strip_prefix(XMLENC).or(alg.strip_prefix(XMLENC11))? {
+            "aes128-cbc" => (Cipher::aes_128_cbc(), false),
+            "aes192-cbc" => (Cipher::aes_192_cbc(), false),
+            "aes256-cbc" => (Cipher::aes_256_cbc(), false),
+            "aes128-gcm" if alg.starts_with(XMLENC11) => (Cipher::aes_128_gcm(), true),
+            "aes192-gcm" if alg.starts_with(XMLENC11) => (Cipher::aes_192_gcm(), true),
+            "aes256-gcm" if alg.starts_with(XMLENC11) => (Cipher::aes_256_gcm(), true),
+            _ => return None,
+        },
+    )
 }
 
-/// Decrypt the assertion and put it where the `EncryptedAssertion` was. For responses
-/// whose Response carries no signature: the assertion inside must then be signed, which
-/// samael checks on the result.
+fn digest(uri: Option<&str>) -> Option<&'static openssl::md::MdRef> {
+    Some(match uri {
+        None | Some("http://www.w3.org/2000/09/xmldsig#sha1") => Md::sha1(),
+        Some("http://www.w3.org/2001/04/xmldsig-more#sha224") => Md::sha224(),
+        Some("http://www.w3.org/2001/04/xmlenc#sha256") => Md::sha256(),
+        Some("http://www.w3.org/2001/04/xmldsig-more#sha384") => Md::sha384(),
+        Some("http://www.w3.org/2001/04/xmlenc#sha512") => Md::sha512(),
+        _ => return None,
+    })
+}
+
+fn mgf(uri: Option<&str>) -> Option<&'static openssl::md::MdRef> {
+    Some(match uri {
+        None | Some("http://www.w3.org/2009/xmlenc11#mgf1sha1") => Md::sha1(),
+        Some("http://www.w3.org/2009/xmlenc11#mgf1sha224") => Md::sha224(),
+        Some("http://www.w3.org/2009/xmlenc11#mgf1sha256") => Md::sha256(),
+        Some("http://www.w3.org/2009/xmlenc11#mgf1sha384") => Md::sha384(),
+        Some("http://www.w3.org/2009/xmlenc11#mgf1sha512") => Md::sha512(),
+        _ => return None,
+    })
+}
+
+/// The response's encrypted assertion (directly under the Response), its algorithms
+/// refused by name when the gateway cannot or will not decrypt them.
+pub fn find(xml: &str) -> Result<Option<Encrypted>, Refusal> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut stack: Vec<Vec<u8>> = Vec::new();
+    let mut found: Option<Encrypted> = None;
+    let mut inside = false;
+    // Where the next CipherValue text goes: Some(Some(i)) key i, Some(None) the data.
+    let mut text_target: Option<Option<usize>> = None;
+    let mut key_index: Option<usize> = None;
+    loop {
+        let before = reader.buffer_position() as usize;
+        let ev = reader
+            .read_event()
+            .map_err(|e| refuse("malformed", format!("the XML does not parse: {e}")))?;
+        match ev {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let local = e.local_name().as_ref().to_vec();
+                if local == b"EncryptedAssertion" && stack.len() == 1 && found.is_none() {
+                    inside = true;
+                    found = Some(Encrypted {
+                        span: (before, before),
+                        data_alg: String::new(),
+                        data_cipher: String::new(),
+                        keys: Vec::new(),
+                    });
+                }
+                if inside && let Some(enc) = found.as_mut() {
+                    let parent = stack.last().map(Vec::as_slice);
+                    let grand = stack.iter().rev().nth(1).map(Vec::as_slice);
+                    match local.as_slice() {
+                        b"EncryptedKey" => {
+                            enc.keys.push(KeyCipher::default());
+                            key_index = Some(enc.keys.len() - 1);
+                        }
+                        b"EncryptionMethod" => {
+                            let alg = attr(e, b"Algorithm").unwrap_or_default();
+                            match (parent, key_index) {
+                                (Some(b"EncryptedKey"), Some(i)) => enc.keys[i].alg = alg,
+                                (Some(b"EncryptedData"), _) => enc.data_alg = alg,
+                                _ => {}
+                            }
+                        }
+                        b"DigestMethod" | b"MGF"
+                            if parent == Some(b"EncryptionMethod")
+                                && grand == Some(b"EncryptedKey") =>
+                        {
+                            if let Some(i) = key_index {
+                                let alg = attr(e, b"Algorithm");
+                                if local == b"MGF" {
+                                    enc.keys[i].mgf = alg;
+                                } else {
+                                    enc.keys[i].digest = alg;
+                                }
+                            }
+                        }
+                        b"CipherValue" => {
+                            text_target = match grand {
+                                Some(b"EncryptedKey") => key_index.map(Some),
+                                Some(b"EncryptedData") => Some(None),
+                                _ => None,
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+                if matches!(ev, Event::Start(_)) {
+                    stack.push(local);
+                }
+            }
+            Event::Text(t) => {
+                if let (Some(target), Some(enc)) = (text_target, found.as_mut()) {
+                    let s = String::from_utf8_lossy(t.as_ref());
+                    match target {
+                        Some(i) => enc.keys[i].cipher.push_str(&s),
+                        None => enc.data_cipher.push_str(&s),
+                    }
+                }
+            }
+            Event::End(_) => {
+                let local = stack.pop();
+                text_target = None;
+                if local.as_deref() == Some(b"EncryptedKey") {
+                    key_index = None;
+                }
+                if inside && local.as_deref() == Some(b"EncryptedAssertion") {
+                    inside = false;
+                    if let Some(enc) = found.as_mut() {
+                        enc.span.1 = reader.buffer_position() as usize;
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if let Some(enc) = &found {
+        check_algorithms(enc)?;
+    }
+    Ok(found)
+}
+
+fn check_algorithms(enc: &Encrypted) -> Result<(), Refusal> {
+    if data_cipher(&enc.data_alg).is_none() {
+        return Err(refuse(
+            "decryption",
+            format!(
+                "the assertion is encrypted with {:?}, which the gateway does not decrypt; configure the IdP for AES-GCM or AES-CBC (the SP metadata lists them)",
+                enc.data_alg
+            ),
+        ));
+    }
+    if enc.keys.is_empty() {
+        return Err(refuse(
+            "decryption",
+            "the encrypted assertion carries no EncryptedKey (a key the gateway could unwrap)",
+        ));
+    }
+    for k in &enc.keys {
+        if k.alg == RSA_1_5 {
+            return Err(refuse(
+                "decryption",
+                "the assertion's key is encrypted with RSA PKCS#1 v1.5, which the gateway refuses (padding-oracle attacks); configure the IdP for RSA-OAEP",
+            ));
+        }
+        let ok = (k.alg == RSA_OAEP_MGF1P && k.mgf.is_none() || k.alg == RSA_OAEP)
+            && digest(k.digest.as_deref()).is_some()
+            && mgf(k.mgf.as_deref()).is_some();
+        if !ok {
+            return Err(refuse(
+                "decryption",
+                format!(
+                    "the assertion's key is encrypted with {:?} (digest {:?}, MGF {:?}), which the gateway does not support; configure the IdP for RSA-OAEP",
+                    k.alg, k.digest, k.mgf
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Decrypt the assertion and put it where the `EncryptedAssertion` was.
 pub fn decrypt_in_place(xml: &str, enc: &Encrypted, keys: &[SpKey]) -> Result<String, Refusal> {
     let plain = keys
         .iter()
-        .find_map(|k| decrypt(enc, k).ok())
+        .flat_map(|k| enc.keys.iter().map(move |w| (k, w)))
+        .find_map(|(k, w)| decrypt(enc, w, k).ok())
         .ok_or_else(undecryptable)?;
     let plain = String::from_utf8(plain).map_err(|_| undecryptable())?;
     // An Element-type EncryptedData holds the element itself; drop any XML declaration.
@@ -216,25 +255,49 @@ pub fn decrypt_in_place(xml: &str, enc: &Encrypted, keys: &[SpKey]) -> Result<St
         None => plain.trim_start(),
     };
     let (a, b) = enc.span;
-    Ok(format!("{}{}{}", &xml[..a], plain.trim(), &xml[b..]))
+    let (head, tail) = (xml.get(..a), xml.get(b..));
+    match (head, tail) {
+        (Some(h), Some(t)) => Ok(format!("{h}{}{t}", plain.trim())),
+        _ => Err(undecryptable()),
+    }
 }
 
-fn decrypt(enc: &Encrypted, key: &SpKey) -> anyhow::Result<Vec<u8>> {
-    let compact = |s: &str| -> String { s.chars().filter(|c| !c.is_ascii_whitespace()).collect() };
-    let wrapped = STANDARD.decode(compact(&enc.key_cipher))?;
-    let rsa = key.key.rsa()?;
-    let mut cek = vec![0u8; rsa.size() as usize];
-    let n = rsa.private_decrypt(&wrapped, &mut cek, openssl::rsa::Padding::PKCS1_OAEP)?;
-    cek.truncate(n);
-    anyhow::ensure!(cek.len() == 16, "not an AES-128 key");
-    let data = STANDARD.decode(compact(&enc.data_cipher))?;
-    if enc.data_alg == AES128_GCM {
+fn unwrap_key(w: &KeyCipher, key: &SpKey) -> anyhow::Result<Vec<u8>> {
+    let compact: String = w
+        .cipher
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let wrapped = STANDARD.decode(compact)?;
+    let mut ctx = PkeyCtx::new(&key.key)?;
+    ctx.decrypt_init()?;
+    ctx.set_rsa_padding(Padding::PKCS1_OAEP)?;
+    let d = digest(w.digest.as_deref()).ok_or_else(|| anyhow::anyhow!("digest"))?;
+    let m = mgf(w.mgf.as_deref()).ok_or_else(|| anyhow::anyhow!("mgf"))?;
+    ctx.set_rsa_oaep_md(d)?;
+    ctx.set_rsa_mgf1_md(m)?;
+    let mut out = Vec::new();
+    ctx.decrypt_to_vec(&wrapped, &mut out)?;
+    Ok(out)
+}
+
+fn decrypt(enc: &Encrypted, w: &KeyCipher, key: &SpKey) -> anyhow::Result<Vec<u8>> {
+    let (cipher, gcm) = data_cipher(&enc.data_alg).ok_or_else(|| anyhow::anyhow!("alg"))?;
+    let cek = unwrap_key(w, key)?;
+    anyhow::ensure!(cek.len() == cipher.key_len(), "wrong key length");
+    let compact: String = enc
+        .data_cipher
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let data = STANDARD.decode(compact)?;
+    if gcm {
         // IV (12) || ciphertext || tag (16), XML Encryption 1.1 section 5.2.4.
         anyhow::ensure!(data.len() >= 28, "too short");
         let (iv, rest) = data.split_at(12);
         let (ct, tag) = rest.split_at(rest.len() - 16);
         Ok(openssl::symm::decrypt_aead(
-            Cipher::aes_128_gcm(),
+            cipher,
             &cek,
             Some(iv),
             &[],
@@ -243,11 +306,11 @@ fn decrypt(enc: &Encrypted, key: &SpKey) -> anyhow::Result<Vec<u8>> {
         )?)
     } else {
         // IV (16) || ciphertext, padded as XML Encryption says: the last byte is the
-        // padding length, the other padding bytes arbitrary (so OpenSSL's PKCS#7 check
-        // is off).
+        // padding length, the other padding bytes arbitrary (so OpenSSL's PKCS#7 check is
+        // off).
         anyhow::ensure!(data.len() >= 32 && data.len() % 16 == 0, "bad length");
         let (iv, ct) = data.split_at(16);
-        let mut c = Crypter::new(Cipher::aes_128_cbc(), Mode::Decrypt, &cek, Some(iv))?;
+        let mut c = Crypter::new(cipher, Mode::Decrypt, &cek, Some(iv))?;
         c.pad(false);
         let mut out = vec![0u8; ct.len() + 16];
         let mut n = c.update(ct, &mut out)?;

@@ -338,7 +338,23 @@ both_backends! {
         // Anyone can encrypt to the SP's certificate: an unsigned assertion inside the
         // encryption is refused, and so is a ciphertext that was tampered with.
         let body = env.refused(|s| s.signing = Signing::None).await;
-        assert_refusal(&body, "signature does not verify");
+        assert_refusal(&body, "could not be decrypted and verified");
+        // AES-256 in CBC (ADFS's usual choice) and GCM, signed inside or on the Response.
+        for (signing, alg) in [
+            (Signing::Assertion, "http://www.w3.org/2001/04/xmlenc#aes256-cbc"),
+            (Signing::Response, "http://www.w3.org/2009/xmlenc11#aes256-gcm"),
+            (Signing::Assertion, "http://www.w3.org/2001/04/xmlenc#aes128-cbc"),
+        ] {
+            let (id, relay) = env.begin().await;
+            let mut spec = env.idp.spec(Some(&id)).unwrap();
+            spec.signing = signing;
+            spec.encrypt_alg = alg.into();
+            let Outcome::App(code) = env.post(&env.idp.response(&spec).unwrap(), Some(&relay)).await else { panic!("{alg} refused") };
+            assert_eq!(env.exchange(&code).await.0, 200);
+        }
+        // An algorithm the gateway does not decrypt is named.
+        let body = env.refused(|s| s.encrypt_alg = "http://www.w3.org/2001/04/xmlenc#tripledes-cbc".into()).await;
+        assert_refusal(&body, "tripledes-cbc");
         let (id, relay) = env.begin().await;
         let mut spec = env.idp.spec(Some(&id)).unwrap();
         spec.signing = Signing::Assertion;
