@@ -83,6 +83,7 @@ fn opts() -> anyhow::Result<Opts> {
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .build()
         .unwrap()
 }

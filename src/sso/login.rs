@@ -24,10 +24,25 @@ fn state_hash(state: &str) -> String {
     hex::encode(Sha256::digest(state.as_bytes()))
 }
 
-pub async fn begin(state: &AppState, found: &Found) -> Result<String, Page> {
+/// Start a sign-in from the browser holding the cookie value `browser`.
+pub async fn begin(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
     match found.conn.protocol {
-        Protocol::Oidc => begin_oidc(state, found).await,
-        Protocol::Saml => begin_saml(state, found).await,
+        Protocol::Oidc => begin_oidc(state, found, browser).await,
+        Protocol::Saml => begin_saml(state, found, browser).await,
+    }
+}
+
+/// The answer must come back through the browser that started the sign-in; otherwise an
+/// attacker could finish their own sign-in in a victim's browser (login CSRF).
+fn same_browser(p: &Pending, browser: Option<&str>) -> Result<(), Page> {
+    match &p.browser {
+        None => Ok(()),
+        Some(h) if browser.map(state_hash).as_deref() == Some(h.as_str()) => Ok(()),
+        Some(_) => Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "This sign-in was started in another browser",
+        )
+        .line("A sign-in must finish in the browser that started it (with cookies on). Start again from your organisation's sign-in link.")),
     }
 }
 
@@ -59,7 +74,7 @@ async fn store_pending(state: &AppState, token: &str, pending: &Pending) -> Resu
     .map_err(|e| page::internal(format!("storing the SSO state: {e:#}")))
 }
 
-async fn begin_oidc(state: &AppState, found: &Found) -> Result<String, Page> {
+async fn begin_oidc(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
     let conn = &found.conn;
     let redirect = super::oidc_redirect_uri(&state.config);
     let started = super::oidc::start(&state.sso.discovery, &state.outbound, conn, &redirect)
@@ -71,6 +86,7 @@ async fn begin_oidc(state: &AppState, found: &Found) -> Result<String, Page> {
         nonce: started.nonce,
         code_verifier: started.code_verifier,
         request_id: None,
+        browser: Some(state_hash(browser)),
     };
     store_pending(state, &started.state, &pending).await?;
     Ok(started.url)
@@ -91,7 +107,7 @@ fn sp(
     }
 }
 
-async fn begin_saml(state: &AppState, found: &Found) -> Result<String, Page> {
+async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
     let conn = &found.conn;
     let idp = state
         .sso
@@ -125,6 +141,7 @@ async fn begin_saml(state: &AppState, found: &Found) -> Result<String, Page> {
         nonce: String::new(),
         code_verifier: String::new(),
         request_id: Some(request_id),
+        browser: Some(state_hash(browser)),
     };
     store_pending(state, &relay, &pending).await?;
     Ok(url)
@@ -148,7 +165,11 @@ fn state_page(p: StateProblem) -> Page {
     Page::new(StatusCode::BAD_REQUEST, title).line(line)
 }
 
-pub async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Response, Page> {
+pub async fn complete(
+    state: &AppState,
+    q: HashMap<String, String>,
+    browser: Option<&str>,
+) -> Result<Response, Page> {
     let Some(st) = q.get("state").filter(|s| !s.is_empty()) else {
         return Err(
             Page::new(StatusCode::BAD_REQUEST, "The sign-in response has no state")
@@ -165,6 +186,7 @@ pub async fn complete(state: &AppState, q: HashMap<String, String>) -> Result<Re
     .await
     .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?
     .map_err(state_page)?;
+    same_browser(&pending, browser)?;
     let Some(found) = super::connection(state, &pending.connection_id)
         .await
         .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
@@ -265,6 +287,7 @@ pub async fn complete_saml(
     state: &AppState,
     connection_id: &str,
     form: HashMap<String, String>,
+    browser: Option<&str>,
 ) -> Result<Response, Page> {
     let Some(found) = super::connection(state, connection_id)
         .await
@@ -293,7 +316,10 @@ pub async fn complete_saml(
         None => Err(StateProblem::Unknown),
     };
     let request_id = match pending {
-        Ok(p) if p.connection_id == conn.id => p.request_id,
+        Ok(p) if p.connection_id == conn.id => {
+            same_browser(&p, browser)?;
+            p.request_id
+        }
         Ok(_) => {
             return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in response went to the wrong place")
                 .line("The response's RelayState belongs to a sign-in with another organisation. Start again."));

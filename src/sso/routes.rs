@@ -152,7 +152,45 @@ fn ask_email(note: Option<&str>) -> Response {
     )
 }
 
-async fn start(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+/// The cookie naming the browser a sign-in started in (`login::same_browser`).
+const BROWSER_COOKIE: &str = "pgw_sso";
+
+fn browser_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == BROWSER_COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| {
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The cookie, on `/sso` only. Over HTTPS it is `SameSite=None; Secure`, because the SAML
+/// IdP brings the browser back with a cross-site POST; plain HTTP (development) cannot
+/// carry such a cookie, so there it is `Lax`.
+fn set_browser_cookie(state: &AppState, value: &str) -> String {
+    let site = if state.config.http.public_base().starts_with("https://") {
+        "SameSite=None; Secure"
+    } else {
+        "SameSite=Lax"
+    };
+    format!(
+        "{BROWSER_COOKIE}={value}; Path=/sso; HttpOnly; Max-Age={}; {site}",
+        state.config.sso.state_ttl_secs.max(60) * 6
+    )
+}
+
+async fn start(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let q = query(raw);
     let found = if let Some(org) = q.get("organisation").filter(|s| !s.is_empty()) {
         match pick_organisation(&state, org).await {
@@ -175,8 +213,17 @@ async fn start(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respon
     } else {
         return ask_email(None);
     };
-    match super::login::begin(&state, &found).await {
-        Ok(url) => page::redirect(&url),
+    // One value per browser, kept across sign-ins so two tabs do not undo each other.
+    let browser = browser_cookie(&headers).unwrap_or_else(|| crate::smart::flow::random_token(32));
+    match super::login::begin(&state, &found, &browser).await {
+        Ok(url) => {
+            let mut r = page::redirect(&url);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&set_browser_cookie(&state, &browser))
+            {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+            }
+            r
+        }
         Err(p) => p.into_response(),
     }
 }
@@ -218,8 +265,13 @@ async fn pick_organisation(state: &AppState, org: &str) -> Result<Found, Page> {
     )
 }
 
-async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    match super::login::complete(&state, query(raw)).await {
+async fn callback(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let browser = browser_cookie(&headers);
+    match super::login::complete(&state, query(raw), browser.as_deref()).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -264,10 +316,12 @@ async fn saml_metadata(State(state): State<AppState>, Path(id): Path<String>) ->
 async fn saml_acs(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     RawForm(body): RawForm,
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    match super::login::complete_saml(&state, &id, form).await {
+    let browser = browser_cookie(&headers);
+    match super::login::complete_saml(&state, &id, form, browser.as_deref()).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }

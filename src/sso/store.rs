@@ -18,6 +18,10 @@ pub struct Pending {
     /// SAML: the AuthnRequest's ID, which the response's InResponseTo must name.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// SHA-256 of the browser cookie of the browser that started the sign-in: the answer
+    /// must come back through the same browser (no login CSRF).
+    #[serde(default)]
+    pub browser: Option<String>,
 }
 
 /// Why a callback's `state` was refused.

@@ -88,6 +88,7 @@ app_url = "{APP_URL}"
         let app_key = app.key(Role::App, None).await;
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
             .build()
             .unwrap();
         Some(Env {
@@ -274,6 +275,21 @@ both_backends! {
         let st = url::Url::parse(&authorize).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
         let Outcome::Page(400, body) = env.callback(&format!("{base}?error=access_denied&error_description=no&state={st}")).await else { panic!() };
         assert!(body.contains("access_denied"), "{body}");
+        // Login CSRF: a valid callback finished in another browser (no cookie from the
+        // start, or another browser's cookie) is refused.
+        for cookie in [None, Some("pgw_sso=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
+            let authorize = env.start_url("organisation=acme-idp").await;
+            let cb = env.at_idp(&authorize).await;
+            let other = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+            let mut req = other.get(&cb);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 400);
+            let body = r.text().await.unwrap();
+            assert!(body.contains("started in another browser"), "{body}");
+        }
         assert_eq!(env.sso_logins().await, 0);
     }
 

@@ -87,6 +87,7 @@ app_url = "{APP_URL}"
         let app_key = app.key(Role::App, None).await;
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
             .build()
             .unwrap();
         let env = Env {
@@ -426,6 +427,14 @@ both_backends! {
         assert_refusal(&env.refused(|s| s.issuer = "https://other-idp.example/idp".into()).await, "another IdP");
         // The IdP said no.
         assert_refusal(&env.refused(|s| s.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into()).await, "did not sign you in");
+
+        // Login CSRF: a valid response posted from another browser is refused.
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        let other = reqwest::Client::new();
+        let r = other.post(env.acs()).form(&[("SAMLResponse", response), ("RelayState", relay.unwrap())]).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert_refusal(&r.text().await.unwrap(), "started in another browser");
 
         // An attribute changed after signing.
         let (xml, relay, _) = env.signed_xml(Signing::Response).await;
