@@ -47,6 +47,21 @@ pub enum Command {
     /// Revenue-share statements for finance.
     #[command(subcommand)]
     Statements(StatementsCommand),
+    /// Database tools.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Copy the SQLite database to FILE, consistent and safe while the gateway serves
+    /// (SQLite's VACUUM INTO reads one snapshot; writers carry on). PostgreSQL: pg_dump.
+    Backup {
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +212,18 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             let shutdown = CancellationToken::new();
             app::cancel_on_signal(shutdown.clone());
             app::serve(state, listener, crate::jobs::Handlers::new(), shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db(DbCommand::Backup { file, force }) => {
+            let db = Db::connect(&config.database).await?;
+            let report = db.backup(&file, force).await?;
+            db.close().await;
+            println!(
+                "backup written to {} ({} bytes, {} tables, integrity ok)",
+                file.display(),
+                report.bytes,
+                report.tables
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -97,6 +97,13 @@ macro_rules! with_tx {
     };
 }
 
+/// What `Db::backup` wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupReport {
+    pub bytes: u64,
+    pub tables: i64,
+}
+
 impl Db {
     pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<Db> {
         let url = cfg.url.expose();
@@ -165,6 +172,64 @@ impl Db {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// Copy a SQLite database to `dest` while it keeps serving: `VACUUM INTO` reads one
+    /// consistent snapshot (a WAL read transaction; writers are not blocked) into a
+    /// temporary file beside `dest`, which is checked (`PRAGMA integrity_check`) and then
+    /// renamed into place, so `dest` is never a half-written copy.
+    pub async fn backup(&self, dest: &Path, force: bool) -> anyhow::Result<BackupReport> {
+        let Db::Sqlite(pool) = self else {
+            anyhow::bail!(
+                "database.url is PostgreSQL: back it up with pg_dump or the server's own backups (docs/OPERATIONS.md)"
+            );
+        };
+        if dest.exists() && !force {
+            anyhow::bail!("{} exists; pass --force to replace it", dest.display());
+        }
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "backup.db".into());
+        let tmp = dir.join(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            sqlx::query("VACUUM INTO $1")
+                .bind(tmp.to_string_lossy().into_owned())
+                .execute(pool)
+                .await
+                .with_context(|| format!("VACUUM INTO {}", tmp.display()))?;
+            let opts = SqliteConnectOptions::new().filename(&tmp).read_only(true);
+            let copy = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await?;
+            let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&copy)
+                .await?;
+            let tables: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'")
+                    .fetch_one(&copy)
+                    .await?;
+            copy.close().await;
+            anyhow::ensure!(
+                check == "ok",
+                "the copy failed its integrity check: {check}"
+            );
+            std::fs::rename(&tmp, dest)
+                .with_context(|| format!("cannot move the copy to {}", dest.display()))?;
+            let bytes = std::fs::metadata(dest)?.len();
+            Ok(BackupReport { bytes, tables })
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     fn migrator(&self) -> &'static Migrator {

@@ -13,6 +13,7 @@ mod support;
 mod api_keys;
 mod check_config;
 mod crash;
+mod db_backup;
 mod grade_crash;
 mod import;
 mod keys;
