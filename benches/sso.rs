@@ -101,6 +101,23 @@ fn location(r: &reqwest::Response) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// The app's step: the one-time code for the launch.
+async fn exchange(
+    b: &reqwest::Client,
+    gateway: &str,
+    app_key: &str,
+    code: &str,
+) -> anyhow::Result<()> {
+    let r = b
+        .post(format!("{gateway}/v1/launches/exchange"))
+        .bearer_auth(app_key)
+        .json(&serde_json::json!({ "code": code }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "exchange answered {}", r.status());
+    Ok(())
+}
+
 /// One whole login; returns when the app holds the launch.
 async fn login(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
     let r = b
@@ -115,14 +132,7 @@ async fn login(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Res
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .context("no code for the app")?;
-    let r = b
-        .post(format!("{gateway}/v1/launches/exchange"))
-        .bearer_auth(app_key)
-        .json(&serde_json::json!({ "code": code }))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 200, "exchange answered {}", r.status());
-    Ok(())
+    exchange(b, gateway, app_key, &code).await
 }
 
 /// The IdP's part alone: authorize (code) and token (basic auth, PKCE, RS256 id_token).
@@ -193,14 +203,7 @@ async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow
         .find(|(k, _)| k == "code")
         .map(|(_, v)| v.into_owned())
         .context("no code for the app")?;
-    let r = b
-        .post(format!("{gateway}/v1/launches/exchange"))
-        .bearer_auth(app_key)
-        .json(&serde_json::json!({ "code": code }))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 200, "exchange answered {}", r.status());
-    Ok(())
+    exchange(b, gateway, app_key, &code).await
 }
 
 /// The SAML IdP's part alone: an AuthnRequest answered with a signed response.

@@ -20,43 +20,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-say() { printf 'interop-lti: %s\n' "$*" >&2; }
-fail() {
-  say "$*"
-  echo "interop-lti: FAILED"
-  exit 1
-}
+name=lti
+# shellcheck source=scripts/lib/interop.sh
+. "$root/scripts/lib/interop.sh"
 
 # -- Python venv with the pinned platform library ---------------------------------------
-req=interop/lti/requirements.txt
-if [ -n "${INTEROP_VENV:-}" ]; then
-  venv=$INTEROP_VENV
-elif [ -x interop/.venv/bin/python ]; then
-  venv=$root/interop/.venv
-else
-  venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/partner-gateway/interop-lti-venv"
-  mkdir -p "$(dirname "$venv")" 2>/dev/null || venv="${TMPDIR:-/tmp}/partner-gateway-interop-lti-venv"
+lti_venv=${INTEROP_VENV:-}
+if [ -z "$lti_venv" ] && [ -x interop/.venv/bin/python ]; then
+  lti_venv=$root/interop/.venv
 fi
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ]; then
-  say "creating the venv $venv"
-  "${PYTHON:-python3}" -m venv "$venv" || fail "could not create a venv (Debian: apt-get install python3-venv)"
-fi
-if [ "$(cat "$venv/.interop-lti-requirements" 2>/dev/null || true)" != "$want" ]; then
-  say "installing $req"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" \
-    || fail "pip install -r $req failed"
-  echo "$want" >"$venv/.interop-lti-requirements"
-fi
-py="$venv/bin/python"
+interop_venv interop/lti/requirements.txt "$lti_venv"
 
 # -- The gateway ------------------------------------------------------------------------
-if [ -z "${PGW_BIN:-}" ]; then
-  say "building the gateway (cargo build --release --locked)"
-  cargo build --release --locked
-  PGW_BIN="${CARGO_TARGET_DIR:-$root/target}/release/partner-gateway"
-fi
-[ -x "$PGW_BIN" ] || fail "no gateway binary at $PGW_BIN"
+interop_gateway_bin
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/interop-lti.XXXXXX")
 gw_pid=""

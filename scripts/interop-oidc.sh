@@ -14,12 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-say() { printf 'interop-oidc: %s\n' "$*" >&2; }
-fail() {
-  say "$*"
-  echo "interop-oidc: FAILED"
-  exit 1
-}
+name=oidc
+# shellcheck source=scripts/lib/interop.sh
+. "$root/scripts/lib/interop.sh"
 
 command -v node >/dev/null || fail "node is not installed (Debian: apt-get install nodejs npm)"
 dir=interop/oidc
@@ -30,12 +27,7 @@ if [ "$(cat "$dir/node_modules/.interop-oidc-package" 2>/dev/null || true)" != "
   echo "$want" >"$dir/node_modules/.interop-oidc-package"
 fi
 
-if [ -z "${PGW_BIN:-}" ]; then
-  say "building the gateway (cargo build --release --locked)"
-  cargo build --release --locked
-  PGW_BIN="${CARGO_TARGET_DIR:-$root/target}/release/partner-gateway"
-fi
-[ -x "$PGW_BIN" ] || fail "no gateway binary at $PGW_BIN"
+interop_gateway_bin
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/interop-oidc.XXXXXX")
 pids=()

@@ -24,12 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-say() { printf 'interop-saml: %s\n' "$*" >&2; }
-fail() {
-  say "$*"
-  echo "interop-saml: FAILED"
-  exit 1
-}
+name=saml
+# shellcheck source=scripts/lib/interop.sh
+. "$root/scripts/lib/interop.sh"
 
 # -- xmlsec1, which pysaml2 runs for every signature and encryption -----------------------
 if ! command -v xmlsec1 >/dev/null 2>&1; then
@@ -44,33 +41,10 @@ if ! command -v xmlsec1 >/dev/null 2>&1; then
 fi
 
 # -- Python venv with the pinned IdP library ----------------------------------------------
-req=interop/saml/requirements.txt
-if [ -n "${INTEROP_SAML_VENV:-}" ]; then
-  venv=$INTEROP_SAML_VENV
-else
-  venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/partner-gateway/interop-saml-venv"
-  mkdir -p "$(dirname "$venv")" 2>/dev/null || venv="${TMPDIR:-/tmp}/partner-gateway-interop-saml-venv"
-fi
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ]; then
-  say "creating the venv $venv"
-  "${PYTHON:-python3}" -m venv "$venv" || fail "could not create a venv (Debian: apt-get install python3-venv)"
-fi
-if [ "$(cat "$venv/.interop-saml-requirements" 2>/dev/null || true)" != "$want" ]; then
-  say "installing $req"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" \
-    || fail "pip install -r $req failed"
-  echo "$want" >"$venv/.interop-saml-requirements"
-fi
-py="$venv/bin/python"
+interop_venv interop/saml/requirements.txt "${INTEROP_SAML_VENV:-}"
 
 # -- The gateway ----------------------------------------------------------------------------
-if [ -z "${PGW_BIN:-}" ]; then
-  say "building the gateway (cargo build --release --locked)"
-  cargo build --release --locked
-  PGW_BIN="${CARGO_TARGET_DIR:-$root/target}/release/partner-gateway"
-fi
-[ -x "$PGW_BIN" ] || fail "no gateway binary at $PGW_BIN"
+interop_gateway_bin
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/interop-saml.XXXXXX")
 gw_pid=""

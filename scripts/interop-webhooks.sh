@@ -18,41 +18,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-say() { printf 'interop-webhooks: %s\n' "$*" >&2; }
-fail() {
-  say "$*"
-  echo "interop-webhooks: FAILED"
-  exit 1
-}
+name=webhooks
+# shellcheck source=scripts/lib/interop.sh
+. "$root/scripts/lib/interop.sh"
 
 # -- Python venv with the pinned verifiers ---------------------------------------
-req=interop/webhooks/requirements.txt
-if [ -n "${INTEROP_VENV:-}" ]; then
-  venv=$INTEROP_VENV
-else
-  venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/partner-gateway/interop-webhooks-venv"
-  mkdir -p "$(dirname "$venv")" 2>/dev/null || venv="${TMPDIR:-/tmp}/partner-gateway-interop-webhooks-venv"
-fi
-want=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ]; then
-  say "creating the venv $venv"
-  "${PYTHON:-python3}" -m venv "$venv" || fail "could not create a venv (Debian: apt-get install python3-venv)"
-fi
-if [ "$(cat "$venv/.interop-webhooks-requirements" 2>/dev/null || true)" != "$want" ]; then
-  say "installing $req"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" \
-    || fail "pip install -r $req failed"
-  echo "$want" >"$venv/.interop-webhooks-requirements"
-fi
-py="$venv/bin/python"
+interop_venv interop/webhooks/requirements.txt "${INTEROP_VENV:-}"
 
 # -- The gateway ------------------------------------------------------------------------
-if [ -z "${PGW_BIN:-}" ]; then
-  say "building the gateway (cargo build --release --locked)"
-  cargo build --release --locked
-  PGW_BIN="${CARGO_TARGET_DIR:-$root/target}/release/partner-gateway"
-fi
-[ -x "$PGW_BIN" ] || fail "no gateway binary at $PGW_BIN"
+interop_gateway_bin
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/interop-webhooks.XXXXXX")
 gw_pid=""

@@ -143,6 +143,28 @@ pub fn test_config(db_url: &str, dir: &std::path::Path, extra: &str) -> Config {
 }
 
 impl TestApp {
+    /// The app's exchange of a one-time launch code: status and body.
+    pub async fn exchange(&self, app_key: &str, code: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url("/v1/launches/exchange"))
+            .bearer_auth(app_key)
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// How many usage events of this type the ledger holds.
+    pub async fn usage_count(&self, event_type: &str) -> i64 {
+        let sql = "SELECT COUNT(*) FROM usage_events WHERE type = $1";
+        partner_gateway::with_db!(self.db(), pool => {
+            sqlx::query_scalar(sql).bind(event_type).fetch_one(pool).await
+        })
+        .unwrap()
+    }
+
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
         Self::spawn_with(backend, "[jobs]\nenabled = false\n", Handlers::new()).await
     }

@@ -207,16 +207,7 @@ app_url = "{APP_URL}"
     }
 
     async fn exchange(&self, code: &str) -> (u16, Value) {
-        let r = self
-            .app
-            .client
-            .post(self.app.url("/v1/launches/exchange"))
-            .bearer_auth(&self.app_key)
-            .json(&serde_json::json!({ "code": code }))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
+        self.app.exchange(&self.app_key, code).await
     }
 
     /// A response answering a fresh request, built from `change`d spec, posted with the
@@ -248,10 +239,7 @@ app_url = "{APP_URL}"
     }
 
     async fn sso_logins(&self) -> i64 {
-        partner_gateway::with_db!(self.app.db(), pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE type = 'sso.login'").fetch_one(pool).await
-        })
-        .unwrap()
+        self.app.usage_count("sso.login").await
     }
 }
 
