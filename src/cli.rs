@@ -131,6 +131,11 @@ pub enum KeysCommand {
         /// Only this algorithm (RS256, RS384 or ES384); all when omitted.
         #[arg(long)]
         alg: Option<String>,
+        /// Instead: roll the SAML SP key over. The new certificate is published in every
+        /// SP metadata at once (and decrypts); the old key signs until it retires after
+        /// `keys.rotation_overlap_hours` (leave IdPs time to load the new metadata).
+        #[arg(long, conflicts_with = "alg")]
+        saml_sp: bool,
     },
 }
 
@@ -291,7 +296,35 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             state.db.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(KeysCommand::Rotate { alg }) => {
+        Command::Keys(KeysCommand::Rotate {
+            alg: _,
+            saml_sp: true,
+        }) => {
+            let state = AppState::prepare(config, true).await?;
+            let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
+                .unwrap_or(i64::MAX / 3_600_000_000)
+                .saturating_mul(3_600_000_000);
+            let host = url::Url::parse(&state.config.http.public_base())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "partner-gateway".into());
+            let kid = crate::sso::store::rotate_sp_key(
+                &state.db,
+                &state.master_key,
+                &format!("{host} SAML SP"),
+                crate::time::now_micros(),
+                overlap_us,
+            )
+            .await?;
+            println!("{kid}");
+            eprintln!(
+                "the new SAML SP certificate is in every connection's SP metadata now; the old key signs until it retires in {} h (running instances pick the change up within a minute)",
+                state.config.keys.rotation_overlap_hours
+            );
+            state.db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Rotate { alg, saml_sp: _ }) => {
             let algs = match alg.as_deref() {
                 None => crate::keys::Alg::ALL.to_vec(),
                 Some(a) => vec![crate::keys::Alg::parse(a).ok_or_else(|| {

@@ -104,7 +104,7 @@ struct Sp {
     entity_id: String,
     acs_url: String,
     encryption_cert: Option<Vec<u8>>,
-    signing_cert: Option<Vec<u8>>,
+    signing_certs: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -236,23 +236,26 @@ impl MockSamlIdp {
             .find(|a| a.binding == crate::sso::saml::HTTP_POST)
             .map(|a| a.location.clone())
             .context("SP metadata without an HTTP-POST AssertionConsumerService")?;
-        let cert = |usage: &str| {
-            sp.key_descriptors.iter().flatten().find_map(|k| {
-                (k.key_use.as_deref() == Some(usage))
-                    .then_some(k.key_info.x509_data.as_ref())
-                    .flatten()
-                    .and_then(|x| x.certificates.first())
-                    .and_then(|c| {
-                        let compact: String = c.chars().filter(|c| !c.is_whitespace()).collect();
-                        STANDARD.decode(compact).ok()
-                    })
-            })
+        // Every certificate per use, in metadata order (a rollover publishes several).
+        let certs = |usage: &str| -> Vec<Vec<u8>> {
+            sp.key_descriptors
+                .iter()
+                .flatten()
+                .filter(|k| k.key_use.as_deref() == Some(usage))
+                .filter_map(|k| k.key_info.x509_data.as_ref())
+                .filter_map(|x| x.certificates.first())
+                .filter_map(|c| {
+                    let compact: String = c.chars().filter(|c| !c.is_whitespace()).collect();
+                    STANDARD.decode(compact).ok()
+                })
+                .collect()
         };
         *lock(&self.shared.sp) = Some(Sp {
             entity_id,
             acs_url,
-            encryption_cert: cert("encryption"),
-            signing_cert: cert("signing"),
+            // The newest: an IdP that loaded rolled-over metadata encrypts to the new key.
+            encryption_cert: certs("encryption").pop(),
+            signing_certs: certs("signing"),
         });
         Ok(())
     }
@@ -559,7 +562,7 @@ impl Shared {
             (
                 sp.entity_id.clone(),
                 sp.acs_url.clone(),
-                sp.signing_cert.clone(),
+                sp.signing_certs.clone(),
             )
         };
         if authn.issuer_value().as_deref() != Some(sp_entity.as_str()) {
@@ -584,19 +587,20 @@ impl Shared {
             let sig = STANDARD
                 .decode(sig.as_bytes())
                 .map_err(|e| bad(format!("Signature: {e}")))?;
-            let cert = sp_cert
-                .ok_or_else(|| bad("signed request but no SP signing certificate".into()))?;
+            if sp_cert.is_empty() {
+                return Err(bad("signed request but no SP signing certificate".into()));
+            }
             if sig_alg != "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" {
                 return Err(bad(format!("SigAlg {sig_alg} not supported")));
             }
-            let ok = (|| -> anyhow::Result<bool> {
-                let pk = openssl::x509::X509::from_der(&cert)?.public_key()?;
+            let verifies = |cert: &[u8]| -> anyhow::Result<bool> {
+                let pk = openssl::x509::X509::from_der(cert)?.public_key()?;
                 let mut v =
                     openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &pk)?;
                 v.update(signed.join("&").as_bytes())?;
                 Ok(v.verify(&sig)?)
-            })()
-            .unwrap_or(false);
+            };
+            let ok = sp_cert.iter().any(|c| verifies(c).unwrap_or(false));
             if !ok {
                 return Err(bad("the AuthnRequest signature does not verify".into()));
             }

@@ -49,6 +49,13 @@ impl SsoState {
     }
 }
 
+impl SsoState {
+    /// Drop the SP keys kept in memory (after a rotation by this process).
+    pub async fn forget_sp_keys(&self) {
+        *self.sp_keys.lock().await = None;
+    }
+}
+
 /// The gateway's SAML SP keys (created on first use), kept a minute in memory.
 pub async fn sp_keys(state: &AppState) -> anyhow::Result<Arc<Vec<saml::SpKey>>> {
     let mut guard = state.sso.sp_keys.lock().await;

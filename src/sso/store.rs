@@ -133,6 +133,35 @@ pub async fn sp_keys(
     load().await
 }
 
+/// Start an SP key rollover: a new key pair is published from now on (metadata lists it
+/// beside the old ones, and assertions encrypted to it decrypt), while the current ones
+/// keep signing AuthnRequests until they retire at `now + overlap` — time for the IdPs
+/// to load the new metadata. Returns the new key's id.
+pub async fn rotate_sp_key(
+    db: &Db,
+    master: &MasterKey,
+    common_name: &str,
+    now_us: i64,
+    overlap_us: i64,
+) -> anyhow::Result<String> {
+    let (der, cert) = super::saml::generate_sp_key(common_name)?;
+    let kid = uuid::Uuid::new_v4().simple().to_string();
+    let sealed = master.seal(&kid, &der)?;
+    let mut tx = db.begin().await?;
+    let retire = "UPDATE sso_sp_keys SET retire_at_us = $1 WHERE retire_at_us IS NULL";
+    with_tx!(&mut tx, c => sqlx::query(retire).bind(now_us.saturating_add(overlap_us)).execute(c).await.map(|r| r.rows_affected()))?;
+    // Created after every key it replaces (even with a clock that went back), so it
+    // sorts after them and signs only once they retire.
+    let latest = "SELECT MAX(created_at_us) FROM sso_sp_keys";
+    let max: Option<i64> = with_tx!(&mut tx, c => sqlx::query_scalar(latest).fetch_one(c).await)?;
+    let created = max.map_or(now_us, |m| now_us.max(m + 1));
+    let insert = "INSERT INTO sso_sp_keys (kid, sealed_private_key, cert_der, created_at_us) \
+                  VALUES ($1, $2, $3, $4)";
+    with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(created).execute(c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(kid)
+}
+
 /// Record a SAML assertion as used, in the sign-in's transaction. `false` when it was
 /// used before (a replay).
 pub async fn spend_assertion(

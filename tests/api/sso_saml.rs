@@ -619,4 +619,24 @@ both_backends! {
         let r = env.browser.get(format!("{}/sso/start?organisation=uni-runtime", env.gateway)).send().await.unwrap();
         assert_eq!(r.status(), 404);
     }
+
+    async fn an_sp_key_rollover_publishes_the_new_certificate_and_keeps_decrypting(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "sign_authn_requests = true").await else { return };
+        env.idp.set_encrypt(true);
+        let Outcome::App(_) = env.login().await else { panic!("baseline login") };
+        let certs = |md: &str| md.matches("use=\"encryption\"").count();
+        assert_eq!(certs(&env.sp_metadata().await), 1);
+        partner_gateway::sso::store::rotate_sp_key(
+            env.app.db(), &env.app.state.master_key, "rollover", partner_gateway::time::now_micros(), 3_600_000_000,
+        ).await.unwrap();
+        // Instances re-read the keys within a minute; a fresh app sees them at once.
+        env.app.state.sso.forget_sp_keys().await;
+        let md = env.sp_metadata().await;
+        assert_eq!(certs(&md), 2, "{md}");
+        // An IdP still on the old metadata (encrypting to the old key, checking signatures
+        // with the old certificate) keeps working; so does one that loaded the new one.
+        let Outcome::App(_) = env.login().await else { panic!("old metadata") };
+        env.idp.register_sp(&md).unwrap();
+        let Outcome::App(_) = env.login().await else { panic!("new metadata") };
+    }
 }

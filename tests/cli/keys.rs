@@ -42,3 +42,26 @@ async fn keys_rotate_adds_keys_and_keeps_the_old_ones_published(backend: Backend
     assert!(!bad.status.success(), "{bad}");
     assert!(bad.stderr.contains("RS384 or ES384"), "{bad}");
 }
+
+on_both_backends!(keys_rotate_saml_sp_adds_a_key_and_prints_its_id
+    => keys_rotate_saml_sp_adds_a_key_and_prints_its_id_on_sqlite,
+       keys_rotate_saml_sp_adds_a_key_and_prints_its_id_on_postgres);
+
+async fn keys_rotate_saml_sp_adds_a_key_and_prints_its_id(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let first = env.run(&["keys", "rotate", "--saml-sp"]).await;
+    assert!(first.status.success(), "{first}");
+    let second = env.run(&["keys", "rotate", "--saml-sp"]).await;
+    assert!(second.status.success(), "{second}");
+    let (a, b) = (first.stdout_lines(), second.stdout_lines());
+    assert_eq!((a.len(), b.len()), (1, 1), "{first}\n{second}");
+    assert_ne!(a[0], b[0]);
+    assert!(second.stderr.contains("SP metadata"), "{second}");
+    // Not both kinds at once.
+    let both = env
+        .run(&["keys", "rotate", "--saml-sp", "--alg", "RS256"])
+        .await;
+    assert!(!both.status.success());
+}
