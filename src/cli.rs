@@ -220,6 +220,19 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Backup { file, force }) => {
+            // Opening a SQLite URL creates a missing file: a relative path read from another
+            // directory would "back up" a new, empty database. Refuse that instead.
+            let url = config.database.url.expose();
+            if url.starts_with("sqlite:")
+                && let Ok(opts) =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+                && !opts.get_filename().exists()
+            {
+                anyhow::bail!(
+                    "there is no database at {} (database.url); run from the directory the gateway runs in, or give database.url an absolute path",
+                    opts.get_filename().display()
+                );
+            }
             let db = Db::connect(&config.database).await?;
             let report = db.backup(&file, force).await?;
             db.close().await;

@@ -96,6 +96,26 @@ async fn a_backup_taken_under_load_is_whole_and_opens() {
 }
 
 #[tokio::test]
+async fn a_backup_of_a_database_that_is_not_there_is_refused() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let out = env
+        .run_with_env(
+            &[
+                "db",
+                "backup",
+                env.dir.path().join("b.db").to_str().unwrap(),
+            ],
+            &[("GATEWAY__DATABASE__URL", "sqlite://nowhere/gw.db")],
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no database at"), "{out}");
+    assert!(!env.dir.path().join("b.db").exists());
+}
+
+#[tokio::test]
 async fn a_postgres_backup_points_to_pg_dump() {
     let Some(env) = TestEnv::new(Backend::Postgres).await else {
         return;
