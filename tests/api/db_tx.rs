@@ -149,3 +149,32 @@ crate::both_backends! {
         app.stop().await;
     }
 }
+
+/// A managed PostgreSQL that requires TLS: `sslmode=require` in `database.url` connects
+/// over TLS (the server here has Debian's snakeoil certificate; `require` encrypts without
+/// verifying, `verify-full` with `sslrootcert=` checks the server too).
+#[tokio::test]
+async fn postgres_connects_over_tls_when_the_url_asks() {
+    let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("TEST_DATABASE_URL is not set: skipping");
+        return;
+    };
+    if base.is_empty() {
+        return;
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let cfg = partner_gateway::config::DatabaseConfig {
+        url: partner_gateway::config::Secret::new(format!("{base}{sep}sslmode=require")),
+        ..Default::default()
+    };
+    let db = partner_gateway::db::Db::connect(&cfg).await.unwrap();
+    let partner_gateway::db::Db::Postgres(pool) = &db else {
+        panic!("not PostgreSQL")
+    };
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(ssl, "the connection is not encrypted");
+    db.close().await;
+}
