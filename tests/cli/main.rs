@@ -18,6 +18,7 @@ mod grade_crash;
 mod import;
 mod keys;
 mod migrate;
+mod multi_instance;
 mod shutdown;
 mod statements;
 mod webhook_crash;
