@@ -315,6 +315,19 @@ impl Tx {
             Tx::Postgres(_) => Backend::Postgres,
         }
     }
+
+    /// Hold the lock `name` until this transaction ends, so a check-then-insert is done by
+    /// one instance at a time: a PostgreSQL advisory transaction lock (instances share the
+    /// database). SQLite transactions already run one writer at a time.
+    pub async fn lock_named(&mut self, name: &str) -> Result<(), sqlx::Error> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(name)
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 fn is_memory(p: &Path) -> bool {

@@ -54,8 +54,13 @@ pub async fn ensure_signing_keys(db: &Db, master: &MasterKey, now_us: i64) -> an
         let current: i64 =
             with_db!(db, pool => sqlx::query_scalar(sql).bind(alg.as_str()).fetch_one(pool).await)?;
         if current == 0 {
+            // Instances starting together on an empty database: one of them creates it.
             let mut tx = db.begin().await?;
-            insert_new_key(&mut tx, master, alg, now_us).await?;
+            tx.lock_named("signing_keys").await?;
+            let current: i64 = with_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(alg.as_str()).fetch_one(c).await)?;
+            if current == 0 {
+                insert_new_key(&mut tx, master, alg, now_us).await?;
+            }
             tx.commit().await?;
         }
     }

@@ -124,12 +124,16 @@ pub async fn sp_keys(
     let sealed = master.seal(&kid, &der)?;
     let insert = "INSERT INTO sso_sp_keys (kid, sealed_private_key, cert_der, created_at_us) \
                   VALUES ($1, $2, $3, $4)";
+    // Instances signing someone in for the first time together: one creates the key.
     let mut tx = db.begin().await?;
-    with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    tx.lock_named("sso_sp_keys").await?;
+    let count = "SELECT COUNT(*) FROM sso_sp_keys";
+    let existing: i64 = with_tx!(&mut tx, c => sqlx::query_scalar(count).fetch_one(c).await)?;
+    if existing == 0 {
+        with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+        tracing::info!(kid = %kid, "SAML SP key and certificate created");
+    }
     tx.commit().await?;
-    tracing::info!(kid = %kid, "SAML SP key and certificate created");
-    // Another instance may have created one at the same moment: both are used (the
-    // oldest signs, either decrypts, both are published).
     load().await
 }
 

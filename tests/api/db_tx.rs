@@ -178,3 +178,26 @@ async fn postgres_connects_over_tls_when_the_url_asks() {
     assert!(ssl, "the connection is not encrypted");
     db.close().await;
 }
+
+// Instances starting together on an empty database create one signing key per algorithm
+// between them, not one each.
+crate::both_backends! {
+    async fn concurrent_starts_create_one_signing_key_per_algorithm(backend) {
+        let Some(app) = TestApp::spawn(backend).await else { return };
+        let db = app.db().clone();
+        partner_gateway::with_db!(&db, pool => sqlx::query("DELETE FROM signing_keys").execute(pool).await.map(|_| ())).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (db, master) = (db.clone(), app.state.master_key.clone());
+            tasks.push(tokio::spawn(async move {
+                partner_gateway::keys::ensure_signing_keys(&db, &master, partner_gateway::time::now_micros()).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let sql = "SELECT COUNT(*) FROM signing_keys WHERE retire_at_us IS NULL";
+        let n: i64 = partner_gateway::with_db!(&db, pool => sqlx::query_scalar(sql).fetch_one(pool).await).unwrap();
+        assert_eq!(n, 3, "one current key for each of RS256, RS384 and ES384");
+    }
+}
