@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 pub use routes::router;
-pub use store::{RedeemError, create_handoff, find_launch, insert_launch, redeem_handoff};
+pub use store::{
+    RedeemError, StateProblem, create_handoff, find_launch, insert_launch, redeem_handoff,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaunchKind {

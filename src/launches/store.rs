@@ -140,3 +140,30 @@ pub async fn find_launch(db: &Db, id: &str) -> anyhow::Result<Option<Launch>> {
         with_db!(db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)?;
     row.map(launch_from_row).transpose()
 }
+
+/// Why a single-use state (SMART, LTI and SSO sign-in requests) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateProblem {
+    Unknown,
+    Reused,
+    Expired,
+}
+
+/// Why `state_hash` in `table` (one of the `*_states` tables: `state_hash`, `used_at_us`,
+/// `expires_at_us`) could not be spent: never issued, already spent, or expired. Called in
+/// the transaction whose spend found nothing.
+pub async fn state_problem(
+    tx: &mut Tx,
+    table: &'static str,
+    state_hash: &str,
+) -> anyhow::Result<StateProblem> {
+    let sql = format!("SELECT used_at_us FROM {table} WHERE state_hash = $1");
+    let found: Option<Option<i64>> = with_tx!(tx, c => {
+        sqlx::query_scalar(&sql).bind(state_hash).fetch_optional(c).await
+    })?;
+    Ok(match found {
+        None => StateProblem::Unknown,
+        Some(Some(_)) => StateProblem::Reused,
+        Some(None) => StateProblem::Expired,
+    })
+}

@@ -18,12 +18,7 @@ pub struct PendingLogin {
     pub storage_origin: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateProblem {
-    Unknown,
-    Reused,
-    Expired,
-}
+pub use crate::launches::StateProblem;
 
 pub async fn insert_state(
     db: &Db,

@@ -24,13 +24,7 @@ pub struct Pending {
     pub browser: Option<String>,
 }
 
-/// Why a callback's `state` was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateProblem {
-    Unknown,
-    Reused,
-    Expired,
-}
+pub use crate::launches::StateProblem;
 
 pub async fn insert_state(
     db: &Db,
@@ -80,15 +74,7 @@ pub async fn take_state(
     let outcome = match row {
         Some(sealed) => Ok(serde_json::from_slice(&master.open(state_hash, &sealed)?)?),
         None => {
-            let sql = "SELECT used_at_us FROM sso_states WHERE state_hash = $1";
-            let found: Option<Option<i64>> = with_tx!(&mut tx, c => {
-                sqlx::query_scalar(sql).bind(state_hash).fetch_optional(c).await
-            })?;
-            Err(match found {
-                None => StateProblem::Unknown,
-                Some(Some(_)) => StateProblem::Reused,
-                Some(None) => StateProblem::Expired,
-            })
+            Err(crate::launches::store::state_problem(&mut tx, "sso_states", state_hash).await?)
         }
     };
     tx.commit().await?;
