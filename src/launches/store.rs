@@ -141,6 +141,14 @@ pub async fn find_launch(db: &Db, id: &str) -> anyhow::Result<Option<Launch>> {
     row.map(launch_from_row).transpose()
 }
 
+/// Drop the states of `table` (a `*_states` table) a day past expiry, in the caller's
+/// transaction: until then they only matter as "expired" answers.
+pub async fn purge_states(tx: &mut Tx, table: &'static str, now_us: i64) -> anyhow::Result<()> {
+    let sql = format!("DELETE FROM {table} WHERE expires_at_us < $1");
+    with_tx!(tx, c => sqlx::query(&sql).bind(now_us - 86_400_000_000).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Why a single-use state (SMART, LTI and SSO sign-in requests) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateProblem {

@@ -28,8 +28,7 @@ pub async fn insert_state(
     expires_at_us: i64,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    let purge = "DELETE FROM lti_states WHERE expires_at_us < $1";
-    with_tx!(&mut tx, c => sqlx::query(purge).bind(now_us - 86_400_000_000).execute(c).await.map(|r| r.rows_affected()))?;
+    crate::launches::store::purge_states(&mut tx, "lti_states", now_us).await?;
     let sql = "INSERT INTO lti_states (state_hash, binding_hash, nonce, issuer, client_id, login, \
                storage_target, storage_origin, created_at_us, expires_at_us) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";

@@ -26,9 +26,7 @@ pub async fn insert_state(
 ) -> anyhow::Result<()> {
     let sealed = master.seal(state_hash, pending.code_verifier.as_bytes())?;
     let mut tx = db.begin().await?;
-    // States a day past expiry only matter as "expired" answers; drop them as we go.
-    let purge = "DELETE FROM smart_states WHERE expires_at_us < $1";
-    with_tx!(&mut tx, c => sqlx::query(purge).bind(now_us - 86_400_000_000).execute(c).await.map(|r| r.rows_affected()))?;
+    crate::launches::store::purge_states(&mut tx, "smart_states", now_us).await?;
     let sql = "INSERT INTO smart_states (state_hash, partner_id, iss, launch_param, sealed_verifier, \
                scope, created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     with_tx!(&mut tx, c => {

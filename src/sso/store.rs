@@ -36,9 +36,7 @@ pub async fn insert_state(
 ) -> anyhow::Result<()> {
     let sealed = master.seal(state_hash, &serde_json::to_vec(pending)?)?;
     let mut tx = db.begin().await?;
-    // States a day past expiry only matter as "expired" answers; drop them as we go.
-    let purge = "DELETE FROM sso_states WHERE expires_at_us < $1";
-    with_tx!(&mut tx, c => sqlx::query(purge).bind(now_us - 86_400_000_000).execute(c).await.map(|r| r.rows_affected()))?;
+    crate::launches::store::purge_states(&mut tx, "sso_states", now_us).await?;
     let sql = "INSERT INTO sso_states (state_hash, connection_id, partner_id, sealed, \
                created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6)";
     with_tx!(&mut tx, c => {
