@@ -97,24 +97,8 @@ EOF
 cp config/meters.toml "$work/config/meters.toml"
 "$py" interop/lti/platform_check.py --platform-port "$lms_port" --emit-partners >"$work/config/partners.toml"
 
-gw() { NO_COLOR=1 "$PGW_BIN" --config "$work/config" "$@"; }
-gw check-config >"$work/check-config.log" 2>&1 || { cat "$work/check-config.log" >&2; fail "check-config refused the generated config"; }
-gw migrate >>"$work/gateway.log" 2>&1 || fail "migrate failed"
-app_key=$(gw api-keys create --role app --name interop-lti 2>>"$work/gateway.log") || fail "api-keys create failed"
-
-# Started directly (not through gw, a function: $! would be a subshell's pid, not the gateway's).
-NO_COLOR=1 "$PGW_BIN" --config "$work/config" serve >>"$work/gateway.log" 2>&1 &
-gw_pid=$!
-ready=""
-for _ in $(seq 1 150); do
-  kill -0 "$gw_pid" 2>/dev/null || fail "the gateway exited during start-up"
-  if "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$gateway/readyz" 2>/dev/null; then
-    ready=1
-    break
-  fi
-  sleep 0.2
-done
-[ -n "$ready" ] || fail "the gateway did not become ready at $gateway within 30 s"
+interop_start_gateway app
+app_key=$api_key
 say "gateway $gateway (pid $gw_pid), platform http://127.0.0.1:$lms_port"
 
 if PGW_APP_KEY="$app_key" timeout --signal=TERM 240 "$py" -u interop/lti/platform_check.py \

@@ -39,3 +39,28 @@ interop_gateway_bin() {
   fi
   [ -x "$PGW_BIN" ] || fail "no gateway binary at $PGW_BIN"
 }
+
+# gw ARGS...: the gateway's CLI on the generated config.
+gw() { NO_COLOR=1 "$PGW_BIN" --config "$work/config" "$@"; }
+
+# interop_start_gateway ROLE: check the generated config ($work/config), migrate, create an
+# API key of ROLE (in `api_key`), start `serve` (its pid in `gw_pid`, log in
+# $work/gateway.log) and wait until $gateway/readyz answers. Needs `py`.
+interop_start_gateway() {
+  local role=$1 ready=""
+  gw check-config >"$work/check-config.log" 2>&1 || { cat "$work/check-config.log" >&2; fail "check-config refused the generated config"; }
+  gw migrate >>"$work/gateway.log" 2>&1 || fail "migrate failed"
+  api_key=$(gw api-keys create --role "$role" --name "interop-$name" 2>>"$work/gateway.log") || fail "api-keys create failed"
+  # Started directly (not through gw, a function: $! would be a subshell's pid).
+  NO_COLOR=1 "$PGW_BIN" --config "$work/config" serve >>"$work/gateway.log" 2>&1 &
+  gw_pid=$!
+  for _ in $(seq 1 150); do
+    kill -0 "$gw_pid" 2>/dev/null || fail "the gateway exited during start-up"
+    if "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$gateway/readyz" 2>/dev/null; then
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  [ -n "$ready" ] || fail "the gateway did not become ready at $gateway within 30 s"
+}
