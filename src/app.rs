@@ -139,8 +139,19 @@ pub fn router(state: AppState) -> Router {
     for outcome in ["accepted", "duplicate", "rejected"] {
         metrics::counter!("gateway_usage_events_total", "outcome" => outcome).increment(0);
     }
-    let routes = Router::new()
+    let (api, doc) = api_routes().split_for_parts();
+    let routes = api
         .merge(crate::http::health::router())
+        .merge(crate::http::openapi::router(crate::http::openapi::finish(
+            doc,
+        )));
+    crate::http::with_middleware(routes, state)
+}
+
+/// Every area's routes: the `/v1` API with its OpenAPI description, and the browser and
+/// protocol endpoints (launch, callback, JWKS, ACS...) that are not part of it.
+pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::with_openapi(crate::http::openapi::base())
         .merge(crate::partners::router())
         .merge(crate::keys::router())
         .merge(crate::metering::router())
@@ -150,8 +161,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::lti::router())
         .merge(crate::statements::router())
         .merge(crate::webhooks::router())
-        .merge(crate::sso::router());
-    crate::http::with_middleware(routes, state)
+        .merge(crate::sso::router())
 }
 
 /// The job handlers of this build: each area registers its kinds here.

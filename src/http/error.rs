@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// A per-field problem in a validation error. `index` is the event's position in a batch.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
@@ -91,12 +91,18 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    detail: String,
-    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    errors: &'a [FieldError],
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"code": "invalid_query", "detail": "state \"sleeping\" is not one of pending, running, done, dead"}))]
+pub struct ErrorBody {
+    /// Stable and machine-readable: `not_found`, `forbidden`, `validation_failed`, ...
+    pub code: String,
+    /// What is wrong, for a person.
+    pub detail: String,
+    /// Per-field problems of a `validation_failed` error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub errors: Vec<FieldError>,
 }
 
 impl IntoResponse for ApiError {
@@ -110,14 +116,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let errors = match &self {
-            ApiError::Validation { errors, .. } => errors.as_slice(),
-            _ => &[],
+        let errors = match self {
+            ApiError::Validation { errors, .. } => errors,
+            _ => Vec::new(),
         };
         let mut resp = (
             status,
             Json(ErrorBody {
-                code,
+                code: code.to_owned(),
                 detail,
                 errors,
             }),

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod openapi;
 pub mod page;
 
 use std::time::{Duration, Instant};

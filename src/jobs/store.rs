@@ -10,7 +10,7 @@ use crate::db::{Db, Tx};
 use crate::time::to_micros;
 use crate::{with_db, with_tx};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     pub kind: String,

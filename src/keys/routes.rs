@@ -12,8 +12,8 @@ use crate::app::AppState;
 use crate::http::ApiError;
 use crate::time::now_micros;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/.well-known/jwks.json", get(jwks))
+pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().route("/.well-known/jwks.json", get(jwks))
 }
 
 async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

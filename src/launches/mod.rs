@@ -7,7 +7,7 @@ pub mod routes;
 pub mod store;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub use routes::router;
@@ -77,31 +77,70 @@ impl Launch {
 
     /// What the app receives: the common fields every kind has, then the kind's context
     /// fields at the top level (names as the protocol spells them, e.g. `fhirContext`).
-    pub fn view(&self) -> Value {
-        let mut out = Map::new();
-        out.insert("launch_id".into(), json!(self.id));
-        out.insert("partner".into(), json!(self.partner_id));
-        out.insert("kind".into(), json!(self.kind.as_str()));
-        let mut user = Map::new();
-        user.insert("id".into(), json!(self.user_id));
-        if self.kind == LaunchKind::Smart {
-            user.insert(
-                "fhirUser".into(),
-                self.context.get("fhirUser").cloned().unwrap_or(Value::Null),
-            );
-        }
-        user.insert("name".into(), json!(self.user_name));
-        out.insert("user".into(), Value::Object(user));
-        for (k, v) in &self.context {
-            if k != "fhirUser" {
-                out.insert(k.clone(), v.clone());
+    pub fn view(&self) -> LaunchView {
+        let mut context = self.context.clone();
+        let fhir_user = match self.kind {
+            LaunchKind::Smart => Some(context.remove("fhirUser").unwrap_or(Value::Null)),
+            _ => {
+                context.remove("fhirUser");
+                None
             }
+        };
+        LaunchView {
+            launch_id: self.id.clone(),
+            partner: self.partner_id.clone(),
+            kind: self.kind.as_str().to_owned(),
+            user: LaunchUser {
+                id: self.user_id.clone(),
+                fhir_user,
+                name: self.user_name.clone(),
+            },
+            scopes: self.scopes.clone(),
+            created_at: self.created_at.to_rfc3339(),
+            expires_at: self.expires_at.to_rfc3339(),
+            context,
         }
-        out.insert("scopes".into(), json!(self.scopes));
-        out.insert("created_at".into(), json!(self.created_at.to_rfc3339()));
-        out.insert("expires_at".into(), json!(self.expires_at.to_rfc3339()));
-        Value::Object(out)
     }
+}
+
+/// The launch context the app receives from `POST /v1/launches/exchange`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "launch_id": "lch_01HZX3", "partner": "epic-sandbox", "kind": "smart",
+    "user": {"id": "Practitioner/e1", "fhirUser": "https://fhir.example/Practitioner/e1", "name": "Dr. Ada Lovelace"},
+    "iss": "https://fhir.example/api/FHIR/R4", "patient": "erXuFYUfucBZaryVksYEcMg3",
+    "encounter": "eGmO0h.1-kF7wSiwCb8oEoA3", "need_patient_banner": true,
+    "scopes": ["launch", "openid", "fhirUser", "patient/Patient.read"],
+    "created_at": "2026-11-02T14:03:11+00:00", "expires_at": "2026-11-02T22:03:11+00:00"
+}))]
+pub struct LaunchView {
+    /// Use it for calls on the launch's behalf (`/v1/launches/{launch_id}/...`).
+    pub launch_id: String,
+    pub partner: String,
+    /// smart (EHR), lti (LMS) or sso (an organisation's identity provider).
+    pub kind: String,
+    pub user: LaunchUser,
+    /// Granted scopes (SMART) or the services the platform offers (LTI).
+    pub scopes: Vec<String>,
+    pub created_at: String,
+    /// After this, calls on the launch answer 410 and the user must launch again.
+    pub expires_at: String,
+    /// The kind's context fields, named as the protocol names them: SMART `iss`, `patient`,
+    /// `encounter`, `fhirContext`, `need_patient_banner`, `tenant`...; LTI `context`,
+    /// `resource_link`, `roles`, `platform`, `deployment_id`, `ags`, `nrps`, `deep_linking`...;
+    /// SSO `connection`, `email`, `groups`, `attributes`...
+    #[serde(flatten)]
+    pub context: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LaunchUser {
+    /// The user as the partner names them; null when the partner did not say.
+    pub id: Option<String>,
+    /// SMART launches only: the FHIR resource URL of the user (null when not granted).
+    #[serde(rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<Value>,
+    pub name: Option<String>,
 }
 
 /// A new random one-time code (256 bits, URL-safe) and the hash the store keeps.

@@ -2,33 +2,50 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, Body};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/launches/exchange", post(exchange))
-        .route("/v1/launches/{launch_id}", get(one))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(exchange))
+        .routes(routes!(one))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExchangeRequest {
+    /// The `code` query parameter the gateway put on the app URL: single use, short-lived.
+    #[schema(example = "Yp3v0mQy2p7cQf0o5Y6C0aWbq3bX1m3dZcH7u0p9yT8")]
     code: String,
 }
 
-/// Trade the one-time code from the app URL for the launch context.
+/// Trade the one-time code from the app URL for the launch context. The code works once
+/// and only for a few minutes: exchange it from the app's back end as soon as it arrives.
+#[utoipa::path(
+    post,
+    path = "/v1/launches/exchange",
+    tag = "launches",
+    operation_id = "exchange_launch_code",
+    request_body = ExchangeRequest,
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The launch context", body = super::LaunchView),
+        (status = 400, description = "Not a code body, or the code is unknown (`unknown_code`), used (`code_used`) or expired (`code_expired`)", body = crate::http::error::ErrorBody),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn exchange(
     State(state): State<AppState>,
     caller: Caller,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::LaunchView>, ApiError> {
     caller.require(&[Role::App])?;
     let req: ExchangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -59,11 +76,25 @@ async fn exchange(
 }
 
 /// The launch context again (the app may ask while the launch lives).
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}",
+    tag = "launches",
+    operation_id = "get_launch",
+    params(("launch_id" = String, Path, description = "From the exchange")),
+    security(("app_key" = []), ("partner_key" = [])),
+    responses(
+        (status = 200, description = "The launch context", body = super::LaunchView),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 410, response = crate::http::openapi::Gone),
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
     Path(launch_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::LaunchView>, ApiError> {
     let launch = authorized_launch(&state, &caller, &launch_id).await?;
     Ok(Json(launch.view()))
 }

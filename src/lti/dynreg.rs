@@ -248,7 +248,23 @@ async fn register_inner(
 }
 
 /// Registrations for admins: `status` filter.
-pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<Value>> {
+/// A dynamic registration as `GET /v1/lti/registrations` shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RegistrationView {
+    pub id: String,
+    pub partner: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub deployment_id: String,
+    /// The LMS product as the platform named itself (canvas, moodle, ...).
+    pub lms: String,
+    /// pending, approved or rejected.
+    pub status: String,
+    pub created_at: String,
+    pub decided_at: Option<String>,
+}
+
+pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<RegistrationView>> {
     type Row = (
         String,
         String,
@@ -268,12 +284,17 @@ pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<
         .into_iter()
         .map(
             |(id, partner, issuer, client_id, deployment_id, vendor, status, created, decided)| {
-                json!({
-                    "id": id, "partner": partner, "issuer": issuer, "client_id": client_id,
-                    "deployment_id": deployment_id, "lms": vendor, "status": status,
-                    "created_at": crate::time::from_micros(created).to_rfc3339(),
-                    "decided_at": decided.map(|d| crate::time::from_micros(d).to_rfc3339()),
-                })
+                RegistrationView {
+                    id,
+                    partner,
+                    issuer,
+                    client_id,
+                    deployment_id,
+                    lms: vendor,
+                    status,
+                    created_at: crate::time::from_micros(created).to_rfc3339(),
+                    decided_at: decided.map(|d| crate::time::from_micros(d).to_rfc3339()),
+                }
             },
         )
         .collect())

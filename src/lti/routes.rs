@@ -10,56 +10,168 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, Body};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/lti/login", get(login).post(login))
         .route("/lti/launch", post(launch))
         .route("/lti/deep-link/{id}", post(deep_link_choice))
         .route("/lti/config/canvas.json", get(canvas_config))
-        .route("/v1/launches/{launch_id}/deep-link", post(app_deep_link))
         .route("/lti/11/launch", post(lti11_launch))
         .route("/lti/register", get(register))
-        .route("/v1/lti/registrations", get(list_registrations))
-        .route(
-            "/v1/lti/registrations/{id}/approve",
-            post(approve_registration),
-        )
-        .route(
-            "/v1/lti/registrations/{id}/reject",
-            post(reject_registration),
-        )
-        .route("/v1/launches/{launch_id}/scores", post(post_score))
-        .route("/v1/scores/{score_id}", get(get_score))
-        .route(
-            "/v1/launches/{launch_id}/lineitems",
-            get(list_line_items).post(create_line_item),
-        )
-        .route(
-            "/v1/launches/{launch_id}/lineitems/item",
-            get(line_item).put(line_item).delete(line_item),
-        )
-        .route("/v1/launches/{launch_id}/members", get(members))
-        .route(
-            "/v1/launches/{launch_id}/outcome",
-            get(read_outcome).delete(delete_outcome),
-        )
+        .routes(routes!(app_deep_link))
+        .routes(routes!(list_registrations))
+        .routes(routes!(approve_registration))
+        .routes(routes!(reject_registration))
+        .routes(routes!(post_score))
+        .routes(routes!(get_score))
+        .routes(routes!(list_line_items, create_line_item))
+        .routes(routes!(get_line_item, put_line_item, delete_line_item))
+        .routes(routes!(members))
+        .routes(routes!(read_outcome, delete_outcome))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documents the query; the handler reads it leniently as pairs.
+struct RegistrationsQuery {
+    /// pending, approved or rejected; all when omitted.
+    status: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct RegistrationList {
+    registrations: Vec<super::dynreg::RegistrationView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct RegistrationDecided {
+    id: String,
+    /// approved or rejected.
+    status: String,
+}
+
+/// An AGS score as the app posts it (IMS AGS 2.0 Score fields; the gateway adds the
+/// timestamp and the line item of the launch's resource link unless `lineItem` names one).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"scoreGiven": 8, "scoreMaximum": 10, "activityProgress": "Completed", "gradingProgress": "FullyGraded", "comment": "Well done"}))]
+#[allow(dead_code, non_snake_case)]
+struct ScoreBody {
+    /// The LMS user id; the launch's user by default.
+    userId: Option<String>,
+    #[schema(minimum = 0)]
+    scoreGiven: Option<f64>,
+    /// Above 0; required with scoreGiven.
+    scoreMaximum: Option<f64>,
+    /// Initialized, Started, InProgress, Submitted or Completed.
+    activityProgress: String,
+    /// FullyGraded, Pending, PendingManual, Failed or NotReady.
+    gradingProgress: String,
+    #[schema(max_length = 10000)]
+    comment: Option<String>,
+    /// A line item URL of the launch's context.
+    lineItem: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ScoreAccepted {
+    /// Follow it at `GET /v1/scores/{score_id}`.
+    score_id: String,
+    /// Always pending: a job delivers it, retrying while the LMS fails.
+    status: String,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LineItemQuery {
+    /// The line item's URL (its `id` in the LMS).
+    id: String,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LineItemsQuery {
+    /// Passed to the LMS: only the items of this resource link.
+    resource_link_id: Option<String>,
+    resource_id: Option<String>,
+    tag: Option<String>,
+    limit: Option<u32>,
+}
+
+/// An LTI Advantage line item (IMS AGS 2.0), passed to the LMS as it is.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"label": "Chapter 5 quiz", "scoreMaximum": 10, "resourceId": "quiz-5", "tag": "quiz"}))]
+#[allow(dead_code, non_snake_case)]
+struct LineItemBody {
+    label: String,
+    #[schema(exclusive_minimum = 0)]
+    scoreMaximum: f64,
+    resourceId: Option<String>,
+    resourceLinkId: Option<String>,
+    tag: Option<String>,
+    startDateTime: Option<String>,
+    endDateTime: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Outcome {
+    launch_id: String,
+    /// The LMS's result for the launch's user, 0.0 to 1.0; null when none.
+    score: Option<f64>,
+}
+
+/// The content the app chose for a Deep Linking launch: LTI content items
+/// (<https://www.imsglobal.org/spec/lti-dl/v2p0#content-item-types>).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"content_items": [{"type": "ltiResourceLink", "title": "Chapter 5 quiz", "url": "https://app.example/quiz/5", "lineItem": {"scoreMaximum": 10, "label": "Chapter 5 quiz"}}]}))]
+#[allow(dead_code)]
+struct DeepLinkBody {
+    /// Each needs a `type` (ltiResourceLink, link, file, html, image).
+    #[schema(value_type = Vec<Object>)]
+    content_items: Vec<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeepLinkResponse {
+    /// Where the browser must POST the JWT (form field `JWT`).
+    return_url: Option<String>,
+    /// The signed LtiDeepLinkingResponse.
+    jwt: String,
 }
 
 async fn register(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
     super::dynreg::register(&state, pairs(q.unwrap_or_default().as_bytes())).await
 }
 
+/// LTI Dynamic Registrations made by platforms, for an admin to approve or reject.
+#[utoipa::path(
+    get,
+    path = "/v1/lti/registrations",
+    tag = "lti",
+    operation_id = "list_lti_registrations",
+    params(RegistrationsQuery),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "The registrations, oldest first", body = RegistrationList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
 async fn list_registrations(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistrationList>, ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
     let status = pairs(q.unwrap_or_default().as_bytes()).remove("status");
     if let Some(s) = &status
@@ -70,9 +182,9 @@ async fn list_registrations(
             "status must be pending, approved or rejected",
         ));
     }
-    Ok(Json(
-        json!({ "registrations": super::dynreg::list(&state, status.as_deref()).await? }),
-    ))
+    Ok(Json(RegistrationList {
+        registrations: super::dynreg::list(&state, status.as_deref()).await?,
+    }))
 }
 
 async fn decide(
@@ -80,7 +192,7 @@ async fn decide(
     caller: Caller,
     id: String,
     approve: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistrationDecided>, ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
     if !super::dynreg::decide(&state, &id, approve).await? {
         return Err(ApiError::Conflict(format!(
@@ -88,24 +200,51 @@ async fn decide(
         )));
     }
     tracing::info!(registration_id = %id, approve, "LTI registration decided");
-    Ok(Json(
-        json!({ "id": id, "status": if approve { "approved" } else { "rejected" } }),
-    ))
+    Ok(Json(RegistrationDecided {
+        id,
+        status: if approve { "approved" } else { "rejected" }.to_owned(),
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/lti/registrations/{id}/approve",
+    tag = "lti",
+    operation_id = "approve_lti_registration",
+    params(("id" = String, Path, description = "The registration's id")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Decided", body = RegistrationDecided),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
 async fn approve_registration(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistrationDecided>, ApiError> {
     decide(state, caller, id, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/lti/registrations/{id}/reject",
+    tag = "lti",
+    operation_id = "reject_lti_registration",
+    params(("id" = String, Path, description = "The registration's id")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Decided", body = RegistrationDecided),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
 async fn reject_registration(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RegistrationDecided>, ApiError> {
     decide(state, caller, id, false).await
 }
 
@@ -114,12 +253,30 @@ async fn lti11_launch(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 /// `POST /v1/launches/{id}/scores`: 202 with the score id once stored; delivered by a job.
+#[utoipa::path(
+    post,
+    path = "/v1/launches/{launch_id}/scores",
+    tag = "lti",
+    operation_id = "post_score",
+    params(("launch_id" = String, Path, description = "An LTI launch's id")),
+    request_body = ScoreBody,
+    security(("app_key" = [])),
+    responses(
+        (status = 202, description = "Stored; a job delivers it to the LMS", body = ScoreAccepted),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn post_score(
     State(state): State<AppState>,
     caller: Caller,
     Path(launch_id): Path<String>,
     Body(body): Body,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+) -> Result<(axum::http::StatusCode, Json<ScoreAccepted>), ApiError> {
     caller.require(&[crate::apikeys::Role::App])?;
     let launch = crate::launches::routes::authorized_launch(&state, &caller, &launch_id).await?;
     let req: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -134,16 +291,32 @@ async fn post_score(
     let id = super::ags::accept_score(&state, &launch, score).await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
-        Json(json!({ "score_id": id, "status": "pending" })),
+        Json(ScoreAccepted {
+            score_id: id,
+            status: "pending".into(),
+        }),
     ))
 }
 
 /// `GET /v1/scores/{id}`: where a score is (pending, delivered, failed) and why.
+#[utoipa::path(
+    get,
+    path = "/v1/scores/{score_id}",
+    tag = "lti",
+    operation_id = "get_score",
+    params(("score_id" = String, Path, description = "From the score's 202")),
+    security(("app_key" = []), ("partner_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 200, description = "The score's delivery", body = super::store::ScoreStatus),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn get_score(
     State(state): State<AppState>,
     caller: Caller,
     Path(score_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::store::ScoreStatus>, ApiError> {
     caller.require(&[
         crate::apikeys::Role::App,
         crate::apikeys::Role::Partner,
@@ -171,6 +344,24 @@ async fn app_launch(
     Ok(l)
 }
 
+/// The line items of the launch's context, from the LMS (AGS line item service).
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}/lineitems",
+    tag = "lti",
+    operation_id = "list_line_items",
+    params(("launch_id" = String, Path, description = "An LTI launch's id"), LineItemsQuery),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The LMS's line items", body = Vec<Object>),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
+    )
+)]
 async fn list_line_items(
     State(state): State<AppState>,
     caller: Caller,
@@ -209,6 +400,26 @@ fn item_id(q: Option<String>) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request("missing_id", "name the line item with ?id=<its URL>"))
 }
 
+/// Create a line item in the launch's context.
+#[utoipa::path(
+    post,
+    path = "/v1/launches/{launch_id}/lineitems",
+    tag = "lti",
+    operation_id = "create_line_item",
+    params(("launch_id" = String, Path, description = "An LTI launch's id")),
+    request_body = LineItemBody,
+    security(("app_key" = [])),
+    responses(
+        (status = 201, description = "The LMS created it", body = Object),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
+    )
+)]
 async fn create_line_item(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,26 +448,125 @@ async fn create_line_item(
     )
 }
 
-/// GET, PUT or DELETE one line item, named by `?id=<its URL>`.
+/// One line item of the launch's context, named by `?id=<its URL>`.
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}/lineitems/item",
+    tag = "lti",
+    operation_id = "get_line_item",
+    params(("launch_id" = String, Path, description = "An LTI launch's id"), LineItemQuery),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The line item", body = Object),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
+    )
+)]
+async fn get_line_item(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    q: RawQuery,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    line_item(state, Method::GET, caller, id, q, None).await
+}
+
+/// Replace a line item (the whole of it), named by `?id=<its URL>`.
+#[utoipa::path(
+    put,
+    path = "/v1/launches/{launch_id}/lineitems/item",
+    tag = "lti",
+    operation_id = "put_line_item",
+    params(("launch_id" = String, Path, description = "An LTI launch's id"), LineItemQuery),
+    request_body = LineItemBody,
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The line item as the LMS now has it", body = Object),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
+    )
+)]
+async fn put_line_item(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    q: RawQuery,
+    Body(body): Body,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    line_item(state, Method::PUT, caller, id, q, Some(body)).await
+}
+
+/// Delete a line item (and its grades in the LMS), named by `?id=<its URL>`.
+#[utoipa::path(
+    delete,
+    path = "/v1/launches/{launch_id}/lineitems/item",
+    tag = "lti",
+    operation_id = "delete_line_item",
+    params(("launch_id" = String, Path, description = "An LTI launch's id"), LineItemQuery),
+    security(("app_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
+    )
+)]
+async fn delete_line_item(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    q: RawQuery,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    line_item(state, Method::DELETE, caller, id, q, None).await
+}
+
 async fn line_item(
     State(state): State<AppState>,
     method: Method,
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    Body(body): Body,
+    body: Option<Bytes>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
-    let body = if method == Method::PUT {
-        Some(json_body(&body)?)
-    } else {
-        None
-    };
+    let body = body.map(|b| json_body(&b)).transpose()?;
     passthrough(
         super::ags::write_line_item(&state, &launch, method, Some(&item_id(q)?), body).await?,
     )
 }
 
+/// The roster of the launch's context (NRPS 2.0), all pages, from the LMS.
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}/members",
+    tag = "lti",
+    operation_id = "list_members",
+    params(("launch_id" = String, Path, description = "An LTI launch's id")),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The context and its members", body = Object),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+    )
+)]
 async fn members(
     State(state): State<AppState>,
     caller: Caller,
@@ -286,20 +596,55 @@ fn outcome_error((permanent, reason): (bool, String)) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}/outcome",
+    tag = "lti",
+    operation_id = "read_outcome",
+    params(("launch_id" = String, Path, description = "An LTI 1.1 launch's id")),
+    security(("app_key" = [])),
+    responses(
+        (status = 200, description = "The LMS's result (LTI 1.1 Basic Outcomes readResult)", body = Outcome),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+    )
+)]
 /// readResult for an LTI 1.1 launch.
 async fn read_outcome(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Outcome>, ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
     lti11_only(&launch)?;
     let score = super::lti11::read_result(&state, &launch)
         .await
         .map_err(outcome_error)?;
-    Ok(Json(json!({ "launch_id": id, "score": score })))
+    Ok(Json(Outcome {
+        launch_id: id,
+        score,
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/launches/{launch_id}/outcome",
+    tag = "lti",
+    operation_id = "delete_outcome",
+    params(("launch_id" = String, Path, description = "An LTI 1.1 launch's id")),
+    security(("app_key" = [])),
+    responses(
+        (status = 204, description = "The LMS deleted the result"),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+    )
+)]
 /// deleteResult for an LTI 1.1 launch.
 async fn delete_outcome(
     State(state): State<AppState>,
@@ -397,6 +742,24 @@ async fn canvas_config(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/launches/{launch_id}/deep-link",
+    tag = "lti",
+    operation_id = "answer_deep_link",
+    params(("launch_id" = String, Path, description = "A Deep Linking launch's id")),
+    request_body = DeepLinkBody,
+    security(("app_key" = []), ("partner_key" = [])),
+    responses(
+        (status = 200, description = "The signed response and where to post it", body = DeepLinkResponse),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 /// `POST /v1/launches/{id}/deep-link` (app keys): for a Deep Linking launch the app chose
 /// content for, the signed response and where the browser must POST it (as field `JWT`).
 async fn app_deep_link(
@@ -404,7 +767,7 @@ async fn app_deep_link(
     caller: Caller,
     Path(launch_id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeepLinkResponse>, ApiError> {
     let launch = crate::launches::routes::authorized_launch(&state, &caller, &launch_id).await?;
     if launch.context.get("message_type").and_then(Value::as_str) != Some("LtiDeepLinkingRequest") {
         return Err(ApiError::Conflict(format!(
@@ -457,8 +820,11 @@ async fn app_deep_link(
         items,
     )
     .await?;
-    Ok(Json(json!({
-        "return_url": settings.get("deep_link_return_url"),
-        "jwt": jwt,
-    })))
+    Ok(Json(DeepLinkResponse {
+        return_url: settings
+            .get("deep_link_return_url")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        jwt,
+    }))
 }

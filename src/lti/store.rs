@@ -173,11 +173,31 @@ type ScoreRow = (
     Option<i64>,
 );
 
+/// `GET /v1/scores/{score_id}`: where a score is.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ScoreStatus {
+    pub score_id: String,
+    pub launch_id: String,
+    pub partner: String,
+    pub user_id: String,
+    /// pending (queued or being retried), delivered, or failed (the LMS refused it for good).
+    pub status: String,
+    pub attempts: i64,
+    /// The line item it went to, once known.
+    pub line_item: Option<String>,
+    /// The LMS's last HTTP status.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    /// The score's timestamp as sent to the LMS: a resend carries the same one.
+    pub timestamp: String,
+    pub delivered_at: Option<String>,
+}
+
 /// A score's delivery status as the API shows it, with its partner (for the caller check).
 pub async fn score_status(
     db: &Db,
     score_id: &str,
-) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+) -> anyhow::Result<Option<(String, ScoreStatus)>> {
     let sql = "SELECT id, launch_id, partner_id, user_id, status, attempts, line_item, last_status, \
                last_error, timestamp_us, delivered_at_us FROM lti_scores WHERE id = $1";
     let row: Option<ScoreRow> =
@@ -196,13 +216,19 @@ pub async fn score_status(
             ts,
             delivered,
         )| {
-            let view = serde_json::json!({
-                "score_id": id, "launch_id": launch_id, "partner": partner_id, "user_id": user_id,
-                "status": status, "attempts": attempts, "line_item": line_item,
-                "last_status": last_status, "last_error": last_error,
-                "timestamp": crate::time::from_micros(ts).to_rfc3339(),
-                "delivered_at": delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
-            });
+            let view = ScoreStatus {
+                score_id: id,
+                launch_id,
+                partner: partner_id.clone(),
+                user_id,
+                status,
+                attempts,
+                line_item,
+                last_status,
+                last_error,
+                timestamp: crate::time::from_micros(ts).to_rfc3339(),
+                delivered_at: delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
+            };
             (partner_id, view)
         },
     ))

@@ -34,7 +34,8 @@ pub enum IngestError {
     Store(#[from] anyhow::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"accepted": 1, "duplicates": 0}))]
 pub struct Ingested {
     pub accepted: u64,
     pub duplicates: u64,

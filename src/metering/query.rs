@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use chrono_tz::Tz;
-use serde_json::{Map, json};
+use serde_json::Map;
 
 use super::meter::{Field, Meter};
 use super::window::{Window, WindowSize};
@@ -152,13 +152,15 @@ pub enum QueryError {
 
 /// Validate the query parameters; every problem is listed. `own_partner` is the partner of a
 /// partner key (the default for `partner`).
+pub const KNOWN_PARAMS: [&str; 7] = ["meter", "partner", "from", "to", "window", "tz", "group_by"];
+
 pub fn parse_query<'m>(
     params: &HashMap<String, String>,
     meters: &'m BTreeMap<String, Meter>,
     own_partner: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<MeterQuery<'m>, QueryError> {
-    const KNOWN: [&str; 7] = ["meter", "partner", "from", "to", "window", "tz", "group_by"];
+    const KNOWN: [&str; 7] = KNOWN_PARAMS;
     let mut errors = Vec::new();
     let mut invalid = |field: &str, reason: String| {
         errors.push(FieldError {
@@ -279,7 +281,7 @@ pub fn parse_query<'m>(
 
 /// The response body: one row per (window, group); without grouping every window, empty
 /// ones included. Times are written in the query's zone.
-pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> Value {
+pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> UsageReport {
     let tz = q.tz;
     let fmt = |t: DateTime<Utc>| {
         t.with_timezone(&tz)
@@ -301,25 +303,69 @@ pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> V
                         .map(|v| v.map_or(Value::Null, Value::String)),
                 )
                 .collect();
-            data.push(
-                json!({"start": fmt(w.start), "end": fmt(w.end), "value": b.value, "group": group}),
-            );
+            data.push(UsageBucket {
+                start: fmt(w.start),
+                end: fmt(w.end),
+                value: b.value,
+                group,
+            });
         }
         // Without grouping every window is listed, empty ones included, so a chart has no gaps.
         if !any && q.group_names.is_empty() {
-            data.push(json!({"start": fmt(w.start), "end": fmt(w.end), "value": empty_value(q.meter.aggregation), "group": {}}));
+            data.push(UsageBucket {
+                start: fmt(w.start),
+                end: fmt(w.end),
+                value: empty_value(q.meter.aggregation),
+                group: Map::new(),
+            });
         }
     }
-    json!({
-        "meter": q.meter.name,
-        "partner": q.partner,
-        "aggregation": q.meter.aggregation.as_str(),
-        "window": q.size.map(WindowSize::as_str),
-        "tz": q.tz_name,
-        "from": fmt(q.from),
-        "to": fmt(q.to),
-        "data": data,
-    })
+    UsageReport {
+        meter: q.meter.name.clone(),
+        partner: q.partner.clone(),
+        aggregation: q.meter.aggregation.as_str().to_owned(),
+        window: q.size.map(|s| s.as_str().to_owned()),
+        tz: q.tz_name.clone(),
+        from: fmt(q.from),
+        to: fmt(q.to),
+        data,
+    }
+}
+
+/// The answer to `GET /v1/usage/query`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "meter": "active_users", "partner": "epic-sandbox", "aggregation": "UNIQUE_COUNT",
+    "window": "day", "tz": "America/New_York",
+    "from": "2026-11-01T00:00:00-04:00", "to": "2026-11-03T00:00:00-05:00",
+    "data": [
+        {"start": "2026-11-01T00:00:00-04:00", "end": "2026-11-02T00:00:00-05:00", "value": 12, "group": {}},
+        {"start": "2026-11-02T00:00:00-05:00", "end": "2026-11-03T00:00:00-05:00", "value": 9, "group": {}}
+    ]
+}))]
+pub struct UsageReport {
+    pub meter: String,
+    pub partner: String,
+    /// COUNT, SUM, UNIQUE_COUNT, MAX or LATEST.
+    pub aggregation: String,
+    /// hour, day or month; null for one total over the range.
+    pub window: Option<String>,
+    /// The time zone windows are cut in (IANA name).
+    pub tz: String,
+    pub from: String,
+    pub to: String,
+    pub data: Vec<UsageBucket>,
+}
+
+/// One window (and group) of a meter.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageBucket {
+    pub start: String,
+    pub end: String,
+    /// A number for COUNT/SUM/UNIQUE_COUNT; MAX and LATEST give the value seen (null when none).
+    pub value: Value,
+    /// The group-by fields' values (empty without grouping).
+    pub group: Map<String, Value>,
 }
 
 fn parse_time(

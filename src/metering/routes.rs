@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::MAX_BATCH;
 use super::ingest::{Attribution, IngestError, Ingested, ingest_batch};
-use super::query::{QueryError, parse_query, render};
+use super::query::{QueryError, UsageReport, parse_query, render};
 use super::store::query_meter;
 use super::window::windows;
 use crate::apikeys::Role;
@@ -19,11 +21,89 @@ use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, Body, Query};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/usage/events", post(ingest))
-        .route("/v1/usage/query", get(query))
-        .route("/v1/usage/meters", get(meters))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest))
+        .routes(routes!(query))
+        .routes(routes!(meters))
+}
+
+/// A CloudEvent 1.0 usage event, as ingest reads it.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({
+    "specversion": "1.0", "id": "launch-1", "source": "/ehr/epic", "type": "smart.launch",
+    "subject": "clinician-7", "time": "2026-11-02T14:03:11Z", "data": {"course": "bio-101"}
+}))]
+#[allow(dead_code)] // Describes the body; ingest validates the raw JSON field by field.
+struct CloudEvent {
+    /// Must be "1.0".
+    specversion: String,
+    /// With `source`, the deduplication key: an event sent twice is counted once.
+    id: String,
+    source: String,
+    /// What happened, e.g. `smart.launch`; meters select events by type.
+    #[schema(rename = "type")]
+    event_type: String,
+    /// Who or what it is about (a user, a course); UNIQUE_COUNT meters often count it.
+    subject: Option<String>,
+    /// RFC 3339; defaults to the time of receipt.
+    time: Option<String>,
+    /// Admin and app keys name the partner (`partner` extension attribute); a partner key's
+    /// events are its own.
+    partner: Option<String>,
+    /// The event's own fields, which SUM/MAX/LATEST/UNIQUE_COUNT meters and group-by read.
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+}
+
+/// One event, or a batch of up to 1000.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum CloudEventBody {
+    One(CloudEvent),
+    Batch(Vec<CloudEvent>),
+}
+
+/// The documented parameters of `GET /v1/usage/query` (the handler reads them as a map so
+/// that every problem, unknown names included, is reported at once).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct UsageQueryParams {
+    /// The meter's name (`GET /v1/usage/meters`).
+    #[param(example = "active_users")]
+    meter: String,
+    /// Required for admin, finance and app keys; a partner key's own partner by default.
+    partner: Option<String>,
+    /// RFC 3339 start of the range (inclusive).
+    #[param(example = "2026-11-01T00:00:00Z")]
+    from: String,
+    /// RFC 3339 end of the range (exclusive); now by default.
+    to: Option<String>,
+    /// hour, day or month; omitted: one total over the range.
+    #[param(example = "day")]
+    window: Option<String>,
+    /// IANA time zone that windows are cut in; UTC by default.
+    #[param(example = "America/New_York")]
+    tz: Option<String>,
+    /// Comma-separated group-by fields of the meter.
+    group_by: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MeterInfo {
+    name: String,
+    description: String,
+    aggregation: String,
+    event_types: Option<Vec<String>>,
+    /// The JSON path of the summed or compared value.
+    value: Option<String>,
+    group_by: Vec<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MeterList {
+    data: Vec<MeterInfo>,
 }
 
 impl From<IngestError> for ApiError {
@@ -54,6 +134,27 @@ enum Shape {
 /// Ingest one CloudEvent or a batch of up to 1000 (structured or batched content mode,
 /// <https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md>).
 /// Answers 202 only after the batch is committed; a batch is written whole or not at all.
+#[utoipa::path(
+    post,
+    path = "/v1/usage/events",
+    tag = "usage",
+    operation_id = "ingest_usage_events",
+    request_body(
+        content(
+            (CloudEventBody = "application/json"),
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
+        ),
+    ),
+    security(("partner_key" = []), ("admin_key" = []), ("app_key" = [])),
+    responses(
+        (status = 202, description = "Committed: `accepted` new events, `duplicates` already in the ledger", body = Ingested),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 415, response = crate::http::openapi::UnsupportedMediaType),
+    )
+)]
 async fn ingest(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,12 +227,26 @@ async fn ingest(
     Ok((StatusCode::ACCEPTED, Json(ingested)))
 }
 
-/// `GET /v1/usage/query?meter=M&partner=P&from=T&to=T&window=hour|day|month&tz=ZONE&group_by=F`
+/// A meter's value per window over a range, optionally grouped.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/query",
+    tag = "usage",
+    operation_id = "query_usage",
+    params(UsageQueryParams),
+    security(("partner_key" = []), ("admin_key" = []), ("finance_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The meter's values", body = UsageReport),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn query(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsageReport>, ApiError> {
     let q = parse_query(
         &params,
         &state.meters,
@@ -159,21 +274,43 @@ async fn query(
 }
 
 /// The configured meters, so clients can discover names and group-by fields.
-async fn meters(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
-    let mut list: Vec<Value> = state
+#[utoipa::path(
+    get,
+    path = "/v1/usage/meters",
+    tag = "usage",
+    operation_id = "list_meters",
+    security(("partner_key" = []), ("admin_key" = []), ("finance_key" = []), ("app_key" = [])),
+    responses((status = 200, description = "The meters", body = MeterList))
+)]
+async fn meters(State(state): State<AppState>, _caller: Caller) -> Json<MeterList> {
+    let mut data: Vec<MeterInfo> = state
         .meters
         .values()
         .map(|m| {
-            json!({
-                "name": m.name,
-                "description": m.description,
-                "aggregation": m.aggregation.as_str(),
-                "event_types": state.config.meters.iter().find(|c| c.name == m.name).map(|c| c.event_types.clone()),
-                "value": state.config.meters.iter().find(|c| c.name == m.name).and_then(|c| c.value.clone()),
-                "group_by": m.group_by.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-            })
+            let config = state.config.meters.iter().find(|c| c.name == m.name);
+            MeterInfo {
+                name: m.name.clone(),
+                description: m.description.clone(),
+                aggregation: m.aggregation.as_str().to_owned(),
+                event_types: config.map(|c| c.event_types.clone()),
+                value: config.and_then(|c| c.value.clone()),
+                group_by: m.group_by.iter().map(|(n, _)| n.clone()).collect(),
+            }
         })
         .collect();
-    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Json(json!({ "data": list }))
+    data.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(MeterList { data })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_documented_query_parameters_are_the_ones_the_parser_knows() {
+        use utoipa::IntoParams;
+        let names: Vec<String> = super::UsageQueryParams::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, super::super::query::KNOWN_PARAMS);
+    }
 }

@@ -6,12 +6,15 @@ use crate::config::PartnerConfig;
 use crate::db::Db;
 use crate::time::now_micros;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": "epic-sandbox", "name": "Epic on FHIR sandbox", "kind": "ehr", "contact": "integrations+epic@example.com", "active": true}))]
 pub struct Partner {
     pub id: String,
     pub name: String,
+    /// ehr, lms, idp, marketplace, referral or other.
     pub kind: String,
     pub contact: Option<String>,
+    /// False once the partner is gone from config: its history stays, its keys stop working.
     pub active: bool,
 }
 

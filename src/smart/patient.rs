@@ -15,6 +15,24 @@ use crate::http::auth::Caller;
 const TYPED_ACCEPT: &str = "application/fhir+json; fhirVersion=4.0";
 const PLAIN_ACCEPT: &str = "application/fhir+json";
 
+/// The launch's patient, read through the FHIR proxy and summarised (name, birth date,
+/// identifiers...) so the app need not parse FHIR for a banner.
+#[utoipa::path(
+    get,
+    path = "/v1/launches/{launch_id}/patient",
+    tag = "smart",
+    operation_id = "get_launch_patient",
+    params(("launch_id" = String, Path, description = "A SMART launch's id")),
+    security(("app_key" = []), ("partner_key" = [])),
+    responses(
+        (status = 200, description = "The patient summary", body = Object),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+    )
+)]
 pub async fn summary(
     State(state): State<AppState>,
     caller: Caller,

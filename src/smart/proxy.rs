@@ -100,6 +100,36 @@ fn raw_tail<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
     path.find(marker).map(|i| &path[i + marker.len()..])
 }
 
+/// The EHR's FHIR server on a launch's behalf, with the launch's token (refreshed as
+/// needed); the app never holds it. `{path}` is the FHIR path (`Patient/123`,
+/// `Observation?patient=123&category=vital-signs`) relative to the launch's FHIR base; the
+/// EHR's status and body come back as they are.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/v1/launches/{launch_id}/fhir/{path}",
+    tag = "smart",
+    params(
+        ("launch_id" = String, Path, description = "A SMART launch's id"),
+        ("path" = String, Path, description = "FHIR path relative to the launch's FHIR base (may contain slashes)", example = "Patient/erXuFYUfucBZaryVksYEcMg3"),
+    ),
+    security(("app_key" = []), ("partner_key" = [])),
+    responses(
+        (status = "2XX", description = "The FHIR server's success, status and body as it answered", content_type = "application/fhir+json", body = Object),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, description = "The key may not use this (JSON error), or the FHIR server refused (its OperationOutcome)", content(
+            (crate::http::error::ErrorBody = "application/json"),
+            (Object = "application/fhir+json"),
+        )),
+        (status = 404, description = "No such launch or partner (JSON error), or the FHIR server has no such resource (its OperationOutcome)", content(
+            (crate::http::error::ErrorBody = "application/json"),
+            (Object = "application/fhir+json"),
+        )),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 410, response = crate::http::openapi::Gone),
+        (status = 502, response = crate::http::openapi::BadGateway),
+        (status = "default", description = "Any other status is the FHIR server's own, with its body", content_type = "application/fhir+json", body = Object),
+    )
+)]
 pub async fn launch_proxy(
     State(state): State<AppState>,
     caller: Caller,

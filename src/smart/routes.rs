@@ -9,29 +9,38 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::launch::{self, CallbackParams};
 use crate::app::AppState;
 use crate::http::page::{Page, redirect};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
         .route("/smart/launch", get(ehr_launch))
         .route("/smart/callback", get(callback))
         .route("/smart/{partner}/start", get(standalone_launch))
+        .routes(routes!(super::patient::summary))
+        // A FHIR path has slashes, which an OpenAPI path parameter cannot: the proxies are
+        // served on axum wildcards and described by ProxyDoc with `{path}`.
         .route(
             "/v1/launches/{launch_id}/fhir/{*path}",
             any(super::proxy::launch_proxy),
         )
         .route(
-            "/v1/launches/{launch_id}/patient",
-            get(super::patient::summary),
-        )
-        .route(
             "/v1/partners/{partner}/fhir/{*path}",
             any(super::backend::partner_proxy),
-        )
+        );
+    router
+        .get_openapi_mut()
+        .merge(<ProxyDoc as utoipa::OpenApi>::openapi());
+    router
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(super::proxy::launch_proxy, super::backend::partner_proxy))]
+struct ProxyDoc;
 
 /// Query parameters; the first of a repeated name wins.
 fn params(raw: Option<String>) -> HashMap<String, String> {

@@ -101,11 +101,14 @@ impl Default for AttributeMapping {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "state-university", "protocol": "saml", "organisation": "State University", "domains": ["state.edu"], "idp_metadata_url": "https://idp.state.edu/idp/shibboleth", "app_url": "https://app.example/sso"}))]
 pub struct SsoConnection {
     /// Unique across all partners; appears in URLs (`/sso/start?organisation=`).
     pub id: String,
+    /// oidc or saml.
+    #[schema(value_type = String)]
     pub protocol: Protocol,
     /// The organisation's display name; the partner's name when unset.
     #[serde(default)]
@@ -117,9 +120,14 @@ pub struct SsoConnection {
     /// OIDC: the client id the IdP gave the gateway.
     #[serde(default)]
     pub client_id: String,
+    /// OIDC, client_secret_basic/post: the secret itself (runtime connections take values,
+    /// not env or file references).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub client_secret: Option<Secret>,
+    /// OIDC: client_secret_basic, client_secret_post or private_key_jwt.
     #[serde(default)]
+    #[schema(value_type = String)]
     pub client_auth: ClientAuth,
     /// The gateway key that signs `private_key_jwt` assertions: RS256, RS384 or ES384.
     #[serde(default = "default_alg")]
@@ -136,7 +144,9 @@ pub struct SsoConnection {
     /// Read the userinfo endpoint too and merge its claims (same `sub` required).
     #[serde(default)]
     pub userinfo: bool,
+    /// OIDC: which claims carry the user's id, email, name and groups.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub claims: ClaimMapping,
     /// Where the user is sent with the one-time code.
     pub app_url: String,
@@ -167,7 +177,10 @@ pub struct SsoConnection {
     /// SAML: the gateway's entity id for this connection; the metadata URL by default.
     #[serde(default)]
     pub sp_entity_id: Option<String>,
+    /// SAML: which attributes carry the email, name and groups (eduPerson, ADFS claim
+    /// URIs and plain names are known by default).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub attributes: AttributeMapping,
 }
 

@@ -4,64 +4,173 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Path, RawForm, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Found;
 use super::connection::Protocol;
 use crate::app::AppState;
 use crate::http::page::{self, Page};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/sso/start", get(start))
         .route("/sso/oidc/callback", get(callback))
         .route("/sso/saml/{connection}/metadata", get(saml_metadata))
         .route("/sso/saml/{connection}/acs", post(saml_acs))
-        .route(
-            "/v1/sso/connections",
-            get(list_connections).post(create_connection),
-        )
-        .route(
-            "/v1/sso/connections/{connection}",
-            axum::routing::delete(delete_connection),
-        )
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(delete_connection))
 }
+
+/// A connection as its IdP administrator needs it: for OIDC the redirect URI to
+/// register, for SAML the SP metadata URL (or entity id and ACS URL to copy).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub partner: String,
+    pub organisation: String,
+    /// oidc or saml.
+    pub protocol: String,
+    pub domains: Vec<String>,
+    /// The sign-in link to give people.
+    pub start_url: String,
+    pub app_url: String,
+    /// OIDC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// OIDC: register this at the IdP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// SAML.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_entity_id: Option<String>,
+    /// SAML: give this to the IdP (or the entity id and ACS URL below).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_metadata_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sp_entity_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acs_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_idp_initiated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_encrypted_assertions: Option<bool>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ConnectionList {
+    connections: Vec<ConnectionView>,
+}
+
+/// The body of `POST /v1/sso/connections`: a connection as in config (its schema, which
+/// refuses unknown fields), plus the partner it signs in to.
+struct NewConnection;
+
+impl utoipa::PartialSchema for NewConnection {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
+        let partner = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The partner (organisation) whose people sign in through it.",
+            ));
+        match <super::connection::SsoConnection as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(conn)) => {
+                let mut obj: Object = conn;
+                obj.properties.insert("partner".into(), partner.into());
+                obj.required.insert(0, "partner".into());
+                RefOr::T(Schema::Object(obj))
+            }
+            other => other,
+        }
+    }
+}
+
+impl utoipa::ToSchema for NewConnection {}
 
 /// Every connection with what its IdP administrator registers (the redirect URI) and the
 /// sign-in link to give people. Admin keys only: it names every customer's IdP.
+#[utoipa::path(
+    get,
+    path = "/v1/sso/connections",
+    tag = "sso",
+    operation_id = "list_sso_connections",
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "Connections from config and created at runtime", body = ConnectionList),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
 async fn list_connections(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
-) -> Result<axum::Json<Value>, crate::http::ApiError> {
+) -> Result<axum::Json<ConnectionList>, crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    let list: Vec<Value> = super::all_connections(&state)
+    let connections = super::all_connections(&state)
         .await
         .map_err(crate::http::ApiError::Internal)?
         .iter()
         .map(|f| describe(&state, f))
         .collect();
-    Ok(axum::Json(json!({ "connections": list })))
+    Ok(axum::Json(ConnectionList { connections }))
 }
 
-/// Create a connection at runtime, checked against the IdP before it is saved.
+/// Create a connection at runtime, checked against the IdP before it is saved (OIDC
+/// discovery, or the SAML metadata fetched and parsed).
+#[utoipa::path(
+    post,
+    path = "/v1/sso/connections",
+    tag = "sso",
+    operation_id = "create_sso_connection",
+    request_body = NewConnection,
+    security(("admin_key" = [])),
+    responses(
+        (status = 201, description = "Created; every instance uses it at once", body = ConnectionView),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 422, description = "The IdP could not be reached or its discovery/metadata is unusable", body = crate::http::error::ErrorBody),
+    )
+)]
 async fn create_connection(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, axum::Json<Value>), crate::http::ApiError> {
+    crate::http::Body(body): crate::http::Body,
+) -> Result<(StatusCode, axum::Json<ConnectionView>), crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         crate::http::ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
     })?;
     let found = super::admin::create(&state, body).await?;
     Ok((StatusCode::CREATED, axum::Json(describe(&state, &found))))
 }
 
+/// Delete a runtime connection (config connections are removed from config).
+#[utoipa::path(
+    delete,
+    path = "/v1/sso/connections/{connection}",
+    tag = "sso",
+    operation_id = "delete_sso_connection",
+    params(("connection" = String, Path, description = "The connection's id")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
 async fn delete_connection(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
@@ -72,54 +181,35 @@ async fn delete_connection(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A connection as its IdP administrator needs it: for OIDC the redirect URI to
-/// register, for SAML the SP metadata URL (or entity id and ACS URL to copy).
-pub fn describe(state: &AppState, f: &Found) -> Value {
+/// A connection as `GET /v1/sso/connections` shows it.
+pub fn describe(state: &AppState, f: &Found) -> ConnectionView {
     let c = &f.conn;
     let base = state.config.http.public_base();
-    let mut v = json!({
-        "id": c.id,
-        "partner": f.partner_id,
-        "organisation": f.organisation(),
-        "protocol": c.protocol.as_str(),
-        "domains": c.domains,
-        "start_url": format!("{base}/sso/start?organisation={}", c.id),
-        "app_url": c.app_url,
-    });
-    if let Value::Object(m) = &mut v {
-        match c.protocol {
-            Protocol::Oidc => {
-                m.insert("issuer".into(), json!(c.issuer));
-                m.insert("client_id".into(), json!(c.client_id));
-                m.insert(
-                    "redirect_uri".into(),
-                    json!(super::oidc_redirect_uri(&state.config)),
-                );
-            }
-            Protocol::Saml => {
-                m.insert("idp_metadata_url".into(), json!(c.idp_metadata_url));
-                m.insert("idp_entity_id".into(), json!(c.idp_entity_id));
-                m.insert(
-                    "sp_metadata_url".into(),
-                    json!(super::saml_metadata_url(&state.config, &c.id)),
-                );
-                m.insert(
-                    "sp_entity_id".into(),
-                    json!(super::saml_entity_id(&state.config, c)),
-                );
-                m.insert(
-                    "acs_url".into(),
-                    json!(super::saml_acs_url(&state.config, &c.id)),
-                );
-                m.insert("allow_idp_initiated".into(), json!(c.allow_idp_initiated));
-                m.insert(
-                    "require_encrypted_assertions".into(),
-                    json!(c.require_encrypted_assertions),
-                );
-            }
-        }
+    let oidc = c.protocol == Protocol::Oidc;
+    let saml = c.protocol == Protocol::Saml;
+    ConnectionView {
+        id: c.id.clone(),
+        partner: f.partner_id.clone(),
+        organisation: f.organisation(),
+        protocol: c.protocol.as_str().to_owned(),
+        domains: c.domains.clone(),
+        start_url: format!("{base}/sso/start?organisation={}", c.id),
+        app_url: c.app_url.clone(),
+        issuer: oidc.then(|| c.issuer.clone()),
+        client_id: oidc.then(|| c.client_id.clone()),
+        redirect_uri: oidc.then(|| super::oidc_redirect_uri(&state.config)),
+        idp_metadata_url: if saml {
+            c.idp_metadata_url.clone()
+        } else {
+            None
+        },
+        idp_entity_id: if saml { c.idp_entity_id.clone() } else { None },
+        sp_metadata_url: saml.then(|| super::saml_metadata_url(&state.config, &c.id)),
+        sp_entity_id: saml.then(|| super::saml_entity_id(&state.config, c)),
+        acs_url: saml.then(|| super::saml_acs_url(&state.config, &c.id)),
+        allow_idp_initiated: saml.then_some(c.allow_idp_initiated),
+        require_encrypted_assertions: saml.then_some(c.require_encrypted_assertions),
     }
-    v
 }
 
 fn query(raw: Option<String>) -> HashMap<String, String> {

@@ -7,7 +7,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a line is for. Revenue lines show the basis; every other kind is owed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     Revenue,
@@ -43,7 +55,7 @@ impl LineKind {
 }
 
 /// One traceable line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     pub kind: LineKind,
     pub description: String,
@@ -109,7 +121,7 @@ impl Line {
 
 /// The statement's content: everything the hash covers. Field order is fixed by the struct,
 /// and decimals serialize as strings, so the same content always gives the same bytes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Document {
     pub company: String,
     pub partner_id: String,
@@ -183,7 +195,7 @@ impl Document {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Draft,
@@ -209,8 +221,9 @@ impl Status {
     }
 }
 
-/// A stored statement.
-#[derive(Debug, Clone, Serialize)]
+/// A stored statement. Money is a decimal string, rounded per line to the currency's minor
+/// unit with the agreement's rule; `precise` keeps the exact value.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Statement {
     pub id: String,
     pub status: Status,

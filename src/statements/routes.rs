@@ -8,10 +8,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::calc::CalcError;
 use super::model::{Statement, Status};
@@ -22,14 +22,26 @@ use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, Body, Query};
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/statements", post(generate).get(list))
-        .route("/v1/statements/{id}", get(read))
-        .route("/v1/statements/{id}/adjustments", post(adjust))
-        .route("/v1/statements/{id}/finalize", post(finalize))
-        .route("/v1/statements/{id}/void", post(void))
-        .route("/v1/statements/{id}/verify", get(verify))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(generate, list))
+        .routes(routes!(read))
+        .routes(routes!(adjust))
+        .routes(routes!(finalize))
+        .routes(routes!(void))
+        .routes(routes!(verify))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct StatementList {
+    statements: Vec<Statement>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Verified {
+    /// Both the hash and the recomputation match.
+    ok: bool,
+    verification: super::service::Verification,
 }
 
 impl From<StatementError> for ApiError {
@@ -86,17 +98,38 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, 
         .map_err(|e| ApiError::bad_request("invalid_body", format!("expected {shape}: {e}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"partner": "epic-sandbox", "period": "2026-10"}))]
 struct GenerateRequest {
     partner: String,
+    /// `2026-10` for a monthly agreement, `2026-Q4` for a quarterly one.
     period: String,
+    /// Needed only when several of the partner's agreements cover the period.
     #[serde(default)]
     agreement: Option<String>,
 }
 
 /// Create the draft for a partner's period, or recompute it: 201 when created, 200 when an
 /// existing draft was recomputed.
+#[utoipa::path(
+    post,
+    path = "/v1/statements",
+    tag = "statements",
+    operation_id = "generate_statement",
+    request_body = GenerateRequest,
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 201, description = "A new draft", body = Statement),
+        (status = 200, description = "The existing draft, recomputed", body = Statement),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 422, response = crate::http::openapi::Unprocessable),
+    )
+)]
 async fn generate(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,24 +154,44 @@ async fn generate(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!(st))).into_response())
+    Ok((status, Json(st)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     partner: Option<String>,
+    #[param(example = "2026-10")]
     period: Option<String>,
+    /// Comma-separated: draft, finalized, void (partner keys: finalized and void only).
+    #[param(example = "finalized,void")]
     status: Option<String>,
     agreement: Option<String>,
+    /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// Statements, newest period first. A partner key sees its own issued statements.
+#[utoipa::path(
+    get,
+    path = "/v1/statements",
+    tag = "statements",
+    operation_id = "list_statements",
+    params(ListQuery),
+    security(("finance_key" = []), ("admin_key" = []), ("partner_key" = [])),
+    responses(
+        (status = 200, description = "The statements", body = StatementList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatementList>, ApiError> {
     let mut statuses = Vec::new();
     for s in q.status.iter().flat_map(|s| s.split(',')) {
         statuses.push(Status::parse(s.trim()).ok_or_else(|| {
@@ -181,12 +234,14 @@ async fn list(
         ));
     }
     let items = list_statements(&state.db, &filter, limit).await?;
-    Ok(Json(json!({ "statements": items })))
+    Ok(Json(StatementList { statements: items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReadQuery {
+    /// json, csv or pdf; wins over `Accept`. JSON without either.
     format: Option<String>,
 }
 
@@ -239,6 +294,25 @@ async fn readable(state: &AppState, caller: &Caller, id: &str) -> Result<Stateme
     }
 }
 
+/// One statement as JSON, CSV or PDF (`?format=` or `Accept`).
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{id}",
+    tag = "statements",
+    operation_id = "get_statement",
+    params(("id" = String, Path, description = "The statement's id"), ReadQuery),
+    security(("finance_key" = []), ("admin_key" = []), ("partner_key" = [])),
+    responses(
+        (status = 200, description = "The statement", content(
+            (Statement = "application/json"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/pdf"),
+        )),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -259,7 +333,7 @@ pub fn file_stem(st: &Statement) -> String {
 fn render(state: &AppState, st: &Statement, format: Format) -> Response {
     let stem = file_stem(st);
     match format {
-        Format::Json => Json(json!(st)).into_response(),
+        Format::Json => Json(st).into_response(),
         Format::Csv => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -290,8 +364,9 @@ fn render(state: &AppState, st: &Statement, format: Format) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": "-125.00", "reason": "Refund of invoice 2291 counted in October", "author": "Grace (finance)"}))]
 struct AdjustRequest {
     /// A decimal string, e.g. "-125.00" (a JSON number would pass through floating point).
     amount: String,
@@ -300,6 +375,24 @@ struct AdjustRequest {
     author: Option<String>,
 }
 
+/// Add an adjustment line to a draft (a correction is never an edit of an issued statement).
+#[utoipa::path(
+    post,
+    path = "/v1/statements/{id}/adjustments",
+    tag = "statements",
+    operation_id = "adjust_statement",
+    params(("id" = String, Path, description = "A draft statement's id")),
+    request_body = AdjustRequest,
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 201, description = "The draft with the adjustment", body = Statement),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn adjust(
     State(state): State<AppState>,
     caller: Caller,
@@ -330,14 +423,17 @@ async fn adjust(
             chrono::Utc::now(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(st))).into_response())
+    Ok((StatusCode::CREATED, Json(st)).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"author": "Grace (finance)"}))]
 struct ActorRequest {
+    /// The person, recorded with the key.
     #[serde(default)]
     author: Option<String>,
+    /// Void only: why (required there).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -349,12 +445,31 @@ fn optional_body(body: &[u8]) -> Result<ActorRequest, ApiError> {
     parse(body, r#"{"author": "... (optional)", "reason": "..."}"#)
 }
 
+/// Issue a draft: the partner's next number and a SHA-256 over its content. Refused before
+/// the period has ended and settled, out of order, or when the draft is stale.
+#[utoipa::path(
+    post,
+    path = "/v1/statements/{id}/finalize",
+    tag = "statements",
+    operation_id = "finalize_statement",
+    params(("id" = String, Path, description = "A draft statement's id")),
+    request_body(content = Option<ActorRequest>, description = "Optional: who is finalizing"),
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 200, description = "The issued statement", body = Statement),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn finalize(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Statement>, ApiError> {
     finance(&caller)?;
     let req = optional_body(&body)?;
     let st = state
@@ -365,15 +480,34 @@ async fn finalize(
             chrono::Utc::now(),
         )
         .await?;
-    Ok(Json(json!(st)))
+    Ok(Json(st))
 }
 
+/// Void the latest finalized statement of its agreement; the next generate makes its
+/// replacement.
+#[utoipa::path(
+    post,
+    path = "/v1/statements/{id}/void",
+    tag = "statements",
+    operation_id = "void_statement",
+    params(("id" = String, Path, description = "A finalized statement's id")),
+    request_body = ActorRequest,
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 200, description = "The void statement", body = Statement),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn void(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Statement>, ApiError> {
     finance(&caller)?;
     let req = optional_body(&body)?;
     let reason = req.reason.unwrap_or_default();
@@ -386,15 +520,33 @@ async fn void(
             chrono::Utc::now(),
         )
         .await?;
-    Ok(Json(json!(st)))
+    Ok(Json(st))
 }
 
+/// Recompute an issued statement from the ledger at its cut-off and check its hash.
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{id}/verify",
+    tag = "statements",
+    operation_id = "verify_statement",
+    params(("id" = String, Path, description = "An issued statement's id")),
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 200, description = "What verification found (`ok` false lists the differences)", body = Verified),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
 async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Verified>, ApiError> {
     finance(&caller)?;
     let v = state.statements().verify(&id).await?;
-    Ok(Json(json!({ "ok": v.ok(), "verification": v })))
+    Ok(Json(Verified {
+        ok: v.ok(),
+        verification: v,
+    }))
 }

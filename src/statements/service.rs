@@ -108,7 +108,7 @@ impl From<sqlx::Error> for StatementError {
 }
 
 /// What verification found.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Verification {
     pub id: String,
     pub number: Option<String>,

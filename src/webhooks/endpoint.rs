@@ -14,7 +14,7 @@ const MAX_TYPES: usize = 100;
 pub const MAX_RATE_LIMIT: i32 = 10_000;
 
 /// An endpoint as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: String,
     /// `None`: an endpoint of the company's app, hearing every partner's events.
@@ -35,8 +35,9 @@ pub struct Endpoint {
 }
 
 /// `POST /v1/webhooks/endpoints`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.partner.example/gateway", "event_types": ["launch.completed", "score.delivered"], "description": "Production receiver", "scheme": "v1"}))]
 pub struct NewEndpoint {
     /// Admin keys name the partner, or leave it out with `"app": true`; partner keys may
     /// leave it out (their own).
@@ -49,10 +50,14 @@ pub struct NewEndpoint {
     #[serde(default)]
     pub event_types: Vec<String>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub enabled: bool,
+    /// Deliveries per second at most; none by default.
     pub rate_limit: Option<i32>,
     #[serde(default)]
     pub ordered: bool,
+    /// v1 (HMAC-SHA256 with a shared secret) or v1a (ed25519; receivers need only the
+    /// public key). Standard Webhooks signatures either way.
     #[serde(default = "v1")]
     pub scheme: Scheme,
 }
@@ -75,14 +80,17 @@ fn v1() -> Scheme {
 
 /// `PATCH /v1/webhooks/endpoints/{id}`: fields left out stay as they are; `rate_limit:
 /// null` removes the limit.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": true, "rate_limit": null}))]
 pub struct EndpointPatch {
     pub url: Option<String>,
     pub description: Option<String>,
     pub event_types: Option<Vec<String>>,
     pub enabled: Option<bool>,
+    /// A number sets the limit, `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i32>)]
     pub rate_limit: Option<Option<i32>>,
     pub ordered: Option<bool>,
 }

@@ -10,12 +10,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::endpoint::{self, Endpoint, EndpointPatch, NewEndpoint};
 use super::signature::{Scheme, SigningKey};
@@ -27,24 +29,136 @@ use crate::http::{ApiError, Body, Query};
 use crate::keys::crypto::MasterKey;
 use crate::time::to_micros;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v1/webhooks/endpoints", post(create).get(list))
-        .route(
-            "/v1/webhooks/endpoints/{id}",
-            get(read).patch(update).delete(delete),
-        )
-        .route("/v1/webhooks/endpoints/{id}/rotate-secret", post(rotate))
-        .route("/v1/webhooks/endpoints/{id}/replay", post(replay_endpoint))
-        .route("/v1/webhooks/messages", get(list_messages))
-        .route("/v1/webhooks/messages/{id}", get(read_message))
-        .route("/v1/webhooks/messages/{id}/attempts", get(attempts))
-        .route("/v1/webhooks/messages/{id}/replay", post(replay_message))
-        .route("/v1/webhooks/event-types", get(event_types))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, delete))
+        .routes(routes!(rotate))
+        .routes(routes!(replay_endpoint))
+        .routes(routes!(list_messages))
+        .routes(routes!(read_message))
+        .routes(routes!(attempts))
+        .routes(routes!(replay_message))
+        .routes(routes!(event_types))
         .route(
             "/webhooks/in/{partner}/{source}",
             post(super::inbound::receive),
         )
+}
+
+/// A new endpoint, with its `v1` secret shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+struct EndpointCreated {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// `whsec_...`: v1 endpoints only, shown only here; sign checks with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EndpointList {
+    endpoints: Vec<Endpoint>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct SecretRotated {
+    endpoint_id: String,
+    scheme: Scheme,
+    version: i32,
+    /// The previous secret keeps signing beside the new one until then.
+    previous_signs_until: String,
+    /// v1a: the new public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    /// v1: the new secret, shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EndpointReplayed {
+    endpoint_id: String,
+    /// Failed deliveries queued again.
+    replayed: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MessageReplayed {
+    message_id: String,
+    endpoints: Vec<String>,
+    replayed: u64,
+}
+
+/// A message and its delivery to each endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+struct MessageView {
+    id: String,
+    /// None for messages of the company's app.
+    partner: Option<String>,
+    #[serde(rename = "type")]
+    event_type: String,
+    created_at: String,
+    /// Set once the payload was dropped after the retention period.
+    purged_at: Option<String>,
+    deliveries: Vec<DeliveryView>,
+    /// The message body as sent (`GET /v1/webhooks/messages/{id}` only; null once purged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    payload: Option<Value>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryView {
+    delivery_id: i64,
+    endpoint_id: String,
+    /// pending, sending, delivered, failed or cancelled.
+    state: String,
+    attempts: i32,
+    next_attempt_at: Option<String>,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MessageList {
+    messages: Vec<MessageView>,
+    /// Pass as `before` for the next page; null on the last.
+    next_before: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AttemptView {
+    id: i64,
+    delivery_id: i64,
+    endpoint_id: String,
+    attempt: i32,
+    started_at: String,
+    duration_ms: f64,
+    /// The receiver's HTTP status; null when no answer came.
+    status: Option<i32>,
+    outcome: String,
+    error: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    response_headers: Option<Value>,
+    /// The start of the receiver's answer.
+    response_body: Option<String>,
+    next_attempt_at: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AttemptList {
+    message_id: String,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventTypeList {
+    /// Each with `type`, `description` and an `example` body.
+    #[schema(value_type = Vec<Object>)]
+    event_types: Vec<Value>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
@@ -173,6 +287,21 @@ fn field_errors(errors: Vec<crate::http::FieldError>) -> Result<(), ApiError> {
 
 /// Create an endpoint: 201 with its secret, shown this once (`v1`), or its public key
 /// (`v1a`; the private key never leaves the gateway).
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints",
+    tag = "webhooks",
+    operation_id = "create_webhook_endpoint",
+    request_body = super::endpoint::NewEndpoint,
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 201, description = "Created; a v1 endpoint's secret is shown this once", body = EndpointCreated),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -252,27 +381,42 @@ async fn create(
     store::insert_endpoint(&mut tx, &row).await?;
     store::insert_secret(&mut tx, &secret).await?;
     tx.commit().await?;
-    let mut body =
-        serde_json::to_value(view(&row, key.public_key())).map_err(anyhow::Error::from)?;
-    if req.scheme == Scheme::V1 {
-        body["secret"] = Value::String(key.encode());
-    }
+    let body = EndpointCreated {
+        endpoint: view(&row, key.public_key()),
+        secret: (req.scheme == Scheme::V1).then(|| key.encode()),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Admin keys: one partner's endpoints.
     partner: Option<String>,
+    /// Admin keys: the company's app endpoints.
     #[serde(default)]
     app: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints",
+    tag = "webhooks",
+    operation_id = "list_webhook_endpoints",
+    params(ListQuery),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The endpoints the key manages", body = EndpointList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EndpointList>, ApiError> {
     manager(&caller)?;
     let owner = match caller.role {
         Role::Partner => {
@@ -286,9 +430,24 @@ async fn list(
         _ => q.partner.as_deref().map_or(Owner::All, Owner::Partner),
     };
     let rows = store::list_endpoints(&state.db, owner).await?;
-    Ok(Json(json!({ "endpoints": views(&state, &rows).await? })))
+    Ok(Json(EndpointList {
+        endpoints: views(&state, &rows).await?,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "get_webhook_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id (ep_...)")),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The endpoint", body = Endpoint),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -301,6 +460,22 @@ async fn read(
         .ok_or_else(|| ApiError::NotFound(format!("no webhook endpoint {id:?}")))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "update_webhook_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id (ep_...)")),
+    request_body = super::endpoint::EndpointPatch,
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The endpoint as changed", body = Endpoint),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 /// Change fields; enabling a disabled endpoint clears its reason and failure clock, and its
 /// waiting deliveries go out again.
 async fn update(
@@ -349,6 +524,20 @@ async fn update(
     read(State(state), caller, Path(id)).await
 }
 
+/// Delete an endpoint; its waiting deliveries are cancelled.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = "webhooks",
+    operation_id = "delete_webhook_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id (ep_...)")),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -361,13 +550,26 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/rotate-secret",
+    tag = "webhooks",
+    operation_id = "rotate_webhook_secret",
+    params(("id" = String, Path, description = "The endpoint's id (ep_...)")),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The new secret or public key", body = SecretRotated),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 /// A new secret (shown once); the old one keeps signing beside it for
 /// `webhooks.rotation_overlap_secs`, so receivers can switch without losing a message.
 async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretRotated>, ApiError> {
     let row = owned_endpoint(&state, &caller, &id).await?;
     let scheme = Scheme::parse(&row.scheme).unwrap_or(Scheme::V1);
     let now = Utc::now();
@@ -379,32 +581,49 @@ async fn rotate(
     let secret = seal_secret(&state.master_key, &id, version, &key, now)?;
     store::insert_secret(&mut tx, &secret).await?;
     tx.commit().await?;
-    let mut body = json!({
-        "endpoint_id": id,
-        "scheme": scheme.as_str(),
-        "version": version,
-        "previous_signs_until": retire_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    match key.public_key() {
-        Some(pk) => body["public_key"] = Value::String(pk),
-        None => body["secret"] = Value::String(key.encode()),
-    }
-    Ok(Json(body))
+    let public_key = key.public_key();
+    let secret = public_key.is_none().then(|| key.encode());
+    Ok(Json(SecretRotated {
+        endpoint_id: id,
+        scheme,
+        version,
+        previous_signs_until: retire_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        public_key,
+        secret,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"since": "2026-11-02T00:00:00Z"}))]
 struct ReplaySince {
+    /// RFC 3339: deliveries that failed for good since then are queued again.
     since: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/replay",
+    tag = "webhooks",
+    operation_id = "replay_webhook_endpoint",
+    params(("id" = String, Path, description = "The endpoint's id (ep_...)")),
+    request_body = ReplaySince,
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 202, description = "Queued again", body = EndpointReplayed),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 /// Replay every message whose delivery to this endpoint failed for good since a time.
 async fn replay_endpoint(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EndpointReplayed>), ApiError> {
     owned_endpoint(&state, &caller, &id).await?;
     let req: ReplaySince = parse(&body, "{\"since\": \"<RFC 3339 time>\"}")?;
     let since = DateTime::parse_from_rfc3339(&req.since)
@@ -417,29 +636,54 @@ async fn replay_endpoint(
     tx.commit().await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "endpoint_id": id, "replayed": n })),
+        Json(EndpointReplayed {
+            endpoint_id: id,
+            replayed: n,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MessagesQuery {
     partner: Option<String>,
+    /// Only messages with a delivery to this endpoint.
     endpoint: Option<String>,
+    /// An event type, e.g. `launch.completed`.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     event_type: Option<String>,
+    /// Deliveries in this state: pending, sending, delivered, failed or cancelled.
     state: Option<String>,
+    /// A message id from `next_before`: the page after it.
     before: Option<String>,
+    /// Default 50, brought into 1 to 500.
     limit: Option<i64>,
 }
 
 const DELIVERY_STATES: [&str; 5] = ["pending", "sending", "delivered", "failed", "cancelled"];
 
+/// Messages, newest first, with their deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/messages",
+    tag = "webhooks",
+    operation_id = "list_webhook_messages",
+    params(MessagesQuery),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "A page of messages", body = MessageList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<MessagesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageList>, ApiError> {
     manager(&caller)?;
     if let Some(s) = &q.state
         && !DELIVERY_STATES.contains(&s.as_str())
@@ -478,11 +722,14 @@ async fn list_messages(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|m| m.id.clone()))
         .flatten();
-    let messages: Vec<Value> = rows
+    let messages = rows
         .iter()
         .map(|m| message_view(m, &deliveries, visible.as_ref(), false))
         .collect();
-    Ok(Json(json!({ "messages": messages, "next_before": next })))
+    Ok(Json(MessageList {
+        messages,
+        next_before: next,
+    }))
 }
 
 /// Endpoints whose deliveries a partner key may see (`None`: all).
@@ -503,40 +750,37 @@ fn message_view(
     deliveries: &[store::DeliveryRow],
     visible: Option<&std::collections::HashSet<String>>,
     with_payload: bool,
-) -> Value {
-    let ds: Vec<Value> = deliveries
+) -> MessageView {
+    let deliveries = deliveries
         .iter()
         .filter(|d| d.message_id == m.id && visible.is_none_or(|v| v.contains(&d.endpoint_id)))
-        .map(|d| {
-            json!({
-                "delivery_id": d.id,
-                "endpoint_id": d.endpoint_id,
-                "state": d.state,
-                "attempts": d.attempts,
-                "next_attempt_at": matches!(d.state.as_str(), "pending").then(|| store::rfc3339(d.next_at_us)),
-                "last_status": d.last_status,
-                "last_error": d.last_error,
-                "created_at": store::rfc3339(d.created_at_us),
-                "finished_at": d.finished_at_us.map(store::rfc3339),
-            })
+        .map(|d| DeliveryView {
+            delivery_id: d.id,
+            endpoint_id: d.endpoint_id.clone(),
+            state: d.state.clone(),
+            attempts: d.attempts,
+            next_attempt_at: matches!(d.state.as_str(), "pending")
+                .then(|| store::rfc3339(d.next_at_us)),
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            created_at: store::rfc3339(d.created_at_us),
+            finished_at: d.finished_at_us.map(store::rfc3339),
         })
         .collect();
-    let mut v = json!({
-        "id": m.id,
-        "partner": m.partner_id,
-        "type": m.event_type,
-        "created_at": store::rfc3339(m.created_at_us),
-        "purged_at": m.purged_at_us.map(store::rfc3339),
-        "deliveries": ds,
-    });
-    if with_payload {
-        v["payload"] = m
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(Value::Null);
+    MessageView {
+        id: m.id.clone(),
+        partner: m.partner_id.clone(),
+        event_type: m.event_type.clone(),
+        created_at: store::rfc3339(m.created_at_us),
+        purged_at: m.purged_at_us.map(store::rfc3339),
+        deliveries,
+        payload: with_payload.then(|| {
+            m.payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null)
+        }),
     }
-    v
 }
 
 /// A message the caller may see: partner keys see their own partner's messages.
@@ -557,54 +801,104 @@ async fn visible_message(
     }
 }
 
+/// A message with its payload and deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/messages/{id}",
+    tag = "webhooks",
+    operation_id = "get_webhook_message",
+    params(("id" = String, Path, description = "The message's id (msg_...)")),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn read_message(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessageView>, ApiError> {
     let m = visible_message(&state, &caller, &id).await?;
     let deliveries = store::deliveries_of(&state.db, &[m.id.as_str()]).await?;
     let visible = visible_endpoints(&state, &caller).await?;
     Ok(Json(message_view(&m, &deliveries, visible.as_ref(), true)))
 }
 
+/// Every delivery attempt of a message: when, how long, the receiver's answer.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/messages/{id}/attempts",
+    tag = "webhooks",
+    operation_id = "list_webhook_attempts",
+    params(("id" = String, Path, description = "The message's id (msg_...)")),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The attempts", body = AttemptList),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+    )
+)]
 async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptList>, ApiError> {
     let m = visible_message(&state, &caller, &id).await?;
     let visible = visible_endpoints(&state, &caller).await?;
     let rows = store::attempts_of(&state.db, &m.id).await?;
-    let list: Vec<Value> = rows
+    let attempts = rows
         .into_iter()
         .filter(|a| visible.as_ref().is_none_or(|v| v.contains(&a.endpoint_id)))
-        .map(|a| {
-            json!({
-                "id": a.id,
-                "delivery_id": a.delivery_id,
-                "endpoint_id": a.endpoint_id,
-                "attempt": a.attempt,
-                "started_at": store::rfc3339(a.started_at_us),
-                "duration_ms": a.duration_us as f64 / 1000.0,
-                "status": a.status,
-                "outcome": a.outcome,
-                "error": a.error,
-                "response_headers": a.response_headers.as_deref().and_then(|h| serde_json::from_str::<Value>(h).ok()),
-                "response_body": a.response_body,
-                "next_attempt_at": a.next_at_us.map(store::rfc3339),
-            })
+        .map(|a| AttemptView {
+            id: a.id,
+            delivery_id: a.delivery_id,
+            endpoint_id: a.endpoint_id,
+            attempt: a.attempt,
+            started_at: store::rfc3339(a.started_at_us),
+            duration_ms: a.duration_us as f64 / 1000.0,
+            status: a.status,
+            outcome: a.outcome,
+            error: a.error,
+            response_headers: a
+                .response_headers
+                .as_deref()
+                .and_then(|h| serde_json::from_str::<Value>(h).ok()),
+            response_body: a.response_body,
+            next_attempt_at: a.next_at_us.map(store::rfc3339),
         })
         .collect();
-    Ok(Json(json!({ "message_id": m.id, "attempts": list })))
+    Ok(Json(AttemptList {
+        message_id: m.id,
+        attempts,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayOne {
+    /// One endpoint; every endpoint the key manages that it went to when omitted.
     endpoint: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/messages/{id}/replay",
+    tag = "webhooks",
+    operation_id = "replay_webhook_message",
+    params(("id" = String, Path, description = "The message's id (msg_...)")),
+    request_body(content = Option<ReplayOne>, description = "Optional: the one endpoint to send it to"),
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 202, description = "Queued again", body = MessageReplayed),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 410, description = "The payload was purged after the retention period", body = crate::http::error::ErrorBody),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+    )
+)]
 /// Send a message again (same `webhook-id`) to one endpoint, or to every endpoint it was
 /// delivered or attempted to that the caller manages.
 async fn replay_message(
@@ -612,7 +906,7 @@ async fn replay_message(
     caller: Caller,
     Path(id): Path<String>,
     Body(body): Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<MessageReplayed>), ApiError> {
     let m = visible_message(&state, &caller, &id).await?;
     if m.payload.is_none() {
         return Err(ApiError::Gone(format!(
@@ -645,11 +939,29 @@ async fn replay_message(
     tx.commit().await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "message_id": m.id, "endpoints": targets, "replayed": n })),
+        Json(MessageReplayed {
+            message_id: m.id,
+            endpoints: targets,
+            replayed: n,
+        }),
     ))
 }
 
-async fn event_types(caller: Caller) -> Result<Json<Value>, ApiError> {
+/// The event types the gateway sends, with an example body of each.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/event-types",
+    tag = "webhooks",
+    operation_id = "list_webhook_event_types",
+    security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
+    responses(
+        (status = 200, description = "The catalogue", body = EventTypeList),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
+async fn event_types(caller: Caller) -> Result<Json<EventTypeList>, ApiError> {
     manager(&caller)?;
-    Ok(Json(json!({ "event_types": super::events::catalogue() })))
+    Ok(Json(EventTypeList {
+        event_types: super::events::catalogue(),
+    }))
 }

@@ -347,6 +347,32 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        dump_route_statuses();
+    }
+}
+
+/// With `PGW_ROUTE_STATUS_DIR` set (.ci/run sets it), write this process's
+/// `http_requests_total{method, route, status}` counters there, so the OpenAPI check can
+/// tell which documented statuses some test reached. The counters are process-wide and
+/// only grow, so the last write holds them all.
+fn dump_route_statuses() {
+    let Some(dir) = std::env::var_os("PGW_ROUTE_STATUS_DIR") else {
+        return;
+    };
+    let Some(handle) = partner_gateway::telemetry::prometheus() else {
+        return;
+    };
+    let text: String = handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let tmp = dir.join(format!("api-{}.prom.tmp", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(format!("api-{}.prom", std::process::id())));
     }
 }
 

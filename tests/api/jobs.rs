@@ -124,6 +124,11 @@ both! {
         assert_eq!(body["data"][0]["id"], id.as_str());
         assert_eq!(body["data"][0]["attempts"], 3);
         assert_eq!(body["data"][0]["last_error"], "attempt 3/3: partner said 503 on attempt 3");
+        let one: Value = app.get(&admin, &format!("/v1/jobs/{id}")).await.json().await.unwrap();
+        assert_eq!(one["job"]["state"], "dead");
+        assert_eq!(one["job"]["id"], id.as_str());
+        assert!(one["payload"].is_object(), "{one}");
+        assert_eq!(app.get(&admin, "/v1/jobs/no-such-job").await.status(), 404);
         let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("gateway_jobs{state=\"dead\"} 1"), "{metrics}");
 

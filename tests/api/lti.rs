@@ -218,6 +218,44 @@ crate::both_backends! {
         assert_eq!(r.status(), 400);
     }
 
+    async fn without_configured_items_the_app_answers_a_deep_linking_request(backend) {
+        let Some(env) = crate::lti_env::start_app_picks(backend, Personality::Canvas).await else { return };
+        let spec = LaunchSpec::deep_linking(CLIENT, DEPLOYMENT, MockUser::instructor("teacher-1"), "course-1", Some("opaque-data-7"));
+        let code = env.launch(spec).await.code();
+        let (status, ctx) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{ctx}");
+        assert_eq!(ctx["message_type"], "LtiDeepLinkingRequest");
+        let id = ctx["launch_id"].as_str().unwrap().to_owned();
+        let url = env.app.url(&format!("/v1/launches/{id}/deep-link"));
+        // Bad answers are refused with what is wrong, and nothing is signed.
+        let r = env.app.client.post(&url).bearer_auth(&env.app_key).body("not json").send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let r = env.app.client.post(&url).bearer_auth(&env.app_key).json(&json!({"content_items": [{"title": "no type"}]})).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "type", "{body}");
+        // A partner key of another partner may not answer for this launch.
+        let other = env.app.partner_key("epic-sandbox").await;
+        let r = env.app.client.post(&url).bearer_auth(&other).json(&json!({"content_items": []})).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let items = json!({"content_items": [{"type": "ltiResourceLink", "title": "Chapter 5 quiz", "url": "https://app.example.test/quiz/5", "lineItem": {"scoreMaximum": 10, "label": "Chapter 5 quiz"}}]});
+        let r = env.app.client.post(&url).bearer_auth(&env.app_key).json(&items).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let answer: Value = r.json().await.unwrap();
+        let return_url = answer["return_url"].as_str().unwrap();
+        assert!(return_url.starts_with(&env.lms.base_url()), "{answer}");
+        let jwt = answer["jwt"].as_str().unwrap();
+        // The browser posts it to the platform, which verifies it against the gateway's JWKS.
+        let r = env.browser.post(return_url).form(&[("JWT", jwt)]).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let got = env.lms.deep_link_responses();
+        assert_eq!(got.len(), 1);
+        let chosen = &got[0]["https://purl.imsglobal.org/spec/lti-dl/claim/content_items"];
+        assert_eq!(chosen[0]["title"], "Chapter 5 quiz");
+        assert_eq!(chosen[0]["lineItem"]["scoreMaximum"], 10);
+        assert_eq!(got[0]["https://purl.imsglobal.org/spec/lti-dl/claim/data"], "opaque-data-7");
+    }
+
     async fn dynamic_registration_registers_and_waits_for_approval(backend) {
         let Some(env) = start(backend, Personality::Moodle).await else { return };
         let url = env.lms.dynamic_registration_url(&format!("{}/lti/register?partner={PARTNER}", env.gateway));
@@ -245,6 +283,19 @@ crate::both_backends! {
         let spec = LaunchSpec::resource_link(client, deployment, MockUser::learner("s-dyn"), "course-9", "link-9");
         let code = env.launch(spec).await.code();
         assert_eq!(env.exchange(&code).await.0, 200);
+        // A second registration, rejected.
+        let url = env.lms.dynamic_registration_url(&format!("{}/lti/register?partner={PARTNER}", env.gateway));
+        let r = env.browser.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=pending").await.json().await.unwrap();
+        let second = list["registrations"][0].clone();
+        let id = second["id"].as_str().unwrap();
+        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/reject"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], "rejected");
+        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=rejected").await.json().await.unwrap();
+        assert_eq!(list["registrations"].as_array().unwrap().len(), 1, "{list}");
     }
 
     async fn an_lti_1_1_launch_hands_off_and_its_score_goes_through_outcomes(backend) {

@@ -55,6 +55,33 @@ pub async fn start(backend: Backend, personality: Personality) -> Option<LtiEnv>
 }
 
 pub async fn start_with(backend: Backend, personality: Personality, extra: &str) -> Option<LtiEnv> {
+    start_full(backend, personality, extra, true).await
+}
+
+/// A partner without configured content items: the app answers Deep Linking requests.
+pub async fn start_app_picks(backend: Backend, personality: Personality) -> Option<LtiEnv> {
+    start_full(backend, personality, "", false).await
+}
+
+async fn start_full(
+    backend: Backend,
+    personality: Personality,
+    extra: &str,
+    items: bool,
+) -> Option<LtiEnv> {
+    let items = if items {
+        r#"[[partners.lti.content_items]]
+title = "Unit 1 quiz"
+text = "Ten questions"
+score_maximum = 10.0
+[[partners.lti.content_items]]
+title = "Reading"
+type = "link"
+url = "https://app.example.test/reading"
+"#
+    } else {
+        ""
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = format!("http://{}", listener.local_addr().unwrap());
     let mut tool = MockTool::gateway(CLIENT, DEPLOYMENT, &gateway);
@@ -100,14 +127,7 @@ auth_url = "{auth}"
 token_url = "{token}"
 jwks_url = "{jwks}"
 {audience}
-[[partners.lti.content_items]]
-title = "Unit 1 quiz"
-text = "Ten questions"
-score_maximum = 10.0
-[[partners.lti.content_items]]
-title = "Reading"
-type = "link"
-url = "https://app.example.test/reading"
+{items}
 [[partners.lti.lti11]]
 consumer_key = "{LTI11_KEY}"
 shared_secret = "{LTI11_SECRET}"

@@ -10,6 +10,7 @@ mod jobs;
 mod keys;
 mod lti;
 mod lti_env;
+mod openapi;
 mod partners;
 mod smart;
 mod smart_env;

@@ -247,6 +247,31 @@ crate::both_backends! {
         let partner_key = env.app.partner_key(PARTNER).await;
         assert_eq!(env.app.get(&partner_key, &path).await.status(), 403);
     }
+
+    async fn backend_services_writes_go_through_with_every_method(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
+        let admin = env.app.admin().await;
+        let base = format!("/v1/partners/{PARTNER}/fhir");
+        let patient = env.ehr.default_patient();
+        let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{patient}")}});
+        let send = |m: Method, path: String, ct: &'static str, body: String| {
+            env.app.client.request(m, env.app.url(&path)).bearer_auth(&admin).header("content-type", ct).body(body).send()
+        };
+        let r = send(Method::POST, format!("{base}/Observation"), "application/fhir+json", obs.to_string()).await.unwrap();
+        assert_eq!(r.status(), 201);
+        let mut put = obs.clone();
+        put["id"] = "o-9".into();
+        let r = send(Method::PUT, format!("{base}/Observation/o-9"), "application/fhir+json", put.to_string()).await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let r = send(Method::PATCH, format!("{base}/Observation/o-9"), "application/json-patch+json",
+            r#"[{"op":"replace","path":"/status","value":"amended"}]"#.into()).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = send(Method::DELETE, format!("{base}/Observation/o-9"), "application/fhir+json", String::new()).await.unwrap();
+        assert_eq!(r.status(), 204);
+        let seen: Vec<String> = env.ehr.fhir_requests().into_iter().map(|r| r.method).collect();
+        assert_eq!(seen, ["POST", "PUT", "PATCH", "DELETE"]);
+    }
 }
 
 // ---- rejections ----

@@ -490,6 +490,13 @@ both! {
         assert_eq!(n, 0);
         // Bad adjustments.
         let st = generate(&app, &key, "epic-sandbox", "2026-10").await;
+        // Generating again recomputes the same draft: 200, not a second statement.
+        let (s, again) = post(&app, &key, "/v1/statements", json!({"partner": "epic-sandbox", "period": "2026-10"})).await;
+        assert_eq!(s, 200, "{again}");
+        assert_eq!(again["id"], st["id"]);
+        // A draft has nothing issued to verify.
+        let r = app.get(&key, &format!("/v1/statements/{}/verify", st["id"].as_str().unwrap())).await;
+        assert_eq!(r.status(), 409);
         let path = format!("/v1/statements/{}/adjustments", st["id"].as_str().unwrap());
         for (body, needle) in [
             (json!({"amount": "1.005", "reason": "x"}), "more decimals"),
@@ -530,6 +537,8 @@ both! {
         assert_eq!(s, 403);
         let (s, _) = post(&app, &app_key, "/v1/statements", json!({"partner": "epic-sandbox", "period": "2026-10"})).await;
         assert_eq!(s, 403);
+        // The app's keys have no business with statements.
+        assert_eq!(app.get(&app_key, &format!("/v1/statements/{id}")).await.status(), 403);
         post(&app, &key, &format!("/v1/statements/{id}/finalize"), json!({})).await;
         // Issued: the partner reads its own, in every format; another partner cannot.
         let resp = app.get(&epic, &format!("/v1/statements/{id}")).await;

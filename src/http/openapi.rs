@@ -1,0 +1,268 @@
+//! The API contract: an OpenAPI 3.1 document generated from the handlers' `#[utoipa::path]`
+//! attributes and the request/response types' `ToSchema` derives. Each area registers its
+//! `/v1` routes through `utoipa_axum::routes!`, which takes the path from the same attribute
+//! the document does, so a route cannot be served without being described. Served at
+//! `/openapi.json`; `/docs` renders it with Swagger UI from assets inside the binary.
+
+use axum::Router;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::AppState;
+use crate::http::error::{ErrorBody, FieldError};
+
+/// The document's fixed parts; the paths come from the areas' routers.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "partner-gateway",
+        description = "The integration gateway between the company's product and its partners' systems: \
+EHR launches (SMART on FHIR) and the FHIR proxy, LMS launches (LTI 1.3) with grades and rosters, \
+single sign-on, webhooks, the per-partner usage ledger and revenue-share statements.\n\n\
+Every `/v1` call carries an API key: `Authorization: Bearer <key>`. A key has one role \
+(admin, finance, partner, app); each operation lists the roles it accepts as its security \
+requirements, and a partner key acts only for its own partner. Errors are JSON: \
+`{\"code\": \"...\", \"detail\": \"...\", \"errors\": [...]}`, where `code` is stable and \
+`detail` says what is wrong.",
+        license(name = "Proprietary"),
+    ),
+    components(
+        schemas(ErrorBody, FieldError),
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            Unprocessable,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Gone,
+            BadGateway
+        )
+    ),
+    modifiers(&Roles),
+    tags(
+        (name = "partners", description = "The partners the gateway integrates with (from config)."),
+        (name = "usage", description = "The usage ledger: CloudEvents ingest and meter queries."),
+        (name = "launches", description = "Launch handoff to the app and the launch context."),
+        (name = "smart", description = "Calls to an EHR on a launch's behalf: the FHIR proxy."),
+        (name = "lti", description = "Calls to an LMS on a launch's behalf: grades, line items, rosters, deep linking; dynamic registrations."),
+        (name = "sso", description = "Single-sign-on connections created at runtime."),
+        (name = "webhooks", description = "Outbound webhook endpoints, messages, attempts and replay."),
+        (name = "statements", description = "Revenue-share statements for finance."),
+        (name = "jobs", description = "The durable job queue, for operators."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The security scheme of each key role: the same bearer header, told apart by the role the
+/// key was created with (`api-keys create --role ...`).
+pub const ADMIN: &str = "admin_key";
+pub const FINANCE: &str = "finance_key";
+pub const PARTNER: &str = "partner_key";
+pub const APP: &str = "app_key";
+
+struct Roles;
+
+impl Modify for Roles {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, about) in [
+            (
+                ADMIN,
+                "An admin key: operators (partners, jobs, webhooks endpoints, SSO connections, registrations).",
+            ),
+            (
+                FINANCE,
+                "A finance key: statements and the usage of every partner.",
+            ),
+            (
+                PARTNER,
+                "A partner key: acts only for its own partner (its usage, its webhooks, its launches).",
+            ),
+            (
+                APP,
+                "An app key: the company's product back end (launch exchange, calls on a launch's behalf).",
+            ),
+        ] {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(about.to_owned());
+            components.add_security_scheme(name, SecurityScheme::Http(http));
+        }
+    }
+}
+
+/// A reusable error response whose body is [`ErrorBody`].
+macro_rules! error_response {
+    ($name:ident, $description:literal) => {
+        pub struct $name;
+
+        impl<'s> utoipa::ToResponse<'s> for $name {
+            fn response() -> (&'s str, RefOr<Response>) {
+                (stringify!($name), error_body($description))
+            }
+        }
+    };
+}
+
+fn error_body(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                "ErrorBody",
+            )))),
+        )
+        .into()
+}
+
+error_response!(
+    BadRequest,
+    "The request is malformed: `code` names the kind (invalid_body, invalid_query, validation_failed, ...) and `detail` what is wrong; `errors` lists per-field problems."
+);
+error_response!(
+    Unauthorized,
+    "No `Authorization: Bearer <key>` header, or the key is unknown or revoked."
+);
+error_response!(
+    Forbidden,
+    "The key's role may not do this, or the key belongs to another partner."
+);
+error_response!(NotFound, "The named object does not exist.");
+error_response!(
+    Conflict,
+    "The object's state does not allow this (already exists, already finalized, not dead)."
+);
+error_response!(
+    Unprocessable,
+    "Well-formed, but it cannot be done with what is there; `code` says why."
+);
+error_response!(
+    PayloadTooLarge,
+    "The body is larger than the gateway accepts (`http.body_limit_bytes`)."
+);
+error_response!(
+    UnsupportedMediaType,
+    "The body's content type is not one this operation accepts."
+);
+error_response!(Gone, "The launch has expired; the user must launch again.");
+error_response!(
+    BadGateway,
+    "The partner system failed or refused what the gateway asked of it; `code` and `detail` say how."
+);
+
+/// Finish the generated document: every operation that needs a key can answer 401, and an
+/// operation served for several methods (the FHIR proxies) gets one operationId per method.
+pub fn finish(mut doc: OpenApi) -> OpenApi {
+    for item in doc.paths.paths.values_mut() {
+        let several = [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+            .into_iter()
+            .flatten()
+            .filter_map(|op| op.operation_id.clone())
+            .collect::<Vec<_>>();
+        let shared = several.len() > 1 && several.iter().all(|id| *id == several[0]);
+        for (method, op) in [
+            ("get", &mut item.get),
+            ("post", &mut item.post),
+            ("put", &mut item.put),
+            ("patch", &mut item.patch),
+            ("delete", &mut item.delete),
+        ] {
+            let Some(op) = op else { continue };
+            if shared && let Some(id) = &op.operation_id {
+                op.operation_id = Some(format!("{id}_{method}"));
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                op.responses
+                    .responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| {
+                        RefOr::Ref(utoipa::openapi::Ref::from_response_name("Unauthorized"))
+                    });
+            }
+        }
+    }
+    doc
+}
+
+/// The document's start: [`ApiDoc`] with the server's version.
+pub fn base() -> OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// `/openapi.json` and `/docs`.
+pub fn router(doc: OpenApi) -> Router<AppState> {
+    SwaggerUi::new("/docs").url("/openapi.json", doc).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v1_route_in_the_source_is_in_the_document() {
+        // Routes registered with `routes!` are documented by construction; a plain
+        // `.route("/v1...")` (the FHIR proxies' wildcards) must be described some other way.
+        let (_, doc) = crate::app::api_routes().split_for_parts();
+        let doc = finish(doc);
+        let mut missing = Vec::new();
+        for file in walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            for (at, _) in text.match_indices(".route(") {
+                let rest = text[at + ".route(".len()..].trim_start();
+                let Some(rest) = rest.strip_prefix("\"/v1") else {
+                    continue;
+                };
+                let path = format!("/v1{}", rest.split('"').next().unwrap_or(""));
+                let documented = path.replace("{*", "{");
+                if !doc.paths.paths.contains_key(&documented) {
+                    missing.push(format!("{}: {path}", file.display()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented /v1 routes: {missing:#?}");
+        assert!(doc.paths.paths.len() >= 30, "{:?}", doc.paths.paths.keys());
+        let mut ids = std::collections::HashSet::new();
+        for (path, item) in &doc.paths.paths {
+            assert!(path.starts_with("/v1/"), "{path}");
+            for op in operations(item) {
+                assert!(
+                    op.security.as_ref().is_some_and(|s| !s.is_empty()),
+                    "{path} has no security requirement"
+                );
+                assert!(op.responses.responses.contains_key("401"), "{path}");
+                let id = op.operation_id.clone().unwrap_or_default();
+                assert!(ids.insert(id.clone()), "operationId {id} twice");
+            }
+        }
+    }
+
+    fn operations(item: &utoipa::openapi::PathItem) -> Vec<&utoipa::openapi::path::Operation> {
+        [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        // Everything under src/ but this file (its test names the pattern it looks for).
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    out.extend(walk(&p));
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("openapi.rs") {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+}
