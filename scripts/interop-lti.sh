@@ -38,21 +38,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/interop-lti.XXXXXX")
 gw_pid=""
 cleanup() {
   local status=$?
-  if [ -n "$gw_pid" ] && kill -0 "$gw_pid" 2>/dev/null; then
-    kill -TERM "$gw_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$gw_pid" 2>/dev/null || true
-    wait "$gw_pid" 2>/dev/null || true
-  fi
-  if [ "$status" -ne 0 ] && [ -s "$work/gateway.log" ]; then
-    say "the gateway's log (last 60 lines):"
-    tail -n 60 "$work/gateway.log" >&2
-  fi
-  if [ "${INTEROP_KEEP_TMP:-0}" = 1 ]; then
-    say "kept $work"
-  else
-    rm -rf "$work"
-  fi
+  [ -n "$gw_pid" ] && interop_stop "$gw_pid"
+  interop_finish "$status" gateway.log
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

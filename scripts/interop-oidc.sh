@@ -33,20 +33,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/interop-oidc.XXXXXX")
 pids=()
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$status" -ne 0 ]; then
-    for f in gateway.log provider.log; do
-      [ -s "$work/$f" ] && { say "$f (last 40 lines):"; tail -n 40 "$work/$f" >&2; }
-    done
-  fi
-  if [ "${INTEROP_KEEP_TMP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+  local pid
+  for pid in "${pids[@]}"; do interop_stop "$pid"; done
+  interop_finish "$status" gateway.log provider.log
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

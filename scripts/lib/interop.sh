@@ -64,3 +64,26 @@ interop_start_gateway() {
   done
   [ -n "$ready" ] || fail "the gateway did not become ready at $gateway within 30 s"
 }
+
+# interop_stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+interop_stop() {
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# interop_finish STATUS LOG...: when STATUS is not 0, the last lines of each LOG in $work;
+# then $work is removed (kept with INTEROP_KEEP_TMP=1).
+interop_finish() {
+  local status=$1 f
+  shift
+  if [ "$status" -ne 0 ]; then
+    for f in "$@"; do
+      [ -s "$work/$f" ] && { say "$f (last 40 lines):"; tail -n 40 "$work/$f" >&2; }
+    done
+  fi
+  if [ "${INTEROP_KEEP_TMP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
+}

@@ -4,6 +4,8 @@
 //! the document does, so a route cannot be served without being described. Served at
 //! `/openapi.json`; `/docs` renders it with Swagger UI from assets inside the binary.
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, RefOr, Response, ResponseBuilder};
@@ -40,6 +42,7 @@ requirements, and a partner key acts only for its own partner. Errors are JSON: 
             PayloadTooLarge,
             UnsupportedMediaType,
             Gone,
+            WrongLaunch,
             BadGateway
         )
     ),
@@ -151,9 +154,91 @@ error_response!(
 );
 error_response!(Gone, "The launch has expired; the user must launch again.");
 error_response!(
+    WrongLaunch,
+    "The launch is not of the kind this needs (an LTI operation on a SMART launch, FHIR on an LTI launch, LTI 1.1 outcomes on an LTI 1.3 launch, a Deep Linking answer for a resource link launch), or lacks what it needs (a patient in context, a service the platform did not offer)."
+);
+error_response!(
     BadGateway,
     "The partner system failed or refused what the gateway asked of it; `code` and `detail` say how."
 );
+
+fn response_ref(name: &str) -> RefOr<Response> {
+    RefOr::Ref(utoipa::openapi::Ref::from_response_name(name))
+}
+
+/// The errors of every call on a launch's behalf: another partner's launch (403), no such
+/// launch (404), a launch of the wrong kind (409), an expired launch (410).
+pub struct LaunchErrors;
+
+impl utoipa::IntoResponses for LaunchErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("403", "Forbidden"),
+            ("404", "NotFound"),
+            ("409", "WrongLaunch"),
+            ("410", "Gone"),
+        ]
+        .into_iter()
+        .map(|(status, name)| (status.to_owned(), response_ref(name)))
+        .collect()
+    }
+}
+
+/// What a FHIR proxy answers: the FHIR server's own status and body, streamed back, or the
+/// gateway's JSON error before or instead of the call. 403 and 404 come from either.
+pub struct FhirProxyResponses;
+
+impl utoipa::IntoResponses for FhirProxyResponses {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let fhir = || {
+            Content::new(Some(RefOr::T(
+                utoipa::openapi::schema::Object::new().into(),
+            )))
+        };
+        let error = || {
+            Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                "ErrorBody",
+            ))))
+        };
+        let either = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", error())
+                .content("application/fhir+json", fhir())
+                .into()
+        };
+        let passed = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/fhir+json", fhir())
+                .into()
+        };
+        BTreeMap::from([
+            (
+                "2XX".to_owned(),
+                passed("The FHIR server's success, status and body as it answered"),
+            ),
+            ("400".to_owned(), response_ref("BadRequest")),
+            (
+                "403".to_owned(),
+                either(
+                    "The key may not use this (JSON error), or the FHIR server refused (its OperationOutcome)",
+                ),
+            ),
+            (
+                "404".to_owned(),
+                either(
+                    "No such launch or partner (JSON error), or the FHIR server has no such resource (its OperationOutcome)",
+                ),
+            ),
+            ("502".to_owned(), response_ref("BadGateway")),
+            (
+                "default".to_owned(),
+                passed("Any other status is the FHIR server's own, with its body"),
+            ),
+        ])
+    }
+}
 
 /// Finish the generated document: every operation that needs a key can answer 401, and an
 /// operation served for several methods (the FHIR proxies) gets one operationId per method.

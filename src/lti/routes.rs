@@ -264,10 +264,7 @@ async fn lti11_launch(State(state): State<AppState>, body: Bytes) -> Response {
     responses(
         (status = 202, description = "Stored; a job delivers it to the LMS", body = ScoreAccepted),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 413, response = crate::http::openapi::PayloadTooLarge),
     )
 )]
@@ -354,10 +351,7 @@ async fn app_launch(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "The LMS's line items", body = Vec<Object>),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
     )
@@ -412,10 +406,7 @@ fn item_id(q: Option<String>) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "The LMS created it", body = Object),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
     )
@@ -459,10 +450,7 @@ async fn create_line_item(
     responses(
         (status = 200, description = "The line item", body = Object),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
     )
@@ -488,10 +476,7 @@ async fn get_line_item(
     responses(
         (status = 200, description = "The line item as the LMS now has it", body = Object),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 413, response = crate::http::openapi::PayloadTooLarge),
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
@@ -518,10 +503,7 @@ async fn put_line_item(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
     )
@@ -560,10 +542,7 @@ async fn line_item(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "The context and its members", body = Object),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
 )]
@@ -605,10 +584,7 @@ fn outcome_error((permanent, reason): (bool, String)) -> ApiError {
     security(("app_key" = [])),
     responses(
         (status = 200, description = "The LMS's result (LTI 1.1 Basic Outcomes readResult)", body = Outcome),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
 )]
@@ -638,10 +614,7 @@ async fn read_outcome(
     security(("app_key" = [])),
     responses(
         (status = 204, description = "The LMS deleted the result"),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
 )]
@@ -753,10 +726,7 @@ async fn canvas_config(State(state): State<AppState>) -> Json<Value> {
     responses(
         (status = 200, description = "The signed response and where to post it", body = DeepLinkResponse),
         (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, description = "Not an LTI launch (or not the kind this needs)", body = crate::http::error::ErrorBody),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 413, response = crate::http::openapi::PayloadTooLarge),
     )
 )]

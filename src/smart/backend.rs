@@ -98,20 +98,7 @@ pub async fn backend_token(
         ("path" = String, Path, description = "FHIR path relative to the partner's FHIR base (may contain slashes)", example = "Group/123/$export"),
     ),
     security(("admin_key" = [])),
-    responses(
-        (status = "2XX", description = "The FHIR server's success, status and body as it answered", content_type = "application/fhir+json", body = Object),
-        (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, description = "The key may not use this (JSON error), or the FHIR server refused (its OperationOutcome)", content(
-            (crate::http::error::ErrorBody = "application/json"),
-            (Object = "application/fhir+json"),
-        )),
-        (status = 404, description = "No such launch or partner (JSON error), or the FHIR server has no such resource (its OperationOutcome)", content(
-            (crate::http::error::ErrorBody = "application/json"),
-            (Object = "application/fhir+json"),
-        )),
-        (status = 502, response = crate::http::openapi::BadGateway),
-        (status = "default", description = "Any other status is the FHIR server's own, with its body", content_type = "application/fhir+json", body = Object),
-    )
+    responses(crate::http::openapi::FhirProxyResponses)
 )]
 pub async fn partner_proxy(
     State(state): State<AppState>,

@@ -26,10 +26,7 @@ const PLAIN_ACCEPT: &str = "application/fhir+json";
     security(("app_key" = []), ("partner_key" = [])),
     responses(
         (status = 200, description = "The patient summary", body = Object),
-        (status = 403, response = crate::http::openapi::Forbidden),
-        (status = 404, response = crate::http::openapi::NotFound),
-        (status = 409, response = crate::http::openapi::Conflict),
-        (status = 410, response = crate::http::openapi::Gone),
+        crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
 )]

@@ -114,20 +114,9 @@ fn raw_tail<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
     ),
     security(("app_key" = []), ("partner_key" = [])),
     responses(
-        (status = "2XX", description = "The FHIR server's success, status and body as it answered", content_type = "application/fhir+json", body = Object),
-        (status = 400, response = crate::http::openapi::BadRequest),
-        (status = 403, description = "The key may not use this (JSON error), or the FHIR server refused (its OperationOutcome)", content(
-            (crate::http::error::ErrorBody = "application/json"),
-            (Object = "application/fhir+json"),
-        )),
-        (status = 404, description = "No such launch or partner (JSON error), or the FHIR server has no such resource (its OperationOutcome)", content(
-            (crate::http::error::ErrorBody = "application/json"),
-            (Object = "application/fhir+json"),
-        )),
-        (status = 409, response = crate::http::openapi::Conflict),
+        crate::http::openapi::FhirProxyResponses,
+        (status = 409, response = crate::http::openapi::WrongLaunch),
         (status = 410, response = crate::http::openapi::Gone),
-        (status = 502, response = crate::http::openapi::BadGateway),
-        (status = "default", description = "Any other status is the FHIR server's own, with its body", content_type = "application/fhir+json", body = Object),
     )
 )]
 pub async fn launch_proxy(
