@@ -57,6 +57,8 @@ pub struct Launch {
     pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The partner is a sandbox partner (read from its row, not stored with the launch).
+    pub sandbox: bool,
 }
 
 impl Launch {
@@ -100,6 +102,8 @@ impl Launch {
         out.insert("scopes".into(), json!(self.scopes));
         out.insert("created_at".into(), json!(self.created_at.to_rfc3339()));
         out.insert("expires_at".into(), json!(self.expires_at.to_rfc3339()));
+        // Always present, so an app can branch on it without guessing from the partner id.
+        out.insert("sandbox".into(), json!(self.sandbox));
         Value::Object(out)
     }
 }

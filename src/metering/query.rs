@@ -279,7 +279,14 @@ pub fn parse_query<'m>(
 
 /// The response body: one row per (window, group); without grouping every window, empty
 /// ones included. Times are written in the query's zone.
-pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> Value {
+/// `sandbox`: the partner is a sandbox partner, so every value counts sandbox events only
+/// (said in the body, so a saved answer keeps the mark).
+pub fn render(
+    q: &MeterQuery<'_>,
+    windows: &[Window],
+    buckets: Vec<Bucket>,
+    sandbox: bool,
+) -> Value {
     let tz = q.tz;
     let fmt = |t: DateTime<Utc>| {
         t.with_timezone(&tz)
@@ -318,6 +325,7 @@ pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> V
         "tz": q.tz_name,
         "from": fmt(q.from),
         "to": fmt(q.to),
+        "sandbox": sandbox,
         "data": data,
     })
 }

@@ -11,6 +11,7 @@ mod keys;
 mod lti;
 mod lti_env;
 mod partners;
+mod sandbox;
 mod smart;
 mod smart_env;
 mod sso;
