@@ -1,8 +1,11 @@
 //! Sandbox partners (marked in responses, in the ledger and in usage queries; refused by
-//! statements) on SQLite and PostgreSQL.
+//! statements) on SQLite and PostgreSQL, and the `sandbox` command itself driven over HTTP
+//! from its start page to the sample app.
 
 use partner_gateway::apikeys::Role;
 use partner_gateway::config::{Config, Layer};
+use partner_gateway::sandbox::lms::parse_auto_post_form;
+use partner_gateway::sandbox::run::{self, Options};
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp};
@@ -177,4 +180,224 @@ fn a_sandbox_partner_with_an_agreement_is_refused_naming_the_fields() {
         Vec::new(),
     )
     .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// The sandbox command, as a newcomer's browser drives it.
+
+/// `name=value` pairs of the Set-Cookie headers.
+fn cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Follow redirects from `url` (GET) until a page answers; returns its URL and body.
+async fn follow(
+    browser: &reqwest::Client,
+    base: &str,
+    url: String,
+    jar: &[String],
+) -> (String, u16, String) {
+    let mut url = url;
+    for _ in 0..10 {
+        let mut req = browser.get(&url);
+        if !jar.is_empty() {
+            req = req.header("cookie", jar.join("; "));
+        }
+        let r = req.send().await.unwrap();
+        if r.status().is_redirection() {
+            let next = location(&r);
+            url = if next.starts_with('/') {
+                format!("{base}{next}")
+            } else {
+                next
+            };
+            continue;
+        }
+        let status = r.status().as_u16();
+        return (url, status, r.text().await.unwrap());
+    }
+    panic!("too many redirects from {url}");
+}
+
+/// The `href` of the page's `<a id="continue">`.
+fn continue_link(html: &str) -> String {
+    let marker = "id=\"continue\" href=\"";
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no continue link in {html}"))
+        + marker.len();
+    let end = at + html[at..].find('"').unwrap();
+    html[at..end].replace("&amp;", "&")
+}
+
+/// The text of the element with this id (`<dd id="x">text</dd>`).
+fn by_id(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let tag = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let at = tag + html[tag..].find('>').unwrap() + 1;
+    let end = at + html[at..].find('<').unwrap();
+    html[at..end].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = run::start(Options {
+        port: 0,
+        site_port: None,
+        data_dir: dir.path().join("sandbox"),
+    })
+    .await
+    .unwrap();
+    let site = sandbox.site_url.clone();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The start page lists every flow.
+    let (_, status, start) = follow(&browser, &site, sandbox.start_page(), &[]).await;
+    assert_eq!(status, 200);
+    for id in [
+        "ehr-epic",
+        "ehr-oracle",
+        "lti-canvas",
+        "lti-moodle",
+        "dl-canvas",
+        "dl-moodle",
+        "gradebook-canvas",
+        "sso-oidc",
+        "sso-saml",
+        "webhooks",
+        "usage-sbx-epic",
+    ] {
+        assert!(
+            start.contains(&format!("id=\"{id}\"")),
+            "no #{id} on the start page"
+        );
+    }
+
+    // EHR launch from Epic: start page -> gateway -> EHR authorize -> callback -> app.
+    let (url, status, page) = follow(&browser, &site, format!("{site}/ehr/epic/launch"), &[]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(url.starts_with(&format!("{site}/app/")), "{url}");
+    assert_eq!(by_id(&page, "context-kind"), "smart");
+    assert_eq!(by_id(&page, "partner"), "sbx-epic");
+    assert_eq!(by_id(&page, "sandbox"), "true");
+    assert_eq!(
+        by_id(&page, "patient"),
+        sandbox.site.sims.epic.default_patient()
+    );
+    assert!(page.contains("X-Gateway-Sandbox: true"), "{page}");
+    // The follow-on action: the patient read through the FHIR proxy.
+    let (_, status, patient) = follow(
+        &browser,
+        &site,
+        format!("{url}/patient").replace("?exchanged=1", ""),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{patient}");
+    assert!(!by_id(&patient, "patient-name").is_empty());
+    assert!(patient.contains("X-Gateway-Sandbox: true"), "{patient}");
+
+    // LTI launch from Canvas: the LMS's login initiation form, the gateway's login (cookie
+    // bound), the platform's auth form, the launch, the app.
+    let r = browser
+        .get(format!("{site}/lms/canvas/launch"))
+        .send()
+        .await
+        .unwrap();
+    let init = parse_auto_post_form(&r.text().await.unwrap()).unwrap();
+    assert!(init.action.ends_with("/lti/login"), "{}", init.action);
+    let r = browser
+        .post(&init.action)
+        .form(&init.fields)
+        .send()
+        .await
+        .unwrap();
+    let jar = cookies(&r);
+    // Canvas offers platform storage: the gateway answers a page that stores the binding
+    // there and continues (a script, or the link for browsers without one).
+    let auth = match r.status().as_u16() {
+        302 => location(&r),
+        200 => continue_link(&r.text().await.unwrap()),
+        other => panic!("login answered {other}"),
+    };
+    let r = browser.get(&auth).send().await.unwrap();
+    let launch = parse_auto_post_form(&r.text().await.unwrap()).unwrap();
+    assert!(launch.action.ends_with("/lti/launch"), "{}", launch.action);
+    let r = browser
+        .post(&launch.action)
+        .header("cookie", jar.join("; "))
+        .form(&launch.fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{:?}", r.text().await);
+    let (url, status, page) = follow(&browser, &site, location(&r), &[]).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(by_id(&page, "context-kind"), "lti");
+    assert_eq!(by_id(&page, "partner"), "sbx-canvas");
+    assert_eq!(by_id(&page, "course"), run::COURSE);
+    assert_eq!(by_id(&page, "sandbox"), "true");
+
+    // A grade posted from the app reaches the Canvas gradebook.
+    let launch_path = url.split('?').next().unwrap().to_owned();
+    let r = browser
+        .post(format!("{launch_path}/grade"))
+        .form(&[("score", "8.5")])
+        .send()
+        .await
+        .unwrap();
+    let graded = r.text().await.unwrap();
+    assert_eq!(by_id(&graded, "score-status"), "delivered", "{graded}");
+    let book = sandbox.site.sims.canvas.gradebook_url(run::COURSE);
+    let book = browser
+        .get(&book)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(book.contains("8.5"), "{book}");
+    assert!(book.contains("sandbox-learner-1"), "{book}");
+
+    // Usage recorded and marked; the webhooks reached the receiver, signed.
+    let (_, _, start) = follow(&browser, &site, sandbox.start_page(), &[]).await;
+    assert!(start.contains("<code>smart.launch</code>"), "{start}");
+    assert!(start.contains("<code>lti.launch</code>"), "{start}");
+    assert!(start.contains("sandbox: true"), "{start}");
+    assert!(
+        sandbox
+            .site
+            .sims
+            .receiver
+            .wait_for(2, std::time::Duration::from_secs(10))
+            .await
+            >= 2,
+        "the launch.completed webhooks did not arrive"
+    );
+    let (_, _, hooks) = follow(&browser, &site, format!("{site}/webhooks"), &[]).await;
+    assert!(hooks.contains("launch.completed"), "{hooks}");
+    assert!(hooks.contains("signature valid"), "{hooks}");
+    assert!(!hooks.contains("class=\"bad\""), "{hooks}");
+
+    let db_url = sandbox.state.config.database.url.expose().to_owned();
+    assert!(
+        db_url.contains(&dir.path().display().to_string()),
+        "{db_url}"
+    );
+    sandbox.stop().await.unwrap();
 }
