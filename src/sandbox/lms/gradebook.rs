@@ -14,6 +14,14 @@ use super::{Shared, html_escape, lock};
 /// Where the page is served, under the LMS's base URL.
 pub(super) const PATH: &str = "/sandbox/gradebook/{ctx}";
 
+/// `canvas` -> `Canvas`.
+fn display_name(id: &str) -> String {
+    let mut c = id.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 pub(super) async fn page(State(s): State<Arc<Shared>>, Path(ctx): Path<String>) -> Response {
     let at = s.default_url_ctx();
     let (items, scores) = {
@@ -65,7 +73,7 @@ pub(super) async fn page(State(s): State<Arc<Shared>>, Path(ctx): Path<String>) 
          <table id=\"gradebook\"><tr><th>Line item</th><th>User</th><th>Score</th><th>Grading</th><th>Comment</th><th>Timestamp</th></tr>{rows}</table>\
          </body></html>\n",
         ctx = html_escape(&ctx),
-        lms = html_escape(s.personality.as_str()),
+        lms = html_escape(&display_name(s.personality.as_str())),
         base = html_escape(&s.base),
         n = items.len(),
         m = scores.len(),
