@@ -56,6 +56,7 @@ a.button.secondary{background:#5b6577}\
 table{border-collapse:collapse;margin:.4rem 0}td,th{border:1px solid #dde1e8;padding:.25rem .6rem;text-align:left;vertical-align:top}\
 th{background:#eef1f6}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}\
 pre{background:#10151f;color:#d6e2ff;padding:.8rem;border-radius:4px;overflow:auto;font-size:.85rem}\
+td pre{max-width:34rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}\
 .badge{display:inline-block;background:#f0a500;color:#1d2330;border-radius:3px;padding:0 .4rem;font-size:.8rem;font-weight:700}\
 .ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#5b6577}";
 
