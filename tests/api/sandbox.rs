@@ -362,6 +362,28 @@ async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_
         .unwrap();
     let graded = r.text().await.unwrap();
     assert_eq!(by_id(&graded, "score-status"), "delivered", "{graded}");
+    // The app's own calls for a sandbox launch are marked: the context and the score.
+    let launch_id = launch_path.rsplit('/').next().unwrap();
+    let score_id = graded
+        .split("GET /v1/scores/")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    for path in [
+        format!("/v1/launches/{launch_id}"),
+        format!("/v1/scores/{score_id}"),
+    ] {
+        let r = browser
+            .get(format!("{}{path}", sandbox.gateway_url))
+            .bearer_auth(&sandbox.site.app_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(sandbox_header(&r).as_deref(), Some("true"), "{path}");
+    }
     let book = sandbox.site.sims.canvas.gradebook_url(run::COURSE);
     let book = browser
         .get(&book)
