@@ -111,6 +111,34 @@ crate::both_backends! {
         assert_eq!(body["sandbox"], false, "{body}");
     }
 
+    async fn webhook_messages_of_a_sandbox_partner_say_so_and_others_keep_their_shape(backend) {
+        let Some(app) = app(backend).await else { return };
+        let mut tx = app.db().begin().await.unwrap();
+        let now = chrono::Utc::now();
+        let data = json!({"n": 1});
+        let sbx = partner_gateway::webhooks::emit(&mut tx, Some(SBX), "launch.completed", &data, now).await.unwrap();
+        let prod = partner_gateway::webhooks::emit(&mut tx, Some(PROD), "launch.completed", &data, now).await.unwrap();
+        let app_only = partner_gateway::webhooks::emit(&mut tx, None, "launch.completed", &data, now).await.unwrap();
+        tx.commit().await.unwrap();
+        let payload = |id: String| {
+            let db = app.db().clone();
+            async move {
+                let text: String = partner_gateway::with_db!(&db, pool => {
+                    sqlx::query_scalar("SELECT payload FROM webhook_messages WHERE id = $1").bind(&id).fetch_one(pool).await
+                }).unwrap();
+                text
+            }
+        };
+        let body: Value = serde_json::from_str(&payload(sbx).await).unwrap();
+        assert_eq!(body["sandbox"], true, "{body}");
+        assert_eq!(body["data"], data);
+        for id in [prod, app_only] {
+            let text = payload(id).await;
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["data", "timestamp", "type"], "{text}");
+        }
+    }
+
     async fn statements_are_refused_for_a_sandbox_partner_and_a_run_skips_it(backend) {
         let Some(app) = app(backend).await else { return };
         let finance = app.key(Role::Finance, None).await;
@@ -411,6 +439,11 @@ async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_
             >= 2,
         "the launch.completed webhooks did not arrive"
     );
+    // Each message of a sandbox partner says so beside its data.
+    for r in sandbox.site.sims.receiver.received() {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["sandbox"], true, "{body}");
+    }
     let (_, _, hooks) = follow(&browser, &site, format!("{site}/webhooks"), &[]).await;
     assert!(hooks.contains("launch.completed"), "{hooks}");
     assert!(hooks.contains("signature valid"), "{hooks}");
