@@ -122,11 +122,12 @@ pub struct Sandbox {
     site_server: JoinHandle<std::io::Result<()>>,
 }
 
-async fn bind(port: u16, what: &str) -> anyhow::Result<TcpListener> {
+/// `flag`: the option that chooses this port, for the error.
+async fn bind(port: u16, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| {
-            format!("cannot listen on 127.0.0.1:{port} ({what}); choose another with --port")
+            format!("cannot listen on 127.0.0.1:{port} for {what}; choose another port with {flag}")
         })
 }
 
@@ -140,13 +141,13 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     })?;
     let data_dir = std::fs::canonicalize(&opts.data_dir)
         .with_context(|| format!("cannot read {}", opts.data_dir.display()))?;
-    let gateway_listener = bind(opts.port, "the gateway").await?;
+    let gateway_listener = bind(opts.port, "the gateway", "--port").await?;
     let site_port = opts.site_port.unwrap_or(if opts.port == 0 {
         0
     } else {
         opts.port.saturating_add(1)
     });
-    let site_listener = bind(site_port, "the sandbox site; choose it with --site-port").await?;
+    let site_listener = bind(site_port, "the start page and sample app", "--site-port").await?;
     let gateway = format!("http://{}", gateway_listener.local_addr()?);
     let site = format!("http://{}", site_listener.local_addr()?);
 
@@ -170,23 +171,18 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
         .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-
-    // What an IdP administrator does with a new SP: load its metadata.
-    let metadata = client
-        .get(format!(
-            "{gateway}/sso/saml/{SHIBBOLETH_CONNECTION}/metadata"
-        ))
-        .send()
-        .await?
-        .error_for_status()
-        .context("reading the gateway's SAML SP metadata")?
-        .text()
-        .await?;
-    sims.shibboleth
-        .register_sp(&metadata)
-        .context("loading the SP metadata into the mock SAML IdP")?;
-
-    let webhook_secret = register_receiver(&client, &gateway, &admin_key, &sims.receiver).await?;
+    let webhook_secret = match register_with_gateway(&client, &gateway, &admin_key, &sims).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            // The gateway is already serving: stop it before reporting, so no task outlives
+            // a failed start.
+            shutdown.cancel();
+            if let Ok(Err(stop)) = gateway_task.await {
+                tracing::warn!(error = %stop, "the sandbox gateway stopped with an error");
+            }
+            return Err(e);
+        }
+    };
 
     let site_state = Arc::new(Site {
         gateway: gateway.clone(),
@@ -520,6 +516,30 @@ app_url = "{app_url}"
 /// A path inside a TOML basic string.
 fn toml_str(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// What the partners' administrators do once the gateway answers: the SAML IdP loads the
+/// SP metadata, and the receiver becomes the app's webhook endpoint. Returns its secret.
+async fn register_with_gateway(
+    client: &reqwest::Client,
+    gateway: &str,
+    admin_key: &str,
+    sims: &Simulators,
+) -> anyhow::Result<String> {
+    let metadata = client
+        .get(format!(
+            "{gateway}/sso/saml/{SHIBBOLETH_CONNECTION}/metadata"
+        ))
+        .send()
+        .await?
+        .error_for_status()
+        .context("reading the gateway's SAML SP metadata")?
+        .text()
+        .await?;
+    sims.shibboleth
+        .register_sp(&metadata)
+        .context("loading the SP metadata into the mock SAML IdP")?;
+    register_receiver(client, gateway, admin_key, &sims.receiver).await
 }
 
 /// Register the receiver as the app's webhook endpoint through the API, replacing the one a
