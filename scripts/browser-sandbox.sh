@@ -20,6 +20,13 @@ root=$PWD
 name=browser-sandbox
 # shellcheck source=scripts/lib/interop.sh
 . "$root/scripts/lib/interop.sh"
+# Not an interop check: its own prefix (interop_gateway_bin logs through these).
+say() { printf 'browser-sandbox: %s\n' "$*" >&2; }
+fail() {
+  say "$*"
+  echo "browser-sandbox: FAILED"
+  exit 1
+}
 
 chromium=${CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then

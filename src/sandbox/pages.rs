@@ -312,7 +312,7 @@ every delivered grade <code>grade.delivered</code>, signed to the Standard Webho
 <section id="usage"><h2>7. Usage recorded</h2>
 <p>From <code>GET /v1/usage/query?meter={meter}&amp;partner=...&amp;group_by=type</code>; every event of a sandbox partner is marked in the ledger.
 Reload after a flow.</p>
-<div style="display:flex;flex-wrap:wrap;gap:1rem">{usage}</div></section>
+<div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">{usage}</div></section>
 "#,
         okta = OKTA,
         shib = SHIBBOLETH,
