@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -24,6 +24,11 @@ use super::run::{
     Site, USAGE_METER,
 };
 use crate::http::page::escape;
+use client::{Answer, answer, url_segment};
+use html::{auto_post, error_page, html, pretty};
+
+mod client;
+mod html;
 
 type S = State<Arc<Site>>;
 
@@ -43,118 +48,7 @@ pub fn router(site: Arc<Site>) -> Router {
         .with_state(site)
 }
 
-// ---------------------------------------------------------------------------------------
-// HTML
-
-const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2330;background:#f6f7f9}\
-header{background:#23395d;color:#fff;padding:1rem 2rem}header a{color:#cfe0ff}\
-header h1{margin:0;font-size:1.4rem}main{padding:1rem 2rem;max-width:70rem}\
-section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:.8rem 1.2rem;margin:1rem 0}\
-h2{font-size:1.1rem;margin:.2rem 0 .6rem}p{margin:.4rem 0}\
-a.button,button{display:inline-block;background:#2f6fde;color:#fff;border:0;border-radius:4px;padding:.45rem .9rem;margin:.2rem .4rem .2rem 0;text-decoration:none;font-size:.95rem;cursor:pointer}\
-a.button.secondary{background:#5b6577}\
-table{border-collapse:collapse;margin:.4rem 0}td,th{border:1px solid #dde1e8;padding:.25rem .6rem;text-align:left;vertical-align:top}\
-th{background:#eef1f6}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}\
-pre{background:#10151f;color:#d6e2ff;padding:.8rem;border-radius:4px;overflow:auto;font-size:.85rem}\
-td pre{max-width:34rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}\
-.badge{display:inline-block;background:#f0a500;color:#1d2330;border-radius:3px;padding:0 .4rem;font-size:.8rem;font-weight:700}\
-.ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#5b6577}";
-
-fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{STYLE}</style></head>\
-         <body><header><h1>{t} <span class=\"badge\">SANDBOX</span></h1>\
-         <a href=\"/sandbox\">Start page</a></header><main>{body}</main></body></html>\n",
-        t = escape(title),
-    );
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        page,
-    )
-        .into_response()
-}
-
-fn error_page(status: StatusCode, title: &str, detail: &str) -> Response {
-    html(
-        status,
-        title,
-        &format!(
-            "<section><p class=\"bad\">{}</p><p><a class=\"button\" href=\"/sandbox\">Back to the start page</a></p></section>",
-            escape(detail)
-        ),
-    )
-}
-
-fn pretty(v: &Value) -> String {
-    escape(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
-}
-
-// ---------------------------------------------------------------------------------------
-// Calls to the gateway
-
-/// A gateway answer: status, the `X-Gateway-Sandbox` header, the JSON body.
-struct Answer {
-    status: u16,
-    sandbox: bool,
-    body: Value,
-}
-
-impl Answer {
-    fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// The API error's detail, or the status.
-    fn problem(&self) -> String {
-        self.body.get("detail").and_then(Value::as_str).map_or_else(
-            || format!("the gateway answered {}", self.status),
-            str::to_owned,
-        )
-    }
-
-    fn header_line(&self) -> String {
-        if self.sandbox {
-            "<p class=\"muted\">The gateway's answer carried <code>X-Gateway-Sandbox: true</code>.</p>".into()
-        } else {
-            "<p class=\"bad\">The gateway's answer carried no X-Gateway-Sandbox header.</p>".into()
-        }
-    }
-}
-
-async fn answer(req: reqwest::RequestBuilder) -> Result<Answer, String> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("the gateway did not answer: {e}"))?;
-    let status = resp.status().as_u16();
-    let sandbox = resp
-        .headers()
-        .get(crate::http::sandbox::HEADER)
-        .is_some_and(|v| v.as_bytes() == b"true");
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading the gateway's answer: {e}"))?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(Answer {
-        status,
-        sandbox,
-        body,
-    })
-}
-
 impl Site {
-    fn api(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.gateway))
-            .bearer_auth(key)
-    }
-
     fn ehr(&self, vendor: &str) -> Option<(&MockEhr, &'static str)> {
         match vendor {
             "epic" => Some((&self.sims.epic, EPIC)),
@@ -177,47 +71,6 @@ impl Site {
             MOODLE => Some(&self.sims.moodle),
             _ => None,
         }
-    }
-
-    /// The partner's usage events by type, through `GET /v1/usage/query`.
-    async fn usage(&self, partner: &str) -> Result<(bool, Vec<(String, String)>), String> {
-        let from = (chrono::Utc::now() - chrono::Duration::days(366))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let a = answer(
-            self.api(reqwest::Method::GET, "/v1/usage/query", &self.admin_key)
-                .query(&[
-                    ("meter", USAGE_METER),
-                    ("partner", partner),
-                    ("from", from.as_str()),
-                    ("group_by", "type"),
-                ]),
-        )
-        .await?;
-        if !a.ok() {
-            return Err(a.problem());
-        }
-        let mut rows = Vec::new();
-        for d in a
-            .body
-            .get("data")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let ty = d
-                .pointer("/group/type")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_owned();
-            let n = match d.get("value") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => "0".into(),
-            };
-            rows.push((ty, n));
-        }
-        let marked = a.body.get("sandbox").and_then(Value::as_bool) == Some(true);
-        Ok((marked, rows))
     }
 
     async fn usage_table(&self, partner: &str) -> String {
@@ -413,31 +266,14 @@ async fn lms_launch(
     if !init.post {
         return Redirect::to(&init.get_url()).into_response();
     }
-    let inputs: String = init
+    // The LMS's own page: a form posting the initiation to the tool's login URL.
+    let fields: Vec<(&str, &str)> = init
         .params
         .iter()
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-                escape(k),
-                escape(v)
-            )
-        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    // The LMS's own page: an auto-submitting form, a button for browsers without script.
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Opening the tool</title></head>\
-         <body onload=\"document.forms[0].submit()\"><p>{lms} is opening the tool...</p>\
-         <form method=\"post\" action=\"{action}\">{inputs}<button type=\"submit\">Continue</button></form></body></html>\n",
-        lms = escape(lms.personality().as_str()),
-        action = escape(&init.url),
-    );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response()
+    let message = format!("{} is opening the tool...", lms.personality().as_str());
+    auto_post(&message, &init.url, &fields)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -486,13 +322,6 @@ async fn app_handoff(State(site): S, Query(h): Query<Handoff>) -> Response {
             "the exchange answer had no launch_id",
         ),
     }
-}
-
-/// Launch ids are UUIDs; anything else is refused before it reaches a URL.
-fn url_segment(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
 }
 
 async fn launch_context(site: &Site, launch_id: &str) -> Result<Answer, Response> {
@@ -808,21 +637,8 @@ async fn app_deep_link(
     let return_url = s(&a.body, "/return_url");
     let jwt = s(&a.body, "/jwt");
     // The signed response goes back through the browser, as Deep Linking says.
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Returning to the LMS</title></head>\
-         <body onload=\"document.forms[0].submit()\"><p>Returning {n} item(s) to the LMS...</p>\
-         <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"JWT\" value=\"{jwt}\">\
-         <button type=\"submit\">Continue</button></form></body></html>\n",
-        n = items.len(),
-        action = escape(return_url),
-        jwt = escape(jwt),
-    );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        page,
-    )
-        .into_response()
+    let message = format!("Returning {} item(s) to the LMS...", items.len());
+    auto_post(&message, return_url, &[("JWT", jwt)])
 }
 
 async fn reading() -> Response {
