@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use super::ehr::{LaunchContext, MockEhr};
 use super::lms::{LaunchSpec, MockLms, MockUser};
 use super::run::{
-    CANVAS, COURSE, EPIC, LTI_CLIENT, LTI_DEPLOYMENT, MOODLE, OKTA, ORACLE, PARTNERS, SHIBBOLETH,
-    Site, USAGE_METER,
+    CANVAS, COURSE, LTI_CLIENT, LTI_DEPLOYMENT, MOODLE, OKTA, PARTNERS, SHIBBOLETH, Site,
+    USAGE_METER,
 };
 use crate::http::page::escape;
 use client::{Answer, answer, url_segment};
@@ -49,10 +49,10 @@ pub fn router(site: Arc<Site>) -> Router {
 }
 
 impl Site {
-    fn ehr(&self, vendor: &str) -> Option<(&MockEhr, &'static str)> {
+    fn ehr(&self, vendor: &str) -> Option<&MockEhr> {
         match vendor {
-            "epic" => Some((&self.sims.epic, EPIC)),
-            "oracle" => Some((&self.sims.oracle, ORACLE)),
+            "epic" => Some(&self.sims.epic),
+            "oracle" => Some(&self.sims.oracle),
             _ => None,
         }
     }
@@ -180,7 +180,7 @@ Reload after a flow.</p>
 /// What the EHR does when the clinician clicks the app: register the launch, send the
 /// browser to the app's launch URL (the gateway) with `iss` and `launch`.
 async fn ehr_launch(State(site): S, Path(vendor): Path<String>) -> Response {
-    let Some((ehr, _)) = site.ehr(&vendor) else {
+    let Some(ehr) = site.ehr(&vendor) else {
         return error_page(
             StatusCode::NOT_FOUND,
             "Unknown EHR",
@@ -315,7 +315,7 @@ async fn app_handoff(State(site): S, Query(h): Query<Handoff>) -> Response {
         );
     }
     match a.body.get("launch_id").and_then(Value::as_str) {
-        Some(id) => Redirect::to(&format!("/app/{}?exchanged=1", url_segment(id))).into_response(),
+        Some(id) => Redirect::to(&format!("/app/{}", url_segment(id))).into_response(),
         None => error_page(
             StatusCode::BAD_GATEWAY,
             "Sample app",
