@@ -62,6 +62,12 @@ impl AppState {
         }
     }
 
+    /// Whether `partner` is a sandbox partner; noted for this response's
+    /// `X-Gateway-Sandbox` header (`http::sandbox`).
+    pub fn sandbox_partner(&self, partner: &str) -> bool {
+        crate::http::sandbox::partner(&self.config, partner)
+    }
+
     /// Connect, optionally migrate, and sync the configured partners into the store.
     pub async fn prepare(config: Config, migrate: bool) -> anyhow::Result<AppState> {
         let db = Db::connect(&config.database).await?;

@@ -50,6 +50,21 @@ pub enum Command {
     /// Database tools.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Try every flow on this machine: the gateway on SQLite under --data-dir with
+    /// simulated EHRs (Epic, Oracle), LMSs (Canvas, Moodle), IdPs (OIDC, SAML), a webhook
+    /// receiver and a sample app, all registered as sandbox partners. Ignores --config.
+    Sandbox {
+        /// The gateway's port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The start page and sample app's port (default: --port + 1; any free port when
+        /// --port is 0).
+        #[arg(long)]
+        site_port: Option<u16>,
+        /// Where the sandbox keeps its database and master key (never the production ones).
+        #[arg(long, default_value = "data/sandbox", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,6 +189,21 @@ pub const IMPORT_REJECTED_LINES: u8 = 3;
 
 /// Run a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
+    // The sandbox builds its own configuration: it must not need (or read) the production
+    // one, so it runs before the config directory is loaded.
+    if let Command::Sandbox {
+        port,
+        site_port,
+        data_dir,
+    } = cli.command
+    {
+        return sandbox(crate::sandbox::run::Options {
+            port,
+            site_port,
+            data_dir,
+        })
+        .await;
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -204,9 +234,27 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+async fn sandbox(opts: crate::sandbox::run::Options) -> ExitCode {
+    // Warnings only: the console is for the URLs printed below; RUST_LOG shows more.
+    crate::telemetry::init_tracing(&crate::config::TelemetryConfig {
+        log_level: "warn".into(),
+        ..Default::default()
+    });
+    let shutdown = CancellationToken::new();
+    app::cancel_on_signal(shutdown.clone());
+    match crate::sandbox::run::run(opts, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        Command::Sandbox { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve => {
             let migrate = config.database.migrate_on_start;
             let addr = config.http.addr;

@@ -427,6 +427,10 @@ pub struct PartnerConfig {
     /// Single sign-on connections to the organisation's identity providers.
     #[serde(default)]
     pub sso_connections: Vec<crate::sso::connection::SsoConnection>,
+    /// A sandbox partner: for trying flows out, never billed. Its responses carry
+    /// `X-Gateway-Sandbox: true`, its usage events are marked, and statements refuse it.
+    #[serde(default)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -865,6 +869,7 @@ impl Config {
         if let Err(problems) = self.checked_agreements() {
             out.extend(problems);
         }
+        out.extend(sandbox_agreement_problems(&self.partners, &self.agreements));
         if self.statements.company_name.trim().is_empty() {
             out.push((
                 "statements.company_name".into(),
@@ -904,6 +909,32 @@ impl Config {
     pub fn partner(&self, id: &str) -> Option<&PartnerConfig> {
         self.partners.iter().find(|p| p.id == id)
     }
+
+    /// Whether `id` is a configured sandbox partner.
+    pub fn is_sandbox(&self, id: &str) -> bool {
+        self.partner(id).is_some_and(|p| p.sandbox)
+    }
+}
+
+/// Sandbox partners are never billed: an agreement naming one is a mistake (test data would
+/// otherwise reach a statement), so it is refused with both fields named.
+fn sandbox_agreement_problems(
+    partners: &[PartnerConfig],
+    agreements: &[AgreementConfig],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, a) in agreements.iter().enumerate() {
+        if let Some(i) = partners.iter().position(|p| p.sandbox && p.id == a.partner) {
+            out.push((
+                format!("agreements[{k}].partner"),
+                format!(
+                    "partner {:?} is a sandbox partner (partners[{i}].sandbox = true) and sandbox partners are excluded from statements: remove agreement {:?} or set partners[{i}].sandbox = false",
+                    a.partner, a.id
+                ),
+            ));
+        }
+    }
+    out
 }
 
 pub fn valid_partner_id(id: &str) -> bool {

@@ -7,7 +7,7 @@
 pub mod apikeys;
 /// Build the router and workers from config; run until stopped.
 pub mod app;
-/// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`, `keys rotate`.
+/// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`, `keys rotate`, `sandbox`.
 pub mod cli;
 /// Layered configuration (built-in defaults, files, `GATEWAY__*` environment) and validation.
 pub mod config;
@@ -29,7 +29,8 @@ pub mod metering;
 pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
-/// Simulators of partner systems (a mock EHR, a mock LMS), for tests, benchmarks and a sandbox.
+/// Simulators of partner systems (EHR, LMS, IdPs, a webhook receiver) for tests and benchmarks,
+/// and the `sandbox` command that runs them beside the gateway with a sample app.
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;

@@ -82,10 +82,13 @@ where
         span.record("role", key.role.as_str());
         if let Some(p) = &key.partner_id {
             span.record("partner_id", p.as_str());
-            if state.config.partner(p).is_none() {
-                return Err(ApiError::Forbidden(format!(
-                    "partner {p:?} is no longer configured; its keys are inactive"
-                )));
+            match state.config.partner(p) {
+                Some(cfg) => crate::http::sandbox::note(cfg.sandbox),
+                None => {
+                    return Err(ApiError::Forbidden(format!(
+                        "partner {p:?} is no longer configured; its keys are inactive"
+                    )));
+                }
             }
         }
         Ok(Caller {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod page;
+pub mod sandbox;
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(sandbox::mark))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()

@@ -27,7 +27,11 @@ Every `/v1` call carries an API key: `Authorization: Bearer <key>`. A key has on
 (admin, finance, partner, app); each operation lists the roles it accepts as its security \
 requirements, and a partner key acts only for its own partner. Errors are JSON: \
 `{\"code\": \"...\", \"detail\": \"...\", \"errors\": [...]}`, where `code` is stable and \
-`detail` says what is wrong.",
+`detail` says what is wrong.\n\n\
+Sandbox partners (`partner-gateway sandbox`, or `sandbox = true` in config) are test \
+partners: every response made by their keys or for their launches carries \
+`X-Gateway-Sandbox: true`, launch contexts and usage answers say `\"sandbox\": true`, and \
+they never get statements.",
         license(name = "Proprietary"),
     ),
     components(

@@ -57,6 +57,8 @@ pub struct Launch {
     pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The partner is a sandbox partner (read from its row, not stored with the launch).
+    pub sandbox: bool,
 }
 
 impl Launch {
@@ -98,6 +100,7 @@ impl Launch {
             scopes: self.scopes.clone(),
             created_at: self.created_at.to_rfc3339(),
             expires_at: self.expires_at.to_rfc3339(),
+            sandbox: self.sandbox,
             context,
         }
     }
@@ -111,7 +114,8 @@ impl Launch {
     "iss": "https://fhir.example/api/FHIR/R4", "patient": "erXuFYUfucBZaryVksYEcMg3",
     "encounter": "eGmO0h.1-kF7wSiwCb8oEoA3", "need_patient_banner": true,
     "scopes": ["launch", "openid", "fhirUser", "patient/Patient.read"],
-    "created_at": "2026-11-02T14:03:11+00:00", "expires_at": "2026-11-02T22:03:11+00:00"
+    "created_at": "2026-11-02T14:03:11+00:00", "expires_at": "2026-11-02T22:03:11+00:00",
+    "sandbox": false
 }))]
 pub struct LaunchView {
     /// Use it for calls on the launch's behalf (`/v1/launches/{launch_id}/...`).
@@ -125,6 +129,9 @@ pub struct LaunchView {
     pub created_at: String,
     /// After this, calls on the launch answer 410 and the user must launch again.
     pub expires_at: String,
+    /// The partner is a sandbox partner: test data, never billed. Always present, so an app
+    /// can branch on it without guessing from the partner id.
+    pub sandbox: bool,
     /// The kind's context fields, named as the protocol names them: SMART `iss`, `patient`,
     /// `encounter`, `fhirContext`, `need_patient_banner`, `tenant`...; LTI `context`,
     /// `resource_link`, `roles`, `platform`, `deployment_id`, `ags`, `nrps`, `deep_linking`...;

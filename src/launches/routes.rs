@@ -61,6 +61,7 @@ async fn exchange(
     }
     match super::redeem_handoff(&state.db, &req.code, crate::time::now_micros()).await? {
         Ok(launch) => {
+            crate::http::sandbox::note(launch.sandbox);
             tracing::info!(launch_id = %launch.id, partner_id = %launch.partner_id, "launch handed to the app");
             Ok(Json(launch.view()))
         }
@@ -110,6 +111,7 @@ pub async fn authorized_launch(
     let launch = super::find_launch(&state.db, launch_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no launch {launch_id:?}")))?;
+    crate::http::sandbox::note(launch.sandbox);
     caller.check_partner(&launch.partner_id)?;
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(

@@ -74,12 +74,16 @@ type LaunchRow = (
     String,
     i64,
     i64,
+    bool,
 );
 
-const LAUNCH_COLUMNS: &str = "l.id, l.partner_id, l.kind, l.user_id, l.user_name, l.context, l.scopes, l.created_at_us, l.expires_at_us";
+// The sandbox mark is the partner's, read with the launch so a launch view always says it.
+const LAUNCH_COLUMNS: &str = "l.id, l.partner_id, l.kind, l.user_id, l.user_name, l.context, l.scopes, l.created_at_us, l.expires_at_us, \
+    COALESCE((SELECT pa.sandbox FROM partners pa WHERE pa.id = l.partner_id), FALSE)";
 
 fn launch_from_row(row: LaunchRow) -> anyhow::Result<Launch> {
-    let (id, partner_id, kind, user_id, user_name, context, scopes, created, expires) = row;
+    let (id, partner_id, kind, user_id, user_name, context, scopes, created, expires, sandbox) =
+        row;
     let context: Map<String, Value> = serde_json::from_str(&context)?;
     Ok(Launch {
         kind: LaunchKind::parse(&kind)
@@ -92,6 +96,7 @@ fn launch_from_row(row: LaunchRow) -> anyhow::Result<Launch> {
         scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         created_at: from_micros(created),
         expires_at: from_micros(expires),
+        sandbox,
     })
 }
 

@@ -303,6 +303,7 @@ pub async fn complete(
         scopes: Vec::new(),
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.config.launches.launch_ttl_hours as i64),
+        sandbox: state.config.is_sandbox(&platform.partner_id),
     };
     let event = UsageEvent {
         partner_id: platform.partner_id.clone(),

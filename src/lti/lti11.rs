@@ -205,6 +205,7 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
         scopes: Vec::new(),
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.config.launches.launch_ttl_hours as i64),
+        sandbox: state.config.is_sandbox(&partner.id),
     };
     let event = crate::metering::UsageEvent {
         partner_id: partner.id.clone(),

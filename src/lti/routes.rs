@@ -322,6 +322,7 @@ async fn get_score(
     let (partner_id, view) = super::store::score_status(&state.db, &score_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no score {score_id:?}")))?;
+    state.sandbox_partner(&partner_id);
     caller.check_partner(&partner_id)?;
     Ok(Json(view))
 }

@@ -281,7 +281,14 @@ pub fn parse_query<'m>(
 
 /// The response body: one row per (window, group); without grouping every window, empty
 /// ones included. Times are written in the query's zone.
-pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> UsageReport {
+/// `sandbox`: the partner is a sandbox partner, so every value counts sandbox events only
+/// (said in the body, so a saved answer keeps the mark).
+pub fn render(
+    q: &MeterQuery<'_>,
+    windows: &[Window],
+    buckets: Vec<Bucket>,
+    sandbox: bool,
+) -> UsageReport {
     let tz = q.tz;
     let fmt = |t: DateTime<Utc>| {
         t.with_timezone(&tz)
@@ -328,6 +335,7 @@ pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> U
         tz: q.tz_name.clone(),
         from: fmt(q.from),
         to: fmt(q.to),
+        sandbox,
         data,
     }
 }
@@ -337,7 +345,7 @@ pub fn render(q: &MeterQuery<'_>, windows: &[Window], buckets: Vec<Bucket>) -> U
 #[schema(example = json!({
     "meter": "active_users", "partner": "epic-sandbox", "aggregation": "UNIQUE_COUNT",
     "window": "day", "tz": "America/New_York",
-    "from": "2026-11-01T00:00:00-04:00", "to": "2026-11-03T00:00:00-05:00",
+    "from": "2026-11-01T00:00:00-04:00", "to": "2026-11-03T00:00:00-05:00", "sandbox": false,
     "data": [
         {"start": "2026-11-01T00:00:00-04:00", "end": "2026-11-02T00:00:00-05:00", "value": 12, "group": {}},
         {"start": "2026-11-02T00:00:00-05:00", "end": "2026-11-03T00:00:00-05:00", "value": 9, "group": {}}
@@ -354,6 +362,8 @@ pub struct UsageReport {
     pub tz: String,
     pub from: String,
     pub to: String,
+    /// The partner is a sandbox partner: every value counts sandbox events only.
+    pub sandbox: bool,
     pub data: Vec<UsageBucket>,
 }
 

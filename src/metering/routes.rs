@@ -270,7 +270,8 @@ async fn query(
     let wins = windows(q.from, q.to, q.size, q.tz)
         .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
     let buckets = query_meter(&state.db, &q.partner, q.meter, &wins, &q.group_fields, None).await?;
-    Ok(Json(render(&q, &wins, buckets)))
+    let sandbox = state.sandbox_partner(&q.partner);
+    Ok(Json(render(&q, &wins, buckets, sandbox)))
 }
 
 /// The configured meters, so clients can discover names and group-by fields.

@@ -15,16 +15,20 @@ use super::window::Window;
 use crate::db::{Db, Tx};
 use crate::time::to_micros;
 
+// `sandbox` comes from the partner's row (one primary-key probe per event), never from the
+// event itself, so every entry path marks a sandbox partner's events and no client can.
 const INSERT_SQLITE: &str = "INSERT INTO usage_events \
-    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us) \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox) \
     SELECT value->>'p', value->>'s', value->>'i', value->>'t', value->>'u', value->>'m', \
-           value->'d', value->'x', $2 \
+           value->'d', value->'x', $2, \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = value->>'p' AND pa.sandbox) \
     FROM json_each($1) WHERE true \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";
 
 const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
-    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us) \
-    SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, $9 \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox) \
+    SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, $9, \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox) \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) \
          AS e(p, s, i, t, u, m, d, x) \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";

@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::time::now_micros;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-#[schema(example = json!({"id": "epic-sandbox", "name": "Epic on FHIR sandbox", "kind": "ehr", "contact": "integrations+epic@example.com", "active": true}))]
+#[schema(example = json!({"id": "epic-sandbox", "name": "Epic on FHIR sandbox", "kind": "ehr", "contact": "integrations+epic@example.com", "active": true, "sandbox": false}))]
 pub struct Partner {
     pub id: String,
     pub name: String,
@@ -16,6 +16,8 @@ pub struct Partner {
     pub contact: Option<String>,
     /// False once the partner is gone from config: its history stays, its keys stop working.
     pub active: bool,
+    /// A sandbox partner: never billed, marked in every response and usage event.
+    pub sandbox: bool,
 }
 
 /// Make the store's partners match the config: insert or update each configured partner and
@@ -23,10 +25,11 @@ pub struct Partner {
 pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Result<()> {
     let now = now_micros();
     let mut tx = db.begin().await?;
-    let upsert = "INSERT INTO partners (id, name, kind, contact, active, created_at_us, updated_at_us) \
-                  VALUES ($1, $2, $3, $4, TRUE, $5, $5) \
+    let upsert = "INSERT INTO partners (id, name, kind, contact, active, sandbox, created_at_us, updated_at_us) \
+                  VALUES ($1, $2, $3, $4, TRUE, $6, $5, $5) \
                   ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
-                  contact = excluded.contact, active = TRUE, updated_at_us = excluded.updated_at_us";
+                  contact = excluded.contact, active = TRUE, sandbox = excluded.sandbox, \
+                  updated_at_us = excluded.updated_at_us";
     for p in partners {
         crate::with_tx!(&mut tx, c => {
             sqlx::query(upsert)
@@ -35,6 +38,7 @@ pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Resul
                 .bind(p.kind.as_str())
                 .bind(&p.contact)
                 .bind(now)
+                .bind(p.sandbox)
                 .execute(c).await.map(|r| r.rows_affected())
         })?;
     }
@@ -68,7 +72,7 @@ pub async fn sync_partners(db: &Db, partners: &[PartnerConfig]) -> anyhow::Resul
 /// Active partners, optionally just one.
 pub async fn list_partners(db: &Db, only: Option<&str>) -> anyhow::Result<Vec<Partner>> {
     // CAST gives the optional filter a type PostgreSQL can infer; SQLite reads it the same.
-    let sql = "SELECT id, name, kind, contact, active FROM partners \
+    let sql = "SELECT id, name, kind, contact, active, sandbox FROM partners \
                WHERE active AND (CAST($1 AS TEXT) IS NULL OR id = $1) ORDER BY id";
     let rows = crate::with_db!(db, pool => sqlx::query_as(sql).bind(only).fetch_all(pool).await)?;
     Ok(rows)

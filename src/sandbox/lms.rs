@@ -25,6 +25,7 @@
 mod ags;
 mod data;
 mod deep_linking;
+mod gradebook;
 mod lti11;
 mod nrps;
 mod oidc;
@@ -664,6 +665,12 @@ impl MockLms {
         self.shared.lineitem_url(context_id, num, &at)
     }
 
+    /// The course's gradebook page (HTML), as a teacher sees it.
+    pub fn gradebook_url(&self, context_id: &str) -> String {
+        self.shared
+            .url(&gradebook::PATH.replace("{ctx}", context_id))
+    }
+
     /// Every score the platform kept for the course, oldest first.
     pub fn gradebook(&self, context_id: &str) -> Vec<RecordedScore> {
         lock(&self.shared.data).gradebook(context_id)
@@ -1069,7 +1076,8 @@ fn router(shared: Arc<Shared>) -> Router {
             &format!("{}/{{session}}", deep_linking::RETURN_PATH),
             post(deep_linking::deep_link_return),
         )
-        .route(lti11::OUTCOMES_PATH, post(lti11::outcomes));
+        .route(lti11::OUTCOMES_PATH, post(lti11::outcomes))
+        .route(gradebook::PATH, get(gradebook::page));
     if p.openid_configuration != "/.well-known/openid-configuration" {
         app = app.route(
             "/.well-known/openid-configuration",

@@ -307,6 +307,7 @@ async fn finish(
         scopes: token.granted_scopes(&pending.scope),
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.config.launches.launch_ttl_hours as i64),
+        sandbox: state.config.is_sandbox(&partner.id),
     };
     // Without expires_in, assume the common hour and let a 401 trigger the refresh.
     let lifetime = token.expires_in_secs().unwrap_or(3600).max(0);

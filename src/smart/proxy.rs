@@ -340,6 +340,7 @@ pub async fn launch_session(
             pair
         }
     };
+    crate::http::sandbox::note(launch.sandbox);
     caller.check_partner(&launch.partner_id)?;
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(

@@ -477,6 +477,7 @@ async fn write_launch(
         scopes: identity.scopes,
         created_at: now,
         expires_at: now + chrono::Duration::hours(state.config.launches.launch_ttl_hours as i64),
+        sandbox: state.config.is_sandbox(&found.partner_id),
     };
     let event = UsageEvent {
         partner_id: found.partner_id.clone(),

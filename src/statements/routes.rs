@@ -55,6 +55,10 @@ impl From<StatementError> for ApiError {
             E::BadPeriod(_) => ApiError::bad_request("invalid_period", detail),
             E::AmbiguousAgreement { .. } => ApiError::bad_request("agreement_required", detail),
             E::BadAdjustment(_) => ApiError::bad_request("invalid_request", detail),
+            E::Sandbox(_) => ApiError::Unprocessable {
+                code: "sandbox_partner",
+                detail,
+            },
             E::NoAgreement { .. } => ApiError::Unprocessable {
                 code: "no_agreement",
                 detail,

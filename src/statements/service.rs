@@ -28,6 +28,10 @@ use crate::metering::window::Window;
 pub enum StatementError {
     #[error("unknown partner {0:?}")]
     UnknownPartner(String),
+    #[error(
+        "partner {0:?} is a sandbox partner (sandbox = true in its config): sandbox usage is never billed, so it has no statements"
+    )]
+    Sandbox(String),
     #[error("partner {partner:?} has no agreement {agreement:?}")]
     UnknownAgreement { partner: String, agreement: String },
     #[error("no statement {0:?}")]
@@ -167,8 +171,10 @@ impl Statements<'_> {
         agreement: Option<&str>,
         label: &str,
     ) -> Result<(String, Period), StatementError> {
-        if self.config.partner(partner).is_none() {
-            return Err(StatementError::UnknownPartner(partner.to_owned()));
+        match self.config.partner(partner) {
+            None => return Err(StatementError::UnknownPartner(partner.to_owned())),
+            Some(p) if p.sandbox => return Err(StatementError::Sandbox(partner.to_owned())),
+            Some(_) => {}
         }
         let all = self.agreements.for_partner(partner);
         if let Some(id) = agreement {
@@ -764,7 +770,9 @@ impl Statements<'_> {
         mut progress: impl FnMut(usize, usize),
     ) -> Vec<RunItem> {
         let mut todo = Vec::new();
-        for p in &self.config.partners {
+        // Sandbox partners are skipped: check-config refuses agreements naming them, and a
+        // run must not fail over one either.
+        for p in self.config.partners.iter().filter(|p| !p.sandbox) {
             for versions in self.agreements.for_partner(&p.id) {
                 let Some(first) = versions.first() else {
                     continue;

@@ -29,13 +29,17 @@ use crate::db::Tx;
 pub use dispatch::Dispatcher;
 pub use routes::router;
 
-/// The body every outbound message carries: `{"type", "timestamp", "data"}` in that order.
+/// The body every outbound message carries: `{"type", "timestamp", "data"}` in that order,
+/// and `"sandbox": true` after them for a sandbox partner's events (absent otherwise, so
+/// production payloads keep their shape).
 #[derive(serde::Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,
     timestamp: String,
     data: &'a Value,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sandbox: bool,
 }
 
 /// Emit an event inside the caller's transaction: the message and one delivery per enabled
@@ -49,10 +53,22 @@ pub async fn emit(
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let id = new_message_id();
+    // Read from the partner's row in this transaction, like the ledger's mark.
+    let sandbox = match partner_id {
+        Some(p) => crate::with_tx!(tx, c => {
+            sqlx::query_scalar::<_, bool>("SELECT sandbox FROM partners WHERE id = $1")
+                .bind(p)
+                .fetch_optional(c)
+                .await
+        })?
+        .unwrap_or(false),
+        None => false,
+    };
     let body = Body {
         event_type,
         timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         data,
+        sandbox,
     };
     // Serializing a struct of strings and a JSON value cannot fail.
     let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;

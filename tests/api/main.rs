@@ -12,6 +12,7 @@ mod lti;
 mod lti_env;
 mod openapi;
 mod partners;
+mod sandbox;
 mod smart;
 mod smart_env;
 mod sso;

@@ -408,6 +408,7 @@ async fn insert_launch_of(
         created_at: now - Duration::hours(2),
         expires_at: now + Duration::minutes(minutes),
         context: context.clone(),
+        sandbox: false,
     };
     let mut tx = app.db().begin().await.unwrap();
     partner_gateway::launches::store::insert_launch(&mut tx, &launch)

@@ -151,3 +151,34 @@ app_url = "https://app.example.com/"
     }
     assert!(out.stderr.contains("partners.toml: "), "{out}");
 }
+
+#[tokio::test]
+async fn check_config_refuses_a_sandbox_partner_with_an_agreement() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let path = env.config_dir.join("partners.toml");
+    let partners = std::fs::read_to_string(&path).unwrap().replacen(
+        "id = \"canvas-sandbox\"\n",
+        "id = \"canvas-sandbox\"\nsandbox = true\n",
+        1,
+    );
+    std::fs::write(&path, partners).unwrap();
+    let out = env.run(&["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    let agreements = env.config_dir.join("agreements.toml").display().to_string();
+    let line = out
+        .stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(&format!("{agreements}: agreements[")))
+        .unwrap_or_else(|| panic!("no agreements problem\n{out}"));
+    assert!(line.contains("].partner: "), "{line}");
+    assert!(
+        line.contains("\"canvas-sandbox\" is a sandbox partner"),
+        "{line}"
+    );
+    assert!(line.contains(".sandbox = false"), "{line}");
+    assert!(
+        out.stderr.contains("configuration has 1 problem(s)"),
+        "{out}"
+    );
+}

@@ -201,3 +201,33 @@ async fn finance_runs_finalizes_exports_and_verifies_a_month(backend: Backend) {
         "{void}"
     );
 }
+
+#[tokio::test]
+async fn statements_refuse_a_sandbox_partner_and_a_run_skips_it() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let path = env.config_dir.join("partners.toml");
+    let mut partners = std::fs::read_to_string(&path).unwrap();
+    partners.push_str(
+        "\n[[partners]]\nid = \"sbx-tryout\"\nname = \"Trying flows out\"\nkind = \"other\"\nsandbox = true\n",
+    );
+    std::fs::write(&path, partners).unwrap();
+    let out = env
+        .run(&[
+            "statements",
+            "generate",
+            "--partner",
+            "sbx-tryout",
+            "--period",
+            "2026-10",
+        ])
+        .await;
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("partner \"sbx-tryout\" is a sandbox partner"),
+        "{out}"
+    );
+    let run = env.run(&["statements", "run", "--period", "2026-10"]).await;
+    assert!(run.status.success(), "{run}");
+    assert!(!run.stdout.contains("sbx-tryout"), "{run}");
+}

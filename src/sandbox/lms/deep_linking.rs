@@ -160,7 +160,14 @@ pub(super) async fn deep_link_return(
         .get("https://purl.imsglobal.org/spec/lti-dl/claim/msg")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("{} item(s) added.", items.len()));
+        .unwrap_or_else(|| {
+            // Name what was added, as an LMS's course page would show it.
+            let titles: Vec<&str> = items
+                .iter()
+                .filter_map(|i| i.get("title").and_then(Value::as_str))
+                .collect();
+            format!("{} item(s) added: {}.", items.len(), titles.join(", "))
+        });
     html_page(StatusCode::OK, "Content added", &message)
 }
 

@@ -1,0 +1,6 @@
+-- Sandbox partners (`sandbox = true` in config): synced like the other partner fields, and
+-- stamped on each of their usage events when it is written, so the mark stays with the
+-- event (a client cannot set it: it comes from the partners row, not from the event).
+-- A constant default adds the column without rewriting the ledger (PostgreSQL 11+).
+ALTER TABLE partners ADD COLUMN sandbox BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE usage_events ADD COLUMN sandbox BOOLEAN NOT NULL DEFAULT FALSE;
