@@ -71,6 +71,12 @@ crate::both_backends! {
         let of = |id: &str| body["data"].as_array().unwrap().iter().find(|p| p["id"] == id).unwrap()["sandbox"].clone();
         assert_eq!(of(SBX), true);
         assert_eq!(of(PROD), false);
+        // A sandbox partner asked for by name is marked for any key; a production one is not.
+        let r = app.get(&admin, &format!("/v1/partners/{SBX}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(sandbox_header(&r).as_deref(), Some("true"));
+        let r = app.get(&admin, &format!("/v1/partners/{PROD}")).await;
+        assert_eq!(sandbox_header(&r), None);
     }
 
     async fn usage_of_a_sandbox_partner_is_marked_in_the_ledger_and_in_queries(backend) {
