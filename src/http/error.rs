@@ -31,6 +31,9 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// A method the route does not serve; `allow` lists the ones it does.
+    #[error("{detail}")]
+    MethodNotAllowed { detail: String, allow: &'static str },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -76,6 +79,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "validation_failed"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -116,6 +122,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let allow = match &self {
+            ApiError::MethodNotAllowed { allow, .. } => Some(*allow),
+            _ => None,
+        };
         let errors = match self {
             ApiError::Validation { errors, .. } => errors,
             _ => Vec::new(),
@@ -129,6 +139,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(allow) = allow {
+            let v = axum::http::HeaderValue::from_static(allow);
+            resp.headers_mut().insert(axum::http::header::ALLOW, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -107,6 +107,7 @@ pub async fn partner_proxy(
     req: Request,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin])?;
+    super::proxy::check_fhir_method(req.method())?;
     let raw = req
         .uri()
         .path()

@@ -100,6 +100,25 @@ fn raw_tail<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
     path.find(marker).map(|i| &path[i + marker.len()..])
 }
 
+/// The methods the FHIR proxies forward (FHIR's RESTful API uses no others; HEAD is a GET
+/// without the body).
+pub const FHIR_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
+
+/// Refuse a method FHIR does not use (TRACE, CONNECT, OPTIONS, ...) before anything is
+/// forwarded.
+pub fn check_fhir_method(method: &Method) -> Result<(), ApiError> {
+    if matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return Ok(());
+    }
+    Err(ApiError::MethodNotAllowed {
+        detail: format!("the FHIR proxy does not forward {method}; it forwards {FHIR_METHODS}"),
+        allow: FHIR_METHODS,
+    })
+}
+
 /// The EHR's FHIR server on a launch's behalf, with the launch's token (refreshed as
 /// needed); the app never holds it. `{path}` is the FHIR path (`Patient/123`,
 /// `Observation?patient=123&category=vital-signs`) relative to the launch's FHIR base; the
@@ -125,6 +144,7 @@ pub async fn launch_proxy(
     Path((launch_id, _path)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    check_fhir_method(req.method())?;
     let (launch, session) = launch_session(&state, &caller, &launch_id).await?;
     let raw = raw_tail(req.uri().path(), "/fhir/")
         .unwrap_or("")

@@ -135,8 +135,19 @@ crate::both_backends! {
             }
         }
         assert_eq!(checked, 6);
-        // Backend Services of an EHR that does not answer: 502 on every method.
+        // Methods FHIR does not use are refused with 405 and Allow, before any call.
         let admin = app.admin().await;
+        for (path, key) in [(format!("/v1/launches/{smart}/fhir/Patient/123"), &app_key), ("/v1/partners/ehr-down/fhir/Patient/123".to_owned(), &admin)] {
+            for method in ["TRACE", "OPTIONS"] {
+                let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                let r = app.client.request(m, app.url(&path)).bearer_auth(key).send().await.unwrap();
+                assert_eq!(r.status(), 405, "{method} {path}");
+                assert_eq!(r.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE");
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["code"], "method_not_allowed");
+            }
+        }
+        // Backend Services of an EHR that does not answer: 502 on every method.
         for method in ["get", "post", "put", "patch", "delete"] {
             let body = (method != "get" && method != "delete").then(|| b"{}".to_vec());
             let (status, body) = send(&app, method, "/v1/partners/ehr-down/fhir/Patient/123", &admin, body).await;
