@@ -45,15 +45,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Two free loopback ports: the gateway's and the platform's.
-read -r gw_port lms_port < <("$py" -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-for s in socks:
-    s.close()
-')
+read -r gw_port lms_port < <(interop_free_ports 2)
 gateway="http://127.0.0.1:$gw_port"
 
 mkdir -p "$work/config"

@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-gw_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+gw_port=$(interop_free_ports 1)
 gateway="http://127.0.0.1:$gw_port"
 
 # The sample config on its own SQLite file. Outbound requests keep the default policy

@@ -87,3 +87,17 @@ interop_finish() {
   fi
   if [ "${INTEROP_KEEP_TMP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
+
+# interop_free_ports N: N distinct free loopback ports on one line (all bound at once, so
+# they differ). Needs `py`.
+interop_free_ports() {
+  "$py" -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks:
+    s.close()
+' "$1"
+}

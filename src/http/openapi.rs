@@ -118,13 +118,15 @@ macro_rules! error_response {
 fn error_body(description: &str) -> RefOr<Response> {
     ResponseBuilder::new()
         .description(description)
-        .content(
-            "application/json",
-            Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                "ErrorBody",
-            )))),
-        )
+        .content("application/json", error_content())
         .into()
+}
+
+/// JSON content whose schema is [`ErrorBody`].
+fn error_content() -> Content {
+    Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+        "ErrorBody",
+    ))))
 }
 
 error_response!(
@@ -199,15 +201,10 @@ impl utoipa::IntoResponses for FhirProxyResponses {
                 utoipa::openapi::schema::Object::new().into(),
             )))
         };
-        let error = || {
-            Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                "ErrorBody",
-            ))))
-        };
         let either = |description: &str| -> RefOr<Response> {
             ResponseBuilder::new()
                 .description(description)
-                .content("application/json", error())
+                .content("application/json", error_content())
                 .content("application/fhir+json", fhir())
                 .into()
         };

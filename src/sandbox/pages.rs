@@ -294,26 +294,21 @@ async fn app_handoff(State(site): S, Query(h): Query<Handoff>) -> Response {
             "no code: the gateway sends people here with ?code=... after a launch",
         );
     };
-    let a = match answer(
+    let a = match app_call(
         site.api(
             reqwest::Method::POST,
             "/v1/launches/exchange",
             &site.app_key,
         )
         .json(&json!({ "code": code })),
+        StatusCode::BAD_REQUEST,
+        "Sample app: exchange refused",
     )
     .await
     {
         Ok(a) => a,
-        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Sample app", &e),
+        Err(page) => return page,
     };
-    if !a.ok() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Sample app: exchange refused",
-            &a.problem(),
-        );
-    }
     match a.body.get("launch_id").and_then(Value::as_str) {
         Some(id) => Redirect::to(&format!("/app/{}", url_segment(id))).into_response(),
         None => error_page(
@@ -325,19 +320,30 @@ async fn app_handoff(State(site): S, Query(h): Query<Handoff>) -> Response {
 }
 
 async fn launch_context(site: &Site, launch_id: &str) -> Result<Answer, Response> {
-    let a = answer(site.api(
-        reqwest::Method::GET,
-        &format!("/v1/launches/{}", url_segment(launch_id)),
-        &site.app_key,
-    ))
+    app_call(
+        site.api(
+            reqwest::Method::GET,
+            &format!("/v1/launches/{}", url_segment(launch_id)),
+            &site.app_key,
+        ),
+        StatusCode::NOT_FOUND,
+        "Sample app: no such launch",
+    )
     .await
-    .map_err(|e| error_page(StatusCode::BAD_GATEWAY, "Sample app", &e))?;
+}
+
+/// The app's call to the gateway, or the page saying what went wrong: a 502 page when the
+/// gateway did not answer, `refused` with `title` when it answered with an error.
+async fn app_call(
+    req: reqwest::RequestBuilder,
+    refused: StatusCode,
+    title: &str,
+) -> Result<Answer, Response> {
+    let a = answer(req)
+        .await
+        .map_err(|e| error_page(StatusCode::BAD_GATEWAY, "Sample app", &e))?;
     if !a.ok() {
-        return Err(error_page(
-            StatusCode::NOT_FOUND,
-            "Sample app: no such launch",
-            &a.problem(),
-        ));
+        return Err(error_page(refused, title, &a.problem()));
     }
     Ok(a)
 }
@@ -519,7 +525,7 @@ async fn app_grade(
             "the score must be a number",
         );
     };
-    let posted = match answer(
+    let posted = match app_call(
         site.api(
             reqwest::Method::POST,
             &format!("/v1/launches/{id}/scores"),
@@ -532,19 +538,14 @@ async fn app_grade(
             "gradingProgress": "FullyGraded",
             "comment": "Posted from the partner-gateway sandbox app",
         })),
+        StatusCode::BAD_REQUEST,
+        "Sample app: score refused",
     )
     .await
     {
         Ok(a) => a,
-        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Sample app", &e),
+        Err(page) => return page,
     };
-    if !posted.ok() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Sample app: score refused",
-            &posted.problem(),
-        );
-    }
     let score_id = s(&posted.body, "/score_id").to_owned();
     // Delivery is a durable job; wait a little for it so the page can say how it went.
     let mut status = posted.body.clone();
@@ -614,26 +615,21 @@ async fn app_deep_link(
             "choose at least one chapter",
         );
     }
-    let a = match answer(
+    let a = match app_call(
         site.api(
             reqwest::Method::POST,
             &format!("/v1/launches/{id}/deep-link"),
             &site.app_key,
         )
         .json(&json!({ "content_items": items })),
+        StatusCode::BAD_REQUEST,
+        "Sample app: deep link refused",
     )
     .await
     {
         Ok(a) => a,
-        Err(e) => return error_page(StatusCode::BAD_GATEWAY, "Sample app", &e),
+        Err(page) => return page,
     };
-    if !a.ok() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Sample app: deep link refused",
-            &a.problem(),
-        );
-    }
     let return_url = s(&a.body, "/return_url");
     let jwt = s(&a.body, "/jwt");
     // The signed response goes back through the browser, as Deep Linking says.
