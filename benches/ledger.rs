@@ -25,7 +25,8 @@ use partner_gateway::app::AppState;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::db::{Db, Tx};
 use partner_gateway::metering::Meter;
-use partner_gateway::metering::ingest::{Attribution, ingest_batch, prepare_batch};
+use partner_gateway::metering::authority::Recorder;
+use partner_gateway::metering::ingest::{Attribution, Writer, ingest_batch, prepare_batch};
 use partner_gateway::metering::store::query_meter;
 use partner_gateway::metering::window::{Window, WindowSize, windows};
 use rand::rngs::StdRng;
@@ -498,6 +499,11 @@ async fn run_ledger(
     now: DateTime<Utc>,
 ) -> anyhow::Result<IngestStats> {
     let config = state.config.clone();
+    let writer = Writer {
+        attribution: Attribution::Fixed(PARTNER),
+        recorder: &Recorder::Gateway,
+        rules: &state.ledger_rules,
+    };
     let wall = Instant::now();
     let mut timed = Duration::ZERO;
     let mut batches = Vec::with_capacity(gens.len() / batch + 1);
@@ -508,11 +514,12 @@ async fn run_ledger(
         let values: Vec<Value> = chunk.iter().map(Gen::cloud_event).collect();
         let copy = values.clone();
         let t = Instant::now();
-        // As POST /v1/usage/events does for a partner key.
+        // As POST /v1/usage/events does (validation, attribution, the write rules), with
+        // the gateway as the writer: these are its own event types, which no key may send.
         let ingested = ingest_batch(
             &state.db,
             values,
-            Attribution::Fixed(PARTNER),
+            writer,
             |p| config.partner(p).is_some(),
             now,
         )
@@ -524,12 +531,7 @@ async fn run_ledger(
         }
         // Diagnostic, outside the timed section: the CPU part of the same call alone.
         let t = Instant::now();
-        let prepared = prepare_batch(
-            copy,
-            Attribution::Fixed(PARTNER),
-            |p| config.partner(p).is_some(),
-            now,
-        );
+        let prepared = prepare_batch(copy, writer, |p| config.partner(p).is_some(), now);
         prepare += t.elapsed();
         drop(prepared);
         timed += took;

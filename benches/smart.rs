@@ -1402,7 +1402,8 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
                     extensions: None,
                 })
                 .collect();
-            partner_gateway::metering::ingest::store_batch(&db, events, now).await?;
+            let gateway = partner_gateway::metering::authority::Recorder::Gateway;
+            partner_gateway::metering::ingest::store_batch(&db, events, &gateway, now).await?;
         }
         let n = (DIAG_BATCHES * DIAG_BATCH) as f64;
         let wall = t0.elapsed().as_secs_f64() * 1e6 / n;

@@ -30,6 +30,7 @@ use partner_gateway::config::{Config, Layer};
 use partner_gateway::db::Db;
 use partner_gateway::keys::crypto::MasterKey;
 use partner_gateway::metering::UsageEvent;
+use partner_gateway::metering::authority::Recorder;
 use partner_gateway::metering::store::{insert_usage_events, meter_value};
 use partner_gateway::metering::window::Window;
 use partner_gateway::statements::model::{LineKind, Statement, Status};
@@ -961,7 +962,7 @@ async fn load(state: &AppState, plan: &Arc<Plan>, o: &Opts) -> anyhow::Result<(L
     let step = (plan.events as u64 / 10).max(1);
     while let Some(b) = rx.recv().await {
         let mut t = state.db.begin().await?;
-        let added = insert_usage_events(&mut t, &b.events, b.received).await?;
+        let added = insert_usage_events(&mut t, &b.events, &Recorder::Gateway, b.received).await?;
         t.commit().await?;
         if added != b.events.len() as u64 {
             bail!("a batch of {} stored {added}", b.events.len());
@@ -1279,6 +1280,7 @@ async fn profile(
             start,
             end,
             as_of,
+            exclude_self_reported: false,
         };
         let mut pt = PartTimes::default();
         let t = Instant::now();
@@ -1290,7 +1292,15 @@ async fn profile(
         for name in a.meters() {
             let meter = &state.meters[&name];
             let t = Instant::now();
-            meter_value(&state.db, &p.id, meter, Window { start, end }, cutoff).await?;
+            meter_value(
+                &state.db,
+                &p.id,
+                meter,
+                Window { start, end },
+                cutoff,
+                false,
+            )
+            .await?;
             if name == "active_learners" {
                 pt.meter_unique += t.elapsed();
             } else {

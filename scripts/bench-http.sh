@@ -191,7 +191,7 @@ probe_write() {
   sleep 0.5
   curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST "http://127.0.0.1:$PORT/v1/usage/events" \
     -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-    -d "{\"specversion\":\"1.0\",\"id\":\"probe-$RUN-$1\",\"source\":\"/bench/probe\",\"type\":\"sso.login\",\"subject\":\"probe\"}" \
+    -d "{\"specversion\":\"1.0\",\"id\":\"probe-$RUN-$1\",\"source\":\"/bench/probe\",\"type\":\"app.session\",\"partner\":\"$PARTNER\",\"subject\":\"probe\"}" \
     || true
 }
 
@@ -241,7 +241,8 @@ bench_store() {
   say "== $store: $(printf '%s' "$DB_URL" | sed 's#//[^@/]*@#//***@#')"
   PORT=0
   # Also migrates the fresh database and syncs the partners, as `serve` would.
-  KEY=$( (gateway api-keys create --role partner --partner "$PARTNER" --name bench-http) 2>>"$WORK/keys.log")
+  # The app's key: it records its own events (no key may send the gateway's types).
+  KEY=$( (gateway api-keys create --role app --name bench-http) 2>>"$WORK/keys.log")
   [ -n "$KEY" ] || { cat "$WORK/keys.log" >&2; die "api-keys create printed no key"; }
   COUNTED=0
   HEALTHZ_RPS=0

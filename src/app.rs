@@ -49,6 +49,10 @@ pub struct Parts {
     /// Live API keys seen recently (revocations honoured within `http.api_key_cache_ms`).
     pub api_keys: crate::apikeys::KeyCache,
     pub sso: crate::sso::SsoState,
+    /// Who may record which event types in the ledger (from config).
+    pub ledger_rules: Arc<crate::metering::authority::Authority>,
+    /// The latest check of issued statements against their hashes.
+    pub statement_integrity: crate::statements::integrity::IntegrityWatch,
 }
 
 impl AppState {
@@ -122,7 +126,10 @@ impl AppState {
         );
         let api_keys =
             crate::apikeys::KeyCache::new(Duration::from_millis(config.http.api_key_cache_ms));
+        let ledger_rules = Arc::new(crate::metering::authority::Authority::from_config(&config));
         Ok(AppState(Arc::new(Parts {
+            ledger_rules,
+            statement_integrity: Default::default(),
             api_keys,
             sso: crate::sso::SsoState::new(&config.sso),
             db,
@@ -200,6 +207,12 @@ pub async fn serve(
     } else {
         None
     };
+    let integrity = tokio::spawn(crate::statements::integrity::run(
+        state.db.clone(),
+        state.statement_integrity.clone(),
+        Duration::from_secs(state.config.statements.integrity_check_secs),
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
     let http_enabled = state.config.http.enabled;
     let db = state.db.clone();
@@ -237,6 +250,7 @@ pub async fn serve(
     if let Some(d) = dispatcher {
         let _ = d.await;
     }
+    let _ = integrity.await;
     // Usage recorded by the last requests is committed before the store closes.
     usage.flush().await;
     db.close().await;

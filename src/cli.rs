@@ -428,9 +428,15 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| file.display().to_string());
             let outcome = crate::metering::import::import_ndjson(
                 &state.db,
                 &state.config,
+                &state.ledger_rules,
+                &name,
                 BufReader::new(handle),
                 partner.as_deref(),
                 |bytes| bar.set_position(bytes),

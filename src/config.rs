@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::metering::meter::{Aggregation, Meter};
+use crate::metering::meter::{Aggregation, Meter, TypePattern};
 use crate::statements::agreement::{AgreementConfig, Agreements};
 
 /// The prefix of environment variables that override config values.
@@ -345,6 +345,10 @@ pub struct StatementsConfig {
     /// (a transaction that stamped its events a moment ago may not have committed yet),
     /// and a period can be finalized this long after it ends.
     pub settle_secs: u64,
+    /// How often `serve` checks that every issued statement still matches its hash (and at
+    /// start); a mismatch is logged as an error and shown by `/readyz` and the
+    /// `gateway_statements_hash_mismatches` gauge.
+    pub integrity_check_secs: u64,
 }
 
 impl Default for StatementsConfig {
@@ -353,6 +357,7 @@ impl Default for StatementsConfig {
             company_name: "partner-gateway".into(),
             company_address: Vec::new(),
             settle_secs: 60,
+            integrity_check_secs: 900,
         }
     }
 }
@@ -431,6 +436,12 @@ pub struct PartnerConfig {
     /// `X-Gateway-Sandbox: true`, its usage events are marked, and statements refuse it.
     #[serde(default)]
     pub sandbox: bool,
+    /// Event types the partner's own API key (and its untrusted webhook sources) may record
+    /// in the ledger: exact types or prefixes ending in `*`. None by default; never a type
+    /// of the gateway's own (`smart.*`, `lti.*`, ...). Statements count these events for
+    /// money only where the agreement says `self_reported_events = "include"`.
+    #[serde(default)]
+    pub self_reported_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -577,6 +588,115 @@ const SECTIONS: [&str; 12] = [
     "sso",
 ];
 const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
+
+/// Who may record what (`metering::authority`): self-reported types are patterns outside
+/// the gateway's namespaces; a webhook source maps payloads only to types it may record; an
+/// agreement that reads a type its partner reports itself says whether those events count.
+fn ledger_authority_problems(config: &Config) -> Vec<(String, String)> {
+    use crate::metering::authority::{self, Authority, Recorder};
+    let mut out = Vec::new();
+    let rules = Authority::from_config(config);
+    for (i, p) in config.partners.iter().enumerate() {
+        for (j, t) in p.self_reported_types.iter().enumerate() {
+            let field = format!("partners[{i}].self_reported_types[{j}]");
+            match authority::pattern(t) {
+                None => out.push((
+                    field,
+                    format!("{t:?} is not an event type or a prefix ending in *"),
+                )),
+                Some(pat)
+                    if authority::GATEWAY_NAMESPACES.iter().any(|ns| {
+                        pattern_overlaps(&pat, &TypePattern::Prefix((*ns).to_owned()))
+                    }) =>
+                {
+                    out.push((
+                        field,
+                        format!(
+                            "{t:?} covers event types only the gateway records ({})",
+                            authority::GATEWAY_NAMESPACES.join("*, ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for (j, src) in p.webhook_sources.iter().enumerate() {
+            let recorder = Recorder::Webhook {
+                source: src.id.clone(),
+                trusted: src.trusted,
+            };
+            for (k, m) in src.events.iter().enumerate() {
+                if let Err(refusal) = rules.check(&recorder, &p.id, &m.event_type) {
+                    out.push((
+                        format!("partners[{i}].webhook_sources[{j}].events[{k}].event_type"),
+                        refusal.0,
+                    ));
+                }
+            }
+        }
+    }
+    for (i, a) in config.agreements.iter().enumerate() {
+        if a.self_reported_events.is_some() {
+            continue;
+        }
+        let Some(partner) = config.partners.iter().find(|p| p.id == a.partner) else {
+            continue;
+        };
+        let own: Vec<TypePattern> = partner
+            .self_reported_types
+            .iter()
+            .filter_map(|t| authority::pattern(t))
+            .collect();
+        let mut read: Vec<(String, TypePattern)> = Vec::new();
+        if a.revenue.recorded {
+            read.push((
+                "recorded revenue".into(),
+                TypePattern::Exact(crate::statements::events::REVENUE_RECOGNIZED.into()),
+            ));
+        }
+        for r in &a.referrals {
+            read.push((
+                "a referral".into(),
+                TypePattern::Exact(r.event_type.clone()),
+            ));
+        }
+        for name in a.meter_names() {
+            if let Some(m) = config.meters.iter().find(|m| m.name == name) {
+                for t in &m.event_types {
+                    if let Some(pat) = authority::pattern(t) {
+                        read.push((format!("meter {name:?}"), pat));
+                    }
+                }
+            }
+        }
+        if let Some((what, _)) = read
+            .iter()
+            .find(|(_, r)| own.iter().any(|o| pattern_overlaps(o, r)))
+        {
+            out.push((
+                format!("agreements[{i}].self_reported_events"),
+                format!(
+                    "partner {:?} reports event types itself that {what} reads: say whether \
+                     they count for money (\"include\" or \"exclude\")",
+                    a.partner
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Whether some event type matches both patterns.
+fn pattern_overlaps(a: &TypePattern, b: &TypePattern) -> bool {
+    match (a, b) {
+        (TypePattern::Exact(x), TypePattern::Exact(y)) => x == y,
+        (TypePattern::Exact(x), TypePattern::Prefix(p))
+        | (TypePattern::Prefix(p), TypePattern::Exact(x)) => x.starts_with(p.as_str()),
+        (TypePattern::Prefix(p), TypePattern::Prefix(q)) => {
+            p.starts_with(q.as_str()) || q.starts_with(p.as_str())
+        }
+    }
+}
 
 impl Config {
     /// Load from a config directory and the process environment.
@@ -792,6 +912,7 @@ impl Config {
                 }
             }
         }
+        out.extend(ledger_authority_problems(self));
         // A launch finds its partner by (issuer, client id, deployment): one owner each.
         let mut deployments: BTreeMap<(String, String, String), String> = BTreeMap::new();
         let mut consumers: BTreeMap<String, String> = BTreeMap::new();
@@ -870,6 +991,12 @@ impl Config {
             out.extend(problems);
         }
         out.extend(sandbox_agreement_problems(&self.partners, &self.agreements));
+        if self.statements.integrity_check_secs < 10 {
+            out.push((
+                "statements.integrity_check_secs".into(),
+                "must be at least 10".into(),
+            ));
+        }
         if self.statements.company_name.trim().is_empty() {
             out.push((
                 "statements.company_name".into(),

@@ -6,8 +6,11 @@
 -- runs with different prefixes) share an id and none is reported as a duplicate. The
 -- Authorization header comes from wrk's -H option.
 
-local types = { "smart.launch", "lti.launch", "sso.login", "fhir.request" }
-local sources = { "/gateway/smart", "/gateway/lti", "/gateway/sso", "/gateway/fhir" }
+-- The app's own types (an app key records them; the gateway's own types are its alone).
+local types = { "app.session", "app.module_completed", "app.session", "app.module_completed" }
+local sources = { "/app/web", "/app/ios", "/app/android", "/app/lti-tool" }
+-- The partner every event is for (the app names it); set by bench-http.sh.
+local partner = os.getenv("BENCH_PARTNER") or "epic-sandbox"
 
 local next_thread = 1
 local threads = {}
@@ -37,8 +40,8 @@ local function event()
    counter = counter + 1
    local k = (counter % 4) + 1
    return string.format(
-      '{"specversion":"1.0","id":"%s-%d-%d","source":"%s","type":"%s","subject":"user-%05d","time":"%s","data":{"context_id":"c%d"}}',
-      prefix, thread_id, counter, sources[k], types[k], math.random(0, 19999), time, math.random(0, 49))
+      '{"specversion":"1.0","id":"%s-%d-%d","source":"%s","type":"%s","partner":"%s","subject":"user-%05d","time":"%s","data":{"context_id":"c%d"}}',
+      prefix, thread_id, counter, sources[k], types[k], partner, math.random(0, 19999), time, math.random(0, 49))
 end
 
 function request()

@@ -31,10 +31,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    match state.db.pending_migrations().await {
-        Ok(pending) if pending.is_empty() => {
-            Json(json!({"status": "ready", "database": "ok", "migrations": "current"})).into_response()
+    // Issued statements that no longer match their hash are reported here (and logged by
+    // the checker) without taking the instance out of service: launches and the ledger do
+    // not depend on them, and an operator has to look either way.
+    let statements = match state.statement_integrity.latest() {
+        None => json!({"issued": "not checked yet"}),
+        Some(i) if i.mismatched.is_empty() => {
+            json!({"issued": i.issued, "hashes": "match", "checked_at": i.checked_at})
         }
+        Some(i) => json!({
+            "issued": i.issued, "hashes": "MISMATCH", "mismatched": i.mismatched,
+            "checked_at": i.checked_at,
+        }),
+    };
+    match state.db.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => Json(json!({
+            "status": "ready", "database": "ok", "migrations": "current",
+            "statements": statements,
+        }))
+        .into_response(),
         Ok(pending) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unavailable", "database": "ok", "migrations": "pending", "pending": pending})),

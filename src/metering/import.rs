@@ -7,7 +7,8 @@ use std::io::BufRead;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::ingest::{Attribution, PrepareError, prepare_one, store_batch};
+use super::authority::{Authority, Recorder};
+use super::ingest::{Attribution, PrepareError, Writer, prepare_one, store_batch};
 use super::{MAX_BATCH, UsageEvent};
 use crate::config::Config;
 use crate::db::Db;
@@ -29,10 +30,14 @@ pub struct ImportOutcome {
 
 /// Import from a reader. `progress` is called with the bytes read so far after each batch.
 /// A line that is not UTF-8 or not valid JSON is rejected like any invalid event; only a
-/// read or store failure stops the import.
+/// read or store failure stops the import. The events are recorded as imported by an
+/// operator from `file` (its name is kept with each event); the gateway's own event types
+/// are refused like any invalid line.
 pub async fn import_ndjson(
     db: &Db,
     config: &Config,
+    rules: &Authority,
+    file: &str,
     mut reader: impl BufRead,
     default_partner: Option<&str>,
     mut progress: impl FnMut(u64),
@@ -41,8 +46,15 @@ pub async fn import_ndjson(
     let mut batch: Vec<UsageEvent> = Vec::with_capacity(MAX_BATCH);
     let mut bytes = 0u64;
     let known = |p: &str| config.partner(p).is_some();
-    let attribution = Attribution::Named {
-        default: default_partner,
+    let recorder = Recorder::Import {
+        file: file.to_owned(),
+    };
+    let writer = Writer {
+        attribution: Attribution::Named {
+            default: default_partner,
+        },
+        recorder: &recorder,
+        rules,
     };
     let mut buf = Vec::new();
     let mut lineno = 0usize;
@@ -53,7 +65,7 @@ pub async fn import_ndjson(
             Ok(n) => n,
             Err(e) => {
                 let error = anyhow::anyhow!("reading line {}: {e}", lineno + 1);
-                return finish(db, batch, report, Some(error)).await;
+                return finish(db, batch, &recorder, report, Some(error)).await;
             }
         };
         lineno += 1;
@@ -84,7 +96,7 @@ pub async fn import_ndjson(
                 continue;
             }
         };
-        match prepare_one(value, attribution, &known, Utc::now()) {
+        match prepare_one(value, writer, &known, Utc::now()) {
             Ok(e) => batch.push(e),
             Err(PrepareError::Forbidden(m)) => report.rejected.push((lineno, m)),
             Err(PrepareError::Invalid(problems)) => {
@@ -96,24 +108,25 @@ pub async fn import_ndjson(
             }
         }
         if batch.len() == MAX_BATCH {
-            if let Err(e) = flush(db, &mut batch, &mut report).await {
-                return finish(db, Vec::new(), report, Some(e)).await;
+            if let Err(e) = flush(db, &mut batch, &recorder, &mut report).await {
+                return finish(db, Vec::new(), &recorder, report, Some(e)).await;
             }
             progress(bytes);
         }
     }
     progress(bytes);
-    finish(db, batch, report, None).await
+    finish(db, batch, &recorder, report, None).await
 }
 
 async fn finish(
     db: &Db,
     mut batch: Vec<UsageEvent>,
+    recorder: &Recorder,
     mut report: ImportReport,
     mut error: Option<anyhow::Error>,
 ) -> ImportOutcome {
     // Valid events read before a read error are still written.
-    if let Err(e) = flush(db, &mut batch, &mut report).await {
+    if let Err(e) = flush(db, &mut batch, recorder, &mut report).await {
         error.get_or_insert(e);
     }
     metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
@@ -124,12 +137,13 @@ async fn finish(
 async fn flush(
     db: &Db,
     batch: &mut Vec<UsageEvent>,
+    recorder: &Recorder,
     report: &mut ImportReport,
 ) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let done = store_batch(db, std::mem::take(batch), Utc::now()).await?;
+    let done = store_batch(db, std::mem::take(batch), recorder, Utc::now()).await?;
     report.accepted += done.accepted;
     report.duplicates += done.duplicates;
     Ok(())

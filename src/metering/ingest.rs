@@ -4,11 +4,21 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::authority::{Authority, Recorder};
 use super::event::{FieldProblem, parse_event};
 use super::store::insert_usage_events;
 use super::{MAX_BATCH, UsageEvent};
 use crate::db::Db;
 use crate::http::FieldError;
+
+/// Who is writing: whom the events are attributed to, who records them (kept with each
+/// event), and the rules saying which types that recorder may write.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub attribution: Attribution<'a>,
+    pub recorder: &'a Recorder,
+    pub rules: &'a Authority,
+}
 
 /// Who the events are attributed to.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +54,7 @@ pub struct Ingested {
 /// Validate every event of the batch and attribute it; all problems are listed by index.
 pub fn prepare_batch(
     values: Vec<Value>,
-    attribution: Attribution<'_>,
+    writer: Writer<'_>,
     known_partner: impl Fn(&str) -> bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<UsageEvent>, IngestError> {
@@ -57,9 +67,13 @@ pub fn prepare_batch(
     let mut events = Vec::with_capacity(values.len());
     let mut problems = Vec::new();
     for (index, value) in values.into_iter().enumerate() {
-        match prepare_one(value, attribution, &known_partner, now) {
+        match prepare_one(value, writer, &known_partner, now) {
             Ok(e) => events.push(e),
-            Err(PrepareError::Forbidden(m)) => return Err(IngestError::Forbidden(m)),
+            Err(PrepareError::Forbidden(m)) => {
+                return Err(IngestError::Forbidden(format!(
+                    "event {index}: {m}; nothing was written"
+                )));
+            }
             Err(PrepareError::Invalid(ps)) => problems.extend(ps.into_iter().map(|p| FieldError {
                 index: Some(index),
                 field: p.field,
@@ -79,15 +93,15 @@ pub enum PrepareError {
     Invalid(Vec<FieldProblem>),
 }
 
-/// Validate and attribute one event.
+/// Validate and attribute one event, and check the writer may record its type.
 pub fn prepare_one(
     value: Value,
-    attribution: Attribution<'_>,
+    writer: Writer<'_>,
     known_partner: &impl Fn(&str) -> bool,
     now: DateTime<Utc>,
 ) -> Result<UsageEvent, PrepareError> {
     let parsed = parse_event(value, now).map_err(PrepareError::Invalid)?;
-    let partner = match (attribution, parsed.partner.as_deref()) {
+    let partner = match (writer.attribution, parsed.partner.as_deref()) {
         (Attribution::Fixed(own), Some(named)) if named != own => {
             return Err(PrepareError::Forbidden(format!(
                 "this key belongs to partner {own:?} and may not record events for partner {named:?}"
@@ -109,6 +123,10 @@ pub fn prepare_one(
             reason: format!("unknown partner {partner:?}"),
         }]));
     }
+    writer
+        .rules
+        .check(writer.recorder, &partner, &parsed.event.event_type)
+        .map_err(|r| PrepareError::Forbidden(r.0))?;
     let mut event = parsed.event;
     event.partner_id = partner;
     Ok(event)
@@ -123,13 +141,14 @@ pub fn prepare_one(
 pub async fn store_batch(
     db: &Db,
     events: Vec<UsageEvent>,
+    recorder: &Recorder,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Ingested> {
     let count = events.len() as u64;
-    let (db, owned) = (db.clone(), events);
+    let (db, owned, recorder) = (db.clone(), events, recorder.clone());
     let accepted = tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        let accepted = insert_usage_events(&mut tx, &owned, now).await?;
+        let accepted = insert_usage_events(&mut tx, &owned, &recorder, now).await?;
         tx.commit().await?;
         Ok::<u64, sqlx::Error>(accepted)
     })
@@ -150,12 +169,12 @@ pub async fn store_batch(
 pub async fn ingest_batch(
     db: &Db,
     values: Vec<Value>,
-    attribution: Attribution<'_>,
+    writer: Writer<'_>,
     known_partner: impl Fn(&str) -> bool,
     now: DateTime<Utc>,
 ) -> Result<Ingested, IngestError> {
     let count = values.len() as u64;
-    let events = match prepare_batch(values, attribution, known_partner, now) {
+    let events = match prepare_batch(values, writer, known_partner, now) {
         Ok(e) => e,
         Err(e) => {
             metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
@@ -163,5 +182,5 @@ pub async fn ingest_batch(
             return Err(e);
         }
     };
-    Ok(store_batch(db, events, now).await?)
+    Ok(store_batch(db, events, writer.recorder, now).await?)
 }

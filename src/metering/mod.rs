@@ -2,6 +2,7 @@
 //! modules recording inside their own transaction), are attributed to one partner, and are
 //! stored once per (partner, source, id) forever. Meters turn them into numbers per window.
 
+pub mod authority;
 pub mod event;
 pub mod import;
 pub mod ingest;

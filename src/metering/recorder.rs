@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::UsageEvent;
 use crate::db::Db;
 
+/// Everything this recorder writes is the gateway's own (`fhir.request`).
+const GATEWAY: super::authority::Recorder = super::authority::Recorder::Gateway;
+
 const BATCH: usize = 500;
 /// Queued events beyond this are refused (and counted) rather than growing without bound
 /// while the store is down.
@@ -54,7 +57,8 @@ impl UsageRecorder {
             }
             None => {
                 if let Err(e) =
-                    super::ingest::store_batch(&self.db, vec![event], chrono::Utc::now()).await
+                    super::ingest::store_batch(&self.db, vec![event], &GATEWAY, chrono::Utc::now())
+                        .await
                 {
                     tracing::error!(error = format!("{e:#}"), "recording a usage event failed");
                 }
@@ -109,7 +113,7 @@ async fn write(db: &Db, pending: &mut Vec<UsageEvent>) {
     while !pending.is_empty() {
         let n = pending.len().min(1000);
         let batch: Vec<UsageEvent> = pending[..n].to_vec();
-        match super::ingest::store_batch(db, batch, chrono::Utc::now()).await {
+        match super::ingest::store_batch(db, batch, &GATEWAY, chrono::Utc::now()).await {
             Ok(_) => {
                 pending.drain(..n);
             }

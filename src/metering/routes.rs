@@ -12,7 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::MAX_BATCH;
-use super::ingest::{Attribution, IngestError, Ingested, ingest_batch};
+use super::authority::Recorder;
+use super::ingest::{Attribution, IngestError, Ingested, Writer, ingest_batch};
 use super::query::{QueryError, UsageReport, parse_query, render};
 use super::store::query_meter;
 use super::window::windows;
@@ -215,11 +216,24 @@ async fn ingest(
         (Role::Partner, Some(p)) => Attribution::Fixed(p.as_str()),
         _ => Attribution::Named { default: None },
     };
+    let key_id = caller.key_id.clone();
+    let recorder = match caller.role {
+        Role::Admin => Recorder::AdminKey { key_id },
+        Role::App => Recorder::AppKey { key_id },
+        Role::Partner => Recorder::PartnerKey { key_id },
+        // Refused by `require` above.
+        Role::Finance => return Err(ApiError::Forbidden("finance keys record no usage".into())),
+    };
+    let writer = Writer {
+        attribution,
+        recorder: &recorder,
+        rules: &state.ledger_rules,
+    };
     let config = state.config.clone();
     let ingested = ingest_batch(
         &state.db,
         values,
-        attribution,
+        writer,
         |p| config.partner(p).is_some(),
         Utc::now(),
     )

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::UsageEvent;
+use super::authority::Recorder;
 use super::meter::{Aggregation, Field, Meter, TypePattern};
 use super::window::Window;
 use crate::db::{Db, Tx};
@@ -18,26 +19,30 @@ use crate::time::to_micros;
 // `sandbox` comes from the partner's row (one primary-key probe per event), never from the
 // event itself, so every entry path marks a sandbox partner's events and no client can.
 const INSERT_SQLITE: &str = "INSERT INTO usage_events \
-    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox) \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox, \
+     recorded_by, recorded_ref) \
     SELECT value->>'p', value->>'s', value->>'i', value->>'t', value->>'u', value->>'m', \
            value->'d', value->'x', $2, \
-           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = value->>'p' AND pa.sandbox) \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = value->>'p' AND pa.sandbox), $3, $4 \
     FROM json_each($1) WHERE true \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";
 
 const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
-    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox) \
+    (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox, \
+     recorded_by, recorded_ref) \
     SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, $9, \
-           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox) \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox), $10, $11 \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) \
          AS e(p, s, i, t, u, m, d, x) \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";
 
 /// Insert events inside the caller's transaction; returns how many were new (the rest were
-/// already in the ledger, or repeated within the batch).
+/// already in the ledger, or repeated within the batch). `recorder` is kept with each event
+/// (`recorded_by`, `recorded_ref`): who wrote it is part of what a statement shows.
 pub async fn insert_usage_events(
     tx: &mut Tx,
     events: &[UsageEvent],
+    recorder: &Recorder,
     received_at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
@@ -67,6 +72,8 @@ pub async fn insert_usage_events(
             sqlx::query(INSERT_SQLITE)
                 .bind(batch)
                 .bind(received)
+                .bind(recorder.kind())
+                .bind(recorder.reference())
                 .execute(&mut **t)
                 .await?
                 .rows_affected()
@@ -109,6 +116,8 @@ pub async fn insert_usage_events(
                 .bind(d)
                 .bind(x)
                 .bind(received)
+                .bind(recorder.kind())
+                .bind(recorder.reference())
                 .execute(&mut **t)
                 .await?
                 .rows_affected()
@@ -117,11 +126,12 @@ pub async fn insert_usage_events(
     Ok(done)
 }
 
-/// Record one event inside the transaction of the change that caused it (a launch, a grade
-/// post), so the event exists if and only if the change was committed. Returns false when
-/// the ledger already holds an event with this (partner, source, id).
+/// Record one of the gateway's own events inside the transaction of the change that caused
+/// it (a launch, a grade post), so the event exists if and only if the change was committed.
+/// Returns false when the ledger already holds an event with this (partner, source, id).
 pub async fn record_usage_event(tx: &mut Tx, event: &UsageEvent) -> Result<bool, sqlx::Error> {
-    Ok(insert_usage_events(tx, std::slice::from_ref(event), Utc::now()).await? == 1)
+    let one = std::slice::from_ref(event);
+    Ok(insert_usage_events(tx, one, &Recorder::Gateway, Utc::now()).await? == 1)
 }
 
 /// One result row: the window's index, the group values, and the aggregated value.
@@ -232,22 +242,34 @@ async fn query_meter_run(
     group_by: &[Field],
     received_by: Option<DateTime<Utc>>,
 ) -> anyhow::Result<Vec<Bucket>> {
-    let raw = meter_rows(db, partner_id, meter, windows, group_by, received_by).await?;
+    let raw = meter_rows(db, partner_id, meter, windows, group_by, received_by, false).await?;
     Ok(super::query::fold(meter.aggregation, raw))
 }
 
 /// A meter's exact value over one window, ungrouped, as a decimal (statements price it;
 /// the JSON form of a fractional SUM would pass through f64). LATEST is not a number and
-/// reads as zero; config refuses LATEST meters in agreements.
+/// reads as zero; config refuses LATEST meters in agreements. With `exclude_self_reported`,
+/// events the partner reported itself do not count (an agreement that does not take its
+/// word for money).
 pub async fn meter_value(
     db: &Db,
     partner_id: &str,
     meter: &Meter,
     window: Window,
     received_by: Option<DateTime<Utc>>,
+    exclude_self_reported: bool,
 ) -> anyhow::Result<rust_decimal::Decimal> {
     use rust_decimal::Decimal;
-    let rows = meter_rows(db, partner_id, meter, &[window], &[], received_by).await?;
+    let rows = meter_rows(
+        db,
+        partner_id,
+        meter,
+        &[window],
+        &[],
+        received_by,
+        exclude_self_reported,
+    )
+    .await?;
     let values = rows
         .iter()
         .filter_map(|r| r.value.as_deref().and_then(super::query::parse_decimal));
@@ -269,6 +291,7 @@ async fn meter_rows(
     windows: &[Window],
     group_by: &[Field],
     received_by: Option<DateTime<Utc>>,
+    exclude_self_reported: bool,
 ) -> anyhow::Result<Vec<RawRow>> {
     let dialect = match db {
         Db::Sqlite(_) => Dialect::Sqlite,
@@ -311,10 +334,14 @@ async fn meter_rows(
         ));
         next += 1;
     }
-    let cutoff = match received_by {
+    let mut cutoff = match received_by {
         Some(_) => format!(" AND e.received_at_us <= ${next}"),
         None => String::new(),
     };
+    if exclude_self_reported {
+        // The kinds of `authority::SELF_REPORTED_KINDS`, as literals (no bind to count).
+        cutoff.push_str(" AND e.recorded_by NOT IN ('partner_key', 'partner_webhook')");
+    }
     let windows_cte = match dialect {
         Dialect::Sqlite => {
             "w(idx, ws, we) AS (SELECT key, value->>0, value->>1 FROM json_each($2))"

@@ -52,6 +52,40 @@ pub struct AgreementConfig {
     pub bonuses: Vec<BonusConfig>,
     #[serde(default)]
     pub minimum: Option<MinimumConfig>,
+    /// Whether events the partner reported itself (its own API key, its untrusted webhook
+    /// sources) count for this agreement's money lines. Must be stated when the partner
+    /// self-reports a type the agreement reads; they are excluded otherwise.
+    #[serde(default)]
+    pub self_reported_events: Option<SelfReportedEvents>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfReportedEvents {
+    Include,
+    Exclude,
+}
+
+impl AgreementConfig {
+    /// Meters the terms read.
+    pub fn meter_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .revenue
+            .prices
+            .iter()
+            .map(|p| p.meter.clone())
+            .collect();
+        out.extend(self.share.iter().filter_map(|s| s.meter.clone()));
+        out.extend(self.bonuses.iter().map(|b| b.meter.clone()));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether the partner's own word counts for money (only when stated).
+    pub fn counts_self_reported(&self) -> bool {
+        self.self_reported_events == Some(SelfReportedEvents::Include)
+    }
 }
 
 fn one() -> u32 {
@@ -346,13 +380,7 @@ impl Agreement {
     }
     /// Meters the terms read.
     pub fn meters(&self) -> Vec<String> {
-        let c = &self.config;
-        let mut out: Vec<String> = c.revenue.prices.iter().map(|p| p.meter.clone()).collect();
-        out.extend(c.share.iter().filter_map(|s| s.meter.clone()));
-        out.extend(c.bonuses.iter().map(|b| b.meter.clone()));
-        out.sort();
-        out.dedup();
-        out
+        self.config.meter_names()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::model::{Line, Statement};
 
-const COLUMNS: [&str; 24] = [
+const COLUMNS: [&str; 25] = [
     "statement_id",
     "number",
     "status",
@@ -26,6 +26,7 @@ const COLUMNS: [&str; 24] = [
     "tier",
     "reference",
     "author",
+    "recorded_by",
     "precise",
     "amount",
 ];
@@ -74,6 +75,7 @@ pub fn csv(st: &Statement) -> String {
             String::new(),
             String::new(),
             String::new(),
+            String::new(),
             precise.map(|p| p.to_string()).unwrap_or_default(),
             amount.to_string(),
         ]);
@@ -98,6 +100,7 @@ fn line_fields(l: &Line) -> Vec<String> {
         l.tier.clone().unwrap_or_default(),
         l.reference.clone().unwrap_or_default(),
         l.author.clone().unwrap_or_default(),
+        super::model::describe_recorded_by(&l.recorded_by),
         l.precise.to_string(),
         l.amount.to_string(),
     ]

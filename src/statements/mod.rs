@@ -5,6 +5,7 @@ pub mod agreement;
 pub mod calc;
 pub mod events;
 pub mod export;
+pub mod integrity;
 pub mod model;
 pub mod money;
 pub mod pdf;

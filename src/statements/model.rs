@@ -86,6 +86,10 @@ pub struct Line {
     /// Who added an adjustment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Who recorded the events behind the line, with how many each (usage lines: the
+    /// events the meter selects; recorded revenue and referrals: their events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded_by: Vec<RecordedBy>,
     /// The exact value before rounding.
     pub precise: Decimal,
     /// Rounded to the currency's minor unit with the agreement's rule.
@@ -113,10 +117,38 @@ impl Line {
             carried_kind: None,
             reference: None,
             author: None,
+            recorded_by: Vec::new(),
             precise: Decimal::ZERO,
             amount: Decimal::ZERO,
         }
     }
+}
+
+/// Who recorded some of a line's events (`metering::authority`): the stored kind
+/// (`gateway`, `webhook`, `partner_key`, ...), which key, source or file, and how many.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+pub struct RecordedBy {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub events: u64,
+}
+
+impl RecordedBy {
+    /// As people read it: "recorded by the webhook `billing`".
+    pub fn describe(&self) -> String {
+        crate::metering::authority::describe(&self.kind, self.reference.as_deref())
+    }
+}
+
+/// Lines' provenance as one text: "3 recorded by the webhook `billing`; 1 reported by ...".
+pub fn describe_recorded_by(list: &[RecordedBy]) -> String {
+    list.iter()
+        .map(|r| format!("{} {}", r.events, r.describe()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The statement's content: everything the hash covers. Field order is fixed by the struct,
@@ -141,6 +173,14 @@ pub struct Document {
     pub carried_since: Option<DateTime<Utc>>,
     /// The period had not ended when this was computed: a draft only.
     pub provisional: bool,
+    /// Lines carry who recorded their events (statements computed since provenance is kept;
+    /// older issued ones verify without it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provenance: bool,
+    /// `included` or `excluded`: what the agreement did with events the partner reported
+    /// itself, when there were any in the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_reported_events: Option<String>,
     pub lines: Vec<Line>,
     /// Sum of rounded revenue lines: the basis shares are computed on.
     pub revenue_basis: Decimal,
@@ -151,6 +191,17 @@ pub struct Document {
 }
 
 impl Document {
+    /// The document as it was computed before provenance was kept, for verifying a
+    /// statement issued then.
+    pub fn without_provenance(mut self) -> Document {
+        self.provenance = false;
+        self.self_reported_events = None;
+        for l in &mut self.lines {
+            l.recorded_by.clear();
+        }
+        self
+    }
+
     /// Totals from the lines: the total is the sum of rounded payable lines.
     pub fn sum(&mut self) {
         self.revenue_basis = self

@@ -1000,6 +1000,11 @@ fn trace(line: &Line) -> String {
     if let Some(a) = &line.author {
         parts.push(format!("added by {a}"));
     }
+    if !line.recorded_by.is_empty() {
+        parts.push(crate::statements::model::describe_recorded_by(
+            &line.recorded_by,
+        ));
+    }
     parts.join(" · ")
 }
 
@@ -1367,6 +1372,8 @@ mod tests {
             ledger_as_of: at("2026-11-03T06:00:00Z"),
             carried_since: Some(at("2026-10-03T06:00:00Z")),
             provisional: false,
+            provenance: false,
+            self_reported_events: None,
             lines,
             revenue_basis: Decimal::ZERO,
             total: Decimal::ZERO,

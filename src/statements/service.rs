@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use super::agreement::{Agreement, Agreements, TierReset, TrueUp};
 use super::calc::{self, CalcError, Inputs};
-use super::model::{Document, Line, LineKind, Statement, Status};
+use super::model::{Document, Line, LineKind, RecordedBy, Statement, Status};
 use super::period::Period;
 use super::store::{self, Adjustment, Span};
 use crate::config::Config;
@@ -23,6 +23,31 @@ use crate::db::Db;
 use crate::metering::Meter;
 use crate::metering::store::meter_value;
 use crate::metering::window::Window;
+
+/// Who recorded the events a period's lines were computed from (kept beside the inputs,
+/// which the arithmetic does not need it for).
+#[derive(Debug, Default)]
+struct Sources {
+    /// Recorded revenue by product: recorder -> events.
+    revenue: BTreeMap<Option<String>, BTreeMap<store::Recorded, u64>>,
+    /// Referral event id -> recorder.
+    referrals: BTreeMap<String, store::Recorded>,
+    /// Whether the partner reported events itself in the period, and what became of them.
+    self_reported: Option<&'static str>,
+    /// Whether the reads left those events out.
+    span_exclude: bool,
+}
+
+impl Sources {
+    fn add_revenue(&mut self, product: Option<String>, by: store::Recorded) {
+        *self
+            .revenue
+            .entry(product)
+            .or_default()
+            .entry(by)
+            .or_default() += 1;
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatementError {
@@ -238,21 +263,28 @@ impl Statements<'_> {
         })
     }
 
-    /// What the ledger held for one period at `as_of`.
+    /// What the ledger held for one period at `as_of`, and who recorded the events read.
     async fn inputs(
         &self,
         a: &Agreement,
         period: Period,
         as_of: DateTime<Utc>,
-    ) -> Result<Inputs, StatementError> {
+    ) -> Result<(Inputs, Sources), StatementError> {
         let partner = &a.config.partner;
         let (start, end) = period.bounds(a.tz);
-        let span = Span {
+        let mut span = Span {
             partner_id: partner,
             start,
             end,
             as_of,
+            exclude_self_reported: false,
         };
+        let mut sources = Sources::default();
+        if store::has_self_reported(self.db, span).await? {
+            let include = a.config.counts_self_reported();
+            span.exclude_self_reported = !include;
+            sources.self_reported = Some(if include { "included" } else { "excluded" });
+        }
         // The cut-off changes a meter only when something arrived after it.
         let cutoff = store::arrived_after(self.db, span).await?.then_some(as_of);
         let mut inputs = Inputs::default();
@@ -261,7 +293,15 @@ impl Statements<'_> {
                 .meters
                 .get(&name)
                 .ok_or_else(|| anyhow::anyhow!("meter {name:?} is not compiled"))?;
-            let v = meter_value(self.db, partner, meter, Window { start, end }, cutoff).await?;
+            let v = meter_value(
+                self.db,
+                partner,
+                meter,
+                Window { start, end },
+                cutoff,
+                span.exclude_self_reported,
+            )
+            .await?;
             inputs.meters.insert(name, v);
         }
         if let Some(s) = &a.config.share
@@ -278,14 +318,19 @@ impl Statements<'_> {
                     meter,
                     Window { start: qs, end: qe },
                     Some(as_of),
+                    !a.config.counts_self_reported(),
                 )
                 .await?;
             }
         }
         if a.config.revenue.recorded {
-            inputs.revenue = store::revenue_events(self.db, span).await?.map_err(|b| {
+            let events = store::revenue_events(self.db, span).await?.map_err(|b| {
                 StatementError::BadEvent(format!("revenue event {:?}: {}", b.event_id, b.reason))
             })?;
+            for (e, by) in events {
+                sources.add_revenue(e.product.clone(), by);
+                inputs.revenue.push(e);
+            }
         }
         let mut types: Vec<String> = a
             .config
@@ -295,12 +340,17 @@ impl Statements<'_> {
             .collect();
         types.sort();
         types.dedup();
-        inputs.referrals = store::referral_events(self.db, span, &types)
+        let referrals = store::referral_events(self.db, span, &types)
             .await?
             .map_err(|b| {
                 StatementError::BadEvent(format!("milestone event {:?}: {}", b.event_id, b.reason))
             })?;
-        Ok(inputs)
+        for (e, by) in referrals {
+            sources.referrals.insert(e.id.clone(), by);
+            inputs.referrals.push(e);
+        }
+        sources.span_exclude = span.exclude_self_reported;
+        Ok((inputs, sources))
     }
 
     /// The computed lines of one period as the ledger stood at `as_of`.
@@ -310,8 +360,17 @@ impl Statements<'_> {
         period: Period,
         as_of: DateTime<Utc>,
     ) -> Result<Vec<Line>, StatementError> {
+        Ok(self.period_lines_and_sources(id, period, as_of).await?.0)
+    }
+
+    async fn period_lines_and_sources(
+        &self,
+        id: &str,
+        period: Period,
+        as_of: DateTime<Utc>,
+    ) -> Result<(Vec<Line>, Sources), StatementError> {
         let a = self.version(id, period)?;
-        let mut inputs = self.inputs(a, period, as_of).await?;
+        let (mut inputs, sources) = self.inputs(a, period, as_of).await?;
         let closes_year = a
             .config
             .minimum
@@ -322,11 +381,78 @@ impl Statements<'_> {
             let (_, covered) = a.year_of(period);
             for q in covered.into_iter().filter(|q| *q < period) {
                 let aq = self.version(id, q)?;
-                let iq = self.inputs(aq, q, as_of).await?;
+                let (iq, _) = self.inputs(aq, q, as_of).await?;
                 inputs.year_earned_before += calc::earned(&calc::compute(aq, q, &iq)?);
             }
         }
-        Ok(calc::compute(a, period, &inputs)?)
+        Ok((calc::compute(a, period, &inputs)?, sources))
+    }
+
+    /// Who recorded the events behind each computed line of the period: usage lines from
+    /// one count of the period's events by type and recorder, recorded revenue and referral
+    /// lines from the events they were computed from.
+    async fn attach_provenance(
+        &self,
+        a: &Agreement,
+        period: Period,
+        as_of: DateTime<Utc>,
+        sources: &Sources,
+        lines: &mut [Line],
+    ) -> Result<(), StatementError> {
+        let (start, end) = period.bounds(a.tz);
+        let span = Span {
+            partner_id: &a.config.partner,
+            start,
+            end,
+            as_of,
+            exclude_self_reported: sources.span_exclude,
+        };
+        let needs_types = lines.iter().any(|l| l.meter.is_some());
+        let by_type = if needs_types {
+            store::recorded_by_type(self.db, span).await?
+        } else {
+            Vec::new()
+        };
+        for line in lines.iter_mut() {
+            let mut tally: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
+            match (line.kind, &line.meter) {
+                (_, Some(name)) => {
+                    let Some(meter) = self.meters.get(name) else {
+                        continue;
+                    };
+                    for (t, by, by_ref, n) in &by_type {
+                        if meter.matches_type(t) {
+                            *tally.entry((by.clone(), by_ref.clone())).or_default() +=
+                                u64::try_from(*n).unwrap_or(0);
+                        }
+                    }
+                }
+                (LineKind::Revenue, None) => {
+                    if let Some(t) = sources.revenue.get(&line.product) {
+                        tally = t.clone();
+                    }
+                }
+                (LineKind::Referral, None) => {
+                    if let Some(by) = line
+                        .reference
+                        .as_ref()
+                        .and_then(|r| sources.referrals.get(r))
+                    {
+                        tally.insert(by.clone(), 1);
+                    }
+                }
+                _ => {}
+            }
+            line.recorded_by = tally
+                .into_iter()
+                .map(|((kind, reference), events)| RecordedBy {
+                    kind,
+                    reference,
+                    events,
+                })
+                .collect();
+        }
+        Ok(())
     }
 
     /// The whole document for a period: computed lines, carried late usage, adjustments.
@@ -344,7 +470,9 @@ impl Statements<'_> {
             first_issued,
         } = cut;
         let a = self.version(id, period)?;
-        let mut lines = self.period_lines(id, period, as_of).await?;
+        let (mut lines, sources) = self.period_lines_and_sources(id, period, as_of).await?;
+        self.attach_provenance(a, period, as_of, &sources, &mut lines)
+            .await?;
         if let (Some(since), Some(first)) = (carried_since, first_issued) {
             let (first_start, _) = first.bounds(a.tz);
             let (start, _) = period.bounds(a.tz);
@@ -401,6 +529,8 @@ impl Statements<'_> {
             ledger_as_of: as_of,
             carried_since,
             provisional: as_of < end,
+            provenance: true,
+            self_reported_events: sources.self_reported.map(str::to_owned),
             lines,
             revenue_basis: Decimal::ZERO,
             total: Decimal::ZERO,
@@ -745,6 +875,12 @@ impl Statements<'_> {
                         Some((&doc.company, &doc.partner_name)),
                     )
                     .await?;
+                // Issued before provenance was kept: compare what was computed then.
+                let fresh = if doc.provenance {
+                    fresh
+                } else {
+                    fresh.without_provenance()
+                };
                 differences.extend(diff(doc, &fresh));
                 Some(fresh)
             }

@@ -344,6 +344,23 @@ pub async fn adjustments(db: &Db, statement_id: &str) -> anyhow::Result<Vec<Adju
         .collect()
 }
 
+/// An issued statement's stored content, for the integrity check.
+#[derive(sqlx::FromRow)]
+pub struct IssuedContent {
+    pub id: String,
+    pub partner_id: String,
+    pub number: Option<i64>,
+    pub hash: Option<String>,
+    pub document: String,
+}
+
+/// Every finalized or void statement's number, hash and document as stored.
+pub async fn issued_contents(db: &Db) -> anyhow::Result<Vec<IssuedContent>> {
+    let sql = "SELECT id, partner_id, number, hash, document FROM statements \
+               WHERE status <> 'draft' ORDER BY id";
+    Ok(with_db!(db, c => sqlx::query_as(sql).fetch_all(c).await)?)
+}
+
 // ---- ledger reads ----
 
 /// Where and when to read: a partner's events dated in `[start, end)` that the ledger had
@@ -354,19 +371,39 @@ pub struct Span<'a> {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub as_of: DateTime<Utc>,
+    /// Leave out the events the partner reported itself (its own key, its untrusted
+    /// webhook sources): the agreement does not count its word for money.
+    pub exclude_self_reported: bool,
 }
 
-/// Events of `types` in the span: (event id, type, data), in event id order.
+/// `AND` condition leaving out self-reported events; the same text as the partial index
+/// `usage_events_self_reported`, negated.
+const NOT_SELF_REPORTED: &str = " AND recorded_by NOT IN ('partner_key', 'partner_webhook')";
+
+/// Who recorded an event: the stored (kind, reference).
+pub type Recorded = (String, Option<String>);
+
+/// One event read for a statement, with who recorded it.
+type EventRow = (String, String, Option<String>, String, Option<String>);
+
+/// Events of `types` in the span: (event id, type, data, recorded by, reference), in
+/// event id order.
 async fn events_with_data(
     db: &Db,
     span: Span<'_>,
     types: &[String],
-) -> anyhow::Result<Vec<(String, String, Option<String>)>> {
+) -> anyhow::Result<Vec<EventRow>> {
     if types.is_empty() {
         return Ok(Vec::new());
     }
-    let where_ =
-        "WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3 AND received_at_us <= $4";
+    let own = if span.exclude_self_reported {
+        NOT_SELF_REPORTED
+    } else {
+        ""
+    };
+    let where_ = format!(
+        "WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3 AND received_at_us <= $4{own}"
+    );
     let (from, to, as_of) = (
         to_micros(span.start),
         to_micros(span.end),
@@ -375,7 +412,7 @@ async fn events_with_data(
     let rows = match db {
         Db::Sqlite(c) => {
             let sql = format!(
-                "SELECT event_id, type, data FROM usage_events {where_} \
+                "SELECT event_id, type, data, recorded_by, recorded_ref FROM usage_events {where_} \
                  AND type IN (SELECT value FROM json_each($5)) ORDER BY event_id, source"
             );
             sqlx::query_as(&sql)
@@ -389,7 +426,7 @@ async fn events_with_data(
         }
         Db::Postgres(c) => {
             let sql = format!(
-                "SELECT event_id, type, data::text FROM usage_events {where_} \
+                "SELECT event_id, type, data::text, recorded_by, recorded_ref FROM usage_events {where_} \
                  AND type = ANY($5::text[]) ORDER BY event_id, source"
             );
             // Unprepared: partners differ 100x in size, and a generic plan reused across them
@@ -425,18 +462,21 @@ fn data_of(data: Option<&str>) -> Value {
 pub async fn revenue_events(
     db: &Db,
     span: Span<'_>,
-) -> anyhow::Result<Result<Vec<RevenueEvent>, BadEvent>> {
+) -> anyhow::Result<Result<Vec<(RevenueEvent, Recorded)>, BadEvent>> {
     let types = [super::events::REVENUE_RECOGNIZED.to_owned()];
     let mut out = Vec::new();
-    for (id, _, data) in events_with_data(db, span, &types).await? {
+    for (id, _, data, by, by_ref) in events_with_data(db, span, &types).await? {
         match super::events::revenue(&data_of(data.as_deref())) {
-            Ok(r) => out.push(RevenueEvent {
-                id,
-                product: r.product,
-                customer: r.customer,
-                currency: r.currency,
-                amount: r.amount,
-            }),
+            Ok(r) => out.push((
+                RevenueEvent {
+                    id,
+                    product: r.product,
+                    customer: r.customer,
+                    currency: r.currency,
+                    amount: r.amount,
+                },
+                (by, by_ref),
+            )),
             Err(reason) => {
                 return Ok(Err(BadEvent {
                     event_id: id,
@@ -453,17 +493,20 @@ pub async fn referral_events(
     db: &Db,
     span: Span<'_>,
     types: &[String],
-) -> anyhow::Result<Result<Vec<ReferralEvent>, BadEvent>> {
+) -> anyhow::Result<Result<Vec<(ReferralEvent, Recorded)>, BadEvent>> {
     let mut out = Vec::new();
-    for (id, event_type, data) in events_with_data(db, span, types).await? {
+    for (id, event_type, data, by, by_ref) in events_with_data(db, span, types).await? {
         match super::events::referral(&data_of(data.as_deref())) {
-            Ok(r) => out.push(ReferralEvent {
-                id,
-                event_type,
-                customer: r.customer,
-                contract_value: r.contract_value,
-                currency: r.currency,
-            }),
+            Ok(r) => out.push((
+                ReferralEvent {
+                    id,
+                    event_type,
+                    customer: r.customer,
+                    contract_value: r.contract_value,
+                    currency: r.currency,
+                },
+                (by, by_ref),
+            )),
             Err(reason) => {
                 return Ok(Err(BadEvent {
                     event_id: id,
@@ -473,6 +516,51 @@ pub async fn referral_events(
         }
     }
     Ok(Ok(out))
+}
+
+/// Whether the partner reported any event itself in the span (by its cut-off). Answered
+/// from the small partial index `usage_events_self_reported`, so an agreement that leaves
+/// them out filters only when there is something to leave out.
+pub async fn has_self_reported(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM usage_events WHERE partner_id = $1 \
+               AND time_us >= $2 AND time_us < $3 \
+               AND recorded_by IN ('partner_key', 'partner_webhook') AND received_at_us <= $4)";
+    let found: bool = with_db!(db, c => sqlx::query_scalar(sql)
+        .persistent(false)
+        .bind(span.partner_id)
+        .bind(to_micros(span.start))
+        .bind(to_micros(span.end))
+        .bind(to_micros(span.as_of))
+        .fetch_one(c)
+        .await)?;
+    Ok(found)
+}
+
+/// How many events of each type each recorder wrote in the span (by its cut-off): what the
+/// usage lines of a statement show as their provenance. One pass over the period's events.
+pub async fn recorded_by_type(
+    db: &Db,
+    span: Span<'_>,
+) -> anyhow::Result<Vec<(String, String, Option<String>, i64)>> {
+    let own = if span.exclude_self_reported {
+        NOT_SELF_REPORTED
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
+         WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3 AND received_at_us <= $4{own} \
+         GROUP BY type, recorded_by, recorded_ref"
+    );
+    let rows = with_db!(db, c => sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(span.partner_id)
+        .bind(to_micros(span.start))
+        .bind(to_micros(span.end))
+        .bind(to_micros(span.as_of))
+        .fetch_all(c)
+        .await)?;
+    Ok(rows)
 }
 
 /// Whether any event dated in the span arrived after its cut-off. Usually none has (the

@@ -479,7 +479,8 @@ impl Dispatcher {
         let window = Duration::from_secs(self.cfg().disable_after_failing_secs);
         let mut tx = self.state.db.begin().await?;
         store::record_attempts(&mut tx, &self.owner, &records, now).await?;
-        crate::metering::store::insert_usage_events(&mut tx, &usage, now).await?;
+        let gateway = crate::metering::authority::Recorder::Gateway;
+        crate::metering::store::insert_usage_events(&mut tx, &usage, &gateway, now).await?;
         let updates: Vec<(String, Option<i64>)> = health
             .iter()
             .filter(|(_, h)| h.1)

@@ -17,6 +17,7 @@ use super::signature::{self, Headers, VerifyError, VerifyingKey};
 use crate::app::AppState;
 use crate::config::Secret;
 use crate::http::{ApiError, Body};
+use crate::metering::authority::Recorder;
 
 /// One source of inbound webhooks, under a partner in config
 /// (`[[partners.webhook_sources]]`).
@@ -45,6 +46,13 @@ pub struct InboundSource {
     /// How payload types become ledger events; other types are acknowledged and ignored.
     #[serde(default)]
     pub events: Vec<Mapping>,
+    /// A system the company relies on for money (its billing provider, a marketplace's
+    /// signed reports): it may record money-bearing event types, and its events read
+    /// "recorded by the webhook `id`" on statements. An untrusted source speaks for the
+    /// partner: it records only other types, or those in the partner's
+    /// `self_reported_types`, marked as reported by the partner.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -334,13 +342,24 @@ async fn record(
     })?;
     let mut usage = parsed.event;
     usage.partner_id = partner.to_owned();
+    let recorder = Recorder::Webhook {
+        source: src.id.clone(),
+        trusted: src.trusted,
+    };
+    // check-config refuses a mapping the source may not record; this holds the line for
+    // a config that was never checked.
+    state
+        .ledger_rules
+        .check(&recorder, partner, &usage.event_type)
+        .map_err(|r| ApiError::Forbidden(r.0))?;
     let event_id = usage.id.clone();
     let event_type = usage.event_type.clone();
     let db = state.db.clone();
     // In a task of its own: a sender that hangs up cannot cancel the commit half-way.
     let inserted = tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        let n = crate::metering::store::insert_usage_events(&mut tx, &[usage], now).await?;
+        let n =
+            crate::metering::store::insert_usage_events(&mut tx, &[usage], &recorder, now).await?;
         tx.commit().await?;
         Ok::<u64, sqlx::Error>(n)
     })

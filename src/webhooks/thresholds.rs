@@ -54,9 +54,15 @@ pub async fn check(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
             let Some(meter) = state.meters.get(&mc.name) else {
                 continue;
             };
-            let value =
-                crate::metering::store::meter_value(&state.db, &partner.id, meter, window, None)
-                    .await?;
+            let value = crate::metering::store::meter_value(
+                &state.db,
+                &partner.id,
+                meter,
+                window,
+                None,
+                false,
+            )
+            .await?;
             let hit = reached(&mc.thresholds, value);
             if hit.is_empty() {
                 continue;

@@ -22,8 +22,8 @@ both! {
     }
 
     async fn metrics_expose_requests_usage_and_job_depth(app) {
-        let key = app.partner_key("epic-sandbox").await;
-        let ev = crate::helpers::event("m1", "smart.launch", "u1", "2026-11-01T00:00:00Z");
+        let key = app.partner_key(crate::helpers::REPORTER).await;
+        let ev = crate::helpers::event("m1", "app.launch", "u1", "2026-11-01T00:00:00Z");
         assert_eq!(app.post_json(&key, &ev).await.status(), 202);
         let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(text.contains(r#"http_requests_total{method="POST",route="/v1/usage/events",status="202"}"#), "{text}");

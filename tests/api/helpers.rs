@@ -34,10 +34,33 @@ aggregation = "MAX"
 value = "$.score"
 
 [[meters]]
+name = "app_events"
+event_types = ["app.*"]
+aggregation = "COUNT"
+
+[[meters]]
 name = "last_plan"
 event_types = ["app.plan"]
 aggregation = "LATEST"
 value = "$.plan"
+"#;
+
+/// Two test partners that report `app.*` and `test.*` events themselves (what a partner
+/// key may record: `partners.self_reported_types`).
+pub const REPORTER: &str = "self-reporter";
+pub const REPORTER_2: &str = "self-reporter-2";
+const REPORTERS: &str = r#"
+[[partners]]
+id = "self-reporter"
+name = "A partner reporting its own events (tests)"
+kind = "other"
+self_reported_types = ["app.*", "test.*"]
+
+[[partners]]
+id = "self-reporter-2"
+name = "Another partner reporting its own events (tests)"
+kind = "other"
+self_reported_types = ["app.*", "test.*"]
 "#;
 
 pub struct TestApp {
@@ -129,7 +152,7 @@ pub fn test_config(db_url: &str, dir: &std::path::Path, extra: &str) -> Config {
         Layer {
             origin: "test.toml".into(),
             text: format!(
-                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n[statements]\nsettle_secs = 0\n",
+                "[database]\nurl = \"{db_url}\"\nmax_connections = 5\n[http]\naddr = \"127.0.0.1:0\"\nbody_limit_bytes = 1048576\n[keys]\nmaster_key_file = \"{}/master.key\"\nrotation_overlap_hours = 1\n[statements]\nsettle_secs = 0\n{REPORTERS}",
                 dir.display()
             ),
         },

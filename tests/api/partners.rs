@@ -9,7 +9,7 @@ both! {
             let key = app.key(role, None).await;
             let body: Value = app.get(&key, "/v1/partners").await.json().await.unwrap();
             let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
-            assert_eq!(ids, ["canvas-sandbox", "cloud-marketplace", "epic-sandbox", "moodle-sandbox", "northwind-consulting", "oracle-health-sandbox"]);
+            assert_eq!(ids, ["canvas-sandbox", "cloud-marketplace", "epic-sandbox", "moodle-sandbox", "northwind-consulting", "oracle-health-sandbox", "self-reporter", "self-reporter-2"]);
         }
     }
 
@@ -34,10 +34,10 @@ both! {
         let fewer: Vec<_> = app.state.config.partners.iter().filter(|p| p.id != "moodle-sandbox").cloned().collect();
         partner_gateway::partners::sync_partners(app.db(), &fewer).await.unwrap();
         let body: Value = app.get(&app.admin().await, "/v1/partners").await.json().await.unwrap();
-        assert_eq!(body["data"].as_array().unwrap().len(), 5);
+        assert_eq!(body["data"].as_array().unwrap().len(), 7);
         // Syncing the full list again brings it back.
         partner_gateway::partners::sync_partners(app.db(), &app.state.config.partners).await.unwrap();
         let body: Value = app.get(&app.admin().await, "/v1/partners").await.json().await.unwrap();
-        assert_eq!(body["data"].as_array().unwrap().len(), 6);
+        assert_eq!(body["data"].as_array().unwrap().len(), 8);
     }
 }

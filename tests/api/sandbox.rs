@@ -22,6 +22,7 @@ id = "sbx-tryout"
 name = "A partner trying flows out"
 kind = "other"
 sandbox = true
+self_reported_types = ["app.*"]
 "#;
 
 async fn app(backend: Backend) -> Option<TestApp> {
@@ -82,15 +83,16 @@ crate::both_backends! {
     async fn usage_of_a_sandbox_partner_is_marked_in_the_ledger_and_in_queries(backend) {
         let Some(app) = app(backend).await else { return };
         let sbx = app.partner_key(SBX).await;
-        let prod = app.partner_key(PROD).await;
+        let prod = app.key(partner_gateway::apikeys::Role::App, None).await;
         let admin = app.admin().await;
-        let ev = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/t", "type": "smart.launch", "subject": "u1"});
+        let ev = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/t", "type": "app.launch", "subject": "u1"});
         let r = app.post_json(&sbx, &ev("s-1")).await;
         assert_eq!(r.status(), 202);
         assert_eq!(sandbox_header(&r).as_deref(), Some("true"));
         // A client cannot mark its own events: the mark comes from the partner's row.
         let mut forged = ev("p-1");
         forged["sandbox"] = json!(true);
+        forged["partner"] = json!(PROD);
         assert_eq!(app.post_json(&prod, &forged).await.status(), 202);
         // The admin names the sandbox partner: the event is marked all the same.
         let mut named = ev("s-2");
@@ -107,12 +109,12 @@ crate::both_backends! {
         ]);
 
         let from = "2020-01-01T00:00:00Z";
-        let r = app.get(&admin, &format!("/v1/usage/query?meter=smart_launches&partner={SBX}&from={from}")).await;
+        let r = app.get(&admin, &format!("/v1/usage/query?meter=app_events&partner={SBX}&from={from}")).await;
         assert_eq!(sandbox_header(&r).as_deref(), Some("true"));
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["sandbox"], true, "{body}");
         assert_eq!(body["data"][0]["value"], 2, "{body}");
-        let (status, body) = app.query(&admin, &[("meter", "smart_launches"), ("partner", PROD), ("from", from)]).await;
+        let (status, body) = app.query(&admin, &[("meter", "app_events"), ("partner", PROD), ("from", from)]).await;
         assert_eq!(status, 200);
         assert_eq!(body["sandbox"], false, "{body}");
     }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use partner_gateway::apikeys::Role;
 use partner_gateway::metering::UsageEvent;
+use partner_gateway::metering::authority::Recorder;
 use partner_gateway::metering::store::insert_usage_events;
 use serde_json::{Value, json};
 
@@ -34,7 +35,12 @@ async fn feed(app: &TestApp, partner: &str, events: &[Ev<'_>], received: DateTim
         })
         .collect();
     let mut tx = app.db().begin().await.unwrap();
-    insert_usage_events(&mut tx, &events, received)
+    // As the gateway (launches) or the billing system (revenue) would have recorded them.
+    let recorder = Recorder::Webhook {
+        source: "billing".into(),
+        trusted: true,
+    };
+    insert_usage_events(&mut tx, &events, &recorder, received)
         .await
         .unwrap();
     tx.commit().await.unwrap();

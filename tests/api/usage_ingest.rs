@@ -2,7 +2,7 @@ use partner_gateway::apikeys::Role;
 use serde_json::{Value, json};
 
 use crate::both;
-use crate::helpers::event;
+use crate::helpers::{REPORTER, REPORTER_2, event};
 
 fn batch(prefix: &str, n: usize) -> Value {
     Value::Array(
@@ -10,7 +10,7 @@ fn batch(prefix: &str, n: usize) -> Value {
             .map(|i| {
                 event(
                     &format!("{prefix}-{i}"),
-                    "smart.launch",
+                    "app.launch",
                     &format!("u{i}"),
                     "2026-11-02T10:00:00Z",
                 )
@@ -26,8 +26,8 @@ async fn error_body(resp: reqwest::Response) -> (u16, Value) {
 
 both! {
     async fn a_single_event_is_accepted_with_202(app) {
-        let key = app.partner_key("epic-sandbox").await;
-        let resp = app.post_events(&key, "application/cloudevents+json", event("e1", "smart.launch", "u1", "2026-11-02T10:00:00Z").to_string()).await;
+        let key = app.partner_key(REPORTER).await;
+        let resp = app.post_events(&key, "application/cloudevents+json", event("e1", "app.launch", "u1", "2026-11-02T10:00:00Z").to_string()).await;
         assert_eq!(resp.status(), 202);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body, json!({"accepted": 1, "duplicates": 0}));
@@ -43,12 +43,12 @@ both! {
     }
 
     async fn clients_hanging_up_mid_write_do_not_wedge_the_ledger(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         // Requests abandoned at every point of their life: before, during and after the write.
         let mut tasks = Vec::new();
         for i in 0..150u64 {
             let events: Vec<Value> = (0..50)
-                .map(|j| event(&format!("hang-{i}-{j}"), "smart.launch", &format!("batch-{i}"), "2026-11-02T10:00:00Z"))
+                .map(|j| event(&format!("hang-{i}-{j}"), "app.launch", &format!("batch-{i}"), "2026-11-02T10:00:00Z"))
                 .collect();
             let req = app
                 .client
@@ -70,7 +70,7 @@ both! {
                 .post(app.url("/v1/usage/events"))
                 .bearer_auth(&key)
                 .timeout(std::time::Duration::from_secs(10))
-                .json(&event(&format!("after-{i}"), "smart.launch", "u", "2026-11-02T10:00:00Z"))
+                .json(&event(&format!("after-{i}"), "app.launch", "u", "2026-11-02T10:00:00Z"))
                 .send()
                 .await
                 .unwrap();
@@ -90,7 +90,7 @@ both! {
     }
 
     async fn a_batch_content_type_takes_an_array(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let resp = app.post_events(&key, "application/cloudevents-batch+json; charset=utf-8", batch("b", 10).to_string()).await;
         assert_eq!(resp.status(), 202);
         assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], 10);
@@ -100,31 +100,31 @@ both! {
     }
 
     async fn a_repeated_event_is_a_duplicate_and_never_counted_twice(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let first = app.post_json(&key, &batch("d", 5)).await;
         assert_eq!(first.json::<Value>().await.unwrap(), json!({"accepted": 5, "duplicates": 0}));
         // The same five again, plus one new, plus a repeat inside the batch.
         let mut again = batch("d", 5).as_array().unwrap().clone();
-        again.push(event("d-new", "smart.launch", "u", "2026-11-02T10:00:00Z"));
-        again.push(event("d-new", "smart.launch", "u", "2026-11-02T10:00:00Z"));
+        again.push(event("d-new", "app.launch", "u", "2026-11-02T10:00:00Z"));
+        again.push(event("d-new", "app.launch", "u", "2026-11-02T10:00:00Z"));
         let resp = app.post_json(&key, &Value::Array(again)).await;
         assert_eq!(resp.json::<Value>().await.unwrap(), json!({"accepted": 1, "duplicates": 6}));
         assert_eq!(app.ledger_count().await, 6);
     }
 
     async fn the_same_id_from_another_source_or_partner_is_a_different_event(app) {
-        let epic = app.partner_key("epic-sandbox").await;
-        let canvas = app.partner_key("canvas-sandbox").await;
-        let mut other_source = event("same", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        let epic = app.partner_key(REPORTER).await;
+        let canvas = app.partner_key(REPORTER_2).await;
+        let mut other_source = event("same", "app.launch", "u", "2026-11-02T10:00:00Z");
         other_source["source"] = json!("/elsewhere");
-        app.post_json(&epic, &event("same", "smart.launch", "u", "2026-11-02T10:00:00Z")).await;
+        app.post_json(&epic, &event("same", "app.launch", "u", "2026-11-02T10:00:00Z")).await;
         app.post_json(&epic, &other_source).await;
-        app.post_json(&canvas, &event("same", "lti.launch", "u", "2026-11-02T10:00:00Z")).await;
+        app.post_json(&canvas, &event("same", "app.visit", "u", "2026-11-02T10:00:00Z")).await;
         assert_eq!(app.ledger_count().await, 3);
     }
 
     async fn one_invalid_event_rejects_the_whole_batch_and_lists_each_problem(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let mut events = batch("v", 4).as_array().unwrap().clone();
         events[1].as_object_mut().unwrap().remove("id");
         events[3]["time"] = json!("last tuesday");
@@ -139,7 +139,7 @@ both! {
     }
 
     async fn malformed_json_is_400_and_writes_nothing(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let (status, body) = error_body(app.post_events(&key, "application/json", "[{\"specversion\": \"1.0\",").await).await;
         assert_eq!(status, 400);
         assert_eq!(body["code"], "malformed_json");
@@ -147,7 +147,7 @@ both! {
     }
 
     async fn a_wrong_content_type_is_415(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let (status, body) = error_body(app.post_events(&key, "text/plain", batch("c", 1).to_string()).await).await;
         assert_eq!(status, 415);
         assert!(body["detail"].as_str().unwrap().contains("text/plain"));
@@ -157,8 +157,8 @@ both! {
     }
 
     async fn an_oversized_body_is_413(app) {
-        let key = app.partner_key("epic-sandbox").await;
-        let mut ev = event("big", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        let key = app.partner_key(REPORTER).await;
+        let mut ev = event("big", "app.launch", "u", "2026-11-02T10:00:00Z");
         ev["data"] = json!({"blob": "x".repeat(1_100_000)});
         let (status, body) = error_body(app.post_json(&key, &ev).await).await;
         assert_eq!(status, 413);
@@ -167,7 +167,7 @@ both! {
     }
 
     async fn more_than_1000_events_is_400(app) {
-        let key = app.partner_key("epic-sandbox").await;
+        let key = app.partner_key(REPORTER).await;
         let mut events = Vec::new();
         for i in 0..1001 {
             events.push(json!({"specversion":"1.0","id":format!("{i}"),"source":"s","type":"t"}));
@@ -183,9 +183,9 @@ both! {
 
     async fn an_unknown_partner_is_rejected_and_nothing_written(app) {
         let key = app.admin().await;
-        let mut good = event("p1", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        let mut good = event("p1", "app.launch", "u", "2026-11-02T10:00:00Z");
         good["partner"] = json!("epic-sandbox");
-        let mut bad = event("p2", "smart.launch", "u", "2026-11-02T10:00:00Z");
+        let mut bad = event("p2", "app.launch", "u", "2026-11-02T10:00:00Z");
         bad["partner"] = json!("acme");
         let (status, body) = error_body(app.post_json(&key, &json!([good, bad])).await).await;
         assert_eq!(status, 400);
@@ -196,10 +196,10 @@ both! {
     async fn an_admin_or_app_key_names_the_partner(app) {
         for role in [Role::Admin, Role::App] {
             let key = app.key(role, None).await;
-            let (status, body) = error_body(app.post_json(&key, &event("n1", "smart.launch", "u", "2026-11-02T10:00:00Z")).await).await;
+            let (status, body) = error_body(app.post_json(&key, &event("n1", "app.launch", "u", "2026-11-02T10:00:00Z")).await).await;
             assert_eq!(status, 400);
             assert_eq!(body["errors"][0]["field"], "partner");
-            let mut ev = event(&format!("n-{}", role.as_str()), "smart.launch", "u", "2026-11-02T10:00:00Z");
+            let mut ev = event(&format!("n-{}", role.as_str()), "app.launch", "u", "2026-11-02T10:00:00Z");
             ev["partner"] = json!("oracle-health-sandbox");
             assert_eq!(app.post_json(&key, &ev).await.status(), 202);
         }
@@ -207,23 +207,23 @@ both! {
     }
 
     async fn a_partner_key_may_not_record_for_another_partner(app) {
-        let key = app.partner_key("epic-sandbox").await;
-        let mut own = event("o1", "smart.launch", "u", "2026-11-02T10:00:00Z");
-        own["partner"] = json!("epic-sandbox");
-        let mut other = event("o2", "smart.launch", "u", "2026-11-02T10:00:00Z");
-        other["partner"] = json!("canvas-sandbox");
+        let key = app.partner_key(REPORTER).await;
+        let mut own = event("o1", "app.launch", "u", "2026-11-02T10:00:00Z");
+        own["partner"] = json!(REPORTER);
+        let mut other = event("o2", "app.launch", "u", "2026-11-02T10:00:00Z");
+        other["partner"] = json!(REPORTER_2);
         let (status, body) = error_body(app.post_json(&key, &json!([own, other])).await).await;
         assert_eq!(status, 403);
-        assert!(body["detail"].as_str().unwrap().contains("canvas-sandbox"));
+        assert!(body["detail"].as_str().unwrap().contains(REPORTER_2));
         assert_eq!(app.ledger_count().await, 0);
     }
 
     async fn a_missing_time_defaults_to_now(app) {
-        let key = app.partner_key("epic-sandbox").await;
-        let ev = json!({"specversion":"1.0","id":"now1","source":"s","type":"smart.launch","subject":"u"});
+        let key = app.partner_key(REPORTER).await;
+        let ev = json!({"specversion":"1.0","id":"now1","source":"s","type":"app.launch","subject":"u"});
         assert_eq!(app.post_json(&key, &ev).await.status(), 202);
         let from = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
-        let (status, body) = app.query(&key, &[("meter", "smart_launches"), ("from", &from)]).await;
+        let (status, body) = app.query(&key, &[("meter", "app_events"), ("from", &from)]).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"][0]["value"], 1);
     }
@@ -258,13 +258,13 @@ crate::both_backends! {
     async fn duplicates_are_caught_across_instances_sharing_a_database(backend) {
         let Some(one) = crate::helpers::TestApp::spawn(backend).await else { return };
         let two = one.another_instance().await;
-        let key = one.partner_key("epic-sandbox").await;
+        let key = one.partner_key(REPORTER).await;
         // The same 200 events through both instances at once, in batches of 20.
         let mut sends = Vec::new();
         for app in [&one, &two] {
             for chunk in 0..10 {
                 let events: Vec<Value> = (chunk * 20..chunk * 20 + 20)
-                    .map(|i| event(&format!("x-{i}"), "smart.launch", "u", "2026-11-02T10:00:00Z"))
+                    .map(|i| event(&format!("x-{i}"), "app.launch", "u", "2026-11-02T10:00:00Z"))
                     .collect();
                 let req = app
                     .client

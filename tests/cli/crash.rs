@@ -80,7 +80,8 @@ async fn client_loop(
                     "specversion": "1.0",
                     "id": id,
                     "source": SOURCE,
-                    "type": "smart.launch",
+                    "type": "app.session",
+                    "partner": "epic-sandbox",
                     "subject": format!("user-{client_no}"),
                     "time": time,
                     "data": {"batch": batch_no},
@@ -134,7 +135,7 @@ async fn count_meter(server: &Server, admin: &str, from: &str, to: &str) -> i64 
         .query(
             admin,
             &[
-                ("meter", "smart_launches"),
+                ("meter", "app_sessions"),
                 ("partner", "epic-sandbox"),
                 ("from", from),
                 ("to", to),
@@ -150,7 +151,8 @@ async fn acknowledged_events_survive_a_crash(backend: Backend) {
     let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    let partner = env.create_key("partner", Some("epic-sandbox")).await;
+    // The app's key: it records its own sessions (no key may send the gateway's types).
+    let partner = env.create_key("app", None).await;
     let admin = env.create_key("admin", None).await;
 
     let now = Utc::now();

@@ -13,7 +13,7 @@ async fn a_backup_taken_under_load_is_whole_and_opens() {
     let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    let key = env.create_key("partner", Some("epic-sandbox")).await;
+    let key = env.create_key("app", None).await;
     let server = env.serve().await;
     // Ingest runs the whole time the backup is taken.
     let stop = Arc::new(AtomicBool::new(false));
@@ -32,7 +32,7 @@ async fn a_backup_taken_under_load_is_whole_and_opens() {
                 let r = client
                     .post(&url)
                     .bearer_auth(&key)
-                    .json(&json!({"specversion": "1.0", "id": format!("e-{i}"), "source": "s", "type": "smart.launch", "subject": format!("u{}", i % 7)}))
+                    .json(&json!({"specversion": "1.0", "id": format!("e-{i}"), "source": "s", "type": "app.session", "partner": "epic-sandbox", "subject": format!("u{}", i % 7)}))
                     .send()
                     .await
                     .unwrap();

@@ -181,12 +181,8 @@ async fn two_instances_behind_nginx_work_as_one_service() {
 
     let app_key = create_key(&env, &settings, &["--role", "app"]).await;
     let admin_key = create_key(&env, &settings, &["--role", "admin"]).await;
-    let load_key = create_key(
-        &env,
-        &settings,
-        &["--role", "partner", "--partner", LOAD_PARTNER],
-    )
-    .await;
+    // The app records its own sessions (no key may send the gateway's types).
+    let load_key = create_key(&env, &settings, &["--role", "app"]).await;
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -1102,8 +1098,8 @@ async fn load_client(
         let body = Value::Array(
             ids.iter()
                 .map(|id| {
-                    json!({"specversion": "1.0", "id": id, "source": LOAD_SOURCE, "type": "smart.launch",
-                           "subject": format!("user-{}", batch_no % 97), "time": time})
+                    json!({"specversion": "1.0", "id": id, "source": LOAD_SOURCE, "type": "app.session",
+                           "partner": LOAD_PARTNER, "subject": format!("user-{}", batch_no % 97), "time": time})
                 })
                 .collect(),
         )

@@ -15,7 +15,7 @@ async fn sigterm_stops_serve_with_exit_status_zero(backend: Backend) {
     let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    let key = env.create_key("partner", Some("epic-sandbox")).await;
+    let key = env.create_key("app", None).await;
 
     for signal in ["TERM", "INT"] {
         let mut server = env.serve().await;
@@ -25,7 +25,7 @@ async fn sigterm_stops_serve_with_exit_status_zero(backend: Backend) {
             .client
             .post(server.url("/v1/usage/events"))
             .bearer_auth(&key)
-            .json(&json!({"specversion": "1.0", "id": format!("before-{signal}"), "source": "s", "type": "smart.launch"}))
+            .json(&json!({"specversion": "1.0", "id": format!("before-{signal}"), "source": "s", "type": "app.session", "partner": "epic-sandbox"}))
             .send()
             .await
             .unwrap();

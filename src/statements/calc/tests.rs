@@ -236,6 +236,7 @@ proptest! {
             period_start: chrono::DateTime::UNIX_EPOCH, period_end: chrono::DateTime::UNIX_EPOCH,
             time_zone: "UTC".into(), currency: "USD".into(), rounding: String::new(),
             ledger_as_of: chrono::DateTime::UNIX_EPOCH, carried_since: None, provisional: false,
+            provenance: false, self_reported_events: None,
             lines: lines.clone(), revenue_basis: Decimal::ZERO, total: Decimal::ZERO, total_precise: Decimal::ZERO,
         };
         doc.sum();
