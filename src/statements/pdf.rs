@@ -690,6 +690,15 @@ fn details(s: &Statement) -> Vec<Vec<Band>> {
             ),
         ));
     }
+    if let Some(what) = &d.self_reported_events {
+        rows.push((
+            "Partner-reported events",
+            match what.as_str() {
+                "excluded" => "events the partner reported itself are not counted for money".into(),
+                _ => "events the partner reported itself are counted, as the agreement says".into(),
+            },
+        ));
+    }
     rows.push(("Computed at", instant(s.computed_at)));
     if let Some(at) = s.finalized_at {
         let by = s

@@ -10,7 +10,7 @@ async fn check_config_accepts_the_sample_config() {
     assert!(out.stdout.starts_with("configuration OK"), "{out}");
     assert!(
         out.stdout
-            .contains("6 partner(s), 6 meter(s), 5 agreement version(s)"),
+            .contains("6 partner(s), 9 meter(s), 5 agreement version(s)"),
         "{out}"
     );
     // Checking the config does not touch the database.
