@@ -154,6 +154,16 @@ crate::both! {
             Some(json!({"partner": "epic-sandbox", "url": "https://hooks.example/x", "event_types": types}).to_string().into_bytes())).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["errors"][0]["field"], "event_types", "{body}");
+        // A Deep Linking answer of 101 content items.
+        let mut ctx = crate::openapi::lti_context();
+        ctx.insert("message_type".into(), json!("LtiDeepLinkingRequest"));
+        let launch = crate::openapi::insert_launch_of(&app, None, partner_gateway::launches::LaunchKind::Lti, 60, ctx).await;
+        let app_key = app.key(Role::App, None).await;
+        let items: Vec<Value> = (0..101).map(|i| json!({"type": "link", "url": format!("https://app.example/{i}")})).collect();
+        let (status, body) = send(&app, "post", &format!("/v1/launches/{launch}/deep-link"), &app_key,
+            Some(json!({"content_items": items}).to_string().into_bytes())).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["code"], "too_many_items", "{body}");
         // Statement statuses: repeats fold into one filter.
         let finance = app.key(Role::Finance, None).await;
         let statuses = vec!["draft"; 2000].join(",");
