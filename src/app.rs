@@ -214,6 +214,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+    let header_timeout = Duration::from_secs(state.config.http.header_read_timeout_secs);
     let http_enabled = state.config.http.enabled;
     let db = state.db.clone();
     let usage = state.usage.clone();
@@ -222,11 +223,7 @@ pub async fn serve(
         tracing::info!(%addr, "listening");
         let app = router(state);
         let token = shutdown.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-        });
+        let mut server = tokio::spawn(serve_http(listener, app, header_timeout, token));
         tokio::select! {
             done = &mut server => { done??; }
             _ = shutdown.cancelled() => {
@@ -256,6 +253,69 @@ pub async fn serve(
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `axum::serve` plus what it lacks: a header read timeout, so a client sending its headers
+/// a byte at a time cannot hold a connection (and a task) open for ever. HTTP/1 as before;
+/// on `stop`, accepting ends and open connections finish their requests, then close.
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(app.clone()),
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// As `axum::serve` does: a connection that failed before it was accepted is skipped; any
+/// other error (too many open files) is logged and accepting pauses a second.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Cancel the token on SIGINT or SIGTERM.

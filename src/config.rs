@@ -32,6 +32,7 @@ pub struct Config {
     pub statements: StatementsConfig,
     pub webhooks: WebhooksConfig,
     pub sso: SsoConfig,
+    pub usage: UsageConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
     pub agreements: Vec<AgreementConfig>,
@@ -56,6 +57,9 @@ pub struct HttpConfig {
     /// or the CLI) takes effect everywhere within this many milliseconds. 0: every request
     /// reads the store (revocation immediate, about 60 µs more per request).
     pub api_key_cache_ms: u64,
+    /// A connection that has not sent a request's whole header in this many seconds is
+    /// closed, so slow-header clients cannot hold connections open.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -68,6 +72,7 @@ impl Default for HttpConfig {
             enabled: true,
             public_url: None,
             api_key_cache_ms: 1000,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -390,6 +395,8 @@ pub struct WebhooksConfig {
     pub retention_days: u64,
     /// How often meter thresholds are checked.
     pub thresholds_interval_secs: u64,
+    /// Most live endpoints one partner (or the company's app) may have.
+    pub max_endpoints_per_partner: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -408,6 +415,23 @@ impl Default for WebhooksConfig {
             rotation_overlap_secs: 86_400,
             retention_days: 30,
             thresholds_interval_secs: 60,
+            max_endpoints_per_partner: 50,
+        }
+    }
+}
+
+/// The usage ledger's limits on what it accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Largest `data` of one usage event, in bytes of JSON (API ingest and `usage import`).
+    pub max_data_bytes: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            max_data_bytes: crate::metering::event::DEFAULT_MAX_DATA_BYTES,
         }
     }
 }
@@ -573,7 +597,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "http",
     "database",
     "telemetry",
@@ -586,6 +610,7 @@ const SECTIONS: [&str; 12] = [
     "statements",
     "webhooks",
     "sso",
+    "usage",
 ];
 const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
 
@@ -761,6 +786,7 @@ impl Config {
         let agreements = list::<AgreementConfig>(&merged, "agreements", &origins, &mut problems);
         let webhooks = section::<WebhooksConfig>(&merged, "webhooks", &origins, &mut problems);
         let sso = section::<SsoConfig>(&merged, "sso", &origins, &mut problems);
+        let usage = section::<UsageConfig>(&merged, "usage", &origins, &mut problems);
 
         let config = Config {
             http: http.unwrap_or_default(),
@@ -775,6 +801,7 @@ impl Config {
             statements: statements.unwrap_or_default(),
             webhooks: webhooks.unwrap_or_default(),
             sso: sso.unwrap_or_default(),
+            usage: usage.unwrap_or_default(),
             partners,
             meters,
             agreements,
@@ -822,6 +849,24 @@ impl Config {
             out.push((
                 "http.request_timeout_secs".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            out.push((
+                "http.header_read_timeout_secs".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.webhooks.max_endpoints_per_partner == 0 {
+            out.push((
+                "webhooks.max_endpoints_per_partner".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.usage.max_data_bytes < 2 {
+            out.push((
+                "usage.max_data_bytes".into(),
+                "must be at least 2 (the size of {})".into(),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {

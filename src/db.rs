@@ -134,6 +134,9 @@ impl Db {
                     format!("cannot create the database directory {}", parent.display())
                 })?;
             }
+            if !is_memory(&filename) {
+                owner_only(&filename)?;
+            }
             opts = opts.pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)
@@ -198,6 +201,9 @@ impl Db {
             .unwrap_or_else(|| "backup.db".into());
         let tmp = dir.join(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
         let result = async {
+            // The copy holds everything the database does: readable by its owner only, from
+            // its first byte (VACUUM INTO fills an existing empty file, keeping its mode).
+            create_owner_only(&tmp)?;
             sqlx::query("VACUUM INTO $1")
                 .bind(tmp.to_string_lossy().into_owned())
                 .execute(pool)
@@ -332,6 +338,55 @@ impl Tx {
 
 fn is_memory(p: &Path) -> bool {
     p.as_os_str() == ":memory:"
+}
+
+/// Make the SQLite file readable and writable by its owner only (0600), creating it empty
+/// if missing: it holds sealed keys, launch contexts and the ledger. SQLite gives the `-wal`
+/// and `-shm` files the database file's mode; any left by an earlier, laxer start are
+/// tightened too.
+fn owner_only(db_file: &Path) -> anyhow::Result<()> {
+    if !db_file.exists() {
+        create_owner_only(db_file)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db_file.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if file.exists() {
+            set_owner_only(&file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Create an empty file with mode 0600 (or open an existing one), before anything is in it.
+fn create_owner_only(path: &Path) -> anyhow::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    set_owner_only(path)
+}
+
+fn set_owner_only(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(
+                || format!("cannot make {} readable by its owner only", path.display()),
+            )?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// The URL with any password replaced, for messages and logs.

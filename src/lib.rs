@@ -40,6 +40,9 @@ pub mod sso;
 pub mod statements;
 /// Tracing (text or JSON logs) and the Prometheus recorder.
 pub mod telemetry;
+/// U+0000, which the gateway never stores: found in input it refuses, scrubbed from signed
+/// third-party data.
+pub mod text;
 /// Wall-clock helpers: the store keeps instants as microseconds since the Unix epoch.
 pub mod time;
 /// Webhooks: signed, durable outbound delivery; verified inbound events into the ledger.

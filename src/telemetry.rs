@@ -27,12 +27,67 @@ pub fn init_tracing(cfg: &TelemetryConfig) {
                     .with_writer(std::io::stderr),
             )
             .try_init(),
-        LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
+        LogFormat::Text => {
+            // Colours only for a person at a terminal, not into a log file.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry.with(text_layer(std::io::stderr, ansi)).try_init()
+        }
     };
     // A second init (tests starting several apps) keeps the first subscriber.
     let _ = result;
+}
+
+/// The text log layer. Every field value and message goes through [`escape_controls`]: a
+/// request value carrying CR/LF or an escape sequence (`?iss=x%0A<forged line>%1b[2J`)
+/// cannot start a line of its own or drive the terminal, as JSON logs cannot.
+pub fn text_layer<S, W>(writer: W, ansi: bool) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{}=", field.name())?;
+        }
+        std::fmt::write(&mut EscapeControls(w), format_args!("{value:?}"))
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(fields)
+        .with_ansi(ansi)
+        .with_writer(writer)
+}
+
+/// Writes through, with control characters shown as escapes: `\n`, `\r`, `\t`, other C0
+/// and DEL as `\x1b`-style, C1 as `\u{9b}`.
+struct EscapeControls<'a, W: std::fmt::Write + ?Sized>(&'a mut W);
+
+impl<W: std::fmt::Write + ?Sized> std::fmt::Write for EscapeControls<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(|c: char| c.is_control()) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or('\0');
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x80 => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// `s` as the text log shows it (for tests and messages).
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    // Writing to a String cannot fail.
+    let _ = std::fmt::Write::write_str(&mut EscapeControls(&mut out), s);
+    out
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -54,4 +109,60 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_controls("a\nb\r\x1b[2J\u{9b}\tc"),
+            "a\\nb\\r\\x1b[2J\\u{9b}\\tc"
+        );
+        assert_eq!(escape_controls("plain é"), "plain é");
+    }
+
+    #[test]
+    fn a_request_value_cannot_forge_a_log_line_or_reach_the_terminal() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(text_layer(move || writer.clone(), false));
+        let forged = "x\n2026-01-01T00:00:00Z  INFO forged: admin logged in\x1b[2J\r";
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", path = %forged);
+            let _g = span.enter();
+            tracing::warn!(iss = %forged, quoted = forged, "unregistered issuer {forged}");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(!out.contains('\x1b') && !out.contains('\r'), "{out:?}");
+        assert!(
+            out.contains("x\\n2026-01-01T00:00:00Z  INFO forged"),
+            "{out}"
+        );
+        assert!(
+            out.contains("iss=x\\n") && out.contains("path=x\\n"),
+            "{out}"
+        );
+    }
 }

@@ -72,6 +72,18 @@ impl ApiError {
         }
     }
 
+    /// U+0000 in the request, which the gateway never stores (`crate::text`): `place`
+    /// names where (a JSON pointer, a parameter) so the caller can fix its input.
+    pub fn nul_character(place: impl Into<String>) -> Self {
+        ApiError::bad_request(
+            "nul_character",
+            format!(
+                "{} holds a NUL character (U+0000), which the gateway does not accept",
+                place.into()
+            ),
+        )
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),

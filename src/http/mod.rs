@@ -25,21 +25,45 @@ pub use error::{ApiError, FieldError};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The raw request body, with an over-limit body turned into our JSON 413.
+/// The raw request body, with an over-limit body turned into our JSON 413. On the `/v1`
+/// API a JSON body holding U+0000 anywhere is refused here, naming the field by its JSON
+/// pointer (`crate::text`): every handler reading a body gets the rule, none repeats it.
+/// Other routes (inbound webhooks) scrub the data after verifying it instead.
 pub struct Body(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(Body).map_err(|e| {
+        let api = is_api(req.uri().path());
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("the request body is larger than the gateway accepts (http.body_limit_bytes)".into())
+                ApiError::PayloadTooLarge(
+                    "the request body is larger than the gateway accepts (http.body_limit_bytes)"
+                        .into(),
+                )
             } else {
-                ApiError::bad_request("unreadable_body", format!("could not read the request body: {e}"))
+                ApiError::bad_request(
+                    "unreadable_body",
+                    format!("could not read the request body: {e}"),
+                )
             }
-        })
+        })?;
+        if api && let Some(pointer) = crate::text::json_nul(&bytes) {
+            let place = if pointer.is_empty() {
+                "the JSON body".to_owned()
+            } else {
+                format!("the JSON body at {pointer}")
+            };
+            return Err(ApiError::nul_character(place));
+        }
+        Ok(Body(bytes))
     }
+}
+
+/// The gateway's own API, whose errors are JSON.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/v1/")
 }
 
 /// Query parameters, with a malformed query turned into our JSON 400.
@@ -70,6 +94,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .route_layer(middleware::from_fn(track_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(body_limit, refuse_nul))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(sandbox::mark))
         .layer(middleware::from_fn_with_state(timeout, enforce_timeout))
@@ -143,4 +168,100 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
         .record(elapsed);
     resp
+}
+
+/// Refuse U+0000 in the path, the query and (browser routes) a form body, before any
+/// handler sees it (`crate::text`): a JSON 400 `nul_character` naming the parameter on the
+/// API, a readable 400 page elsewhere. JSON bodies are checked by [`Body`].
+async fn refuse_nul(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let api = is_api(req.uri().path());
+    let refuse = |place: String| -> Response {
+        if api {
+            ApiError::nul_character(place).into_response()
+        } else {
+            page::Page::new(
+                StatusCode::BAD_REQUEST,
+                "This request holds a character the gateway does not accept",
+            )
+            .line(format!(
+                "{} holds a NUL character (U+0000).",
+                capitalized(&place)
+            ))
+            .line("Go back and try again; if a link brought you here, tell whoever sent it.")
+            .into_response()
+        }
+    };
+    if let Some(place) = nul_in_path(&req) {
+        return refuse(place);
+    }
+    if let Some(q) = req.uri().query()
+        && let Some(name) = nul_in_pairs(q.as_bytes())
+    {
+        return refuse(format!("the query parameter {name:?}"));
+    }
+    let form = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if api || !form {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return page::Page::new(StatusCode::PAYLOAD_TOO_LARGE, "This form is too large")
+                .line("The gateway did not accept it. Go back and try again.")
+                .into_response();
+        }
+    };
+    if let Some(name) = nul_in_pairs(&bytes) {
+        return refuse(format!("the form field {name:?}"));
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// The first name (or the value's name) of `a=b&c=d` pairs holding a NUL once decoded.
+fn nul_in_pairs(bytes: &[u8]) -> Option<String> {
+    url::form_urlencoded::parse(bytes)
+        .find(|(k, v)| crate::text::has_nul(k) || crate::text::has_nul(v))
+        .map(|(k, _)| crate::text::printable(&k).into_owned())
+}
+
+/// A `%00` in the path, named by the route's parameter where the path matched one.
+fn nul_in_path(req: &Request) -> Option<String> {
+    let path = req.uri().path();
+    let at = path.to_ascii_lowercase().find("%00")?;
+    let index = path[..at].matches('/').count();
+    let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
+    let param = template
+        .and_then(|t| t.split('/').nth(index))
+        .and_then(|seg| seg.strip_prefix('{'))
+        .map(|seg| seg.trim_start_matches('*').trim_end_matches('}'));
+    // A wildcard swallows the rest of the path: it names the parameter too.
+    let param = param.or_else(|| {
+        template
+            .and_then(|t| t.split('/').find(|s| s.starts_with("{*")))
+            .map(|s| s.trim_start_matches("{*").trim_end_matches('}'))
+    });
+    Some(match param {
+        Some(name) => format!("the path parameter {name:?}"),
+        None => "the path".to_owned(),
+    })
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

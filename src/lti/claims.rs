@@ -117,7 +117,12 @@ pub fn verify_signature(token: &str, key: &Jwk) -> Result<Value, LaunchError> {
     v.validate_aud = false;
     v.required_spec_claims.clear();
     jsonwebtoken::decode::<Value>(token, &decoding, &v)
-        .map(|d| d.claims)
+        .map(|d| {
+            // Signed by the platform: a NUL (which no store keeps) becomes U+FFFD.
+            let mut claims = d.claims;
+            crate::text::scrub_nul(&mut claims);
+            claims
+        })
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => LaunchError::Signature,
             other => LaunchError::Malformed(format!("{other:?}")),

@@ -136,8 +136,8 @@ struct Outcome {
 #[schema(example = json!({"content_items": [{"type": "ltiResourceLink", "title": "Chapter 5 quiz", "url": "https://app.example/quiz/5", "lineItem": {"scoreMaximum": 10, "label": "Chapter 5 quiz"}}]}))]
 #[allow(dead_code)]
 struct DeepLinkBody {
-    /// Each needs a `type` (ltiResourceLink, link, file, html, image).
-    #[schema(value_type = Vec<Object>)]
+    /// Each needs a `type` (ltiResourceLink, link, file, html, image); at most 100.
+    #[schema(value_type = Vec<Object>, max_items = 100)]
     content_items: Vec<Value>,
 }
 
@@ -716,6 +716,9 @@ async fn canvas_config(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+/// Most content items in one Deep Linking answer (the spec sets none; a picker offers a few).
+const MAX_CONTENT_ITEMS: usize = 100;
+
 #[utoipa::path(
     post,
     path = "/v1/launches/{launch_id}/deep-link",
@@ -723,7 +726,7 @@ async fn canvas_config(State(state): State<AppState>) -> Json<Value> {
     operation_id = "answer_deep_link",
     params(("launch_id" = String, Path, description = "A Deep Linking launch's id")),
     request_body = DeepLinkBody,
-    security(("app_key" = []), ("partner_key" = [])),
+    security(("app_key" = [])),
     responses(
         (status = 200, description = "The signed response and where to post it", body = DeepLinkResponse),
         (status = 400, response = crate::http::openapi::BadRequest),
@@ -739,6 +742,9 @@ async fn app_deep_link(
     Path(launch_id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<DeepLinkResponse>, ApiError> {
+    // The answer is signed by the gateway and trusted by the LMS as the tool's choice: only
+    // the company's app chooses content, never a partner's key.
+    caller.require(&[crate::apikeys::Role::App])?;
     let launch = crate::launches::routes::authorized_launch(&state, &caller, &launch_id).await?;
     if launch.context.get("message_type").and_then(Value::as_str) != Some("LtiDeepLinkingRequest") {
         return Err(ApiError::Conflict(format!(
@@ -761,6 +767,15 @@ async fn app_deep_link(
                 "content_items must be an array of LTI content items",
             )
         })?;
+    if items.len() > MAX_CONTENT_ITEMS {
+        return Err(ApiError::bad_request(
+            "too_many_items",
+            format!(
+                "content_items holds {} items; a Deep Linking answer carries at most {MAX_CONTENT_ITEMS}",
+                items.len()
+            ),
+        ));
+    }
     for (i, item) in items.iter().enumerate() {
         if item.get("type").and_then(Value::as_str).is_none() {
             return Err(ApiError::Validation {

@@ -9,6 +9,10 @@ pub const MAX_ATTRIBUTE_LEN: usize = 1024;
 /// Events dated further ahead than this are refused: a clock far off would otherwise let an
 /// event land in a billing period that has not started.
 pub const MAX_FUTURE_SKEW: Duration = Duration::hours(24);
+/// Default of `usage.max_data_bytes`: an event's `data` is a handful of fields for meters
+/// and statements, so 64 KiB is generous; a batch of 1000 such events is still bounded by
+/// `http.body_limit_bytes`.
+pub const DEFAULT_MAX_DATA_BYTES: usize = 64 * 1024;
 
 /// A validated event, attributed to a partner, ready for the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +173,76 @@ pub fn parse_event(value: Value, now: DateTime<Utc>) -> Result<ParsedEvent, Vec<
     }
 }
 
+/// The raw event's `data` when it is longer than `max` bytes of JSON: the problem names the
+/// size and the cap (`usage.max_data_bytes`).
+pub fn data_size_problem(event: &Value, max: usize) -> Option<FieldProblem> {
+    let data = event.get("data")?;
+    let size = json_len(data);
+    (size > max).then(|| {
+        problem(
+            "data",
+            format!(
+                "is {size} bytes of JSON; the gateway accepts at most {max} (usage.max_data_bytes)"
+            ),
+        )
+    })
+}
+
+/// [`data_size_problem`] for each event of a batch, by index (the whole batch is refused).
+pub fn check_data_sizes(events: &[Value], max: usize) -> Result<(), Vec<crate::http::FieldError>> {
+    let errors: Vec<crate::http::FieldError> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, e)| {
+            data_size_problem(e, max).map(|p| crate::http::FieldError {
+                index: Some(index),
+                field: p.field,
+                reason: p.reason,
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What an NDJSON line may not hold before it is even parsed as an event: U+0000 anywhere
+/// (the ledger never stores it; `crate::text`), or `data` over `max_data_bytes`.
+pub fn line_problem(event: &Value, max_data_bytes: usize) -> Option<FieldProblem> {
+    if let Some(pointer) = crate::text::find_nul(event) {
+        let field = if pointer.is_empty() {
+            "(event)"
+        } else {
+            pointer.as_str()
+        };
+        return Some(problem(
+            field,
+            "holds a NUL character (U+0000), which the ledger does not store",
+        ));
+    }
+    data_size_problem(event, max_data_bytes)
+}
+
+/// Bytes of `v` as compact JSON, counted without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 fn is_json_media_type(ct: &str) -> bool {
     let essence = ct
         .split(';')
@@ -232,6 +306,25 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn data_over_the_cap_and_nul_anywhere_are_named() {
+        let e = json!({"id": "1", "data": {"k": "abcdef"}});
+        assert_eq!(data_size_problem(&e, 14), None); // {"k":"abcdef"} is 14 bytes
+        let p = data_size_problem(&e, 13).unwrap();
+        assert_eq!(p.field, "data");
+        assert!(
+            p.reason.contains("14 bytes") && p.reason.contains("usage.max_data_bytes"),
+            "{}",
+            p.reason
+        );
+        assert_eq!(data_size_problem(&json!({"id": "1"}), 0), None);
+        let errs = check_data_sizes(&[json!({}), e.clone()], 13).unwrap_err();
+        assert_eq!(errs[0].index, Some(1));
+        let nul = line_problem(&json!({"id": "1", "data": {"customer": "a\u{0}"}}), 1000).unwrap();
+        assert_eq!(nul.field, "/data/customer");
+        assert_eq!(line_problem(&e, 1000), None);
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub async fn import_ndjson(
                 continue;
             }
         };
+        if let Some(p) = super::event::line_problem(&value, config.usage.max_data_bytes) {
+            report
+                .rejected
+                .push((lineno, format!("{} {}", p.field, p.reason)));
+            continue;
+        }
         match prepare_one(value, writer, &known, Utc::now()) {
             Ok(e) => batch.push(e),
             Err(PrepareError::Forbidden(m)) => report.rejected.push((lineno, m)),

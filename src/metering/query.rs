@@ -150,6 +150,11 @@ pub enum QueryError {
     UnknownMeter(String),
 }
 
+/// Most `group_by` fields in one query. Each must be one the meter declares, named once, so
+/// this only bites for meters declaring more; it bounds the query's size whatever the
+/// config holds.
+pub const MAX_GROUP_BY: usize = 8;
+
 /// Validate the query parameters; every problem is listed. `own_partner` is the partner of a
 /// partner key (the default for `partner`).
 pub const KNOWN_PARAMS: [&str; 7] = ["meter", "partner", "from", "to", "window", "tz", "group_by"];
@@ -229,8 +234,20 @@ pub fn parse_query<'m>(
         })
         .unwrap_or_default();
     let mut group_fields: Vec<Field> = Vec::new();
-    if let Some(m) = meter {
-        for g in &group_names {
+    if group_names.len() > MAX_GROUP_BY {
+        invalid(
+            "group_by",
+            format!(
+                "names {} fields; at most {MAX_GROUP_BY}, each declared by the meter, each once",
+                group_names.len()
+            ),
+        );
+    } else if let Some(m) = meter {
+        for (i, g) in group_names.iter().enumerate() {
+            if group_names[..i].contains(g) {
+                invalid("group_by", format!("names {g:?} more than once"));
+                continue;
+            }
             match m.group_by.iter().find(|(name, _)| name == g) {
                 Some((_, f)) => group_fields.push(f.clone()),
                 None => {
@@ -420,6 +437,46 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn group_by_names_each_declared_field_once_and_at_most_the_cap() {
+        let meter = Meter::compile(&crate::config::MeterConfig {
+            name: "m".into(),
+            description: String::new(),
+            event_types: vec!["t".into()],
+            aggregation: "COUNT".into(),
+            value: None,
+            group_by: vec!["subject".into(), "$.course".into()],
+            thresholds: vec![],
+        })
+        .unwrap();
+        let meters = BTreeMap::from([("m".to_owned(), meter)]);
+        let ask = |g: &str| {
+            parse_query(
+                &params(&[
+                    ("meter", "m"),
+                    ("partner", "p"),
+                    ("from", "2026-11-01T00:00:00Z"),
+                    ("group_by", g),
+                ]),
+                &meters,
+                None,
+                Utc::now(),
+            )
+        };
+        assert_eq!(ask("subject,$.course").unwrap().group_fields.len(), 2);
+        let Err(QueryError::Invalid(errors)) = ask("subject,subject") else {
+            panic!("a repeated field was accepted")
+        };
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].reason.contains("more than once"), "{errors:?}");
+        let many = vec!["subject"; 5000].join(",");
+        let Err(QueryError::Invalid(errors)) = ask(&many) else {
+            panic!("5000 fields were accepted")
+        };
+        assert_eq!(errors.len(), 1, "one problem, not one per field");
+        assert!(errors[0].reason.contains("at most 8"), "{errors:?}");
     }
 
     #[test]

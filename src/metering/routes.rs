@@ -212,6 +212,12 @@ async fn ingest(
     if values.len() > MAX_BATCH {
         return Err(IngestError::TooMany(values.len()).into());
     }
+    super::event::check_data_sizes(&values, state.config.usage.max_data_bytes).map_err(
+        |errors| ApiError::Validation {
+            detail: "event data over the size limit; nothing was written".into(),
+            errors,
+        },
+    )?;
     let attribution = match (&caller.role, &caller.partner_id) {
         (Role::Partner, Some(p)) => Attribution::Fixed(p.as_str()),
         _ => Attribution::Named { default: None },

@@ -305,6 +305,9 @@ pub struct LaunchSpec {
     pub custom: serde_json::Map<String, Value>,
     /// Overrides the tool's default `target_link_uri`.
     pub target_link_uri: Option<String>,
+    /// The `login_hint` sent at login initiation; the user's `sub` when unset. Platforms
+    /// such as Canvas send an opaque value instead.
+    pub login_hint: Option<String>,
 }
 
 impl LaunchSpec {
@@ -326,6 +329,7 @@ impl LaunchSpec {
             },
             custom: serde_json::Map::new(),
             target_link_uri: None,
+            login_hint: None,
         }
     }
 

@@ -116,8 +116,10 @@ pub fn verify(
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
     match jsonwebtoken::decode::<Value>(token, &key, &validation) {
-        Ok(data) => {
+        Ok(mut data) => {
             check_iat(&data.claims, leeway_secs)?;
+            // Signed by the EHR: a NUL (which no store keeps) becomes U+FFFD.
+            crate::text::scrub_nul(&mut data.claims);
             Ok(data.claims)
         }
         Err(e) => Err(map_error(e, token)),

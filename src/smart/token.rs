@@ -112,7 +112,9 @@ pub async fn request(
     if !(200..300).contains(&status) {
         return Err(TokenError::Refused(oauth_error_text(status, &body)));
     }
-    TokenResponse::parse(&body).map_err(TokenError::Invalid)
+    // The EHR's answer, which it alone can change: a NUL (which no store keeps) becomes
+    // U+FFFD in the patient, encounter and other context the launch records.
+    TokenResponse::parse(&crate::text::scrub_nul_json(&body)).map_err(TokenError::Invalid)
 }
 
 fn form_encode(s: &str) -> String {

@@ -305,6 +305,8 @@ pub async fn finish(
             claims.entry(k).or_insert(v);
         }
     }
+    // Verified above: a NUL (which no store keeps) becomes U+FFFD.
+    crate::text::scrub_nul_map(&mut claims);
     Ok(claims)
 }
 

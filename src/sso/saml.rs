@@ -815,7 +815,13 @@ fn user_from(a: &Assertion, conn: &SsoConnection, sp: &Sp) -> Result<SamlUser, R
     let mut attributes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for st in a.attribute_statements.iter().flatten() {
         for attr in &st.attributes {
-            let values: Vec<String> = attr.values.iter().filter_map(|v| v.value.clone()).collect();
+            // Signed by the IdP: a NUL (which no store keeps) becomes U+FFFD. (XML 1.0 has no
+            // way to carry one, but the parser is not ours to rely on.)
+            let values: Vec<String> = attr
+                .values
+                .iter()
+                .filter_map(|v| v.value.clone().map(crate::text::without_nul))
+                .collect();
             for key in [&attr.name, &attr.friendly_name].into_iter().flatten() {
                 attributes
                     .entry(key.clone())

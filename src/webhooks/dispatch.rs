@@ -611,7 +611,11 @@ async fn read_prefix(response: reqwest::Response, limit: usize) -> (String, Opti
             }
         }
     }
-    (String::from_utf8_lossy(&buf).into_owned(), error)
+    // The receiver's text, which no store may keep with a NUL in it (`crate::text`).
+    (
+        crate::text::without_nul(String::from_utf8_lossy(&buf).into_owned()),
+        error,
+    )
 }
 
 /// A transport error in words (timeouts, refused connections, the address policy).

@@ -218,9 +218,11 @@ pub async fn receive(
         })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (webhook_id, signed_at) = verify(src, &header, &body, now).map_err(|e| refusal(src, e))?;
-    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
+    let mut payload: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_body", format!("the payload is not JSON: {e}"))
     })?;
+    // Signed by the sender, who cannot change it: keep the event, without NUL.
+    crate::text::scrub_nul(&mut payload);
     let outcome = record(&state, &partner, src, &payload, webhook_id, signed_at, now).await?;
     let body = match &outcome {
         Received::Accepted {

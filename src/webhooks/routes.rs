@@ -300,6 +300,7 @@ fn field_errors(errors: Vec<crate::http::FieldError>) -> Result<(), ApiError> {
         (status = 403, response = crate::http::openapi::Forbidden),
         (status = 404, response = crate::http::openapi::NotFound),
         (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 422, description = "The partner (or the app) has `webhooks.max_endpoints_per_partner` endpoints already (`too_many_endpoints`)", body = crate::http::error::ErrorBody),
     )
 )]
 async fn create(
@@ -378,6 +379,22 @@ async fn create(
     let key = SigningKey::generate(req.scheme);
     let secret = seal_secret(&state.master_key, &row.id, 1, &key, now)?;
     let mut tx = state.db.begin().await?;
+    // Counted and inserted under one lock, so concurrent creations cannot pass the cap.
+    let owner = row.partner_id.as_deref().unwrap_or("(app)");
+    tx.lock_named(&format!("webhook-endpoints:{owner}")).await?;
+    let max = state.config.webhooks.max_endpoints_per_partner;
+    if store::count_endpoints(&mut tx, row.partner_id.as_deref()).await? >= max as i64 {
+        return Err(ApiError::Unprocessable {
+            code: "too_many_endpoints",
+            detail: format!(
+                "{} has {max} webhook endpoints, the most allowed (webhooks.max_endpoints_per_partner); delete one first",
+                match &row.partner_id {
+                    Some(p) => format!("partner {p:?}"),
+                    None => "the app".to_owned(),
+                }
+            ),
+        });
+    }
     store::insert_endpoint(&mut tx, &row).await?;
     store::insert_secret(&mut tx, &secret).await?;
     tx.commit().await?;

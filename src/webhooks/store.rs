@@ -148,6 +148,13 @@ pub async fn insert_endpoint(tx: &mut Tx, e: &EndpointRow) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// How many live endpoints a partner has (`None`: the company's app).
+pub async fn count_endpoints(tx: &mut Tx, partner: Option<&str>) -> Result<i64, sqlx::Error> {
+    let sql = "SELECT COUNT(*) FROM webhook_endpoints WHERE deleted_at_us IS NULL \
+               AND ((CAST($1 AS TEXT) IS NULL AND partner_id IS NULL) OR partner_id = $1)";
+    with_tx!(tx, c => sqlx::query_scalar(sql).bind(partner).fetch_one(c).await)
+}
+
 /// A live (not deleted) endpoint.
 pub async fn get_endpoint(db: &Db, id: &str) -> Result<Option<EndpointRow>, sqlx::Error> {
     let sql = format!(

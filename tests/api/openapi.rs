@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::helpers::TestApp;
 
 /// The document's operations: (method, path template, operation).
-fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+pub(crate) fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -37,11 +37,11 @@ fn fill(template: &str, value: &str) -> String {
     out
 }
 
-fn documents(op: &Value, status: u16) -> bool {
+pub(crate) fn documents(op: &Value, status: u16) -> bool {
     op["responses"].get(status.to_string()).is_some()
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -59,7 +59,7 @@ async fn send(
     (status, body)
 }
 
-async fn document(app: &TestApp) -> Value {
+pub(crate) async fn document(app: &TestApp) -> Value {
     let resp = app
         .client
         .get(app.url("/openapi.json"))
@@ -357,13 +357,13 @@ crate::both! {
 
 }
 
-fn op_accepts(op: &Value, scheme: &str) -> bool {
+pub(crate) fn op_accepts(op: &Value, scheme: &str) -> bool {
     op["security"]
         .as_array()
         .is_some_and(|s| s.iter().any(|r| r.get(scheme).is_some()))
 }
 
-fn lti_context() -> Map<String, Value> {
+pub(crate) fn lti_context() -> Map<String, Value> {
     json!({
         "lti_version": "1.3.0",
         "message_type": "LtiResourceLinkRequest",
@@ -379,7 +379,7 @@ fn lti_context() -> Map<String, Value> {
     .unwrap()
 }
 
-fn smart_context(iss: &str) -> Map<String, Value> {
+pub(crate) fn smart_context(iss: &str) -> Map<String, Value> {
     json!({"iss": iss, "patient": "123"})
         .as_object()
         .cloned()
@@ -397,7 +397,7 @@ async fn insert_launch(
     insert_launch_of(app, None, kind, minutes, context).await
 }
 
-async fn insert_launch_of(
+pub(crate) async fn insert_launch_of(
     app: &TestApp,
     partner: Option<&str>,
     kind: LaunchKind,

@@ -328,3 +328,18 @@ both_backends! {
         assert_eq!(env.sso_logins().await, 2);
     }
 }
+
+both_backends! {
+    // The IdP signed a NUL into the user's `sub` and `name`: the sign-in works, the NUL
+    // becomes U+FFFD (PostgreSQL refused the launch with a 500 before).
+    async fn an_id_token_with_nul_in_its_claims_signs_in_with_the_replacement_character(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Okta, "").await else { return };
+        env.idp.set_user(IdpUser { sub: "00u1\u{0}ada".into(), name: "Ada\u{0} Lovelace".into(), ..ada() });
+        let Outcome::App(code) = env.login().await else { panic!("no app redirect") };
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{launch}");
+        assert_eq!(launch["user"]["id"], "00u1\u{FFFD}ada");
+        assert_eq!(launch["user"]["name"], "Ada\u{FFFD} Lovelace");
+        assert_eq!(env.sso_logins().await, 1);
+    }
+}

@@ -300,3 +300,59 @@ where
     }
     out
 }
+
+both! {
+    // U+0000 in an event's id, subject, a data key or a data value: a 400 naming the field
+    // by its JSON pointer, nothing written (PostgreSQL answered 500 before; SQLite stored it).
+    async fn a_nul_in_an_event_is_refused_naming_the_field(app) {
+        let admin = app.admin().await;
+        let ok = json!({"specversion": "1.0", "id": "n-1", "source": "/app", "type": "app.session",
+                        "subject": "u1", "partner": "epic-sandbox", "data": {"customer": "acme", "minutes": 5}});
+        let mut cases = Vec::new();
+        let mut e = ok.clone();
+        e["id"] = json!("n\u{0}1");
+        cases.push((e, "/1/id"));
+        let mut e = ok.clone();
+        e["subject"] = json!("u\u{0}1");
+        cases.push((e, "/1/subject"));
+        let mut e = ok.clone();
+        e["data"]["customer"] = json!("ac\u{0}me");
+        cases.push((e, "/1/data/customer"));
+        let mut e = ok.clone();
+        e["data"] = json!({"cust\u{0}omer": "acme"});
+        cases.push((e, "/1/data/cust\\u0000omer"));
+        for (bad, pointer) in cases {
+            let mut first = ok.clone();
+            first["id"] = json!("n-0");
+            let (status, body) = error_body(app.post_json(&admin, &json!([first, bad])).await).await;
+            assert_eq!(status, 400, "{pointer}: {body}");
+            assert_eq!(body["code"], "nul_character", "{body}");
+            assert!(body["detail"].as_str().unwrap().contains(pointer), "{pointer}: {body}");
+        }
+        assert_eq!(app.ledger_count().await, 0);
+        // The escaped backslash is not a NUL: `\\u0000` is six characters of text.
+        let mut e = ok.clone();
+        e["data"]["customer"] = json!("\\u0000");
+        let (status, body) = error_body(app.post_json(&admin, &e).await).await;
+        assert_eq!(status, 202, "{body}");
+    }
+
+    // An event's `data` over `usage.max_data_bytes` (64 KiB by default) is refused with a 400
+    // naming the cap; the batch is not written.
+    async fn event_data_over_the_size_cap_is_refused(app) {
+        let admin = app.admin().await;
+        let event = |id: &str, len: usize| json!({"specversion": "1.0", "id": id, "source": "/app", "type": "app.session",
+                                                  "partner": "epic-sandbox", "data": {"blob": "x".repeat(len)}});
+        // {"blob":"..."} is 11 bytes around the text.
+        let fits = event("fits", 64 * 1024 - 11);
+        let over = event("over", 64 * 1024 - 10);
+        let (status, body) = error_body(app.post_json(&admin, &json!([fits.clone(), over])).await).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["errors"][0]["index"], 1, "{body}");
+        assert_eq!(body["errors"][0]["field"], "data", "{body}");
+        assert!(body["errors"][0]["reason"].as_str().unwrap().contains("usage.max_data_bytes"), "{body}");
+        assert_eq!(app.ledger_count().await, 0);
+        let (status, body) = error_body(app.post_json(&admin, &fits).await).await;
+        assert_eq!(status, 202, "{body}");
+    }
+}

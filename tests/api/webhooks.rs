@@ -673,3 +673,115 @@ fn loopback_name() -> Option<String> {
             .map(str::to_owned)
     })
 }
+
+/// A partner whose system sends Standard Webhooks (`session.ended`) into the ledger.
+const STANDARD_SOURCE: &str = r#"
+[[partners]]
+id = "std-hooks"
+name = "A partner sending Standard Webhooks"
+kind = "other"
+[[partners.webhook_sources]]
+id = "sessions"
+signing = "standard"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+[[partners.webhook_sources.events]]
+when = "session.ended"
+event_type = "app.session"
+subject = "/data/user"
+[partners.webhook_sources.events.data]
+customer = "/data/customer"
+"#;
+
+async fn stored_event(app: &TestApp, id: &str) -> (Option<String>, Value) {
+    let (subject, data): (Option<String>, String) = partner_gateway::with_db!(app.db(), c => sqlx::query_as(
+        "SELECT subject, CAST(data AS TEXT) FROM usage_events WHERE event_id = $1").bind(id).fetch_one(c).await).unwrap();
+    (subject, serde_json::from_str(&data).unwrap())
+}
+
+both_backends! {
+    // A verified webhook carrying U+0000 in mapped fields is recorded with U+FFFD: the
+    // sender cannot change what it signed, and a paid invoice must not be lost to its
+    // retries (PostgreSQL answered 500 before). Standard Webhooks and billing signatures.
+    async fn signed_inbound_webhooks_with_nul_are_recorded_with_the_replacement_character(backend) {
+        let Some(app) = spawn(backend, STANDARD_SOURCE).await else { return };
+        let now = Utc::now().timestamp();
+        // Standard Webhooks.
+        let key = partner_gateway::webhooks::signature::SigningKey::decode("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = json!({"type": "session.ended", "data": {"user": "u\u{0}1", "customer": "ac\u{0}me"}}).to_string();
+        let r = app.client.post(app.url("/webhooks/in/std-hooks/sessions"))
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_nul_1")
+            .header("webhook-timestamp", now.to_string())
+            .header("webhook-signature", signature::signature_header(&[key], "msg_nul_1", now, body.as_bytes()))
+            .body(body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "accepted", "{v}");
+        let (subject, data) = stored_event(&app, "msg_nul_1").await;
+        assert_eq!(subject.as_deref(), Some("u\u{FFFD}1"));
+        assert_eq!(data["customer"], "ac\u{FFFD}me");
+        // A billing provider's paid invoice (timestamped HMAC) with a NUL in the customer.
+        let invoice = json!({
+            "id": "in_nul", "type": "invoice.paid", "created": now,
+            "data": {"object": {"customer": "cus_\u{0}1", "amount_paid": 1000, "currency": "usd",
+                     "lines": {"data": [{"price": {"product": "prod_ehr"}}]}}}
+        }).to_string();
+        let header = signature::timestamped_hmac_header(b"sandbox-billing-webhook-secret", now, invoice.as_bytes());
+        let r = app.client.post(app.url("/webhooks/in/epic-sandbox/billing"))
+            .header("content-type", "application/json").header("Billing-Signature", header)
+            .body(invoice).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "accepted", "{v}");
+        let (subject, data) = stored_event(&app, "in_nul").await;
+        assert_eq!(subject.as_deref(), Some("cus_\u{FFFD}1"));
+        assert_eq!(data["customer"], "cus_\u{FFFD}1");
+        assert!(data["amount"].is_string(), "{data}");
+    }
+
+    // A partner (or the app) may have `webhooks.max_endpoints_per_partner` endpoints; the
+    // next is refused with 422 naming the cap, and a deleted one frees its place.
+    async fn endpoints_per_partner_are_capped(backend) {
+        let Some(app) = spawn(backend, "max_endpoints_per_partner = 2\n").await else { return };
+        let key = app.partner_key(PARTNER).await;
+        let ep = json!({"url": "http://127.0.0.1:9/hook"});
+        let (status, first) = create(&app, &key, ep.clone()).await;
+        assert_eq!(status, 201, "{first}");
+        let (status, _) = create(&app, &key, ep.clone()).await;
+        assert_eq!(status, 201);
+        let (status, body) = create(&app, &key, ep.clone()).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["code"], "too_many_endpoints");
+        assert!(body["detail"].as_str().unwrap().contains("webhooks.max_endpoints_per_partner"), "{body}");
+        // Another partner and the app have their own count.
+        let (status, body) = create(&app, &app.admin().await, json!({"partner": "epic-sandbox", "url": "http://127.0.0.1:9/hook"})).await;
+        assert_eq!(status, 201, "{body}");
+        let app_key = app.key(Role::App, None).await;
+        for expect in [201, 201, 422] {
+            assert_eq!(create(&app, &app_key, ep.clone()).await.0, expect);
+        }
+        // Deleting one makes room.
+        let id = first["id"].as_str().unwrap();
+        let r = app.client.delete(app.url(&format!("/v1/webhooks/endpoints/{id}"))).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(create(&app, &key, ep).await.0, 201);
+    }
+}
+
+both_backends! {
+    // A receiver answering with U+0000 in its body: the attempt is recorded (the body kept
+    // with U+FFFD) and the delivery settles, instead of the batch's records failing on
+    // PostgreSQL and the delivery going round again.
+    async fn a_receiver_answer_with_nul_is_recorded(backend) {
+        let Some(app) = spawn(backend, "").await else { return };
+        let rx = Receiver::start().await.unwrap();
+        rx.set_default(Some(Reply::Body(200, "ok\u{0}done".into())));
+        let admin = app.admin().await;
+        let ep = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/nul")})).await;
+        let msg = emit(&app, Some(PARTNER), "launch.completed", json!({"launch_id": "l-1"})).await;
+        wait_state(&app, &admin, &msg, ep["id"].as_str().unwrap(), "delivered").await;
+        let a = attempts(&app, &admin, &msg).await;
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0]["response_body"], "ok\u{FFFD}done");
+    }
+}

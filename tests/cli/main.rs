@@ -15,6 +15,7 @@ mod check_config;
 mod crash;
 mod db_backup;
 mod grade_crash;
+mod hygiene;
 mod import;
 mod keys;
 mod migrate;

@@ -52,7 +52,12 @@ pub(super) fn login_initiation(s: &Shared, spec: LaunchSpec) -> LoginInitiation 
         .unwrap_or_default();
     let mut params = vec![
         ("iss".to_owned(), s.issuer.clone()),
-        ("login_hint".to_owned(), spec.user.sub.clone()),
+        (
+            "login_hint".to_owned(),
+            spec.login_hint
+                .clone()
+                .unwrap_or_else(|| spec.user.sub.clone()),
+        ),
         ("target_link_uri".to_owned(), target),
         ("lti_message_hint".to_owned(), hint.clone()),
         ("client_id".to_owned(), spec.client_id.clone()),
@@ -206,10 +211,12 @@ pub(super) async fn authorize(
                 "invalid_request",
                 "lti_message_hint belongs to another client_id",
             )),
-            Some(l) if l.spec.user.sub != login_hint => Some((
-                "login_required",
-                "login_hint does not match the user who launched",
-            )),
+            Some(l) if l.spec.login_hint.as_deref().unwrap_or(&l.spec.user.sub) != login_hint => {
+                Some((
+                    "login_required",
+                    "login_hint does not match the user who launched",
+                ))
+            }
             Some(_) => None,
         };
         if let Some((error, description)) = problem {
