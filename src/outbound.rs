@@ -2,7 +2,9 @@
 //! from config or from documents partners serve (discovery, JWKS), so every request is
 //! checked: `https` only (unless `outbound.allow_http`), and no loopback, private or other
 //! non-public addresses (unless `outbound.allow_private_networks`), both for IP literals and
-//! for what a host name resolves to, and again on every redirect hop.
+//! for what a host name resolves to, and again on every redirect hop. IPv6 forms that carry
+//! an IPv4 address (mapped, compatible, NAT64, 6to4, Teredo, ISATAP) are judged by that
+//! address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -41,6 +43,8 @@ impl Policy {
             "http" => return Err(Refused::Scheme(redact(url))),
             _ => return Err(Refused::Malformed(redact(url))),
         }
+        // `url` has already turned every IPv4 spelling a browser accepts (`2130706433`,
+        // `0x7f.1`, `127.1`, `017700000001`) into an IPv4 host, so none reaches DNS.
         match url.host() {
             None => Err(Refused::Malformed(redact(url))),
             Some(url::Host::Ipv4(ip)) if !self.allow_private && !is_public(IpAddr::V4(ip)) => {
@@ -49,14 +53,18 @@ impl Policy {
             Some(url::Host::Ipv6(ip)) if !self.allow_private && !is_public(IpAddr::V6(ip)) => {
                 Err(Refused::PrivateAddress(redact(url)))
             }
-            Some(url::Host::Domain(d))
-                if !self.allow_private && (d == "localhost" || d.ends_with(".localhost")) =>
-            {
+            Some(url::Host::Domain(d)) if !self.allow_private && is_localhost(d) => {
                 Err(Refused::PrivateAddress(redact(url)))
             }
             Some(_) => Ok(()),
         }
     }
+}
+
+/// `localhost` and its subdomains always mean this machine (RFC 6761 §6.3).
+fn is_localhost(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    d == "localhost" || d.ends_with(".localhost")
 }
 
 /// The URL without its query: queries may carry codes or tokens and must not reach logs.
@@ -193,23 +201,13 @@ impl reqwest::dns::Resolve for PublicResolver {
     }
 }
 
-/// Whether `ip` is a globally routable unicast address.
+/// Whether `ip` is a globally routable unicast address. An IPv6 address that carries an
+/// IPv4 address the network routes to (mapped, compatible, SIIT, NAT64, 6to4, Teredo,
+/// ISATAP) is judged by that IPv4 address as well.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let seg0 = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80 // link local
-                || (seg0 == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::from([0, 0, 0, 0, 0, 0xffff, 0, 0]))
-        }
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
 }
 
@@ -225,8 +223,49 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] == 0
         || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared address space (CGNAT)
         || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99) // 6to4 relay anycast (deprecated)
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking
         || o[0] >= 240)
+}
+
+/// The IANA special-purpose registry (RFC 6890 and successors), read as: global unicast
+/// is `2000::/3` minus the blocks below; everything outside it is refused, except the
+/// forms that embed an IPv4 address, which are judged by it.
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let [.., a, b, c, d] = ip.octets();
+    let low32 = Ipv4Addr::new(a, b, c, d);
+    let v4_at = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // ::/96 (unspecified, loopback, IPv4-compatible) and ::ffff:0:0/96 (IPv4-mapped).
+    if s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff) {
+        return !(ip.is_unspecified() || ip.is_loopback()) && is_public_v4(low32);
+    }
+    // ::ffff:0:a.b.c.d, IPv4-translated (RFC 2765).
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return is_public_v4(low32);
+    }
+    // 64:ff9b::/96, the NAT64 well-known prefix (RFC 6052): a gateway on the path turns
+    // it into the IPv4 address.
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+        return is_public_v4(low32);
+    }
+    // 2002::/16, 6to4 (RFC 3056): the IPv4 address follows the prefix.
+    if s[0] == 0x2002 {
+        return is_public_v4(v4_at(s[1], s[2]));
+    }
+    // 2001::/32, Teredo (RFC 4380): the server's IPv4 address, then the client's XOR-ed.
+    if s[0] == 0x2001 && s[1] == 0 {
+        return is_public_v4(v4_at(s[2], s[3])) && is_public_v4(!low32);
+    }
+    // ISATAP interface identifiers (RFC 5214): ::0:5efe:a.b.c.d or ::200:5efe:a.b.c.d
+    // under any /64; the IPv4 address is the tunnel's end.
+    if (s[4] & 0xfcff) == 0 && s[5] == 0x5efe && !is_public_v4(low32) {
+        return false;
+    }
+    (s[0] & 0xe000) == 0x2000 // global unicast, 2000::/3
+        && !(s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23, IETF protocol assignments
+        && !(s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32, documentation
+        && !(s[0] == 0x3fff && s[1] < 0x1000) // 3fff::/20, documentation (RFC 9637)
 }
 
 /// An absolute `http(s)` URL with a host and no user info, query or fragment: a base that
@@ -275,31 +314,130 @@ mod tests {
         assert!(policy(true, false).check(&u).is_ok());
     }
 
+    /// Every spelling of an address a URL can carry, allowed or refused with no private
+    /// network configured. IPv6 forms that embed an IPv4 address are judged by it.
     #[test]
-    fn private_and_loopback_addresses_are_refused_unless_allowed() {
+    fn address_forms_are_allowed_or_refused_by_the_address_they_reach() {
+        let table: &[(&str, bool)] = &[
+            // IPv4, and the spellings of 127.0.0.1 a URL parser turns into it.
+            ("http://93.184.216.34/", true),
+            ("http://127.0.0.1/", false),
+            ("http://2130706433/", false),
+            ("http://0x7f.1/", false),
+            ("http://0x7f000001/", false),
+            ("http://127.1/", false),
+            ("http://017700000001/", false),
+            ("http://0177.0.0.1/", false),
+            ("http://127.0.0.1./", false),
+            ("http://0/", false),
+            ("http://0.0.0.0/", false),
+            ("http://10.1.2.3/", false),
+            ("http://172.16.0.1/", false),
+            ("http://172.31.255.255/", false),
+            ("http://172.32.0.1/", true),
+            ("http://192.168.0.1/", false),
+            ("http://169.254.169.254/latest/meta-data", false),
+            ("http://100.64.0.1/", false),
+            ("http://100.127.255.255/", false),
+            ("http://100.128.0.1/", true),
+            ("http://192.0.0.8/", false),
+            ("http://192.0.2.1/", false),
+            ("http://192.88.99.1/", false),
+            ("http://198.18.0.1/", false),
+            ("http://198.19.255.255/", false),
+            ("http://198.51.100.7/", false),
+            ("http://203.0.113.9/", false),
+            ("http://224.0.0.1/", false),
+            ("http://239.255.255.250/", false),
+            ("http://240.0.0.1/", false),
+            ("http://255.255.255.255/", false),
+            // IPv6 proper.
+            ("http://[2606:2800:220:1:248:1893:25c8:1946]/", true),
+            ("http://[::]/", false),
+            ("http://[::1]/", false),
+            ("http://[fe80::1]/", false),
+            ("http://[febf::1]/", false),
+            ("http://[fec0::1]/", false),
+            ("http://[fc00::1]/", false),
+            ("http://[fd12:3456::1]/", false),
+            ("http://[ff02::1]/", false),
+            ("http://[ff0e::1]/", false),
+            ("http://[100::1]/", false),
+            ("http://[2001:db8::1]/", false),
+            ("http://[3fff::1]/", false),
+            ("http://[2001:2::1]/", false),
+            ("http://[2001:10::1]/", false),
+            ("http://[5f00::1]/", false),
+            ("http://[4000::1]/", false),
+            // IPv4-mapped ::ffff:a.b.c.d.
+            ("http://[::ffff:127.0.0.1]/", false),
+            ("http://[::ffff:7f00:1]/", false),
+            ("http://[::ffff:10.0.0.1]/", false),
+            ("http://[::ffff:169.254.169.254]/", false),
+            ("http://[::ffff:0.0.0.0]/", false),
+            ("http://[::ffff:93.184.216.34]/", true),
+            // IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks).
+            ("http://[::127.0.0.1]/", false),
+            ("http://[::7f00:1]/", false),
+            ("http://[::10.0.0.1]/", false),
+            ("http://[::93.184.216.34]/", true),
+            // IPv4-translated ::ffff:0:a.b.c.d.
+            ("http://[::ffff:0:127.0.0.1]/", false),
+            ("http://[::ffff:0:93.184.216.34]/", true),
+            // NAT64, well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48.
+            ("http://[64:ff9b::7f00:1]/", false),
+            ("http://[64:ff9b::127.0.0.1]/", false),
+            ("http://[64:ff9b::a9fe:a9fe]/", false),
+            ("http://[64:ff9b::c0a8:1]/", false),
+            ("http://[64:ff9b::5db8:d822]/", true),
+            ("http://[64:ff9b:1::a00:1]/", false),
+            ("http://[64:ff9b:1::5db8:d822]/", false),
+            // 6to4 2002::/16.
+            ("http://[2002:7f00:1::]/", false),
+            ("http://[2002:a9fe:a9fe::1]/", false),
+            ("http://[2002:a00:1::1]/", false),
+            ("http://[2002:5db8:d822::1]/", true),
+            // Teredo 2001::/32: server 65.54.227.120; the client's address XOR-ed.
+            ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/", false), // client 127.0.0.1
+            ("http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", false), // client 10.0.0.1
+            ("http://[2001:0:a00:1:8000:63bf:a247:2ddd]/", false),     // server 10.0.0.1
+            ("http://[2001:0:4136:e378:8000:63bf:a247:2ddd]/", true),  // client 93.184.210.34
+            // ISATAP interface identifiers carrying a private tunnel end.
+            ("http://[2606:2800:220:1:0:5efe:a00:1]/", false),
+            ("http://[2606:2800:220:1:200:5efe:7f00:1]/", false),
+            ("http://[2606:2800:220:1:0:5efe:5db8:d822]/", true),
+            // Host names are judged when they resolve; localhost never is a partner.
+            ("http://localhost/", false),
+            ("http://LOCALHOST./", false),
+            ("http://api.localhost/", false),
+            ("http://ehr.example.com/", true),
+        ];
+        let p = policy(true, false);
+        for (u, allowed) in table {
+            let url = Url::parse(u).unwrap_or_else(|e| panic!("{u}: {e}"));
+            let got = p.check(&url);
+            if *allowed {
+                assert!(got.is_ok(), "{u} should be allowed: {got:?}");
+            } else {
+                assert!(
+                    matches!(got, Err(Refused::PrivateAddress(_))),
+                    "{u} should be refused as non-public: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn private_addresses_are_allowed_when_private_networks_are() {
         for u in [
             "https://127.0.0.1/x",
-            "https://10.1.2.3/x",
-            "https://192.168.0.1/",
-            "https://169.254.169.254/latest/meta-data",
-            "https://[::1]/",
-            "https://[fd00::1]/",
             "https://[::ffff:127.0.0.1]/",
+            "https://[64:ff9b::7f00:1]/",
             "https://localhost:8080/",
-            "https://100.64.0.1/",
         ] {
             let url = Url::parse(u).unwrap();
-            assert!(
-                matches!(
-                    policy(true, false).check(&url),
-                    Err(Refused::PrivateAddress(_))
-                ),
-                "{u}"
-            );
             assert!(policy(true, true).check(&url).is_ok(), "{u}");
         }
-        let public = Url::parse("https://93.184.216.34/").unwrap();
-        assert!(policy(false, false).check(&public).is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod smart;
 mod smart_env;
 mod sso;
 mod sso_saml;
+mod ssrf;
 mod statements;
 mod usage_ingest;
 mod usage_query;

@@ -1,0 +1,86 @@
+//! The outbound address policy end to end (L2): IPv6 spellings that carry an IPv4 loopback
+//! or private address (mapped, compatible, NAT64, 6to4, Teredo, ISATAP), the IPv4 spellings a
+//! URL parser accepts (`2130706433`, `0x7f.1`, `127.1`, `017700000001`) and the other
+//! non-public ranges are refused as a webhook endpoint and as an EHR's FHIR base
+//! (discovery), before any connection.
+
+use partner_gateway::jobs::Handlers;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+/// Hosts (with a port where it matters) that must never be reached without a configured
+/// private network.
+const NON_PUBLIC: &[&str] = &[
+    "[::127.0.0.1]:8080",
+    "[::7f00:1]",
+    "[::ffff:127.0.0.1]:8080",
+    "[::ffff:0:127.0.0.1]",
+    "[::ffff:169.254.169.254]",
+    "[64:ff9b::7f00:1]:8080",
+    "[64:ff9b::a9fe:a9fe]",
+    "[64:ff9b:1::a00:1]",
+    "[2002:7f00:1::]:8080",
+    "[2002:a9fe:a9fe::1]",
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+    "[2606:2800:220:1:0:5efe:a00:1]",
+    "2130706433:8080",
+    "0x7f.1",
+    "127.1",
+    "017700000001",
+    "0",
+    "[fd00::1]",
+    "[fe80::1]",
+    "[ff02::1]",
+    "[::]",
+    "[2001:db8::1]",
+    "100.64.0.1",
+    "198.18.0.1",
+    "192.0.0.8",
+    "localhost.",
+];
+
+fn is_refusal(detail: &str) -> bool {
+    detail.contains("non-public address")
+}
+
+crate::both_backends! {
+    async fn webhook_endpoints_at_any_spelling_of_a_non_public_address_are_refused(backend) {
+        let extra = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\n";
+        let Some(app) = TestApp::spawn_with(backend, extra, Handlers::new()).await else { return };
+        let admin = app.admin().await;
+        for host in NON_PUBLIC {
+            let url = format!("http://{host}/hook");
+            let r = app.client.post(app.url("/v1/webhooks/endpoints")).bearer_auth(&admin)
+                .json(&json!({"partner": "canvas-sandbox", "url": url})).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(body["code"], "url_refused", "{url}: {body}");
+            assert!(is_refusal(body["detail"].as_str().unwrap()), "{url}: {body}");
+        }
+        let list: Value = app.get(&admin, "/v1/webhooks/endpoints").await.json().await.unwrap();
+        assert_eq!(list["endpoints"].as_array().unwrap().len(), 0, "{list}");
+    }
+
+    // An EHR whose FHIR base is an embedded-IPv4 spelling: discovery is refused, not tried.
+    async fn an_ehr_at_an_embedded_ipv4_spelling_is_refused_before_discovery(backend) {
+        let hosts = ["[::127.0.0.1]:9", "[64:ff9b::7f00:1]:9", "[2002:7f00:1::]:9", "[::ffff:0:10.0.0.1]", "0x7f.1:9", "[2001:0:4136:e378:8000:63bf:80ff:fffe]"];
+        let mut toml = String::from("[jobs]\nenabled = false\n[outbound]\nallow_http = true\n");
+        for (i, host) in hosts.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[partners]]\nid = \"ehr-{i}\"\nname = \"EHR {i}\"\nkind = \"ehr\"\n[partners.smart]\nvendor = \"epic\"\nissuers = [\"http://{host}/fhir\"]\nclient_id = \"c\"\nclient_type = \"public\"\nscopes = [\"openid\"]\napp_url = \"https://app.example.test/launch\"\n[partners.smart.backend]\nclient_id = \"b\"\nscopes = [\"system/Patient.rs\"]\n"
+            ));
+        }
+        let Some(app) = TestApp::spawn_with(backend, &toml, Handlers::new()).await else { return };
+        let admin = app.admin().await;
+        for (i, host) in hosts.iter().enumerate() {
+            let r = app.get(&admin, &format!("/v1/partners/ehr-{i}/fhir/Patient/1")).await;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 502, "{host}: {body}");
+            assert_eq!(body["code"], "ehr_discovery_failed", "{host}: {body}");
+            assert!(is_refusal(body["detail"].as_str().unwrap()), "{host}: {body}");
+        }
+    }
+}
