@@ -222,6 +222,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             config.agreements.len(),
             crate::db::redact_url(config.database.url.expose())
         );
+        if config.outbound.allow_private_networks == Some(false) {
+            eprintln!(
+                "note: outbound.allow_private_networks is deprecated and has no effect; remove it (non-public addresses are reached only inside private_networks: a partner's, or outbound.private_networks)"
+            );
+        }
         return ExitCode::SUCCESS;
     }
     crate::telemetry::init_tracing(&config.telemetry);

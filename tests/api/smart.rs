@@ -559,9 +559,9 @@ crate::both_backends! {
         assert!(body.contains("not one of"), "{body}");
     }
 
-    async fn an_ehr_on_a_private_address_is_refused_unless_allowed(backend) {
+    async fn an_ehr_on_a_private_address_is_refused_unless_its_network_is_allowed(backend) {
         let Some(env) = Setup::new(Vendor::Epic, "public")
-            .outbound("allow_http = true\nallow_private_networks = false\n")
+            .private_networks(&[])
             .start(backend).await else { return };
         let launch = env.ehr.launch(default_context(&env.ehr));
         let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));
@@ -572,7 +572,7 @@ crate::both_backends! {
 
     async fn plain_http_ehrs_are_refused_unless_allowed(backend) {
         let Some(env) = Setup::new(Vendor::Epic, "public")
-            .outbound("allow_http = false\nallow_private_networks = true\n")
+            .outbound("allow_http = false\n")
             .start(backend).await else { return };
         let launch = env.ehr.launch(default_context(&env.ehr));
         let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));

@@ -1,10 +1,12 @@
 //! The outbound address policy end to end (L2): IPv6 spellings that carry an IPv4 loopback
 //! or private address (mapped, compatible, NAT64, 6to4, Teredo, ISATAP), the IPv4 spellings a
 //! URL parser accepts (`2130706433`, `0x7f.1`, `127.1`, `017700000001`) and the other
-//! non-public ranges are refused as a webhook endpoint and as an EHR's FHIR base
-//! (discovery), before any connection.
+//! non-public ranges are refused as a webhook endpoint, as an EHR's FHIR base (discovery)
+//! and as a redirect hop, before any connection.
 
+use partner_gateway::apikeys::Role;
 use partner_gateway::jobs::Handlers;
+use partner_gateway::sandbox::receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -81,6 +83,34 @@ crate::both_backends! {
             assert_eq!(status, 502, "{host}: {body}");
             assert_eq!(body["code"], "ehr_discovery_failed", "{host}: {body}");
             assert!(is_refusal(body["detail"].as_str().unwrap()), "{host}: {body}");
+        }
+    }
+
+    // A redirect hop is checked like the first URL: an EHR on an allowed loopback address
+    // redirecting discovery to an embedded spelling (or another loopback address) is
+    // refused at the hop.
+    async fn a_redirect_to_an_embedded_ipv4_spelling_is_refused(backend) {
+        let targets = ["http://[::127.0.0.1]:8080/x", "http://[64:ff9b::7f00:1]/x", "http://[2002:7f00:1::]/x", "http://2130706434/x", "http://[::ffff:169.254.169.254]/latest"];
+        let mut receivers = Vec::new();
+        let mut toml = String::from("[jobs]\nenabled = false\n[outbound]\nallow_http = true\n");
+        for (i, target) in targets.iter().enumerate() {
+            let rx = Receiver::start().await.unwrap();
+            rx.set_default(Some(Reply::Redirect((*target).to_owned())));
+            toml.push_str(&format!(
+                "[[partners]]\nid = \"ehr-{i}\"\nname = \"EHR {i}\"\nkind = \"ehr\"\nprivate_networks = [\"127.0.0.1\"]\n[partners.smart]\nvendor = \"epic\"\nissuers = [\"{}\"]\nclient_id = \"c\"\nclient_type = \"public\"\nscopes = [\"openid\"]\napp_url = \"https://app.example.test/launch\"\n[partners.smart.backend]\nclient_id = \"b\"\nscopes = [\"system/Patient.rs\"]\n",
+                rx.url("/fhir")
+            ));
+            receivers.push(rx);
+        }
+        let Some(app) = TestApp::spawn_with(backend, &toml, Handlers::new()).await else { return };
+        let admin = app.key(Role::Admin, None).await;
+        for (i, target) in targets.iter().enumerate() {
+            let r = app.get(&admin, &format!("/v1/partners/ehr-{i}/fhir/Patient/1")).await;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 502, "{target}: {body}");
+            assert!(is_refusal(body["detail"].as_str().unwrap()), "{target}: {body}");
+            assert!(receivers[i].count() >= 1, "the first hop was allowed");
         }
     }
 }
