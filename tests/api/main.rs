@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod keys;
 mod lti;
+mod lti_dynreg;
 mod lti_env;
 mod openapi;
 mod partners;

@@ -1,15 +1,16 @@
 //! The outbound address policy end to end (L2): IPv6 spellings that carry an IPv4 loopback
 //! or private address (mapped, compatible, NAT64, 6to4, Teredo, ISATAP), the IPv4 spellings a
 //! URL parser accepts (`2130706433`, `0x7f.1`, `127.1`, `017700000001`) and the other
-//! non-public ranges are refused as a webhook endpoint, as an EHR's FHIR base (discovery)
-//! and as a redirect hop, before any connection.
+//! non-public ranges are refused as a webhook endpoint, as an EHR's FHIR base (discovery),
+//! as an LMS's configuration in a dynamic registration, and as a redirect hop, before any
+//! connection.
 
 use partner_gateway::apikeys::Role;
 use partner_gateway::jobs::Handlers;
 use partner_gateway::sandbox::receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, urlencode};
 
 /// Hosts (with a port where it matters) that must never be reached without a configured
 /// private network.
@@ -83,6 +84,32 @@ crate::both_backends! {
             assert_eq!(status, 502, "{host}: {body}");
             assert_eq!(body["code"], "ehr_discovery_failed", "{host}: {body}");
             assert!(is_refusal(body["detail"].as_str().unwrap()), "{host}: {body}");
+        }
+    }
+
+    // The LMS's configuration URL of a dynamic registration, for a partner whose loopback
+    // is allowed: none of the embedded spellings is taken for it.
+    async fn a_dynamic_registration_at_an_embedded_ipv4_spelling_is_refused(backend) {
+        let extra = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\n\
+            [[partners]]\nid = \"lms-local\"\nname = \"An LMS on this machine\"\nkind = \"lms\"\nprivate_networks = [\"127.0.0.1\"]\n\
+            [partners.lti]\napp_url = \"https://app.example.test/lti\"\n";
+        let Some(app) = TestApp::spawn_with(backend, extra, Handlers::new()).await else { return };
+        let admin = app.admin().await;
+        let r = app.client.post(app.url("/v1/lti/registration-links")).bearer_auth(&admin)
+            .json(&json!({"partner": "lms-local"})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let link: Value = r.json().await.unwrap();
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        for host in ["[::127.0.0.1]:8080", "[64:ff9b::7f00:1]:8080", "[2002:7f00:1::]:8080", "[::ffff:127.0.0.2]:8080", "2130706434:8080", "0x7f.2", "169.254.169.254"] {
+            let config = format!("http://{host}/mod/lti/openid-configuration.php");
+            // The link as the LMS opens it (this app has no public_url: its own address).
+            let query = link["url"].as_str().unwrap().split_once('?').unwrap().1;
+            let url = app.url(&format!("/lti/register?{query}&openid_configuration={}&registration_token=t", urlencode(&config)));
+            let r = browser.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 502, "{host}");
+            let list: Value = app.get(&admin, "/v1/lti/registration-links").await.json().await.unwrap();
+            let last = list["links"][0]["last_error"].as_str().unwrap().to_owned();
+            assert!(is_refusal(&last), "{host}: {last}");
         }
     }
 

@@ -17,6 +17,7 @@ mod db_backup;
 mod grade_crash;
 mod import;
 mod keys;
+mod lti;
 mod migrate;
 mod multi_instance;
 mod shutdown;
