@@ -382,7 +382,7 @@ url = "{db_url}"
 master_key_file = "{dir}/master.key"
 [outbound]
 allow_http = true
-allow_private_networks = true
+private_networks = ["127.0.0.1"]
 [http]
 public_url = "{gateway}"
 [jobs]

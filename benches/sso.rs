@@ -319,7 +319,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     .await?;
     let layer = format!(
         "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{dir}/master.key\"\n\
-         [outbound]\nallow_http = true\nallow_private_networks = true\n[jobs]\nenabled = false\n\
+         [outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[jobs]\nenabled = false\n\
          [http]\npublic_url = \"{gateway}\"\n\
          [[partners]]\nid = \"bench-org\"\nname = \"Bench University\"\nkind = \"idp\"\n\
          [[partners.sso_connections]]\nid = \"bench-idp\"\nprotocol = \"oidc\"\n\

@@ -180,7 +180,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let rx = Receiver::start().await?;
     let layer = format!(
         "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{}/master.key\"\n\
-         [outbound]\nallow_http = true\nallow_private_networks = true\n[jobs]\nenabled = false\n\
+         [outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[jobs]\nenabled = false\n\
          [webhooks]\ndelivery_enabled = false\nthresholds_interval_secs = 3600\n",
         dir.path().display()
     );

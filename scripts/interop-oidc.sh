@@ -62,7 +62,7 @@ url = "sqlite://$work/gw.db"
 master_key_file = "$work/master.key"
 [outbound]
 allow_http = true
-allow_private_networks = true
+private_networks = ["127.0.0.1"]
 [jobs]
 enabled = false
 EOT

@@ -76,7 +76,7 @@ master_key_file = "$work/master.key"
 
 [outbound]
 allow_http = true
-allow_private_networks = true
+private_networks = ["127.0.0.1"]
 
 [jobs]
 enabled = false

@@ -115,7 +115,7 @@ impl AppState {
         let agreements = config.checked_agreements().map_err(|problems| {
             anyhow::anyhow!("the agreements in config have problems: {problems:?}")
         })?;
-        let outbound = Outbound::new(&config.outbound)?;
+        let outbound = Outbound::from_config(&config)?;
         let smart = SmartState::new(
             outbound.clone(),
             Duration::from_secs(config.smart.discovery_ttl_secs),

@@ -50,6 +50,9 @@ pub enum Command {
     /// Database tools.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The LTI tool.
+    #[command(subcommand)]
+    Lti(LtiCommand),
     /// Try every flow on this machine: the gateway on SQLite under --data-dir with
     /// simulated EHRs (Epic, Oracle), LMSs (Canvas, Moodle), IdPs (OIDC, SAML), a webhook
     /// receiver and a sample app, all registered as sandbox partners. Ignores --config.
@@ -65,6 +68,45 @@ pub enum Command {
         #[arg(long, default_value = "data/sandbox", value_name = "DIR")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LtiCommand {
+    /// Create an LTI Dynamic Registration link for a partner and print its URL alone on
+    /// stdout. Give it to the LMS's administrator, who pastes it as the tool's dynamic
+    /// registration URL (Moodle: "Tool URL"). Single use; only its SHA-256 is stored;
+    /// revoke it with `DELETE /v1/lti/registration-links/{id}`.
+    RegistrationLink {
+        /// The partner whose LMS registers (one with [partners.lti]).
+        #[arg(long)]
+        partner: String,
+        /// How long it stays usable: e.g. 30m, 12h, 7d (5 minutes to 30 days).
+        #[arg(long, default_value = "7d", value_parser = parse_duration_secs)]
+        expires_in: u64,
+        /// Who or what it is for (shown when links are listed).
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// `90s`, `30m`, `12h`, `7d`, or plain seconds.
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 30m, 12h or 7d"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?} is not a duration such as 30m, 12h or 7d")),
+    };
+    n.checked_mul(unit_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +264,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             config.agreements.len(),
             crate::db::redact_url(config.database.url.expose())
         );
+        if config.outbound.allow_private_networks == Some(false) {
+            eprintln!(
+                "note: outbound.allow_private_networks is deprecated and has no effect; remove it (non-public addresses are reached only inside private_networks: a partner's, or outbound.private_networks)"
+            );
+        }
         return ExitCode::SUCCESS;
     }
     crate::telemetry::init_tracing(&config.telemetry);
@@ -408,6 +455,33 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 println!("{kid}");
             }
             state.db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lti(LtiCommand::RegistrationLink {
+            partner,
+            expires_in,
+            note,
+        }) => {
+            let state = AppState::prepare(config, true).await?;
+            let created = crate::lti::dynreg::create_link(
+                &state,
+                &partner,
+                Some(expires_in),
+                note,
+                "cli",
+                crate::time::now_micros(),
+            )
+            .await;
+            state.db.close().await;
+            let (link, url) = created.map_err(|e| match e {
+                crate::lti::dynreg::LinkError::Store(e) => e,
+                other => anyhow::anyhow!("{other}"),
+            })?;
+            println!("{url}");
+            eprintln!(
+                "registration link {} for partner {} (single use) expires at {}",
+                link.id, link.partner, link.expires_at
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,

@@ -211,10 +211,15 @@ pub struct OutboundConfig {
     /// Allow plain `http://` partner URLs. Off in production: tokens would cross the wire
     /// in clear. Tests and local sandboxes switch it on.
     pub allow_http: bool,
-    /// Allow partner hosts that are, or resolve to, loopback, private, link-local or other
-    /// non-public addresses. Off by default so a registered URL (or a discovery document)
-    /// cannot point the gateway at its own network.
-    pub allow_private_networks: bool,
+    /// Deprecated: `true` is refused (it let every URL, a discovery document's or an LMS's
+    /// included, reach any internal address); `false` has no effect. Non-public addresses
+    /// are reached only inside `private_networks` (here or a partner's).
+    pub allow_private_networks: Option<bool>,
+    /// Networks (`10.20.0.0/16`) or addresses (`127.0.0.1`) with non-public addresses every
+    /// outbound request may reach: the company's own services (the app's webhook receiver).
+    /// A partner's systems go in that partner's `private_networks`.
+    #[serde(deserialize_with = "crate::outbound::deserialize_networks")]
+    pub private_networks: Vec<crate::outbound::Network>,
 }
 
 impl Default for OutboundConfig {
@@ -223,7 +228,8 @@ impl Default for OutboundConfig {
             timeout_secs: 15,
             connect_timeout_secs: 5,
             allow_http: false,
-            allow_private_networks: false,
+            allow_private_networks: None,
+            private_networks: Vec::new(),
         }
     }
 }
@@ -466,6 +472,11 @@ pub struct PartnerConfig {
     /// money only where the agreement says `self_reported_events = "include"`.
     #[serde(default)]
     pub self_reported_types: Vec<String>,
+    /// Networks (`10.20.0.0/16`) or addresses (`127.0.0.1`) with non-public addresses where
+    /// this partner's systems are (an on-premises EHR, a campus LMS). Outbound requests
+    /// reach them; LTI Dynamic Registration for this partner reaches only these.
+    #[serde(default, deserialize_with = "crate::outbound::deserialize_networks")]
+    pub private_networks: Vec<crate::outbound::Network>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -1026,6 +1037,12 @@ impl Config {
             out.push((
                 "lti.clock_skew_secs".into(),
                 "must be at most 300: a larger leeway weakens token expiry".into(),
+            ));
+        }
+        if self.outbound.allow_private_networks == Some(true) {
+            out.push((
+                "outbound.allow_private_networks".into(),
+                "is no longer supported: it let every outbound request (URLs from discovery documents, webhook endpoints, LTI Dynamic Registration) reach any internal address. Remove it and list the networks instead: `private_networks = [\"10.20.0.0/16\"]` in the [[partners]] entry whose systems are there, or outbound.private_networks for the company's own services (\"127.0.0.1\" for this machine)".into(),
             ));
         }
         if self.outbound.timeout_secs == 0 {

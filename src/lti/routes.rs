@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::{ApiError, Body};
+use crate::http::{ApiError, Body, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/lti/config/canvas.json", get(canvas_config))
         .route("/lti/11/launch", post(lti11_launch))
         .route("/lti/register", get(register))
+        .routes(routes!(create_registration_link, list_registration_links))
+        .routes(routes!(revoke_registration_link))
         .routes(routes!(app_deep_link))
         .routes(routes!(list_registrations))
         .routes(routes!(approve_registration))
@@ -150,7 +152,186 @@ struct DeepLinkResponse {
 }
 
 async fn register(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    super::dynreg::register(&state, pairs(q.unwrap_or_default().as_bytes())).await
+    super::dynreg::register(&state, q.as_deref().unwrap_or("")).await
+}
+
+/// A registration link to create (`POST /v1/lti/registration-links`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"partner": "moodle-campus", "expires_in_secs": 86400, "note": "for J. Smith, Moodle admin"}))]
+struct NewRegistrationLink {
+    /// The partner whose LMS registers (one with `[partners.lti]`).
+    partner: String,
+    /// How long the link is usable: 300 (5 minutes) to 2592000 (30 days); 7 days when
+    /// omitted.
+    #[schema(minimum = 300, maximum = 2592000)]
+    expires_in_secs: Option<u64>,
+    /// Who or what it is for (at most 500 characters, one line).
+    note: Option<String>,
+}
+
+/// A new link, with its URL (holding the secret) shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+struct RegistrationLinkCreated {
+    #[serde(flatten)]
+    link: super::dynreg::LinkView,
+    /// Give it to the LMS's administrator, who pastes it as the tool's dynamic registration
+    /// URL; single use. Only its SHA-256 is kept: it cannot be shown again.
+    url: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct RegistrationLinkList {
+    links: Vec<super::dynreg::LinkView>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RegistrationLinksQuery {
+    /// Only this partner's links.
+    partner: Option<String>,
+    /// active, used, expired, revoked or exhausted.
+    #[param(example = "active")]
+    status: Option<String>,
+}
+
+impl From<super::dynreg::LinkError> for ApiError {
+    fn from(e: super::dynreg::LinkError) -> Self {
+        use super::dynreg::LinkError;
+        match e {
+            LinkError::UnknownPartner(_) => ApiError::NotFound(e.to_string()),
+            LinkError::NotLti(_) => ApiError::Unprocessable {
+                code: "not_an_lti_partner",
+                detail: e.to_string(),
+            },
+            LinkError::Invalid(detail) => ApiError::bad_request("invalid_body", detail),
+            LinkError::Store(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Create an LTI Dynamic Registration link for a partner: the URL to give its LMS's
+/// administrator, single use, expiring. `/lti/register` does nothing without one.
+#[utoipa::path(
+    post,
+    path = "/v1/lti/registration-links",
+    tag = "lti",
+    operation_id = "create_lti_registration_link",
+    request_body = NewRegistrationLink,
+    security(("admin_key" = [])),
+    responses(
+        (status = 201, description = "Created; the URL is shown this once", body = RegistrationLinkCreated),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 413, response = crate::http::openapi::PayloadTooLarge),
+        (status = 422, response = crate::http::openapi::Unprocessable),
+    )
+)]
+async fn create_registration_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body,
+) -> Result<(axum::http::StatusCode, Json<RegistrationLinkCreated>), ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    let req: NewRegistrationLink = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"partner\", \"expires_in_secs\"?, \"note\"?}}: {e}"),
+        )
+    })?;
+    let (link, url) = super::dynreg::create_link(
+        &state,
+        &req.partner,
+        req.expires_in_secs,
+        req.note,
+        &caller.key_id,
+        crate::time::now_micros(),
+    )
+    .await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(RegistrationLinkCreated { link, url }),
+    ))
+}
+
+/// Registration links, newest first, with what became of each (the registration it made,
+/// or why the last try failed).
+#[utoipa::path(
+    get,
+    path = "/v1/lti/registration-links",
+    tag = "lti",
+    operation_id = "list_lti_registration_links",
+    params(RegistrationLinksQuery),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "The links", body = RegistrationLinkList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+        (status = 403, response = crate::http::openapi::Forbidden),
+    )
+)]
+async fn list_registration_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RegistrationLinksQuery>,
+) -> Result<Json<RegistrationLinkList>, ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    if let Some(s) = &q.status
+        && !super::dynreg::LINK_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "status {s:?} is not one of {}",
+                super::dynreg::LINK_STATUSES.join(", ")
+            ),
+        ));
+    }
+    let links = super::dynreg::list_links(
+        &state,
+        q.partner.as_deref(),
+        q.status.as_deref(),
+        crate::time::now_micros(),
+    )
+    .await?;
+    Ok(Json(RegistrationLinkList { links }))
+}
+
+/// Revoke a registration link nobody used yet.
+#[utoipa::path(
+    delete,
+    path = "/v1/lti/registration-links/{id}",
+    tag = "lti",
+    operation_id = "revoke_lti_registration_link",
+    params(("id" = String, Path, description = "The link's id (`lrl_...`)")),
+    security(("admin_key" = [])),
+    responses(
+        (status = 204, description = "Revoked: the link registers nothing any more"),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
+async fn revoke_registration_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require(&[crate::apikeys::Role::Admin])?;
+    let link = super::store::link(&state.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no registration link {id:?}")))?;
+    if !super::store::revoke_link(&state.db, &id, crate::time::now_micros()).await? {
+        let what = if link.used_at_us.is_some() {
+            "was used already"
+        } else {
+            "is revoked already"
+        };
+        return Err(ApiError::Conflict(format!("registration link {id} {what}")));
+    }
+    tracing::info!(link_id = %id, key_id = %caller.key_id, "LTI registration link revoked");
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// LTI Dynamic Registrations made by platforms, for an admin to approve or reject.

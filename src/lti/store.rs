@@ -1,8 +1,9 @@
-//! SQL for the LTI tool: login states, dynamic registrations, Deep Linking requests.
+//! SQL for the LTI tool: login states, dynamic registrations and their links, Deep Linking
+//! requests.
 
 use super::platforms::Platform;
 use super::registration::LmsVendor;
-use crate::db::Db;
+use crate::db::{Db, Tx};
 use crate::{with_db, with_tx};
 
 /// A login initiation waiting for its launch.
@@ -157,6 +158,133 @@ pub async fn registered_platforms(
             },
         )
         .collect())
+}
+
+/// A Dynamic Registration link as stored (its secret is not: only its SHA-256).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: String,
+    pub partner_id: String,
+    pub note: Option<String>,
+    pub created_by: String,
+    pub created_at_us: i64,
+    pub expires_at_us: i64,
+    pub used_at_us: Option<i64>,
+    pub registration_id: Option<String>,
+    pub revoked_at_us: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub last_error_at_us: Option<i64>,
+}
+
+const LINK_COLUMNS: &str = "id, partner_id, note, created_by, created_at_us, expires_at_us, used_at_us, \
+                            registration_id, revoked_at_us, attempts, last_error, last_error_at_us";
+
+pub async fn insert_link(db: &Db, link: &LinkRow, token_hash: &str) -> anyhow::Result<()> {
+    let sql = "INSERT INTO lti_registration_links (id, token_hash, partner_id, note, created_by, \
+               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    with_db!(db, pool => sqlx::query(sql)
+        .bind(&link.id).bind(token_hash).bind(&link.partner_id).bind(&link.note)
+        .bind(&link.created_by).bind(link.created_at_us).bind(link.expires_at_us)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The link whose secret hashes to `token_hash`, whatever its state.
+pub async fn link_by_hash(db: &Db, token_hash: &str) -> anyhow::Result<Option<LinkRow>> {
+    let sql = format!("SELECT {LINK_COLUMNS} FROM lti_registration_links WHERE token_hash = $1");
+    Ok(
+        with_db!(db, pool => sqlx::query_as::<_, LinkRow>(&sql).bind(token_hash).fetch_optional(pool).await)?,
+    )
+}
+
+pub async fn link(db: &Db, id: &str) -> anyhow::Result<Option<LinkRow>> {
+    let sql = format!("SELECT {LINK_COLUMNS} FROM lti_registration_links WHERE id = $1");
+    Ok(
+        with_db!(db, pool => sqlx::query_as::<_, LinkRow>(&sql).bind(id).fetch_optional(pool).await)?,
+    )
+}
+
+/// Links, newest first, of one partner or all.
+pub async fn list_links(db: &Db, partner_id: Option<&str>) -> anyhow::Result<Vec<LinkRow>> {
+    let sql = format!(
+        "SELECT {LINK_COLUMNS} FROM lti_registration_links \
+         WHERE (CAST($1 AS TEXT) IS NULL OR partner_id = $1) ORDER BY created_at_us DESC, id DESC"
+    );
+    Ok(
+        with_db!(db, pool => sqlx::query_as::<_, LinkRow>(&sql).bind(partner_id).fetch_all(pool).await)?,
+    )
+}
+
+/// Revoke a link nobody used yet; false when it was used or revoked already.
+pub async fn revoke_link(db: &Db, id: &str, now_us: i64) -> anyhow::Result<bool> {
+    let sql = "UPDATE lti_registration_links SET revoked_at_us = $2 \
+               WHERE id = $1 AND used_at_us IS NULL AND revoked_at_us IS NULL";
+    let n = with_db!(db, pool => sqlx::query(sql).bind(id).bind(now_us).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Keep why a registration through the link failed; `counted` adds it to the attempts (a
+/// failure once the LMS was contacted).
+pub async fn record_link_failure(
+    db: &Db,
+    id: &str,
+    error: &str,
+    counted: bool,
+    now_us: i64,
+) -> anyhow::Result<()> {
+    let sql = "UPDATE lti_registration_links SET last_error = $2, last_error_at_us = $3, \
+               attempts = attempts + $4 WHERE id = $1";
+    let add: i64 = counted.into();
+    with_db!(db, pool => sqlx::query(sql).bind(id).bind(error).bind(now_us).bind(add).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Spend the link for `registration_id` inside the registration's transaction: true for
+/// the one caller that gets it while it is still usable.
+pub async fn spend_link(
+    tx: &mut Tx,
+    id: &str,
+    registration_id: &str,
+    now_us: i64,
+    max_attempts: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE lti_registration_links SET used_at_us = $3, registration_id = $2 \
+               WHERE id = $1 AND used_at_us IS NULL AND revoked_at_us IS NULL \
+               AND expires_at_us > $3 AND attempts < $4";
+    let n = with_tx!(tx, c => sqlx::query(sql).bind(id).bind(registration_id).bind(now_us).bind(max_attempts).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// A platform registered through Dynamic Registration, as stored.
+pub struct NewRegistration<'a> {
+    pub id: &'a str,
+    pub partner_id: &'a str,
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub deployment_id: &'a str,
+    pub auth_url: &'a str,
+    pub token_url: &'a str,
+    pub jwks_url: &'a str,
+    pub vendor: &'a str,
+    /// pending or approved.
+    pub status: &'a str,
+    /// The platform's configuration and its answer, as JSON.
+    pub registration: &'a str,
+    pub link_id: &'a str,
+    pub created_at_us: i64,
+}
+
+pub async fn insert_registration(tx: &mut Tx, r: &NewRegistration<'_>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO lti_platforms (id, partner_id, issuer, client_id, deployment_id, auth_url, token_url, \
+               jwks_url, token_audience, vendor, status, registration, created_at_us, link_id) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13)";
+    with_tx!(tx, c => sqlx::query(sql)
+        .bind(r.id).bind(r.partner_id).bind(r.issuer).bind(r.client_id).bind(r.deployment_id)
+        .bind(r.auth_url).bind(r.token_url).bind(r.jwks_url).bind(r.vendor).bind(r.status)
+        .bind(r.registration).bind(r.created_at_us).bind(r.link_id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 type ScoreRow = (

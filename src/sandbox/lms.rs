@@ -412,6 +412,16 @@ pub enum LaunchFault {
     BadSignature,
 }
 
+/// What the platform's dynamic registration does wrong, for hostile tests: it holds for
+/// every configuration served until [`MockLms::set_registration_fault`] clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationFault {
+    /// The OpenID configuration names this issuer (another platform's) instead of its own.
+    Issuer(String),
+    /// The OpenID configuration sends the tool to register at this URL.
+    RegistrationEndpoint(String),
+}
+
 /// A failure queued for the next score posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgsFault {
@@ -710,6 +720,18 @@ impl MockLms {
     /// accepted, in order.
     pub fn registrations(&self) -> Vec<Value> {
         lock(&self.shared.registration).accepted.clone()
+    }
+
+    /// How many times the OpenID configuration was read, and how many registrations were
+    /// POSTed (accepted or not).
+    pub fn registration_requests(&self) -> (usize, usize) {
+        let state = lock(&self.shared.registration);
+        (state.configuration_reads, state.registration_posts)
+    }
+
+    /// Serve a hostile configuration from now on (`None`: the platform's own again).
+    pub fn set_registration_fault(&self, fault: Option<RegistrationFault>) {
+        lock(&self.shared.registration).fault = fault;
     }
 
     /// A signed LTI 1.1 Basic LTI launch form for the tool registered with `consumer_key`

@@ -357,7 +357,8 @@ url = "sqlite://{db}"
 master_key_file = "{key}"
 [outbound]
 allow_http = true
-allow_private_networks = true
+# The webhook receiver (the app's endpoint) listens on this machine.
+private_networks = ["127.0.0.1"]
 [jobs]
 poll_interval_ms = 100
 backoff_base_ms = 500
@@ -387,6 +388,8 @@ id = "{EPIC}"
 name = "Epic (sandbox simulator)"
 kind = "ehr"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 [partners.smart]
 vendor = "epic"
 issuers = ["{epic_iss}"]
@@ -401,6 +404,8 @@ id = "{ORACLE}"
 name = "Oracle Health (sandbox simulator)"
 kind = "ehr"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 [partners.smart]
 vendor = "oracle"
 issuers = ["{oracle_iss}"]
@@ -414,6 +419,8 @@ id = "{CANVAS}"
 name = "Canvas (sandbox simulator)"
 kind = "lms"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 [partners.lti]
 app_url = "{app_url}"
 [[partners.lti.platforms]]
@@ -439,6 +446,8 @@ id = "{MOODLE}"
 name = "Moodle (sandbox simulator)"
 kind = "lms"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 # No content items: on a deep linking launch the app chooses, through the API.
 [partners.lti]
 app_url = "{app_url}"
@@ -456,6 +465,8 @@ id = "{OKTA}"
 name = "Okta (sandbox simulator, OIDC)"
 kind = "idp"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 [[partners.sso_connections]]
 id = "{OKTA_CONNECTION}"
 protocol = "oidc"
@@ -470,6 +481,8 @@ id = "{SHIBBOLETH}"
 name = "Shibboleth (sandbox simulator, SAML)"
 kind = "idp"
 sandbox = true
+# The simulator runs on this machine.
+private_networks = ["127.0.0.1"]
 [[partners.sso_connections]]
 id = "{SHIBBOLETH_CONNECTION}"
 protocol = "saml"

@@ -48,9 +48,13 @@ const FORWARD_RESPONSE: [&str; 10] = [
     "x-request-id",
 ];
 
-/// Refuse paths that could leave the FHIR base: `..` or `.` segments (raw or
-/// percent-encoded), encoded slashes or backslashes, empty segments, and anything that
-/// looks like a URL of its own.
+/// Refuse paths that could leave the FHIR base, here or on a FHIR server that reads paths
+/// its own way: Tomcat and other Java servers drop `;` path parameters (`..;/` is `..`
+/// there), a server or proxy may percent-decode twice (`%252e%252e`), IIS takes backslashes
+/// and `%u002e`, Windows drops trailing dots and spaces. Every segment, decoded once, must
+/// be made of the characters FHIR paths use (letters, digits, `-`, `.`, `_` and `$`: ids,
+/// resource types, `_history`, `$operations`) and not of dots alone; encoded slashes,
+/// backslashes, empty segments and URLs of their own are refused.
 pub fn check_relative_path(raw: &str) -> Result<(), String> {
     if raw.is_empty() {
         return Err("name a FHIR path after /fhir/, e.g. Patient/123".into());
@@ -59,23 +63,40 @@ pub fn check_relative_path(raw: &str) -> Result<(), String> {
         return Err("the FHIR path must be relative to the FHIR base, not a URL".into());
     }
     for segment in raw.split('/') {
-        let decoded = percent_decode(segment)
-            .ok_or_else(|| format!("the path segment {segment:?} is not valid percent-encoding"))?;
         if segment.is_empty() {
             return Err("the FHIR path has an empty segment".into());
         }
-        if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
+        let decoded = percent_decode(segment)
+            .ok_or_else(|| format!("the path segment {segment:?} is not valid percent-encoding"))?;
+        if decoded.chars().all(|c| c == '.') || decoded.contains(['/', '\\']) {
             return Err(format!(
                 "the path segment {segment:?} would leave the FHIR base"
             ));
         }
-        if decoded.contains(':') || decoded.chars().any(char::is_control) {
+        if decoded.contains(';') {
             return Err(format!(
-                "the path segment {segment:?} is not a FHIR path segment"
+                "the path segment {segment:?} has a `;` parameter, which servers such as Tomcat drop (`..;` would be `..` there)"
+            ));
+        }
+        if decoded.contains('%') {
+            return Err(format!(
+                "the path segment {segment:?} is percent-encoded twice; a server decoding it again would read {:?}",
+                percent_decode(&decoded).unwrap_or_default()
+            ));
+        }
+        if let Some(c) = decoded.chars().find(|c| !is_fhir_path_char(*c)) {
+            return Err(format!(
+                "the path segment {segment:?} has {c:?}, which is not a FHIR path character"
             ));
         }
     }
     Ok(())
+}
+
+/// The characters of FHIR ids (`[A-Za-z0-9\-\.]{1,64}`), resource types, `_history` and
+/// `$operation` names.
+fn is_fhir_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '$')
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -84,7 +105,9 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
+            let hex = s
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -375,26 +398,64 @@ pub async fn launch_session(
 mod tests {
     use super::*;
 
+    /// Every path a Java (Tomcat, Jetty), IIS or plain server could read as leaving the FHIR
+    /// base, or as something else than what the gateway checked, is refused; FHIR's own
+    /// paths pass.
     #[test]
     fn paths_that_leave_the_fhir_base_are_refused() {
-        for bad in [
-            "",
-            "../admin",
-            "Patient/../../x",
-            "Patient/%2e%2e/x",
-            "Patient/%2E%2E",
-            "Patient%2F..%2Fx",
-            "http://evil.example.com/x",
-            "/etc/passwd",
-            "Patient//1",
-            "Patient/.",
-            "a\\b",
-            "https:%2F%2Fevil",
-            "Patient/%zz",
+        for (bad, why) in [
+            ("", "empty"),
+            ("../admin", "parent"),
+            ("Patient/../../x", "parent"),
+            ("Patient/./1", "current"),
+            ("Patient/.", "current"),
+            ("Patient/...", "Windows trailing dots"),
+            ("Patient/%2e%2e/x", "encoded parent"),
+            ("Patient/%2E%2E", "encoded parent"),
+            ("Patient/.%2e/x", "half-encoded parent"),
+            ("Patient/%2e./x", "half-encoded parent"),
+            ("Patient/%252e%252e/x", "double-encoded parent"),
+            ("Patient/%252E%252E/x", "double-encoded parent"),
+            (
+                "Patient/%25%32%65%25%32%65/x",
+                "double-encoded parent, every byte",
+            ),
+            ("Patient/%252f..%252fx", "double-encoded slash"),
+            ("Patient/..;/x", "Tomcat path parameter"),
+            ("Patient/..;jsessionid=1/x", "Tomcat path parameter"),
+            ("Patient/.;/x", "Tomcat path parameter"),
+            ("Patient;x=1/1", "path parameter"),
+            ("Patient/1;a", "path parameter"),
+            ("Patient/..%3b/x", "encoded path parameter"),
+            ("Patient/%2e%2e%3b/x", "encoded path parameter"),
+            ("Patient%2F..%2Fx", "encoded slash"),
+            ("Patient/a%2fb", "encoded slash in a segment"),
+            ("Patient/a%5cb", "encoded backslash"),
+            ("Patient/..%5cx", "encoded backslash"),
+            ("a\\b", "backslash"),
+            ("Patient\\..\\x", "backslash"),
+            ("Patient/%u002e%u002e/x", "IIS %u escape"),
+            ("Patient/%c0%ae%c0%ae/x", "overlong UTF-8"),
+            ("Patient/%e0%80%ae/x", "overlong UTF-8"),
+            ("Patient/\u{ff0e}\u{ff0e}/x", "full-width dots"),
+            ("Patient/%ef%bc%8e%ef%bc%8e/x", "encoded full-width dots"),
+            ("Patient/%00", "NUL"),
+            ("Patient/%0d%0aX:1", "CRLF"),
+            ("Patient/a b", "space"),
+            ("Patient/1%3Fx=1", "encoded query"),
+            ("Patient/1%23x", "encoded fragment"),
+            ("http://evil.example.com/x", "absolute URL"),
+            ("https:%2F%2Fevil", "absolute URL, encoded"),
+            ("Patient/http:evil", "scheme-like segment"),
+            ("/etc/passwd", "absolute path"),
+            ("Patient//1", "empty segment"),
+            ("Patient/", "empty segment"),
+            ("Patient/%zz", "bad escape"),
+            ("Patient/%2", "truncated escape"),
         ] {
             assert!(
                 check_relative_path(bad).is_err(),
-                "{bad:?} should be refused"
+                "{bad:?} ({why}) should be refused"
             );
         }
         for ok in [
@@ -403,6 +464,11 @@ mod tests {
             "Patient/1/$everything",
             "metadata",
             "Patient/1/_history/2",
+            "Observation/_search",
+            "Group/123/$export",
+            "Patient/eM5CWtq15N0WJeuCet5bJlQ3",
+            "Patient/a.b-c_d",
+            "Patient/%41bc",
         ] {
             assert!(check_relative_path(ok).is_ok(), "{ok:?}");
         }

@@ -256,48 +256,6 @@ crate::both_backends! {
         assert_eq!(got[0]["https://purl.imsglobal.org/spec/lti-dl/claim/data"], "opaque-data-7");
     }
 
-    async fn dynamic_registration_registers_and_waits_for_approval(backend) {
-        let Some(env) = start(backend, Personality::Moodle).await else { return };
-        let url = env.lms.dynamic_registration_url(&format!("{}/lti/register?partner={PARTNER}", env.gateway));
-        let r = env.browser.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let page = r.text().await.unwrap();
-        assert!(page.contains("org.imsglobal.lti.close"), "{page}");
-        let regs = env.lms.registrations();
-        assert_eq!(regs.len(), 1);
-        assert_eq!(regs[0]["initiate_login_uri"], format!("{}/lti/login", env.gateway));
-        let admin = env.app.admin().await;
-        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=pending").await.json().await.unwrap();
-        let pending = list["registrations"].as_array().unwrap();
-        assert_eq!(pending.len(), 1, "{list}");
-        assert_eq!(pending[0]["partner"], PARTNER);
-        let id = pending[0]["id"].as_str().unwrap();
-        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/approve"))).bearer_auth(&admin).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/approve"))).bearer_auth(&admin).send().await.unwrap();
-        assert_eq!(r.status(), 409, "decided once");
-        // The new client launches.
-        let client = pending[0]["client_id"].as_str().unwrap();
-        let deployment = pending[0]["deployment_id"].as_str().unwrap();
-        let deployment = if deployment == "*" { DEPLOYMENT } else { deployment };
-        let spec = LaunchSpec::resource_link(client, deployment, MockUser::learner("s-dyn"), "course-9", "link-9");
-        let code = env.launch(spec).await.code();
-        assert_eq!(env.exchange(&code).await.0, 200);
-        // A second registration, rejected.
-        let url = env.lms.dynamic_registration_url(&format!("{}/lti/register?partner={PARTNER}", env.gateway));
-        let r = env.browser.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=pending").await.json().await.unwrap();
-        let second = list["registrations"][0].clone();
-        let id = second["id"].as_str().unwrap();
-        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/reject"))).bearer_auth(&admin).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["status"], "rejected");
-        let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=rejected").await.json().await.unwrap();
-        assert_eq!(list["registrations"].as_array().unwrap().len(), 1, "{list}");
-    }
-
     async fn an_lti_1_1_launch_hands_off_and_its_score_goes_through_outcomes(backend) {
         let Some(env) = start(backend, Personality::Moodle).await else { return };
         let form = env.lms.lti11_launch(&format!("{}/lti/11/launch", env.gateway), LTI11_KEY, MockUser::learner("legacy-1"), "course-11", "rl-11");

@@ -109,13 +109,14 @@ backoff_base_ms = 50
 backoff_max_secs = 2
 [outbound]
 allow_http = true
-allow_private_networks = true
 [http]
 public_url = "{gateway}"
 [[partners]]
 id = "{PARTNER}"
 name = "Test LMS"
 kind = "lms"
+# The mock LMS runs on loopback.
+private_networks = ["127.0.0.1"]
 [partners.lti]
 app_url = "{APP_URL}"
 [[partners.lti.platforms]]

@@ -74,7 +74,7 @@ pub(crate) async fn document(app: &TestApp) -> Value {
 const LMS_DOWN: &str = r#"
 [outbound]
 allow_http = true
-allow_private_networks = true
+private_networks = ["127.0.0.1"]
 [[partners]]
 id = "lms-down"
 name = "An LMS that does not answer"

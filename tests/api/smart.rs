@@ -400,6 +400,58 @@ crate::both_backends! {
         assert_eq!(env.ehr.fhir_requests().len(), before, "nothing reached the EHR");
     }
 
+    // L7: what a Java (Tomcat, Jetty), IIS or double-decoding FHIR server would read as a
+    // way out of the FHIR base is refused by both proxies before anything is forwarded.
+    async fn proxy_paths_a_java_or_iis_server_would_read_as_a_traversal_are_refused_on_both_proxies(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
+        let id = env.launched().await;
+        let admin = env.app.admin().await;
+        let before = env.ehr.fhir_requests().len();
+        for path in [
+            "Patient/..;/..;/oauth2/token",
+            "Patient/..;jsessionid=x/..;/admin",
+            "Patient;x=1/1",
+            "Patient/1;a=b",
+            "Patient/%252e%252e/%252e%252e/oauth2/token",
+            "Patient/%25%32%65%25%32%65/x",
+            "Patient/%252f..%252f..%252fadmin",
+            "Patient/..%3b/x",
+            "Patient/.%2e/x",
+            "Patient/%u002e%u002e/x",
+            "Patient/%ef%bc%8e%ef%bc%8e/x",
+            "Patient/...",
+            "Patient/a%2fb",
+            "Patient/a%5Cb",
+            "Patient/1%3Fx=1",
+            "Patient/1%00",
+        ] {
+            for (key, url) in [
+                (&env.app_key, format!("/v1/launches/{id}/fhir/{path}")),
+                (&admin, format!("/v1/partners/{PARTNER}/fhir/{path}")),
+            ] {
+                let (status, body) = env.raw_get(key, &url).await;
+                assert_eq!(status, 400, "{url}: {body}");
+                assert!(body.contains("invalid_fhir_path"), "{url}: {body}");
+            }
+        }
+        // Overlong UTF-8 (`%c0%ae` for `.`) is not UTF-8: the router's path extraction
+        // refuses it (400) before the proxy sees it.
+        for url in [
+            format!("/v1/launches/{id}/fhir/Patient/%c0%ae%c0%ae/x"),
+            format!("/v1/partners/{PARTNER}/fhir/Patient/%c0%ae%c0%ae/x"),
+        ] {
+            let key = if url.contains("/partners/") { &admin } else { &env.app_key };
+            assert_eq!(env.raw_get(key, &url).await.0, 400, "{url}");
+        }
+        assert_eq!(env.ehr.fhir_requests().len(), before, "nothing reached the EHR");
+        // FHIR's own paths still go through both.
+        let patient = env.ehr.default_patient();
+        let (status, body) = env.raw_get(&env.app_key, &format!("/v1/launches/{id}/fhir/Patient/{patient}")).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = env.raw_get(&admin, &format!("/v1/partners/{PARTNER}/fhir/Patient/{patient}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     async fn a_launch_is_refused_to_another_partners_key(backend) {
         let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
         let id = env.launched().await;
@@ -507,9 +559,9 @@ crate::both_backends! {
         assert!(body.contains("not one of"), "{body}");
     }
 
-    async fn an_ehr_on_a_private_address_is_refused_unless_allowed(backend) {
+    async fn an_ehr_on_a_private_address_is_refused_unless_its_network_is_allowed(backend) {
         let Some(env) = Setup::new(Vendor::Epic, "public")
-            .outbound("allow_http = true\nallow_private_networks = false\n")
+            .private_networks(&[])
             .start(backend).await else { return };
         let launch = env.ehr.launch(default_context(&env.ehr));
         let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));
@@ -520,7 +572,7 @@ crate::both_backends! {
 
     async fn plain_http_ehrs_are_refused_unless_allowed(backend) {
         let Some(env) = Setup::new(Vendor::Epic, "public")
-            .outbound("allow_http = false\nallow_private_networks = true\n")
+            .outbound("allow_http = false\n")
             .start(backend).await else { return };
         let launch = env.ehr.launch(default_context(&env.ehr));
         let url = format!("{}/smart/launch?iss={}&launch={launch}", env.gateway, urlencode(&env.ehr.iss()));

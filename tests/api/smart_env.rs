@@ -53,6 +53,8 @@ pub struct Setup {
     pub tweak: Box<dyn FnOnce(&mut MockEhrOptions) + Send>,
     pub extra: String,
     pub outbound: String,
+    /// The test partner's `private_networks` (the mock EHR is on loopback).
+    pub private_networks: Vec<&'static str>,
     pub more_issuers: Vec<String>,
 }
 
@@ -70,7 +72,8 @@ impl Setup {
             ],
             tweak: Box::new(|_| {}),
             extra: String::new(),
-            outbound: "allow_http = true\nallow_private_networks = true\n".into(),
+            outbound: "allow_http = true\n".into(),
+            private_networks: vec!["127.0.0.1"],
             more_issuers: Vec::new(),
         }
     }
@@ -78,6 +81,12 @@ impl Setup {
     /// The `[outbound]` section's body.
     pub fn outbound(mut self, toml: &str) -> Setup {
         self.outbound = toml.to_owned();
+        self
+    }
+
+    /// The test partner's `private_networks`.
+    pub fn private_networks(mut self, networks: &[&'static str]) -> Setup {
+        self.private_networks = networks.to_vec();
         self
     }
 
@@ -138,6 +147,7 @@ public_url = "{gateway}"
 id = "{PARTNER}"
 name = "Test EHR"
 kind = "ehr"
+private_networks = [{networks}]
 [partners.smart]
 vendor = "{vendor}"
 issuers = [{issuers}]
@@ -157,6 +167,12 @@ scopes = ["system/Patient.rs", "system/Observation.rs"]
                 .collect::<Vec<_>>()
                 .join(", "),
             outbound = self.outbound,
+            networks = self
+                .private_networks
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             client_type = self.client_type,
             scopes = scopes.join(", "),
             extra = self.extra,

@@ -60,7 +60,7 @@ impl Env {
 enabled = false
 [outbound]
 allow_http = true
-allow_private_networks = true
+private_networks = ["127.0.0.1"]
 [http]
 public_url = "{gateway}"
 {sections}

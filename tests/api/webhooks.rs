@@ -17,7 +17,7 @@ use crate::both_backends;
 use crate::helpers::{Backend, TestApp};
 
 /// Loopback allowed, fast retries, short timeouts.
-const FAST: &str = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nallow_private_networks = true\n\
+const FAST: &str = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n\
 [webhooks]\npoll_interval_ms = 20\nretry_schedule_secs = [1, 1, 1]\nretry_jitter_percent = 0\n\
 timeout_secs = 2\nthresholds_interval_secs = 3600\nrotation_overlap_secs = 3600\n";
 
@@ -374,7 +374,7 @@ both_backends! {
 
     async fn the_address_policy_refuses_private_targets_and_redirects_are_not_followed(backend) {
         // Plain http allowed (as in a sandbox), private networks not.
-        let extra = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nallow_private_networks = false\n";
+        let extra = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\n";
         let Some(app) = TestApp::spawn_with(backend, extra, Handlers::new()).await else { return };
         let admin = app.admin().await;
         let cases = [

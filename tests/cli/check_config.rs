@@ -182,3 +182,54 @@ async fn check_config_refuses_a_sandbox_partner_with_an_agreement() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn check_config_refuses_allow_private_networks_and_names_what_replaces_it() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let out = env
+        .run_with_env(
+            &["check-config"],
+            &[("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains(
+            "environment variable GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS: outbound.allow_private_networks: is no longer supported"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("private_networks = [\"10.20.0.0/16\"]"),
+        "{out}"
+    );
+
+    // `false` changes nothing: a note says to remove it.
+    let out = env
+        .run_with_env(
+            &["check-config"],
+            &[("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "false")],
+        )
+        .await;
+    assert!(out.status.success(), "{out}");
+    assert!(out.stdout.starts_with("configuration OK"), "{out}");
+    assert!(
+        out.stderr
+            .contains("outbound.allow_private_networks is deprecated and has no effect"),
+        "{out}"
+    );
+
+    // The networks themselves are checked, with the field named.
+    let out = env
+        .run_with_env(
+            &["check-config"],
+            &[(
+                "GATEWAY__OUTBOUND__PRIVATE_NETWORKS",
+                "127.0.0.1, 0.0.0.0/0",
+            )],
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("outbound.private_networks"), "{out}");
+    assert!(out.stderr.contains("wider than /8"), "{out}");
+}

@@ -58,7 +58,7 @@ jwks_url = "{}"
     let settings = [
         ("GATEWAY__HTTP__PUBLIC_URL", gateway.as_str()),
         ("GATEWAY__OUTBOUND__ALLOW_HTTP", "true"),
-        ("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true"),
+        ("GATEWAY__OUTBOUND__PRIVATE_NETWORKS", "127.0.0.1"),
         ("GATEWAY__JOBS__POLL_INTERVAL_MS", "20"),
         ("GATEWAY__JOBS__LEASE_SECS", "2"),
         ("GATEWAY__JOBS__BACKOFF_BASE_MS", "300"),

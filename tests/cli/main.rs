@@ -18,6 +18,7 @@ mod grade_crash;
 mod hygiene;
 mod import;
 mod keys;
+mod lti;
 mod migrate;
 mod multi_instance;
 mod shutdown;

@@ -126,7 +126,7 @@ async fn two_instances_behind_nginx_work_as_one_service() {
         // Every instance must share the master key (a file per host would not be shared).
         ("GATEWAY__KEYS__MASTER_KEY", master_key),
         ("GATEWAY__OUTBOUND__ALLOW_HTTP", "true".into()),
-        ("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true".into()),
+        ("GATEWAY__OUTBOUND__PRIVATE_NETWORKS", "127.0.0.1".into()),
         ("GATEWAY__JOBS__POLL_INTERVAL_MS", "50".into()),
         ("GATEWAY__JOBS__LEASE_SECS", "3".into()),
         ("GATEWAY__JOBS__BACKOFF_BASE_MS", "300".into()),

@@ -35,7 +35,7 @@ async fn webhooks_in_flight_at_a_crash_are_delivered_after_the_restart(backend: 
     .unwrap();
     let settings = [
         ("GATEWAY__OUTBOUND__ALLOW_HTTP", "true"),
-        ("GATEWAY__OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true"),
+        ("GATEWAY__OUTBOUND__PRIVATE_NETWORKS", "127.0.0.1"),
     ];
     let port = free_port();
     let mut server = env.serve_at(port, &settings).await;

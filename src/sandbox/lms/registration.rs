@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::token::assertion_algs;
 use super::{
-    MockTool, Personality, Refusal, SUPPORTED_SCOPES, Shared, ToolEntry, claim, essence, lock,
-    now_secs, oauth_error, random_token,
+    MockTool, Personality, Refusal, RegistrationFault, SUPPORTED_SCOPES, Shared, ToolEntry, claim,
+    essence, lock, now_secs, oauth_error, random_token,
 };
 
 /// How long a registration token stays usable.
@@ -26,6 +26,10 @@ pub(crate) struct State {
     tokens: HashMap<String, u64>,
     /// The client metadata of the registrations accepted, in order.
     pub accepted: Vec<Value>,
+    /// Reads of the OpenID configuration and POSTs to the registration endpoint.
+    pub configuration_reads: usize,
+    pub registration_posts: usize,
+    pub fault: Option<RegistrationFault>,
 }
 
 pub(super) fn initiation_url(s: &Shared, tool_register_url: &str) -> String {
@@ -41,6 +45,19 @@ pub(super) fn initiation_url(s: &Shared, tool_register_url: &str) -> String {
     let config = s.url(&s.paths.openid_configuration);
     match url::Url::parse(tool_register_url) {
         Ok(mut url) => {
+            if s.personality == Personality::Moodle {
+                // startltiadvregistration.php: `moodle_url::param()` replaces a parameter the
+                // tool URL already has and keeps the others, in their order.
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| k != "openid_configuration" && k != "registration_token")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.set_query(None);
+                if !kept.is_empty() {
+                    url.query_pairs_mut().extend_pairs(kept);
+                }
+            }
             url.query_pairs_mut()
                 .append_pair("openid_configuration", &config)
                 .append_pair("registration_token", &token);
@@ -63,6 +80,11 @@ pub(super) fn initiation_url(s: &Shared, tool_register_url: &str) -> String {
 
 pub(super) async fn openid_configuration(AxumState(s): AxumState<Arc<Shared>>) -> Response {
     let p = s.personality;
+    let fault = {
+        let mut state = lock(&s.registration);
+        state.configuration_reads += 1;
+        state.fault.clone()
+    };
     let algs: Vec<String> = assertion_algs(p).iter().map(|a| format!("{a:?}")).collect();
     let mut scopes = vec!["openid".to_owned()];
     scopes.extend(SUPPORTED_SCOPES.iter().map(|s| (*s).to_owned()));
@@ -91,11 +113,20 @@ pub(super) async fn openid_configuration(AxumState(s): AxumState<Arc<Shared>>) -
             "variables": ["ResourceLink.id", "Context.id", "User.id", "Person.email.primary"],
         },
     });
-    if p == Personality::D2l
-        && let Value::Object(map) = &mut config
-    {
-        // DR 1.0 §3.4: the `aud` of client assertions when it is not the token endpoint.
-        map.insert("authorization_server".into(), json!(s.token_audience()));
+    if let Value::Object(map) = &mut config {
+        if p == Personality::D2l {
+            // DR 1.0 §3.4: the `aud` of client assertions when it is not the token endpoint.
+            map.insert("authorization_server".into(), json!(s.token_audience()));
+        }
+        match fault {
+            Some(RegistrationFault::Issuer(issuer)) => {
+                map.insert("issuer".into(), json!(issuer));
+            }
+            Some(RegistrationFault::RegistrationEndpoint(url)) => {
+                map.insert("registration_endpoint".into(), json!(url));
+            }
+            None => {}
+        }
     }
     axum::Json(config).into_response()
 }
@@ -199,6 +230,7 @@ pub(super) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    lock(&s.registration).registration_posts += 1;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -1355,6 +1355,31 @@ fn registration_metadata(tool: &TestTool) -> Value {
 }
 
 #[tokio::test]
+async fn moodle_replaces_registration_parameters_the_tool_url_already_has() {
+    let mock = MockLms::start(MockLmsOptions::new(Personality::Moodle, Vec::new()))
+        .await
+        .unwrap();
+    let url = mock.dynamic_registration_url(
+        "https://tool.example/lti/register?link=abc&registration_token=stale&b=2",
+    );
+    let url = Url::parse(&url).unwrap();
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["link", "b", "openid_configuration", "registration_token"]
+    );
+    assert_eq!(pairs[0].1, "abc");
+    assert_ne!(pairs[3].1, "stale");
+    // Another LMS appends to the URL as it is.
+    let d2l = MockLms::start(MockLmsOptions::new(Personality::D2l, Vec::new()))
+        .await
+        .unwrap();
+    let url = d2l.dynamic_registration_url("https://tool.example/lti/register?link=abc");
+    assert!(url.starts_with("https://tool.example/lti/register?link=abc&openid_configuration="));
+}
+
+#[tokio::test]
 async fn dynamic_registration_round_trip_with_a_single_use_token() {
     let tool = TestTool::start().await;
     for personality in [Personality::Moodle, Personality::D2l] {
