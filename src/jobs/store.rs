@@ -160,6 +160,9 @@ pub async fn reschedule_job(
 ) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET state = 'pending', run_at_us = $1, last_error = $2, lease_owner = NULL, \
                lease_until_us = NULL, updated_at_us = $3 WHERE id = $4 AND lease_owner = $5 AND state = 'running'";
+    // An error can quote a partner's answer; PostgreSQL cannot store U+0000 in text.
+    let error = crate::text::without_nul(error.to_owned());
+    let error = error.as_str();
     let done = with_db!(db, pool => {
         sqlx::query(sql).bind(run_at_us).bind(error).bind(now_us).bind(id).bind(owner).execute(pool).await.map(|r| r.rows_affected())
     })?;
@@ -175,6 +178,8 @@ pub async fn bury_job(
 ) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET state = 'dead', last_error = $1, lease_owner = NULL, lease_until_us = NULL, \
                finished_at_us = $2, updated_at_us = $2 WHERE id = $3 AND lease_owner = $4 AND state = 'running'";
+    let error = crate::text::without_nul(error.to_owned());
+    let error = error.as_str();
     let done = with_db!(db, pool => {
         sqlx::query(sql).bind(error).bind(now_us).bind(id).bind(owner).execute(pool).await.map(|r| r.rows_affected())
     })?;

@@ -431,7 +431,8 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let text = resp.text().await.unwrap_or_default();
-        let reason: String = text.chars().take(500).collect();
+        // Kept with the score; a platform's text may hold U+0000, which PostgreSQL refuses.
+        let reason: String = text.chars().filter(|c| *c != '\0').take(500).collect();
         return match status {
             200..=299 => {
                 mark_delivered(&state, &score_id, &launch, &line_item, status, &score).await?;

@@ -102,6 +102,18 @@ both! {
         assert_eq!(jobs::list_jobs(app.db(), None, None, 10).await.unwrap().len(), 1);
     }
 
+    async fn a_job_error_quoting_a_nul_is_recorded_and_the_job_still_ends(app) {
+        let id = enqueue(app.db(), NewJob::new("nul", json!({}))).await;
+        let mut h = Handlers::new();
+        h.register("nul", |_ctx| async move {
+            Err(JobError::Retry("the partner answered \u{0}oops\u{0}".into()))
+        });
+        let runner = Runner::new(app.db().clone(), h, fast(5));
+        assert_eq!(drive(&runner, app.db(), &id).await, "dead");
+        let j = jobs::get_job(app.db(), &id).await.unwrap().unwrap();
+        assert_eq!(j.last_error.as_deref(), Some("attempt 3/3: the partner answered \u{fffd}oops\u{fffd}"));
+    }
+
     async fn a_failing_job_is_retried_then_dead_and_reported(app) {
         let id = enqueue(app.db(), NewJob::new("flaky", json!({}))).await;
         let attempts = Arc::new(Mutex::new(Vec::new()));

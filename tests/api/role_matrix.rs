@@ -25,7 +25,7 @@ const EPIC: &str = "epic-sandbox";
 const CANVAS: &str = "canvas-sandbox";
 
 /// Loopback webhook URLs allowed; nothing is delivered.
-const CONFIG: &str = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nallow_private_networks = true\n[webhooks]\ndelivery_enabled = false\n";
+const CONFIG: &str = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[webhooks]\ndelivery_enabled = false\n";
 
 /// Real objects of two partners for the path parameters.
 struct Objects {
