@@ -11,6 +11,7 @@ mod keys;
 mod lti;
 mod lti_env;
 mod openapi;
+mod pages_security;
 mod partners;
 mod sandbox;
 mod smart;
