@@ -187,8 +187,10 @@ async fn two_instances_behind_nginx_work_as_one_service() {
         &["--role", "partner", "--partner", LOAD_PARTNER],
     )
     .await;
+    // Keeps cookies, as a browser does: a SMART launch is bound to it by one.
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .build()
         .unwrap();
 
