@@ -638,9 +638,11 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
     })
     .await?;
     let (gateway, ehr_public, ehr_asym, state, app_key, assertion_key, shutdown, serve) = started;
+    // Keeps cookies: each launch's state is bound to the browser by a cookie of its own.
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
+        .cookie_store(true)
         .build()
         .context("building the bench's HTTP client")?;
     let env = Env {

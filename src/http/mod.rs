@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod headers;
 pub mod health;
 pub mod openapi;
 pub mod page;
@@ -101,6 +102,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
+        .layer(middleware::from_fn(headers::secure))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {

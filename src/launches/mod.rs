@@ -3,6 +3,7 @@
 //! the app receives a one-time code, and exchanges it at `POST /v1/launches/exchange` for
 //! the launch's context (see [`Launch::view`]). Partner tokens stay in the gateway.
 
+pub mod binding;
 pub mod routes;
 pub mod store;
 

@@ -160,23 +160,29 @@ pub enum StateProblem {
     Unknown,
     Reused,
     Expired,
+    /// Live and unspent, but the answer came through another browser (no binding cookie,
+    /// or another one): refused without spending it, so the right browser can still finish.
+    OtherBrowser,
 }
 
 /// Why `state_hash` in `table` (one of the `*_states` tables: `state_hash`, `used_at_us`,
-/// `expires_at_us`) could not be spent: never issued, already spent, or expired. Called in
-/// the transaction whose spend found nothing.
+/// `expires_at_us`, `binding_hash`) could not be spent by a spend that also required
+/// `binding_hash`: never issued, already spent, expired, or bound to another browser.
+/// Called in the transaction whose spend found nothing.
 pub async fn state_problem(
     tx: &mut Tx,
     table: &'static str,
     state_hash: &str,
+    now_us: i64,
 ) -> anyhow::Result<StateProblem> {
-    let sql = format!("SELECT used_at_us FROM {table} WHERE state_hash = $1");
-    let found: Option<Option<i64>> = with_tx!(tx, c => {
-        sqlx::query_scalar(&sql).bind(state_hash).fetch_optional(c).await
+    let sql = format!("SELECT used_at_us, expires_at_us FROM {table} WHERE state_hash = $1");
+    let found: Option<(Option<i64>, i64)> = with_tx!(tx, c => {
+        sqlx::query_as(&sql).bind(state_hash).fetch_optional(c).await
     })?;
     Ok(match found {
         None => StateProblem::Unknown,
-        Some(Some(_)) => StateProblem::Reused,
-        Some(None) => StateProblem::Expired,
+        Some((Some(_), _)) => StateProblem::Reused,
+        Some((None, expires)) if expires <= now_us => StateProblem::Expired,
+        Some((None, _)) => StateProblem::OtherBrowser,
     })
 }

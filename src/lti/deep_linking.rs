@@ -13,7 +13,7 @@ use super::claims::{self, MessageType};
 use super::platforms::Platform;
 use super::registration::ContentItem;
 use crate::app::AppState;
-use crate::http::page::{Page, auto_post, escape};
+use crate::http::page::{Forms, Page, auto_post, escape};
 use crate::{with_db, with_tx};
 
 const DL_TTL_SECS: i64 = 3600;
@@ -24,14 +24,25 @@ pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Resu
         .partner(&platform.partner_id)
         .and_then(|p| p.lti.as_ref())
         .ok_or_else(|| crate::http::page::internal("no LTI registration".into()))?;
-    if partner.content_items.is_empty() {
-        // The app picks: hand the launch over; it answers through the API.
-        return super::launch::complete(state, platform, claims, MessageType::DeepLinking).await;
-    }
     let settings = claims
         .get(claims::DEEP_LINKING)
         .cloned()
         .unwrap_or(Value::Null);
+    // The answer goes back to this URL by a form post from the gateway's page (or the
+    // app's): refused unless it is somewhere a browser may be sent.
+    if let Err(e) = return_url(&settings) {
+        tracing::warn!(issuer = %platform.issuer, error = %e, "Deep Linking request with an unusable return URL");
+        return Err(Page::new(
+            StatusCode::BAD_REQUEST,
+            "This content selection cannot be answered",
+        )
+        .line(format!("The LMS's deep_link_return_url {e}."))
+        .line("Tell your LMS administrator."));
+    }
+    if partner.content_items.is_empty() {
+        // The app picks: hand the launch over; it answers through the API.
+        return super::launch::complete(state, platform, claims, MessageType::DeepLinking).await;
+    }
     let deployment = claims
         .get(claims::DEPLOYMENT_ID)
         .and_then(Value::as_str)
@@ -56,6 +67,16 @@ pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Resu
     })
     .map_err(|e| crate::http::page::internal(format!("storing the deep link request: {e}")))?;
     Ok(picker(&id, &partner.content_items, &settings))
+}
+
+/// The Deep Linking settings' `deep_link_return_url`, checked as any place the gateway
+/// sends a browser (`page::redirect_target`).
+fn return_url(settings: &Value) -> Result<url::Url, String> {
+    let raw = settings
+        .get("deep_link_return_url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "is missing".to_owned())?;
+    crate::http::page::redirect_target(raw)
 }
 
 fn accepted(settings: &Value, item: &ContentItem) -> bool {
@@ -86,18 +107,12 @@ fn picker(id: &str, items: &[ContentItem], settings: &Value) -> Response {
             )
         })
         .collect();
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Choose content</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.6}}ul{{list-style:none;padding:0}}</style></head>\
-         <body><h1>Choose what to add to your course</h1><form method=\"post\" action=\"/lti/deep-link/{id}\"><ul>{rows}</ul>\
-         <button type=\"submit\">Add</button></form></body></html>\n",
+    let inner = format!(
+        "<h1>Choose what to add to your course</h1><form method=\"post\" action=\"/lti/deep-link/{id}\"><ul>{rows}</ul>\
+         <button type=\"submit\">Add</button></form>",
         id = escape(id)
     );
-    crate::http::page::html(
-        StatusCode::OK,
-        body,
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
-    )
+    crate::http::page::layout(StatusCode::OK, "Choose content", &inner, Forms::Gateway)
 }
 
 /// The content item JSON (LTI DL 2.0 §3.4) for a configured item.
@@ -209,12 +224,10 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
         .map_err(|e| {
             crate::http::page::internal(format!("signing the deep linking response: {e:#}"))
         })?;
-    let return_url = settings
-        .get("deep_link_return_url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| crate::http::page::internal("no deep_link_return_url".into()))?;
+    let return_url = return_url(&settings)
+        .map_err(|e| crate::http::page::internal(format!("deep_link_return_url {e}")))?;
     Ok(auto_post(
-        return_url,
+        &return_url,
         &[("JWT", &jwt)],
         "Returning to your course",
     ))

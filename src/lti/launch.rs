@@ -11,12 +11,12 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::claims::{self, Expect, LaunchError, MessageType};
-use super::login::{cookie_name, storage_key};
+use super::login::{binding_cookie, storage_key};
 use super::platforms::Platform;
 use super::store::StateProblem;
 use crate::app::AppState;
-use crate::http::page::{Page, script_page};
-use crate::launches::{Launch, LaunchKind};
+use crate::http::page::{Forms, Page, data_script_page};
+use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
 use crate::time::{now_micros, to_micros};
 
@@ -74,10 +74,10 @@ async fn launch_inner(
         .map_err(state_page)?;
 
     // The state must belong to this browser: its cookie, or the value platform storage kept.
-    let cookie = cookie_value(headers, &cookie_name(&state_hash));
+    let cookie = binding_cookie(state, &state_hash).read(headers);
     let presented = cookie.or_else(|| get("lti_storage_binding").map(str::to_owned));
-    match presented {
-        Some(b) if crate::launches::hash_code(&b) == pending.binding_hash => {}
+    let presented_hash = match presented.as_deref().map(binding::hash) {
+        Some(h) if h == pending.binding_hash => h,
         Some(_) => {
             tracing::warn!(issuer = %pending.issuer, "LTI launch with a state bound to another browser");
             return Err(refused(
@@ -93,8 +93,8 @@ async fn launch_inner(
                 id_token,
             ));
         }
-    }
-    if !super::store::spend_state(&state.db, &state_hash, now)
+    };
+    if !super::store::spend_state(&state.db, &state_hash, &presented_hash, now)
         .await
         .map_err(|e| crate::http::page::internal(format!("spending the LTI state: {e:#}")))?
     {
@@ -327,7 +327,7 @@ pub async fn complete(
         .await
         .map_err(|e| crate::http::page::internal(format!("recording the LTI launch: {e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %launch.partner_id, "LTI launch completed");
-    let mut app = url::Url::parse(&reg.app_url)
+    let mut app = crate::http::page::redirect_target(&reg.app_url)
         .map_err(|e| crate::http::page::internal(format!("app_url: {e}")))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(crate::http::page::redirect(app.as_str()))
@@ -351,6 +351,22 @@ async fn write_launch(
     .await?
 }
 
+/// The recovery page's script (LTI platform storage,
+/// <https://www.imsglobal.org/spec/lti-pm-s/v0p1>): ask the platform's storage for the
+/// binding through the frame it named and re-post the launch with it; if the platform
+/// has none, show the way out. Fixed text (the policy allows it by hash); the id_token,
+/// state and the rest come from the page's JSON block.
+pub const GET_BINDING: &str = "(function(){var d=JSON.parse(document.getElementById('pgw-data').textContent),sent=false;\
+function post(v){if(sent)return;sent=true;var f=document.createElement('form');f.method='post';f.action=d.action;\
+[['id_token',d.id_token],['state',d.state],['lti_storage_binding',v]].forEach(function(p){var i=document.createElement('input');i.type='hidden';i.name=p[0];i.value=p[1];f.appendChild(i);});\
+document.body.appendChild(f);f.submit();}\
+function fail(){var p=document.getElementById('m');if(p)p.textContent='Your browser blocked what this activity needs inside the course page. Use the link below to open it in a new window.';var a=document.getElementById('r');if(a)a.hidden=false;}\
+window.addEventListener('message',function(e){if(e.origin!==d.origin||!e.data)return;\
+if(e.data.subject==='lti.get_data.response'&&e.data.message_id===d.id){if(e.data.value)post(e.data.value);else fail();}});\
+var f=null;try{f=window.parent.frames[d.target]||window.parent;}catch(e){f=window.parent;}\
+try{f.postMessage({subject:'lti.get_data',message_id:d.id,key:d.key},d.origin);}catch(e){fail();}\
+setTimeout(function(){if(!sent)fail();},3000);})();";
+
 /// No binding came with the launch: the LMS's frame blocked the cookie. Ask platform
 /// storage for it when the platform offered storage; otherwise offer to reopen the launch
 /// in a window of its own, where the cookie works.
@@ -362,43 +378,44 @@ fn recover_binding(
     id_token: &str,
 ) -> Response {
     if let (Some(target), Some(origin)) = (&pending.storage_target, &pending.storage_origin) {
-        let script = format!(
-            "(function(){{var t={target},o={origin},k={key},id={id},sent=false;\
-             function post(v){{if(sent)return;sent=true;var f=document.createElement('form');f.method='post';f.action={action};\
-             [['id_token',{token}],['state',{st}],['lti_storage_binding',v]].forEach(function(p){{var i=document.createElement('input');i.type='hidden';i.name=p[0];i.value=p[1];f.appendChild(i);}});\
-             document.body.appendChild(f);f.submit();}}\
-             window.addEventListener('message',function(e){{if(e.origin!==o||!e.data)return;\
-             if(e.data.subject==='lti.get_data.response'&&e.data.message_id===id){{if(e.data.value)post(e.data.value);else fail();}}}});\
-             function fail(){{var p=document.getElementById('m');if(p)p.textContent='Your browser blocked what this activity needs inside the course page. Use the link below to open it in a new window.';var a=document.getElementById('r');if(a)a.hidden=false;}}\
-             var f=null;try{{f=window.parent.frames[t]||window.parent;}}catch(e){{f=window.parent;}}\
-             try{{f.postMessage({{subject:'lti.get_data',message_id:id,key:k}},o);}}catch(e){{fail();}}\
-             setTimeout(function(){{if(!sent)fail();}},3000);}})();",
-            target = json!(target),
-            origin = json!(origin),
-            key = json!(storage_key(state_hash)),
-            id = json!(crate::smart::flow::random_token(9)),
-            action = json!(super::login::launch_url(state)),
-            token = json!(id_token),
-            st = json!(state_value),
+        let data = json!({
+            "target": target,
+            "origin": origin,
+            "key": storage_key(state_hash),
+            "id": crate::smart::flow::random_token(9),
+            "action": super::login::launch_url(state),
+            "id_token": id_token,
+            "state": state_value,
+        });
+        // What `fail()` shows when the platform has no binding: the way out.
+        let reopen = reopen_url(state, pending)
+            .map(|u| {
+                format!(
+                    "<p><a id=\"r\" hidden href=\"{}\" target=\"_blank\" rel=\"noopener\">Open it in a new window</a></p>",
+                    crate::http::page::escape(u.as_str())
+                )
+            })
+            .unwrap_or_default();
+        let inner = format!(
+            "<h1>Opening the activity</h1>\n<p id=\"m\">Checking this browser…</p>\n{reopen}"
         );
-        return script_page(
+        return data_script_page(
             StatusCode::OK,
             "Opening the activity",
-            &["Checking this browser…".into()],
-            &script,
-            None,
+            &inner,
+            GET_BINDING,
+            &data,
+            Forms::Gateway,
         );
     }
     reopen_page(state, pending)
 }
 
-/// A page with a link that restarts the launch in a new window (top-level, cookies work).
-fn reopen_page(state: &AppState, pending: &super::store::PendingLogin) -> Response {
+/// `/lti/login` with the launch's login parameters: the launch again, from the start.
+fn reopen_url(state: &AppState, pending: &super::store::PendingLogin) -> Option<url::Url> {
     let params: Map<String, Value> = serde_json::from_str(&pending.login).unwrap_or_default();
-    let mut url = match url::Url::parse(&format!("{}/lti/login", state.config.http.public_base())) {
-        Ok(u) => u,
-        Err(_) => return refused("The launch could not be reopened.").into_response(),
-    };
+    let mut url =
+        url::Url::parse(&format!("{}/lti/login", state.config.http.public_base())).ok()?;
     {
         let mut q = url.query_pairs_mut();
         for (k, v) in &params {
@@ -407,30 +424,21 @@ fn reopen_page(state: &AppState, pending: &super::store::PendingLogin) -> Respon
             }
         }
     }
-    let link = crate::http::page::escape(url.as_str());
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Open the activity</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}</style></head>\
-         <body><h1>Open the activity in a new window</h1>\
-         <p>Your browser does not let this activity keep its sign-in inside the course page.</p>\
-         <p><a href=\"{link}\" target=\"_blank\" rel=\"noopener\">Open it in a new window</a>; it will continue there.</p></body></html>\n"
-    );
-    crate::http::page::html(
-        StatusCode::OK,
-        body,
-        "default-src 'none'; style-src 'unsafe-inline'",
-    )
+    Some(url)
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+/// A page with a link that restarts the launch in a new window (top-level, cookies work).
+fn reopen_page(state: &AppState, pending: &super::store::PendingLogin) -> Response {
+    let Some(url) = reopen_url(state, pending) else {
+        return refused("The launch could not be reopened.").into_response();
+    };
+    let inner = format!(
+        "<h1>Open the activity in a new window</h1>\
+         <p>Your browser does not let this activity keep its sign-in inside the course page.</p>\
+         <p><a href=\"{link}\" target=\"_blank\" rel=\"noopener\">Open it in a new window</a>; it will continue there.</p>",
+        link = crate::http::page::escape(url.as_str()),
+    );
+    crate::http::page::layout(StatusCode::OK, "Open the activity", &inner, Forms::None)
 }
 
 fn state_page(problem: StateProblem) -> Page {
@@ -439,6 +447,9 @@ fn state_page(problem: StateProblem) -> Page {
         StateProblem::Reused => "This launch was already used; each works once.",
         StateProblem::Expired => {
             "Too much time passed between opening the activity and the LMS's answer."
+        }
+        StateProblem::OtherBrowser => {
+            "This launch was started in another browser window or session."
         }
     };
     refused(why)

@@ -5,19 +5,48 @@
 
 use std::collections::HashMap;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::http::page::{Page, script_page};
+use crate::http::page::{Forms, Page, data_script_page, notice};
+use crate::launches::binding;
 use crate::smart::flow::random_token;
 use crate::time::now_micros;
 
+/// The login page's script when the platform offers storage (LTI Client Side
+/// postMessages, <https://www.imsglobal.org/spec/lti-cs-pm/v0p1>; platform storage,
+/// <https://www.imsglobal.org/spec/lti-pm-s/v0p1>): put the binding into the platform's
+/// storage through the frame it named, then go on to its auth endpoint. Fixed text (the
+/// policy allows it by hash); what it needs comes from the page's JSON block.
+pub const PUT_BINDING: &str = "(function(){var d=JSON.parse(document.getElementById('pgw-data').textContent),done=false;\
+function go(){if(!done){done=true;window.location.replace(d.url);}}\
+var f=null;try{f=window.parent.frames[d.target]||window.parent;}catch(e){f=window.parent;}\
+window.addEventListener('message',function(e){if(e.origin!==d.origin||!e.data)return;\
+if(e.data.subject==='lti.put_data.response'&&e.data.message_id===d.id)go();});\
+try{f.postMessage({subject:'lti.put_data',message_id:d.id,key:d.key,value:d.value},d.origin);}catch(e){}\
+setTimeout(go,2000);})();";
+
+/// A frame name as `lti_storage_target` must be (`post_message_forwarding`, `_parent`).
+fn is_frame_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The cookie carrying the browser binding of one state (several launches may be in
-/// flight in one browser, each in its own frame).
-pub fn cookie_name(state_hash: &str) -> String {
-    format!("pgw_lti_{}", &state_hash[..16.min(state_hash.len())])
+/// flight in one browser, each in its own frame). The LMS frames the tool and brings the
+/// browser back with a cross-site form post, so it is `SameSite=None; Secure;
+/// Partitioned` (CHIPS: kept in the LMS's partition where third-party cookies are blocked).
+pub fn binding_cookie(state: &AppState, state_hash: &str) -> binding::Cookie {
+    binding::Cookie {
+        name: binding::per_state_name("pgw_lti", state_hash),
+        path: "/lti",
+        max_age_secs: state.config.lti.state_ttl_secs,
+        site: binding::Site::Framed,
+    }
 }
 
 /// The key under which platform storage keeps the binding.
@@ -111,8 +140,16 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
     let state_value = random_token(32);
     let state_hash = crate::launches::hash_code(&state_value);
     let nonce = random_token(32);
-    let binding = random_token(32);
+    let binding = binding::new_secret();
     let storage_target = get("lti_storage_target").map(str::to_owned);
+    if let Some(t) = &storage_target
+        && !is_frame_name(t)
+    {
+        return Err(bad(
+            "This launch is malformed",
+            "lti_storage_target must be the name of a frame (letters, digits, _ or -).".into(),
+        ));
+    }
     let storage_origin = storage_target
         .as_ref()
         .map(|_| auth.origin().ascii_serialization());
@@ -132,7 +169,7 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     let pending = super::store::PendingLogin {
-        binding_hash: crate::launches::hash_code(&binding),
+        binding_hash: binding::hash(&binding),
         nonce: nonce.clone(),
         issuer: iss.to_owned(),
         client_id: platform.client_id.clone(),
@@ -168,41 +205,37 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
             p.append_pair("lti_message_hint", h);
         }
     }
-    let cookie = format!(
-        "{}={binding}; Path=/lti; Max-Age={ttl}; HttpOnly; Secure; SameSite=None; Partitioned",
-        cookie_name(&state_hash)
-    );
     let mut resp = match (&storage_target, &storage_origin) {
         (Some(target), Some(origin)) => {
             // Also keep the binding in the platform's storage: the cookie may be blocked in
             // the LMS's frame. Navigate on once the platform confirms (or after a timeout).
-            let script = format!(
-                "(function(){{var t={target},o={origin},k={key},v={value},u={url},id={id},done=false;\
-                 function go(){{if(!done){{done=true;window.location.replace(u);}}}}\
-                 var f=null;try{{f=window.parent.frames[t]||window.parent;}}catch(e){{f=window.parent;}}\
-                 window.addEventListener('message',function(e){{if(e.origin!==o||!e.data)return;\
-                 if(e.data.subject==='lti.put_data.response'&&e.data.message_id===id)go();}});\
-                 try{{f.postMessage({{subject:'lti.put_data',message_id:id,key:k,value:v}},o);}}catch(e){{}}\
-                 setTimeout(go,2000);}})();",
-                target = json!(target),
-                origin = json!(origin),
-                key = json!(storage_key(&state_hash)),
-                value = json!(binding),
-                url = json!(url.as_str()),
-                id = json!(random_token(9)),
-            );
+            let data = json!({
+                "target": target,
+                "origin": origin,
+                "key": storage_key(&state_hash),
+                "value": binding,
+                "url": url.as_str(),
+                "id": random_token(9),
+            });
             // Without script, the link continues (the cookie alone then binds the state).
-            script_page(
-                StatusCode::OK,
-                "Opening the activity",
+            let title = "Opening the activity";
+            let inner = notice(
+                title,
                 &[format!("Continuing to {}…", platform.issuer)],
-                &script,
                 Some(("Continue", url.as_str())),
+            );
+            data_script_page(
+                StatusCode::OK,
+                title,
+                &inner,
+                PUT_BINDING,
+                &data,
+                Forms::None,
             )
         }
         _ => crate::http::page::redirect(url.as_str()),
     };
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Some(v) = binding_cookie(state, &state_hash).set(&binding) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     tracing::info!(%iss, client_id = %platform.client_id, storage = storage_target.is_some(), "LTI login initiated");

@@ -116,7 +116,7 @@ impl LtiRegistration {
                 "an LTI registration belongs to a partner of kind \"lms\"".into(),
             ));
         }
-        if let Err(e) = crate::outbound::parse_http_url(&self.app_url) {
+        if let Err(e) = crate::http::page::redirect_target(&self.app_url) {
             out.push(("app_url".into(), e));
         }
         for (i, p) in self.platforms.iter().enumerate() {

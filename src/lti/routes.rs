@@ -39,6 +39,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_line_item, put_line_item, delete_line_item))
         .routes(routes!(members))
         .routes(routes!(read_outcome, delete_outcome))
+        // The LMS shows the tool's pages in its own page.
+        .route_layer(axum::middleware::map_response(
+            crate::http::page::partner_frames,
+        ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -102,11 +102,19 @@ pub async fn peek_state(
     })
 }
 
-/// Spend a state: true for the one caller that gets it.
-pub async fn spend_state(db: &Db, state_hash: &str, now_us: i64) -> anyhow::Result<bool> {
+/// Spend a state for the browser that presented the binding hashing to `binding_hash`:
+/// true for the one caller that gets it. The binding is checked in the UPDATE itself (as
+/// well as by the caller before), so a wrong browser never spends it.
+pub async fn spend_state(
+    db: &Db,
+    state_hash: &str,
+    binding_hash: &str,
+    now_us: i64,
+) -> anyhow::Result<bool> {
     let sql = "UPDATE lti_states SET used_at_us = $2 \
-               WHERE state_hash = $1 AND used_at_us IS NULL AND expires_at_us > $2";
-    let n = with_db!(db, pool => sqlx::query(sql).bind(state_hash).bind(now_us).execute(pool).await.map(|r| r.rows_affected()))?;
+               WHERE state_hash = $1 AND used_at_us IS NULL AND expires_at_us > $2 \
+               AND binding_hash = $3";
+    let n = with_db!(db, pool => sqlx::query(sql).bind(state_hash).bind(now_us).bind(binding_hash).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 

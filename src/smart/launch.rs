@@ -1,7 +1,7 @@
 //! The SMART launch, start to finish: from the EHR's (or the user's) first request to the
 //! redirect to the app with a one-time code. Failures become pages for the user.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +13,7 @@ use super::token::{ClientAuth, TokenError};
 use crate::app::AppState;
 use crate::config::PartnerConfig;
 use crate::http::page::{Page, internal};
-use crate::launches::{Launch, LaunchKind};
+use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
 use crate::time::{now_micros, to_micros};
 
@@ -33,15 +33,38 @@ pub fn partner_for_issuer<'a>(
     })
 }
 
-/// Start an authorization request for `partner` at `iss`; returns the URL to send the
-/// browser to.
+/// The cookie binding the state `state_hash` to the browser that started the launch. An
+/// EHR may show the app in a frame of its own page (web EHR clients, and embedded-browser
+/// ones such as Epic Hyperspace/Hyperdrive or Oracle Health PowerChart when they frame
+/// it): the cookie must then be kept in a frame of the EHR's site and sent on the EHR's
+/// cross-site redirect back, so over HTTPS it is `SameSite=None; Secure; Partitioned`, as
+/// LTI's; `Lax` would do for a top-level launch only. Over plain HTTP (development, top
+/// level) `SameSite=Lax`.
+pub fn binding_cookie(state: &AppState, state_hash: &str) -> binding::Cookie {
+    binding::Cookie {
+        name: binding::per_state_name("pgw_smart", state_hash),
+        path: "/smart",
+        max_age_secs: state.config.smart.state_ttl_secs,
+        site: binding::Site::for_base(&state.config.http.public_base(), binding::Site::Framed),
+    }
+}
+
+/// An authorization request started: where to send the browser, and the cookie binding
+/// its state to this browser.
+pub struct Started {
+    pub url: String,
+    pub cookie: Option<HeaderValue>,
+}
+
+/// Start an authorization request for `partner` at `iss`: the URL to send the browser to
+/// and the binding cookie to set.
 pub async fn begin(
     state: &AppState,
     partner: &PartnerConfig,
     reg: &SmartRegistration,
     iss: &str,
     launch: Option<&str>,
-) -> Result<String, Page> {
+) -> Result<Started, Page> {
     let iss = reg
         .issuer(iss)
         .unwrap_or(iss)
@@ -68,6 +91,7 @@ pub async fn begin(
     let (verifier, challenge) = pkce_pair();
     let state_value = random_token(32);
     let state_hash = crate::launches::hash_code(&state_value);
+    let secret = binding::new_secret();
     let scope = reg.scope_for(launch.is_some());
     let now = now_micros();
     let pending = PendingState {
@@ -76,6 +100,7 @@ pub async fn begin(
         launch_param: launch.map(str::to_owned),
         code_verifier: verifier,
         scope: scope.clone(),
+        binding_hash: binding::hash(&secret),
     };
     let expires = now + (state.config.smart.state_ttl_secs as i64) * 1_000_000;
     super::store::insert_state(
@@ -102,7 +127,10 @@ pub async fn begin(
         },
     );
     tracing::info!(partner_id = %partner.id, %iss, ehr_launch = launch.is_some(), "SMART authorization started");
-    Ok(url.to_string())
+    Ok(Started {
+        url: url.to_string(),
+        cookie: binding_cookie(state, &state_hash).set(&secret),
+    })
 }
 
 /// What the EHR sends back to `/smart/callback`.
@@ -115,8 +143,13 @@ pub struct CallbackParams {
     pub error_uri: Option<String>,
 }
 
-/// Finish the launch; returns the app URL (with the one-time code) to redirect to.
-pub async fn complete(state: &AppState, params: CallbackParams) -> Result<String, Page> {
+/// Finish the launch started in the browser whose request `headers` carry; returns the app
+/// URL (with the one-time code) to redirect to.
+pub async fn complete(
+    state: &AppState,
+    params: CallbackParams,
+    headers: &HeaderMap,
+) -> Result<String, Page> {
     let Some(state_value) = params.state.as_deref().filter(|s| !s.is_empty()) else {
         return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in link is incomplete")
             .line("The EHR's answer has no state parameter, so the gateway cannot tell which launch it belongs to.")
@@ -127,10 +160,27 @@ pub async fn complete(state: &AppState, params: CallbackParams) -> Result<String
     }
     let hash = crate::launches::hash_code(state_value);
     let now = now_micros();
-    let pending = super::store::take_state(&state.db, &state.master_key, &hash, now)
-        .await
-        .map_err(|e| internal(format!("reading the authorization state: {e:#}")))?
-        .map_err(state_page)?;
+    // Spent only together with this browser's binding: a link to an attacker's callback
+    // opened in another browser is refused and leaves the state alone.
+    let secret = binding_cookie(state, &hash).read(headers);
+    let pending = super::store::take_state(
+        &state.db,
+        &state.master_key,
+        &hash,
+        secret.as_deref().map(binding::hash).as_deref(),
+        now,
+    )
+    .await
+    .map_err(|e| internal(format!("reading the authorization state: {e:#}")))?
+    .map_err(|p| {
+        if p == StateProblem::OtherBrowser {
+            tracing::warn!(
+                cookie = secret.is_some(),
+                "SMART callback from a browser that did not start the launch"
+            );
+        }
+        state_page(p)
+    })?;
     let partner = state
         .config
         .partner(&pending.partner_id)
@@ -343,7 +393,8 @@ async fn finish(
         .await
         .map_err(|e| internal(format!("recording the launch: {e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %partner.id, "SMART launch completed");
-    let mut app = url::Url::parse(&reg.app_url).map_err(|e| internal(format!("app_url: {e}")))?;
+    let mut app = crate::http::page::redirect_target(&reg.app_url)
+        .map_err(|e| internal(format!("app_url: {e}")))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(app.to_string())
 }
@@ -418,6 +469,10 @@ fn state_page(problem: StateProblem) -> Page {
         StateProblem::Expired => (
             "This sign-in link has expired",
             "Too much time passed between starting the app and coming back from the EHR's sign-in.",
+        ),
+        StateProblem::OtherBrowser => (
+            "This sign-in was started in another browser",
+            "A launch must finish in the browser that started it, with cookies allowed for the gateway. If the app opens inside your EHR and this repeats, your browser may block its cookies there: open the app in a window of its own.",
         ),
     };
     Page::new(StatusCode::BAD_REQUEST, title)

@@ -178,7 +178,7 @@ impl SmartRegistration {
                 out.push((format!("scopes[{i}]"), e));
             }
         }
-        if let Err(e) = crate::outbound::parse_http_url(&self.app_url) {
+        if let Err(e) = crate::http::page::redirect_target(&self.app_url) {
             out.push(("app_url".into(), e));
         }
         if let Some(b) = &self.backend {

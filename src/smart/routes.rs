@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,7 +35,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     router
         .get_openapi_mut()
         .merge(<ProxyDoc as utoipa::OpenApi>::openapi());
-    router
+    // An EHR may show the launch (and so its error pages) in its own page.
+    router.route_layer(axum::middleware::map_response(
+        crate::http::page::partner_frames,
+    ))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -79,10 +82,7 @@ async fn ehr_launch(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
             .line("If your organisation should have access, ask your EHR administrator to contact us with this address.")
             .into_response();
     };
-    match launch::begin(&state, partner, reg, iss, Some(launch_param)).await {
-        Ok(url) => redirect(&url),
-        Err(page) => page.into_response(),
-    }
+    started(launch::begin(&state, partner, reg, iss, Some(launch_param)).await)
 }
 
 /// `GET /smart/{partner}/start[?iss=...]`: the user opened the app outside the EHR.
@@ -130,14 +130,30 @@ async fn standalone_launch(
             return page.into_response();
         }
     };
-    match launch::begin(&state, partner, reg, &iss, None).await {
-        Ok(url) => redirect(&url),
+    started(launch::begin(&state, partner, reg, &iss, None).await)
+}
+
+/// The redirect to the EHR's authorize endpoint, setting the state's binding cookie.
+fn started(result: Result<launch::Started, Page>) -> Response {
+    match result {
+        Ok(started) => {
+            let mut resp = redirect(&started.url);
+            if let Some(cookie) = started.cookie {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            resp
+        }
         Err(page) => page.into_response(),
     }
 }
 
-/// `GET /smart/callback`: the EHR sends the browser back with a code (or an error).
-async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+/// `GET /smart/callback`: the EHR sends the browser back with a code (or an error)
+/// (SMART App Launch 2.x, <https://hl7.org/fhir/smart-app-launch/app-launch.html#obtain-authorization-code>).
+async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let mut q = params(raw);
     let params = CallbackParams {
         code: q.remove("code"),
@@ -146,15 +162,25 @@ async fn callback(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         error_description: q.remove("error_description"),
         error_uri: q.remove("error_uri"),
     };
-    let result = launch::complete(&state, params).await;
+    // The binding cookie has done its work once the state is spent (or cannot be).
+    let clear = params
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| launch::binding_cookie(&state, &crate::launches::hash_code(s)).clear());
+    let result = launch::complete(&state, params, &headers).await;
     let outcome = match &result {
         Ok(_) => "completed",
         Err(page) if page.status.is_client_error() => "refused",
         Err(_) => "failed",
     };
     metrics::counter!("gateway_smart_launches_total", "outcome" => outcome).increment(1);
-    match result {
+    let mut resp = match result {
         Ok(url) => redirect(&url),
         Err(page) => page.into_response(),
+    };
+    if let Some(c) = clear {
+        resp.headers_mut().append(header::SET_COOKIE, c);
     }
+    resp
 }

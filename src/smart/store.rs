@@ -12,6 +12,8 @@ pub struct PendingState {
     pub launch_param: Option<String>,
     pub code_verifier: String,
     pub scope: String,
+    /// SHA-256 of the secret in the starting browser's binding cookie.
+    pub binding_hash: String,
 }
 
 pub use crate::launches::StateProblem;
@@ -28,7 +30,8 @@ pub async fn insert_state(
     let mut tx = db.begin().await?;
     crate::launches::store::purge_states(&mut tx, "smart_states", now_us).await?;
     let sql = "INSERT INTO smart_states (state_hash, partner_id, iss, launch_param, sealed_verifier, \
-               scope, created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+               scope, created_at_us, expires_at_us, binding_hash) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     with_tx!(&mut tx, c => {
         sqlx::query(sql)
             .bind(state_hash)
@@ -39,6 +42,7 @@ pub async fn insert_state(
             .bind(&pending.scope)
             .bind(now_us)
             .bind(expires_at_us)
+            .bind(&pending.binding_hash)
             .execute(c)
             .await
             .map(|r| r.rows_affected())
@@ -47,24 +51,28 @@ pub async fn insert_state(
     Ok(())
 }
 
-type StateRow = (String, String, Option<String>, Vec<u8>, String);
+type StateRow = (String, String, Option<String>, Vec<u8>, String, String);
 
-/// Spend a state: it works once, before it expires.
+/// Spend a state: it works once, before it expires, and only for the browser holding the
+/// secret whose hash is `binding_hash` (checked in the spending UPDATE itself, so a wrong
+/// browser leaves the state for the right one).
 pub async fn take_state(
     db: &Db,
     master: &MasterKey,
     state_hash: &str,
+    binding_hash: Option<&str>,
     now_us: i64,
 ) -> anyhow::Result<Result<PendingState, StateProblem>> {
     let spend = "UPDATE smart_states SET used_at_us = $2 \
                  WHERE state_hash = $1 AND used_at_us IS NULL AND expires_at_us > $2 \
-                 RETURNING partner_id, iss, launch_param, sealed_verifier, scope";
+                 AND binding_hash = $3 \
+                 RETURNING partner_id, iss, launch_param, sealed_verifier, scope, binding_hash";
     let mut tx = db.begin().await?;
     let row: Option<StateRow> = with_tx!(&mut tx, c => {
-        sqlx::query_as(spend).bind(state_hash).bind(now_us).fetch_optional(c).await
+        sqlx::query_as(spend).bind(state_hash).bind(now_us).bind(binding_hash).fetch_optional(c).await
     })?;
     let outcome = match row {
-        Some((partner_id, iss, launch_param, sealed, scope)) => {
+        Some((partner_id, iss, launch_param, sealed, scope, binding_hash)) => {
             let verifier = master.open(state_hash, &sealed)?;
             Ok(PendingState {
                 partner_id,
@@ -72,10 +80,14 @@ pub async fn take_state(
                 launch_param,
                 code_verifier: String::from_utf8(verifier)?,
                 scope,
+                binding_hash,
             })
         }
         None => {
-            Err(crate::launches::store::state_problem(&mut tx, "smart_states", state_hash).await?)
+            Err(
+                crate::launches::store::state_problem(&mut tx, "smart_states", state_hash, now_us)
+                    .await?,
+            )
         }
     };
     tx.commit().await?;

@@ -221,8 +221,8 @@ impl SsoConnection {
                 ));
             }
         }
-        if url::Url::parse(&self.app_url).is_err() {
-            out.push(("app_url".into(), "must be an absolute URL".into()));
+        if let Err(e) = crate::http::page::redirect_target(&self.app_url) {
+            out.push(("app_url".into(), e));
         }
         out
     }

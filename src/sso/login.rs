@@ -16,7 +16,7 @@ use super::connection::{Protocol, SsoConnection};
 use super::store::{Pending, StateProblem};
 use crate::app::AppState;
 use crate::http::page::{self, Page};
-use crate::launches::{Launch, LaunchKind};
+use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
 use crate::time::to_micros;
 
@@ -29,20 +29,6 @@ pub async fn begin(state: &AppState, found: &Found, browser: &str) -> Result<Str
     match found.conn.protocol {
         Protocol::Oidc => begin_oidc(state, found, browser).await,
         Protocol::Saml => begin_saml(state, found, browser).await,
-    }
-}
-
-/// The answer must come back through the browser that started the sign-in; otherwise an
-/// attacker could finish their own sign-in in a victim's browser (login CSRF).
-fn same_browser(p: &Pending, browser: Option<&str>) -> Result<(), Page> {
-    match &p.browser {
-        None => Ok(()),
-        Some(h) if browser.map(state_hash).as_deref() == Some(h.as_str()) => Ok(()),
-        Some(_) => Err(Page::new(
-            StatusCode::BAD_REQUEST,
-            "This sign-in was started in another browser",
-        )
-        .line("A sign-in must finish in the browser that started it (with cookies on). Start again from your organisation's sign-in link.")),
     }
 }
 
@@ -59,7 +45,14 @@ fn unavailable(found: &Found, e: impl std::fmt::Display) -> Page {
     .line("Try again in a moment; if it persists, tell your administrator.")
 }
 
-async fn store_pending(state: &AppState, token: &str, pending: &Pending) -> Result<(), Page> {
+/// Keep the pending sign-in under `token`'s hash, bound to the browser holding the cookie
+/// secret `browser`: the answer must come back through that browser (no login CSRF).
+async fn store_pending(
+    state: &AppState,
+    token: &str,
+    pending: &Pending,
+    browser: &str,
+) -> Result<(), Page> {
     let now = to_micros(Utc::now());
     let expires = now + state.config.sso.state_ttl_secs as i64 * 1_000_000;
     super::store::insert_state(
@@ -67,6 +60,7 @@ async fn store_pending(state: &AppState, token: &str, pending: &Pending) -> Resu
         &state.master_key,
         &state_hash(token),
         pending,
+        &binding::hash(browser),
         now,
         expires,
     )
@@ -86,9 +80,8 @@ async fn begin_oidc(state: &AppState, found: &Found, browser: &str) -> Result<St
         nonce: started.nonce,
         code_verifier: started.code_verifier,
         request_id: None,
-        browser: Some(state_hash(browser)),
     };
-    store_pending(state, &started.state, &pending).await?;
+    store_pending(state, &started.state, &pending, browser).await?;
     Ok(started.url)
 }
 
@@ -141,10 +134,35 @@ async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<St
         nonce: String::new(),
         code_verifier: String::new(),
         request_id: Some(request_id),
-        browser: Some(state_hash(browser)),
     };
-    store_pending(state, &relay, &pending).await?;
+    store_pending(state, &relay, &pending, browser).await?;
     Ok(url)
+}
+
+/// Spend the state `token` for the browser holding the cookie secret `browser`; a wrong
+/// browser (or none) leaves it unspent for the right one.
+async fn take_state(
+    state: &AppState,
+    token: &str,
+    browser: Option<&str>,
+    now_us: i64,
+) -> Result<Result<Pending, StateProblem>, Page> {
+    let outcome = super::store::take_state(
+        &state.db,
+        &state.master_key,
+        &state_hash(token),
+        browser.map(binding::hash).as_deref(),
+        now_us,
+    )
+    .await
+    .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?;
+    if outcome.as_ref().err() == Some(&StateProblem::OtherBrowser) {
+        tracing::warn!(
+            cookie = browser.is_some(),
+            "SSO answer from a browser that did not start the sign-in"
+        );
+    }
+    Ok(outcome)
 }
 
 fn state_page(p: StateProblem) -> Page {
@@ -160,6 +178,10 @@ fn state_page(p: StateProblem) -> Page {
         StateProblem::Expired => (
             "This sign-in took too long",
             "The sign-in request expired before your identity provider answered. Start again.",
+        ),
+        StateProblem::OtherBrowser => (
+            "This sign-in was started in another browser",
+            "A sign-in must finish in the browser that started it (with cookies on). Start again from your organisation's sign-in link.",
         ),
     };
     Page::new(StatusCode::BAD_REQUEST, title).line(line)
@@ -177,16 +199,9 @@ pub async fn complete(
         );
     };
     let now = Utc::now();
-    let pending = super::store::take_state(
-        &state.db,
-        &state.master_key,
-        &state_hash(st),
-        to_micros(now),
-    )
-    .await
-    .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?
-    .map_err(state_page)?;
-    same_browser(&pending, browser)?;
+    let pending = take_state(state, st, browser, to_micros(now))
+        .await?
+        .map_err(state_page)?;
     let Some(found) = super::connection(state, &pending.connection_id)
         .await
         .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
@@ -275,7 +290,7 @@ async fn finish(state: &AppState, found: &Found, identity: Identity) -> Result<R
             .line("Each SAML assertion signs in once (the assertion id was seen before). Start again from your organisation's sign-in link."));
         }
     };
-    let mut app = url::Url::parse(&found.conn.app_url)
+    let mut app = page::redirect_target(&found.conn.app_url)
         .map_err(|e| page::internal(format!("app_url: {e}")))?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(page::redirect(app.as_str()))
@@ -308,18 +323,11 @@ pub async fn complete_saml(
     let now = Utc::now();
     let relay = form.get("RelayState").filter(|s| !s.is_empty());
     let pending = match relay {
-        Some(r) => {
-            super::store::take_state(&state.db, &state.master_key, &state_hash(r), to_micros(now))
-                .await
-                .map_err(|e| page::internal(format!("reading the SSO state: {e:#}")))?
-        }
+        Some(r) => take_state(state, r, browser, to_micros(now)).await?,
         None => Err(StateProblem::Unknown),
     };
     let request_id = match pending {
-        Ok(p) if p.connection_id == conn.id => {
-            same_browser(&p, browser)?;
-            p.request_id
-        }
+        Ok(p) if p.connection_id == conn.id => p.request_id,
         Ok(_) => {
             return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in response went to the wrong place")
                 .line("The response's RelayState belongs to a sign-in with another organisation. Start again."));

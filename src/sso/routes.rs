@@ -16,6 +16,7 @@ use super::Found;
 use super::connection::Protocol;
 use crate::app::AppState;
 use crate::http::page::{self, Page};
+use crate::launches::binding;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -223,57 +224,34 @@ fn ask_email(note: Option<&str>) -> Response {
     let note = note
         .map(|n| format!("<p>{}</p>", page::escape(n)))
         .unwrap_or_default();
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Sign in with your organisation</title><style>body{{font-family:system-ui,sans-serif;\
-         max-width:30rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#222}}\
-         input{{font-size:1rem;padding:.4rem;width:100%;box-sizing:border-box}}\
-         button{{font-size:1rem;margin-top:.8rem;padding:.4rem 1rem}}</style></head><body>\
-         <h1>Sign in with your organisation</h1>{note}\
+    let inner = format!(
+        "<h1>Sign in with your organisation</h1>{note}\
          <form method=\"get\" action=\"start\"><label for=\"email\">Your work or school email</label>\
          <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required autofocus>\
-         <button type=\"submit\">Continue</button></form></body></html>\n"
+         <button type=\"submit\">Continue</button></form>"
     );
-    page::html(
+    page::layout(
         StatusCode::OK,
-        body,
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        "Sign in with your organisation",
+        &inner,
+        page::Forms::Gateway,
     )
 }
 
-/// The cookie naming the browser a sign-in started in (`login::same_browser`).
-const BROWSER_COOKIE: &str = "pgw_sso";
-
-fn browser_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == BROWSER_COOKIE)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| {
-            v.len() == 43
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
-/// The cookie, on `/sso` only. Over HTTPS it is `SameSite=None; Secure`, because the SAML
-/// IdP brings the browser back with a cross-site POST; plain HTTP (development) cannot
-/// carry such a cookie, so there it is `Lax`.
-fn set_browser_cookie(state: &AppState, value: &str) -> String {
-    let site = if state.config.http.public_base().starts_with("https://") {
-        "SameSite=None; Secure"
-    } else {
-        "SameSite=Lax"
-    };
-    format!(
-        "{BROWSER_COOKIE}={value}; Path=/sso; HttpOnly; Max-Age={}; {site}",
-        state.config.sso.state_ttl_secs.max(60) * 6
-    )
+/// The cookie naming the browser a sign-in started in: one value per browser, kept across
+/// sign-ins so two tabs do not undo each other, on `/sso` only. Over HTTPS it is
+/// `SameSite=None; Secure`, because the SAML IdP brings the browser back with a cross-site
+/// POST; plain HTTP (development) cannot carry such a cookie, so there it is `Lax`.
+fn browser_cookie(state: &AppState) -> binding::Cookie {
+    binding::Cookie {
+        name: "pgw_sso".into(),
+        path: "/sso",
+        max_age_secs: state.config.sso.state_ttl_secs.max(60) * 6,
+        site: binding::Site::for_base(
+            &state.config.http.public_base(),
+            binding::Site::CrossSitePost,
+        ),
+    }
 }
 
 async fn start(
@@ -303,16 +281,18 @@ async fn start(
     } else {
         return ask_email(None);
     };
-    // One value per browser, kept across sign-ins so two tabs do not undo each other.
-    let browser = browser_cookie(&headers).unwrap_or_else(|| crate::smart::flow::random_token(32));
+    let cookie = browser_cookie(&state);
+    let browser = cookie
+        .read(&headers)
+        .filter(|v| binding::is_secret(v))
+        .unwrap_or_else(binding::new_secret);
     match super::login::begin(&state, &found, &browser).await {
         Ok(url) => {
             let mut r = page::redirect(&url);
-            if let Ok(v) = axum::http::HeaderValue::from_str(&set_browser_cookie(&state, &browser))
-            {
+            if let Some(v) = cookie.set(&browser) {
                 r.headers_mut().append(axum::http::header::SET_COOKIE, v);
             }
-            r
+            page::deny_framing(r)
         }
         Err(p) => p.into_response(),
     }
@@ -360,7 +340,7 @@ async fn callback(
     headers: axum::http::HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let browser = browser_cookie(&headers);
+    let browser = browser_cookie(&state).read(&headers);
     match super::login::complete(&state, query(raw), browser.as_deref()).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
@@ -410,7 +390,7 @@ async fn saml_acs(
     RawForm(body): RawForm,
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let browser = browser_cookie(&headers);
+    let browser = browser_cookie(&state).read(&headers);
     match super::login::complete_saml(&state, &id, form, browser.as_deref()).await {
         Ok(r) => r,
         Err(p) => p.into_response(),

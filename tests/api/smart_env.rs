@@ -180,8 +180,10 @@ scopes = ["system/Patient.rs", "system/Observation.rs"]
         let config = format!("[jobs]\nenabled = false\n{toml}");
         let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
         let app_key = app.key(Role::App, None).await;
+        // A browser keeps cookies: the launch binds its state to this one.
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
             .build()
             .unwrap();
         Some(SmartEnv {

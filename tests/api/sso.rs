@@ -281,6 +281,59 @@ both_backends! {
         assert_eq!(env.sso_logins().await, 0);
     }
 
+    // Issue 17: a wrong-browser callback used to spend the rightful browser's sign-in,
+    // which then read "already used". Refused without spending it now.
+    async fn a_callback_from_another_browser_leaves_the_sign_in_to_the_right_one(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Okta, "").await else { return };
+        let authorize = env.start_url("organisation=acme-idp").await;
+        let cb = env.at_idp(&authorize).await;
+        let other = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        for cookie in [None, Some("pgw_sso=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")] {
+            let mut req = other.get(&cb);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 400);
+            assert!(r.text().await.unwrap().contains("started in another browser"));
+        }
+        let Outcome::App(code) = env.callback(&cb).await else { panic!("the right browser could not finish") };
+        assert_eq!(env.exchange(&code).await.0, 200);
+        assert_eq!(env.sso_logins().await, 1);
+    }
+
+    async fn the_sign_in_pages_cannot_be_framed(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        for query in ["", "?organisation=acme-idp", "?organisation=nobody"] {
+            let r = env.get(&format!("{}/sso/start{query}", env.gateway)).await;
+            assert_eq!(r.headers()["x-frame-options"], "DENY", "{query}");
+            let csp = r.headers()["content-security-policy"].to_str().unwrap();
+            assert!(csp.contains("frame-ancestors 'none'"), "{query}: {csp}");
+            assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{query}");
+        }
+    }
+
+    // L3: a runtime connection's app_url is where the sign-in sends the browser with the
+    // code: only https (http for loopback development).
+    async fn a_runtime_connection_with_an_app_url_that_is_not_https_is_refused(backend) {
+        let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
+        let admin = env.app.admin().await;
+        for bad in ["javascript:alert(document.cookie)", "data:text/html,<script>alert(1)</script>", "ftp://files.example/x", "http://app.example.test/sso"] {
+            let r = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&admin)
+                .json(&serde_json::json!({
+                    "partner": PARTNER, "id": "runtime-x", "protocol": "oidc", "issuer": env.idp.issuer(),
+                    "client_id": "gateway-client", "client_secret": SECRET, "domains": ["x.example"], "app_url": bad,
+                }))
+                .send().await.unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+            let body: Value = r.json().await.unwrap();
+            assert!(body.to_string().contains("app_url"), "{bad}: {body}");
+        }
+        let r = env.app.get(&admin, "/v1/sso/connections").await;
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["connections"].as_array().unwrap().len(), 1, "nothing was saved");
+    }
+
     async fn bad_id_tokens_are_refused(backend) {
         let Some(env) = Env::start(backend, IdpVendor::Generic, "").await else { return };
         for (fault, words) in [

@@ -416,13 +416,19 @@ both_backends! {
         // The IdP said no.
         assert_refusal(&env.refused(|s| s.status = "urn:oasis:names:tc:SAML:2.0:status:Responder".into()).await, "did not sign you in");
 
-        // Login CSRF: a valid response posted from another browser is refused.
+        // Login CSRF: a valid response posted from another browser is refused, and the
+        // sign-in is left to the browser that started it (issue 17: it used to be spent).
         let url = env.start_url().await;
         let (response, relay) = env.at_idp(&url).await;
-        let other = reqwest::Client::new();
-        let r = other.post(env.acs()).form(&[("SAMLResponse", response), ("RelayState", relay.unwrap())]).send().await.unwrap();
+        let relay = relay.unwrap();
+        let other = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let r = other.post(env.acs()).form(&[("SAMLResponse", response.as_str()), ("RelayState", relay.as_str())]).send().await.unwrap();
         assert_eq!(r.status(), 400);
         assert_refusal(&r.text().await.unwrap(), "started in another browser");
+        match env.post(&response, Some(&relay)).await {
+            Outcome::App(_) => {}
+            Outcome::Page(s, body) => panic!("the right browser could not finish: {s} {body}"),
+        }
 
         // An attribute changed after signing.
         let (xml, relay, _) = env.signed_xml(Signing::Response).await;

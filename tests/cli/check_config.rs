@@ -233,3 +233,66 @@ async fn check_config_refuses_allow_private_networks_and_names_what_replaces_it(
     assert!(out.stderr.contains("outbound.private_networks"), "{out}");
     assert!(out.stderr.contains("wider than /8"), "{out}");
 }
+
+// Issue 17, L3: an app URL is where a launch or sign-in sends the browser with its one-time
+// code; `javascript:`, `data:`, `ftp:` or plain http to a real host are refused, each named.
+#[tokio::test]
+async fn check_config_refuses_app_urls_a_browser_must_not_be_sent_to() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    std::fs::write(
+        env.config_dir.join("partners.toml"),
+        r#"
+[[partners]]
+id = "hospital"
+name = "A hospital"
+kind = "ehr"
+[partners.smart]
+issuers = ["https://ehr.example.com/fhir"]
+client_id = "app"
+client_type = "public"
+scopes = ["openid"]
+app_url = "javascript:alert(document.cookie)"
+
+[[partners]]
+id = "school"
+name = "A school"
+kind = "lms"
+[partners.lti]
+app_url = "data:text/html,<script>alert(1)</script>"
+
+[[partners]]
+id = "org"
+name = "An organisation"
+kind = "idp"
+[[partners.sso_connections]]
+id = "org-idp"
+protocol = "oidc"
+issuer = "https://idp.example.com"
+client_id = "gw"
+client_secret = "s"
+app_url = "ftp://files.example.com/sso"
+
+[[partners]]
+id = "dev"
+name = "Development"
+kind = "ehr"
+[partners.smart]
+issuers = ["https://ehr.example.org/fhir"]
+client_id = "app"
+client_type = "public"
+scopes = ["openid"]
+app_url = "http://app.example.com/launch"
+"#,
+    )
+    .unwrap();
+    let out = env.run(&["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    for expected in [
+        "partners[0].smart.app_url: \"javascript:alert(document.cookie)\" must be an https URL",
+        "partners[1].lti.app_url: \"data:text/html,<script>alert(1)</script>\" must be an https URL",
+        ".app_url: \"ftp://files.example.com/sso\" must be an https URL",
+        "partners[3].smart.app_url: \"http://app.example.com/launch\" must be https (plain http only for a loopback host in development)",
+    ] {
+        assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
+    }
+}

@@ -183,8 +183,10 @@ async fn two_instances_behind_nginx_work_as_one_service() {
     let admin_key = create_key(&env, &settings, &["--role", "admin"]).await;
     // The app records its own sessions (no key may send the gateway's types).
     let load_key = create_key(&env, &settings, &["--role", "app"]).await;
+    // Keeps cookies, as a browser does: a SMART launch is bound to it by one.
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
         .build()
         .unwrap();
 

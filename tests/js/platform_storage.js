@@ -1,16 +1,17 @@
 // Runs a page script of the gateway's LTI platform-storage pages in a simulated browser
 // frame: a parent window whose named frame answers lti.put_data / lti.get_data like an LMS
-// (LTI Client Side postMessages), a document that can build and submit forms, and a
-// location that records navigation. Reads {script, origin, store} as JSON on stdin; prints
-// {posted, navigated, submitted, store} as JSON. Timers are recorded, not run, so only the
-// message answers drive the page.
+// (LTI Client Side postMessages), a document holding the page's JSON data block
+// (#pgw-data, which the gateway's fixed scripts read) and able to build and submit forms,
+// and a location that records navigation. Reads {script, data, origin, store} as JSON on
+// stdin; prints {posted, navigated, submitted, store, shown} as JSON. Timers are recorded,
+// not run, so only the message answers drive the page.
 'use strict';
 let input = '';
 process.stdin.on('data', (c) => { input += c; });
 process.stdin.on('end', () => {
-  const { script, origin, store: initial, wrongOriginFirst } = JSON.parse(input);
+  const { script, data, origin, store: initial, wrongOriginFirst } = JSON.parse(input);
   const store = Object.assign({}, initial || {});
-  const out = { posted: [], navigated: null, submitted: null, store, timers: 0 };
+  const out = { posted: [], navigated: null, submitted: null, store, timers: 0, shown: {} };
   const listeners = [];
   const deliver = (data, from) => listeners.forEach((l) => l({ origin: from, data }));
   const frame = {
@@ -34,7 +35,16 @@ process.stdin.on('end', () => {
   const elements = [];
   const document = {
     body: { appendChild() {} },
-    getElementById() { return null; },
+    getElementById(id) {
+      if (id === 'pgw-data') return { textContent: data };
+      // The recovery page's message and its hidden way out.
+      if (id === 'm' || id === 'r') {
+        const el = { hidden: true };
+        out.shown[id] = el;
+        return el;
+      }
+      return null;
+    },
     createElement(tag) {
       const el = { tag, children: [], appendChild(c) { this.children.push(c); } };
       el.submit = () => {
