@@ -40,6 +40,8 @@ pub struct Parts {
     pub master_key: MasterKey,
     /// The one client for requests to partners, with the outbound policy.
     pub outbound: Outbound,
+    /// Clients for webhook endpoints, limited to their owner's networks.
+    pub endpoint_outbound: crate::outbound::Scoped,
     pub smart: SmartState,
     /// Batched writer for usage events recorded on hot paths (`fhir.request`).
     pub usage: UsageRecorder,
@@ -116,6 +118,7 @@ impl AppState {
             anyhow::anyhow!("the agreements in config have problems: {problems:?}")
         })?;
         let outbound = Outbound::from_config(&config)?;
+        let endpoint_outbound = crate::outbound::Scoped::from_config(&config)?;
         let smart = SmartState::new(
             outbound.clone(),
             Duration::from_secs(config.smart.discovery_ttl_secs),
@@ -137,6 +140,7 @@ impl AppState {
             meters: Arc::new(meters),
             master_key,
             outbound,
+            endpoint_outbound,
             smart,
             usage,
             lti: crate::lti::LtiState::default(),

@@ -177,6 +177,45 @@ pub fn configured_networks(config: &Config) -> Vec<Network> {
     out
 }
 
+/// Clients for URLs that a key holder chose (webhook endpoints), scoped to the owner: a
+/// partner's endpoints reach non-public addresses only in that partner's own
+/// `private_networks` and the gateway-wide `outbound.private_networks`; the app's endpoints
+/// only in the gateway-wide list. So one partner cannot point deliveries at another
+/// partner's on-premises network. Built once at start.
+#[derive(Clone)]
+pub struct Scoped {
+    gateway: Outbound,
+    partners: Arc<std::collections::HashMap<String, Outbound>>,
+}
+
+impl Scoped {
+    pub fn from_config(config: &Config) -> anyhow::Result<Scoped> {
+        let shared = config.outbound.private_networks.clone();
+        let gateway = Outbound::new(&config.outbound, shared.clone())?;
+        let mut partners = std::collections::HashMap::new();
+        for p in config
+            .partners
+            .iter()
+            .filter(|p| !p.private_networks.is_empty())
+        {
+            let mut nets = shared.clone();
+            nets.extend(p.private_networks.iter().copied());
+            partners.insert(p.id.clone(), Outbound::new(&config.outbound, nets)?);
+        }
+        Ok(Scoped {
+            gateway,
+            partners: Arc::new(partners),
+        })
+    }
+
+    /// The client for an endpoint of `partner` (`None`: the app's).
+    pub fn for_owner(&self, partner: Option<&str>) -> &Outbound {
+        partner
+            .and_then(|p| self.partners.get(p))
+            .unwrap_or(&self.gateway)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Policy {
     allow_http: bool,

@@ -304,7 +304,13 @@ impl Dispatcher {
         let Some(payload) = job.payload.as_deref() else {
             return (Response::NoResponse, Outcome::error("no payload"));
         };
-        let url = match self.state.outbound.url(&job.url) {
+        // The endpoint owner's networks only (as when the URL was set): a name that now
+        // resolves elsewhere is refused at connect time by that client's resolver.
+        let outbound = self
+            .state
+            .endpoint_outbound
+            .for_owner(job.endpoint_partner.as_deref());
+        let url = match outbound.url(&job.url) {
             Ok(u) => u,
             Err(e) => {
                 return (
@@ -315,9 +321,7 @@ impl Dispatcher {
         };
         let ts = started.timestamp();
         let sig = signature::signature_header(&job.keys, &c.message_id, ts, payload.as_bytes());
-        let request = self
-            .state
-            .outbound
+        let request = outbound
             .webhooks()
             .post(url)
             .timeout(Duration::from_secs(self.cfg().timeout_secs.max(1)))

@@ -257,8 +257,9 @@ async fn views(state: &AppState, rows: &[EndpointRow]) -> Result<Vec<Endpoint>, 
         .collect())
 }
 
-/// Check a URL against the outbound policy, resolving its host name.
-async fn check_url(state: &AppState, url: &str) -> Result<String, ApiError> {
+/// Check a URL against the outbound policy of the endpoint's owner (`None`: the app),
+/// resolving its host name.
+async fn check_url(state: &AppState, owner: Option<&str>, url: &str) -> Result<String, ApiError> {
     if url.len() > 2000 {
         return Err(ApiError::bad_request(
             "invalid_url",
@@ -268,7 +269,8 @@ async fn check_url(state: &AppState, url: &str) -> Result<String, ApiError> {
     let parsed = crate::outbound::parse_http_url(url)
         .map_err(|e| ApiError::bad_request("invalid_url", e))?;
     state
-        .outbound
+        .endpoint_outbound
+        .for_owner(owner)
         .url_resolved(parsed.as_str())
         .await
         .map_err(|e| ApiError::bad_request("url_refused", e.to_string()))?;
@@ -359,7 +361,7 @@ async fn create(
         Some(&req.event_types),
         Some(req.rate_limit),
     ))?;
-    let url = check_url(&state, &req.url).await?;
+    let url = check_url(&state, partner.as_deref(), &req.url).await?;
     let now = Utc::now();
     let row = EndpointRow {
         id: format!("ep_{}", uuid::Uuid::now_v7().simple()),
@@ -509,7 +511,7 @@ async fn update(
         patch.rate_limit,
     ))?;
     if let Some(url) = &patch.url {
-        row.url = check_url(&state, url).await?;
+        row.url = check_url(&state, row.partner_id.as_deref(), url).await?;
     }
     if let Some(d) = patch.description {
         row.description = d;

@@ -140,4 +140,30 @@ crate::both_backends! {
             assert!(receivers[i].count() >= 1, "the first hop was allowed");
         }
     }
+
+    // A partner's private network is its own: another partner's key (or the app) cannot
+    // point webhook deliveries into it.
+    async fn a_webhook_endpoint_reaches_only_its_owners_private_networks(backend) {
+        let extra = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\n\
+            [[partners]]\nid = \"lan-a\"\nname = \"A partner on this machine\"\nkind = \"other\"\nprivate_networks = [\"127.0.0.1\"]\n\
+            [[partners]]\nid = \"lan-b\"\nname = \"Another partner\"\nkind = \"other\"\n";
+        let Some(app) = TestApp::spawn_with(backend, extra, Handlers::new()).await else { return };
+        let rx = Receiver::start().await.unwrap();
+        let create = |key: String, body: Value| {
+            let req = app.client.post(app.url("/v1/webhooks/endpoints")).bearer_auth(key).json(&body);
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        };
+        let (s, b) = create(app.key(Role::Partner, Some("lan-b")).await, json!({"url": rx.url("/b")})).await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("url_refused")), "{b}");
+        let admin = app.key(Role::Admin, None).await;
+        let (s, b) = create(admin.clone(), json!({"app": true, "url": rx.url("/app")})).await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("url_refused")), "{b}");
+        let (s, b) = create(admin.clone(), json!({"partner": "lan-b", "url": rx.url("/b2")})).await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("url_refused")), "{b}");
+        let (s, b) = create(app.key(Role::Partner, Some("lan-a")).await, json!({"url": rx.url("/a")})).await;
+        assert_eq!(s, 201, "{b}");
+    }
 }
