@@ -299,6 +299,10 @@ async fn sandbox(opts: crate::sandbox::run::Options) -> ExitCode {
 }
 
 async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    // Every command that opens the store migrates it first, unless config says another
+    // role does (`migrate` as the tables' owner, the instances as a runtime role without DDL
+    // rights: docs/OPERATIONS.md, "Database roles").
+    let migrate_on_start = config.database.migrate_on_start;
     match command {
         Command::CheckConfig => Ok(ExitCode::SUCCESS),
         Command::Sandbox { .. } => Ok(ExitCode::SUCCESS),
@@ -346,7 +350,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::ApiKeys(cmd) => {
-            let state = AppState::prepare(config, true).await?;
+            let state = AppState::prepare(config, migrate_on_start).await?;
             match cmd {
                 ApiKeysCommand::Create {
                     role,
@@ -408,7 +412,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             alg: _,
             saml_sp: true,
         }) => {
-            let state = AppState::prepare(config, true).await?;
+            let state = AppState::prepare(config, migrate_on_start).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -439,7 +443,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     anyhow::anyhow!("--alg must be RS256, RS384 or ES384, not {a:?}")
                 })?],
             };
-            let state = AppState::prepare(config, true).await?;
+            let state = AppState::prepare(config, migrate_on_start).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -462,7 +466,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             expires_in,
             note,
         }) => {
-            let state = AppState::prepare(config, true).await?;
+            let state = AppState::prepare(config, migrate_on_start).await?;
             let created = crate::lti::dynreg::create_link(
                 &state,
                 &partner,
@@ -486,7 +490,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
-            let state = AppState::prepare(config, true).await?;
+            let state = AppState::prepare(config, migrate_on_start).await?;
             if let Some(p) = &partner
                 && state.config.partner(p).is_none()
             {
@@ -573,7 +577,8 @@ fn print_statement(
 }
 
 async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::Result<ExitCode> {
-    let state = AppState::prepare(config, true).await?;
+    let migrate_on_start = config.database.migrate_on_start;
+    let state = AppState::prepare(config, migrate_on_start).await?;
     let now = chrono::Utc::now();
     let svc = state.statements();
     let mut out = std::io::stdout().lock();

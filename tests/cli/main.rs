@@ -14,6 +14,7 @@ mod api_keys;
 mod check_config;
 mod crash;
 mod db_backup;
+mod db_roles;
 mod grade_crash;
 mod hygiene;
 mod import;
