@@ -10,3 +10,8 @@ ALTER TABLE usage_events ADD COLUMN recorded_ref TEXT;
 -- the index-only meter queries). Small: only those rows are in it.
 CREATE INDEX usage_events_self_reported ON usage_events (partner_id, time_us)
     WHERE recorded_by IN ('partner_key', 'partner_webhook');
+-- When provenance began: every event received before it is 'legacy'; after it, the
+-- gateway's own event types are only ever recorded by the gateway (the write rules), so a
+-- statement counts their provenance from the covering index instead of reading every row.
+CREATE TABLE ledger_provenance (since_us BIGINT NOT NULL);
+INSERT INTO ledger_provenance (since_us) VALUES (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));

@@ -196,6 +196,14 @@ async fn refuse_nul(State(limit): State<usize>, req: Request, next: Next) -> Res
     if let Some(place) = nul_in_path(&req) {
         return refuse(place);
     }
+    // axum's path extraction would answer such a path in plain text; the API answers JSON.
+    if api && !decodes_to_utf8(req.uri().path()) {
+        return ApiError::bad_request(
+            "invalid_path",
+            "the path is not UTF-8 once percent-decoded (an overlong or broken %-sequence)",
+        )
+        .into_response();
+    }
     if let Some(q) = req.uri().query()
         && let Some(name) = nul_in_pairs(q.as_bytes())
     {
@@ -258,6 +266,31 @@ fn nul_in_path(req: &Request) -> Option<String> {
         Some(name) => format!("the path parameter {name:?}"),
         None => "the path".to_owned(),
     })
+}
+
+/// Whether `path`, percent-decoded, is UTF-8.
+fn decodes_to_utf8(path: &str) -> bool {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
 }
 
 fn capitalized(s: &str) -> String {

@@ -234,8 +234,9 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     .map_err(|e| crate::http::page::internal(e.to_string()))?
     .map_err(|e| crate::http::page::internal(format!("{e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %partner.id, "LTI 1.1 launch completed");
+    // Checked at config load too; checked again where the browser is sent, as the other flows do.
     let mut app =
-        url::Url::parse(&reg.app_url).map_err(|e| crate::http::page::internal(e.to_string()))?;
+        crate::http::page::redirect_target(&reg.app_url).map_err(crate::http::page::internal)?;
     app.query_pairs_mut().append_pair("code", &code);
     Ok(crate::http::page::redirect(app.as_str()))
 }

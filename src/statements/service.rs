@@ -409,7 +409,13 @@ impl Statements<'_> {
         };
         let needs_types = lines.iter().any(|l| l.meter.is_some());
         let by_type = if needs_types {
-            store::recorded_by_type(self.db, span).await?
+            // Events are dated at most a day ahead of their arrival, so a period that starts
+            // a day after provenance began holds no event from before it.
+            let clean = store::provenance_since(self.db)
+                .await?
+                .is_some_and(|since| start >= since + Duration::hours(24));
+            let cutoff = store::arrived_after(self.db, span).await?;
+            store::recorded_by_type(self.db, span, cutoff, clean).await?
         } else {
             Vec::new()
         };

@@ -536,30 +536,115 @@ pub async fn has_self_reported(db: &Db, span: Span<'_>) -> anyhow::Result<bool> 
     Ok(found)
 }
 
-/// How many events of each type each recorder wrote in the span (by its cut-off): what the
-/// usage lines of a statement show as their provenance. One pass over the period's events.
+/// When the ledger began keeping provenance (migration 0011): events received before it
+/// read `legacy`.
+pub async fn provenance_since(db: &Db) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let since: Option<i64> = with_db!(db, c => sqlx::query_scalar(
+        "SELECT MIN(since_us) FROM ledger_provenance").fetch_one(c).await)?;
+    Ok(since.map(from_micros))
+}
+
+/// How many events of each type each recorder wrote in the span (by its cut-off when
+/// `cutoff`): what the usage lines of a statement show as their provenance.
+///
+/// With `gateway_from_index` (the caller knows the span holds no event from before
+/// provenance was kept), one pass over the covering index `(partner_id, time_us, type, ...)`
+/// counts every type without reading rows, and the gateway's own types are the gateway's
+/// (the write rules let nobody else record them); only the other types present (revenue,
+/// milestones, the app's) are read row by row, by type, as the revenue lines are.
 pub async fn recorded_by_type(
     db: &Db,
     span: Span<'_>,
+    cutoff: bool,
+    gateway_from_index: bool,
 ) -> anyhow::Result<Vec<(String, String, Option<String>, i64)>> {
     let own = if span.exclude_self_reported {
         NOT_SELF_REPORTED
     } else {
         ""
     };
-    let sql = format!(
-        "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
-         WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3 AND received_at_us <= $4{own} \
-         GROUP BY type, recorded_by, recorded_ref"
-    );
-    let rows = with_db!(db, c => sqlx::query_as(&sql)
-        .persistent(false)
-        .bind(span.partner_id)
-        .bind(to_micros(span.start))
-        .bind(to_micros(span.end))
-        .bind(to_micros(span.as_of))
-        .fetch_all(c)
-        .await)?;
+    let cut = if cutoff {
+        " AND received_at_us <= $4"
+    } else {
+        ""
+    };
+    let range = format!("partner_id = $1 AND time_us >= $2 AND time_us < $3{cut}");
+    let next = if cutoff { 5 } else { 4 };
+    if !gateway_from_index {
+        let sql = format!(
+            "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
+             WHERE {range}{own} GROUP BY type, recorded_by, recorded_ref"
+        );
+        let rows = with_db!(db, c => {
+            let mut q = sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(span.partner_id)
+                .bind(to_micros(span.start))
+                .bind(to_micros(span.end));
+            if cutoff {
+                q = q.bind(to_micros(span.as_of));
+            }
+            q.fetch_all(c).await
+        })?;
+        return Ok(rows);
+    }
+    let sql = format!("SELECT type, COUNT(*) FROM usage_events WHERE {range} GROUP BY type");
+    let counts: Vec<(String, i64)> = with_db!(db, c => {
+        let mut q = sqlx::query_as(&sql)
+            .persistent(false)
+            .bind(span.partner_id)
+            .bind(to_micros(span.start))
+            .bind(to_micros(span.end));
+        if cutoff {
+            q = q.bind(to_micros(span.as_of));
+        }
+        q.fetch_all(c).await
+    })?;
+    let mut rows: Vec<(String, String, Option<String>, i64)> = Vec::new();
+    let mut types: Vec<String> = Vec::new();
+    for (t, n) in counts {
+        if crate::metering::authority::is_gateway_type(&t) {
+            rows.push((t, "gateway".to_owned(), None, n));
+        } else {
+            types.push(t);
+        }
+    }
+    if types.is_empty() {
+        return Ok(rows);
+    }
+    let by = "GROUP BY type, recorded_by, recorded_ref";
+    let more: Vec<(String, String, Option<String>, i64)> = match db {
+        Db::Sqlite(c) => {
+            let sql = format!(
+                "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
+                 WHERE {range} AND type IN (SELECT value FROM json_each(${next})){own} {by}"
+            );
+            let mut q = sqlx::query_as(&sql)
+                .bind(span.partner_id)
+                .bind(to_micros(span.start))
+                .bind(to_micros(span.end));
+            if cutoff {
+                q = q.bind(to_micros(span.as_of));
+            }
+            q.bind(serde_json::to_string(&types)?).fetch_all(c).await?
+        }
+        Db::Postgres(c) => {
+            let sql = format!(
+                "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
+                 WHERE {range} AND type = ANY(${next}::text[]){own} {by}"
+            );
+            let mut q = sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(span.partner_id)
+                .bind(to_micros(span.start))
+                .bind(to_micros(span.end));
+            if cutoff {
+                q = q.bind(to_micros(span.as_of));
+            }
+            q.bind(&types).fetch_all(c).await?
+        }
+    };
+    rows.extend(more);
     Ok(rows)
 }
 

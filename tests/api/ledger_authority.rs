@@ -203,6 +203,41 @@ both_backends! {
         }
     }
 
+    async fn usage_lines_count_the_gateways_events_from_the_index_as_from_the_rows(backend) {
+        let Some(app) = TestApp::spawn(backend).await else { return };
+        let mut tx = app.db().begin().await.unwrap();
+        for i in 0..5 {
+            let e = partner_gateway::metering::UsageEvent {
+                partner_id: "canvas-sandbox".into(), id: format!("l-{i}"), source: "/lti".into(),
+                event_type: "lti.launch".into(), subject: Some(format!("learner-{}", i % 3)),
+                time: chrono::DateTime::parse_from_rfc3339("2026-10-12T12:00:00Z").unwrap().into(),
+                data: None, extensions: None,
+            };
+            partner_gateway::metering::record_usage_event(&mut tx, &e).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        // Provenance began today (this database's migration): October is read row by row.
+        let rows = statement(&app, "canvas-sandbox", "2026-10").await;
+        // A ledger that has kept provenance since January: the gateway's types from the index.
+        partner_gateway::with_db!(app.db(), c => sqlx::query(
+            "UPDATE ledger_provenance SET since_us = 1767225600000000").execute(c).await.map(|r| r.rows_affected())).unwrap();
+        let index = statement(&app, "canvas-sandbox", "2026-10").await;
+        let usage = |st: &Value| st["document"]["lines"].as_array().unwrap().iter()
+            .find(|l| l["meter"] == "active_learners").unwrap()["recorded_by"].clone();
+        assert_eq!(usage(&rows), json!([{"kind": "gateway", "events": 5}]), "{rows}");
+        assert_eq!(usage(&index), usage(&rows));
+        assert_eq!(index["document"]["lines"], rows["document"]["lines"]);
+        // And no other writer can slip a gateway type in underneath.
+        let mut tx = app.db().begin().await.unwrap();
+        let e = partner_gateway::metering::UsageEvent {
+            partner_id: "canvas-sandbox".into(), id: "forged".into(), source: "/x".into(),
+            event_type: "lti.launch".into(), subject: None, time: Utc::now(), data: None, extensions: None,
+        };
+        let admin = partner_gateway::metering::authority::Recorder::AdminKey { key_id: "k".into() };
+        let err = partner_gateway::metering::store::insert_usage_events(&mut tx, &[e], &admin, Utc::now()).await.unwrap_err();
+        assert!(err.to_string().contains("recorded only by the gateway"), "{err}");
+    }
+
     async fn statements_say_who_recorded_the_revenue(backend) {
         let Some(app) = TestApp::spawn(backend).await else { return };
         // Through the billing system's signed webhook.

@@ -490,14 +490,16 @@ crate::both_backends! {
                 assert!(body.contains(code), "{url}: {body}");
             }
         }
-        // Overlong UTF-8 (`%c0%ae` for `.`) is not UTF-8: the router's path extraction
-        // refuses it (400) before the proxy sees it.
+        // Overlong UTF-8 (`%c0%ae` for `.`) is not UTF-8: refused (JSON 400) before the
+        // proxy sees it.
         for url in [
             format!("/v1/launches/{id}/fhir/Patient/%c0%ae%c0%ae/x"),
             format!("/v1/partners/{PARTNER}/fhir/Patient/%c0%ae%c0%ae/x"),
         ] {
             let key = if url.contains("/partners/") { &admin } else { &env.app_key };
-            assert_eq!(env.raw_get(key, &url).await.0, 400, "{url}");
+            let (status, body) = env.raw_get(key, &url).await;
+            assert_eq!(status, 400, "{url}");
+            assert!(body.contains("\"code\":\"invalid_path\""), "{url}: {body}");
         }
         assert_eq!(env.ehr.fhir_requests().len(), before, "nothing reached the EHR");
         // FHIR's own paths still go through both.

@@ -35,12 +35,18 @@ async fn feed(app: &TestApp, partner: &str, events: &[Ev<'_>], received: DateTim
         })
         .collect();
     let mut tx = app.db().begin().await.unwrap();
-    // As the gateway (launches) or the billing system (revenue) would have recorded them.
-    let recorder = Recorder::Webhook {
+    // As the gateway (its launches) or the billing system (revenue) would have recorded them.
+    let (own, billed): (Vec<UsageEvent>, Vec<UsageEvent>) = events
+        .into_iter()
+        .partition(|e| partner_gateway::metering::authority::is_gateway_type(&e.event_type));
+    let billing = Recorder::Webhook {
         source: "billing".into(),
         trusted: true,
     };
-    insert_usage_events(&mut tx, &events, &recorder, received)
+    insert_usage_events(&mut tx, &own, &Recorder::Gateway, received)
+        .await
+        .unwrap();
+    insert_usage_events(&mut tx, &billed, &billing, received)
         .await
         .unwrap();
     tx.commit().await.unwrap();
