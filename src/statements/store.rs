@@ -570,36 +570,30 @@ pub async fn recorded_by_type(
     };
     let range = format!("partner_id = $1 AND time_us >= $2 AND time_us < $3{cut}");
     let next = if cutoff { 5 } else { 4 };
-    if !gateway_from_index {
-        let sql = format!(
-            "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
-             WHERE {range}{own} GROUP BY type, recorded_by, recorded_ref"
-        );
-        let rows = with_db!(db, c => {
-            let mut q = sqlx::query_as(&sql)
+    // The span's binds: partner, start, end, and the cut-off when the SQL has one.
+    macro_rules! span_query {
+        ($sql:expr) => {{
+            let q = sqlx::query_as($sql)
                 .persistent(false)
                 .bind(span.partner_id)
                 .bind(to_micros(span.start))
                 .bind(to_micros(span.end));
             if cutoff {
-                q = q.bind(to_micros(span.as_of));
+                q.bind(to_micros(span.as_of))
+            } else {
+                q
             }
-            q.fetch_all(c).await
-        })?;
-        return Ok(rows);
+        }};
+    }
+    if !gateway_from_index {
+        let sql = format!(
+            "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
+             WHERE {range}{own} GROUP BY type, recorded_by, recorded_ref"
+        );
+        return Ok(with_db!(db, c => span_query!(&sql).fetch_all(c).await)?);
     }
     let sql = format!("SELECT type, COUNT(*) FROM usage_events WHERE {range} GROUP BY type");
-    let counts: Vec<(String, i64)> = with_db!(db, c => {
-        let mut q = sqlx::query_as(&sql)
-            .persistent(false)
-            .bind(span.partner_id)
-            .bind(to_micros(span.start))
-            .bind(to_micros(span.end));
-        if cutoff {
-            q = q.bind(to_micros(span.as_of));
-        }
-        q.fetch_all(c).await
-    })?;
+    let counts: Vec<(String, i64)> = with_db!(db, c => span_query!(&sql).fetch_all(c).await)?;
     let mut rows: Vec<(String, String, Option<String>, i64)> = Vec::new();
     let mut types: Vec<String> = Vec::new();
     for (t, n) in counts {
@@ -619,29 +613,17 @@ pub async fn recorded_by_type(
                 "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
                  WHERE {range} AND type IN (SELECT value FROM json_each(${next})){own} {by}"
             );
-            let mut q = sqlx::query_as(&sql)
-                .bind(span.partner_id)
-                .bind(to_micros(span.start))
-                .bind(to_micros(span.end));
-            if cutoff {
-                q = q.bind(to_micros(span.as_of));
-            }
-            q.bind(serde_json::to_string(&types)?).fetch_all(c).await?
+            span_query!(&sql)
+                .bind(serde_json::to_string(&types)?)
+                .fetch_all(c)
+                .await?
         }
         Db::Postgres(c) => {
             let sql = format!(
                 "SELECT type, recorded_by, recorded_ref, COUNT(*) FROM usage_events \
                  WHERE {range} AND type = ANY(${next}::text[]){own} {by}"
             );
-            let mut q = sqlx::query_as(&sql)
-                .persistent(false)
-                .bind(span.partner_id)
-                .bind(to_micros(span.start))
-                .bind(to_micros(span.end));
-            if cutoff {
-                q = q.bind(to_micros(span.as_of));
-            }
-            q.bind(&types).fetch_all(c).await?
+            span_query!(&sql).bind(&types).fetch_all(c).await?
         }
     };
     rows.extend(more);
