@@ -153,9 +153,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // Install the recorder before the first request so no early count is lost.
     crate::telemetry::prometheus();
-    for outcome in ["accepted", "duplicate", "rejected"] {
-        metrics::counter!("gateway_usage_events_total", "outcome" => outcome).increment(0);
-    }
+    crate::telemetry::metrics::register(&state);
     let (api, doc) = api_routes().split_for_parts();
     let routes = api
         .merge(crate::http::health::router())

@@ -16,7 +16,7 @@ use crate::db::Db;
 #[derive(Parser, Debug)]
 #[command(
     name = "partner-gateway",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEWAY_COMMIT"), ")"),
     about = "Integration gateway and usage ledger for partner systems"
 )]
 pub struct Cli {

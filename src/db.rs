@@ -282,11 +282,14 @@ impl Db {
     /// open transaction, and on SQLite hold the write lock for good.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         let db = self.clone();
+        let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
-            Ok(match db {
+            let tx = Ok(match db {
                 Db::Sqlite(p) => Tx::Sqlite(group::begin(&p, sqlite_writer_group(&p)).await?),
                 Db::Postgres(p) => Tx::Postgres(p.begin().await?),
-            })
+            });
+            crate::telemetry::metrics::record_acquire(started.elapsed());
+            tx
         });
         task.await.map_err(|e| {
             tracing::error!(error = %e, "the task beginning a transaction failed");

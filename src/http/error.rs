@@ -109,6 +109,10 @@ impl ApiError {
     }
 }
 
+/// The `code` of an error answer, kept on the response for the request log line.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
 /// Every error's body.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"code": "invalid_query", "detail": "state \"sleeping\" is not one of pending, running, done, dead"}))]
@@ -151,6 +155,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        resp.extensions_mut().insert(ErrorCode(code));
         if let Some(allow) = allow {
             let v = axum::http::HeaderValue::from_static(allow);
             resp.headers_mut().insert(axum::http::header::ALLOW, v);

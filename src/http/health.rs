@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::jobs;
+use crate::telemetry::metrics::{COMMIT, VERSION};
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
@@ -19,7 +19,7 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+    Json(json!({"status": "ok", "version": VERSION, "commit": COMMIT}))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -27,7 +27,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %e, "readiness: database unreachable");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": "unreachable"})),
+            Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT, "database": "unreachable"})),
         )
             .into_response();
     }
@@ -46,39 +46,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     match state.db.pending_migrations().await {
         Ok(pending) if pending.is_empty() => Json(json!({
-            "status": "ready", "database": "ok", "migrations": "current",
+            "status": "ready", "version": VERSION, "commit": COMMIT,
+            "database": "ok", "migrations": "current",
             "statements": statements,
         }))
         .into_response(),
         Ok(pending) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": "ok", "migrations": "pending", "pending": pending})),
+            Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT, "database": "ok", "migrations": "pending", "pending": pending})),
         )
             .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: cannot read migrations");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT}))).into_response()
         }
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    // Queue depth is read from the store at scrape time: it is shared by every instance.
-    match jobs::count_jobs_by_state(&state.db).await {
-        Ok(counts) => {
-            for (s, n) in counts {
-                metrics::gauge!("gateway_jobs", "state" => s).set(n as f64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
-    }
+    crate::telemetry::metrics::sample(&state).await;
     match crate::telemetry::prometheus() {
         Some(handle) => (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            handle.render(),
+            handle.render() + &crate::telemetry::metrics::process_text(),
         )
             .into_response(),
         None => (

@@ -92,7 +92,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     let body_limit = state.config.http.body_limit_bytes;
     router
-        .route_layer(middleware::from_fn(track_metrics))
+        .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(body_limit, refuse_nul))
@@ -102,6 +102,8 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
+        // Outside the timeout and the panic catcher: those answers are counted too.
+        .layer(middleware::from_fn(track_requests))
         .layer(middleware::from_fn(headers::secure))
         .layer(
             TraceLayer::new_for_http()
@@ -139,7 +141,10 @@ async fn not_found(req: Request) -> ApiError {
 async fn method_not_allowed(req: Request) -> Response {
     let detail = format!("{} is not allowed on {}", req.method(), req.uri().path());
     let body = serde_json::json!({"code": "method_not_allowed", "detail": detail});
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+    let mut resp = (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    resp.extensions_mut()
+        .insert(error::ErrorCode("method_not_allowed"));
+    resp
 }
 
 async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -149,22 +154,42 @@ async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next
     }
 }
 
-async fn track_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+/// The matched route of a request, filled in by [`note_route`] once routing has happened,
+/// read by [`track_requests`] outside it.
+#[derive(Clone, Default)]
+struct RouteSlot(std::sync::Arc<std::sync::OnceLock<String>>);
+
+async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(path)) = (
+        req.extensions().get::<RouteSlot>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(path.as_str().to_owned());
+    }
+    next.run(req).await
+}
+
+/// Log and count every answer by method, matched route (`unmatched` when none) and status:
+/// timeouts and panics included. A 4xx from the API logs its error `code`.
+async fn track_requests(mut req: Request, next: Next) -> Response {
+    let slot = RouteSlot::default();
+    req.extensions_mut().insert(slot.clone());
     let method = req.method().to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
     let elapsed = started.elapsed().as_secs_f64();
-    tracing::info!(
-        status = resp.status().as_u16(),
-        latency_ms = elapsed * 1000.0,
-        "handled"
-    );
+    let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".into());
+    let status = resp.status().as_u16();
+    match resp.extensions().get::<error::ErrorCode>() {
+        Some(code) if resp.status().is_client_error() => tracing::info!(
+            status,
+            code = code.0,
+            latency_ms = elapsed * 1000.0,
+            "handled"
+        ),
+        _ => tracing::info!(status, latency_ms = elapsed * 1000.0, "handled"),
+    }
+    let status = status.to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)

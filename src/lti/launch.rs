@@ -25,13 +25,12 @@ pub async fn launch(
     headers: &HeaderMap,
     form: HashMap<String, String>,
 ) -> Response {
-    let outcome = launch_inner(state, headers, form).await;
-    let label = match &outcome {
-        Ok(_) => "completed",
-        Err(p) if p.status.is_client_error() => "refused",
-        Err(_) => "failed",
-    };
-    metrics::counter!("gateway_lti_launches_total", "outcome" => label).increment(1);
+    let outcome = crate::telemetry::metrics::counted(
+        "lti",
+        |r: &Result<Response, Page>| r.as_ref().err().map(|p| p.status.as_u16()),
+        launch_inner(state, headers, form),
+    )
+    .await;
     match outcome {
         Ok(r) => r,
         Err(page) => page.into_response(),
@@ -107,6 +106,7 @@ async fn launch_inner(
     let platform = platforms
         .first()
         .ok_or_else(|| refused(format!("{} is no longer registered.", pending.issuer)))?;
+    crate::telemetry::metrics::note_partner(&platform.partner_id);
     let claims = verify(state, platform, id_token, &pending.nonce)
         .await
         .map_err(|e| {
@@ -123,6 +123,7 @@ async fn launch_inner(
         tracing::warn!(issuer = %pending.issuer, %deployment, "LTI launch from an unregistered deployment");
         refused(LaunchError::Deployment(deployment.clone()).to_string())
     })?;
+    crate::telemetry::metrics::note_partner(&owner.partner_id);
     match message {
         MessageType::ResourceLink => complete(state, owner, &claims, message).await,
         MessageType::DeepLinking => super::deep_linking::open(state, owner, &claims).await,

@@ -80,7 +80,9 @@ fn refused(reason: impl Into<String>) -> Page {
 /// `POST /lti/11/launch`.
 pub async fn launch(state: &AppState, params: Vec<(String, String)>) -> Response {
     use axum::response::IntoResponse;
-    match launch_inner(state, params).await {
+    let flow = launch_inner(state, params);
+    let refusal = |r: &Result<Response, Page>| r.as_ref().err().map(|p| p.status.as_u16());
+    match crate::telemetry::metrics::counted("lti11", refusal, flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -109,6 +111,7 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
                 .map(|c| (p, c.shared_secret.expose().to_owned()))
         })
         .ok_or_else(|| refused(format!("Consumer key {key:?} is not registered.")))?;
+    crate::telemetry::metrics::note_partner(&partner.id);
     if get("oauth_signature_method") != Some("HMAC-SHA1") {
         return Err(refused("Only HMAC-SHA1 signatures are accepted."));
     }

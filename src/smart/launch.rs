@@ -181,6 +181,7 @@ pub async fn complete(
         }
         state_page(p)
     })?;
+    crate::telemetry::metrics::note_partner(&pending.partner_id);
     let partner = state
         .config
         .partner(&pending.partner_id)

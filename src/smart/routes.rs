@@ -168,13 +168,12 @@ async fn callback(
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(|s| launch::binding_cookie(&state, &crate::launches::hash_code(s)).clear());
-    let result = launch::complete(&state, params, &headers).await;
-    let outcome = match &result {
-        Ok(_) => "completed",
-        Err(page) if page.status.is_client_error() => "refused",
-        Err(_) => "failed",
-    };
-    metrics::counter!("gateway_smart_launches_total", "outcome" => outcome).increment(1);
+    let result = crate::telemetry::metrics::counted(
+        "smart",
+        |r: &Result<_, crate::http::page::Page>| r.as_ref().err().map(|p| p.status.as_u16()),
+        launch::complete(&state, params, &headers),
+    )
+    .await;
     let mut resp = match result {
         Ok(url) => redirect(&url),
         Err(page) => page.into_response(),

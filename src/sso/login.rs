@@ -208,6 +208,7 @@ pub async fn complete(
     else {
         return Err(gone());
     };
+    crate::telemetry::metrics::note_partner(&found.partner_id);
     let conn = &*found.conn;
     if let Some(err) = q.get("error") {
         let detail = q.get("error_description").map(String::as_str).unwrap_or("");
@@ -315,6 +316,7 @@ pub async fn complete_saml(
             )),
         );
     };
+    crate::telemetry::metrics::note_partner(&found.partner_id);
     let conn = &*found.conn;
     let Some(response) = form.get("SAMLResponse").filter(|s| !s.is_empty()) else {
         return Err(Page::new(StatusCode::BAD_REQUEST, "The sign-in response is empty")

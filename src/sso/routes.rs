@@ -341,7 +341,8 @@ async fn callback(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let browser = browser_cookie(&state).read(&headers);
-    match super::login::complete(&state, query(raw), browser.as_deref()).await {
+    let flow = super::login::complete(&state, query(raw), browser.as_deref());
+    match crate::telemetry::metrics::counted("oidc", refusal, flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -391,8 +392,14 @@ async fn saml_acs(
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let browser = browser_cookie(&state).read(&headers);
-    match super::login::complete_saml(&state, &id, form, browser.as_deref()).await {
+    let flow = super::login::complete_saml(&state, &id, form, browser.as_deref());
+    match crate::telemetry::metrics::counted("saml", refusal, flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
+}
+
+/// The status of a sign-in that did not complete, for the outcome counter.
+fn refusal(r: &Result<Response, Page>) -> Option<u16> {
+    r.as_ref().err().map(|p| p.status.as_u16())
 }

@@ -508,7 +508,14 @@ impl Dispatcher {
             disable_and_tell(&mut tx, id, url, partner.as_deref(), reason, now).await?;
         }
         tx.commit().await?;
-        metrics::counter!("gateway_webhook_attempts_total").increment(done.len() as u64);
+        let succeeded = done
+            .iter()
+            .filter(|d| matches!(d.next, Next::Delivered))
+            .count() as u64;
+        metrics::counter!("gateway_webhook_attempts_total", "outcome" => "succeeded")
+            .increment(succeeded);
+        metrics::counter!("gateway_webhook_attempts_total", "outcome" => "failed")
+            .increment(done.len() as u64 - succeeded);
         Ok(())
     }
 

@@ -155,6 +155,36 @@ pub async fn count_endpoints(tx: &mut Tx, partner: Option<&str>) -> Result<i64, 
     with_tx!(tx, c => sqlx::query_scalar(sql).bind(partner).fetch_one(c).await)
 }
 
+/// One live endpoint's deliveries waiting (pending or in flight) and given up, for the
+/// metrics.
+pub struct Backlog {
+    pub partner_id: Option<String>,
+    pub endpoint_id: String,
+    pub pending: i64,
+    pub failed: i64,
+}
+
+/// Every live endpoint's [`Backlog`], zeros included (read from the endpoint index).
+pub async fn delivery_backlog(db: &Db) -> Result<Vec<Backlog>, sqlx::Error> {
+    let sql = "SELECT e.partner_id, e.id, \
+               COALESCE(SUM(CASE WHEN d.state IN ('pending', 'sending') THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN d.state = 'failed' THEN 1 ELSE 0 END), 0) \
+               FROM webhook_endpoints e LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.id \
+               AND d.state IN ('pending', 'sending', 'failed') \
+               WHERE e.deleted_at_us IS NULL GROUP BY e.partner_id, e.id";
+    let rows: Vec<(Option<String>, String, i64, i64)> =
+        with_db!(db, c => sqlx::query_as(sql).fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(partner_id, endpoint_id, pending, failed)| Backlog {
+            partner_id,
+            endpoint_id,
+            pending,
+            failed,
+        })
+        .collect())
+}
+
 /// A live (not deleted) endpoint.
 pub async fn get_endpoint(db: &Db, id: &str) -> Result<Option<EndpointRow>, sqlx::Error> {
     let sql = format!(

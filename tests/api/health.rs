@@ -6,6 +6,10 @@ both! {
         assert_eq!(resp.status(), 200);
         let id = resp.headers().get("x-request-id").unwrap().to_str().unwrap();
         assert_eq!(id.len(), 36, "a generated uuid: {id}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+        let commit = body["commit"].as_str().unwrap();
+        assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()), "{body}");
     }
 
     async fn an_incoming_request_id_is_kept(app) {
@@ -19,6 +23,8 @@ both! {
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["migrations"], "current");
         assert_eq!(body["database"], "ok");
+        assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+        assert!(body["commit"].is_string(), "{body}");
     }
 
     async fn metrics_expose_requests_usage_and_job_depth(app) {

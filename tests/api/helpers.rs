@@ -87,8 +87,12 @@ pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> Option<S
         Backend::Sqlite => Some(format!("sqlite://{}/gateway.db", dir.display())),
         Backend::Postgres => {
             let Some(url) = pg_url() else {
-                eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL variant");
-                return None;
+                // Only a test not marked ignored without pg_tests gets here: fail it, so
+                // no PostgreSQL test passes without running.
+                panic!(
+                    "TEST_DATABASE_URL is not set, and this PostgreSQL test is not marked \
+                     #[cfg_attr(not(pg_tests), ignore = ...)]"
+                );
             };
             let pool = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
                 panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
@@ -434,6 +438,7 @@ macro_rules! both {
                     run(app).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(pg_tests), ignore = "PostgreSQL variant: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)")]
                 async fn postgres() {
                     if let Some(app) = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await {
                         run(app).await
@@ -458,6 +463,7 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() { run($crate::helpers::Backend::Sqlite).await }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(pg_tests), ignore = "PostgreSQL variant: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)")]
                 async fn postgres() { run($crate::helpers::Backend::Postgres).await }
             }
         )*

@@ -13,6 +13,7 @@ mod ledger_authority;
 mod lti;
 mod lti_dynreg;
 mod lti_env;
+mod metrics;
 mod openapi;
 mod pages_security;
 mod partners;

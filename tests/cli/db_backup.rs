@@ -116,6 +116,10 @@ async fn a_backup_of_a_database_that_is_not_there_is_refused() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "PostgreSQL only: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)"
+)]
 async fn a_postgres_backup_points_to_pg_dump() {
     let Some(env) = TestEnv::new(Backend::Postgres).await else {
         return;

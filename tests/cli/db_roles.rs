@@ -8,6 +8,10 @@ use serde_json::{Value, json};
 use crate::support::{Backend, TestEnv, free_port};
 
 #[tokio::test]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "PostgreSQL only: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)"
+)]
 async fn a_runtime_role_without_ddl_rights_runs_the_gateway_and_cannot_drop_the_guards() {
     let Some(env) = TestEnv::new(Backend::Postgres).await else {
         return;

@@ -74,17 +74,11 @@ const HOOK_EVENTS: [&str; 3] = [
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "PostgreSQL only: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)"
+)]
 async fn two_instances_behind_nginx_work_as_one_service() {
-    if std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .is_none()
-    {
-        eprintln!(
-            "TEST_DATABASE_URL is not set: skipping the multi-instance test (PostgreSQL only)"
-        );
-        return;
-    }
     let nginx_bin = find_nginx();
     let Some(env) = TestEnv::new(crate::support::Backend::Postgres).await else {
         return;

@@ -1,5 +1,7 @@
 //! Logs (text or JSON, switchable) and the Prometheus recorder.
 
+pub mod metrics;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -105,7 +107,8 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
+            ::metrics::set_global_recorder(recorder).ok()?;
+            metrics::describe();
             Some(handle)
         })
         .as_ref()
