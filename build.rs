@@ -14,7 +14,7 @@ fn main() {
         .filter(|c| !c.trim().is_empty())
         .or_else(git_commit)
         .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo::rustc-env=GATEWAY_COMMIT={}", commit.trim());
+    println!("cargo::rustc-env=PARTNER_GATEWAY_COMMIT={}", commit.trim());
     if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty()) {
         println!("cargo::rustc-cfg=pg_tests");
     }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, SchemaState};
 use crate::jobs::{Handlers, Runner};
 use crate::keys::crypto::MasterKey;
 use crate::metering::{Meter, UsageRecorder};
@@ -76,17 +76,37 @@ impl AppState {
 
     /// Connect, optionally migrate, and sync the configured partners into the store.
     pub async fn prepare(config: Config, migrate: bool) -> anyhow::Result<AppState> {
-        let db = Db::connect(&config.database).await?;
-        if migrate {
-            db.migrate().await?;
+        let schema = if migrate {
+            Schema::Migrate
         } else {
-            let pending = db.pending_migrations().await?;
-            if !pending.is_empty() {
+            Schema::Serve
+        };
+        Self::prepare_with(config, schema).await
+    }
+
+    /// [`AppState::prepare`], saying what may happen to the schema.
+    pub async fn prepare_with(config: Config, schema: Schema) -> anyhow::Result<AppState> {
+        let db = Db::connect(&config.database).await?;
+        match (schema, db.schema_state().await?) {
+            (Schema::Migrate, _) | (_, SchemaState::Current) => {
+                if schema == Schema::Migrate {
+                    db.migrate().await?;
+                }
+            }
+            (_, SchemaState::Empty) => anyhow::bail!(
+                "the database has no schema: run `partner-gateway migrate` (as the role that owns the tables), or let `serve` do it with database.migrate_on_start = true"
+            ),
+            (Schema::Serve, SchemaState::Behind(pending)) => {
+                // A rolling upgrade: /readyz answers 503 until the migration has run.
                 tracing::warn!(
                     ?pending,
-                    "migrations are pending and database.migrate_on_start is off"
+                    "migrations are pending and database.migrate_on_start is off: run `partner-gateway migrate`"
                 );
             }
+            (Schema::Require, SchemaState::Behind(pending)) => anyhow::bail!(
+                "the database is {} migration(s) behind this binary (versions {pending:?}): run `partner-gateway migrate` first; commands other than migrate and serve do not change the schema",
+                pending.len()
+            ),
         }
         crate::partners::sync_partners(&db, &config.partners)
             .await
@@ -147,6 +167,17 @@ impl AppState {
             agreements: Arc::new(agreements),
         })))
     }
+}
+
+/// What starting may do to the database schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations (`serve` with `database.migrate_on_start`, tests, sandbox).
+    Migrate,
+    /// `serve` without migrating: refuse a database with no schema, warn when behind.
+    Serve,
+    /// Every other command: refuse a database that is not current.
+    Require,
 }
 
 /// Every route of the gateway, with its middleware.

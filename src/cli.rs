@@ -16,7 +16,7 @@ use crate::db::Db;
 #[derive(Parser, Debug)]
 #[command(
     name = "partner-gateway",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEWAY_COMMIT"), ")"),
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PARTNER_GATEWAY_COMMIT"), ")"),
     about = "Integration gateway and usage ledger for partner systems"
 )]
 pub struct Cli {
@@ -256,7 +256,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Command::CheckConfig = cli.command {
+        // The master key is checked as serve checks it (base64 of 32 bytes).
+        match crate::keys::crypto::MasterKey::check(&config.keys) {
+            Ok(None) => {}
+            Ok(Some(note)) => eprintln!("note: {note}"),
+            Err(e) => {
+                eprintln!("configuration has 1 problem(s):");
+                eprintln!("  {e:#}");
+                return ExitCode::from(2);
+            }
+        }
         println!(
             "configuration OK: {} partner(s), {} meter(s), {} agreement version(s), database {}",
             config.partners.len(),
@@ -299,10 +312,8 @@ async fn sandbox(opts: crate::sandbox::run::Options) -> ExitCode {
 }
 
 async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCode> {
-    // Every command that opens the store migrates it first, unless config says another
-    // role does (`migrate` as the tables' owner, the instances as a runtime role without DDL
-    // rights: docs/OPERATIONS.md, "Database roles").
-    let migrate_on_start = config.database.migrate_on_start;
+    // Only `migrate` and `serve` (as `database.migrate_on_start` says) change the schema;
+    // every other command refuses a database that is not current, naming what to run.
     match command {
         Command::CheckConfig => Ok(ExitCode::SUCCESS),
         Command::Sandbox { .. } => Ok(ExitCode::SUCCESS),
@@ -350,7 +361,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::ApiKeys(cmd) => {
-            let state = AppState::prepare(config, migrate_on_start).await?;
+            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             match cmd {
                 ApiKeysCommand::Create {
                     role,
@@ -412,7 +423,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             alg: _,
             saml_sp: true,
         }) => {
-            let state = AppState::prepare(config, migrate_on_start).await?;
+            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -443,7 +454,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     anyhow::anyhow!("--alg must be RS256, RS384 or ES384, not {a:?}")
                 })?],
             };
-            let state = AppState::prepare(config, migrate_on_start).await?;
+            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -466,7 +477,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             expires_in,
             note,
         }) => {
-            let state = AppState::prepare(config, migrate_on_start).await?;
+            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             let created = crate::lti::dynreg::create_link(
                 &state,
                 &partner,
@@ -490,7 +501,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
-            let state = AppState::prepare(config, migrate_on_start).await?;
+            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             if let Some(p) = &partner
                 && state.config.partner(p).is_none()
             {
@@ -577,8 +588,7 @@ fn print_statement(
 }
 
 async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::Result<ExitCode> {
-    let migrate_on_start = config.database.migrate_on_start;
-    let state = AppState::prepare(config, migrate_on_start).await?;
+    let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
     let now = chrono::Utc::now();
     let svc = state.statements();
     let mut out = std::io::stdout().lock();

@@ -97,6 +97,55 @@ macro_rules! with_tx {
     };
 }
 
+/// Open and close one PostgreSQL connection, with the reason in words when it fails.
+async fn probe_postgres(opts: &PgConnectOptions, limit: Duration) -> anyhow::Result<()> {
+    use sqlx::ConnectOptions;
+    let at = format!("{}:{}", opts.get_host(), opts.get_port());
+    match tokio::time::timeout(limit, opts.connect()).await {
+        Err(_) => anyhow::bail!(
+            "cannot connect to PostgreSQL at {at}: no answer within {} s (database.acquire_timeout_secs)",
+            limit.as_secs()
+        ),
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        }
+        Ok(Err(e)) => anyhow::bail!(
+            "cannot connect to PostgreSQL at {at}: {}",
+            connect_reason(&e)
+        ),
+    }
+}
+
+/// A connection error as an operator reads it.
+fn connect_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                "connection refused (is PostgreSQL running, and on this port?)".into()
+            }
+            std::io::ErrorKind::TimedOut => "the connection timed out".into(),
+            _ if io.to_string().contains("failed to lookup address") => {
+                format!("the host name does not resolve ({io})")
+            }
+            _ => io.to_string(),
+        },
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Tls(t) => format!("TLS failed: {t}"),
+        other => other.to_string(),
+    }
+}
+
+/// See [`Db::schema_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    Current,
+    /// No migration applied: a fresh database.
+    Empty,
+    /// These migrations are not applied yet.
+    Behind(Vec<i64>),
+}
+
 /// What `Db::backup` wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct BackupReport {
@@ -160,6 +209,10 @@ impl Db {
                 // JIT compiles the big ledger aggregates for longer than it saves them (~10 ms
                 // each measured) and never helps the short OLTP queries.
                 .options([("jit", "off")]);
+            // One connection first, to report why it fails at once (refused, no such host,
+            // authentication, no such database); the pool would retry until its acquire
+            // timeout and report only "pool timed out".
+            probe_postgres(&opts, acquire).await?;
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(acquire)
@@ -249,6 +302,19 @@ impl Db {
         let migrator = self.migrator();
         with_db!(self, pool => migrator.run(pool).await).context("applying migrations")?;
         Ok(())
+    }
+
+    /// Whether the database has this binary's schema: none at all, some migrations
+    /// missing, or current.
+    pub async fn schema_state(&self) -> anyhow::Result<SchemaState> {
+        let pending = self.pending_migrations().await?;
+        Ok(if pending.is_empty() {
+            SchemaState::Current
+        } else if pending.len() == self.migrator().iter().count() {
+            SchemaState::Empty
+        } else {
+            SchemaState::Behind(pending)
+        })
     }
 
     /// Versions the binary knows that the database has not applied (empty when current).

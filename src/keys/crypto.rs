@@ -29,7 +29,8 @@ impl MasterKey {
             .context("the master key is not base64")?;
         anyhow::ensure!(
             bytes.len() == 32,
-            "the master key must be 32 bytes (base64 of 32 random bytes)"
+            "the master key must be 32 bytes (base64 of 32 random bytes), not {} bytes; make one with `openssl rand -base64 32`",
+            bytes.len()
         );
         Ok(MasterKey(
             Aes256Gcm::new_from_slice(&bytes)
@@ -50,6 +51,18 @@ impl MasterKey {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read keys.master_key_file {}", path.display()))?;
         Self::from_base64(&text).with_context(|| format!("keys.master_key_file {}", path.display()))
+    }
+
+    /// What `serve` would say of the configured key, without creating a missing key file
+    /// (`check-config`). `Ok(Some(note))` when the file will be created on first start.
+    pub fn check(cfg: &KeysConfig) -> anyhow::Result<Option<String>> {
+        if cfg.master_key.is_some() || cfg.master_key_file.exists() {
+            return Self::load(cfg).map(|_| None);
+        }
+        Ok(Some(format!(
+            "keys.master_key_file {} does not exist yet: serve creates it on first start (back it up)",
+            cfg.master_key_file.display()
+        )))
     }
 
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -546,7 +546,11 @@ fn version_problems(
     if !partners.contains(&c.partner.as_str()) {
         push(
             "partner",
-            format!("no partner {:?} is configured", c.partner),
+            format!(
+                "no partner {:?} is configured{}",
+                c.partner,
+                crate::config::messages::hint(&c.partner, partners.iter().copied())
+            ),
         );
     }
     if c.version == 0 {
@@ -594,7 +598,13 @@ fn version_problems(
         }
     }
     let mut meter_ok = |field: &str, name: &str| match meters.get(name) {
-        None => out.push((field.to_owned(), format!("no meter {name:?} is configured"))),
+        None => out.push((
+            field.to_owned(),
+            format!(
+                "no meter {name:?} is configured{}",
+                crate::config::messages::hint(name, meters.keys().map(String::as_str))
+            ),
+        )),
         Some(Aggregation::Latest) => out.push((
             field.to_owned(),
             format!(

@@ -22,7 +22,7 @@ pub const OUTCOMES: [&str; 3] = ["completed", "refused", "failed"];
 pub const UNKNOWN_PARTNER: &str = "unknown";
 
 /// The commit the binary was built from (`build.rs`: git, or `GATEWAY_BUILD_COMMIT`).
-pub const COMMIT: &str = env!("GATEWAY_COMMIT");
+pub const COMMIT: &str = env!("PARTNER_GATEWAY_COMMIT");
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `# HELP` and units for every metric. Called once, when the recorder is installed.

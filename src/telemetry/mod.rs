@@ -14,9 +14,15 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Install the global tracing subscriber. Logs go to stderr so stdout stays free for
 /// command output (`api-keys create` prints the key alone on stdout).
 pub fn init_tracing(cfg: &TelemetryConfig) {
+    // PostgreSQL's NOTICEs ("relation _sqlx_migrations already exists, skipping" on every
+    // migrate) are not news; RUST_LOG still shows them when asked.
+    let quiet = |f: EnvFilter| match "sqlx::postgres::notice=warn".parse() {
+        Ok(d) => f.add_directive(d),
+        Err(_) => f,
+    };
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(&cfg.log_level).map(quiet))
+        .unwrap_or_else(|_| quiet(EnvFilter::new("info")));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.log_format {
         LogFormat::Json => registry

@@ -4,7 +4,7 @@ use crate::support::{Backend, TestEnv};
 
 #[tokio::test]
 async fn check_config_accepts_the_sample_config() {
-    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let env = TestEnv::unmigrated(Backend::Sqlite).await.unwrap();
     let out = env.run(&["check-config"]).await;
     assert!(out.status.success(), "{out}");
     assert!(out.stdout.starts_with("configuration OK"), "{out}");
@@ -78,8 +78,8 @@ aggregation = "SUM"
     let meters = dir.join("meters.toml").display().to_string();
     let expected = [
         format!("{gateway}: http.addr: "),
-        format!("{partners}: partners[1].kind: "),
-        format!("{meters}: meters[1].value: "),
+        format!("{partners}: partners[id = \"starship\"].kind: "),
+        format!("{meters}: meters[name = \"session_minutes\"].value: "),
         "environment variable GATEWAY__DATABASE__URL: database.url: ".to_owned(),
     ];
     let problem_lines: Vec<&str> = all
@@ -139,13 +139,13 @@ app_url = "https://app.example.com/"
     let out = env.run(&["check-config"]).await;
     assert_eq!(out.status.code(), Some(2), "{out}");
     for expected in [
-        "partners[0].smart.issuers[0]: \"https://ehr.example.com/fhir?tenant=1\" must not have a query string",
-        "partners[0].smart.client_secret: a confidential-symmetric client needs client_secret",
-        "partners[0].smart.signing_alg: must be RS384 or ES384",
-        "partners[0].smart.scopes[1]: \"patient/Patient.sr\": permissions must be",
-        "partners[0].smart.app_url:",
-        "partners[1].smart.(section): a SMART registration belongs to a partner of kind \"ehr\"",
-        "partners[1].smart.issuers: issuer \"https://ehr.example.com/fhir?tenant=1\" is also registered by partner \"hospital\"",
+        "partners[id = \"hospital\"].smart.issuers[0]: \"https://ehr.example.com/fhir?tenant=1\" must not have a query string",
+        "partners[id = \"hospital\"].smart.client_secret: a confidential-symmetric client needs client_secret",
+        "partners[id = \"hospital\"].smart.signing_alg: must be RS384 or ES384",
+        "partners[id = \"hospital\"].smart.scopes[1]: \"patient/Patient.sr\": permissions must be",
+        "partners[id = \"hospital\"].smart.app_url:",
+        "partners[id = \"lms\"].smart.(section): a SMART registration belongs to a partner of kind \"ehr\"",
+        "partners[id = \"lms\"].smart.issuers: issuer \"https://ehr.example.com/fhir?tenant=1\" is also registered by partner \"hospital\"",
     ] {
         assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
     }
@@ -288,10 +288,10 @@ app_url = "http://app.example.com/launch"
     let out = env.run(&["check-config"]).await;
     assert_eq!(out.status.code(), Some(2), "{out}");
     for expected in [
-        "partners[0].smart.app_url: \"javascript:alert(document.cookie)\" must be an https URL",
-        "partners[1].lti.app_url: \"data:text/html,<script>alert(1)</script>\" must be an https URL",
+        "partners[id = \"hospital\"].smart.app_url: \"javascript:alert(document.cookie)\" must be an https URL",
+        "partners[id = \"school\"].lti.app_url: \"data:text/html,<script>alert(1)</script>\" must be an https URL",
         ".app_url: \"ftp://files.example.com/sso\" must be an https URL",
-        "partners[3].smart.app_url: \"http://app.example.com/launch\" must be https (plain http only for a loopback host in development)",
+        "partners[id = \"dev\"].smart.app_url: \"http://app.example.com/launch\" must be https (plain http only for a loopback host in development)",
     ] {
         assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
     }

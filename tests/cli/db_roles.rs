@@ -13,7 +13,7 @@ use crate::support::{Backend, TestEnv, free_port};
     ignore = "PostgreSQL only: set TEST_DATABASE_URL (./dev test does when PostgreSQL answers on 127.0.0.1:5432)"
 )]
 async fn a_runtime_role_without_ddl_rights_runs_the_gateway_and_cannot_drop_the_guards() {
-    let Some(env) = TestEnv::new(Backend::Postgres).await else {
+    let Some(env) = TestEnv::unmigrated(Backend::Postgres).await else {
         return;
     };
     let out = env.run(&["migrate"]).await;

@@ -15,6 +15,7 @@ mod check_config;
 mod crash;
 mod db_backup;
 mod db_roles;
+mod errors;
 mod grade_crash;
 mod hygiene;
 mod import;

@@ -7,7 +7,7 @@ on_both_backends!(migrate_succeeds_twice_in_a_row
        migrate_succeeds_twice_in_a_row_on_postgres);
 
 async fn migrate_succeeds_twice_in_a_row(backend: Backend) {
-    let Some(env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::unmigrated(backend).await else {
         return;
     };
     let name = match backend {

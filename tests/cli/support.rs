@@ -59,9 +59,17 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh environment with a copy of the sample config, or `None` (after saying so) when
-    /// the backend is PostgreSQL and `TEST_DATABASE_URL` is not set.
+    /// A fresh environment with a copy of the sample config and a migrated database (as an
+    /// operator's `partner-gateway migrate` leaves it: the other commands do not migrate).
     pub async fn new(backend: Backend) -> Option<TestEnv> {
+        let env = Self::unmigrated(backend).await?;
+        let out = env.run(&["migrate"]).await;
+        assert!(out.status.success(), "{out}");
+        Some(env)
+    }
+
+    /// A fresh environment whose database nothing has touched yet.
+    pub async fn unmigrated(backend: Backend) -> Option<TestEnv> {
         let dir = tempfile::tempdir().unwrap();
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir).unwrap();
@@ -178,14 +186,20 @@ impl TestEnv {
 
     /// `serve` on a free loopback port, once `/healthz` answers.
     pub async fn serve(&self) -> Server {
+        self.serve_with_env(&[]).await
+    }
+
+    /// [`TestEnv::serve`] with extra environment.
+    pub async fn serve_with_env(&self, env: &[(&str, &str)]) -> Server {
         let mut last = String::new();
         // A port picked by binding :0 can be taken by someone else before the server binds it.
         for attempt in 0..3 {
             let port = free_port();
             let log_path = self.dir.path().join(format!("serve-{port}-{attempt}.log"));
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = self
-                .command(&["serve"])
+            let mut command = self.command(&["serve"]);
+            command.envs(env.iter().copied());
+            let child = command
                 .env("GATEWAY__HTTP__ADDR", format!("127.0.0.1:{port}"))
                 .stdout(Stdio::from(log.try_clone().unwrap()))
                 .stderr(Stdio::from(log))

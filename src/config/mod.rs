@@ -16,6 +16,8 @@ use crate::metering::meter::{Aggregation, Meter, TypePattern};
 use crate::statements::agreement::{AgreementConfig, Agreements};
 
 /// The prefix of environment variables that override config values.
+pub mod messages;
+
 pub const ENV_PREFIX: &str = "GATEWAY__";
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub struct Config {
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
     pub agreements: Vec<AgreementConfig>,
+    /// What loading noticed without refusing: variables that look like the gateway's but
+    /// are not read. Printed at start.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -526,28 +531,33 @@ pub struct MeterConfig {
 /// A secret value: never printed by `Debug` or `Display`. In a file it is written inline,
 /// or as `{ env = "VAR" }` or `{ file = "path" }` so the value itself stays out of the file.
 #[derive(Clone, Deserialize)]
-#[serde(try_from = "SecretSource")]
+#[serde(try_from = "serde_json::Value")]
 pub struct Secret(String);
 
-#[derive(Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-enum SecretSource {
-    Inline(String),
-    Env { env: String },
-    File { file: PathBuf },
-}
+/// The forms a secret takes, for the message when it is written any other way.
+const SECRET_FORMS: &str = "a secret is written as a string, { env = \"VARIABLE\" } or \
+     { file = \"/path/to/file\" }; as environment variables: GATEWAY__SECTION__KEY=value, \
+     GATEWAY__SECTION__KEY__ENV=VARIABLE or GATEWAY__SECTION__KEY__FILE=/path/to/file";
 
-impl TryFrom<SecretSource> for Secret {
+impl TryFrom<serde_json::Value> for Secret {
     type Error = String;
-    fn try_from(src: SecretSource) -> Result<Self, String> {
-        match src {
-            SecretSource::Inline(s) => Ok(Secret(s)),
-            SecretSource::Env { env } => std::env::var(&env)
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        use serde_json::Value;
+        let source = match &v {
+            Value::Object(m) if m.len() == 1 => m.iter().next(),
+            _ => None,
+        };
+        match (&v, source) {
+            (Value::String(s), _) => Ok(Secret(s.clone())),
+            // An environment override reads digits as a number: the secret is the text.
+            (Value::Number(n), _) => Ok(Secret(n.to_string())),
+            (_, Some((k, Value::String(env)))) if k == "env" => std::env::var(env)
                 .map(Secret)
                 .map_err(|_| format!("environment variable {env} is not set")),
-            SecretSource::File { file } => std::fs::read_to_string(&file)
+            (_, Some((k, Value::String(file)))) if k == "file" => std::fs::read_to_string(file)
                 .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_owned()))
-                .map_err(|e| format!("cannot read secret file {}: {e}", file.display())),
+                .map_err(|e| format!("cannot read secret file {file}: {e}")),
+            _ => Err(SECRET_FORMS.to_owned()),
         }
     }
 }
@@ -580,7 +590,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.origin, self.field, self.message)
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.field, self.message)
+        }
     }
 }
 
@@ -759,14 +773,30 @@ impl Config {
                     &layer.origin,
                     &mut problems,
                 ),
-                Err(e) => problems.push(Problem {
-                    origin: layer.origin.clone(),
-                    field: "(file)".into(),
-                    message: format!("not valid TOML: {}", e.message()),
-                }),
+                Err(e) => {
+                    let origin = match e.span() {
+                        Some(span) => {
+                            let (line, column) = messages::position(&layer.text, span.start);
+                            format!("{}:{line}:{column}", layer.origin)
+                        }
+                        None => layer.origin.clone(),
+                    };
+                    problems.push(Problem {
+                        origin,
+                        field: String::new(),
+                        message: format!("not valid TOML: {}", e.message().trim_end()),
+                    });
+                }
             }
         }
-        apply_env(&mut merged, &mut origins, env, &mut problems);
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        apply_env(
+            &mut merged,
+            &mut origins,
+            env.iter().cloned(),
+            &mut problems,
+        );
+        let warnings = unread_variables(&merged, env.iter().map(|(k, _)| k.as_str()));
 
         for key in merged.keys() {
             if !SECTIONS.contains(&key.as_str()) && !LISTS.contains(&key.as_str()) {
@@ -816,13 +846,50 @@ impl Config {
             partners,
             meters,
             agreements,
+            warnings,
         };
+        // A partner or meter that did not parse (a bad `kind`) is reported once, for itself,
+        // not again by everything that names it.
+        let unparsed = |list: &str, key: &str, parsed: Vec<&str>| -> Vec<String> {
+            let Some(toml::Value::Array(items)) = merged.get(list) else {
+                return Vec::new();
+            };
+            items
+                .iter()
+                .filter_map(|i| i.get(key).and_then(toml::Value::as_str))
+                .filter(|id| !parsed.contains(id))
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut cascades: Vec<String> = Vec::new();
+        for id in unparsed(
+            "partners",
+            "id",
+            config.partners.iter().map(|p| p.id.as_str()).collect(),
+        ) {
+            cascades.push(format!("no partner {id:?} is configured"));
+        }
+        for name in unparsed(
+            "meters",
+            "name",
+            config.meters.iter().map(|m| m.name.as_str()).collect(),
+        ) {
+            cascades.push(format!("no meter {name:?} is configured"));
+        }
         for (field, message) in config.semantic_problems() {
+            if cascades.iter().any(|c| message.starts_with(c.as_str())) {
+                continue;
+            }
             problems.push(Problem {
                 origin: origins.of(&field),
                 field,
                 message,
             });
+        }
+        let names = messages::ItemNames::from_merged(&merged);
+        for p in &mut problems {
+            p.field = names.relabel(&p.field);
+            p.message = names.relabel(&p.message);
         }
         if problems.is_empty() {
             Ok(config)
@@ -1187,10 +1254,57 @@ impl Origins {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return "default".into(),
+                None => break,
             }
         }
+        // Set through a deeper key (`GATEWAY__KEYS__MASTER_KEY__FILE` for keys.master_key).
+        let child = format!("{path}.");
+        self.0
+            .range(child.clone()..)
+            .take_while(|(k, _)| k.starts_with(&child))
+            .map(|(_, o)| o.clone())
+            .next()
+            .unwrap_or_else(|| "default".into())
     }
+}
+
+/// Variables that look like the gateway's but that it does not read: `GATEWAY_HTTP_ADDR`
+/// (single underscores) or any `GATEWAY_*` name, unless the config reads it as a secret
+/// (`{ env = "GATEWAY_MASTER_KEY" }`).
+fn unread_variables<'a>(merged: &toml::Table, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    fn referenced(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                if t.len() == 1
+                    && let Some(toml::Value::String(name)) = t.get("env")
+                {
+                    out.push(name.clone());
+                }
+                t.values().for_each(|v| referenced(v, out));
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| referenced(v, out)),
+            _ => {}
+        }
+    }
+    let mut read = Vec::new();
+    merged.values().for_each(|v| referenced(v, &mut read));
+    let mut warnings: Vec<String> = names
+        .filter(|n| n.to_ascii_uppercase().starts_with("GATEWAY_") && !n.starts_with(ENV_PREFIX))
+        .filter(|n| !read.iter().any(|r| r == n) && *n != "GATEWAY_BUILD_COMMIT")
+        .map(|n| {
+            let suggestion = n
+                .get("GATEWAY_".len()..)
+                .map(|rest| format!("{ENV_PREFIX}{}", rest.replacen('_', "__", 1)))
+                .filter(|s| s.contains("__") && s.len() > ENV_PREFIX.len())
+                .map(|s| {
+                    format!(" (overrides are GATEWAY__SECTION__KEY, with double underscores: {s}?)")
+                })
+                .unwrap_or_default();
+            format!("environment variable {n} is not read by the gateway{suggestion}")
+        })
+        .collect();
+    warnings.sort();
+    warnings
 }
 
 fn merge_layer(
@@ -1345,7 +1459,7 @@ fn deserialize_at<T: DeserializeOwned>(
             problems.push(Problem {
                 origin: origins.of(&field),
                 field,
-                message: e.into_inner().message().to_owned(),
+                message: messages::plain(e.into_inner().message()),
             });
             None
         }
@@ -1442,7 +1556,10 @@ mod tests {
             text.contains("gateway.toml: jobs.concurrency: must be at least 1"),
             "{text}"
         );
-        assert!(text.contains("partners.toml: partners[1].kind:"), "{text}");
+        assert!(
+            text.contains("partners.toml: partners[id = \"b\"].kind:"),
+            "{text}"
+        );
         assert!(
             text.contains("environment variable GATEWAY__DATABASE__URL: database.url:"),
             "{text}"
