@@ -888,7 +888,11 @@ share = { rate = "18%" }
 "#,
         );
         assert!(
-            has(&p, "agreements[1].valid_from", "overlaps version 1"),
+            has(
+                &p,
+                "agreements[id = \"a\", version = 2].valid_from",
+                "overlaps version 1"
+            ),
             "{p:?}"
         );
     }
@@ -912,8 +916,22 @@ currency = "EUR"
 share = { rate = "18%" }
 "#,
         );
-        assert!(has(&p, "agreements[1].valid_from", "with no end"), "{p:?}");
-        assert!(has(&p, "agreements[1].currency", "same currency"), "{p:?}");
+        assert!(
+            has(
+                &p,
+                "agreements[id = \"a\", version = 2].valid_from",
+                "with no end"
+            ),
+            "{p:?}"
+        );
+        assert!(
+            has(
+                &p,
+                "agreements[id = \"a\", version = 2].currency",
+                "same currency"
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -939,29 +957,41 @@ amount = "10.00"
 "#,
         );
         for (field, needle) in [
-            ("agreements[0].id", "not a valid agreement id"),
-            ("agreements[0].partner", "no partner \"nobody\""),
-            ("agreements[0].valid_from", "first day of a monthly period"),
-            ("agreements[0].currency", "ISO 4217"),
-            ("agreements[0].time_zone", "IANA"),
-            ("agreements[0].share.meter", "LATEST"),
-            ("agreements[0].share.mode", "graduated"),
-            ("agreements[0].share.tiers[0].rate", "between 0 and 1"),
+            ("agreements[id = \"Bad Id\"].id", "not a valid agreement id"),
             (
-                "agreements[0].share.tiers[1].up_to",
+                "agreements[id = \"Bad Id\"].partner",
+                "no partner \"nobody\"",
+            ),
+            (
+                "agreements[id = \"Bad Id\"].valid_from",
+                "first day of a monthly period",
+            ),
+            ("agreements[id = \"Bad Id\"].currency", "ISO 4217"),
+            ("agreements[id = \"Bad Id\"].time_zone", "IANA"),
+            ("agreements[id = \"Bad Id\"].share.meter", "LATEST"),
+            ("agreements[id = \"Bad Id\"].share.mode", "graduated"),
+            (
+                "agreements[id = \"Bad Id\"].share.tiers[0].rate",
+                "between 0 and 1",
+            ),
+            (
+                "agreements[id = \"Bad Id\"].share.tiers[1].up_to",
                 "above the tier before",
             ),
             (
-                "agreements[0].revenue.prices[0].meter",
+                "agreements[id = \"Bad Id\"].revenue.prices[0].meter",
                 "no meter \"missing\"",
             ),
-            ("agreements[0].revenue.prices[0].unit_price", "required"),
             (
-                "agreements[0].revenue.prices[0].package_size",
+                "agreements[id = \"Bad Id\"].revenue.prices[0].unit_price",
+                "required",
+            ),
+            (
+                "agreements[id = \"Bad Id\"].revenue.prices[0].package_size",
                 "does not apply",
             ),
             (
-                "agreements[0].referrals[0]",
+                "agreements[id = \"Bad Id\"].referrals[0]",
                 "exactly one of rate or amount",
             ),
         ] {
