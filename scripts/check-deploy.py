@@ -38,11 +38,11 @@ def load_yaml_docs(rel: str) -> list[dict]:
 
 
 # -- What the gateway accepts (read from its source, never changed here) ----------------
-config_rs = read("src/config.rs")
+config_rs = read("src/config/mod.rs")
 m = re.search(r"const SECTIONS: \[&str; \d+\] = \[(.*?)\];", config_rs, re.S)
 SECTIONS = set(re.findall(r'"([a-z_]+)"', m.group(1))) if m else set()
 if not SECTIONS:
-    problem("src/config.rs", "cannot find the SECTIONS list (config sections)")
+    problem("src/config/mod.rs", "cannot find the SECTIONS list (config sections)")
 
 sample = tomllib.loads(read("config/gateway.toml"))
 body_limit = sample.get("http", {}).get("body_limit_bytes", 4 * 1024 * 1024)
@@ -302,6 +302,8 @@ def check_config(label: str, config_dir: Path, env: dict[str, str]) -> None:
         problem(f"check-config ({label})", (out.stdout + out.stderr).strip().replace("\n", "\n    "))
 
 
+# base64 of 32 bytes, as `head -c 32 /dev/urandom | base64` makes (a fixed one: no secret).
+TEST_MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 pgw_bin = os.environ.get("PGW_BIN", "")
 if pgw_bin:
     work = Path(tempfile.mkdtemp(prefix="check-deploy-config."))
@@ -314,6 +316,9 @@ if pgw_bin:
         secrets_dir.mkdir()
         for secret, spec in compose.get("secrets", {}).items():
             (secrets_dir / secret).write_bytes((DEPLOY / (spec["file"] + ".example")).read_bytes())
+        # check-config refuses the examples' REPLACE_ME master key, as serve does: a key of
+        # the right form stands in for the one an operator makes.
+        (secrets_dir / "master_key").write_text(TEST_MASTER_KEY + "\n")
         for name in gateways[:1] + ["migrate"]:
             # ${VAR:-default} as compose interpolates it with VAR unset.
             env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v))
@@ -328,6 +333,7 @@ if pgw_bin:
             k8s_secrets.mkdir()
             for d in load_yaml_docs("deploy/k8s/secret.example.yaml"):
                 for key, value in d.get("stringData", {}).items():
+                    value = TEST_MASTER_KEY if key == "master-key" else value
                     (k8s_secrets / key).write_text(value + "\n", encoding="utf-8")
             (k8s_dir / "gateway.toml").write_text(
                 cm["data"]["gateway.toml"].replace(f"{secret_mount}/", f"{k8s_secrets}/"),
@@ -344,7 +350,7 @@ if pgw_bin:
         files = work / "systemd-secrets"
         files.mkdir()
         (files / "database_url").write_text("postgres://gateway:x@db.internal:5432/gateway\n")
-        (files / "master_key").write_text("placeholder\n")
+        (files / "master_key").write_text(TEST_MASTER_KEY + "\n")
         pg = {k: v.replace("/etc/partner-gateway/secrets/", f"{files}/") for k, v in variant.items()}
         keep = {k: v for k, v in active.items()
                 if k not in ("GATEWAY__DATABASE__URL", "GATEWAY__KEYS__MASTER_KEY_FILE")}
