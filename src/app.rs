@@ -86,27 +86,27 @@ impl AppState {
 
     /// [`AppState::prepare`], saying what may happen to the schema.
     pub async fn prepare_with(config: Config, schema: Schema) -> anyhow::Result<AppState> {
+        // The recorder first: the transactions of the start-up are the first samples.
+        crate::telemetry::prometheus();
         let db = Db::connect(&config.database).await?;
-        match (schema, db.schema_state().await?) {
-            (Schema::Migrate, _) | (_, SchemaState::Current) => {
-                if schema == Schema::Migrate {
-                    db.migrate().await?;
-                }
-            }
-            (_, SchemaState::Empty) => anyhow::bail!(
-                "the database has no schema: run `partner-gateway migrate` (as the role that owns the tables), or let `serve` do it with database.migrate_on_start = true"
-            ),
-            (Schema::Serve, SchemaState::Behind(pending)) => {
+        if schema == Schema::Migrate {
+            db.migrate().await?;
+        } else {
+            match db.schema_state().await? {
+                SchemaState::Current => {}
+                SchemaState::Empty => anyhow::bail!(
+                    "the database has no schema: run `partner-gateway migrate` (as the role that owns the tables), or let `serve` do it with database.migrate_on_start = true"
+                ),
                 // A rolling upgrade: /readyz answers 503 until the migration has run.
-                tracing::warn!(
+                SchemaState::Behind(pending) if schema == Schema::Serve => tracing::warn!(
                     ?pending,
                     "migrations are pending and database.migrate_on_start is off: run `partner-gateway migrate`"
-                );
+                ),
+                SchemaState::Behind(pending) => anyhow::bail!(
+                    "the database is {} migration(s) behind this binary (versions {pending:?}): run `partner-gateway migrate` first; commands other than migrate and serve do not change the schema",
+                    pending.len()
+                ),
             }
-            (Schema::Require, SchemaState::Behind(pending)) => anyhow::bail!(
-                "the database is {} migration(s) behind this binary (versions {pending:?}): run `partner-gateway migrate` first; commands other than migrate and serve do not change the schema",
-                pending.len()
-            ),
         }
         crate::partners::sync_partners(&db, &config.partners)
             .await

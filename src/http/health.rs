@@ -18,18 +18,24 @@ pub fn router() -> axum::Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok", "version": VERSION, "commit": COMMIT}))
+async fn healthz() -> Response {
+    answer(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// A health answer: `fields` and the running version and commit.
+fn answer(status: StatusCode, mut fields: serde_json::Value) -> Response {
+    fields["version"] = json!(VERSION);
+    fields["commit"] = json!(COMMIT);
+    (status, Json(fields)).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
-        return (
+        return answer(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT, "database": "unreachable"})),
-        )
-            .into_response();
+            json!({"status": "unavailable", "database": "unreachable"}),
+        );
     }
     // Issued statements that no longer match their hash are reported here (and logged by
     // the checker) without taking the instance out of service: launches and the ledger do
@@ -45,20 +51,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }),
     };
     match state.db.pending_migrations().await {
-        Ok(pending) if pending.is_empty() => Json(json!({
-            "status": "ready", "version": VERSION, "commit": COMMIT,
-            "database": "ok", "migrations": "current",
-            "statements": statements,
-        }))
-        .into_response(),
-        Ok(pending) => (
+        Ok(pending) if pending.is_empty() => answer(
+            StatusCode::OK,
+            json!({"status": "ready", "database": "ok", "migrations": "current", "statements": statements}),
+        ),
+        Ok(pending) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT, "database": "ok", "migrations": "pending", "pending": pending})),
-        )
-            .into_response(),
+            json!({"status": "unavailable", "database": "ok", "migrations": "pending", "pending": pending}),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: cannot read migrations");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "version": VERSION, "commit": COMMIT}))).into_response()
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable"}),
+            )
         }
     }
 }

@@ -25,12 +25,8 @@ pub async fn launch(
     headers: &HeaderMap,
     form: HashMap<String, String>,
 ) -> Response {
-    let outcome = crate::telemetry::metrics::counted(
-        "lti",
-        |r: &Result<Response, Page>| r.as_ref().err().map(|p| p.status.as_u16()),
-        launch_inner(state, headers, form),
-    )
-    .await;
+    let flow = launch_inner(state, headers, form);
+    let outcome = crate::telemetry::metrics::counted("lti", flow).await;
     match outcome {
         Ok(r) => r,
         Err(page) => page.into_response(),

@@ -81,8 +81,7 @@ fn refused(reason: impl Into<String>) -> Page {
 pub async fn launch(state: &AppState, params: Vec<(String, String)>) -> Response {
     use axum::response::IntoResponse;
     let flow = launch_inner(state, params);
-    let refusal = |r: &Result<Response, Page>| r.as_ref().err().map(|p| p.status.as_u16());
-    match crate::telemetry::metrics::counted("lti11", refusal, flow).await {
+    match crate::telemetry::metrics::counted("lti11", flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }

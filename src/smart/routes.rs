@@ -168,12 +168,8 @@ async fn callback(
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(|s| launch::binding_cookie(&state, &crate::launches::hash_code(s)).clear());
-    let result = crate::telemetry::metrics::counted(
-        "smart",
-        |r: &Result<_, crate::http::page::Page>| r.as_ref().err().map(|p| p.status.as_u16()),
-        launch::complete(&state, params, &headers),
-    )
-    .await;
+    let flow = launch::complete(&state, params, &headers);
+    let result = crate::telemetry::metrics::counted("smart", flow).await;
     let mut resp = match result {
         Ok(url) => redirect(&url),
         Err(page) => page.into_response(),

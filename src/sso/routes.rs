@@ -342,7 +342,7 @@ async fn callback(
 ) -> Response {
     let browser = browser_cookie(&state).read(&headers);
     let flow = super::login::complete(&state, query(raw), browser.as_deref());
-    match crate::telemetry::metrics::counted("oidc", refusal, flow).await {
+    match crate::telemetry::metrics::counted("oidc", flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
@@ -393,13 +393,8 @@ async fn saml_acs(
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let browser = browser_cookie(&state).read(&headers);
     let flow = super::login::complete_saml(&state, &id, form, browser.as_deref());
-    match crate::telemetry::metrics::counted("saml", refusal, flow).await {
+    match crate::telemetry::metrics::counted("saml", flow).await {
         Ok(r) => r,
         Err(p) => p.into_response(),
     }
-}
-
-/// The status of a sign-in that did not complete, for the outcome counter.
-fn refusal(r: &Result<Response, Page>) -> Option<u16> {
-    r.as_ref().err().map(|p| p.status.as_u16())
 }

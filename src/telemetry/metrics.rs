@@ -116,19 +116,23 @@ pub fn register(state: &AppState) {
     // Launch series for the protocols each partner is registered for (and `unknown`: a
     // launch refused before its partner is known); sign-in series for every partner, whose
     // connections live in the store.
-    let everyone = state
+    let mut series: Vec<(String, Vec<&'static str>)> = state
         .config
         .partners
         .iter()
-        .map(|p| (p.id.clone(), p.smart.is_some(), p.lti.as_ref()));
-    for (partner, smart, lti) in everyone.chain([(UNKNOWN_PARTNER.to_owned(), true, None)]) {
-        let unknown = partner == UNKNOWN_PARTNER;
-        let protocols = LAUNCH_PROTOCOLS.into_iter().filter(|p| match *p {
-            "smart" => smart,
-            "lti" => unknown || lti.is_some(),
-            _ => unknown || lti.is_some_and(|l| !l.lti11.is_empty()),
-        });
-        let protocols: Vec<&'static str> = protocols.collect();
+        .map(|p| {
+            let lti = p.lti.as_ref();
+            let registered = [
+                ("smart", p.smart.is_some()),
+                ("lti", lti.is_some()),
+                ("lti11", lti.is_some_and(|l| !l.lti11.is_empty())),
+            ];
+            let protocols = registered.into_iter().filter(|(_, on)| *on).map(|(p, _)| p);
+            (p.id.clone(), protocols.collect())
+        })
+        .collect();
+    series.push((UNKNOWN_PARTNER.to_owned(), LAUNCH_PROTOCOLS.to_vec()));
+    for (partner, protocols) in series {
         for outcome in OUTCOMES {
             for protocol in &protocols {
                 metrics::counter!("gateway_launches_total", "protocol" => *protocol, "partner" => partner.clone(), "outcome" => outcome)
@@ -140,9 +144,6 @@ pub fn register(state: &AppState) {
             }
         }
     }
-    // The histogram's series exists from the start; one zero sample is the honest first
-    // reading of "how long did starting a transaction wait" before any has.
-    metrics::histogram!("gateway_db_acquire_seconds").record(0.0);
 }
 
 tokio::task_local! {
@@ -156,20 +157,20 @@ pub fn note_partner(partner_id: &str) {
     let _ = PARTNER.try_with(|p| *p.borrow_mut() = Some(partner_id.to_owned()));
 }
 
-/// Run a launch or sign-in flow and count its outcome by protocol and partner; `refusal`
-/// gives the status of a result that is not a success.
-pub async fn counted<R>(
+/// Run a launch or sign-in flow and count its outcome by protocol and partner: a page is
+/// a refusal (4xx) or a failure (5xx) by its status.
+pub async fn counted<T>(
     protocol: &'static str,
-    refusal: impl FnOnce(&R) -> Option<u16>,
-    flow: impl std::future::Future<Output = R>,
-) -> R {
+    flow: impl std::future::Future<Output = Result<T, crate::http::page::Page>>,
+) -> Result<T, crate::http::page::Page> {
     let (result, partner) = PARTNER
         .scope(std::cell::RefCell::new(None), async {
             let r = flow.await;
             (r, PARTNER.with(|p| p.borrow().clone()))
         })
         .await;
-    count_launch(protocol, partner.as_deref(), refusal(&result));
+    let refusal = result.as_ref().err().map(|page| page.status.as_u16());
+    count_launch(protocol, partner.as_deref(), refusal);
     result
 }
 
@@ -213,37 +214,37 @@ pub async fn sample(state: &AppState) {
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
     }
     match crate::webhooks::store::delivery_backlog(&state.db).await {
-        Ok(rows) => {
-            // An endpoint deleted since the last scrape drops to zero rather than keep
-            // reporting its last backlog.
-            static SEEN: std::sync::Mutex<Vec<(String, String)>> =
-                std::sync::Mutex::new(Vec::new());
-            let mut now: Vec<(String, String, i64, i64)> = rows
-                .into_iter()
-                .map(|r| {
-                    let partner = r.partner_id.unwrap_or_else(|| "app".to_owned());
-                    (partner, r.endpoint_id, r.pending, r.failed)
-                })
-                .collect();
-            let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-            for (partner, endpoint) in seen.iter() {
-                if !now.iter().any(|(p, e, _, _)| p == partner && e == endpoint) {
-                    now.push((partner.clone(), endpoint.clone(), 0, 0));
-                }
-            }
-            *seen = now
-                .iter()
-                .map(|(p, e, _, _)| (p.clone(), e.clone()))
-                .collect();
-            drop(seen);
-            for (partner, endpoint, pending, failed) in now {
-                for (st, n) in [("pending", pending), ("failed", failed)] {
-                    metrics::gauge!("gateway_webhook_deliveries", "partner" => partner.clone(), "endpoint" => endpoint.clone(), "state" => st)
-                        .set(n as f64);
-                }
-            }
-        }
+        Ok(rows) => report_deliveries(rows),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count webhook deliveries"),
+    }
+}
+
+/// Set `gateway_webhook_deliveries` per live endpoint. An endpoint deleted since the last
+/// scrape drops to zero rather than keep reporting its last backlog.
+fn report_deliveries(rows: Vec<crate::webhooks::store::Backlog>) {
+    static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut now: Vec<(String, String, i64, i64)> = rows
+        .into_iter()
+        .map(|r| {
+            let partner = r.partner_id.unwrap_or_else(|| "app".to_owned());
+            (partner, r.endpoint_id, r.pending, r.failed)
+        })
+        .collect();
+    {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<(String, String)> = seen
+            .drain(..)
+            .filter(|(p, e)| !now.iter().any(|(np, ne, _, _)| np == p && ne == e))
+            .collect();
+        // Only live endpoints are remembered: a gone one is set to zero once.
+        seen.extend(now.iter().map(|(p, e, _, _)| (p.clone(), e.clone())));
+        now.extend(gone.into_iter().map(|(p, e)| (p, e, 0, 0)));
+    }
+    for (partner, endpoint, pending, failed) in now {
+        for (state, n) in [("pending", pending), ("failed", failed)] {
+            metrics::gauge!("gateway_webhook_deliveries", "partner" => partner.clone(), "endpoint" => endpoint.clone(), "state" => state)
+                .set(n as f64);
+        }
     }
 }
 
