@@ -11,6 +11,8 @@
 //! come from someone the gateway does not know yet (LTI Dynamic Registration) uses
 //! [`Outbound::for_partner`], which admits only that partner's networks.
 
+pub mod refusal;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

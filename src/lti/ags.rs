@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::platforms::Platform;
-use super::token::{SCOPE_LINEITEM, SCOPE_LINEITEM_READ, SCOPE_NRPS, SCOPE_SCORE, platform_token};
+use super::token::{
+    SCOPE_LINEITEM, SCOPE_LINEITEM_READ, SCOPE_NRPS, SCOPE_RESULT_READ, SCOPE_SCORE, platform_token,
+};
 use crate::app::AppState;
 use crate::http::{ApiError, FieldError};
 use crate::jobs::{JobContext, JobError};
@@ -224,6 +226,21 @@ pub async fn accept_score(
         )));
     }
     let lti11 = launch.context.get("lti_version").and_then(Value::as_str) == Some("1.1");
+    if lti11 && score.score_given.is_none() {
+        // replaceResult carries a number from 0 to 1 and nothing else: refuse now rather
+        // than accept what can never be delivered.
+        return Err(ApiError::Validation {
+            detail: format!(
+                "launch {} is an LTI 1.1 launch: its outcome service takes a score only; nothing was stored",
+                launch.id
+            ),
+            errors: vec![FieldError {
+                index: None,
+                field: "scoreGiven".into(),
+                reason: "required for an LTI 1.1 launch (with scoreMaximum)".into(),
+            }],
+        });
+    }
     if !lti11 {
         let ags = ags_claim(launch)?;
         let can_score = ags
@@ -345,11 +362,17 @@ type ScoreRow = (
     i64,
     String,
     i64,
-    String,
+    i64,
     Option<String>,
 );
 
 /// The `lti.score` job: deliver one stored score.
+///
+/// A score can reach the LMS while its answer does not reach the gateway (the LMS answered
+/// after the outbound timeout, or the gateway crashed waiting). The resend carries the same
+/// timestamp, and Moodle refuses it with 409 ("not later than the stored one"): so a 409,
+/// or any refusal of a resend, is final only after the LMS's result for the user has been
+/// read back and does not hold this score ([`confirm_resend`]).
 pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
     let score_id = ctx
         .payload
@@ -357,11 +380,11 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
         .and_then(Value::as_str)
         .ok_or_else(|| JobError::Permanent("the job has no score_id".into()))?
         .to_owned();
-    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, user_id, line_item FROM lti_scores WHERE id = $1";
+    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, attempts, line_item FROM lti_scores WHERE id = $1";
     let row: Option<ScoreRow> =
         with_db!(&state.db, pool => sqlx::query_as(sql).bind(&score_id).fetch_optional(pool).await)
             .map_err(|e| JobError::Retry(e.to_string()))?;
-    let Some((launch_id, series, status, seq, body, ts, _user, known_line_item)) = row else {
+    let Some((launch_id, series, status, seq, body, ts, attempts, known_line_item)) = row else {
         return Err(JobError::Permanent(format!("score {score_id} is gone")));
     };
     if status != "pending" {
@@ -378,7 +401,10 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
             after: Duration::from_secs(1),
         });
     }
+    // Counted before sending: an attempt whose answer is lost still counts, so the next
+    // run knows it is a resend.
     bump_attempts(&state, &score_id).await;
+    let attempt = Attempt(attempts + 1);
     let launch = crate::launches::find_launch(&state.db, &launch_id)
         .await
         .map_err(|e| JobError::Retry(e.to_string()))?
@@ -388,7 +414,7 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
         .map_err(|e| JobError::Permanent(format!("stored score is invalid: {e:?}")))?;
     let timestamp = crate::time::from_micros(ts);
     if launch.context.get("lti_version").and_then(Value::as_str) == Some("1.1") {
-        return super::lti11::deliver(&state, &launch, &score_id, &score).await;
+        return super::lti11::deliver(&state, &launch, &score_id, &score, attempt).await;
     }
     let platform = launch_platform(&state, &launch)
         .await
@@ -402,10 +428,15 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
     let body = score_body(&score, timestamp);
     let mut fresh = false;
     loop {
-        let token = platform_token(&state, &platform, &[SCOPE_SCORE], fresh)
-            .await
-            .map_err(|e| JobError::Retry(format!("platform token: {e}")))?;
-        let resp = state
+        let token = match platform_token(&state, &platform, &[SCOPE_SCORE], fresh).await {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("getting a token from the LMS: {e}");
+                note_failure(&state, &score_id, None, &why).await;
+                return Err(JobError::Retry(why));
+            }
+        };
+        let sent = state
             .outbound
             .client()
             .post(url.clone())
@@ -413,13 +444,19 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
             .header("content-type", SCORE_TYPE)
             .body(body.to_string())
             .send()
-            .await
-            .map_err(|e| {
-                JobError::Retry(format!(
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                // The LMS may have stored it anyway (a late answer): the resend finds out.
+                let why = format!(
                     "posting the score: {}",
                     crate::smart::discovery::error_chain(&e.without_url())
-                ))
-            })?;
+                );
+                note_failure(&state, &score_id, None, &why).await;
+                return Err(JobError::Retry(why));
+            }
+        };
         let status = resp.status().as_u16();
         if status == 401 && !fresh {
             fresh = true; // the cached token was revoked or expired early
@@ -430,32 +467,235 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let text = resp.text().await.unwrap_or_default();
-        // Kept with the score; a platform's text may hold U+0000, which PostgreSQL refuses.
-        let reason: String = text.chars().filter(|c| *c != '\0').take(500).collect();
+        // Moodle says why in the status line ("Incorrect score received") with a body of `[]`.
+        let phrase = crate::outbound::refusal::reason_phrase(&resp);
+        let text = resp.bytes().await.unwrap_or_default();
+        let reason = crate::outbound::refusal::describe(phrase.as_deref(), &text);
+        let answered = if reason.is_empty() {
+            format!("the platform answered {status}")
+        } else {
+            format!("the platform answered {status}: {reason}")
+        };
         return match status {
             200..=299 => {
-                mark_delivered(&state, &score_id, &launch, &line_item, status, &score).await?;
+                mark_delivered(&state, &score_id, &launch, &line_item, status, &score, None)
+                    .await?;
                 Ok(())
             }
             429 | 503 => {
-                note_failure(&state, &score_id, status, &reason).await;
+                note_failure(&state, &score_id, Some(status), &answered).await;
                 Err(JobError::RetryAfter {
-                    reason: format!("the platform answered {status}"),
+                    reason: answered,
                     after: Duration::from_secs(retry_after.unwrap_or(30).min(3600)),
                 })
             }
             500..=599 | 408 => {
-                note_failure(&state, &score_id, status, &reason).await;
-                Err(JobError::Retry(format!("the platform answered {status}")))
+                note_failure(&state, &score_id, Some(status), &answered).await;
+                Err(JobError::Retry(answered))
             }
             _ => {
-                // 400 (Moodle: user not gradable), 403, 404, 409, 422 (D2L): it will not get better.
-                let why = format!("the platform refused the score with {status}: {reason}");
-                mark_refused(&state, &score_id, &launch, &score.user_id, status, &why).await?;
-                Err(JobError::Permanent(why))
+                // 400 (Moodle: user not gradable), 403, 404, 409, 422 (D2L): it will not get
+                // better, unless it is the LMS refusing a copy of what it already holds.
+                let why = if reason.is_empty() {
+                    format!("the platform refused the score with {status}")
+                } else {
+                    format!("the platform refused the score with {status}: {reason}")
+                };
+                if status != 409 && !attempt.is_resend() {
+                    mark_refused(&state, &score_id, &launch, &score.user_id, status, &why).await?;
+                    return Err(JobError::Permanent(why));
+                }
+                let held = confirm_resend(&state, &platform, &launch, &line_item, &score).await;
+                settle_refusal(
+                    &state, &score_id, &launch, &line_item, &score, attempt, status, &why, held,
+                )
+                .await
             }
         };
+    }
+}
+
+/// Which run of a score's job this is (1 = the first send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(pub i64);
+
+impl Attempt {
+    /// An earlier attempt sent the score, and its answer may have been lost.
+    pub fn is_resend(self) -> bool {
+        self.0 > 1
+    }
+}
+
+/// What the LMS holds for the user, read back after a refusal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Held {
+    /// This score: an earlier attempt delivered it.
+    Same,
+    /// Something else, or nothing: the refusal stands.
+    Other(String),
+    /// The LMS offers no way to read it (no result service, or it refused the read).
+    Unreadable(String),
+    /// The read failed for now (network, 5xx, 429): try the whole delivery again later.
+    Later(String),
+}
+
+/// End a refused send by what the LMS holds: delivered when it holds this score; refused
+/// when it holds something else or nothing; for a resend that cannot be checked, neither:
+/// `unknown` (a first send cannot have been stored before, so there it is refused).
+#[allow(clippy::too_many_arguments)]
+pub async fn settle_refusal(
+    state: &AppState,
+    score_id: &str,
+    launch: &Launch,
+    line_item: &str,
+    score: &ScoreRequest,
+    attempt: Attempt,
+    status: u16,
+    why: &str,
+    held: Held,
+) -> Result<(), JobError> {
+    match held {
+        Held::Same => {
+            let note = format!(
+                "{why}; the LMS already holds this score (read back from its result for the user): an earlier attempt delivered it"
+            );
+            mark_delivered(
+                state,
+                score_id,
+                launch,
+                line_item,
+                status,
+                score,
+                Some(&note),
+            )
+            .await
+        }
+        Held::Unreadable(cannot) if attempt.is_resend() => {
+            let note = format!(
+                "delivered or refused: unknown. {why}; an earlier attempt may have stored it, and {cannot}: check the gradebook"
+            );
+            mark_unknown(state, score_id, launch, &score.user_id, status, &note).await?;
+            Err(JobError::Permanent(note))
+        }
+        Held::Later(e) => {
+            let note = format!("{why}; reading back the LMS's result failed for now: {e}");
+            note_failure(state, score_id, Some(status), &note).await;
+            Err(JobError::Retry(note))
+        }
+        Held::Other(_) | Held::Unreadable(_) => {
+            mark_refused(state, score_id, launch, &score.user_id, status, why).await?;
+            Err(JobError::Permanent(why.to_owned()))
+        }
+    }
+}
+
+/// `{line item}/results?user_id=...`, keeping the line item's query (Moodle's `?type_id=`).
+pub fn results_url(lineitem: &str, user_id: &str) -> Result<url::Url, String> {
+    let mut u = url::Url::parse(lineitem)
+        .map_err(|e| format!("line item {lineitem:?} is not a URL: {e}"))?;
+    let path = format!("{}/results", u.path().trim_end_matches('/'));
+    u.set_path(&path);
+    u.query_pairs_mut().append_pair("user_id", user_id);
+    Ok(u)
+}
+
+/// Whether a result (AGS 2.0 §3.3) is this score: the same fraction of the maximum (LMSs
+/// rescale to the line item's maximum and round: Moodle keeps five decimals), and the same
+/// comment when the LMS returns one. A score without `scoreGiven` matches a result without
+/// `resultScore`.
+pub fn result_matches(result: &Value, score: &ScoreRequest) -> bool {
+    let given = result.get("resultScore").and_then(Value::as_f64);
+    let same_score = match (score.score_given, given) {
+        (Some(g), Some(r)) => {
+            let ours = g / score.score_maximum.unwrap_or(1.0);
+            let max = result
+                .get("resultMaximum")
+                .and_then(Value::as_f64)
+                .filter(|m| *m > 0.0)
+                .unwrap_or(1.0);
+            (ours - r / max).abs() <= 1e-4
+        }
+        (None, None) => true,
+        _ => false,
+    };
+    let same_comment = match (
+        score.comment.as_deref().map(str::trim),
+        result.get("comment").and_then(Value::as_str).map(str::trim),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    same_score && same_comment
+}
+
+/// Read the LMS's result for the score's user on the line item (AGS result service).
+pub async fn confirm_resend(
+    state: &AppState,
+    platform: &Platform,
+    launch: &Launch,
+    line_item: &str,
+    score: &ScoreRequest,
+) -> Held {
+    let offered_results = launch
+        .context
+        .get("ags")
+        .is_some_and(|a| offered(a).contains(&SCOPE_RESULT_READ));
+    if !offered_results {
+        return Held::Unreadable(
+            "the LMS offers no result service to read back what it stored (scope result.readonly)"
+                .into(),
+        );
+    }
+    let url = match results_url(line_item, &score.user_id) {
+        Ok(u) => u,
+        Err(e) => return Held::Unreadable(e),
+    };
+    let token = match platform_token(state, platform, &[SCOPE_RESULT_READ], false).await {
+        Ok(t) => t,
+        Err(e) => return Held::Later(format!("a token to read results: {e}")),
+    };
+    let resp = match state
+        .outbound
+        .client()
+        .get(url)
+        .bearer_auth(&token)
+        .header("accept", RESULTS_TYPE)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Held::Later(format!(
+                "reading the result: {}",
+                crate::smart::discovery::error_chain(&e.without_url())
+            ));
+        }
+    };
+    let status = resp.status().as_u16();
+    let phrase = crate::outbound::refusal::reason_phrase(&resp);
+    let bytes = resp.bytes().await.unwrap_or_default();
+    match status {
+        200..=299 => {}
+        429 | 500..=599 => return Held::Later(format!("the results read answered {status}")),
+        _ => {
+            let why = crate::outbound::refusal::describe(phrase.as_deref(), &bytes);
+            return Held::Unreadable(format!(
+                "the LMS refused to read its result ({status} {why})"
+            ));
+        }
+    }
+    let results: Vec<Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Array(items)) => items,
+        _ => return Held::Unreadable("the LMS's results answer is not a list".into()),
+    };
+    let mine = results
+        .iter()
+        .filter(|r| r.get("userId").and_then(Value::as_str) == Some(score.user_id.as_str()))
+        .collect::<Vec<_>>();
+    match mine.as_slice() {
+        [] => Held::Other("the LMS holds no result for the user".into()),
+        list if list.iter().any(|r| result_matches(r, score)) => Held::Same,
+        [r, ..] => Held::Other(format!("the LMS holds another result: {r}")),
     }
 }
 
@@ -467,10 +707,50 @@ async fn record_line_item(state: &AppState, id: &str, li: &str) {
     let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET line_item = $2 WHERE id = $1").bind(id).bind(li).execute(pool).await.map(|r| r.rows_affected()));
 }
 
-/// Keep a failure that will be retried beside the score.
-pub async fn note_failure(state: &AppState, id: &str, status: u16, reason: &str) {
+/// Keep a failure that will be retried beside the score: the LMS's status, or none when
+/// it was not reached (network, timeout, token).
+pub async fn note_failure(state: &AppState, id: &str, status: Option<u16>, reason: &str) {
     let sql = "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1";
-    let _ = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status as i64).bind(reason).execute(pool).await.map(|r| r.rows_affected()));
+    let reason = clean_reason(reason);
+    let _ = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status.map(i64::from)).bind(&reason).execute(pool).await.map(|r| r.rows_affected()));
+}
+
+/// A platform's text may hold U+0000, which PostgreSQL refuses; and it is kept bounded.
+fn clean_reason(reason: &str) -> String {
+    reason.chars().filter(|c| *c != '\0').take(1000).collect()
+}
+
+/// The LMS refused a resend and offers no way to tell whether an earlier attempt stored the
+/// score: `unknown`, with `grade.unconfirmed`, in one transaction. Not metered (not known
+/// to have been posted).
+pub async fn mark_unknown(
+    state: &AppState,
+    id: &str,
+    launch: &Launch,
+    user_id: &str,
+    status: u16,
+    reason: &str,
+) -> Result<(), JobError> {
+    let now = chrono::Utc::now();
+    let reason = clean_reason(reason);
+    let data = json!({
+        "score_id": id, "launch_id": launch.id, "partner": launch.partner_id,
+        "user_id": user_id, "status": status, "reason": reason,
+    });
+    let (db, id, partner) = (state.db.clone(), id.to_owned(), launch.partner_id.clone());
+    tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        with_tx!(&mut tx, c => {
+            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'unknown' WHERE id = $1 AND status = 'pending'")
+                .bind(&id).bind(status as i64).bind(&reason).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_UNCONFIRMED, &data, now).await?;
+        tx.commit().await?;
+        Ok::<(), anyhow::Error>(())
+    })
+    .await
+    .map_err(|e| JobError::Retry(e.to_string()))?
+    .map_err(|e| JobError::Retry(format!("{e:#}")))
 }
 
 /// The platform refused the score for good: keep its status and reason, and send
@@ -492,7 +772,7 @@ pub async fn mark_refused(
         state.db.clone(),
         id.to_owned(),
         launch.partner_id.clone(),
-        reason.to_owned(),
+        clean_reason(reason),
     );
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
@@ -509,7 +789,8 @@ pub async fn mark_refused(
     .map_err(|e| JobError::Retry(format!("{e:#}")))
 }
 
-/// Mark delivered and record `lti.grade_posted`, in one transaction.
+/// Mark delivered and record `lti.grade_posted`, in one transaction. `note` says how it
+/// was known when not from a 2xx (a resend refused, the result read back).
 pub async fn mark_delivered(
     state: &AppState,
     id: &str,
@@ -517,7 +798,9 @@ pub async fn mark_delivered(
     line_item: &str,
     status: u16,
     score: &ScoreRequest,
+    note: Option<&str>,
 ) -> Result<(), JobError> {
+    let note = note.map(clean_reason);
     let now = chrono::Utc::now();
     let event = crate::metering::UsageEvent {
         partner_id: launch.partner_id.clone(),
@@ -541,8 +824,8 @@ pub async fn mark_delivered(
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
         with_tx!(&mut tx, c => {
-            sqlx::query("UPDATE lti_scores SET status = 'delivered', delivered_at_us = $2, last_status = $3, last_error = NULL WHERE id = $1")
-                .bind(&id).bind(crate::time::to_micros(now)).bind(status as i64).execute(c).await.map(|r| r.rows_affected())
+            sqlx::query("UPDATE lti_scores SET status = 'delivered', delivered_at_us = $2, last_status = $3, last_error = $4 WHERE id = $1")
+                .bind(&id).bind(crate::time::to_micros(now)).bind(status as i64).bind(&note).execute(c).await.map(|r| r.rows_affected())
         })?;
         crate::metering::record_usage_event(&mut tx, &event).await?;
         crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_DELIVERED, &delivered, now).await?;
@@ -876,6 +1159,62 @@ mod tests {
                 .as_str(),
             "https://canvas.example/api/lti/courses/1/line_items/9/scores"
         );
+    }
+
+    #[test]
+    fn results_are_read_under_the_line_item_for_one_user() {
+        assert_eq!(
+            results_url(
+                "https://moodle.example/mod/lti/services.php/2/lineitems/7/lineitem?type_id=1",
+                "42"
+            )
+            .unwrap()
+            .as_str(),
+            "https://moodle.example/mod/lti/services.php/2/lineitems/7/lineitem/results?type_id=1&user_id=42"
+        );
+    }
+
+    #[test]
+    fn a_result_matches_the_same_fraction_and_comment() {
+        let s = parse_score(
+            &json!({"scoreGiven": 8, "scoreMaximum": 10, "activityProgress": "Completed", "gradingProgress": "FullyGraded", "comment": "well done"}),
+            Some("42"),
+        )
+        .unwrap();
+        // Moodle rescales to the line item's maximum and keeps five decimals.
+        assert!(result_matches(
+            &json!({"userId": "42", "resultScore": 80.0, "resultMaximum": 100, "comment": "well done"}),
+            &s
+        ));
+        assert!(result_matches(
+            &json!({"userId": "42", "resultScore": 0.8}),
+            &s
+        ));
+        assert!(!result_matches(
+            &json!({"userId": "42", "resultScore": 7.0, "resultMaximum": 10}),
+            &s
+        ));
+        assert!(!result_matches(
+            &json!({"userId": "42", "resultScore": 8.0, "resultMaximum": 10, "comment": "redo"}),
+            &s
+        ));
+        assert!(!result_matches(&json!({"userId": "42"}), &s));
+        let unscored = parse_score(
+            &json!({"activityProgress": "Submitted", "gradingProgress": "PendingManual"}),
+            Some("42"),
+        )
+        .unwrap();
+        assert!(result_matches(&json!({"userId": "42"}), &unscored));
+        assert!(!result_matches(
+            &json!({"userId": "42", "resultScore": 1.0}),
+            &unscored
+        ));
+    }
+
+    #[test]
+    fn only_a_resend_can_have_been_stored_before() {
+        assert!(!Attempt(1).is_resend());
+        assert!(Attempt(2).is_resend());
     }
 
     #[test]

@@ -177,13 +177,22 @@ pub async fn create_link(
     Ok((link_view(&row, now_us), url))
 }
 
+/// The tool configuration's `domain`: the authority of the public URL as written, so
+/// host:port when the port is given (Moodle compares it with what it reads off
+/// `target_link_uri`, everything between the scheme and the first `/`, and refuses the
+/// registration with `domain_targetlinkuri_mismatch` when they differ).
+pub fn tool_domain(base: &str) -> String {
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Userinfo never belongs in a domain.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    authority.to_ascii_lowercase()
+}
+
 /// The registration the tool sends (Dynamic Registration §3.3 / OIDC client metadata).
 pub fn tool_registration(state: &AppState) -> Value {
     let base = state.config.http.public_base();
-    let host = url::Url::parse(&base)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
+    let domain = tool_domain(&base);
     let scope = [
         super::token::SCOPE_LINEITEM,
         super::token::SCOPE_LINEITEM_READ,
@@ -203,7 +212,7 @@ pub fn tool_registration(state: &AppState) -> Value {
         "token_endpoint_auth_method": "private_key_jwt",
         "scope": scope,
         TOOL_CONFIGURATION: {
-            "domain": host,
+            "domain": domain,
             "target_link_uri": format!("{base}/lti/launch"),
             "claims": ["iss", "sub", "name", "given_name", "family_name", "email"],
             "messages": [
@@ -590,14 +599,21 @@ async fn fetch_and_register(
         ))
     })?;
     let status = resp.status().as_u16();
+    let phrase = crate::outbound::refusal::reason_phrase(&resp);
     let body = read_limited(resp)
         .await
         .map_err(|e| failed(format!("reading the answer of {reg_shown}: {e}")))?;
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {
-        let text: String = String::from_utf8_lossy(&body).chars().take(500).collect();
+        // The LMS's own words, readable even when it answers with an HTML page (Moodle).
+        let why = crate::outbound::refusal::describe(phrase.as_deref(), &body);
+        let why = if why.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            why
+        };
         return Err(failed(format!(
-            "the LMS refused the registration at {reg_shown} (HTTP {status}): {text}"
+            "the LMS refused the registration at {reg_shown} (HTTP {status}): {why}"
         )));
     }
     let client_id = answer
@@ -739,6 +755,21 @@ pub async fn list_links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_domain_keeps_a_port_that_is_given() {
+        assert_eq!(tool_domain("https://gw.example.edu"), "gw.example.edu");
+        assert_eq!(tool_domain("http://127.0.0.1:18010"), "127.0.0.1:18010");
+        assert_eq!(
+            tool_domain("https://GW.example.edu:8443/base"),
+            "gw.example.edu:8443"
+        );
+        assert_eq!(tool_domain("https://[::1]:8443"), "[::1]:8443");
+        assert_eq!(
+            tool_domain("https://user:pw@gw.example.edu"),
+            "gw.example.edu"
+        );
+    }
 
     fn origin_ok(config_url: &str, issuer: &str) -> Result<(), String> {
         check_issuer_origin(&Url::parse(config_url).unwrap(), issuer)

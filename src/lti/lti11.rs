@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
-use super::ags::ScoreRequest;
+use super::ags::{Attempt, Held, ScoreRequest};
 use crate::app::AppState;
 use crate::http::page::Page;
 use crate::jobs::JobError;
@@ -362,9 +362,19 @@ pub async fn call(
             )
         })?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
+    let phrase = crate::outbound::refusal::reason_phrase(&resp);
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let said = || {
+        let why = crate::outbound::refusal::describe(phrase.as_deref(), &bytes);
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        }
+    };
     if status >= 500 || status == 429 {
-        return Err((false, format!("the LMS answered {status}")));
+        return Err((false, format!("the LMS answered {status}{}", said())));
     }
     match xml_text(&text, "imsx_codeMajor") {
         Some("success") => Ok(text),
@@ -377,42 +387,56 @@ pub async fn call(
         )),
         None => Err((
             status >= 400,
-            format!("the LMS answered {status} without a POX status"),
+            format!("the LMS answered {status} without a POX status{}", said()),
         )),
     }
 }
 
 /// Deliver a score to a 1.1 launch (the `lti.score` job's 1.1 path): `replaceResult` with
-/// scoreGiven / scoreMaximum in 0..1.
+/// scoreGiven / scoreMaximum in 0..1. A refused resend is checked with `readResult` the way
+/// an AGS one is with the result service (see `ags::deliver`).
 pub async fn deliver(
     state: &AppState,
     launch: &Launch,
     score_id: &str,
     score: &ScoreRequest,
+    attempt: Attempt,
 ) -> Result<(), JobError> {
     let (Some(given), Some(max)) = (score.score_given, score.score_maximum) else {
-        let why = "LTI 1.1 outcomes carry a score only";
-        super::ags::mark_refused(state, score_id, launch, &score.user_id, 0, why).await?;
-        return Err(JobError::Permanent(
-            "LTI 1.1 outcomes need scoreGiven and scoreMaximum".into(),
-        ));
+        // Refused with 400 when posted since; a score stored before that ends here.
+        let why = "LTI 1.1 outcomes carry a score only: scoreGiven and scoreMaximum are required";
+        super::ags::mark_refused(state, score_id, launch, &score.user_id, 400, why).await?;
+        return Err(JobError::Permanent(why.into()));
     };
     let value = (given / max).clamp(0.0, 1.0);
+    let service = launch
+        .ctx("/outcome/service_url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     match call(state, launch, "replaceResult", Some(value)).await {
         Ok(_) => {
-            let li = launch
-                .ctx("/outcome/service_url")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            super::ags::mark_delivered(state, score_id, launch, &li, 200, score).await
+            super::ags::mark_delivered(state, score_id, launch, &service, 200, score, None).await
         }
-        Err((true, reason)) => {
+        Err((true, reason)) if !attempt.is_resend() => {
             super::ags::mark_refused(state, score_id, launch, &score.user_id, 400, &reason).await?;
             Err(JobError::Permanent(reason))
         }
+        Err((true, reason)) => {
+            let held = match read_result(state, launch).await {
+                Ok(Some(stored)) if (stored - value).abs() <= 1e-4 => Held::Same,
+                Ok(other) => Held::Other(format!("the LMS holds {other:?}")),
+                Err((true, e)) => Held::Unreadable(format!("readResult was refused ({e})")),
+                Err((false, e)) => Held::Later(e),
+            };
+            let why = format!("the LMS refused the score: {reason}");
+            super::ags::settle_refusal(
+                state, score_id, launch, &service, score, attempt, 400, &why, held,
+            )
+            .await
+        }
         Err((false, reason)) => {
-            super::ags::note_failure(state, score_id, 503, &reason).await;
+            super::ags::note_failure(state, score_id, None, &reason).await;
             Err(JobError::Retry(reason))
         }
     }

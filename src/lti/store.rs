@@ -307,6 +307,7 @@ type ScoreRow = (
     Option<String>,
     i64,
     Option<i64>,
+    Option<i64>,
 );
 
 /// `GET /v1/scores/{score_id}`: where a score is.
@@ -316,14 +317,25 @@ pub struct ScoreStatus {
     pub launch_id: String,
     pub partner: String,
     pub user_id: String,
-    /// pending (queued or being retried), delivered, or failed (the LMS refused it for good).
+    /// pending (queued or being retried), delivered, failed (the LMS refused it for good),
+    /// or unknown (the LMS refused a resend of it after an earlier attempt's answer was
+    /// lost, and offers no way to read back what it holds: delivered or refused, unknown;
+    /// check the gradebook).
     pub status: String,
+    /// Sends so far, including one whose answer was lost.
     pub attempts: i64,
     /// The line item it went to, once known.
     pub line_item: Option<String>,
-    /// The LMS's last HTTP status.
+    /// The LMS's last HTTP status; null when the last attempt did not reach it (network
+    /// error, timeout, token failure: `last_error` says which).
     pub last_status: Option<i64>,
+    /// Why the last attempt did not deliver it, in the LMS's words where it gave any (Moodle
+    /// gives them in the HTTP status line); for a score delivered after a refused resend,
+    /// how that was known.
     pub last_error: Option<String>,
+    /// When a pending score is tried next (RFC 3339, UTC); null while it is being sent or
+    /// once settled.
+    pub next_attempt_at: Option<String>,
     /// The score's timestamp as sent to the LMS: a resend carries the same one.
     pub timestamp: String,
     pub delivered_at: Option<String>,
@@ -334,8 +346,12 @@ pub async fn score_status(
     db: &Db,
     score_id: &str,
 ) -> anyhow::Result<Option<(String, ScoreStatus)>> {
-    let sql = "SELECT id, launch_id, partner_id, user_id, status, attempts, line_item, last_status, \
-               last_error, timestamp_us, delivered_at_us FROM lti_scores WHERE id = $1";
+    // The score's job (dedupe key `lti.score:{id}`) knows when it runs next.
+    let sql = "SELECT s.id, s.launch_id, s.partner_id, s.user_id, s.status, s.attempts, s.line_item, \
+               s.last_status, s.last_error, s.timestamp_us, s.delivered_at_us, \
+               (SELECT j.run_at_us FROM jobs j WHERE j.dedupe_key = 'lti.score:' || s.id \
+                AND j.state = 'pending') \
+               FROM lti_scores s WHERE s.id = $1";
     let row: Option<ScoreRow> =
         with_db!(db, pool => sqlx::query_as(sql).bind(score_id).fetch_optional(pool).await)?;
     Ok(row.map(
@@ -351,7 +367,9 @@ pub async fn score_status(
             last_error,
             ts,
             delivered,
+            next_run,
         )| {
+            let status_pending = status == "pending";
             let view = ScoreStatus {
                 score_id: id,
                 launch_id,
@@ -364,6 +382,9 @@ pub async fn score_status(
                 last_error,
                 timestamp: crate::time::from_micros(ts).to_rfc3339(),
                 delivered_at: delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
+                next_attempt_at: next_run
+                    .filter(|_| status_pending)
+                    .map(|n| crate::time::from_micros(n).to_rfc3339()),
             };
             (partner_id, view)
         },

@@ -209,6 +209,9 @@ pub struct MockLmsOptions {
     pub tools: Vec<MockTool>,
     /// NRPS page size when the tool sends no `limit` (default 2, so paging shows up early).
     pub page_size: usize,
+    /// Whether launches offer the AGS result service (`result.readonly`); default true, as
+    /// Moodle, Canvas and Blackboard do. Off, a tool cannot read back what was stored.
+    pub results_service: bool,
 }
 
 impl MockLmsOptions {
@@ -217,6 +220,7 @@ impl MockLmsOptions {
             personality,
             tools,
             page_size: 2,
+            results_service: true,
         }
     }
 }
@@ -420,6 +424,9 @@ pub enum RegistrationFault {
     Issuer(String),
     /// The OpenID configuration sends the tool to register at this URL.
     RegistrationEndpoint(String),
+    /// The registration is refused with this error code, in the platform's style (Moodle:
+    /// an HTML body with the code; the others: an OAuth error JSON).
+    Refuse(String),
 }
 
 /// A failure queued for the next score posts.
@@ -432,8 +439,17 @@ pub enum AgsFault {
         count: usize,
     },
     /// The next score post is for a user who cannot be graded: Moodle 400, Canvas and D2L
-    /// 422, Blackboard 400, Generic 422.
+    /// 422, Blackboard 400, Generic 422; an LTI 1.1 `replaceResult` gets a POX `failure`.
     NotGradable,
+    /// The next `count` score posts (AGS or LTI 1.1 `replaceResult`) are answered only after
+    /// `delay`. With `stored`, the score is kept first: past the tool's timeout its answer
+    /// is lost while the grade sits in the gradebook (a slow Moodle, or a tool that crashed
+    /// waiting). Without, nothing is kept and the late answer is a 504.
+    Hold {
+        delay: Duration,
+        stored: bool,
+        count: usize,
+    },
 }
 
 /// A score the platform kept.
@@ -611,7 +627,10 @@ impl MockLms {
 
     pub fn inject_ags(&self, fault: AgsFault) {
         // A fault for no request at all would sit in the queue forever.
-        if matches!(fault, AgsFault::Status { count: 0, .. }) {
+        if matches!(
+            fault,
+            AgsFault::Status { count: 0, .. } | AgsFault::Hold { count: 0, .. }
+        ) {
             return;
         }
         lock(&self.shared.ags_faults).push_back(fault);
@@ -913,6 +932,7 @@ pub(crate) struct Shared {
     pub issuer: String,
     pub paths: Paths,
     pub page_size: usize,
+    pub results_service: bool,
     pub tools: Mutex<Vec<ToolEntry>>,
     pub keys: Mutex<KeyRing>,
     pub http: reqwest::Client,
@@ -964,6 +984,7 @@ impl Shared {
             base,
             issuer,
             page_size: opts.page_size.max(1),
+            results_service: opts.results_service,
             tools: Mutex::new(tools),
             keys: Mutex::new(KeyRing {
                 current: Arc::new(signer),

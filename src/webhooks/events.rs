@@ -19,6 +19,7 @@ pub struct EventType {
 pub const LAUNCH_COMPLETED: &str = "launch.completed";
 pub const GRADE_DELIVERED: &str = "grade.delivered";
 pub const GRADE_FAILED: &str = "grade.failed";
+pub const GRADE_UNCONFIRMED: &str = "grade.unconfirmed";
 pub const STATEMENT_FINALIZED: &str = "statement.finalized";
 pub const STATEMENT_VOIDED: &str = "statement.voided";
 pub const LTI_REGISTRATION_PENDING: &str = "lti.registration.pending";
@@ -67,6 +68,20 @@ pub const CATALOGUE: &[EventType] = &[
                 "user_id": "42",
                 "status": 422,
                 "reason": "the platform refused the score with 422: scoreGiven exceeds scoreMaximum"
+            })
+        },
+    },
+    EventType {
+        name: GRADE_UNCONFIRMED,
+        description: "The LMS refused a resend of a score that an earlier attempt may already have stored (its answer was lost), and offers no way to read back what it holds: delivered or refused, unknown. Check the gradebook; not retried.",
+        example: || {
+            json!({
+                "score_id": "0193e4c2-0b11-7c3a-8f55-5d2e7a9b1c40",
+                "launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a",
+                "partner": "moodle",
+                "user_id": "42",
+                "status": 409,
+                "reason": "delivered or refused: unknown. the platform refused the score with 409: Refusing score with an earlier timestamp for item 7 and user 42; an earlier attempt may have stored it, and the LMS offers no result service to read back what it stored (scope result.readonly): check the gradebook"
             })
         },
     },

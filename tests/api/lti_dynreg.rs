@@ -269,6 +269,29 @@ crate::both_backends! {
     // M3: the configuration must come from its issuer's origin. A string-prefix check let
     // `http://lms.example.edu@127.0.0.1:port/` (whose host is 127.0.0.1) and
     // `http://127.0.0.1:port/` (for the issuer `http://127.0.0.1`) claim another issuer.
+    // Moodle compares the tool configuration's domain with target_link_uri's host:port; the
+    // gateway's public URL here has a port. Its refusals come as HTML: kept readable.
+    async fn moodle_registers_a_gateway_on_a_non_default_port_and_its_refusals_read_as_text(backend) {
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        assert!(url::Url::parse(&env.gateway).unwrap().port().is_some());
+        let admin = env.app.admin().await;
+        let (link_id, link) = new_link(&env, &admin, PARTNER).await;
+        env.lms.set_registration_fault(Some(RegistrationFault::Refuse("invalid_scope".into())));
+        let (status, page) = open(&env, &env.lms.dynamic_registration_url(&link)).await;
+        assert_eq!(status, 502, "{page}");
+        let last = link_record(&env, &admin, &link_id).await["last_error"].as_str().unwrap().to_owned();
+        assert!(last.contains("(HTTP 400): Class \\mod_lti"), "{last}");
+        assert!(last.ends_with("call to debugging() invalid_scope"), "{last}");
+        assert!(!last.contains('<') && !last.contains("null"), "{last}");
+        env.lms.set_registration_fault(None);
+        assert_eq!(open(&env, &env.lms.dynamic_registration_url(&link)).await.0, 200);
+        let regs = registrations(&env, &admin).await;
+        assert_eq!(regs.len(), 1, "{regs:?}");
+        let accepted = env.lms.registrations();
+        let domain = &accepted.last().unwrap()["https://purl.imsglobal.org/spec/lti-tool-configuration"]["domain"];
+        assert_eq!(domain, env.gateway.trim_start_matches("http://"), "host:port");
+    }
+
     async fn a_configuration_naming_an_issuer_of_another_origin_is_refused(backend) {
         let Some(env) = start(backend, Personality::Moodle).await else { return };
         let admin = env.app.admin().await;

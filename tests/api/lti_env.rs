@@ -55,12 +55,31 @@ pub async fn start(backend: Backend, personality: Personality) -> Option<LtiEnv>
 }
 
 pub async fn start_with(backend: Backend, personality: Personality, extra: &str) -> Option<LtiEnv> {
-    start_full(backend, personality, extra, true).await
+    start_full(backend, personality, extra, true, &EnvOpts::default()).await
+}
+
+/// Settings a test changes from the defaults.
+#[derive(Default)]
+pub struct EnvOpts {
+    /// Lines added to `[outbound]` (e.g. `timeout_secs = 1`).
+    pub outbound: &'static str,
+    /// Replaces the quick job backoff (`backoff_base_ms = ...`).
+    pub backoff: Option<&'static str>,
+    /// The LMS offers no AGS result service.
+    pub no_results_service: bool,
+}
+
+pub async fn start_opts(
+    backend: Backend,
+    personality: Personality,
+    opts: EnvOpts,
+) -> Option<LtiEnv> {
+    start_full(backend, personality, "", true, &opts).await
 }
 
 /// A partner without configured content items: the app answers Deep Linking requests.
 pub async fn start_app_picks(backend: Backend, personality: Personality) -> Option<LtiEnv> {
-    start_full(backend, personality, "", false).await
+    start_full(backend, personality, "", false, &EnvOpts::default()).await
 }
 
 async fn start_full(
@@ -68,6 +87,7 @@ async fn start_full(
     personality: Personality,
     extra: &str,
     items: bool,
+    opts: &EnvOpts,
 ) -> Option<LtiEnv> {
     let items = if items {
         r#"[[partners.lti.content_items]]
@@ -86,9 +106,9 @@ url = "https://app.example.test/reading"
     let gateway = format!("http://{}", listener.local_addr().unwrap());
     let mut tool = MockTool::gateway(CLIENT, DEPLOYMENT, &gateway);
     tool.lti11 = Some((LTI11_KEY.into(), LTI11_SECRET.into()));
-    let lms = MockLms::start(MockLmsOptions::new(personality, vec![tool]))
-        .await
-        .unwrap();
+    let mut lms_opts = MockLmsOptions::new(personality, vec![tool]);
+    lms_opts.results_service = !opts.no_results_service;
+    let lms = MockLms::start(lms_opts).await.unwrap();
     let audience = if lms.token_audience() != lms.token_url() {
         format!("token_audience = \"{}\"\n", lms.token_audience())
     } else {
@@ -105,10 +125,11 @@ url = "https://app.example.test/reading"
         r#"[jobs]
 enabled = true
 poll_interval_ms = 20
-backoff_base_ms = 50
+{backoff}
 backoff_max_secs = 2
 [outbound]
 allow_http = true
+{outbound}
 [http]
 public_url = "{gateway}"
 [[partners]]
@@ -134,6 +155,8 @@ consumer_key = "{LTI11_KEY}"
 shared_secret = "{LTI11_SECRET}"
 {extra}
 "#,
+        backoff = opts.backoff.unwrap_or("backoff_base_ms = 50"),
+        outbound = opts.outbound,
         issuer = lms.issuer(),
         auth = lms.auth_url(),
         token = lms.token_url(),

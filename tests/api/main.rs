@@ -13,6 +13,7 @@ mod ledger_authority;
 mod lti;
 mod lti_dynreg;
 mod lti_env;
+mod lti_grades;
 mod metrics;
 mod openapi;
 mod pages_security;

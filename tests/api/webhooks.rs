@@ -466,7 +466,7 @@ both_backends! {
         assert_eq!(s, 403);
         let (s, cat) = get_json(&app, &mine, "/v1/webhooks/event-types").await;
         assert_eq!(s, 200);
-        assert_eq!(cat["event_types"].as_array().unwrap().len(), 8);
+        assert_eq!(cat["event_types"].as_array().unwrap().len(), 9);
     }
 
     async fn inbound_billing_webhooks_feed_the_ledger_once(backend) {

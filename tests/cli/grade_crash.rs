@@ -1,5 +1,6 @@
 //! Grade delivery survives a crash: a score accepted (202) by a gateway that is SIGKILLed
-//! before the failing LMS took it reaches the gradebook exactly once after the restart.
+//! before the failing LMS took it, or while the LMS that took it had not answered yet,
+//! reaches the gradebook exactly once after the restart and is reported delivered.
 
 use std::time::Duration;
 
@@ -14,11 +15,25 @@ use crate::support::{Backend, TestEnv, free_port, on_both_backends};
 on_both_backends!(an_accepted_score_survives_a_crash_and_is_delivered_once
     => an_accepted_score_survives_a_crash_and_is_delivered_once_on_sqlite,
        an_accepted_score_survives_a_crash_and_is_delivered_once_on_postgres);
+on_both_backends!(a_score_the_lms_stored_before_the_crash_is_delivered_not_failed
+    => a_score_the_lms_stored_before_the_crash_is_delivered_not_failed_on_sqlite,
+       a_score_the_lms_stored_before_the_crash_is_delivered_not_failed_on_postgres);
+
+async fn an_accepted_score_survives_a_crash_and_is_delivered_once(backend: Backend) {
+    crash_while_delivering(backend, false).await;
+}
+
+/// Moodle kept the score but the gateway died waiting for its answer: the resend after the
+/// restart is refused (409, same timestamp), the result read back shows the score, and it
+/// is delivered, counted once.
+async fn a_score_the_lms_stored_before_the_crash_is_delivered_not_failed(backend: Backend) {
+    crash_while_delivering(backend, true).await;
+}
 
 const CLIENT: &str = "crash-client";
 const DEPLOYMENT: &str = "crash-deployment";
 
-async fn an_accepted_score_survives_a_crash_and_is_delivered_once(backend: Backend) {
+async fn crash_while_delivering(backend: Backend, answer_lost: bool) {
     let Some(env) = TestEnv::new(backend).await else {
         return;
     };
@@ -135,12 +150,21 @@ jwks_url = "{}"
         .unwrap();
     let launch_id = ctx["launch_id"].as_str().unwrap().to_owned();
 
-    // The LMS is down for the next three score posts; the score is accepted meanwhile.
-    lms.inject_ags(AgsFault::Status {
-        status: 503,
-        retry_after: None,
-        count: 3,
-    });
+    if answer_lost {
+        // The LMS keeps the score and holds its answer past the kill.
+        lms.inject_ags(AgsFault::Hold {
+            delay: Duration::from_secs(60),
+            stored: true,
+            count: 1,
+        });
+    } else {
+        // The LMS is down for the next three score posts; the score is accepted meanwhile.
+        lms.inject_ags(AgsFault::Status {
+            status: 503,
+            retry_after: None,
+            count: 3,
+        });
+    }
     let r = server
         .client
         .post(server.url(&format!("/v1/launches/{launch_id}/scores")))
@@ -157,7 +181,9 @@ jwks_url = "{}"
     let store = env.store().await;
     let attempts = format!("SELECT attempts FROM lti_scores WHERE id = '{score_id}'");
     let mut waited = 0;
-    while store.scalar(&attempts).await < 1 {
+    while store.scalar(&attempts).await < 1
+        || (answer_lost && lms.gradebook("crash-course").is_empty())
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
         waited += 1;
         assert!(
@@ -177,7 +203,10 @@ jwks_url = "{}"
         ["pending"],
         "the score must still be on its way at the kill"
     );
-    assert!(lms.gradebook("crash-course").is_empty());
+    assert_eq!(
+        lms.gradebook("crash-course").len(),
+        usize::from(answer_lost)
+    );
 
     // Restarted at the same address (the LMS fetches the tool's keys from it) on the same
     // store, the gateway delivers it.
@@ -202,6 +231,15 @@ jwks_url = "{}"
         "{delivered}\n{}",
         server.log()
     );
+    if answer_lost {
+        assert_eq!(delivered["last_status"], 409, "{delivered}");
+        assert!(
+            delivered["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("already holds this score")),
+            "{delivered}"
+        );
+    }
     let book = lms.gradebook("crash-course");
     assert_eq!(book.len(), 1, "delivered exactly once: {book:?}");
     assert_eq!(book[0].score_given, Some(7.0));

@@ -36,16 +36,25 @@ const GRADING_PROGRESS: [&str; 5] = [
 /// Canvas's line item extension: which kind of assignment the line item makes.
 const CANVAS_SUBMISSION_TYPE: &str = "https://canvas.instructure.com/lti/submission_type";
 
-/// An AGS error in the vendor's style: Moodle a text reason, Canvas an `errors` list, the
-/// others a small JSON object.
+/// An AGS error in the vendor's style: Moodle the reason in the HTTP status line and `[]`
+/// as the body (its services.php sets the exception's message as the response's reason),
+/// Canvas an `errors` list, the others a small JSON object.
 pub(super) fn problem(s: &Shared, status: StatusCode, message: &str) -> Response {
     match s.personality {
-        Personality::Moodle => (
-            status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            message.to_owned(),
-        )
-            .into_response(),
+        Personality::Moodle => {
+            let mut response = (
+                status,
+                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+                "[]",
+            )
+                .into_response();
+            // A status line carries no CR, LF or other control characters.
+            let phrase: String = message.chars().filter(|c| !c.is_control()).collect();
+            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
+                response.extensions_mut().insert(reason);
+            }
+            response
+        }
         Personality::Canvas => (
             status,
             axum::Json(json!({ "errors": [{ "message": message }] })),
@@ -611,10 +620,58 @@ fn parse_score(s: &Shared, body: &[u8]) -> Result<Score, (StatusCode, String)> {
     })
 }
 
+/// Take a queued [`AgsFault::NotGradable`].
+pub(super) fn take_not_gradable(s: &Shared) -> bool {
+    take_fault(s, |f| {
+        matches!(f, AgsFault::NotGradable).then_some(((), true))
+    })
+    .is_some()
+}
+
+/// Take a queued [`AgsFault::Hold`]: `(delay, stored)`.
+pub(super) fn take_hold(s: &Shared) -> Option<(std::time::Duration, bool)> {
+    take_fault(s, |f| match f {
+        AgsFault::Hold {
+            delay,
+            stored,
+            count,
+        } if *count > 0 => {
+            *count -= 1;
+            Some(((*delay, *stored), *count == 0))
+        }
+        _ => None,
+    })
+}
+
 pub(super) async fn scores(
     State(s): State<Arc<Shared>>,
     method: Method,
     Path(params): Path<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let hold = if method == Method::POST {
+        take_hold(&s)
+    } else {
+        None
+    };
+    if let Some((delay, false)) = hold {
+        tokio::time::sleep(delay).await;
+        return problem(&s, StatusCode::GATEWAY_TIMEOUT, "injected fault: not kept");
+    }
+    let response = score(s, method, params, uri, headers, body).await;
+    if let Some((delay, true)) = hold {
+        // Kept; the answer comes too late for a tool with a shorter timeout.
+        tokio::time::sleep(delay).await;
+    }
+    response
+}
+
+async fn score(
+    s: Arc<Shared>,
+    method: Method,
+    params: HashMap<String, String>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -659,10 +716,7 @@ pub(super) async fn scores(
         Err((status, message)) => return problem(&s, status, &message),
     };
 
-    let forced = take_fault(&s, |f| {
-        matches!(f, AgsFault::NotGradable).then_some(((), true))
-    })
-    .is_some();
+    let forced = take_not_gradable(&s);
     let gradable = !forced
         && lock(&s.data)
             .member(&t.ctx, &score.user_id)

@@ -506,9 +506,12 @@ pub(super) async fn outcomes(
     let Some(sourcedid) = element_text(&xml, "sourcedId").filter(|id| !id.is_empty()) else {
         return fail("sourcedId is missing");
     };
-    let mut state = lock(&s.lti11);
-    match state.issued.get(&sourcedid) {
-        Some(issued) if issued.consumer_key == consumer_key => {}
+    let owner = lock(&s.lti11)
+        .issued
+        .get(&sourcedid)
+        .map(|i| i.consumer_key.clone());
+    match owner {
+        Some(key) if key == consumer_key => {}
         Some(_) => return fail("sourcedId belongs to another consumer key"),
         None => return fail("sourcedId is unknown"),
     }
@@ -519,8 +522,19 @@ pub(super) async fn outcomes(
                 Ok(score) if score.is_finite() && (0.0..=1.0).contains(&score) => score,
                 _ => return fail(&format!("score {text:?} is not a number from 0.0 to 1.0")),
             };
-            state.set_grade(&sourcedid, Some(score));
-            drop(state);
+            // Faults in the order queued: a held post, else a refusal.
+            let hold = super::ags::take_hold(&s);
+            if hold.is_none() && super::ags::take_not_gradable(&s) {
+                return fail("The user is not gradable in this course");
+            }
+            if let Some((delay, false)) = hold {
+                tokio::time::sleep(delay).await;
+                return (StatusCode::GATEWAY_TIMEOUT, "injected fault: not kept").into_response();
+            }
+            lock(&s.lti11).set_grade(&sourcedid, Some(score));
+            if let Some((delay, true)) = hold {
+                tokio::time::sleep(delay).await;
+            }
             pox_response(
                 StatusCode::OK,
                 "success",
@@ -531,11 +545,10 @@ pub(super) async fn outcomes(
             )
         }
         "readResultRequest" => {
-            let text = state
+            let text = lock(&s.lti11)
                 .grade(&sourcedid)
                 .map(|g| g.to_string())
                 .unwrap_or_default();
-            drop(state);
             pox_response(
                 StatusCode::OK,
                 "success",
@@ -549,8 +562,7 @@ pub(super) async fn outcomes(
             )
         }
         _ => {
-            state.set_grade(&sourcedid, None);
-            drop(state);
+            lock(&s.lti11).set_grade(&sourcedid, None);
             pox_response(
                 StatusCode::OK,
                 "success",

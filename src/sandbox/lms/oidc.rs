@@ -458,15 +458,12 @@ fn launch_claims(
     );
 
     let mut ags = Map::new();
-    ags.insert(
-        "scope".into(),
-        json!([
-            claim::SCOPE_LINEITEM,
-            claim::SCOPE_LINEITEM_READONLY,
-            claim::SCOPE_RESULT_READONLY,
-            claim::SCOPE_SCORE,
-        ]),
-    );
+    let mut scopes = vec![claim::SCOPE_LINEITEM, claim::SCOPE_LINEITEM_READONLY];
+    if s.results_service {
+        scopes.push(claim::SCOPE_RESULT_READONLY);
+    }
+    scopes.push(claim::SCOPE_SCORE);
+    ags.insert("scope".into(), json!(scopes));
     ags.insert("lineitems".into(), json!(s.lineitems_url(ctx, &at)));
     if let Message::ResourceLink { id, .. } = &spec.message
         && let Some(num) = lock(&s.data).item_for_link(ctx, id)

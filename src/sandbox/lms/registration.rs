@@ -125,7 +125,7 @@ pub(super) async fn openid_configuration(AxumState(s): AxumState<Arc<Shared>>) -
             Some(RegistrationFault::RegistrationEndpoint(url)) => {
                 map.insert("registration_endpoint".into(), json!(url));
             }
-            None => {}
+            Some(RegistrationFault::Refuse(_)) | None => {}
         }
     }
     axum::Json(config).into_response()
@@ -137,6 +137,50 @@ fn invalid(error: &str, description: &str) -> Response {
 
 fn is_absolute_url(text: &str) -> bool {
     url::Url::parse(text).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+}
+
+/// Moodle's domain rule (registration_helper): `domain` must equal the host of
+/// `target_link_uri` with its port when it has one (`lti_get_domain_from_url`: everything
+/// between the scheme and the first `/`, a leading `www.` dropped on both sides).
+fn moodle_domain_refusal(metadata: &Value) -> Option<&'static str> {
+    let config = metadata.get(claim::TOOL_CONFIGURATION)?;
+    let domain = config.get("domain").and_then(Value::as_str).unwrap_or("");
+    if domain.is_empty() {
+        return Some("missing_domain");
+    }
+    let target = config
+        .get("target_link_uri")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("https://{domain}"));
+    let of = |url: &str| {
+        let lower = url.to_ascii_lowercase();
+        let rest = lower
+            .strip_prefix("https://")
+            .or_else(|| lower.strip_prefix("http://"))
+            .unwrap_or(&lower)
+            .to_owned();
+        let rest = rest.strip_prefix("www.").unwrap_or(&rest).to_owned();
+        rest.split('/').next().unwrap_or("").to_owned()
+    };
+    (of(domain) != of(&target)).then_some("domain_targetlinkuri_mismatch")
+}
+
+/// A registration refused as a Moodle 4.5 site with developer debugging answers it: the
+/// exception's code as the body after the deprecation notice its response class prints,
+/// as HTML (PHP's default content type).
+fn moodle_refusal(code: &str) -> Response {
+    let body = format!(
+        "<div class=\"notifytiny debuggingmessage\" data-rel=\"debugging\">Class \\mod_lti\\local\\ltiservice\\response \
+         is deprecated, please use \\core_ltix\\local\\ltiservice\\response instead.<ul style=\"text-align: left\" \
+         data-rel=\"backtrace\"><li>line 56 of /mod/lti/openid-registration.php: call to debugging()</li></ul></div>{code}"
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// The metadata rules of DR 1.0 §3.5.1 and §3.5.2.
@@ -268,6 +312,21 @@ pub(super) async fn register(
     if let Err(refusal) = validate(&metadata) {
         return refusal.into_response();
     }
+    if s.personality == Personality::Moodle
+        && let Some(code) = moodle_domain_refusal(&metadata)
+    {
+        return moodle_refusal(code);
+    }
+    let refuse = match &lock(&s.registration).fault {
+        Some(RegistrationFault::Refuse(code)) => Some(code.clone()),
+        _ => None,
+    };
+    if let Some(code) = refuse {
+        return match s.personality {
+            Personality::Moodle => moodle_refusal(&code),
+            _ => invalid(&code, "refused by the platform (injected fault)"),
+        };
+    }
 
     // Consume the token and add the tool under one lock each, token first: a racing
     // second registration with the same token fails.
@@ -352,4 +411,34 @@ pub(super) async fn register(
         map.insert(claim::TOOL_CONFIGURATION.into(), config);
     }
     axum::Json(response).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(domain: &str, target: &str) -> Value {
+        json!({ claim::TOOL_CONFIGURATION: { "domain": domain, "target_link_uri": target } })
+    }
+
+    #[test]
+    fn moodle_wants_the_port_in_the_domain_when_the_target_has_one() {
+        let refused = |d, t| moodle_domain_refusal(&config(d, t));
+        assert_eq!(
+            refused("127.0.0.1", "http://127.0.0.1:18010/lti/launch"),
+            Some("domain_targetlinkuri_mismatch")
+        );
+        assert_eq!(
+            refused("127.0.0.1:18010", "http://127.0.0.1:18010/lti/launch"),
+            None
+        );
+        assert_eq!(
+            refused("tool.example", "https://www.tool.example/launch"),
+            None
+        );
+        assert_eq!(
+            refused("", "https://tool.example/launch"),
+            Some("missing_domain")
+        );
+    }
 }

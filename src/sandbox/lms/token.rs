@@ -152,10 +152,15 @@ async fn grant(s: &Shared, form: &[(String, String)]) -> Result<Value, Response>
             "scope is required",
         ));
     }
+    // Without the result service the platform cannot grant its scope.
+    let grantable = |scope: &str| {
+        SUPPORTED_SCOPES.contains(&scope)
+            && (s.results_service || scope != super::claim::SCOPE_RESULT_READONLY)
+    };
     let unknown: Vec<&str> = requested
         .iter()
         .copied()
-        .filter(|r| !SUPPORTED_SCOPES.contains(r))
+        .filter(|r| !grantable(r))
         .collect();
     if s.personality == Personality::Canvas && !unknown.is_empty() {
         // Canvas refuses the whole request when one scope is not on the developer key.
@@ -167,7 +172,7 @@ async fn grant(s: &Shared, form: &[(String, String)]) -> Result<Value, Response>
     }
     let mut granted: Vec<String> = Vec::new();
     for scope in requested {
-        if SUPPORTED_SCOPES.contains(&scope) && !granted.iter().any(|g| g == scope) {
+        if grantable(scope) && !granted.iter().any(|g| g == scope) {
             granted.push(scope.to_owned());
         }
     }
