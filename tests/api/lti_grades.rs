@@ -7,6 +7,7 @@ use std::time::Duration;
 use partner_gateway::sandbox::lms::{AgsFault, MockUser, Personality};
 use serde_json::{Value, json};
 
+use crate::helpers::Backend;
 use crate::lti_env::{EnvOpts, LTI11_KEY, LtiEnv, PARTNER, start, start_opts};
 
 fn score(given: f64) -> Value {
@@ -73,7 +74,46 @@ async fn lti11_launch(env: &LtiEnv, user: &str) -> String {
     ctx["launch_id"].as_str().unwrap().to_owned()
 }
 
+/// Canvas takes a resend with the same timestamp; Blackboard and D2L ignore one that is not
+/// newer (AGS §3.4.2): either way a 2xx, and the score is delivered and counted once.
+async fn lost_answer_elsewhere(backend: Backend, personality: Personality) {
+    let Some(env) = start_opts(backend, personality, slow_lms()).await else {
+        return;
+    };
+    let ctx = env.launched("slow-x").await;
+    env.lms.inject_ags(LOST_ANSWER);
+    let (_, body) = env
+        .post_score(ctx["launch_id"].as_str().unwrap(), score(4.0))
+        .await;
+    let done = env.settled(body["score_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "delivered", "{personality:?}: {done}");
+    assert_eq!(done["attempts"], 2, "{personality:?}: {done}");
+    // The LMS took the resend as the same score again (same timestamp): one result.
+    let book: Vec<_> = env
+        .lms
+        .gradebook("course-1")
+        .into_iter()
+        .filter(|s| s.user_id == "slow-x")
+        .collect();
+    assert!(
+        !book.is_empty() && book.iter().all(|s| *s == book[0]),
+        "{personality:?}: {book:?}"
+    );
+    assert_eq!(book[0].score_given, Some(4.0));
+    assert_eq!(env.usage_count("lti.grade_posted").await, 1, "counted once");
+}
+
 crate::both_backends! {
+    async fn a_score_canvas_stored_but_answered_too_late_is_delivered_once(backend) {
+        lost_answer_elsewhere(backend, Personality::Canvas).await;
+    }
+    async fn a_score_blackboard_stored_but_answered_too_late_is_delivered_once(backend) {
+        lost_answer_elsewhere(backend, Personality::Blackboard).await;
+    }
+    async fn a_score_d2l_stored_but_answered_too_late_is_delivered_once(backend) {
+        lost_answer_elsewhere(backend, Personality::D2l).await;
+    }
+
     async fn a_score_moodle_stored_but_answered_too_late_is_delivered_once(backend) {
         let Some(env) = start_opts(backend, Personality::Moodle, slow_lms()).await else { return };
         let ctx = env.launched("slow-1").await;
