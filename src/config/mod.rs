@@ -65,6 +65,8 @@ pub struct HttpConfig {
     /// A connection that has not sent a request's whole header in this many seconds is
     /// closed, so slow-header clients cannot hold connections open.
     pub header_read_timeout_secs: u64,
+    /// How long an `Idempotency-Key` and the answer kept with it last (24 h).
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +80,7 @@ impl Default for HttpConfig {
             public_url: None,
             api_key_cache_ms: 1000,
             header_read_timeout_secs: 10,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with its own stable code (an Idempotency-Key still in use).
+    #[error("{detail}")]
+    ConflictCode { code: &'static str, detail: String },
     /// Well-formed, but it cannot be done with what is there (no agreement covers the
     /// period, the ledger holds revenue in another currency).
     #[error("{detail}")]
@@ -99,6 +102,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ConflictCode { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::BadGateway { code, .. } => (StatusCode::BAD_GATEWAY, code),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod headers;
 pub mod health;
+pub mod idempotency;
 pub mod openapi;
 pub mod page;
 pub mod sandbox;
@@ -92,6 +93,10 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.http.request_timeout_secs);
     let body_limit = state.config.http.body_limit_bytes;
     router
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .route_layer(middleware::from_fn(note_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

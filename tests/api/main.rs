@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod db_tx;
 mod health;
+mod idempotency;
 mod input_caps;
 mod jobs;
 mod keys;
