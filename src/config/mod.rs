@@ -522,6 +522,12 @@ pub struct MeterConfig {
     pub value: Option<String>,
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// Events left out of the meter: `{ field = value }` or `{ field = [values] }`, where
+    /// a field is written as in `group_by` (`"$.reached"`, `subject`) and a value is a
+    /// boolean, an integer or a string. An event is left out when one of its fields has one
+    /// of the values listed for it; an event without the field is counted.
+    #[serde(default)]
+    pub exclude: BTreeMap<String, serde_json::Value>,
     /// Values that send `usage.threshold.crossed` once per partner and month (UTC) when the
     /// meter reaches them.
     #[serde(default)]
