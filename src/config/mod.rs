@@ -302,6 +302,9 @@ pub struct SmartConfig {
     pub state_ttl_secs: u64,
     /// Refresh an access token this long before it expires.
     pub refresh_ahead_secs: u64,
+    /// After an early refresh (inside `refresh_ahead_secs`) fails, the launch keeps its
+    /// still valid token and tries again no sooner than this.
+    pub refresh_retry_secs: u64,
     /// Leeway for `exp`/`iat` in id_tokens from EHRs.
     pub clock_skew_secs: u64,
     /// `fhir.request` usage events are written in batches at most this often (0: each
@@ -315,6 +318,7 @@ impl Default for SmartConfig {
             discovery_ttl_secs: 3600,
             state_ttl_secs: 600,
             refresh_ahead_secs: 60,
+            refresh_retry_secs: 10,
             clock_skew_secs: 60,
             usage_flush_ms: 200,
         }
@@ -1102,6 +1106,13 @@ impl Config {
         }
         if self.smart.state_ttl_secs < 30 {
             out.push(("smart.state_ttl_secs".into(), "must be at least 30".into()));
+        }
+        if self.smart.refresh_retry_secs == 0 {
+            out.push((
+                "smart.refresh_retry_secs".into(),
+                "must be at least 1: 0 would ask a failing token endpoint again on every call"
+                    .into(),
+            ));
         }
         if self.lti.state_ttl_secs < 30 {
             out.push(("lti.state_ttl_secs".into(), "must be at least 30".into()));
