@@ -305,6 +305,9 @@ pub struct SmartConfig {
     pub state_ttl_secs: u64,
     /// Refresh an access token this long before it expires.
     pub refresh_ahead_secs: u64,
+    /// After an early refresh (inside `refresh_ahead_secs`) fails, the launch keeps its
+    /// still valid token and tries again no sooner than this.
+    pub refresh_retry_secs: u64,
     /// Leeway for `exp`/`iat` in id_tokens from EHRs.
     pub clock_skew_secs: u64,
     /// `fhir.request` usage events are written in batches at most this often (0: each
@@ -318,6 +321,7 @@ impl Default for SmartConfig {
             discovery_ttl_secs: 3600,
             state_ttl_secs: 600,
             refresh_ahead_secs: 60,
+            refresh_retry_secs: 10,
             clock_skew_secs: 60,
             usage_flush_ms: 200,
         }
@@ -525,6 +529,12 @@ pub struct MeterConfig {
     pub value: Option<String>,
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// Events left out of the meter: `{ field = value }` or `{ field = [values] }`, where
+    /// a field is written as in `group_by` (`"$.reached"`, `subject`) and a value is a
+    /// boolean, an integer or a string. An event is left out when one of its fields has one
+    /// of the values listed for it; an event without the field is counted.
+    #[serde(default)]
+    pub exclude: BTreeMap<String, serde_json::Value>,
     /// Values that send `usage.threshold.crossed` once per partner and month (UTC) when the
     /// meter reaches them.
     #[serde(default)]
@@ -1099,6 +1109,13 @@ impl Config {
         }
         if self.smart.state_ttl_secs < 30 {
             out.push(("smart.state_ttl_secs".into(), "must be at least 30".into()));
+        }
+        if self.smart.refresh_retry_secs == 0 {
+            out.push((
+                "smart.refresh_retry_secs".into(),
+                "must be at least 1: 0 would ask a failing token endpoint again on every call"
+                    .into(),
+            ));
         }
         if self.lti.state_ttl_secs < 30 {
             out.push(("lti.state_ttl_secs".into(), "must be at least 30".into()));

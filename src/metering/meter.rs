@@ -90,6 +90,44 @@ impl Field {
     }
 }
 
+/// A value an `exclude` entry compares an event's field with. Floats are not offered: the
+/// two backends would not agree on when two of them are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+}
+
+/// Most `exclude` fields, and values per field, in one meter: each is a term of every query
+/// of the meter.
+pub const MAX_EXCLUDE: usize = 16;
+/// Longest string value in `exclude`.
+const MAX_EXCLUDE_TEXT: usize = 256;
+
+impl Scalar {
+    fn parse(v: &serde_json::Value) -> Result<Scalar, String> {
+        use serde_json::Value;
+        match v {
+            Value::Bool(b) => Ok(Scalar::Bool(*b)),
+            Value::Number(n) => n.as_i64().map(Scalar::Int).ok_or_else(|| {
+                format!("{n} is not an integer; exclude compares booleans, integers and strings")
+            }),
+            Value::String(s) if s.len() > MAX_EXCLUDE_TEXT => Err(format!(
+                "a string of {} bytes; at most {MAX_EXCLUDE_TEXT}",
+                s.len()
+            )),
+            Value::String(s) if s.contains('\0') => {
+                Err("a string holding a NUL character, which no event can hold".into())
+            }
+            Value::String(s) => Ok(Scalar::Text(s.clone())),
+            other => Err(format!(
+                "{other} is not a boolean, an integer or a string (or a list of them)"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Meter {
     pub name: String,
@@ -99,6 +137,9 @@ pub struct Meter {
     pub value: Option<Field>,
     /// Group-by fields as written in config (the key in query results) with their parse.
     pub group_by: Vec<(String, Field)>,
+    /// Events whose field has one of the values are not counted (`exclude` in config);
+    /// events without the field are.
+    pub exclude: Vec<(Field, Vec<Scalar>)>,
 }
 
 impl Meter {
@@ -180,6 +221,52 @@ impl Meter {
                 Err(e) => errs.push((format!("group_by[{i}]"), e)),
             }
         }
+        if c.exclude.len() > MAX_EXCLUDE {
+            errs.push((
+                "exclude".into(),
+                format!("names {} fields; at most {MAX_EXCLUDE}", c.exclude.len()),
+            ));
+        }
+        let mut exclude = Vec::new();
+        for (name, value) in &c.exclude {
+            let at = format!("exclude.{name}");
+            let field = match Field::parse(name) {
+                Ok(f) => f,
+                Err(e) => {
+                    errs.push((at, e));
+                    continue;
+                }
+            };
+            let items = match value {
+                serde_json::Value::Array(items) if items.is_empty() => {
+                    errs.push((at, "list at least one value".into()));
+                    continue;
+                }
+                serde_json::Value::Array(items) if items.len() > MAX_EXCLUDE => {
+                    errs.push((
+                        at,
+                        format!("lists {} values; at most {MAX_EXCLUDE}", items.len()),
+                    ));
+                    continue;
+                }
+                serde_json::Value::Array(items) => items.iter().collect(),
+                one => vec![one],
+            };
+            let mut values = Vec::new();
+            for v in items {
+                match Scalar::parse(v) {
+                    // The subject, source and type are strings: only a string can equal one.
+                    Ok(Scalar::Text(t)) => values.push(Scalar::Text(t)),
+                    Ok(other) if matches!(field, Field::Data(_)) => values.push(other),
+                    Ok(_) => errs.push((
+                        at.clone(),
+                        format!("{name} is text: compare it with a string"),
+                    )),
+                    Err(e) => errs.push((at.clone(), e)),
+                }
+            }
+            exclude.push((field, values));
+        }
         match (errs.is_empty(), aggregation) {
             (true, Some(aggregation)) => Ok(Meter {
                 name: c.name.clone(),
@@ -188,6 +275,7 @@ impl Meter {
                 aggregation,
                 value,
                 group_by,
+                exclude,
             }),
             _ => Err(errs),
         }
@@ -210,6 +298,7 @@ mod tests {
             aggregation: agg.into(),
             value: value.map(str::to_owned),
             group_by: vec![],
+            exclude: Default::default(),
             thresholds: vec![],
         }
     }
@@ -236,6 +325,58 @@ mod tests {
             Field::parse("$.a.b_c").unwrap(),
             Field::Data(vec!["a".into(), "b_c".into()])
         );
+    }
+
+    #[test]
+    fn exclude_takes_fields_and_booleans_integers_or_strings() {
+        let mut c = cfg("COUNT", None, &["fhir.request"]);
+        c.exclude
+            .insert("$.reached".into(), serde_json::json!(false));
+        c.exclude
+            .insert("$.status".into(), serde_json::json!([401, 403]));
+        c.exclude
+            .insert("source".into(), serde_json::json!("replay"));
+        let m = Meter::compile(&c).unwrap();
+        assert_eq!(
+            m.exclude,
+            vec![
+                (
+                    Field::Data(vec!["reached".into()]),
+                    vec![Scalar::Bool(false)]
+                ),
+                (
+                    Field::Data(vec!["status".into()]),
+                    vec![Scalar::Int(401), Scalar::Int(403)]
+                ),
+                (Field::Source, vec![Scalar::Text("replay".into())]),
+            ]
+        );
+    }
+
+    #[test]
+    fn exclude_names_each_bad_entry() {
+        for (field, value, why) in [
+            ("reached", serde_json::json!(false), "not a field"),
+            ("$.a'b", serde_json::json!(false), "not a data path"),
+            ("$.ratio", serde_json::json!(0.5), "not an integer"),
+            ("$.x", serde_json::json!({"a": 1}), "a table"),
+            ("$.x", serde_json::json!([]), "an empty list"),
+            ("$.x", serde_json::json!([[true]]), "a nested list"),
+            (
+                "subject",
+                serde_json::json!(true),
+                "a boolean for a text field",
+            ),
+            ("$.x", serde_json::json!("a\u{0}b"), "a NUL"),
+        ] {
+            let mut c = cfg("COUNT", None, &["x"]);
+            c.exclude.insert(field.into(), value);
+            let errs = Meter::compile(&c).unwrap_err();
+            assert!(
+                errs.iter().any(|(f, _)| f == &format!("exclude.{field}")),
+                "{why}: {errs:?}"
+            );
+        }
     }
 
     #[test]

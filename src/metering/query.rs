@@ -448,6 +448,7 @@ mod tests {
             aggregation: "COUNT".into(),
             value: None,
             group_by: vec!["subject".into(), "$.course".into()],
+            exclude: Default::default(),
             thresholds: vec![],
         })
         .unwrap();
@@ -488,6 +489,7 @@ mod tests {
             aggregation: "COUNT".into(),
             value: None,
             group_by: vec![],
+            exclude: Default::default(),
             thresholds: vec![],
         })
         .unwrap();

@@ -1,6 +1,6 @@
 //! `POST /v1/usage/events`, `GET /v1/usage/query`, `GET /v1/usage/meters`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::State;
@@ -100,6 +100,11 @@ struct MeterInfo {
     /// The JSON path of the summed or compared value.
     value: Option<String>,
     group_by: Vec<String>,
+    /// Events the meter does not count: field (as in `group_by`) to the value, or list of
+    /// values, that leaves an event out; an event without the field counts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object, required = false, example = json!({"$.reached": false}))]
+    exclude: BTreeMap<String, Value>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -316,6 +321,7 @@ async fn meters(State(state): State<AppState>, _caller: Caller) -> Json<MeterLis
                 event_types: config.map(|c| c.event_types.clone()),
                 value: config.and_then(|c| c.value.clone()),
                 group_by: m.group_by.iter().map(|(n, _)| n.clone()).collect(),
+                exclude: config.map(|c| c.exclude.clone()).unwrap_or_default(),
             }
         })
         .collect();

@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::UsageEvent;
 use super::authority::Recorder;
-use super::meter::{Aggregation, Field, Meter, TypePattern};
+use super::meter::{Aggregation, Field, Meter, Scalar, TypePattern};
 use super::window::Window;
 use crate::db::{Db, Tx};
 use crate::time::to_micros;
@@ -176,6 +176,69 @@ impl Dialect {
         }
     }
 
+    /// SQL that is true when the event's field equals `v`, false when it holds something
+    /// else, and NULL when the event lacks it. Booleans and integers are written as literals;
+    /// a string is the bind `$n` (pushed to `binds`). A data field matches only a JSON
+    /// value of the same kind (`"404"` is not `404`), alike on both backends.
+    fn equals(self, f: &Field, v: &Scalar, next: &mut usize, binds: &mut Vec<String>) -> String {
+        let mut bind = |t: &str| {
+            binds.push(t.to_owned());
+            *next += 1;
+            format!("${}", *next - 1)
+        };
+        let data = match f {
+            Field::Data(path) => path,
+            Field::Subject | Field::Source | Field::Type => {
+                return match v {
+                    Scalar::Text(t) => format!("{} = {}", self.text(f), bind(t)),
+                    // Refused when the meter is compiled: a text field never equals these.
+                    Scalar::Bool(_) | Scalar::Int(_) => "FALSE".to_owned(),
+                };
+            }
+        };
+        match self {
+            Dialect::Sqlite => {
+                let at = format!("e.data, '$.{}'", data.join("."));
+                match v {
+                    Scalar::Bool(b) => format!("json_type({at}) = '{b}'"),
+                    Scalar::Int(i) => format!(
+                        "(json_type({at}) IN ('integer', 'real') AND json_extract({at}) = {i})"
+                    ),
+                    Scalar::Text(t) => {
+                        format!(
+                            "(json_type({at}) = 'text' AND json_extract({at}) = {})",
+                            bind(t)
+                        )
+                    }
+                }
+            }
+            Dialect::Postgres => {
+                let at = format!("(e.data #> '{{{}}}')", data.join(","));
+                match v {
+                    Scalar::Bool(b) => format!("{at} = '{b}'::jsonb"),
+                    // jsonb compares numbers as numbers: 404 equals 404.0, as in SQLite.
+                    Scalar::Int(i) => format!("{at} = '{i}'::jsonb"),
+                    Scalar::Text(t) => format!("{at} = to_jsonb({}::text)", bind(t)),
+                }
+            }
+        }
+    }
+
+    /// ` AND NOT ...`: the meter's `exclude`, or nothing. An event lacking a field is kept
+    /// (`COALESCE`): events recorded before a field existed count as they always did.
+    fn exclusion(self, meter: &Meter, next: &mut usize, binds: &mut Vec<String>) -> String {
+        let terms: Vec<String> = meter
+            .exclude
+            .iter()
+            .flat_map(|(f, values)| values.iter().map(move |v| (f, v)))
+            .map(|(f, v)| self.equals(f, v, next, binds))
+            .collect();
+        if terms.is_empty() {
+            return String::new();
+        }
+        format!(" AND NOT COALESCE(({}), FALSE)", terms.join(") OR ("))
+    }
+
     /// SQL of a field as JSON text (for LATEST, which returns the value as it was sent).
     fn json(self, f: &Field) -> String {
         match (self, f) {
@@ -196,9 +259,9 @@ impl Dialect {
 /// latency by the cores available.
 const PARALLEL_FROM_WINDOWS: usize = 8;
 
-/// Run a meter over the windows for one partner. COUNT and UNIQUE_COUNT aggregate in SQL
-/// (exact on both backends); SUM, MAX and LATEST fold in Rust with exact decimals, so both
-/// backends give the same figures. Buckets come back ordered by window. With `received_by`,
+/// Run a meter over the windows for one partner (its `exclude` applied in the SQL). COUNT
+/// and UNIQUE_COUNT aggregate in SQL (exact on both backends); SUM, MAX and LATEST fold in
+/// Rust with exact decimals, so both backends give the same figures. Buckets come back ordered by window. With `received_by`,
 /// only events the ledger had received by then count (a statement's cut-off).
 pub async fn query_meter(
     db: &Db,
@@ -347,9 +410,12 @@ async fn meter_rows(
         ));
         next += 1;
     }
+    // The meter's `exclude` strings are bound next, then the cut-off.
+    let mut exclude_binds: Vec<String> = Vec::new();
+    let exclusion = dialect.exclusion(meter, &mut next, &mut exclude_binds);
     let mut cutoff = match received_by {
-        Some(_) => format!(" AND e.received_at_us <= ${next}"),
-        None => String::new(),
+        Some(_) => format!("{exclusion} AND e.received_at_us <= ${next}"),
+        None => exclusion,
     };
     if exclude_self_reported {
         // The kinds of `authority::SELF_REPORTED_KINDS`, as literals (no bind to count).
@@ -413,6 +479,9 @@ async fn meter_rows(
             for p in &prefixes {
                 q = q.bind(*p);
             }
+            for b in &exclude_binds {
+                q = q.bind(b);
+            }
             if let Some(t) = received_by {
                 q = q.bind(to_micros(t));
             }
@@ -434,6 +503,9 @@ async fn meter_rows(
             }
             for p in &prefixes {
                 q = q.bind(*p);
+            }
+            for b in &exclude_binds {
+                q = q.bind(b);
             }
             if let Some(t) = received_by {
                 q = q.bind(to_micros(t));

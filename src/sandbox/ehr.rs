@@ -10,7 +10,9 @@
 //! `need_patient_banner` and `__epic.dstu2.patient`, relative vs absolute `fhirUser`.
 //!
 //! Faults ([`Fault`]) can be queued to make the next authorize, token or id_token fail in a
-//! chosen way, and every token and FHIR request is recorded for assertions.
+//! chosen way, a refresh outage ([`MockEhr::fail_refreshes`]) makes the token endpoint fail
+//! every refresh for N requests or a while (down, hanging, or refusing the refresh token),
+//! and every token and FHIR request is recorded for assertions.
 //!
 //! Layout: `discovery` (smart-configuration, CapabilityStatement), `authorize`, `token`
 //! (grants and id_tokens), `client_auth` (the three client authentication types), `fhir`
@@ -213,6 +215,41 @@ pub enum Fault {
     /// The next FHIR request whose `Accept` has a `fhirVersion` parameter gets 406, as
     /// from a server that does not take the parameter at all.
     RefuseFhirVersion,
+    /// The next FHIR request with a valid token gets 500 and an `exception`
+    /// OperationOutcome, as from a server whose database failed.
+    FhirServerError,
+}
+
+/// How the token endpoint answers refresh requests during an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshFailure {
+    /// 503 with `Retry-After`, as a token service that is down or overloaded answers (no
+    /// OAuth body: what answers is usually a load balancer).
+    Unavailable,
+    /// No answer for this long, then 504 as a proxy in front of a hung token service gives:
+    /// a client with a shorter timeout gives up first. The refresh is not carried out (the
+    /// refresh token stays good), as when the service hangs before reaching its database.
+    Hang(Duration),
+    /// 400 `invalid_grant`: the refresh token is refused, as when it was revoked or has
+    /// outlived its own lifetime at the EHR (access tokens already issued stay valid).
+    InvalidGrant,
+}
+
+/// How long a refresh outage lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutageSpan {
+    /// The next N refresh requests fail.
+    Requests(u32),
+    /// Refresh requests fail for this long from now.
+    For(Duration),
+}
+
+/// A refresh outage in progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefreshOutage {
+    pub failure: RefreshFailure,
+    pub left: Option<u32>,
+    pub until: Option<std::time::Instant>,
 }
 
 /// A token endpoint request, as received (secrets, codes and assertions included: the mock
@@ -323,6 +360,26 @@ impl MockEhr {
     /// Queue a fault for the next matching request.
     pub fn inject(&self, fault: Fault) {
         lock(&self.shared.faults).push_back(fault);
+    }
+
+    /// The token endpoint fails every `refresh_token` request (the other grants are served)
+    /// in the given way, for `span`; it replaces an outage in progress. Failed requests are
+    /// recorded in [`MockEhr::token_requests`] like the others.
+    pub fn fail_refreshes(&self, failure: RefreshFailure, span: OutageSpan) {
+        let (left, until) = match span {
+            OutageSpan::Requests(n) => (Some(n), None),
+            OutageSpan::For(d) => (None, Some(std::time::Instant::now() + d)),
+        };
+        *lock(&self.shared.refresh_outage) = Some(RefreshOutage {
+            failure,
+            left,
+            until,
+        });
+    }
+
+    /// End a refresh outage now: the token endpoint recovers.
+    pub fn end_refresh_outage(&self) {
+        *lock(&self.shared.refresh_outage) = None;
     }
 
     /// Every access token issued so far answers 401 from now on (tokens issued later work).
@@ -548,6 +605,7 @@ pub(crate) struct Shared {
     /// Client JWKS by URL (only the keys this mock can use).
     pub jwks_cache: Mutex<HashMap<String, Arc<Vec<jsonwebtoken::jwk::Jwk>>>>,
     pub faults: Mutex<VecDeque<Fault>>,
+    pub refresh_outage: Mutex<Option<RefreshOutage>>,
     pub token_log: Mutex<VecDeque<RecordedTokenRequest>>,
     pub fhir_log: Mutex<VecDeque<RecordedFhirRequest>>,
     pub data: data::FhirData,
@@ -601,6 +659,7 @@ impl Shared {
             tokens: Mutex::new(HashMap::new()),
             jwks_cache: Mutex::new(HashMap::new()),
             faults: Mutex::new(VecDeque::new()),
+            refresh_outage: Mutex::new(None),
             token_log: Mutex::new(VecDeque::new()),
             fhir_log: Mutex::new(VecDeque::new()),
             data,
@@ -622,6 +681,27 @@ impl Shared {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The failure for a refresh request arriving now, if an outage is in progress (counting
+    /// the request against an outage of N requests).
+    pub fn refresh_failure(&self) -> Option<RefreshFailure> {
+        let mut outage = lock(&self.refresh_outage);
+        let o = outage.as_mut()?;
+        let active = match (o.left.as_mut(), o.until) {
+            (Some(left), _) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            (None, Some(until)) => std::time::Instant::now() < until,
+            _ => false,
+        };
+        if active {
+            Some(o.failure)
+        } else {
+            *outage = None;
+            None
+        }
     }
 
     /// Remove and return the first queued fault `pick` accepts.

@@ -8,6 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 
+use super::proxy::Forwarded;
 use super::token::ClientAuth;
 use crate::apikeys::Role;
 use crate::app::AppState;
@@ -122,7 +123,7 @@ pub async fn partner_proxy(
     let body = axum::body::to_bytes(req.into_body(), state.config.http.body_limit_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("the request body is over the limit".into()))?;
-    let result = call(
+    let call = call(
         &state,
         &partner_id,
         &method,
@@ -132,9 +133,8 @@ pub async fn partner_proxy(
         body,
     )
     .await;
-    super::proxy::record_fhir_request(&state, &partner_id, None, None, &method, &raw, &result)
-        .await;
-    result.map(super::proxy::stream_back)
+    super::proxy::record_fhir_request(&state, &partner_id, None, None, &method, &raw, &call).await;
+    call.result.map(super::proxy::stream_back)
 }
 
 /// One FHIR call with the backend token; a 401 gets one new token and one retry.
@@ -146,13 +146,30 @@ pub async fn call(
     query: Option<&str>,
     headers: &HeaderMap,
     body: bytes::Bytes,
-) -> Result<reqwest::Response, ApiError> {
-    let (token, iss) = backend_token(state, partner_id, false).await?;
-    let url = super::proxy::target_url(state, &iss, raw_path, query)?;
-    let resp = super::proxy::send_fhir(state, &token, method, &url, headers, body.clone()).await?;
+) -> Forwarded {
+    let (token, iss) = match backend_token(state, partner_id, false).await {
+        Ok(t) => t,
+        Err(e) => return Forwarded::unreached(e),
+    };
+    let url = match super::proxy::target_url(state, &iss, raw_path, query) {
+        Ok(u) => u,
+        Err(e) => return Forwarded::unreached(e),
+    };
+    let resp =
+        match super::proxy::send_fhir(state, &token, method, &url, headers, body.clone()).await {
+            Ok(r) => r,
+            Err(e) => return Forwarded::unreached(e),
+        };
     if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
-        return Ok(resp);
+        return Ok(resp).into();
     }
-    let (token, _) = backend_token(state, partner_id, true).await?;
-    super::proxy::send_fhir(state, &token, method, &url, headers, body).await
+    // The server answered (401): from here on the call has reached it.
+    let result = match backend_token(state, partner_id, true).await {
+        Ok((token, _)) => super::proxy::send_fhir(state, &token, method, &url, headers, body).await,
+        Err(e) => Err(e),
+    };
+    Forwarded {
+        result,
+        reached: true,
+    }
 }

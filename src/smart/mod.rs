@@ -34,6 +34,11 @@ pub struct SmartState {
     pub discovery: discovery::Discovery,
     sessions: Arc<Mutex<HashMap<String, CachedSession>>>,
     pub(crate) backend_tokens: Arc<tokio::sync::Mutex<HashMap<String, (String, Instant)>>>,
+    /// Launches whose early refresh this instance will not try before the time (µs): it
+    /// failed, or another instance holds the lease or its back-off (`refresh` module). The
+    /// store holds the same back-off for every instance; this spares the store a write per
+    /// call while it lasts.
+    early_backoff: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 struct CachedSession {
@@ -51,6 +56,7 @@ impl SmartState {
             discovery: discovery::Discovery::new(outbound, discovery_ttl),
             sessions: Arc::default(),
             backend_tokens: Arc::default(),
+            early_backoff: Arc::default(),
         }
     }
 
@@ -83,8 +89,28 @@ impl SmartState {
         }
     }
 
+    /// Whether an early refresh of `launch_id` waits until later.
+    fn early_refresh_waits(&self, launch_id: &str, now_us: i64) -> bool {
+        self.early_backoff
+            .lock()
+            .is_ok_and(|g| g.get(launch_id).is_some_and(|until| *until > now_us))
+    }
+
+    /// No early refresh of `launch_id` on this instance before `until_us`.
+    fn delay_early_refresh(&self, launch_id: &str, until_us: i64, now_us: i64) {
+        if let Ok(mut guard) = self.early_backoff.lock() {
+            if guard.len() >= MAX_CACHED_SESSIONS {
+                guard.retain(|_, until| *until > now_us);
+            }
+            guard.insert(launch_id.to_owned(), until_us);
+        }
+    }
+
     /// A newer session (after a refresh) replaces the cached one.
     fn update_session(&self, session: Arc<Session>) {
+        if let Ok(mut guard) = self.early_backoff.lock() {
+            guard.remove(&session.launch_id);
+        }
         if let Ok(mut guard) = self.sessions.lock()
             && let Some(c) = guard.get_mut(&session.launch_id)
             && c.session.version < session.version

@@ -59,7 +59,7 @@ pub async fn summary(
     let (status, body) = loop {
         let mut headers = HeaderMap::new();
         headers.insert("accept", HeaderValue::from_static(accept));
-        let result = super::proxy::forward(
+        let call = super::proxy::forward(
             &state,
             &session,
             &Method::GET,
@@ -75,10 +75,10 @@ pub async fn summary(
             Some(&launch.id),
             &Method::GET,
             &raw_path,
-            &result,
+            &call,
         )
         .await;
-        let resp = result?;
+        let resp = call.result?;
         let status = resp.status().as_u16();
         if matches!(status, 406 | 415) && accept == TYPED_ACCEPT {
             accept = PLAIN_ACCEPT; // the server will not take the fhirVersion parameter

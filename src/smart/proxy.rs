@@ -1,7 +1,9 @@
 //! The FHIR proxy for the app: `/v1/launches/{launch_id}/fhir/{path}` forwards the request
 //! to the launch's FHIR server with the launch's access token and streams the answer back
 //! unchanged. The token is refreshed ahead of expiry and once on a 401. Each call records a
-//! `fhir.request` usage event.
+//! `fhir.request` usage event with the status the app got and whether the partner's FHIR
+//! server answered it (`reached`): calls the gateway answered itself are not the partner's
+//! usage, and meters leave them out (`exclude` in `config/meters.toml`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,7 +183,7 @@ pub async fn launch_proxy(
         .map_err(|_| ApiError::PayloadTooLarge("the request body is over the limit".into()))?;
 
     let url = target_url(&state, &session.iss, &raw, query.as_deref())?;
-    let result = forward(&state, &session, &method, &url, &headers, body).await;
+    let call = forward(&state, &session, &method, &url, &headers, body).await;
     record_fhir_request(
         &state,
         &launch.partner_id,
@@ -189,13 +191,51 @@ pub async fn launch_proxy(
         Some(&launch.id),
         &method,
         &raw,
-        &result,
+        &call,
     )
     .await;
-    result.map(stream_back)
+    call.result.map(stream_back)
 }
 
-/// A `fhir.request` usage event for one call (subject: the launch's user, if any).
+/// A proxied FHIR call: the FHIR server's answer or the gateway's own error, and whether
+/// the FHIR server answered at all.
+pub struct Forwarded {
+    pub result: Result<reqwest::Response, ApiError>,
+    /// The partner's FHIR server answered (with any status, even one the gateway then
+    /// turned into an error, such as a second 401). False when the gateway answered alone:
+    /// no token (expired launch, refresh refused or failed, Backend Services token refused),
+    /// or the server could not be reached or did not answer in time.
+    pub reached: bool,
+}
+
+impl Forwarded {
+    /// A call that ended before the FHIR server answered.
+    pub fn unreached(error: ApiError) -> Forwarded {
+        Forwarded {
+            result: Err(error),
+            reached: false,
+        }
+    }
+
+    /// The status the app gets.
+    pub fn status(&self) -> u16 {
+        match &self.result {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        }
+    }
+}
+
+impl From<Result<reqwest::Response, ApiError>> for Forwarded {
+    /// One send to the FHIR server: an answer reached it, an error did not.
+    fn from(result: Result<reqwest::Response, ApiError>) -> Forwarded {
+        let reached = result.is_ok();
+        Forwarded { result, reached }
+    }
+}
+
+/// A `fhir.request` usage event for one call (subject: the launch's user, if any), with the
+/// status the app got and `reached` (see [`Forwarded`]).
 pub async fn record_fhir_request(
     state: &AppState,
     partner_id: &str,
@@ -203,12 +243,8 @@ pub async fn record_fhir_request(
     launch_id: Option<&str>,
     method: &Method,
     raw_path: &str,
-    result: &Result<reqwest::Response, ApiError>,
+    call: &Forwarded,
 ) {
-    let status = match result {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 502,
-    };
     let resource = raw_path.split('/').next().unwrap_or("");
     state
         .usage
@@ -223,7 +259,8 @@ pub async fn record_fhir_request(
                 "launch_id": launch_id,
                 "method": method.as_str(),
                 "resource_type": resource,
-                "status": status,
+                "status": call.status(),
+                "reached": call.reached,
             })),
             extensions: None,
         })
@@ -267,22 +304,39 @@ pub async fn forward(
     url: &url::Url,
     headers: &HeaderMap,
     body: bytes::Bytes,
-) -> Result<reqwest::Response, ApiError> {
-    let session = super::refresh::ensure_fresh(state, session.clone(), false).await?;
-    let resp = send(state, &session, method, url, headers, body.clone()).await?;
+) -> Forwarded {
+    let session = match super::refresh::ensure_fresh(state, session.clone(), false).await {
+        Ok(s) => s,
+        Err(e) => return Forwarded::unreached(e),
+    };
+    let resp = match send(state, &session, method, url, headers, body.clone()).await {
+        Ok(r) => r,
+        Err(e) => return Forwarded::unreached(e),
+    };
     if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
-        return Ok(resp);
+        return Ok(resp).into();
     }
     // The EHR no longer takes the token (revoked, or expired early): one refresh, one retry.
-    let session = super::refresh::ensure_fresh(state, session, true).await?;
-    let resp = send(state, &session, method, url, headers, body).await?;
+    // It has answered once already, so whatever follows, the call reached it.
+    let reached = |result| Forwarded {
+        result,
+        reached: true,
+    };
+    let session = match super::refresh::ensure_fresh(state, session, true).await {
+        Ok(s) => s,
+        Err(e) => return reached(Err(e)),
+    };
+    let resp = match send(state, &session, method, url, headers, body).await {
+        Ok(r) => r,
+        Err(e) => return reached(Err(e)),
+    };
     if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-        return Err(ApiError::BadGateway {
+        return reached(Err(ApiError::BadGateway {
             code: "ehr_token_rejected",
             detail: "the EHR refused the launch's access token even after a refresh; the user must launch again".into(),
-        });
+        }));
     }
-    Ok(resp)
+    reached(Ok(resp))
 }
 
 async fn send(

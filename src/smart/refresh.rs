@@ -2,6 +2,18 @@
 //! or on demand after a 401. Only one instance refreshes a session at a time (a lease in the
 //! store), so a rotating refresh token (Epic) is never spent twice; the others wait for the
 //! new version. The refresh token is replaced only when the EHR returns a new one.
+//!
+//! A refresh is *due* when the call cannot go out with the current token: it has expired, or
+//! the EHR answered 401. A due refresh that fails fails the call (502, or 410 when the EHR
+//! refuses the refresh token). An *early* refresh, inside the refresh window while the token
+//! is still valid, never fails a call: when it fails the call goes out with the current
+//! token, and no early refresh of that launch is tried again for `smart.refresh_retry_secs`
+//! (until the token expires when the EHR refused the refresh token: retrying cannot help,
+//! and the due refresh at expiry gives the 410). The back-off is kept in the store
+//! (`refresh_retry_after_us`, checked by the same UPDATE that takes the lease) so that every
+//! instance honours it and a down token endpoint is asked once per launch per back-off, not
+//! once per instance; each instance also remembers it in memory so that calls during the
+//! back-off cost no store write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +27,7 @@ const LEASE: Duration = Duration::from_secs(30);
 const WAIT_STEP: Duration = Duration::from_millis(100);
 
 /// The session with a token good for at least `refresh_ahead_secs` (or a new one when
-/// `force`), refreshing if needed.
+/// `force`), refreshing if needed. Fails only when the refresh was due (see the module).
 pub async fn ensure_fresh(
     state: &AppState,
     session: Arc<Session>,
@@ -23,18 +35,21 @@ pub async fn ensure_fresh(
 ) -> Result<Arc<Session>, ApiError> {
     let ahead = (state.config.smart.refresh_ahead_secs as i64) * 1_000_000;
     let now = now_micros();
-    let due = force || session.access_expires_at_us - ahead <= now;
-    if !due {
+    let due = force || session.access_expires_at_us <= now;
+    if !due && session.access_expires_at_us - ahead > now {
         return Ok(session);
     }
     if session.refresh_token.is_none() {
-        if session.access_expires_at_us > now && !force {
+        if !due {
             return Ok(session); // nothing to refresh with; use it while it lasts
         }
         return Err(ApiError::Gone(format!(
             "the EHR's access token for launch {} has expired and the EHR gave no refresh token; the user must launch again",
             session.launch_id
         )));
+    }
+    if !due {
+        return Ok(refresh_early(state, session, now).await);
     }
     let deadline = tokio::time::Instant::now() + LEASE;
     let mut current = session;
@@ -47,6 +62,7 @@ pub async fn ensure_fresh(
             current.version,
             now,
             lease_until,
+            false,
         )
         .await?
         {
@@ -73,10 +89,61 @@ pub async fn ensure_fresh(
     }
 }
 
+/// Refresh a token that is still valid, or carry on with it: the new session when the
+/// refresh worked, else the current one. Nobody waits here: when another request holds the
+/// lease (or a failed early refresh is backing off), the call goes out with the current
+/// token and this instance tries again after the back-off.
+async fn refresh_early(state: &AppState, session: Arc<Session>, now: i64) -> Arc<Session> {
+    let id = session.launch_id.as_str();
+    if state.smart.early_refresh_waits(id, now) {
+        return session;
+    }
+    let retry = (state.config.smart.refresh_retry_secs as i64) * 1_000_000;
+    let lease_until = now + LEASE.as_micros() as i64;
+    match lease_refresh(&state.db, id, session.version, now, lease_until, true).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Another request refreshes, or an earlier early refresh is backing off.
+            state.smart.delay_early_refresh(id, now + retry, now);
+            return session;
+        }
+        Err(e) => {
+            tracing::warn!(launch_id = %id, error = %e, "could not take the refresh lease; using the current token");
+            return session;
+        }
+    }
+    match refresh_inner(state, &session).await {
+        Ok(new) => new,
+        Err(e) => {
+            // A refused refresh token (410) will be refused again: keep the token until it
+            // expires, when the due refresh tells the app to launch again.
+            let retry_at = match e {
+                ApiError::Gone(_) => session.access_expires_at_us,
+                _ => now + retry,
+            };
+            if let Err(store) = release_refresh(&state.db, id, Some(retry_at)).await {
+                tracing::warn!(launch_id = %id, error = %store, "could not release the refresh lease; it lapses by itself");
+            }
+            state.smart.delay_early_refresh(id, retry_at, now);
+            let expires_in_secs = (session.access_expires_at_us - now) / 1_000_000;
+            let retry_in_secs = (retry_at - now) / 1_000_000;
+            tracing::warn!(
+                launch_id = %id,
+                partner_id = %session.partner_id,
+                error = %e,
+                expires_in_secs,
+                retry_in_secs,
+                "early token refresh failed; the current access token is used while it is valid"
+            );
+            session
+        }
+    }
+}
+
 async fn refresh(state: &AppState, old: &Session) -> Result<Arc<Session>, ApiError> {
     let outcome = refresh_inner(state, old).await;
     if outcome.is_err() {
-        let _ = release_refresh(&state.db, &old.launch_id).await;
+        let _ = release_refresh(&state.db, &old.launch_id, None).await;
     }
     outcome
 }

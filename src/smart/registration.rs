@@ -104,26 +104,44 @@ impl SmartRegistration {
             .find(|i| i.trim_end_matches('/') == want)
     }
 
-    /// The scope parameter for an EHR (`ehr = true`) or standalone launch.
+    /// The scope parameter for an EHR (`ehr = true`) or standalone launch, per SMART App
+    /// Launch 2.2 ("Scopes for requesting context data"):
+    ///
+    /// - EHR launch: `launch`, which with the `launch` parameter asks the EHR for the
+    ///   context it has open. The standalone scopes `launch/patient` and `launch/encounter`
+    ///   of the registration are left out (they would only be hints the EHR may ignore).
+    /// - Standalone launch: there is no EHR context at the outset, so every context must be
+    ///   asked for by name. `launch` (meaningless without a `launch` parameter) is dropped,
+    ///   `launch/encounter` and other `launch/...` scopes are sent as listed, and
+    ///   `launch/patient` is added when the launch needs a patient: the registration lists
+    ///   no launch scope at all, or `launch`, or `launch/encounter` (an encounter is a
+    ///   patient's), or any `patient/` scope (granting one obliges the EHR to establish a
+    ///   patient, and it MAY refuse such a request without `launch/patient`).
+    ///
+    /// Each scope is sent once, in the registration's order after the launch scope.
     pub fn scope_for(&self, ehr: bool) -> String {
-        let has_launch = self
-            .scopes
-            .iter()
-            .any(|s| s == "launch" || s.starts_with("launch/"));
-        let mut scopes: Vec<&str> = Vec::with_capacity(self.scopes.len() + 1);
-        if !has_launch {
-            scopes.push(if ehr { "launch" } else { "launch/patient" });
-        }
-        for s in &self.scopes {
-            // An EHR launch carries its own context; a standalone one cannot use `launch`.
-            match (ehr, s.as_str()) {
-                (false, "launch") => scopes.push("launch/patient"),
-                (true, s) if s.starts_with("launch/") => scopes.push("launch"),
-                (_, s) => scopes.push(s),
+        let listed = |want: &str| self.scopes.iter().any(|s| s == want);
+        let is_launch = |s: &str| s == "launch" || s.starts_with("launch/");
+        let mut out: Vec<&str> = Vec::with_capacity(self.scopes.len() + 1);
+        if ehr {
+            out.push("launch");
+        } else {
+            let needs_patient = !self.scopes.iter().any(|s| is_launch(s))
+                || listed("launch")
+                || listed("launch/patient")
+                || listed("launch/encounter")
+                || self.scopes.iter().any(|s| s.starts_with("patient/"));
+            if needs_patient {
+                out.push("launch/patient");
             }
         }
-        scopes.dedup();
-        scopes.join(" ")
+        for s in &self.scopes {
+            let skip = if ehr { is_launch(s) } else { s == "launch" };
+            if !skip && !out.contains(&s.as_str()) {
+                out.push(s);
+            }
+        }
+        out.join(" ")
     }
 
     pub fn requests_openid(&self) -> bool {
@@ -333,7 +351,58 @@ mod tests {
             "launch/patient openid fhirUser patient/Patient.rs"
         );
         let r = reg(&["launch", "patient/*.read"]);
+        assert_eq!(r.scope_for(true), "launch patient/*.read");
         assert_eq!(r.scope_for(false), "launch/patient patient/*.read");
+    }
+
+    /// The issue's registration: `launch/encounter` without `launch/patient` sent no patient
+    /// scope on a standalone launch, and the launch came back with `patient: null`.
+    #[test]
+    fn a_standalone_launch_asks_for_a_patient_whenever_it_needs_one() {
+        let r = reg(&["launch/encounter", "openid", "patient/Observation.rs"]);
+        assert_eq!(
+            r.scope_for(false),
+            "launch/patient launch/encounter openid patient/Observation.rs"
+        );
+        // The EHR launch carries its own context: one `launch`, no standalone scopes.
+        assert_eq!(r.scope_for(true), "launch openid patient/Observation.rs");
+        // An encounter belongs to a patient even for a user-level app.
+        let r = reg(&["launch/encounter", "user/Encounter.rs"]);
+        assert_eq!(
+            r.scope_for(false),
+            "launch/patient launch/encounter user/Encounter.rs"
+        );
+        // A patient/ scope obliges the EHR to establish a patient: ask for it.
+        let r = reg(&["launch/location", "patient/Patient.rs"]);
+        assert_eq!(
+            r.scope_for(false),
+            "launch/patient launch/location patient/Patient.rs"
+        );
+        // Other context only, no patient data: sent as registered, nothing added.
+        let r = reg(&["launch/location", "user/Location.rs"]);
+        assert_eq!(r.scope_for(false), "launch/location user/Location.rs");
+        assert_eq!(r.scope_for(true), "launch user/Location.rs");
+        // Listed already: sent once, first.
+        let r = reg(&["openid", "launch/patient", "patient/Patient.rs"]);
+        assert_eq!(
+            r.scope_for(false),
+            "launch/patient openid patient/Patient.rs"
+        );
+    }
+
+    /// Every scope goes out once, however the registration repeats it or mixes launch
+    /// scopes (a consecutive-only dedup sent `launch openid launch` before).
+    #[test]
+    fn no_scope_is_sent_twice() {
+        let r = reg(&[
+            "launch/patient",
+            "openid",
+            "launch/encounter",
+            "openid",
+            "launch",
+        ]);
+        assert_eq!(r.scope_for(true), "launch openid");
+        assert_eq!(r.scope_for(false), "launch/patient openid launch/encounter");
     }
 
     #[test]

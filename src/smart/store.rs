@@ -207,18 +207,28 @@ pub async fn load_session(
 }
 
 /// Take the right to refresh this session's token (`version` must still be current and no
-/// other instance hold an unexpired lease). Returns false when someone else refreshes.
+/// other instance hold an unexpired lease). Returns false when someone else refreshes. An
+/// `early` refresh (the token is still valid) is also refused while an earlier early attempt
+/// is backing off (`refresh_retry_after_us`); a due one (expired token, or a 401) is not.
 pub async fn lease_refresh(
     db: &Db,
     launch_id: &str,
     version: i64,
     now_us: i64,
     lease_until_us: i64,
+    early: bool,
 ) -> anyhow::Result<bool> {
-    let sql = "UPDATE smart_sessions SET refresh_lease_until_us = $4 \
-               WHERE launch_id = $1 AND token_version = $2 \
-               AND (refresh_lease_until_us IS NULL OR refresh_lease_until_us < $3)";
-    let n = with_db!(db, pool => sqlx::query(sql).bind(launch_id).bind(version).bind(now_us).bind(lease_until_us).execute(pool).await.map(|r| r.rows_affected()))?;
+    let backoff = if early {
+        " AND (refresh_retry_after_us IS NULL OR refresh_retry_after_us <= $3)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE smart_sessions SET refresh_lease_until_us = $4 \
+         WHERE launch_id = $1 AND token_version = $2 \
+         AND (refresh_lease_until_us IS NULL OR refresh_lease_until_us < $3){backoff}"
+    );
+    let n = with_db!(db, pool => sqlx::query(&sql).bind(launch_id).bind(version).bind(now_us).bind(lease_until_us).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
@@ -247,7 +257,8 @@ pub async fn store_refreshed(
         .transpose()?;
     let sql = "UPDATE smart_sessions SET sealed_access_token = $3, sealed_refresh_token = $4, \
                access_expires_at_us = $5, token_version = $6, refresh_lease_until_us = NULL, \
-               updated_at_us = $7 WHERE launch_id = $1 AND token_version = $2";
+               refresh_retry_after_us = NULL, updated_at_us = $7 \
+               WHERE launch_id = $1 AND token_version = $2";
     let mut tx = db.begin().await?;
     let n = with_tx!(&mut tx, c => {
         sqlx::query(sql)
@@ -277,9 +288,27 @@ pub async fn store_refreshed(
     })
 }
 
-/// Give the refresh lease back after a failed refresh.
-pub async fn release_refresh(db: &Db, launch_id: &str) -> anyhow::Result<()> {
-    let sql = "UPDATE smart_sessions SET refresh_lease_until_us = NULL WHERE launch_id = $1";
-    with_db!(db, pool => sqlx::query(sql).bind(launch_id).execute(pool).await.map(|r| r.rows_affected()))?;
+/// Give the refresh lease back after a failed refresh. With `retry_after_us` (a failed
+/// early refresh), no early refresh is tried again before then, on any instance.
+pub async fn release_refresh(
+    db: &Db,
+    launch_id: &str,
+    retry_after_us: Option<i64>,
+) -> anyhow::Result<()> {
+    let sql = match retry_after_us {
+        Some(_) => {
+            "UPDATE smart_sessions SET refresh_lease_until_us = NULL, refresh_retry_after_us = $2 \
+             WHERE launch_id = $1"
+        }
+        None => "UPDATE smart_sessions SET refresh_lease_until_us = NULL WHERE launch_id = $1",
+    };
+    with_db!(db, pool => {
+        let q = sqlx::query(sql).bind(launch_id);
+        let q = match retry_after_us {
+            Some(t) => q.bind(t),
+            None => q,
+        };
+        q.execute(pool).await.map(|r| r.rows_affected())
+    })?;
     Ok(())
 }

@@ -23,6 +23,8 @@ mod role_matrix;
 mod sandbox;
 mod smart;
 mod smart_env;
+mod smart_refresh;
+mod smart_usage;
 mod sso;
 mod sso_saml;
 mod ssrf;

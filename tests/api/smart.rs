@@ -124,6 +124,34 @@ crate::both_backends! {
         assert!(auth.is_none(), "scope is not sent with the code");
     }
 
+    // Issue 19: a registration listing `launch/encounter` but not `launch/patient` sent no
+    // patient scope on a standalone launch, and the launch completed with `patient: null`.
+    async fn a_standalone_launch_for_an_encounter_asks_for_the_patient_too(backend) {
+        let Some(env) = Setup::new(Vendor::Epic, "public")
+            .scopes(&["launch/encounter", "openid", "fhirUser", "patient/Patient.rs"])
+            .start(backend).await else { return };
+        let (status, location, body) = env.visit(&format!("{}/smart/{PARTNER}/start", env.gateway)).await;
+        assert_eq!(status, 302, "{body}");
+        let authorize = location.unwrap();
+        let scope = url::Url::parse(&authorize).unwrap().query_pairs()
+            .find(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).unwrap();
+        assert_eq!(scope, "launch/patient launch/encounter openid fhirUser patient/Patient.rs");
+        let code = env.callback(&env.authorize(&authorize).await).await.code();
+        let (status, ctx) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{ctx}");
+        assert_eq!(ctx["launch_type"], "standalone");
+        assert_eq!(ctx["patient"], env.ehr.default_patient(), "{ctx}");
+        let id = ctx["launch_id"].as_str().unwrap();
+        let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/patient")).await;
+        assert_eq!(r.status(), 200, "the patient summary works for the launch");
+        // The same registration's EHR launch sends `launch` alone.
+        let launch = env.ehr.launch(default_context(&env.ehr));
+        let authorize = env.open_from_ehr(&launch).await;
+        let scope = url::Url::parse(&authorize).unwrap().query_pairs()
+            .find(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).unwrap();
+        assert_eq!(scope, "launch openid fhirUser patient/Patient.rs");
+    }
+
     async fn discovery_falls_back_to_the_capability_statement(backend) {
         let Some(env) = Setup::new(Vendor::Generic, "public")
             .tweak(|o| o.discovery = DiscoveryMode::MetadataOnly)

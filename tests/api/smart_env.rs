@@ -366,6 +366,19 @@ impl SmartEnv {
         .unwrap()
     }
 
+    /// The `data` of every `fhir.request` event in the ledger, oldest first.
+    pub async fn fhir_events(&self) -> Vec<Value> {
+        self.app.state.usage.flush().await;
+        let rows: Vec<String> = partner_gateway::with_db!(self.app.db(), pool => {
+            sqlx::query_scalar("SELECT CAST(data AS TEXT) FROM usage_events WHERE type = 'fhir.request' ORDER BY seq")
+                .fetch_all(pool).await
+        })
+        .unwrap();
+        rows.iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect()
+    }
+
     pub async fn exec(&self, sql: &str) {
         partner_gateway::with_db!(self.app.db(), pool => sqlx::query(sql).execute(pool).await.map(|_| ())).unwrap();
     }

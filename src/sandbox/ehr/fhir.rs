@@ -44,6 +44,15 @@ pub(super) async fn handle(
     let Some(token) = token.filter(|t| t.is_active(now_secs())) else {
         return unauthorized("the access token is unknown, expired or revoked");
     };
+    if s.take_fault(|f| (*f == super::Fault::FhirServerError).then_some(()))
+        .is_some()
+    {
+        return outcome(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "injected fault: the server failed to process the request",
+        );
+    }
     if let Some(response) = unacceptable_version(&headers) {
         return response;
     }

@@ -940,6 +940,109 @@ async fn refresh_rotates_on_epic_but_not_on_oracle() {
     }
 }
 
+/// A refresh during an outage, raw: (status, Retry-After, body).
+async fn refresh_raw(mock: &MockEhr, refresh_token: &str) -> (StatusCode, Option<String>, String) {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", "public-app"),
+    ];
+    let response = http()
+        .post(mock.token_url())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (
+        response.status(),
+        retry_after,
+        response.text().await.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_refresh_outage_fails_refreshes_only_and_ends_by_count_or_time() {
+    let mock = start(Vendor::Oracle, vec![public_client()]).await;
+    let body = public_flow(
+        &mock,
+        "offline_access patient/Patient.read launch/patient",
+        &[],
+    )
+    .await;
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+    let access = access_token(&body);
+    let patient = format!("Patient/{}", mock.default_patient());
+
+    // Down for two refresh requests: 503 with Retry-After, then it recovers.
+    mock.fail_refreshes(RefreshFailure::Unavailable, OutageSpan::Requests(2));
+    for _ in 0..2 {
+        let (status, retry_after, _) = refresh_raw(&mock, &refresh_token).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("5"));
+    }
+    // Other grants and the FHIR API are not affected, and access tokens stay good.
+    let fresh = public_flow(&mock, "patient/Patient.read launch/patient", &[]).await;
+    assert!(fresh["access_token"].is_string(), "{fresh}");
+    assert_eq!(
+        fhir_get(&mock, &access, &patient).await.status(),
+        StatusCode::OK
+    );
+    let (status, body) = refresh(&mock, &refresh_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Refusing the refresh token for a while, then accepting it again (the token was not
+    // spent by the refused requests).
+    mock.fail_refreshes(
+        RefreshFailure::InvalidGrant,
+        OutageSpan::For(std::time::Duration::from_millis(300)),
+    );
+    let (status, body) = refresh(&mock, &refresh_token, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (status, body) = refresh(&mock, &refresh_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Hanging: no answer before the wait, then 504; a client with a shorter timeout gives up.
+    mock.fail_refreshes(
+        RefreshFailure::Hang(std::time::Duration::from_millis(1500)),
+        OutageSpan::Requests(1),
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+        ("client_id", "public-app"),
+    ];
+    let err = impatient
+        .post(mock.token_url())
+        .form(&form)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // Ended by hand: the next refresh works.
+    mock.fail_refreshes(RefreshFailure::Unavailable, OutageSpan::Requests(5));
+    mock.end_refresh_outage();
+    let (status, _) = refresh(&mock, &refresh_token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let refreshes = mock
+        .token_requests()
+        .into_iter()
+        .filter(|r| r.grant_type == "refresh_token")
+        .count();
+    assert_eq!(refreshes, 7, "failed refresh requests are recorded too");
+}
+
 #[tokio::test]
 async fn oracle_drops_v1_scopes_for_a_v2_client() {
     let mut v2 = public_client();
@@ -1147,6 +1250,25 @@ async fn token_error_fault_answers_the_next_token_request() {
     let (status, _) = post_token(&mock, &form, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mock.token_requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_server_error_fault_answers_the_next_authorized_fhir_request() {
+    let mock = start(Vendor::Epic, vec![public_client()]).await;
+    let token = access_token(&public_flow(&mock, "launch/patient patient/*.read", &[]).await);
+    let path = format!("Patient/{}", mock.default_patient());
+    mock.inject(Fault::FhirServerError);
+    // A request without a valid token is refused first and leaves the fault queued.
+    let no_token = fhir_get(&mock, "made-up", &path).await;
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let response = fhir_get(&mock, &token, &path).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let outcome: Value = response.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["code"], "exception");
+    assert_eq!(
+        fhir_get(&mock, &token, &path).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -18,8 +18,8 @@ use super::authorize::ClinicalScope;
 use super::client_auth::{self, Authenticated};
 use super::{
     AccessToken, AuthState, Fault, Grant, ID_TOKEN_TTL_SECS, IdTokenFault, OAuthError,
-    REFRESH_TTL_SECS, RecordedTokenRequest, RefreshGrant, Shared, TOKEN_LOG_CAP, Vendor, lock,
-    now_secs, parse_form, random_token, single,
+    REFRESH_TTL_SECS, RecordedTokenRequest, RefreshFailure, RefreshGrant, Shared, TOKEN_LOG_CAP,
+    Vendor, lock, now_secs, parse_form, random_token, single,
 };
 
 /// Token request parameters that must not repeat (RFC 6749 §3.2).
@@ -39,6 +39,10 @@ pub(super) async fn token(
 ) -> Response {
     let form = parse_form(&body);
     record(&s, &headers, &form);
+    let is_refresh = single(&form, "grant_type").ok().flatten() == Some("refresh_token");
+    if is_refresh && let Some(failure) = s.refresh_failure() {
+        return refresh_outage(failure).await;
+    }
     if let Some((status, error)) = s.take_fault(|f| match f {
         Fault::TokenError { status, error } => Some((*status, error.clone())),
         _ => None,
@@ -63,6 +67,33 @@ pub(super) async fn token(
         )
             .into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+/// A refresh request during an outage ([`super::MockEhr::fail_refreshes`]).
+async fn refresh_outage(failure: RefreshFailure) -> Response {
+    match failure {
+        RefreshFailure::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::RETRY_AFTER, "5"),
+                (header::CONTENT_TYPE, "text/plain"),
+            ],
+            "token service unavailable",
+        )
+            .into_response(),
+        RefreshFailure::Hang(wait) => {
+            tokio::time::sleep(wait).await;
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "upstream token service timed out",
+            )
+                .into_response()
+        }
+        RefreshFailure::InvalidGrant => {
+            OAuthError::invalid_grant("the refresh token was revoked").into_response()
+        }
     }
 }
 
