@@ -416,6 +416,9 @@ struct Shape {
     encrypted: usize,
     /// The Response itself carries a signature (a `ds:Signature` child).
     response_signed: bool,
+    /// The Response's `InResponseTo`, as written (before any signature is checked: only
+    /// ever a reason to refuse).
+    in_response_to: Option<String>,
     signatures: usize,
     references: usize,
 }
@@ -481,6 +484,13 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
                 }
                 if depth == 1 && local == b"Signature" {
                     shape.response_signed = true;
+                }
+                if depth == 0 && what == Scan::Response {
+                    shape.in_response_to = e
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == b"InResponseTo")
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned());
                 }
                 if what == Scan::Response {
                     // Bounded signature work for whatever arrives before it is trusted:
@@ -641,6 +651,12 @@ pub fn validate_response(
     let xml = String::from_utf8(bytes)
         .map_err(|_| refuse("malformed", "SAMLResponse is not UTF-8 XML"))?;
     let shape = scan(&xml, Scan::Response)?;
+    // An unsolicited Response must not claim to answer a request (SAML profiles 4.1.5);
+    // samael does not look when IdP-initiated responses are allowed. `InResponseTo=""`
+    // (some SAML libraries' template for unsolicited responses) answers nothing.
+    if request_id.is_none() && shape.in_response_to.as_deref().is_some_and(answers) {
+        return Err(unsolicited_answer());
+    }
     if shape.assertions + shape.encrypted != 1 {
         return Err(refuse(
             "wrapping",
@@ -775,6 +791,19 @@ fn check(
     user_from(&assertion, conn, sp)
 }
 
+/// Whether an `InResponseTo` value names a request: an empty one (written by SAML
+/// libraries whose unsolicited-response template always carries the attribute) does not.
+fn answers(in_response_to: &str) -> bool {
+    !in_response_to.is_empty()
+}
+
+fn unsolicited_answer() -> Refusal {
+    refuse(
+        "in_response_to",
+        "the response answers a request the gateway did not send (InResponseTo, and no RelayState the gateway issued)",
+    )
+}
+
 /// What samael leaves to the SP: an AudienceRestriction is required (it checks one only if
 /// present), and an unsolicited response must not claim to answer a request.
 fn check_assertion(a: &Assertion, sp: &Sp, unsolicited: bool) -> Result<(), Refusal> {
@@ -794,18 +823,15 @@ fn check_assertion(a: &Assertion, sp: &Sp, unsolicited: bool) -> Result<(), Refu
         ));
     }
     if unsolicited {
-        let answers = a
+        let claims_an_answer = a
             .subject
             .iter()
             .flat_map(|s| s.subject_confirmations.iter().flatten())
             .filter(|c| c.method.as_deref() == Some(BEARER))
             .filter_map(|c| c.subject_confirmation_data.as_ref())
-            .any(|d| d.in_response_to.is_some());
-        if answers {
-            return Err(refuse(
-                "in_response_to",
-                "the response answers a request the gateway did not send (InResponseTo, and no RelayState the gateway issued)",
-            ));
+            .any(|d| d.in_response_to.as_deref().is_some_and(answers));
+        if claims_an_answer {
+            return Err(unsolicited_answer());
         }
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
 //! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
-//! IdP-initiated responses, encrypted assertions, the launch handed to the app, and every
-//! rejection the service provider owes (unsigned, wrapped, tampered, wrong audience,
-//! destination or request, expired, replayed).
+//! IdP-initiated responses (with and without `InResponseTo=""`), encrypted assertions,
+//! the launch handed to the app, and every rejection the service provider owes (unsigned,
+//! wrapped, tampered, wrong audience, destination or request, expired, replayed).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -116,11 +116,25 @@ app_url = "{APP_URL}"
     }
 
     fn acs(&self) -> String {
-        format!("{}/sso/saml/{CONNECTION}/acs", self.gateway)
+        self.acs_of(CONNECTION)
+    }
+
+    fn acs_of(&self, connection: &str) -> String {
+        format!("{}/sso/saml/{connection}/acs", self.gateway)
     }
 
     fn entity_id(&self) -> String {
-        format!("{}/sso/saml/{CONNECTION}/metadata", self.gateway)
+        self.entity_id_of(CONNECTION)
+    }
+
+    fn entity_id_of(&self, connection: &str) -> String {
+        format!("{}/sso/saml/{connection}/metadata", self.gateway)
+    }
+
+    /// Follow an IdP page (the unsolicited endpoint) to its auto-posting form and post it.
+    async fn through_idp_page(&self, url: &str, connection: &str) -> Outcome {
+        let (response, relay) = self.at_idp_for(url, connection).await;
+        self.post_to(connection, &response, relay.as_deref()).await
     }
 
     /// `/sso/start` -> the IdP's SSO URL with the AuthnRequest.
@@ -178,13 +192,17 @@ app_url = "{APP_URL}"
     }
 
     async fn post(&self, response: &str, relay: Option<&str>) -> Outcome {
+        self.post_to(CONNECTION, response, relay).await
+    }
+
+    async fn post_to(&self, connection: &str, response: &str, relay: Option<&str>) -> Outcome {
         let mut form = vec![("SAMLResponse", response.to_owned())];
         if let Some(r) = relay {
             form.push(("RelayState", r.to_owned()));
         }
         let r = self
             .browser
-            .post(self.acs())
+            .post(self.acs_of(connection))
             .form(&form)
             .send()
             .await
@@ -645,4 +663,56 @@ both_backends! {
         env.idp.register_sp(&md).unwrap();
         let Outcome::App(_) = env.login().await else { panic!("new metadata") };
     }
+    async fn an_empty_in_response_to_is_absent_where_idp_initiated_sign_in_is_allowed(backend) {
+        // Allowed: the IdP portal's response with InResponseTo="" signs in, through the
+        // IdP's unsolicited endpoint, on the Response and in the SubjectConfirmationData.
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "allow_idp_initiated = true").await else { return };
+        env.idp.set_empty_in_response_to(true);
+        let url = env.idp.unsolicited_url(&env.entity_id(), Some("https://portal.uni.example/apps"));
+        let (response, relay) = env.at_idp_for(&url, CONNECTION).await;
+        let xml = String::from_utf8(STANDARD.decode(&response).unwrap()).unwrap();
+        assert_eq!(xml.matches("InResponseTo=\"\"").count(), 2, "{xml}");
+        assert_eq!(relay.as_deref(), Some("https://portal.uni.example/apps"));
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("InResponseTo=\"\" refused") };
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{launch}");
+        assert_eq!(launch["user"]["id"], "AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=");
+        // Encrypted too (the SubjectConfirmationData is inside the encryption).
+        env.idp.set_encrypt(true);
+        let Outcome::App(_) = env.through_idp_page(&env.idp.unsolicited_url(&env.entity_id(), None), CONNECTION).await else { panic!("encrypted, InResponseTo=\"\"") };
+        env.idp.set_encrypt(false);
+        // A non-empty value the gateway never sent is still refused: on both elements, on
+        // the Response alone (the assertion signed and silent), or in the assertion alone.
+        assert_refusal(&env.refused_raw(&env.idp.response(&env.idp.spec(Some("_not-ours")).unwrap()).unwrap(), None).await, "did not send");
+        env.idp.set_signing(Signing::Assertion);
+        let mut spec = env.idp.spec(None).unwrap();
+        assert_eq!(spec.in_response_to.as_deref(), Some(""));
+        spec.in_response_to = None;
+        let xml = env.idp.response_xml(&spec).unwrap();
+        let response_only = xml.replacen("<samlp:Response ", "<samlp:Response InResponseTo=\"_not-ours\" ", 1);
+        assert_ne!(response_only, xml);
+        assert_refusal(&env.refused_raw(&b64(&response_only), None).await, "did not send");
+        let mut spec = env.idp.spec(None).unwrap();
+        spec.in_response_to = Some("_not-ours".into());
+        let xml = env.idp.response_xml(&spec).unwrap();
+        // The Response's (unsigned) attribute comes first; the assertion's stays signed.
+        let assertion_only = xml.replacen(" InResponseTo=\"_not-ours\"", "", 1);
+        assert!(assertion_only.contains("<saml:SubjectConfirmationData InResponseTo=\"_not-ours\""), "{assertion_only}");
+        assert_refusal(&env.refused_raw(&b64(&assertion_only), None).await, "did not send");
+        // Signed only in the assertion, InResponseTo="" on both: accepted.
+        let Outcome::App(_) = env.post(&env.idp.response(&env.idp.spec(None).unwrap()).unwrap(), None).await else { panic!("assertion signed, InResponseTo=\"\"") };
+        assert_eq!(env.sso_logins().await, 3);
+
+        // Not allowed: InResponseTo="" is refused as before, without a RelayState (not
+        // started here) and with one of the gateway's (it answers no request it sent).
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        env.idp.set_empty_in_response_to(true);
+        let url = env.idp.unsolicited_url(&env.entity_id(), None);
+        let (response, relay) = env.at_idp_for(&url, CONNECTION).await;
+        assert!(relay.is_none());
+        assert_refusal(&env.refused_raw(&response, None).await, "does not accept sign-ins started at the identity provider");
+        assert_refusal(&env.refused(|s| s.in_response_to = Some(String::new())).await, "did not send");
+        assert_eq!(env.sso_logins().await, 0);
+    }
+
 }
