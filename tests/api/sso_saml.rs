@@ -1,8 +1,9 @@
 //! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
 //! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
 //! IdP-initiated responses (with and without `InResponseTo=""`), encrypted assertions,
-//! the launch handed to the app, and every rejection the service provider owes (unsigned,
-//! wrapped, tampered, wrong audience, destination or request, expired, replayed).
+//! the launch handed to the app and how the ledger counts its person, and every rejection
+//! the service provider owes (unsigned, wrapped, tampered, wrong audience, destination or
+//! request, expired, replayed).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,6 +18,9 @@ use crate::helpers::{Backend, TestApp, urlencode};
 
 const PARTNER: &str = "state-uni";
 const CONNECTION: &str = "state-uni-saml";
+/// A second connection of the same partner (`Env::start`'s `extra` can add it: the text
+/// IDP_METADATA_URL there becomes the mock IdP's metadata URL).
+const STAFF: &str = "state-uni-staff";
 const APP_URL: &str = "https://app.example.test/sso";
 
 struct Env {
@@ -82,6 +86,7 @@ app_url = "{APP_URL}"
 {extra}
 "#,
             metadata = idp.metadata_url(),
+            extra = extra.replace("IDP_METADATA_URL", &idp.metadata_url()),
         );
         let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
         let app_key = app.key(Role::App, None).await;
@@ -131,10 +136,58 @@ app_url = "{APP_URL}"
         format!("{}/sso/saml/{connection}/metadata", self.gateway)
     }
 
+    async fn sp_metadata_of(&self, connection: &str) -> String {
+        let r = self
+            .browser
+            .get(format!("{}/sso/saml/{connection}/metadata", self.gateway))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    /// A whole SP-initiated sign-in at `connection` (started by its organisation link).
+    async fn login_at(&self, connection: &str) -> Outcome {
+        let r = self
+            .browser
+            .get(format!(
+                "{}/sso/start?organisation={connection}",
+                self.gateway
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        let url = r.headers()["location"].to_str().unwrap().to_owned();
+        let (response, relay) = self.at_idp_for(&url, connection).await;
+        self.post_to(connection, &response, relay.as_deref()).await
+    }
+
     /// Follow an IdP page (the unsolicited endpoint) to its auto-posting form and post it.
     async fn through_idp_page(&self, url: &str, connection: &str) -> Outcome {
         let (response, relay) = self.at_idp_for(url, connection).await;
         self.post_to(connection, &response, relay.as_deref()).await
+    }
+
+    /// The active_users meter for the partner over the last day (usage API).
+    async fn active_users(&self) -> i64 {
+        let key = self.app.key(Role::Finance, None).await;
+        let from = (chrono::Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let (status, body) = self
+            .app
+            .query(
+                &key,
+                &[
+                    ("meter", "active_users"),
+                    ("partner", PARTNER),
+                    ("from", &from),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"][0]["value"].as_i64().unwrap()
     }
 
     /// `/sso/start` -> the IdP's SSO URL with the AuthnRequest.
@@ -715,4 +768,50 @@ both_backends! {
         assert_eq!(env.sso_logins().await, 0);
     }
 
+    async fn active_users_counts_two_people_with_one_subject_at_two_connections_once_each(backend) {
+        let staff = format!(
+            "\n[[partners.sso_connections]]\nid = \"{STAFF}\"\nprotocol = \"saml\"\nidp_metadata_url = \"IDP_METADATA_URL\"\napp_url = \"{APP_URL}\"\n"
+        );
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, &staff).await else { return };
+        // The IdP serves both connections (two SPs); its persistent NameIDs are pairwise,
+        // so each SP may be sent `1` for a different person.
+        env.idp.register_sp(&env.sp_metadata_of(STAFF).await).unwrap();
+        let person = |id: &str, name: &str| SamlIdpUser { persistent_id: id.into(), name: name.into(), ..grace() };
+        env.idp.set_user(person("1", "Grace Hopper"));
+        let Outcome::App(code) = env.login_at(CONNECTION).await else { panic!("grace") };
+        let (_, grace_launch) = env.exchange(&code).await;
+        env.idp.set_user(person("1", "Alan Turing"));
+        let Outcome::App(code) = env.login_at(STAFF).await else { panic!("alan") };
+        let (_, alan_launch) = env.exchange(&code).await;
+        // The app still sees the IdP's own subject, and the ledger's name for the person.
+        assert_eq!((&grace_launch["user"]["id"], &alan_launch["user"]["id"]), (&Value::from("1"), &Value::from("1")));
+        assert_eq!(grace_launch["subject"], format!("{CONNECTION}:1"));
+        assert_eq!(alan_launch["subject"], format!("{STAFF}:1"));
+        assert_eq!(env.active_users().await, 2);
+        // The same person twice at one connection is one active user.
+        env.idp.set_user(person("1", "Grace Hopper"));
+        let Outcome::App(_) = env.login_at(CONNECTION).await else { panic!("grace again") };
+        assert_eq!(env.sso_logins().await, 3);
+        assert_eq!(env.active_users().await, 2);
+        // Admins see how each connection's people are named.
+        let admin = env.app.admin().await;
+        let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        let namespaces: Vec<&str> = list["connections"].as_array().unwrap().iter().map(|c| c["subject_namespace"].as_str().unwrap()).collect();
+        assert_eq!(namespaces, [CONNECTION, STAFF]);
+    }
+
+    async fn connections_sharing_a_subject_namespace_count_a_subject_once(backend) {
+        // An organisation that wants one person counted once across its connections gives
+        // them one namespace (here: the same IdP releasing the same, non-pairwise, id).
+        let staff = format!(
+            "subject_namespace = \"state-uni-people\"\n\n[[partners.sso_connections]]\nid = \"{STAFF}\"\nprotocol = \"saml\"\nidp_metadata_url = \"IDP_METADATA_URL\"\napp_url = \"{APP_URL}\"\nsubject_namespace = \"state-uni-people\"\n"
+        );
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, &staff).await else { return };
+        env.idp.register_sp(&env.sp_metadata_of(STAFF).await).unwrap();
+        let Outcome::App(code) = env.login_at(CONNECTION).await else { panic!("first") };
+        assert_eq!(env.exchange(&code).await.1["subject"], "state-uni-people:AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=");
+        let Outcome::App(_) = env.login_at(STAFF).await else { panic!("second") };
+        assert_eq!(env.sso_logins().await, 2);
+        assert_eq!(env.active_users().await, 1);
+    }
 }
