@@ -115,7 +115,7 @@ async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<St
     let relay = crate::smart::flow::random_token(32);
     let request_id = format!("_{}", uuid::Uuid::new_v4().simple());
     let signer = if conn.sign_authn_requests {
-        keys.first()
+        super::saml::signer(&keys)
     } else {
         None
     };

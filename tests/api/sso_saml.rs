@@ -1,9 +1,9 @@
 //! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
 //! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
 //! IdP-initiated responses (with and without `InResponseTo=""`), encrypted assertions,
-//! the launch handed to the app and how the ledger counts its person, and every rejection
-//! the service provider owes (unsigned, wrapped, tampered, wrong audience, destination or
-//! request, expired, replayed).
+//! SP key rollovers, the launch handed to the app and how the ledger counts its person,
+//! and every rejection the service provider owes (unsigned, wrapped, tampered, wrong
+//! audience, destination or request, expired, replayed).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -11,6 +11,7 @@ use partner_gateway::apikeys::Role;
 use partner_gateway::sandbox::saml_idp::{
     MockSamlIdp, ResponseSpec, SamlIdpUser, SamlIdpVendor, Signing,
 };
+use partner_gateway::sso::store::{Rollover, RolloverProblem};
 use serde_json::Value;
 
 use crate::both_backends;
@@ -316,6 +317,72 @@ app_url = "{APP_URL}"
 
 fn b64(xml: &str) -> String {
     STANDARD.encode(xml)
+}
+
+/// (signing, encryption) KeyDescriptors in SP metadata.
+fn key_uses(md: &str) -> (usize, usize) {
+    (
+        md.matches("<md:KeyDescriptor use=\"signing\">").count(),
+        md.matches("<md:KeyDescriptor use=\"encryption\">").count(),
+    )
+}
+
+/// The certificates (base64) SP metadata publishes for `usage`, in order.
+fn certs(md: &str, usage: &str) -> Vec<String> {
+    md.split(&format!("<md:KeyDescriptor use=\"{usage}\">"))
+        .skip(1)
+        .filter_map(|kd| {
+            let start = kd.find("<ds:X509Certificate>")? + "<ds:X509Certificate>".len();
+            let end = kd.find("</ds:X509Certificate>")?;
+            Some(kd[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// Which of the SP's certificates (base64) an encrypted response's key is wrapped for:
+/// the one whose private key unwraps it.
+async fn encrypted_to(env: &Env, response: &str) -> String {
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    let marker = "<xenc:EncryptedKey>";
+    let at = xml.find(marker).expect("an encrypted assertion");
+    let cv = "<xenc:CipherValue>";
+    let start = xml[at..].find(cv).unwrap() + at + cv.len();
+    let end = xml[start..].find("</xenc:CipherValue>").unwrap() + start;
+    let wrapped = STANDARD.decode(&xml[start..end]).unwrap();
+    let keys = partner_gateway::sso::store::sp_keys(
+        env.app.db(),
+        &env.app.state.master_key,
+        "x",
+        partner_gateway::time::now_micros(),
+    )
+    .await
+    .unwrap();
+    keys.iter()
+        .find(|k| {
+            let rsa = k.key.rsa().unwrap();
+            let mut out = vec![0u8; rsa.size() as usize];
+            rsa.private_decrypt(&wrapped, &mut out, openssl::rsa::Padding::PKCS1_OAEP)
+                .is_ok()
+        })
+        .map(|k| STANDARD.encode(&k.cert_der))
+        .expect("the key is wrapped for none of the SP's keys")
+}
+
+/// One step of an SP key rollover, then what every instance reads picked up at once.
+async fn rotate(env: &Env, step: Rollover) -> Result<String, RolloverProblem> {
+    let done = partner_gateway::sso::store::rotate_sp_key(
+        env.app.db(),
+        &env.app.state.master_key,
+        "rollover",
+        partner_gateway::time::now_micros(),
+        3_600_000_000,
+        step,
+    )
+    .await
+    .unwrap();
+    // Instances re-read the keys within a minute; this one at once.
+    env.app.state.sso.forget_sp_keys().await;
+    done
 }
 
 fn assert_refusal(body: &str, fragment: &str) {
@@ -701,21 +768,82 @@ both_backends! {
         let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "sign_authn_requests = true").await else { return };
         env.idp.set_encrypt(true);
         let Outcome::App(_) = env.login().await else { panic!("baseline login") };
-        let certs = |md: &str| md.matches("use=\"encryption\"").count();
-        assert_eq!(certs(&env.sp_metadata().await), 1);
-        partner_gateway::sso::store::rotate_sp_key(
-            env.app.db(), &env.app.state.master_key, "rollover", partner_gateway::time::now_micros(), 3_600_000_000,
-        ).await.unwrap();
-        // Instances re-read the keys within a minute; a fresh app sees them at once.
-        env.app.state.sso.forget_sp_keys().await;
+        assert_eq!(key_uses(&env.sp_metadata().await), (1, 1));
+        // One step (the default): both certificates for both uses during the overlap.
+        rotate(&env, Rollover::Both).await.unwrap();
         let md = env.sp_metadata().await;
-        assert_eq!(certs(&md), 2, "{md}");
+        assert_eq!(key_uses(&md), (2, 2), "{md}");
         // An IdP still on the old metadata (encrypting to the old key, checking signatures
         // with the old certificate) keeps working; so does one that loaded the new one.
         let Outcome::App(_) = env.login().await else { panic!("old metadata") };
         env.idp.register_sp(&md).unwrap();
         let Outcome::App(_) = env.login().await else { panic!("new metadata") };
     }
+
+    async fn a_staged_sp_key_rollover_keeps_one_encryption_certificate_and_signs_in_at_each_stage(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "sign_authn_requests = true").await else { return };
+        env.idp.set_encrypt(true);
+        let Outcome::App(_) = env.login().await else { panic!("baseline login") };
+        let before = env.sp_metadata().await;
+        assert_eq!(key_uses(&before), (1, 1));
+        let old_cert = certs(&before, "encryption");
+        // Nothing to promote yet.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Err(RolloverProblem::NothingStaged));
+
+        // Stage 1: the new certificate for signature checks only; the old one is still the
+        // only encryption certificate, and still signs.
+        let staged = rotate(&env, Rollover::SigningOnly).await.unwrap();
+        let md = env.sp_metadata().await;
+        assert_eq!(key_uses(&md), (2, 1), "{md}");
+        assert_eq!(certs(&md, "encryption"), old_cert);
+        let signing = certs(&md, "signing");
+        assert!(signing.contains(&old_cert[0]) && signing.len() == 2);
+        let new_cert: Vec<String> = signing.into_iter().filter(|c| *c != old_cert[0]).collect();
+        // samael (what the mock IdP loads SP metadata with) reads it.
+        env.idp.register_sp(&md).unwrap();
+        // Signed in: the AuthnRequest signed with the old key, the assertion encrypted to
+        // the one encryption certificate published.
+        let url = env.start_url().await;
+        assert!(url.contains("&Signature="));
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, old_cert[0]);
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("stage 1 sign-in") };
+        assert_eq!(env.exchange(&code).await.0, 200);
+        // Only one key is staged at a time, and a one-step rollover waits for it too.
+        assert_eq!(rotate(&env, Rollover::SigningOnly).await, Err(RolloverProblem::Staged(staged.clone())));
+        assert_eq!(rotate(&env, Rollover::Both).await, Err(RolloverProblem::Staged(staged.clone())));
+
+        // Stage 2: promoted. The new certificate is the only one published and signs; the
+        // old key is unpublished but still decrypts.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Ok(staged.clone()));
+        let promoted = env.sp_metadata().await;
+        assert_eq!(key_uses(&promoted), (1, 1), "{promoted}");
+        assert_eq!(certs(&promoted, "encryption"), new_cert);
+        assert_eq!(certs(&promoted, "signing"), new_cert);
+        // An IdP still on the stage-1 metadata verifies the new signature (it knows the
+        // staged certificate) and encrypts to the old key, which still decrypts.
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, old_cert[0]);
+        let Outcome::App(_) = env.post(&response, relay.as_deref()).await else { panic!("stage-1 metadata after promotion") };
+        // One that loaded the promoted metadata encrypts to the new certificate.
+        env.idp.register_sp(&promoted).unwrap();
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, new_cert[0]);
+        let Outcome::App(_) = env.post(&response, relay.as_deref()).await else { panic!("promoted metadata") };
+        // An IdP that never loaded the staged metadata refuses the new signature: why the
+        // signing-only stage comes first.
+        env.idp.register_sp(&before).unwrap();
+        let url = env.start_url().await;
+        assert_eq!(env.browser.get(&url).send().await.unwrap().status(), 400);
+        // Nothing left to promote; after the overlap the old key is gone.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Err(RolloverProblem::NothingStaged));
+        let later = partner_gateway::time::now_micros() + 3_600_000_000 + 1;
+        let keys = partner_gateway::sso::store::sp_keys(env.app.db(), &env.app.state.master_key, "x", later).await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), [staged.as_str()]);
+    }
+
     async fn an_empty_in_response_to_is_absent_where_idp_initiated_sign_in_is_allowed(backend) {
         // Allowed: the IdP portal's response with InResponseTo="" signs in, through the
         // IdP's unsolicited endpoint, on the Response and in the SubjectConfirmationData.
