@@ -130,6 +130,8 @@ struct Shared {
     sps: Mutex<Vec<Sp>>,
     signing: Mutex<Signing>,
     encrypt: Mutex<bool>,
+    /// The metadata offers SSO over HTTP-Redirect (else over HTTP-POST only).
+    redirect_binding: Mutex<bool>,
     /// Unsolicited responses carry `InResponseTo=""`.
     empty_in_response_to: Mutex<bool>,
     /// AuthnRequests received (their IDs), newest last.
@@ -181,6 +183,7 @@ impl MockSamlIdp {
                 SamlIdpVendor::Adfs => Signing::Assertion,
             }),
             encrypt: Mutex::new(false),
+            redirect_binding: Mutex::new(true),
             empty_in_response_to: Mutex::new(false),
             requests: Mutex::new(Vec::new()),
         });
@@ -226,6 +229,12 @@ impl MockSamlIdp {
     /// Encrypt assertions to the SP's encryption certificate from its metadata.
     pub fn set_encrypt(&self, on: bool) {
         *lock(&self.shared.encrypt) = on;
+    }
+
+    /// Whether the metadata offers a SingleSignOnService over HTTP-Redirect; off, it lists
+    /// one over HTTP-POST only, as an IdP configured for POST-bound AuthnRequests does.
+    pub fn set_redirect_binding(&self, on: bool) {
+        *lock(&self.shared.redirect_binding) = on;
     }
 
     /// Write `InResponseTo=""` on unsolicited responses (the Response and its bearer
@@ -397,9 +406,16 @@ fn signature_template(id: &str, cert_der: &[u8]) -> String {
 
 impl Shared {
     fn metadata_xml(&self) -> String {
-        let sso = match self.vendor {
-            SamlIdpVendor::Shibboleth => "/idp/profile/SAML2/Redirect/SSO",
-            SamlIdpVendor::Adfs => "/adfs/ls/",
+        let redirect = *lock(&self.redirect_binding);
+        let binding = if redirect {
+            "HTTP-Redirect"
+        } else {
+            "HTTP-POST"
+        };
+        let sso = match (self.vendor, redirect) {
+            (SamlIdpVendor::Shibboleth, true) => "/idp/profile/SAML2/Redirect/SSO",
+            (SamlIdpVendor::Shibboleth, false) => "/idp/profile/SAML2/POST/SSO",
+            (SamlIdpVendor::Adfs, _) => "/adfs/ls/",
         };
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -407,7 +423,7 @@ impl Shared {
   <md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\n\
     <md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\n\
     <md:NameIDFormat>{PERSISTENT}</md:NameIDFormat>\n\
-    <md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{base}{sso}\"/>\n\
+    <md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:{binding}\" Location=\"{base}{sso}\"/>\n\
   </md:IDPSSODescriptor>\n\
 </md:EntityDescriptor>\n",
             entity = escape(&self.entity_id),

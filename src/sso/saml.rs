@@ -350,9 +350,21 @@ pub fn parse_idp_metadata(xml: &str, want: Option<&str>) -> Result<EntityDescrip
         }
     }
     if probe.sso_binding_location(HTTP_REDIRECT).is_none() {
-        return Err(
-            "the IdP metadata has no SingleSignOnService for the HTTP-Redirect binding".into(),
-        );
+        let offered: Vec<&str> = chosen
+            .idp_sso_descriptors
+            .iter()
+            .flatten()
+            .flat_map(|d| d.single_sign_on_services.iter())
+            .map(|e| e.binding.rsplit(':').next().unwrap_or(&e.binding))
+            .collect();
+        return Err(format!(
+            "the IdP metadata has no SingleSignOnService for the HTTP-Redirect binding ({}); the gateway sends its AuthnRequest over HTTP-Redirect only: turn that binding on at the IdP",
+            if offered.is_empty() {
+                "it lists none".to_owned()
+            } else {
+                format!("it offers {}", offered.join(", "))
+            }
+        ));
     }
     Ok(chosen)
 }
@@ -1063,6 +1075,14 @@ mod tests {
         );
         let e = parse_idp_metadata(&stale, None).err();
         assert!(e.is_some_and(|e| e.contains("expired")));
+        // SSO over HTTP-POST only: the gateway redirects, so it says what to turn on.
+        let post_only = one.replace(HTTP_REDIRECT, HTTP_POST);
+        let e = parse_idp_metadata(&post_only, None).err();
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("HTTP-Redirect") && e.contains("it offers HTTP-POST")),
+            "{e:?}"
+        );
         let e = parse_idp_metadata(&format!("<!DOCTYPE x []>{one}"), None).err();
         assert!(e.is_some_and(|e| e.contains("DOCTYPE")));
         let e = parse_idp_metadata("<html>not metadata</html>", None).err();

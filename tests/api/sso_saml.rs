@@ -679,6 +679,30 @@ both_backends! {
         assert!(r.text().await.unwrap().contains("SAMLResponse"));
     }
 
+    async fn an_idp_without_an_http_redirect_sso_service_is_named(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        env.idp.set_redirect_binding(false);
+        // A config connection: the sign-in page says what the IdP must offer.
+        let r = env.browser.get(format!("{}/sso/start?email=grace%40uni.example", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("HTTP-Redirect") && body.contains("it offers HTTP-POST"), "{body}");
+        // A runtime connection: 422 naming it, nothing saved.
+        let admin = env.app.admin().await;
+        let r = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&admin)
+            .json(&serde_json::json!({
+                "partner": PARTNER, "id": "uni-post-only", "protocol": "saml",
+                "idp_metadata_url": env.idp.metadata_url(), "domains": ["post.uni.example"], "app_url": APP_URL,
+            }))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 422);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["code"], "idp_metadata_invalid", "{b}");
+        assert!(b["detail"].as_str().unwrap().contains("SingleSignOnService for the HTTP-Redirect binding"), "{b}");
+        let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        assert_eq!(list["connections"].as_array().unwrap().len(), 1);
+    }
+
     async fn admins_create_and_delete_connections_at_runtime(backend) {
         let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
         let admin = env.app.admin().await;
