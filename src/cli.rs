@@ -188,12 +188,28 @@ pub enum KeysCommand {
         /// Only this algorithm (RS256, RS384 or ES384); all when omitted.
         #[arg(long)]
         alg: Option<String>,
-        /// Instead: roll the SAML SP key over. The new certificate is published in every
-        /// SP metadata at once (and decrypts); the old key signs until it retires after
-        /// `keys.rotation_overlap_hours` (leave IdPs time to load the new metadata).
+        /// Instead: roll the SAML SP key over (see --stage). Leave IdPs time to load the
+        /// new metadata: the old key decrypts until it retires after
+        /// `keys.rotation_overlap_hours`.
         #[arg(long, conflicts_with = "alg")]
         saml_sp: bool,
+        /// With --saml-sp: `both` (default) publishes the new certificate for signing and
+        /// encryption at once beside the old one, which signs until it retires;
+        /// `signing-only` publishes it for signature checks only (the metadata keeps one
+        /// encryption certificate, for IdPs such as ADFS that cannot read two), and
+        /// `promote`, once the IdPs have it, makes it the only certificate published and
+        /// the signer.
+        #[arg(long, value_enum, requires = "saml_sp", default_value = "both")]
+        stage: SpRolloverStage,
     },
+}
+
+/// `keys rotate --saml-sp --stage`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpRolloverStage {
+    Both,
+    SigningOnly,
+    Promote,
 }
 
 #[derive(Subcommand, Debug)]
@@ -422,6 +438,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         Command::Keys(KeysCommand::Rotate {
             alg: _,
             saml_sp: true,
+            stage,
         }) => {
             let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
@@ -431,23 +448,39 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_else(|| "partner-gateway".into());
-            let kid = crate::sso::store::rotate_sp_key(
+            use crate::sso::store::Rollover;
+            let step = match stage {
+                SpRolloverStage::Both => Rollover::Both,
+                SpRolloverStage::SigningOnly => Rollover::SigningOnly,
+                SpRolloverStage::Promote => Rollover::Promote,
+            };
+            let done = crate::sso::store::rotate_sp_key(
                 &state.db,
                 &state.master_key,
                 &format!("{host} SAML SP"),
                 crate::time::now_micros(),
                 overlap_us,
+                step,
             )
-            .await?;
-            println!("{kid}");
-            eprintln!(
-                "the new SAML SP certificate is in every connection's SP metadata now; the old key signs until it retires in {} h (running instances pick the change up within a minute)",
-                state.config.keys.rotation_overlap_hours
-            );
+            .await;
             state.db.close().await;
+            let kid = done?.map_err(|p| anyhow::anyhow!("{p}"))?;
+            println!("{kid}");
+            let hours = state.config.keys.rotation_overlap_hours;
+            match step {
+                Rollover::Both => eprintln!(
+                    "the new SAML SP certificate is in every connection's SP metadata now, for signing and encryption beside the old one; the old key signs until it retires in {hours} h (running instances pick the change up within a minute)"
+                ),
+                Rollover::SigningOnly => eprintln!(
+                    "the new SAML SP certificate is in every connection's SP metadata now, for signing only; the current key still signs and is the only encryption certificate. Once the IdPs have loaded the metadata: keys rotate --saml-sp --stage promote"
+                ),
+                Rollover::Promote => eprintln!(
+                    "the staged SAML SP certificate is now the only one in the SP metadata and signs AuthnRequests; the old key is unpublished and decrypts until it retires in {hours} h (running instances pick the change up within a minute)"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(KeysCommand::Rotate { alg, saml_sp: _ }) => {
+        Command::Keys(KeysCommand::Rotate { alg, .. }) => {
             let algs = match alg.as_deref() {
                 None => crate::keys::Alg::ALL.to_vec(),
                 Some(a) => vec![crate::keys::Alg::parse(a).ok_or_else(|| {

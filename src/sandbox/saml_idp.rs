@@ -12,6 +12,15 @@
 //! the Response signed) and ADFS / Entra ID (claim-URI attributes, the Assertion signed).
 //! Every field of a response can be set by a test (`ResponseSpec`) to play a faulty or
 //! hostile IdP.
+//!
+//! Like a real IdP it serves several SPs (each registered from its metadata; the
+//! AuthnRequest's Issuer picks one), and persistent NameIDs are what SAML core 8.3.7 says
+//! they are: pairwise, unique per IdP–SP pair, so two SPs may be sent the same value for
+//! different people (`set_user` between sign-ins plays that). Sign-ins started at the IdP
+//! come from its unsolicited endpoint (Shibboleth `/idp/profile/SAML2/Unsolicited/SSO`,
+//! ADFS `idpinitiatedsignon.aspx`), without `InResponseTo` as the profile says, or with
+//! `InResponseTo=""` as some SAML libraries' templates write it
+//! (`set_empty_in_response_to`).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -74,11 +83,14 @@ pub struct Attr {
 #[derive(Debug, Clone)]
 pub struct ResponseSpec {
     pub response_id: String,
+    /// `Some("")` writes `InResponseTo=""` (on the Response and the SubjectConfirmationData).
     pub in_response_to: Option<String>,
     pub destination: Option<String>,
     pub recipient: String,
     pub audience: Option<String>,
     pub issuer: String,
+    /// The SP the NameID is for (its `SPNameQualifier`).
+    pub sp_name_qualifier: String,
     pub assertion_id: String,
     pub issue_instant: DateTime<Utc>,
     pub not_before: DateTime<Utc>,
@@ -114,9 +126,14 @@ struct Shared {
     key_der: Vec<u8>,
     cert_der: Vec<u8>,
     user: Mutex<SamlIdpUser>,
-    sp: Mutex<Option<Sp>>,
+    /// The SPs registered, in the order they were first registered.
+    sps: Mutex<Vec<Sp>>,
     signing: Mutex<Signing>,
     encrypt: Mutex<bool>,
+    /// The metadata offers SSO over HTTP-Redirect (else over HTTP-POST only).
+    redirect_binding: Mutex<bool>,
+    /// Unsolicited responses carry `InResponseTo=""`.
+    empty_in_response_to: Mutex<bool>,
     /// AuthnRequests received (their IDs), newest last.
     requests: Mutex<Vec<String>>,
 }
@@ -160,12 +177,14 @@ impl MockSamlIdp {
             key_der,
             cert_der,
             user: Mutex::new(user),
-            sp: Mutex::new(None),
+            sps: Mutex::new(Vec::new()),
             signing: Mutex::new(match vendor {
                 SamlIdpVendor::Shibboleth => Signing::Response,
                 SamlIdpVendor::Adfs => Signing::Assertion,
             }),
             encrypt: Mutex::new(false),
+            redirect_binding: Mutex::new(true),
+            empty_in_response_to: Mutex::new(false),
             requests: Mutex::new(Vec::new()),
         });
         let sso_path = match vendor {
@@ -175,6 +194,7 @@ impl MockSamlIdp {
         let app = Router::new()
             .route("/metadata", get(metadata))
             .route(sso_path, get(sso))
+            .route(unsolicited_path(vendor), get(unsolicited))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -211,13 +231,48 @@ impl MockSamlIdp {
         *lock(&self.shared.encrypt) = on;
     }
 
+    /// Whether the metadata offers a SingleSignOnService over HTTP-Redirect; off, it lists
+    /// one over HTTP-POST only, as an IdP configured for POST-bound AuthnRequests does.
+    pub fn set_redirect_binding(&self, on: bool) {
+        *lock(&self.shared.redirect_binding) = on;
+    }
+
+    /// Write `InResponseTo=""` on unsolicited responses (the Response and its bearer
+    /// SubjectConfirmationData), as the default templates of some SAML libraries do,
+    /// instead of leaving the attribute out as the profile says.
+    pub fn set_empty_in_response_to(&self, on: bool) {
+        *lock(&self.shared.empty_in_response_to) = on;
+    }
+
+    /// The IdP's page that signs the current user in to the SP `sp_entity_id` unasked
+    /// (IdP-initiated), with `target` as the RelayState where the vendor takes one
+    /// (Shibboleth's `target`; ADFS's `loginToRp` takes none here).
+    pub fn unsolicited_url(&self, sp_entity_id: &str, target: Option<&str>) -> String {
+        let mut u = format!(
+            "{}{}?{}={}",
+            self.shared.base,
+            unsolicited_path(self.shared.vendor),
+            match self.shared.vendor {
+                SamlIdpVendor::Shibboleth => "providerId",
+                SamlIdpVendor::Adfs => "loginToRp",
+            },
+            url::form_urlencoded::byte_serialize(sp_entity_id.as_bytes()).collect::<String>()
+        );
+        if let (SamlIdpVendor::Shibboleth, Some(t)) = (self.shared.vendor, target) {
+            u.push_str("&target=");
+            u.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
+        }
+        u
+    }
+
     /// The AuthnRequest IDs received so far.
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
     }
 
-    /// Load the SP's metadata, as an IdP administrator does: entity id, ACS URL, its
-    /// certificates.
+    /// Load an SP's metadata, as an IdP administrator does: entity id, ACS URL, its
+    /// certificates. Metadata for an SP already registered (same entity id) replaces what
+    /// the IdP knew of it, as a metadata refresh does; another SP is added beside it.
     pub fn register_sp(&self, sp_metadata: &str) -> anyhow::Result<()> {
         let ed: samael::metadata::EntityDescriptor =
             sp_metadata.parse().context("parsing the SP metadata")?;
@@ -250,20 +305,38 @@ impl MockSamlIdp {
                 })
                 .collect()
         };
-        *lock(&self.shared.sp) = Some(Sp {
+        let sp = Sp {
             entity_id,
             acs_url,
             // The newest: an IdP that loaded rolled-over metadata encrypts to the new key.
             encryption_cert: certs("encryption").pop(),
             signing_certs: certs("signing"),
-        });
+        };
+        let mut sps = lock(&self.shared.sps);
+        match sps.iter_mut().find(|s| s.entity_id == sp.entity_id) {
+            Some(known) => *known = sp,
+            None => sps.push(sp),
+        }
         Ok(())
     }
 
-    /// A response for the registered SP, answering `in_response_to` (or unsolicited),
+    /// A response for the SP registered last, answering `in_response_to` (or unsolicited),
     /// with the IdP's current user, signing and encryption settings.
     pub fn spec(&self, in_response_to: Option<&str>) -> anyhow::Result<ResponseSpec> {
-        self.shared.spec(in_response_to)
+        let last = lock(&self.shared.sps)
+            .last()
+            .map(|sp| sp.entity_id.clone())
+            .context("no SP registered with the mock IdP")?;
+        self.shared.spec(&last, in_response_to)
+    }
+
+    /// A response for the registered SP `sp_entity_id`.
+    pub fn spec_for(
+        &self,
+        sp_entity_id: &str,
+        in_response_to: Option<&str>,
+    ) -> anyhow::Result<ResponseSpec> {
+        self.shared.spec(sp_entity_id, in_response_to)
     }
 
     /// The response as XML (signed and encrypted as the spec says), before base64.
@@ -333,9 +406,16 @@ fn signature_template(id: &str, cert_der: &[u8]) -> String {
 
 impl Shared {
     fn metadata_xml(&self) -> String {
-        let sso = match self.vendor {
-            SamlIdpVendor::Shibboleth => "/idp/profile/SAML2/Redirect/SSO",
-            SamlIdpVendor::Adfs => "/adfs/ls/",
+        let redirect = *lock(&self.redirect_binding);
+        let binding = if redirect {
+            "HTTP-Redirect"
+        } else {
+            "HTTP-POST"
+        };
+        let sso = match (self.vendor, redirect) {
+            (SamlIdpVendor::Shibboleth, true) => "/idp/profile/SAML2/Redirect/SSO",
+            (SamlIdpVendor::Shibboleth, false) => "/idp/profile/SAML2/POST/SSO",
+            (SamlIdpVendor::Adfs, _) => "/adfs/ls/",
         };
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -343,7 +423,7 @@ impl Shared {
   <md:IDPSSODescriptor protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\n\
     <md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>\n\
     <md:NameIDFormat>{PERSISTENT}</md:NameIDFormat>\n\
-    <md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect\" Location=\"{base}{sso}\"/>\n\
+    <md:SingleSignOnService Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:{binding}\" Location=\"{base}{sso}\"/>\n\
   </md:IDPSSODescriptor>\n\
 </md:EntityDescriptor>\n",
             entity = escape(&self.entity_id),
@@ -352,10 +432,22 @@ impl Shared {
         )
     }
 
-    fn spec(&self, in_response_to: Option<&str>) -> anyhow::Result<ResponseSpec> {
-        let sp = lock(&self.sp);
-        let sp = sp.as_ref().context("no SP registered with the mock IdP")?;
+    fn spec(
+        &self,
+        sp_entity_id: &str,
+        in_response_to: Option<&str>,
+    ) -> anyhow::Result<ResponseSpec> {
+        let sps = lock(&self.sps);
+        let sp = sps
+            .iter()
+            .find(|sp| sp.entity_id == sp_entity_id)
+            .with_context(|| format!("no SP {sp_entity_id} registered with the mock IdP"))?;
         let user = lock(&self.user).clone();
+        let in_response_to = match in_response_to {
+            Some(id) => Some(id.to_owned()),
+            None if *lock(&self.empty_in_response_to) => Some(String::new()),
+            None => None,
+        };
         let now = Utc::now();
         let attributes = match self.vendor {
             SamlIdpVendor::Shibboleth => vec![
@@ -414,11 +506,12 @@ impl Shared {
         };
         Ok(ResponseSpec {
             response_id: random_id(),
-            in_response_to: in_response_to.map(str::to_owned),
+            in_response_to,
             destination: Some(sp.acs_url.clone()),
             recipient: sp.acs_url.clone(),
             audience: Some(sp.entity_id.clone()),
             issuer: self.entity_id.clone(),
+            sp_name_qualifier: sp.entity_id.clone(),
             assertion_id: random_id(),
             issue_instant: now,
             not_before: now - Duration::seconds(30),
@@ -447,10 +540,6 @@ impl Shared {
             .audience
             .as_ref()
             .map(|a| format!("<saml:AudienceRestriction><saml:Audience>{}</saml:Audience></saml:AudienceRestriction>", escape(a)))
-            .unwrap_or_default();
-        let sp_q = lock(&self.sp)
-            .as_ref()
-            .map(|sp| sp.entity_id.clone())
             .unwrap_or_default();
         let mut attrs = String::new();
         for a in s.attributes.iter().filter(|a| !a.values.is_empty()) {
@@ -483,7 +572,7 @@ impl Shared {
             iat = time(s.issue_instant),
             issuer = escape(&s.issuer),
             fmt = escape(&s.name_id_format),
-            spq = escape(&sp_q),
+            spq = escape(&s.sp_name_qualifier),
             name_id = escape(&s.name_id),
             nooa = time(s.not_on_or_after),
             nb = time(s.not_before),
@@ -556,18 +645,20 @@ impl Shared {
             .map_err(|e| bad(format!("SAMLRequest inflate: {e}")))?;
         let authn: samael::schema::AuthnRequest =
             xml.parse().map_err(|e| bad(format!("AuthnRequest: {e}")))?;
+        // The request's Issuer names the SP: one whose metadata the IdP loaded.
+        let issuer = authn.issuer_value();
         let (sp_entity, acs, sp_cert) = {
-            let sp = lock(&self.sp);
-            let sp = sp.as_ref().ok_or_else(|| bad("no SP registered".into()))?;
+            let sps = lock(&self.sps);
+            let sp = sps
+                .iter()
+                .find(|sp| Some(sp.entity_id.as_str()) == issuer.as_deref())
+                .ok_or_else(|| bad(format!("unknown SP {issuer:?}")))?;
             (
                 sp.entity_id.clone(),
                 sp.acs_url.clone(),
                 sp.signing_certs.clone(),
             )
         };
-        if authn.issuer_value().as_deref() != Some(sp_entity.as_str()) {
-            return Err(bad(format!("unknown SP {:?}", authn.issuer_value())));
-        }
         if let Some(a) = &authn.assertion_consumer_service_url
             && *a != acs
         {
@@ -606,22 +697,58 @@ impl Shared {
             }
         }
         lock(&self.requests).push(authn.id.clone());
-        let spec = self.spec(Some(&authn.id)).map_err(|e| bad(e.to_string()))?;
+        let spec = self
+            .spec(&sp_entity, Some(&authn.id))
+            .map_err(|e| bad(e.to_string()))?;
+        self.post_form(&spec, &acs, get("RelayState").as_deref())
+    }
+
+    /// The IdP-initiated endpoint: a response nobody asked for, to the SP the query names
+    /// (Shibboleth `providerId` with an optional `target` RelayState; ADFS `loginToRp`).
+    fn unsolicited(&self, raw_query: &str) -> Result<String, (StatusCode, String)> {
+        let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+        let q: Vec<(String, String)> = url::form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (sp_param, relay) = match self.vendor {
+            SamlIdpVendor::Shibboleth => ("providerId", get("target")),
+            SamlIdpVendor::Adfs => ("loginToRp", None),
+        };
+        let sp_entity = get(sp_param).ok_or_else(|| bad(format!("no {sp_param}")))?;
+        let acs = lock(&self.sps)
+            .iter()
+            .find(|sp| sp.entity_id == sp_entity)
+            .map(|sp| sp.acs_url.clone())
+            .ok_or_else(|| bad(format!("unknown SP {sp_entity:?}")))?;
+        let spec = self
+            .spec(&sp_entity, None)
+            .map_err(|e| bad(e.to_string()))?;
+        self.post_form(&spec, &acs, relay.as_deref())
+    }
+
+    /// The auto-posting form (HTTP-POST binding) carrying the response to the ACS.
+    fn post_form(
+        &self,
+        spec: &ResponseSpec,
+        acs: &str,
+        relay: Option<&str>,
+    ) -> Result<String, (StatusCode, String)> {
         let response = self
-            .response_xml(&spec)
+            .response_xml(spec)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let relay = get("RelayState")
+        let relay = relay
             .map(|r| {
                 format!(
                     "<input type=\"hidden\" name=\"RelayState\" value=\"{}\"/>",
-                    escape(&r)
+                    escape(r)
                 )
             })
             .unwrap_or_default();
         Ok(format!(
             "<!doctype html><html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">\
 <input type=\"hidden\" name=\"SAMLResponse\" value=\"{}\"/>{relay}<noscript><button type=\"submit\">Continue</button></noscript></form></body></html>",
-            escape(&acs),
+            escape(acs),
             STANDARD.encode(response)
         ))
     }
@@ -705,8 +832,24 @@ async fn metadata(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn sso(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
-    match s.sso(&q.unwrap_or_default()) {
+    html(s.sso(&q.unwrap_or_default()))
+}
+
+async fn unsolicited(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    html(s.unsolicited(&q.unwrap_or_default()))
+}
+
+fn html(page: Result<String, (StatusCode, String)>) -> Response {
+    match page {
         Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
         Err((status, msg)) => (status, msg).into_response(),
+    }
+}
+
+/// Where each vendor's IdP-initiated sign-in lives.
+fn unsolicited_path(vendor: SamlIdpVendor) -> &'static str {
+    match vendor {
+        SamlIdpVendor::Shibboleth => "/idp/profile/SAML2/Unsolicited/SSO",
+        SamlIdpVendor::Adfs => "/adfs/ls/idpinitiatedsignon.aspx",
     }
 }

@@ -150,6 +150,13 @@ pub struct SsoConnection {
     pub claims: ClaimMapping,
     /// Where the user is sent with the one-time code.
     pub app_url: String,
+    /// Whose identifiers the IdP's subjects are: the ledger (the `sso.login` event, so
+    /// `active_users`) names a person `{subject_namespace}:{subject}`. The connection's id
+    /// by default, so two connections' people never merge; connections of one partner
+    /// that share a namespace count a subject once (the same IdP with non-pairwise ids,
+    /// or a subject mapped to an identifier both IdPs release, such as an employee number).
+    #[serde(default)]
+    pub subject_namespace: Option<String>,
     /// SAML: the IdP's metadata, from a URL (fetched again every
     /// `sso.saml_metadata_refresh_secs`) or a file (read again likewise).
     #[serde(default)]
@@ -198,15 +205,24 @@ pub const ALGS: [&str; 6] = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256
 impl SsoConnection {
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !word(&self.id) {
             out.push((
                 "id".into(),
                 "must be letters, digits, - or _ (it appears in URLs)".into(),
+            ));
+        }
+        if let Some(ns) = &self.subject_namespace
+            && !word(ns)
+        {
+            // No `:` either: it separates the namespace from the subject in the ledger.
+            out.push((
+                "subject_namespace".into(),
+                "must be letters, digits, - or _ (the ledger names a person {subject_namespace}:{subject})".into(),
             ));
         }
         match self.protocol {
@@ -312,6 +328,17 @@ impl SsoConnection {
         }
     }
 
+    /// The namespace of this connection's subjects in the ledger (its id unless set).
+    pub fn subject_namespace(&self) -> &str {
+        self.subject_namespace.as_deref().unwrap_or(&self.id)
+    }
+
+    /// How the ledger names the person the IdP calls `subject`: unique within the partner
+    /// however many IdPs sign its people in.
+    pub fn ledger_subject(&self, subject: &str) -> String {
+        format!("{}:{subject}", self.subject_namespace())
+    }
+
     /// The scopes to send, `openid` first and once.
     pub fn scope_list(&self) -> Vec<String> {
         let mut v = vec!["openid".to_owned()];
@@ -343,6 +370,19 @@ app_url = "https://app.example.com/sso""#,
         assert!(c.problems().is_empty(), "{:?}", c.problems());
         assert_eq!(c.scope_list(), ["openid", "email", "profile"]);
         assert_eq!(c.id_token_alg, "RS256");
+        // The ledger qualifies the IdP's subject with the connection, unless told otherwise.
+        assert_eq!(c.ledger_subject("1"), "acme:1");
+        let shared = SsoConnection {
+            subject_namespace: Some("acme-staff".into()),
+            ..c
+        };
+        assert!(shared.problems().is_empty(), "{:?}", shared.problems());
+        assert_eq!(shared.ledger_subject("1"), "acme-staff:1");
+        let bad = SsoConnection {
+            subject_namespace: Some("a:b".into()),
+            ..shared
+        };
+        assert!(bad.problems().iter().any(|(f, _)| f == "subject_namespace"));
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<St
     let relay = crate::smart::flow::random_token(32);
     let request_id = format!("_{}", uuid::Uuid::new_v4().simple());
     let signer = if conn.sign_authn_requests {
-        keys.first()
+        super::saml::signer(&keys)
     } else {
         None
     };
@@ -469,7 +469,11 @@ async fn write_launch(
     let now = Utc::now();
     let launch_id = uuid::Uuid::now_v7().to_string();
     let protocol = conn.protocol.as_str();
+    // The IdP's subject is unique only within that IdP: the ledger qualifies it, so two
+    // people with subject `1` at two of the partner's connections are two active users.
+    let ledger_subject = conn.ledger_subject(&identity.subject);
     let mut context = Map::new();
+    context.insert("subject".into(), json!(ledger_subject));
     context.insert("connection".into(), json!(conn.id));
     context.insert("organisation".into(), json!(found.organisation()));
     context.insert("protocol".into(), json!(protocol));
@@ -494,7 +498,7 @@ async fn write_launch(
         id: launch_id.clone(),
         source: "partner-gateway/sso".into(),
         event_type: "sso.login".into(),
-        subject: Some(identity.subject),
+        subject: Some(ledger_subject),
         time: now,
         data: Some(json!({
             "launch_id": launch_id,

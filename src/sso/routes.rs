@@ -41,6 +41,9 @@ pub struct ConnectionView {
     /// The sign-in link to give people.
     pub start_url: String,
     pub app_url: String,
+    /// The ledger names this connection's people `{subject_namespace}:{user.id}` (the
+    /// handoff's `subject`); the connection's id unless set.
+    pub subject_namespace: String,
     /// OIDC.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
@@ -196,6 +199,7 @@ pub fn describe(state: &AppState, f: &Found) -> ConnectionView {
         domains: c.domains.clone(),
         start_url: format!("{base}/sso/start?organisation={}", c.id),
         app_url: c.app_url.clone(),
+        subject_namespace: c.subject_namespace().to_owned(),
         issuer: oidc.then(|| c.issuer.clone()),
         client_id: oidc.then(|| c.client_id.clone()),
         redirect_uri: oidc.then(|| super::oidc_redirect_uri(&state.config)),

@@ -55,12 +55,52 @@ const SIGNATURE_ALGS: [AllowedSignatureAlgorithm; 6] = [
 ];
 
 /// The gateway's SP key pair: it signs AuthnRequests and decrypts assertions; its
-/// self-signed certificate is what the SP metadata publishes.
+/// self-signed certificate is what the SP metadata publishes, for what `published` says.
 #[derive(Clone)]
 pub struct SpKey {
     pub kid: String,
     pub key: PKey<Private>,
     pub cert_der: Vec<u8>,
+    pub published: Published,
+}
+
+/// What the SP metadata publishes a key's certificate for, during a rollover in stages
+/// (`keys rotate --saml-sp --stage`). Every key not retired decrypts, whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Signing and encryption: the current key (the oldest such one signs AuthnRequests).
+    Both,
+    /// Signing only: a new key announced before it signs, so IdPs that verify signed
+    /// AuthnRequests learn it, while the metadata keeps one encryption certificate.
+    Signing,
+    /// Not at all: a replaced key kept to decrypt what IdPs still on older metadata
+    /// encrypt to it, until it retires.
+    None,
+}
+
+impl Published {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Published::Both => "both",
+            Published::Signing => "signing",
+            Published::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Published> {
+        match s {
+            "both" => Some(Published::Both),
+            "signing" => Some(Published::Signing),
+            "none" => Some(Published::None),
+            _ => None,
+        }
+    }
+}
+
+/// The key that signs AuthnRequests: the oldest published for both uses (during a plain
+/// overlap the old key signs until it retires; a staged key signs once promoted).
+pub fn signer(keys: &[SpKey]) -> Option<&SpKey> {
+    keys.iter().find(|k| k.published == Published::Both)
 }
 
 /// A new SP key: RSA-2048 (what every SAML IdP can encrypt to) and a self-signed
@@ -95,11 +135,17 @@ pub fn generate_sp_key(common_name: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> 
 }
 
 impl SpKey {
-    pub fn from_der(kid: String, pkcs8: &[u8], cert_der: Vec<u8>) -> anyhow::Result<SpKey> {
+    pub fn from_der(
+        kid: String,
+        pkcs8: &[u8],
+        cert_der: Vec<u8>,
+        published: Published,
+    ) -> anyhow::Result<SpKey> {
         Ok(SpKey {
             kid,
             key: PKey::private_key_from_pkcs8(pkcs8)?,
             cert_der,
+            published,
         })
     }
 }
@@ -304,9 +350,21 @@ pub fn parse_idp_metadata(xml: &str, want: Option<&str>) -> Result<EntityDescrip
         }
     }
     if probe.sso_binding_location(HTTP_REDIRECT).is_none() {
-        return Err(
-            "the IdP metadata has no SingleSignOnService for the HTTP-Redirect binding".into(),
-        );
+        let offered: Vec<&str> = chosen
+            .idp_sso_descriptors
+            .iter()
+            .flatten()
+            .flat_map(|d| d.single_sign_on_services.iter())
+            .map(|e| e.binding.rsplit(':').next().unwrap_or(&e.binding))
+            .collect();
+        return Err(format!(
+            "the IdP metadata has no SingleSignOnService for the HTTP-Redirect binding ({}); the gateway sends its AuthnRequest over HTTP-Redirect only: turn that binding on at the IdP",
+            if offered.is_empty() {
+                "it lists none".to_owned()
+            } else {
+                format!("it offers {}", offered.join(", "))
+            }
+        ));
     }
     Ok(chosen)
 }
@@ -416,6 +474,9 @@ struct Shape {
     encrypted: usize,
     /// The Response itself carries a signature (a `ds:Signature` child).
     response_signed: bool,
+    /// The Response's `InResponseTo`, as written (before any signature is checked: only
+    /// ever a reason to refuse).
+    in_response_to: Option<String>,
     signatures: usize,
     references: usize,
 }
@@ -454,6 +515,13 @@ fn scan(xml: &str, what: Scan) -> Result<Shape, Refusal> {
                         "malformed",
                         "the SAMLResponse is not a samlp:Response",
                     ));
+                }
+                if depth == 0 && what == Scan::Response {
+                    shape.in_response_to = e
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == b"InResponseTo")
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned());
                 }
                 if what == Scan::Response {
                     // Signature wrapping moves the signed element somewhere the
@@ -641,6 +709,12 @@ pub fn validate_response(
     let xml = String::from_utf8(bytes)
         .map_err(|_| refuse("malformed", "SAMLResponse is not UTF-8 XML"))?;
     let shape = scan(&xml, Scan::Response)?;
+    // An unsolicited Response must not claim to answer a request (SAML profiles 4.1.5);
+    // samael does not look when IdP-initiated responses are allowed. `InResponseTo=""`
+    // (some SAML libraries' template for unsolicited responses) answers nothing.
+    if request_id.is_none() && shape.in_response_to.as_deref().is_some_and(answers) {
+        return Err(unsolicited_answer());
+    }
     if shape.assertions + shape.encrypted != 1 {
         return Err(refuse(
             "wrapping",
@@ -756,7 +830,7 @@ fn check(
             // samael skips the signature check when the IdP has no signing certificate:
             // make sure there is one.
             signing_certs(idp)?;
-            sp.provider(idp, sp.keys.first(), unsolicited)
+            sp.provider(idp, signer(&sp.keys), unsolicited)
         }
         Verify::Done => {
             // Already verified: an IdP without certificates makes samael read and check
@@ -765,7 +839,7 @@ fn check(
             for d in bare.idp_sso_descriptors.iter_mut().flatten() {
                 d.key_descriptors.clear();
             }
-            sp.provider(&bare, sp.keys.first(), unsolicited)
+            sp.provider(&bare, signer(&sp.keys), unsolicited)
         }
     };
     let assertion = provider
@@ -773,6 +847,19 @@ fn check(
         .map_err(|e| map_error(&e, sp))?;
     check_assertion(&assertion, sp, unsolicited)?;
     user_from(&assertion, conn, sp)
+}
+
+/// Whether an `InResponseTo` value names a request: an empty one (written by SAML
+/// libraries whose unsolicited-response template always carries the attribute) does not.
+fn answers(in_response_to: &str) -> bool {
+    !in_response_to.is_empty()
+}
+
+fn unsolicited_answer() -> Refusal {
+    refuse(
+        "in_response_to",
+        "the response answers a request the gateway did not send (InResponseTo, and no RelayState the gateway issued)",
+    )
 }
 
 /// What samael leaves to the SP: an AudienceRestriction is required (it checks one only if
@@ -794,18 +881,15 @@ fn check_assertion(a: &Assertion, sp: &Sp, unsolicited: bool) -> Result<(), Refu
         ));
     }
     if unsolicited {
-        let answers = a
+        let claims_an_answer = a
             .subject
             .iter()
             .flat_map(|s| s.subject_confirmations.iter().flatten())
             .filter(|c| c.method.as_deref() == Some(BEARER))
             .filter_map(|c| c.subject_confirmation_data.as_ref())
-            .any(|d| d.in_response_to.is_some());
-        if answers {
-            return Err(refuse(
-                "in_response_to",
-                "the response answers a request the gateway did not send (InResponseTo, and no RelayState the gateway issued)",
-            ));
+            .any(|d| d.in_response_to.as_deref().is_some_and(answers));
+        if claims_an_answer {
+            return Err(unsolicited_answer());
         }
     }
     Ok(())
@@ -907,9 +991,9 @@ fn escape(s: &str) -> String {
 }
 
 /// The SP metadata for one connection: entity id, ACS (HTTP-POST), the certificates to
-/// check AuthnRequest signatures with and to encrypt assertions to (every current SP key,
-/// so a rollover is announced before it happens), and the encryption methods the gateway
-/// decrypts (`xmlenc.rs`), preferred first.
+/// check AuthnRequest signatures with and to encrypt assertions to (each SP key for what
+/// it is published for, oldest first, so a rollover is announced before it happens), and
+/// the encryption methods the gateway decrypts (`xmlenc.rs`), preferred first.
 pub fn sp_metadata(
     entity_id: &str,
     acs_url: &str,
@@ -920,10 +1004,16 @@ pub fn sp_metadata(
 ) -> String {
     let mut kd = String::new();
     for k in keys {
+        if k.published == Published::None {
+            continue;
+        }
         let cert = STANDARD.encode(&k.cert_der);
         kd.push_str(&format!(
             "    <md:KeyDescriptor use=\"signing\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n    </md:KeyDescriptor>\n"
         ));
+        if k.published != Published::Both {
+            continue;
+        }
         kd.push_str(&format!(
             "    <md:KeyDescriptor use=\"encryption\">\n      <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes128-gcm\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes256-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#aes128-cbc\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#rsa-oaep\"/>\n      <md:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\"/>\n    </md:KeyDescriptor>\n"
         ));
@@ -985,6 +1075,14 @@ mod tests {
         );
         let e = parse_idp_metadata(&stale, None).err();
         assert!(e.is_some_and(|e| e.contains("expired")));
+        // SSO over HTTP-POST only: the gateway redirects, so it says what to turn on.
+        let post_only = one.replace(HTTP_REDIRECT, HTTP_POST);
+        let e = parse_idp_metadata(&post_only, None).err();
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("HTTP-Redirect") && e.contains("it offers HTTP-POST")),
+            "{e:?}"
+        );
         let e = parse_idp_metadata(&format!("<!DOCTYPE x []>{one}"), None).err();
         assert!(e.is_some_and(|e| e.contains("DOCTYPE")));
         let e = parse_idp_metadata("<html>not metadata</html>", None).err();
@@ -1009,7 +1107,8 @@ mod tests {
     #[test]
     fn the_sp_metadata_names_both_key_uses_and_escapes() {
         let (der, cert) = generate_sp_key("sp").unwrap_or_else(|e| panic!("{e}"));
-        let key = SpKey::from_der("k".into(), &der, cert).unwrap_or_else(|e| panic!("{e}"));
+        let key = SpKey::from_der("k".into(), &der, cert, Published::Both)
+            .unwrap_or_else(|e| panic!("{e}"));
         let xml = sp_metadata(
             "https://gw.example/sso/saml/a/metadata",
             "https://gw.example/sso/saml/a/acs",
@@ -1024,5 +1123,48 @@ mod tests {
         // samael reads it back as an SP.
         let ed: EntityDescriptor = xml.parse().unwrap_or_else(|e| panic!("{e}"));
         assert!(ed.sp_sso_descriptors.is_some_and(|v| v.len() == 1));
+    }
+
+    #[test]
+    fn each_key_is_published_for_what_its_stage_says_and_the_right_one_signs() {
+        let key = |kid: &str, published| {
+            let (der, cert) = generate_sp_key(kid).unwrap_or_else(|e| panic!("{e}"));
+            SpKey::from_der(kid.into(), &der, cert, published).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (old, new) = (key("old", Published::Both), key("new", Published::Signing));
+        let count = |keys: &[SpKey]| {
+            let xml = sp_metadata(
+                "https://gw.example/e",
+                "https://gw.example/acs",
+                keys,
+                true,
+                None,
+                "U",
+            );
+            (
+                xml.matches("use=\"signing\"").count(),
+                xml.matches("use=\"encryption\"").count(),
+            )
+        };
+        // Staged: the new certificate only for signature checks; the old one signs.
+        let staged = [old.clone(), new.clone()];
+        assert_eq!(count(&staged), (2, 1));
+        assert_eq!(signer(&staged).map(|k| k.kid.as_str()), Some("old"));
+        // Promoted: the old key is unpublished (it still decrypts) and the new one signs.
+        let promoted = [
+            SpKey {
+                published: Published::None,
+                ..old
+            },
+            SpKey {
+                published: Published::Both,
+                ..new
+            },
+        ];
+        assert_eq!(count(&promoted), (1, 1));
+        assert_eq!(signer(&promoted).map(|k| k.kid.as_str()), Some("new"));
+        for p in [Published::Both, Published::Signing, Published::None] {
+            assert_eq!(Published::parse(p.as_str()), Some(p));
+        }
     }
 }

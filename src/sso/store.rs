@@ -1,6 +1,7 @@
 //! SQL for SSO: pending sign-in requests (single use, expiring), the SAML SP keys, SAML
 //! assertion ids already used.
 
+use super::saml::Published;
 use crate::db::Db;
 use crate::keys::crypto::MasterKey;
 use crate::{with_db, with_tx};
@@ -85,23 +86,27 @@ pub async fn take_state(
     Ok(outcome)
 }
 
-/// The SP key pairs not retired, oldest first (the first one signs); the private keys
-/// unsealed. Creates the first one when there is none.
+/// The SP key pairs not retired, oldest first (`saml::signer` picks the one that signs),
+/// each with what the metadata publishes it for; the private keys unsealed. Creates the
+/// first one when there is none.
 pub async fn sp_keys(
     db: &Db,
     master: &MasterKey,
     common_name: &str,
     now_us: i64,
 ) -> anyhow::Result<Vec<super::saml::SpKey>> {
-    let sql = "SELECT kid, sealed_private_key, cert_der FROM sso_sp_keys \
+    let sql = "SELECT kid, sealed_private_key, cert_der, published FROM sso_sp_keys \
                WHERE retire_at_us IS NULL OR retire_at_us > $1 ORDER BY created_at_us, kid";
     let load = || async {
-        let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
+        let rows: Vec<(String, Vec<u8>, Vec<u8>, String)> =
             with_db!(db, pool => sqlx::query_as(sql).bind(now_us).fetch_all(pool).await)?;
         rows.into_iter()
-            .map(|(kid, sealed, cert)| {
+            .map(|(kid, sealed, cert, published)| {
+                let published = Published::parse(&published).ok_or_else(|| {
+                    anyhow::anyhow!("SAML SP key {kid}: unknown publication {published:?}")
+                })?;
                 let der = master.open(&kid, &sealed)?;
-                super::saml::SpKey::from_der(kid, &der, cert)
+                super::saml::SpKey::from_der(kid, &der, cert, published)
             })
             .collect::<anyhow::Result<Vec<_>>>()
     };
@@ -127,33 +132,116 @@ pub async fn sp_keys(
     load().await
 }
 
-/// Start an SP key rollover: a new key pair is published from now on (metadata lists it
-/// beside the old ones, and assertions encrypted to it decrypt), while the current ones
-/// keep signing AuthnRequests until they retire at `now + overlap` — time for the IdPs
-/// to load the new metadata. Returns the new key's id.
+/// How an SP key rollover proceeds (`keys rotate --saml-sp --stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollover {
+    /// In one step: the new key is published for signing and encryption beside the old
+    /// ones at once (and decrypts); the old ones keep signing AuthnRequests until they
+    /// retire at `now + overlap`. The metadata carries two encryption certificates meanwhile.
+    Both,
+    /// First of two steps: the new key is published for signing only (it signs nothing
+    /// yet); the current key stays the only encryption certificate and the signer.
+    SigningOnly,
+    /// Second step: the staged key becomes the only certificate published (signing and
+    /// encryption) and signs; the keys it replaces are unpublished but decrypt until they
+    /// retire at `now + overlap`, for IdPs still encrypting to them.
+    Promote,
+}
+
+/// Why a rollover step cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloverProblem {
+    /// A key is staged (published for signing only): promote it first.
+    Staged(String),
+    /// Nothing is staged to promote.
+    NothingStaged,
+    /// There is no current key to stage a successor to.
+    NoCurrentKey,
+}
+
+impl std::fmt::Display for RolloverProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RolloverProblem::Staged(kid) => write!(
+                f,
+                "SAML SP key {kid} is staged (published for signing only); promote it first: keys rotate --saml-sp --stage promote"
+            ),
+            RolloverProblem::NothingStaged => write!(
+                f,
+                "no SAML SP key is staged; stage one first: keys rotate --saml-sp --stage signing-only"
+            ),
+            RolloverProblem::NoCurrentKey => write!(
+                f,
+                "there is no SAML SP key yet to roll over (one is created when SP metadata is first served); create it with keys rotate --saml-sp"
+            ),
+        }
+    }
+}
+
+/// One step of an SP key rollover at `now_us` (see [`Rollover`]). Returns the id of the
+/// key the step is about: the new key, or the one promoted.
 pub async fn rotate_sp_key(
     db: &Db,
     master: &MasterKey,
     common_name: &str,
     now_us: i64,
     overlap_us: i64,
-) -> anyhow::Result<String> {
+    step: Rollover,
+) -> anyhow::Result<Result<String, RolloverProblem>> {
+    let retire_at = now_us.saturating_add(overlap_us);
+    let mut tx = db.begin().await?;
+    // Two operators rolling over at once: one after the other.
+    tx.lock_named("sso_sp_keys").await?;
+    let live = "SELECT kid, published FROM sso_sp_keys \
+                WHERE retire_at_us IS NULL ORDER BY created_at_us, kid";
+    let keys: Vec<(String, String)> =
+        with_tx!(&mut tx, c => sqlx::query_as(live).fetch_all(c).await)?;
+    let staged = keys
+        .iter()
+        .find(|(_, p)| p == Published::Signing.as_str())
+        .map(|(kid, _)| kid.clone());
+    let current = keys.iter().any(|(_, p)| p == Published::Both.as_str());
+    match (step, staged) {
+        (Rollover::Promote, None) => return Ok(Err(RolloverProblem::NothingStaged)),
+        (Rollover::Promote, Some(kid)) => {
+            // Every other key still live, including any left retiring by an earlier
+            // one-step rollover (they keep their own, earlier, retirement).
+            let replaced = "UPDATE sso_sp_keys SET published = 'none', \
+                            retire_at_us = COALESCE(retire_at_us, $1) \
+                            WHERE kid <> $2 AND (retire_at_us IS NULL OR retire_at_us > $3)";
+            with_tx!(&mut tx, c => sqlx::query(replaced).bind(retire_at).bind(&kid).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+            let promote = "UPDATE sso_sp_keys SET published = 'both' WHERE kid = $1";
+            with_tx!(&mut tx, c => sqlx::query(promote).bind(&kid).execute(c).await.map(|r| r.rows_affected()))?;
+            tx.commit().await?;
+            return Ok(Ok(kid));
+        }
+        (_, Some(kid)) => return Ok(Err(RolloverProblem::Staged(kid))),
+        (Rollover::SigningOnly, None) if !current => {
+            return Ok(Err(RolloverProblem::NoCurrentKey));
+        }
+        _ => {}
+    }
     let (der, cert) = super::saml::generate_sp_key(common_name)?;
     let kid = uuid::Uuid::new_v4().simple().to_string();
     let sealed = master.seal(&kid, &der)?;
-    let mut tx = db.begin().await?;
-    let retire = "UPDATE sso_sp_keys SET retire_at_us = $1 WHERE retire_at_us IS NULL";
-    with_tx!(&mut tx, c => sqlx::query(retire).bind(now_us.saturating_add(overlap_us)).execute(c).await.map(|r| r.rows_affected()))?;
+    let published = match step {
+        Rollover::SigningOnly => Published::Signing,
+        _ => {
+            let retire = "UPDATE sso_sp_keys SET retire_at_us = $1 WHERE retire_at_us IS NULL";
+            with_tx!(&mut tx, c => sqlx::query(retire).bind(retire_at).execute(c).await.map(|r| r.rows_affected()))?;
+            Published::Both
+        }
+    };
     // Created after every key it replaces (even with a clock that went back), so it
     // sorts after them and signs only once they retire.
     let latest = "SELECT MAX(created_at_us) FROM sso_sp_keys";
     let max: Option<i64> = with_tx!(&mut tx, c => sqlx::query_scalar(latest).fetch_one(c).await)?;
     let created = max.map_or(now_us, |m| now_us.max(m + 1));
-    let insert = "INSERT INTO sso_sp_keys (kid, sealed_private_key, cert_der, created_at_us) \
-                  VALUES ($1, $2, $3, $4)";
-    with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(created).execute(c).await.map(|r| r.rows_affected()))?;
+    let insert = "INSERT INTO sso_sp_keys (kid, sealed_private_key, cert_der, created_at_us, published) \
+                  VALUES ($1, $2, $3, $4, $5)";
+    with_tx!(&mut tx, c => sqlx::query(insert).bind(&kid).bind(&sealed).bind(&cert).bind(created).bind(published.as_str()).execute(c).await.map(|r| r.rows_affected()))?;
     tx.commit().await?;
-    Ok(kid)
+    Ok(Ok(kid))
 }
 
 /// Record a SAML assertion as used, in the sign-in's transaction. `false` when it was

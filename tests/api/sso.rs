@@ -383,6 +383,62 @@ both_backends! {
 }
 
 both_backends! {
+    // Two IdPs of one partner each call a different person `1`: the ledger counts two
+    // active users (it qualifies the subject with the connection), the app still sees `1`.
+    async fn active_users_counts_two_people_with_one_subject_at_two_idps_once_each(backend) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = format!("http://{}", listener.local_addr().unwrap());
+        let redirect = format!("{gateway}/sso/oidc/callback");
+        let person = |name: &str, email: &str| IdpUser { sub: "1".into(), name: name.into(), email: email.into(), groups: Vec::new() };
+        let okta = MockIdp::start(IdpVendor::Okta, "gateway-client", SECRET, &redirect, person("Ada Lovelace", "ada@acme.example")).await.unwrap();
+        let entra = MockIdp::start(IdpVendor::Entra, "gateway-client", SECRET, &redirect, person("Bob Babbage", "bob@clinic.example")).await.unwrap();
+        let connection = |id: &str, issuer: String, domain: &str| format!(
+            "[[partners.sso_connections]]\nid = \"{id}\"\nprotocol = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"gateway-client\"\nclient_secret = \"{SECRET}\"\ndomains = [\"{domain}\"]\napp_url = \"{APP_URL}\"\n"
+        );
+        let config = format!(
+            "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[http]\npublic_url = \"{gateway}\"\n[[partners]]\nid = \"{PARTNER}\"\nname = \"Acme Health\"\nkind = \"idp\"\n{}{}",
+            connection(CONNECTION, okta.issuer(), "acme.example"),
+            connection("acme-clinic", entra.issuer(), "clinic.example"),
+        );
+        let Some(app) = TestApp::spawn_on_listener(backend, listener, &config).await else { return };
+        let app_key = app.key(Role::App, None).await;
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).cookie_store(true).build().unwrap();
+        let env = Env { app, idp: okta, browser, app_key, gateway };
+        let sign_in = |email: &'static str| {
+            let env = &env;
+            async move {
+                let authorize = env.start_url(&format!("email={}", urlencode(email))).await;
+                let cb = env.at_idp(&authorize).await;
+                let Outcome::App(code) = env.callback(&cb).await else { panic!("{email} was refused") };
+                let (status, launch) = env.exchange(&code).await;
+                assert_eq!(status, 200, "{launch}");
+                launch
+            }
+        };
+        let ada = sign_in("ada@acme.example").await;
+        let bob = sign_in("bob@clinic.example").await;
+        assert_eq!((&ada["user"]["id"], &bob["user"]["id"]), (&Value::from("1"), &Value::from("1")));
+        assert_eq!((&ada["connection"], &bob["connection"]), (&Value::from(CONNECTION), &Value::from("acme-clinic")));
+        assert_eq!(ada["subject"], format!("{CONNECTION}:1"));
+        assert_eq!(bob["subject"], "acme-clinic:1");
+        let finance = env.app.key(Role::Finance, None).await;
+        let from = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let active = || {
+            let (env, finance, from) = (&env, &finance, &from);
+            async move {
+                let (status, body) = env.app.query(finance, &[("meter", "active_users"), ("partner", PARTNER), ("from", from)]).await;
+                assert_eq!(status, 200, "{body}");
+                body["data"][0]["value"].as_i64().unwrap()
+            }
+        };
+        assert_eq!(active().await, 2);
+        // Ada again: still two people.
+        sign_in("ada@acme.example").await;
+        assert_eq!(env.sso_logins().await, 3);
+        assert_eq!(active().await, 2);
+        drop(entra);
+    }
+
     // The IdP signed a NUL into the user's `sub` and `name`: the sign-in works, the NUL
     // becomes U+FFFD (PostgreSQL refused the launch with a 500 before).
     async fn an_id_token_with_nul_in_its_claims_signs_in_with_the_replacement_character(backend) {

@@ -1,8 +1,9 @@
 //! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
 //! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
-//! IdP-initiated responses, encrypted assertions, the launch handed to the app, and every
-//! rejection the service provider owes (unsigned, wrapped, tampered, wrong audience,
-//! destination or request, expired, replayed).
+//! IdP-initiated responses (with and without `InResponseTo=""`), encrypted assertions,
+//! SP key rollovers, the launch handed to the app and how the ledger counts its person,
+//! and every rejection the service provider owes (unsigned, wrapped, tampered, wrong
+//! audience, destination or request, expired, replayed).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -10,6 +11,7 @@ use partner_gateway::apikeys::Role;
 use partner_gateway::sandbox::saml_idp::{
     MockSamlIdp, ResponseSpec, SamlIdpUser, SamlIdpVendor, Signing,
 };
+use partner_gateway::sso::store::{Rollover, RolloverProblem};
 use serde_json::Value;
 
 use crate::both_backends;
@@ -17,6 +19,9 @@ use crate::helpers::{Backend, TestApp, urlencode};
 
 const PARTNER: &str = "state-uni";
 const CONNECTION: &str = "state-uni-saml";
+/// A second connection of the same partner (`Env::start`'s `extra` can add it: the text
+/// IDP_METADATA_URL there becomes the mock IdP's metadata URL).
+const STAFF: &str = "state-uni-staff";
 const APP_URL: &str = "https://app.example.test/sso";
 
 struct Env {
@@ -82,6 +87,7 @@ app_url = "{APP_URL}"
 {extra}
 "#,
             metadata = idp.metadata_url(),
+            extra = extra.replace("IDP_METADATA_URL", &idp.metadata_url()),
         );
         let app = TestApp::spawn_on_listener(backend, listener, &config).await?;
         let app_key = app.key(Role::App, None).await;
@@ -116,11 +122,73 @@ app_url = "{APP_URL}"
     }
 
     fn acs(&self) -> String {
-        format!("{}/sso/saml/{CONNECTION}/acs", self.gateway)
+        self.acs_of(CONNECTION)
+    }
+
+    fn acs_of(&self, connection: &str) -> String {
+        format!("{}/sso/saml/{connection}/acs", self.gateway)
     }
 
     fn entity_id(&self) -> String {
-        format!("{}/sso/saml/{CONNECTION}/metadata", self.gateway)
+        self.entity_id_of(CONNECTION)
+    }
+
+    fn entity_id_of(&self, connection: &str) -> String {
+        format!("{}/sso/saml/{connection}/metadata", self.gateway)
+    }
+
+    async fn sp_metadata_of(&self, connection: &str) -> String {
+        let r = self
+            .browser
+            .get(format!("{}/sso/saml/{connection}/metadata", self.gateway))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    /// A whole SP-initiated sign-in at `connection` (started by its organisation link).
+    async fn login_at(&self, connection: &str) -> Outcome {
+        let r = self
+            .browser
+            .get(format!(
+                "{}/sso/start?organisation={connection}",
+                self.gateway
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{:?}", r.text().await);
+        let url = r.headers()["location"].to_str().unwrap().to_owned();
+        let (response, relay) = self.at_idp_for(&url, connection).await;
+        self.post_to(connection, &response, relay.as_deref()).await
+    }
+
+    /// Follow an IdP page (the unsolicited endpoint) to its auto-posting form and post it.
+    async fn through_idp_page(&self, url: &str, connection: &str) -> Outcome {
+        let (response, relay) = self.at_idp_for(url, connection).await;
+        self.post_to(connection, &response, relay.as_deref()).await
+    }
+
+    /// The active_users meter for the partner over the last day (usage API).
+    async fn active_users(&self) -> i64 {
+        let key = self.app.key(Role::Finance, None).await;
+        let from = (chrono::Utc::now() - chrono::Duration::days(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let (status, body) = self
+            .app
+            .query(
+                &key,
+                &[
+                    ("meter", "active_users"),
+                    ("partner", PARTNER),
+                    ("from", &from),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"][0]["value"].as_i64().unwrap()
     }
 
     /// `/sso/start` -> the IdP's SSO URL with the AuthnRequest.
@@ -178,13 +246,17 @@ app_url = "{APP_URL}"
     }
 
     async fn post(&self, response: &str, relay: Option<&str>) -> Outcome {
+        self.post_to(CONNECTION, response, relay).await
+    }
+
+    async fn post_to(&self, connection: &str, response: &str, relay: Option<&str>) -> Outcome {
         let mut form = vec![("SAMLResponse", response.to_owned())];
         if let Some(r) = relay {
             form.push(("RelayState", r.to_owned()));
         }
         let r = self
             .browser
-            .post(self.acs())
+            .post(self.acs_of(connection))
             .form(&form)
             .send()
             .await
@@ -245,6 +317,72 @@ app_url = "{APP_URL}"
 
 fn b64(xml: &str) -> String {
     STANDARD.encode(xml)
+}
+
+/// (signing, encryption) KeyDescriptors in SP metadata.
+fn key_uses(md: &str) -> (usize, usize) {
+    (
+        md.matches("<md:KeyDescriptor use=\"signing\">").count(),
+        md.matches("<md:KeyDescriptor use=\"encryption\">").count(),
+    )
+}
+
+/// The certificates (base64) SP metadata publishes for `usage`, in order.
+fn certs(md: &str, usage: &str) -> Vec<String> {
+    md.split(&format!("<md:KeyDescriptor use=\"{usage}\">"))
+        .skip(1)
+        .filter_map(|kd| {
+            let start = kd.find("<ds:X509Certificate>")? + "<ds:X509Certificate>".len();
+            let end = kd.find("</ds:X509Certificate>")?;
+            Some(kd[start..end].to_owned())
+        })
+        .collect()
+}
+
+/// Which of the SP's certificates (base64) an encrypted response's key is wrapped for:
+/// the one whose private key unwraps it.
+async fn encrypted_to(env: &Env, response: &str) -> String {
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    let marker = "<xenc:EncryptedKey>";
+    let at = xml.find(marker).expect("an encrypted assertion");
+    let cv = "<xenc:CipherValue>";
+    let start = xml[at..].find(cv).unwrap() + at + cv.len();
+    let end = xml[start..].find("</xenc:CipherValue>").unwrap() + start;
+    let wrapped = STANDARD.decode(&xml[start..end]).unwrap();
+    let keys = partner_gateway::sso::store::sp_keys(
+        env.app.db(),
+        &env.app.state.master_key,
+        "x",
+        partner_gateway::time::now_micros(),
+    )
+    .await
+    .unwrap();
+    keys.iter()
+        .find(|k| {
+            let rsa = k.key.rsa().unwrap();
+            let mut out = vec![0u8; rsa.size() as usize];
+            rsa.private_decrypt(&wrapped, &mut out, openssl::rsa::Padding::PKCS1_OAEP)
+                .is_ok()
+        })
+        .map(|k| STANDARD.encode(&k.cert_der))
+        .expect("the key is wrapped for none of the SP's keys")
+}
+
+/// One step of an SP key rollover, then what every instance reads picked up at once.
+async fn rotate(env: &Env, step: Rollover) -> Result<String, RolloverProblem> {
+    let done = partner_gateway::sso::store::rotate_sp_key(
+        env.app.db(),
+        &env.app.state.master_key,
+        "rollover",
+        partner_gateway::time::now_micros(),
+        3_600_000_000,
+        step,
+    )
+    .await
+    .unwrap();
+    // Instances re-read the keys within a minute; this one at once.
+    env.app.state.sso.forget_sp_keys().await;
+    done
 }
 
 fn assert_refusal(body: &str, fragment: &str) {
@@ -541,6 +679,30 @@ both_backends! {
         assert!(r.text().await.unwrap().contains("SAMLResponse"));
     }
 
+    async fn an_idp_without_an_http_redirect_sso_service_is_named(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        env.idp.set_redirect_binding(false);
+        // A config connection: the sign-in page says what the IdP must offer.
+        let r = env.browser.get(format!("{}/sso/start?email=grace%40uni.example", env.gateway)).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("HTTP-Redirect") && body.contains("it offers HTTP-POST"), "{body}");
+        // A runtime connection: 422 naming it, nothing saved.
+        let admin = env.app.admin().await;
+        let r = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&admin)
+            .json(&serde_json::json!({
+                "partner": PARTNER, "id": "uni-post-only", "protocol": "saml",
+                "idp_metadata_url": env.idp.metadata_url(), "domains": ["post.uni.example"], "app_url": APP_URL,
+            }))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 422);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["code"], "idp_metadata_invalid", "{b}");
+        assert!(b["detail"].as_str().unwrap().contains("SingleSignOnService for the HTTP-Redirect binding"), "{b}");
+        let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        assert_eq!(list["connections"].as_array().unwrap().len(), 1);
+    }
+
     async fn admins_create_and_delete_connections_at_runtime(backend) {
         let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
         let admin = env.app.admin().await;
@@ -630,19 +792,178 @@ both_backends! {
         let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "sign_authn_requests = true").await else { return };
         env.idp.set_encrypt(true);
         let Outcome::App(_) = env.login().await else { panic!("baseline login") };
-        let certs = |md: &str| md.matches("use=\"encryption\"").count();
-        assert_eq!(certs(&env.sp_metadata().await), 1);
-        partner_gateway::sso::store::rotate_sp_key(
-            env.app.db(), &env.app.state.master_key, "rollover", partner_gateway::time::now_micros(), 3_600_000_000,
-        ).await.unwrap();
-        // Instances re-read the keys within a minute; a fresh app sees them at once.
-        env.app.state.sso.forget_sp_keys().await;
+        assert_eq!(key_uses(&env.sp_metadata().await), (1, 1));
+        // One step (the default): both certificates for both uses during the overlap.
+        rotate(&env, Rollover::Both).await.unwrap();
         let md = env.sp_metadata().await;
-        assert_eq!(certs(&md), 2, "{md}");
+        assert_eq!(key_uses(&md), (2, 2), "{md}");
         // An IdP still on the old metadata (encrypting to the old key, checking signatures
         // with the old certificate) keeps working; so does one that loaded the new one.
         let Outcome::App(_) = env.login().await else { panic!("old metadata") };
         env.idp.register_sp(&md).unwrap();
         let Outcome::App(_) = env.login().await else { panic!("new metadata") };
+    }
+
+    async fn a_staged_sp_key_rollover_keeps_one_encryption_certificate_and_signs_in_at_each_stage(backend) {
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "sign_authn_requests = true").await else { return };
+        env.idp.set_encrypt(true);
+        let Outcome::App(_) = env.login().await else { panic!("baseline login") };
+        let before = env.sp_metadata().await;
+        assert_eq!(key_uses(&before), (1, 1));
+        let old_cert = certs(&before, "encryption");
+        // Nothing to promote yet.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Err(RolloverProblem::NothingStaged));
+
+        // Stage 1: the new certificate for signature checks only; the old one is still the
+        // only encryption certificate, and still signs.
+        let staged = rotate(&env, Rollover::SigningOnly).await.unwrap();
+        let md = env.sp_metadata().await;
+        assert_eq!(key_uses(&md), (2, 1), "{md}");
+        assert_eq!(certs(&md, "encryption"), old_cert);
+        let signing = certs(&md, "signing");
+        assert!(signing.contains(&old_cert[0]) && signing.len() == 2);
+        let new_cert: Vec<String> = signing.into_iter().filter(|c| *c != old_cert[0]).collect();
+        // samael (what the mock IdP loads SP metadata with) reads it.
+        env.idp.register_sp(&md).unwrap();
+        // Signed in: the AuthnRequest signed with the old key, the assertion encrypted to
+        // the one encryption certificate published.
+        let url = env.start_url().await;
+        assert!(url.contains("&Signature="));
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, old_cert[0]);
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("stage 1 sign-in") };
+        assert_eq!(env.exchange(&code).await.0, 200);
+        // Only one key is staged at a time, and a one-step rollover waits for it too.
+        assert_eq!(rotate(&env, Rollover::SigningOnly).await, Err(RolloverProblem::Staged(staged.clone())));
+        assert_eq!(rotate(&env, Rollover::Both).await, Err(RolloverProblem::Staged(staged.clone())));
+
+        // Stage 2: promoted. The new certificate is the only one published and signs; the
+        // old key is unpublished but still decrypts.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Ok(staged.clone()));
+        let promoted = env.sp_metadata().await;
+        assert_eq!(key_uses(&promoted), (1, 1), "{promoted}");
+        assert_eq!(certs(&promoted, "encryption"), new_cert);
+        assert_eq!(certs(&promoted, "signing"), new_cert);
+        // An IdP still on the stage-1 metadata verifies the new signature (it knows the
+        // staged certificate) and encrypts to the old key, which still decrypts.
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, old_cert[0]);
+        let Outcome::App(_) = env.post(&response, relay.as_deref()).await else { panic!("stage-1 metadata after promotion") };
+        // One that loaded the promoted metadata encrypts to the new certificate.
+        env.idp.register_sp(&promoted).unwrap();
+        let url = env.start_url().await;
+        let (response, relay) = env.at_idp(&url).await;
+        assert_eq!(encrypted_to(&env, &response).await, new_cert[0]);
+        let Outcome::App(_) = env.post(&response, relay.as_deref()).await else { panic!("promoted metadata") };
+        // An IdP that never loaded the staged metadata refuses the new signature: why the
+        // signing-only stage comes first.
+        env.idp.register_sp(&before).unwrap();
+        let url = env.start_url().await;
+        assert_eq!(env.browser.get(&url).send().await.unwrap().status(), 400);
+        // Nothing left to promote; after the overlap the old key is gone.
+        assert_eq!(rotate(&env, Rollover::Promote).await, Err(RolloverProblem::NothingStaged));
+        let later = partner_gateway::time::now_micros() + 3_600_000_000 + 1;
+        let keys = partner_gateway::sso::store::sp_keys(env.app.db(), &env.app.state.master_key, "x", later).await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), [staged.as_str()]);
+    }
+
+    async fn an_empty_in_response_to_is_absent_where_idp_initiated_sign_in_is_allowed(backend) {
+        // Allowed: the IdP portal's response with InResponseTo="" signs in, through the
+        // IdP's unsolicited endpoint, on the Response and in the SubjectConfirmationData.
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "allow_idp_initiated = true").await else { return };
+        env.idp.set_empty_in_response_to(true);
+        let url = env.idp.unsolicited_url(&env.entity_id(), Some("https://portal.uni.example/apps"));
+        let (response, relay) = env.at_idp_for(&url, CONNECTION).await;
+        let xml = String::from_utf8(STANDARD.decode(&response).unwrap()).unwrap();
+        assert_eq!(xml.matches("InResponseTo=\"\"").count(), 2, "{xml}");
+        assert_eq!(relay.as_deref(), Some("https://portal.uni.example/apps"));
+        let Outcome::App(code) = env.post(&response, relay.as_deref()).await else { panic!("InResponseTo=\"\" refused") };
+        let (status, launch) = env.exchange(&code).await;
+        assert_eq!(status, 200, "{launch}");
+        assert_eq!(launch["user"]["id"], "AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=");
+        // Encrypted too (the SubjectConfirmationData is inside the encryption).
+        env.idp.set_encrypt(true);
+        let Outcome::App(_) = env.through_idp_page(&env.idp.unsolicited_url(&env.entity_id(), None), CONNECTION).await else { panic!("encrypted, InResponseTo=\"\"") };
+        env.idp.set_encrypt(false);
+        // A non-empty value the gateway never sent is still refused: on both elements, on
+        // the Response alone (the assertion signed and silent), or in the assertion alone.
+        assert_refusal(&env.refused_raw(&env.idp.response(&env.idp.spec(Some("_not-ours")).unwrap()).unwrap(), None).await, "did not send");
+        env.idp.set_signing(Signing::Assertion);
+        let mut spec = env.idp.spec(None).unwrap();
+        assert_eq!(spec.in_response_to.as_deref(), Some(""));
+        spec.in_response_to = None;
+        let xml = env.idp.response_xml(&spec).unwrap();
+        let response_only = xml.replacen("<samlp:Response ", "<samlp:Response InResponseTo=\"_not-ours\" ", 1);
+        assert_ne!(response_only, xml);
+        assert_refusal(&env.refused_raw(&b64(&response_only), None).await, "did not send");
+        let mut spec = env.idp.spec(None).unwrap();
+        spec.in_response_to = Some("_not-ours".into());
+        let xml = env.idp.response_xml(&spec).unwrap();
+        // The Response's (unsigned) attribute comes first; the assertion's stays signed.
+        let assertion_only = xml.replacen(" InResponseTo=\"_not-ours\"", "", 1);
+        assert!(assertion_only.contains("<saml:SubjectConfirmationData InResponseTo=\"_not-ours\""), "{assertion_only}");
+        assert_refusal(&env.refused_raw(&b64(&assertion_only), None).await, "did not send");
+        // Signed only in the assertion, InResponseTo="" on both: accepted.
+        let Outcome::App(_) = env.post(&env.idp.response(&env.idp.spec(None).unwrap()).unwrap(), None).await else { panic!("assertion signed, InResponseTo=\"\"") };
+        assert_eq!(env.sso_logins().await, 3);
+
+        // Not allowed: InResponseTo="" is refused as before, without a RelayState (not
+        // started here) and with one of the gateway's (it answers no request it sent).
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
+        env.idp.set_empty_in_response_to(true);
+        let url = env.idp.unsolicited_url(&env.entity_id(), None);
+        let (response, relay) = env.at_idp_for(&url, CONNECTION).await;
+        assert!(relay.is_none());
+        assert_refusal(&env.refused_raw(&response, None).await, "does not accept sign-ins started at the identity provider");
+        assert_refusal(&env.refused(|s| s.in_response_to = Some(String::new())).await, "did not send");
+        assert_eq!(env.sso_logins().await, 0);
+    }
+
+    async fn active_users_counts_two_people_with_one_subject_at_two_connections_once_each(backend) {
+        let staff = format!(
+            "\n[[partners.sso_connections]]\nid = \"{STAFF}\"\nprotocol = \"saml\"\nidp_metadata_url = \"IDP_METADATA_URL\"\napp_url = \"{APP_URL}\"\n"
+        );
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, &staff).await else { return };
+        // The IdP serves both connections (two SPs); its persistent NameIDs are pairwise,
+        // so each SP may be sent `1` for a different person.
+        env.idp.register_sp(&env.sp_metadata_of(STAFF).await).unwrap();
+        let person = |id: &str, name: &str| SamlIdpUser { persistent_id: id.into(), name: name.into(), ..grace() };
+        env.idp.set_user(person("1", "Grace Hopper"));
+        let Outcome::App(code) = env.login_at(CONNECTION).await else { panic!("grace") };
+        let (_, grace_launch) = env.exchange(&code).await;
+        env.idp.set_user(person("1", "Alan Turing"));
+        let Outcome::App(code) = env.login_at(STAFF).await else { panic!("alan") };
+        let (_, alan_launch) = env.exchange(&code).await;
+        // The app still sees the IdP's own subject, and the ledger's name for the person.
+        assert_eq!((&grace_launch["user"]["id"], &alan_launch["user"]["id"]), (&Value::from("1"), &Value::from("1")));
+        assert_eq!(grace_launch["subject"], format!("{CONNECTION}:1"));
+        assert_eq!(alan_launch["subject"], format!("{STAFF}:1"));
+        assert_eq!(env.active_users().await, 2);
+        // The same person twice at one connection is one active user.
+        env.idp.set_user(person("1", "Grace Hopper"));
+        let Outcome::App(_) = env.login_at(CONNECTION).await else { panic!("grace again") };
+        assert_eq!(env.sso_logins().await, 3);
+        assert_eq!(env.active_users().await, 2);
+        // Admins see how each connection's people are named.
+        let admin = env.app.admin().await;
+        let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
+        let namespaces: Vec<&str> = list["connections"].as_array().unwrap().iter().map(|c| c["subject_namespace"].as_str().unwrap()).collect();
+        assert_eq!(namespaces, [CONNECTION, STAFF]);
+    }
+
+    async fn connections_sharing_a_subject_namespace_count_a_subject_once(backend) {
+        // An organisation that wants one person counted once across its connections gives
+        // them one namespace (here: the same IdP releasing the same, non-pairwise, id).
+        let staff = format!(
+            "subject_namespace = \"state-uni-people\"\n\n[[partners.sso_connections]]\nid = \"{STAFF}\"\nprotocol = \"saml\"\nidp_metadata_url = \"IDP_METADATA_URL\"\napp_url = \"{APP_URL}\"\nsubject_namespace = \"state-uni-people\"\n"
+        );
+        let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, &staff).await else { return };
+        env.idp.register_sp(&env.sp_metadata_of(STAFF).await).unwrap();
+        let Outcome::App(code) = env.login_at(CONNECTION).await else { panic!("first") };
+        assert_eq!(env.exchange(&code).await.1["subject"], "state-uni-people:AAdzZWNyZXQxxH8kXNwz0Xm7Ru2Zt5w=");
+        let Outcome::App(_) = env.login_at(STAFF).await else { panic!("second") };
+        assert_eq!(env.sso_logins().await, 2);
+        assert_eq!(env.active_users().await, 1);
     }
 }

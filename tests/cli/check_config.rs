@@ -20,6 +20,34 @@ async fn check_config_accepts_the_sample_config() {
     );
 }
 
+/// The sample's `[sso]` section says "Defaults shown": it must stay the defaults.
+#[test]
+fn the_sample_sso_section_shows_the_defaults() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml"))
+        .unwrap();
+    let table: toml::Table = text.parse().unwrap();
+    let sso: partner_gateway::config::SsoConfig = table["sso"].clone().try_into().unwrap();
+    let d = partner_gateway::config::SsoConfig::default();
+    assert_eq!(
+        (
+            sso.discovery_ttl_secs,
+            sso.jwks_min_refetch_secs,
+            sso.state_ttl_secs,
+            sso.saml_metadata_refresh_secs,
+            sso.saml_clock_skew_secs,
+            sso.saml_max_response_age_secs,
+        ),
+        (
+            d.discovery_ttl_secs,
+            d.jwks_min_refetch_secs,
+            d.state_ttl_secs,
+            d.saml_metadata_refresh_secs,
+            d.saml_clock_skew_secs,
+            d.saml_max_response_age_secs,
+        )
+    );
+}
+
 #[tokio::test]
 async fn check_config_lists_every_problem_with_its_file_and_field() {
     let env = TestEnv::new(Backend::Sqlite).await.unwrap();

@@ -1,4 +1,5 @@
-//! `keys rotate`: new signing keys, the old ones kept in the JWKS for the overlap.
+//! `keys rotate`: new signing keys, the old ones kept in the JWKS for the overlap; the SAML
+//! SP key in one step or two (`--stage signing-only`, then `--stage promote`).
 
 use crate::support::{Backend, TestEnv, on_both_backends};
 
@@ -64,4 +65,85 @@ async fn keys_rotate_saml_sp_adds_a_key_and_prints_its_id(backend: Backend) {
         .run(&["keys", "rotate", "--saml-sp", "--alg", "RS256"])
         .await;
     assert!(!both.status.success());
+}
+
+on_both_backends!(keys_rotate_saml_sp_in_two_stages_keeps_one_encryption_certificate
+    => keys_rotate_saml_sp_in_two_stages_keeps_one_encryption_certificate_on_sqlite,
+       keys_rotate_saml_sp_in_two_stages_keeps_one_encryption_certificate_on_postgres);
+
+async fn keys_rotate_saml_sp_in_two_stages_keeps_one_encryption_certificate(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    // No SP key yet (none is made before SP metadata is first served): nothing to stage.
+    let early = env
+        .run(&["keys", "rotate", "--saml-sp", "--stage", "signing-only"])
+        .await;
+    assert!(!early.status.success(), "{early}");
+    assert!(early.stderr.contains("no SAML SP key yet"), "{early}");
+    let first = env.run(&["keys", "rotate", "--saml-sp"]).await;
+    assert!(first.status.success(), "{first}");
+    // Stage 1: a key published for signing only, the current one untouched.
+    let staged = env
+        .run(&["keys", "rotate", "--saml-sp", "--stage", "signing-only"])
+        .await;
+    assert!(staged.status.success(), "{staged}");
+    assert!(staged.stderr.contains("--stage promote"), "{staged}");
+    let kid = staged.stdout_lines()[0].to_owned();
+    let store = env.store().await;
+    let published = |what: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .scalar(&format!(
+                    "SELECT COUNT(*) FROM sso_sp_keys WHERE published = '{what}' AND retire_at_us IS NULL"
+                ))
+                .await
+        }
+    };
+    assert_eq!(
+        (published("both").await, published("signing").await),
+        (1, 1)
+    );
+    // One staged key at a time; a one-step rollover waits for it as well.
+    for args in [
+        &["keys", "rotate", "--saml-sp", "--stage", "signing-only"][..],
+        &["keys", "rotate", "--saml-sp"][..],
+    ] {
+        let again = env.run(args).await;
+        assert!(!again.status.success(), "{again}");
+        assert!(
+            again.stderr.contains(&format!("{kid} is staged")),
+            "{again}"
+        );
+    }
+    // Stage 2: promoted; the old key is unpublished and retires after the overlap.
+    let promoted = env
+        .run(&["keys", "rotate", "--saml-sp", "--stage", "promote"])
+        .await;
+    assert!(promoted.status.success(), "{promoted}");
+    assert_eq!(promoted.stdout_lines(), [kid.as_str()]);
+    assert_eq!(published("both").await, 1);
+    assert_eq!(
+        store
+            .scalar("SELECT COUNT(*) FROM sso_sp_keys WHERE published = 'none' AND retire_at_us IS NOT NULL")
+            .await,
+        1
+    );
+    let nothing = env
+        .run(&["keys", "rotate", "--saml-sp", "--stage", "promote"])
+        .await;
+    assert!(!nothing.status.success(), "{nothing}");
+    assert!(
+        nothing.stderr.contains("no SAML SP key is staged"),
+        "{nothing}"
+    );
+    // --stage is for the SAML SP key, and names its values.
+    let alone = env.run(&["keys", "rotate", "--stage", "promote"]).await;
+    assert!(!alone.status.success(), "{alone}");
+    let bad = env
+        .run(&["keys", "rotate", "--saml-sp", "--stage", "later"])
+        .await;
+    assert!(!bad.status.success(), "{bad}");
+    assert!(bad.stderr.contains("signing-only"), "{bad}");
 }
