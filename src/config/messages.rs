@@ -20,6 +20,16 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// The candidate closest to `word` however far (ties: the first), for "the nearest known
+/// one is ..." where any answer helps.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// `"; did you mean \"x\"?"`, or nothing.
 pub fn hint<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     did_you_mean(word, candidates)

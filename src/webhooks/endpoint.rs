@@ -37,7 +37,7 @@ pub struct Endpoint {
 /// `POST /v1/webhooks/endpoints`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"url": "https://hooks.partner.example/gateway", "event_types": ["launch.completed", "score.delivered"], "description": "Production receiver", "scheme": "v1"}))]
+#[schema(example = json!({"url": "https://hooks.partner.example/gateway", "event_types": ["launch.completed", "grade.delivered"], "description": "Production receiver", "scheme": "v1"}))]
 pub struct NewEndpoint {
     /// Admin keys name the partner, or leave it out with `"app": true`; partner keys may
     /// leave it out (their own).
@@ -126,7 +126,10 @@ pub fn check_fields(
             ));
         }
         for t in types {
-            if let Err(why) = check_pattern(t) {
+            if let Err(why) = check_pattern(t)
+                .map_err(str::to_owned)
+                .and_then(|()| check_known(t))
+            {
                 errors.push(field_error("event_types", format!("{t:?}: {why}")));
             }
         }
@@ -157,6 +160,38 @@ fn check_pattern(p: &str) -> Result<(), &'static str> {
     } else {
         Err("expected dot-separated names of letters, digits and _, optionally ending in .*")
     }
+}
+
+/// What a filter may name: every type of the catalogue, and `prefix.*` for each prefix of
+/// whole names they have (`grade.*`, `lti.*`, `lti.registration.*`...).
+pub fn known_filters() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in super::events::CATALOGUE.iter().map(|e| e.name) {
+        let parts: Vec<&str> = t.split('.').collect();
+        for n in 1..parts.len() {
+            let prefix = format!("{}.*", parts[..n].join("."));
+            if !out.contains(&prefix) {
+                out.push(prefix);
+            }
+        }
+        out.push(t.to_owned());
+    }
+    out
+}
+
+/// A filter entry must hear something the gateway sends: a filter naming no event type
+/// (`grades.*` for `grade.*`) would be accepted and never receive anything.
+fn check_known(t: &str) -> Result<(), String> {
+    let known = known_filters();
+    if known.iter().any(|k| k == t) {
+        return Ok(());
+    }
+    let nearest = crate::config::messages::nearest(t, known.iter().map(String::as_str))
+        .map(|n| format!("; the nearest is {n}"))
+        .unwrap_or_default();
+    Err(format!(
+        "not an event type the gateway sends (GET /v1/webhooks/event-types lists them){nearest}"
+    ))
 }
 
 /// Whether an endpoint with filter `types` hears `event_type` (an empty filter hears all).
@@ -191,10 +226,48 @@ mod tests {
 
     #[test]
     fn bad_patterns_and_limits_are_named() {
-        let types = vec!["grade.*".into(), "*".into(), "a..b".into(), "ok_1.x".into()];
+        let types = vec![
+            "grade.*".into(),
+            "*".into(),
+            "a..b".into(),
+            "statement.finalized".into(),
+        ];
         let errs = check_fields(Some("d"), Some(&types), Some(Some(0)));
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["event_types", "event_types", "rate_limit"]);
         assert!(check_fields(None, None, Some(None)).is_empty());
+    }
+
+    #[test]
+    fn filters_must_name_what_the_gateway_sends() {
+        let errs = check_fields(None, Some(&["grades.*".to_owned()]), None);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].reason.contains("\"grades.*\": not an event type"),
+            "{}",
+            errs[0].reason
+        );
+        assert!(
+            errs[0].reason.ends_with("the nearest is grade.*"),
+            "{}",
+            errs[0].reason
+        );
+        let errs = check_fields(None, Some(&["score.delivered".to_owned()]), None);
+        assert!(
+            errs[0].reason.ends_with("the nearest is grade.delivered"),
+            "{}",
+            errs[0].reason
+        );
+        for ok in [
+            "grade.*",
+            "lti.registration.*",
+            "lti.*",
+            "webhook.endpoint.disabled",
+        ] {
+            assert!(
+                check_fields(None, Some(&[ok.to_owned()]), None).is_empty(),
+                "{ok}"
+            );
+        }
     }
 }
