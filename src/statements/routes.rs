@@ -25,8 +25,9 @@ use crate::http::{ApiError, Body, Query};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(generate, list))
-        .routes(routes!(read))
+        .routes(routes!(read, delete_statement))
         .routes(routes!(adjust))
+        .routes(routes!(remove_adjustment))
         .routes(routes!(finalize))
         .routes(routes!(void))
         .routes(routes!(verify))
@@ -49,9 +50,10 @@ impl From<StatementError> for ApiError {
         use StatementError as E;
         let detail = e.to_string();
         match e {
-            E::UnknownPartner(_) | E::UnknownAgreement { .. } | E::NotFound(_) => {
-                ApiError::NotFound(detail)
-            }
+            E::UnknownPartner(_)
+            | E::UnknownAgreement { .. }
+            | E::NotFound(_)
+            | E::NoAdjustment { .. } => ApiError::NotFound(detail),
             E::BadPeriod(_) => ApiError::bad_request("invalid_period", detail),
             E::AmbiguousAgreement { .. } => ApiError::bad_request("agreement_required", detail),
             E::BadAdjustment(_) => ApiError::bad_request("invalid_request", detail),
@@ -79,6 +81,7 @@ impl From<StatementError> for ApiError {
             | E::OutOfOrder(_)
             | E::Stale(_)
             | E::NotLatest(_)
+            | E::LaterIssued { .. }
             | E::Conflict(_) => ApiError::Conflict(detail),
             E::Store(e) => ApiError::Internal(e),
         }
@@ -428,6 +431,64 @@ async fn adjust(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(st)).into_response())
+}
+
+/// Take an adjustment off a draft: the draft without it. An issued statement keeps its
+/// adjustments; a correction goes in a later statement.
+#[utoipa::path(
+    delete,
+    path = "/v1/statements/{id}/adjustments/{adjustment_id}",
+    tag = "statements",
+    operation_id = "remove_statement_adjustment",
+    params(
+        ("id" = String, Path, description = "A draft statement's id"),
+        ("adjustment_id" = String, Path, description = "The adjustment line's `reference` (adj_...)"),
+    ),
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 200, description = "The draft without the adjustment", body = Statement),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
+async fn remove_adjustment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, adjustment)): Path<(String, String)>,
+) -> Result<Json<Statement>, ApiError> {
+    finance(&caller)?;
+    Ok(Json(
+        state
+            .statements()
+            .remove_adjustment(&id, &adjustment)
+            .await?,
+    ))
+}
+
+/// Delete a draft (and its adjustments). An issued statement is never deleted: void it.
+#[utoipa::path(
+    delete,
+    path = "/v1/statements/{id}",
+    tag = "statements",
+    operation_id = "delete_statement",
+    params(("id" = String, Path, description = "A draft statement's id")),
+    security(("finance_key" = []), ("admin_key" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, response = crate::http::openapi::Forbidden),
+        (status = 404, response = crate::http::openapi::NotFound),
+        (status = 409, response = crate::http::openapi::Conflict),
+    )
+)]
+async fn delete_statement(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    finance(&caller)?;
+    state.statements().delete_draft(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

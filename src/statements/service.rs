@@ -106,6 +106,19 @@ pub enum StatementError {
         "a later statement ({0}) is finalized: void only the latest one, and correct earlier periods with an adjustment in the next statement"
     )]
     NotLatest(String),
+    #[error(
+        "the statement for {later_period} ({later_id}) is already finalized, so one for {period} could never be finalized (periods are finalized in order): usage of {period} that reached the ledger late is billed in the next statement"
+    )]
+    LaterIssued {
+        period: String,
+        later_period: String,
+        later_id: String,
+    },
+    #[error("statement {statement} has no adjustment {adjustment:?}")]
+    NoAdjustment {
+        statement: String,
+        adjustment: String,
+    },
     #[error("{0}")]
     BadAdjustment(String),
     #[error("{0}")]
@@ -590,7 +603,7 @@ impl Statements<'_> {
                 number: s.number_display.clone().unwrap_or_default(),
             });
         }
-        let (previous, first, _) = self.sequence(&id, period, a).await?;
+        let (previous, first, issued) = self.sequence(&id, period, a).await?;
         let since = previous.as_ref().map(|p| p.ledger_as_of);
         let as_of = (now - self.settle()).max(since.unwrap_or(DateTime::<Utc>::MIN_UTC));
         let adjustments = match &live {
@@ -610,6 +623,16 @@ impl Statements<'_> {
                 None,
             )
             .await?;
+        // Periods are finalized in order: a draft before an issued period could never be
+        // finalized (nor deleted, before DELETE existed). Late usage goes to the next one.
+        let start_us = crate::time::to_micros(doc.period_start);
+        if let Some(later) = issued.iter().rev().find(|s| s.period_start_us > start_us) {
+            return Err(StatementError::LaterIssued {
+                period: period.label(),
+                later_period: later.period.clone(),
+                later_id: later.id.clone(),
+            });
+        }
         let mut tx = self.db.begin().await?;
         let (sid, created) = match &live {
             Some(s) => {
@@ -706,6 +729,73 @@ impl Statements<'_> {
     }
 
     /// Issue a draft: the partner's next number and the hash of its content.
+    /// Take an adjustment off a draft (finance made a mistake): the line goes, the total is
+    /// summed again, in one transaction with the adjustment's row. An issued statement's
+    /// adjustments are part of it for good (the store refuses too).
+    pub async fn remove_adjustment(
+        &self,
+        id: &str,
+        adjustment: &str,
+    ) -> Result<Statement, StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Draft {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        let missing = || StatementError::NoAdjustment {
+            statement: id.to_owned(),
+            adjustment: adjustment.to_owned(),
+        };
+        let minor =
+            super::money::Currency::parse(&st.document.currency).map_or(2, |c| c.minor_units);
+        let mut doc = st.document.clone();
+        let before = doc.lines.len();
+        doc.lines.retain(|l| {
+            !(l.kind == LineKind::Adjustment && l.reference.as_deref() == Some(adjustment))
+        });
+        if doc.lines.len() == before {
+            return Err(missing());
+        }
+        doc.sum();
+        doc.revenue_basis.rescale(minor);
+        doc.total.rescale(minor);
+        let mut tx = self.db.begin().await?;
+        if !store::delete_adjustment(&mut tx, id, adjustment).await? {
+            return Err(missing());
+        }
+        if !store::update_draft(&mut tx, id, &doc, st.computed_at).await? {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: "no longer a draft",
+            });
+        }
+        tx.commit().await?;
+        self.get(id).await
+    }
+
+    /// Delete a draft and its adjustments. Issued statements are never deleted: one is
+    /// voided and replaced.
+    pub async fn delete_draft(&self, id: &str) -> Result<(), StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Draft {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        let mut tx = self.db.begin().await?;
+        if !store::delete_draft(&mut tx, id).await? {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: "no longer a draft",
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn finalize(
         &self,
         id: &str,

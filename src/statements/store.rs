@@ -124,6 +124,29 @@ pub struct Issued {
     pub ledger_as_of: DateTime<Utc>,
 }
 
+/// Delete a draft's adjustment; false when the statement has no such adjustment. The store
+/// refuses it for an issued statement.
+pub async fn delete_adjustment(
+    tx: &mut Tx,
+    statement_id: &str,
+    adjustment_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = "DELETE FROM statement_adjustments WHERE statement_id = $1 AND id = $2";
+    let n = with_tx!(tx, c => sqlx::query(sql).bind(statement_id).bind(adjustment_id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Delete a draft with its adjustments; false when it is no longer a draft.
+pub async fn delete_draft(tx: &mut Tx, id: &str) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, c => sqlx::query("DELETE FROM statement_adjustments WHERE statement_id = $1 \
+        AND EXISTS (SELECT 1 FROM statements WHERE id = $1 AND status = 'draft')")
+        .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    let n = with_tx!(tx, c => sqlx::query("DELETE FROM statements WHERE id = $1 AND status = 'draft'")
+        .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
 /// Finalized statements of an agreement, in period order.
 pub async fn finalized_of_agreement(db: &Db, agreement_id: &str) -> anyhow::Result<Vec<Issued>> {
     let sql = "SELECT id, period, period_start_us, ledger_as_of_us FROM statements \

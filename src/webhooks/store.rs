@@ -736,7 +736,10 @@ pub async fn attempts_of(db: &Db, message_id: &str) -> Result<Vec<AttemptRow>, s
 // ---------------------------------------------------------------------------------------
 // Replay and retention
 
-/// A new pending delivery of `message_id` to each endpoint listed (live ones only), due now.
+/// Send `message_id` to each endpoint listed (live ones only) now. A delivery of it that is
+/// still waiting for a retry is brought forward instead of getting a second one beside it
+/// (which would send the same `webhook-id` again at the retry's time); one being sent right
+/// now is that send. Otherwise a new pending delivery, due now.
 pub async fn replay_message(
     tx: &mut Tx,
     message_id: &str,
@@ -747,11 +750,24 @@ pub async fn replay_message(
         return Ok(0);
     }
     let list = in_json(tx.backend(), 3, "text");
+    let forward = format!(
+        "UPDATE webhook_deliveries SET next_at_us = $2, updated_at_us = $2 \
+         WHERE message_id = $1 AND state = 'pending' AND endpoint_id {list} \
+           AND EXISTS (SELECT 1 FROM webhook_messages m WHERE m.id = $1 AND m.payload IS NOT NULL)"
+    );
+    let brought = with_tx!(tx, c => sqlx::query(&forward)
+        .bind(message_id)
+        .bind(to_micros(now))
+        .bind(json_list(endpoint_ids))
+        .execute(c)
+        .await.map(|r| r.rows_affected()))?;
     let sql = format!(
         "INSERT INTO webhook_deliveries (message_id, endpoint_id, state, attempts, next_at_us, created_at_us, updated_at_us) \
          SELECT $1, e.id, 'pending', 0, $2, $2, $2 FROM webhook_endpoints e \
          WHERE e.id {list} AND e.deleted_at_us IS NULL \
            AND EXISTS (SELECT 1 FROM webhook_messages m WHERE m.id = $1 AND m.payload IS NOT NULL) \
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.message_id = $1 \
+                           AND d.endpoint_id = e.id AND d.state IN ('pending', 'sending')) \
          ORDER BY e.id"
     );
     let n = with_tx!(tx, c => sqlx::query(&sql)
@@ -760,7 +776,7 @@ pub async fn replay_message(
         .bind(json_list(endpoint_ids))
         .execute(c)
         .await.map(|r| r.rows_affected()))?;
-    Ok(n)
+    Ok(brought + n)
 }
 
 /// Replay every message whose delivery to `endpoint_id` failed for good, created since

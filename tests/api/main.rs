@@ -29,6 +29,7 @@ mod sso;
 mod sso_saml;
 mod ssrf;
 mod statements;
+mod statements_corrections;
 mod statements_sealed;
 mod usage_ingest;
 mod usage_query;

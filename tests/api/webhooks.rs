@@ -335,6 +335,30 @@ both_backends! {
         assert_eq!(rx.received().pop().unwrap().header("webhook-id"), Some(msg.as_str()));
     }
 
+    // Replaying a message whose delivery waits for a retry sends it now, once: the retry
+    // is superseded, not kept beside it (the same webhook-id would arrive again later).
+    async fn a_replay_supersedes_the_pending_retry(backend) {
+        let config = FAST.replace("retry_schedule_secs = [1, 1, 1]", "retry_schedule_secs = [600, 600]");
+        let Some(app) = TestApp::spawn_with(backend, &config, Handlers::new()).await else { return };
+        let admin = app.admin().await;
+        let rx = Receiver::start().await.unwrap();
+        rx.script([Reply::Status(500)]);
+        let e = endpoint(&app, json!({"partner": PARTNER, "url": rx.url("/h")})).await;
+        let ep = e["id"].as_str().unwrap();
+        let msg = emit(&app, Some(PARTNER), "statement.finalized", json!({"n": 2})).await;
+        assert_eq!(rx.wait_for(1, Duration::from_secs(10)).await, 1);
+        let m = wait_state(&app, &admin, &msg, ep, "pending").await;
+        assert_eq!(m["deliveries"][0]["attempts"], 1, "{m}");
+        let r = app.client.post(app.url(&format!("/v1/webhooks/messages/{msg}/replay"))).bearer_auth(&admin)
+            .send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(r.json::<Value>().await.unwrap()["replayed"], 1);
+        let m = wait_state(&app, &admin, &msg, ep, "delivered").await;
+        let deliveries: Vec<&Value> = m["deliveries"].as_array().unwrap().iter().filter(|d| d["endpoint_id"] == ep).collect();
+        assert_eq!(deliveries.len(), 1, "one delivery, brought forward: {m}");
+        assert_eq!(rx.count(), 2, "the failed try and the replay; no retry left to come");
+    }
+
     async fn an_ordered_endpoint_gets_messages_in_creation_order(backend) {
         let Some(app) = spawn(backend, "").await else { return };
         let admin = app.admin().await;
