@@ -40,6 +40,21 @@ impl Caller {
         }
     }
 
+    /// For an object addressed by its id: another partner's is 404, exactly as an id that
+    /// does not exist, so a partner key cannot probe which ids exist. (A partner named in a
+    /// path or filter, whose existence is public config, is 403: [`Caller::check_partner`].)
+    pub fn check_owner(
+        &self,
+        partner_id: &str,
+        missing: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        if self.may_access_partner(partner_id) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(missing()))
+        }
+    }
+
     pub fn check_partner(&self, partner_id: &str) -> Result<(), ApiError> {
         if self.may_access_partner(partner_id) {
             Ok(())

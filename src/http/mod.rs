@@ -83,7 +83,23 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::bad_request("invalid_query", query_problem(&e.body_text())))
+    }
+}
+
+/// The framework's words for a query it could not read, as ours: "Failed to deserialize
+/// query string: limit: invalid digit found in string" becomes "the query string is
+/// invalid: limit: invalid digit found in string".
+pub fn query_problem(text: &str) -> String {
+    let why = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .or_else(|| text.strip_prefix("Failed to deserialize query string"))
+        .unwrap_or(text)
+        .trim();
+    if why.is_empty() {
+        "the query string is invalid".into()
+    } else {
+        format!("the query string is invalid: {why}")
     }
 }
 

@@ -112,7 +112,7 @@ pub async fn authorized_launch(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no launch {launch_id:?}")))?;
     crate::http::sandbox::note(launch.sandbox);
-    caller.check_partner(&launch.partner_id)?;
+    caller.check_owner(&launch.partner_id, || format!("no launch {launch_id:?}"))?;
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(
             "launch {launch_id} expired at {}; the user must launch again",

@@ -508,7 +508,7 @@ async fn get_score(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no score {score_id:?}")))?;
     state.sandbox_partner(&partner_id);
-    caller.check_partner(&partner_id)?;
+    caller.check_owner(&partner_id, || format!("no score {score_id:?}"))?;
     Ok(Json(view))
 }
 

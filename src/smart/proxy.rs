@@ -421,6 +421,8 @@ pub async fn launch_session(
             let launch = crate::launches::find_launch(&state.db, launch_id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("no launch {launch_id:?}")))?;
+            // Whose it is before what it is: another partner learns nothing of it.
+            caller.check_owner(&launch.partner_id, || format!("no launch {launch_id:?}"))?;
             if launch.kind != LaunchKind::Smart {
                 return Err(ApiError::Conflict(format!(
                     "launch {launch_id} is a {} launch; only SMART launches have a FHIR server",
@@ -438,7 +440,7 @@ pub async fn launch_session(
         }
     };
     crate::http::sandbox::note(launch.sandbox);
-    caller.check_partner(&launch.partner_id)?;
+    caller.check_owner(&launch.partner_id, || format!("no launch {launch_id:?}"))?;
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(
             "launch {launch_id} expired at {}; the user must launch again",

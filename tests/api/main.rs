@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod conventions;
 mod db_tx;
 mod health;
 mod idempotency;

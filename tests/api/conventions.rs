@@ -1,0 +1,41 @@
+//! API conventions that hold across areas: another partner's object is 404, exactly as an
+//! id that does not exist; a partner named in a filter is 403; a query the framework cannot
+//! read is the JSON error body in our words.
+
+use partner_gateway::apikeys::Role;
+use partner_gateway::launches::LaunchKind;
+use serde_json::Value;
+
+use crate::openapi::{insert_launch_of, lti_context};
+
+crate::both! {
+    async fn another_partners_object_is_404_like_an_id_that_does_not_exist(app) {
+        let launch = insert_launch_of(&app, Some("canvas-sandbox"), LaunchKind::Lti, 30, lti_context()).await;
+        let mine = app.key(Role::Partner, Some("canvas-sandbox")).await;
+        let theirs = app.key(Role::Partner, Some("epic-sandbox")).await;
+        assert_eq!(app.get(&mine, &format!("/v1/launches/{launch}")).await.status(), 200);
+        let other = app.get(&theirs, &format!("/v1/launches/{launch}")).await;
+        assert_eq!(other.status(), 404);
+        let other: Value = other.json().await.unwrap();
+        let missing: Value = app.get(&theirs, "/v1/launches/01a00000-0000-7000-8000-000000000000").await.json().await.unwrap();
+        assert_eq!(other["code"], "not_found");
+        assert_eq!(other["code"], missing["code"]);
+        assert_eq!(other["detail"], format!("no launch {launch:?}"), "no word of whose it is: {other}");
+        let fhir = app.get(&theirs, &format!("/v1/launches/{launch}/fhir/Patient/1")).await;
+        assert_eq!(fhir.status(), 404);
+        // A partner named in a filter is public config: 403 says the key may not.
+        let (s, body) = app.query(&theirs, &[("meter", "lti_launches"), ("partner", "canvas-sandbox"), ("from", "2026-11-01T00:00:00Z"), ("to", "2026-12-01T00:00:00Z")]).await;
+        assert_eq!(s, 403, "{body}");
+    }
+
+    async fn a_query_the_framework_cannot_read_is_said_in_our_words(app) {
+        let admin = app.admin().await;
+        let r = app.get(&admin, "/v1/statements?limit=many").await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_query");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.starts_with("the query string is invalid: limit"), "{detail}");
+        assert!(!detail.contains("Failed to deserialize"), "{detail}");
+    }
+}
