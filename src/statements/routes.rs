@@ -115,6 +115,10 @@ struct GenerateRequest {
     /// Needed only when several of the partner's agreements cover the period.
     #[serde(default)]
     agreement: Option<String>,
+    /// When the new draft replaces a voided statement: carry the voided one's adjustments
+    /// over, each naming where it came from (default true).
+    #[serde(default)]
+    carry_adjustments: Option<bool>,
 }
 
 /// Create the draft for a partner's period, or recompute it: 201 when created, 200 when an
@@ -149,11 +153,12 @@ async fn generate(
     )?;
     let (st, created) = state
         .statements()
-        .generate(
+        .generate_with(
             &req.partner,
             req.agreement.as_deref(),
             &req.period,
             chrono::Utc::now(),
+            req.carry_adjustments.unwrap_or(true),
         )
         .await?;
     let status = if created {

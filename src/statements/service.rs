@@ -592,6 +592,21 @@ impl Statements<'_> {
         label: &str,
         now: DateTime<Utc>,
     ) -> Result<(Statement, bool), StatementError> {
+        self.generate_with(partner, agreement, label, now, true)
+            .await
+    }
+
+    /// [`Self::generate`]; a new draft that replaces a voided statement carries the voided
+    /// one's adjustments over when `carry` (each saying where it came from), so a credit
+    /// agreed with the partner is not silently lost with the void.
+    pub async fn generate_with(
+        &self,
+        partner: &str,
+        agreement: Option<&str>,
+        label: &str,
+        now: DateTime<Utc>,
+        carry: bool,
+    ) -> Result<(Statement, bool), StatementError> {
         let (id, period) = self.resolve(partner, agreement, label)?;
         let a = self.version(&id, period)?;
         let live = store::live_statement(self.db, &id, &period.label()).await?;
@@ -606,9 +621,14 @@ impl Statements<'_> {
         let (previous, first, issued) = self.sequence(&id, period, a).await?;
         let since = previous.as_ref().map(|p| p.ledger_as_of);
         let as_of = (now - self.settle()).max(since.unwrap_or(DateTime::<Utc>::MIN_UTC));
-        let adjustments = match &live {
-            Some(s) => store::adjustments(self.db, &s.id).await?,
-            None => Vec::new(),
+        let replaces = match &live {
+            Some(_) => None,
+            None => store::last_void(self.db, &id, &period.label()).await?,
+        };
+        let (adjustments, carried) = match (&live, &replaces) {
+            (Some(s), _) => (store::adjustments(self.db, &s.id).await?, false),
+            (None, Some(void)) if carry => (self.carried_adjustments(void, now).await?, true),
+            _ => (Vec::new(), false),
         };
         let doc = self
             .document(
@@ -646,8 +666,12 @@ impl Statements<'_> {
             }
             None => {
                 let sid = format!("stmt_{}", uuid::Uuid::now_v7().simple());
-                let replaces = store::last_void(self.db, &id, &period.label()).await?;
                 store::insert_draft(&mut tx, &sid, &doc, now, replaces.as_deref()).await?;
+                if carried {
+                    for adj in &adjustments {
+                        store::insert_adjustment(&mut tx, &sid, adj).await?;
+                    }
+                }
                 (sid, true)
             }
         };
@@ -729,6 +753,33 @@ impl Statements<'_> {
     }
 
     /// Issue a draft: the partner's next number and the hash of its content.
+    /// The adjustments of voided statement `void_id`, as new adjustments of its replacement
+    /// that name where they came from.
+    async fn carried_adjustments(
+        &self,
+        void_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Adjustment>, StatementError> {
+        let void = self.get(void_id).await?;
+        let name = void
+            .number_display
+            .clone()
+            .unwrap_or_else(|| void_id.to_owned());
+        Ok(store::adjustments(self.db, void_id)
+            .await?
+            .into_iter()
+            .map(|a| Adjustment {
+                id: format!("adj_{}", uuid::Uuid::now_v7().simple()),
+                reason: format!(
+                    "{} (carried over from voided statement {name}, adjustment {})",
+                    a.reason, a.id
+                ),
+                created_at: now,
+                ..a
+            })
+            .collect())
+    }
+
     /// Take an adjustment off a draft (finance made a mistake): the line goes, the total is
     /// summed again, in one transaction with the adjustment's row. An issued statement's
     /// adjustments are part of it for good (the store refuses too).

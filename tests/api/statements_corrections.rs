@@ -107,6 +107,33 @@ crate::both! {
         assert_eq!(call(&app, reqwest::Method::GET, &key, &format!("/v1/statements/{again_id}"), None).await.0, 200);
     }
 
+    async fn a_replacement_carries_the_voided_statements_adjustments_visibly(app) {
+        let key = app.key(Role::Finance, None).await;
+        let (_, st) = generate(&app, &key, "2026-09").await;
+        let id = st["id"].as_str().unwrap().to_owned();
+        call(&app, reqwest::Method::POST, &key, &format!("/v1/statements/{id}/adjustments"), Some(json!({"amount": "-150.00", "reason": "Credit for the outage"}))).await;
+        let (s, fin) = call(&app, reqwest::Method::POST, &key, &format!("/v1/statements/{id}/finalize"), Some(json!({}))).await;
+        assert_eq!(s, 200, "{fin}");
+        let number = fin["number_display"].as_str().unwrap().to_owned();
+        let (s, _) = call(&app, reqwest::Method::POST, &key, &format!("/v1/statements/{id}/void"), Some(json!({"reason": "wrong bank details"}))).await;
+        assert_eq!(s, 200);
+        let (s, rep) = generate(&app, &key, "2026-09").await;
+        assert_eq!(s, 201, "{rep}");
+        assert_eq!(rep["replaces"], id.as_str(), "{rep}");
+        let lines: Vec<&Value> = rep["document"]["lines"].as_array().unwrap().iter().filter(|l| l["kind"] == "adjustment").collect();
+        assert_eq!(lines.len(), 1, "{rep}");
+        assert_eq!(lines[0]["amount"], "-150.00");
+        let reason = lines[0]["label"].as_str().or(lines[0]["description"].as_str()).unwrap_or_default().to_owned();
+        assert!(rep.to_string().contains(&format!("carried over from voided statement {number}")), "{reason} {rep}");
+        assert_eq!(rep["document"]["total"], fin["document"]["total"]);
+        // Or not, when finance says so.
+        let rep_id = rep["id"].as_str().unwrap();
+        assert_eq!(call(&app, reqwest::Method::DELETE, &key, &format!("/v1/statements/{rep_id}"), None).await.0, 204);
+        let (s, bare) = call(&app, reqwest::Method::POST, &key, "/v1/statements", Some(json!({"partner": PARTNER, "period": "2026-09", "carry_adjustments": false}))).await;
+        assert_eq!(s, 201, "{bare}");
+        assert!(adjustment_refs(&bare).is_empty(), "{bare}");
+    }
+
     async fn an_older_period_than_an_issued_one_is_refused_naming_it(app) {
         let key = app.key(Role::Finance, None).await;
         let (_, oct) = generate(&app, &key, "2026-10").await;
