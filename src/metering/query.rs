@@ -157,7 +157,17 @@ pub const MAX_GROUP_BY: usize = 8;
 
 /// Validate the query parameters; every problem is listed. `own_partner` is the partner of a
 /// partner key (the default for `partner`).
-pub const KNOWN_PARAMS: [&str; 7] = ["meter", "partner", "from", "to", "window", "tz", "group_by"];
+pub const KNOWN_PARAMS: [&str; 9] = [
+    "meter",
+    "partner",
+    "from",
+    "to",
+    "window",
+    "tz",
+    "group_by",
+    "period",
+    "agreement",
+];
 
 pub fn parse_query<'m>(
     params: &HashMap<String, String>,
@@ -165,7 +175,7 @@ pub fn parse_query<'m>(
     own_partner: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<MeterQuery<'m>, QueryError> {
-    const KNOWN: [&str; 7] = KNOWN_PARAMS;
+    const KNOWN: [&str; 9] = KNOWN_PARAMS;
     let mut errors = Vec::new();
     let mut invalid = |field: &str, reason: String| {
         errors.push(FieldError {
@@ -353,6 +363,7 @@ pub fn render(
         from: fmt(q.from),
         to: fmt(q.to),
         sandbox,
+        statement_period: None,
         data,
     }
 }
@@ -381,7 +392,20 @@ pub struct UsageReport {
     pub to: String,
     /// The partner is a sandbox partner: every value counts sandbox events only.
     pub sandbox: bool,
+    /// With `period`: the statement period and agreement `from`, `to` and `tz` came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_period: Option<StatementPeriod>,
     pub data: Vec<UsageBucket>,
+}
+
+/// A statement period a usage query was asked for.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StatementPeriod {
+    /// e.g. 2026-11 (or 2026-Q4 for a quarterly agreement).
+    pub period: String,
+    pub agreement: String,
+    /// The agreement's zone, which the period's bounds are in.
+    pub time_zone: String,
 }
 
 /// One window (and group) of a meter.

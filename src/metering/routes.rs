@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::MAX_BATCH;
 use super::authority::Recorder;
 use super::ingest::{Attribution, IngestError, Ingested, Writer, ingest_batch};
-use super::query::{QueryError, UsageReport, parse_query, render};
+use super::query::{QueryError, StatementPeriod, UsageReport, parse_query, render};
 use super::store::query_meter;
 use super::window::windows;
 use crate::apikeys::Role;
@@ -76,9 +76,9 @@ struct UsageQueryParams {
     meter: String,
     /// Required for admin, finance and app keys; a partner key's own partner by default.
     partner: Option<String>,
-    /// RFC 3339 start of the range (inclusive).
+    /// RFC 3339 start of the range (inclusive); required unless `period` is given.
     #[param(example = "2026-11-01T00:00:00Z")]
-    from: String,
+    from: Option<String>,
     /// RFC 3339 end of the range (exclusive); now by default.
     to: Option<String>,
     /// hour, day or month; omitted: one total over the range.
@@ -89,6 +89,12 @@ struct UsageQueryParams {
     tz: Option<String>,
     /// Comma-separated group-by fields of the meter.
     group_by: Option<String>,
+    /// A statement period (`2026-11`, or `2026-Q4` for a quarterly agreement): sets `from`,
+    /// `to` and `tz` to its bounds in the agreement's zone (leave those out).
+    #[param(example = "2026-11")]
+    period: Option<String>,
+    /// With `period`: the agreement; the partner's agreement covering the period by default.
+    agreement: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -270,8 +276,9 @@ async fn ingest(
 async fn query(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<HashMap<String, String>>,
+    Query(mut params): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageReport>, ApiError> {
+    let by_period = statement_period(&state, &caller, &mut params)?;
     let q = parse_query(
         &params,
         &state.meters,
@@ -296,7 +303,70 @@ async fn query(
         .map_err(|e| ApiError::bad_request("invalid_range", e.to_string()))?;
     let buckets = query_meter(&state.db, &q.partner, q.meter, &wins, &q.group_fields, None).await?;
     let sandbox = state.sandbox_partner(&q.partner);
-    Ok(Json(render(&q, &wins, buckets, sandbox)))
+    let mut report = render(&q, &wins, buckets, sandbox);
+    report.statement_period = by_period;
+    Ok(Json(report))
+}
+
+/// `period` (with `agreement`, or the partner's agreement covering it) sets `from`, `to`
+/// and `tz` to the statement period's bounds in the agreement's zone, so a usage figure
+/// can be set beside the statement's (daylight-saving changes included) without the caller
+/// computing offsets. Fills `params` and says which agreement and period it used.
+fn statement_period(
+    state: &AppState,
+    caller: &Caller,
+    params: &mut HashMap<String, String>,
+) -> Result<Option<StatementPeriod>, ApiError> {
+    let agreement = params.remove("agreement");
+    let Some(label) = params.remove("period") else {
+        return match agreement {
+            Some(_) => Err(ApiError::Validation {
+                detail: "the query parameters are invalid".into(),
+                errors: vec![crate::http::FieldError {
+                    index: None,
+                    field: "agreement".into(),
+                    reason: "goes with period (a statement period such as 2026-11)".into(),
+                }],
+            }),
+            None => Ok(None),
+        };
+    };
+    let clash: Vec<crate::http::FieldError> = ["from", "to", "tz"]
+        .into_iter()
+        .filter(|k| params.contains_key(*k))
+        .map(|k| crate::http::FieldError {
+            index: None,
+            field: k.into(),
+            reason: "period sets it (the statement period's bounds in the agreement's zone); leave it out".into(),
+        })
+        .collect();
+    if !clash.is_empty() {
+        return Err(ApiError::Validation {
+            detail: "the query parameters are invalid".into(),
+            errors: clash,
+        });
+    }
+    let partner = params
+        .get("partner")
+        .cloned()
+        .or_else(|| caller.partner_id.clone())
+        .unwrap_or_default();
+    if !partner.is_empty() {
+        caller.check_partner(&partner)?;
+    }
+    let (agreement, from, to, tz) = state
+        .statements()
+        .period_range(&partner, agreement.as_deref(), &label)
+        .map_err(ApiError::from)?;
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    params.insert("from".into(), fmt(from));
+    params.insert("to".into(), fmt(to));
+    params.insert("tz".into(), tz.clone());
+    Ok(Some(StatementPeriod {
+        period: label,
+        agreement,
+        time_zone: tz,
+    }))
 }
 
 /// The configured meters, so clients can discover names and group-by fields.

@@ -267,6 +267,21 @@ impl Statements<'_> {
         }
     }
 
+    /// The instants a statement period covers, in the agreement's own zone: the agreement
+    /// (named, or the partner's one covering the period), the period's start and end (UTC),
+    /// and the zone's name. For usage queries by statement period.
+    pub fn period_range(
+        &self,
+        partner: &str,
+        agreement: Option<&str>,
+        label: &str,
+    ) -> Result<(String, DateTime<Utc>, DateTime<Utc>, String), StatementError> {
+        let (id, period) = self.resolve(partner, agreement, label)?;
+        let a = self.version(&id, period)?;
+        let (start, end) = period.bounds(a.tz);
+        Ok((id, start, end, a.tz.name().to_owned()))
+    }
+
     fn version(&self, id: &str, period: Period) -> Result<&Agreement, StatementError> {
         self.agreements.version_for(id, period).ok_or_else(|| {
             StatementError::BadPeriod(format!(

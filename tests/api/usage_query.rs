@@ -221,4 +221,39 @@ both! {
         assert_eq!(body["data"].as_array().unwrap().len(), 48);
         assert!(values(&body).iter().all(Value::is_null));
     }
+
+    // November 2026 in New York (the canvas agreement's zone) starts at 04:00 UTC (EDT) and
+    // ends at 05:00 UTC (EST): the caller names the period, the gateway does the offsets.
+    async fn usage_is_asked_for_by_statement_period_in_the_agreements_zone(app) {
+        send(&app, "canvas-sandbox", vec![
+            event("p1", "app.session", "u1", "2026-11-01T03:59:59Z"), // Oct 31, 23:59 local
+            event("p2", "app.session", "u1", "2026-11-01T04:00:00Z"),
+            event("p3", "app.session", "u2", "2026-11-15T12:00:00Z"),
+            event("p4", "app.session", "u3", "2026-12-01T04:30:00Z"), // Nov 30, 23:30 local
+            event("p5", "app.session", "u3", "2026-12-01T05:00:00Z"), // Dec 1 local
+        ]).await;
+        let admin = app.admin().await;
+        let (s, body) = app.query(&admin, &[("meter", "app_sessions"), ("partner", "canvas-sandbox"), ("period", "2026-11")]).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(values(&body), [json!(3)], "{body}");
+        assert_eq!(body["tz"], "America/New_York");
+        assert_eq!(body["statement_period"], json!({"period": "2026-11", "agreement": "canvas-lms-partnership", "time_zone": "America/New_York"}));
+        assert!(body["from"].as_str().unwrap().starts_with("2026-11-01T00:00:00"), "{body}");
+        // A partner key: its own agreement by default.
+        let mine = app.partner_key("canvas-sandbox").await;
+        let (s, own) = app.query(&mine, &[("meter", "app_sessions"), ("period", "2026-11"), ("window", "day")]).await;
+        assert_eq!(s, 200, "{own}");
+        assert_eq!(own["data"].as_array().unwrap().len(), 30, "November's days, local");
+        // Bad combinations are named.
+        let (s, bad) = app.query(&admin, &[("meter", "app_sessions"), ("partner", "canvas-sandbox"), ("period", "2026-11"), ("from", "2026-11-01T00:00:00Z")]).await;
+        assert_eq!(s, 400, "{bad}");
+        assert_eq!(bad["errors"][0]["field"], "from");
+        let (s, bad) = app.query(&admin, &[("meter", "app_sessions"), ("partner", "canvas-sandbox"), ("agreement", "canvas-lms-partnership"), ("from", "2026-11-01T00:00:00Z")]).await;
+        assert_eq!(s, 400, "{bad}");
+        assert_eq!(bad["errors"][0]["field"], "agreement");
+        let (s, bad) = app.query(&admin, &[("meter", "app_sessions"), ("partner", "canvas-sandbox"), ("period", "2026-11"), ("agreement", "marketplace-fee")]).await;
+        assert_eq!(s, 404, "{bad}");
+        let (s, bad) = app.query(&admin, &[("meter", "app_sessions"), ("partner", "canvas-sandbox"), ("period", "November")]).await;
+        assert_eq!(s, 400, "{bad}");
+    }
 }
