@@ -133,11 +133,18 @@ pub enum StatementsCommand {
         /// Needed only when several of the partner's agreements cover the period.
         #[arg(long)]
         agreement: Option<String>,
+        /// Do not wait for the ledger's settle window (`statements.settle_secs`) when events
+        /// of the period arrived after the cut-off (just imported): say so and return.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Generate or recompute the drafts of every partner's agreements for a period.
     Run {
         #[arg(long)]
         period: String,
+        /// As for generate: do not wait for events just received to settle.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List statements.
     List {
@@ -620,6 +627,48 @@ fn print_statement(
     )
 }
 
+/// Drafts computed inside the settle window leave out what the ledger just received (an
+/// import a minute ago would make every statement 0.00). Say so on stderr; unless
+/// `no_wait`, return how long to wait before computing again with everything.
+fn settle_wait(
+    drafts: &[&crate::statements::model::Statement],
+    no_wait: bool,
+) -> Option<std::time::Duration> {
+    let late: i64 = drafts
+        .iter()
+        .filter_map(|s| s.settling.as_ref())
+        .map(|s| s.events_after_cut_off)
+        .sum();
+    let complete_at = drafts
+        .iter()
+        .filter_map(|s| s.settling.as_ref())
+        .map(|s| s.complete_at)
+        .max()?;
+    let cut_off = drafts
+        .iter()
+        .filter_map(|s| s.settling.as_ref())
+        .map(|s| s.cut_off)
+        .min()?;
+    let at = crate::time::rfc3339(complete_at);
+    if no_wait {
+        eprintln!(
+            "{late} event(s) of the period arrived after the ledger cut-off ({}) and are not counted yet: generate again after {at} to include them",
+            crate::time::rfc3339(cut_off)
+        );
+        return None;
+    }
+    let wait = (complete_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        + std::time::Duration::from_millis(100);
+    eprintln!(
+        "{late} event(s) of the period arrived after the ledger cut-off ({}): waiting {} s, until {at}, for them to settle (--no-wait to skip)",
+        crate::time::rfc3339(cut_off),
+        wait.as_secs()
+    );
+    Some(wait)
+}
+
 async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::Result<ExitCode> {
     let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
     let now = chrono::Utc::now();
@@ -630,10 +679,19 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             partner,
             period,
             agreement,
+            no_wait,
         } => {
-            let (st, created) = svc
+            let (mut st, mut created) = svc
                 .generate(&partner, agreement.as_deref(), &period, now)
                 .await?;
+            if let Some(until) = settle_wait(&[&st], no_wait) {
+                tokio::time::sleep(until).await;
+                let again = svc
+                    .generate(&partner, agreement.as_deref(), &period, chrono::Utc::now())
+                    .await?;
+                st = again.0;
+                created |= again.1;
+            }
             print_statement(&mut out, &st)?;
             writeln!(
                 out,
@@ -643,7 +701,7 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             )?;
             ExitCode::SUCCESS
         }
-        StatementsCommand::Run { period } => {
+        StatementsCommand::Run { period, no_wait } => {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
@@ -651,12 +709,25 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            let items = svc
+            let mut items = svc
                 .run(&period, now, |done, total| {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                 })
                 .await;
+            let drafts: Vec<&crate::statements::model::Statement> = items
+                .iter()
+                .filter_map(|i| i.outcome.as_ref().ok())
+                .collect();
+            if let Some(until) = settle_wait(&drafts, no_wait) {
+                tokio::time::sleep(until).await;
+                items = svc
+                    .run(&period, chrono::Utc::now(), |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    })
+                    .await;
+            }
             bar.finish_and_clear();
             let mut failed = 0;
             for item in &items {

@@ -14,3 +14,9 @@ pub fn from_micros(us: i64) -> DateTime<Utc> {
 pub fn now_micros() -> i64 {
     to_micros(Utc::now())
 }
+
+/// The API's one way of writing an instant: RFC 3339 in UTC with `Z` and microseconds (the
+/// ledger's resolution), e.g. `2026-11-01T04:00:00.000000Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

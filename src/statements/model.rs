@@ -294,6 +294,23 @@ pub struct Statement {
     pub replaces: Option<String>,
     /// For a void statement: the statement that replaces it, once there is one.
     pub replaced_by: Option<String>,
+    /// On the answer to a generate or run only (not stored): events of the period the
+    /// ledger received after this draft's cut-off, which it does not count yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settling: Option<Settling>,
+}
+
+/// A draft computed inside the ledger's settle window (`statements.settle_secs`): what it
+/// leaves out for now, and when a recompute includes everything received so far.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Settling {
+    /// The ledger cut-off the draft counts up to (its `document.ledger_as_of`).
+    pub cut_off: DateTime<Utc>,
+    /// Events of the period received after the cut-off.
+    pub events_after_cut_off: i64,
+    /// From this time on, a recompute (generate again, or `--wait` on the CLI) counts every
+    /// event received until now.
+    pub complete_at: DateTime<Utc>,
 }
 
 pub fn number_display(partner: &str, number: i64) -> String {

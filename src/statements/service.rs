@@ -691,9 +691,29 @@ impl Statements<'_> {
             }
         };
         tx.commit().await?;
-        let st = store::get_statement(self.db, &sid)
+        let mut st = store::get_statement(self.db, &sid)
             .await?
             .ok_or_else(|| StatementError::NotFound(sid.clone()))?;
+        // Inside the settle window the draft leaves out what was just received (an import a
+        // minute ago): say how much, and from when a recompute has it all.
+        let late = store::count_arrived_after(
+            self.db,
+            Span {
+                partner_id: &doc.partner_id,
+                start: doc.period_start,
+                end: doc.period_end,
+                as_of,
+                exclude_self_reported: false,
+            },
+        )
+        .await?;
+        if late > 0 {
+            st.settling = Some(super::model::Settling {
+                cut_off: as_of,
+                events_after_cut_off: late,
+                complete_at: now + self.settle(),
+            });
+        }
         Ok((st, created))
     }
 

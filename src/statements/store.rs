@@ -79,6 +79,7 @@ fn from_row(r: Row) -> anyhow::Result<Statement> {
         void_reason: reason,
         replaces,
         replaced_by,
+        settling: None,
     })
 }
 
@@ -671,6 +672,21 @@ pub async fn arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
         .fetch_one(c)
         .await)?;
     Ok(found)
+}
+
+/// How many events dated in the span the ledger received after its cut-off.
+pub async fn count_arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM usage_events WHERE partner_id = $1 \
+               AND received_at_us > $2 AND +time_us >= $3 AND +time_us < $4";
+    let n: i64 = with_db!(db, c => sqlx::query_scalar(sql)
+        .persistent(false)
+        .bind(span.partner_id)
+        .bind(to_micros(span.as_of))
+        .bind(to_micros(span.start))
+        .bind(to_micros(span.end))
+        .fetch_one(c)
+        .await)?;
+    Ok(n)
 }
 
 /// The earliest and latest event time among events dated in `[from, before)` that the

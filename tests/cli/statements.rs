@@ -11,6 +11,60 @@ on_both_backends!(finance_runs_finalizes_exports_and_verifies_a_month
     => finance_runs_finalizes_exports_and_verifies_a_month_on_sqlite,
        finance_runs_finalizes_exports_and_verifies_a_month_on_postgres);
 
+on_both_backends!(a_statement_inside_the_settle_window_says_so_and_waits
+    => a_statement_inside_the_settle_window_says_so_and_waits_on_sqlite,
+       a_statement_inside_the_settle_window_says_so_and_waits_on_postgres);
+
+/// Finance imports the month and generates at once: the draft cannot count what the
+/// ledger received inside `statements.settle_secs`. It says how many events it leaves out
+/// and until when; by default the CLI waits and computes again with everything.
+async fn a_statement_inside_the_settle_window_says_so_and_waits(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let e = json!({
+        "specversion": "1.0", "id": "inv-settle", "source": "/billing", "partner": "cloud-marketplace",
+        "type": "revenue.recognized", "time": "2026-10-12T10:00:00Z",
+        "data": {"amount": "1000.00", "currency": "USD", "product": "private-offer", "customer": "Gamma"},
+    });
+    let file = env.dir.path().join("revenue.ndjson");
+    std::fs::write(&file, format!("{e}\n")).unwrap();
+    let import = env.run(&["usage", "import", file.to_str().unwrap()]).await;
+    assert!(import.status.success(), "{import}");
+    let settle = &[("GATEWAY__STATEMENTS__SETTLE_SECS", "3")];
+    let args = [
+        "statements",
+        "generate",
+        "--partner",
+        "cloud-marketplace",
+        "--period",
+        "2026-10",
+    ];
+    let mut no_wait = args.to_vec();
+    no_wait.push("--no-wait");
+    let quick = env.run_with_env(&no_wait, settle).await;
+    assert!(quick.status.success(), "{quick}");
+    assert!(
+        quick.stdout.contains("\t0.00 USD"),
+        "not counted yet: {quick}"
+    );
+    assert!(
+        quick
+            .stderr
+            .contains("1 event(s) of the period arrived after the ledger cut-off")
+            && quick.stderr.contains("generate again after"),
+        "{quick}"
+    );
+    let waited = env.run_with_env(&args, settle).await;
+    assert!(waited.status.success(), "{waited}");
+    assert!(waited.stderr.contains("waiting"), "{waited}");
+    // 1000.00 x 20%.
+    assert!(
+        waited.stdout.contains("\t200.00 USD"),
+        "counted after the wait: {waited}"
+    );
+}
+
 /// Events received a moment ago count at once (the default waits 60 s for stragglers).
 const NOW: &[(&str, &str)] = &[("GATEWAY__STATEMENTS__SETTLE_SECS", "0")];
 
