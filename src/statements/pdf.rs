@@ -1411,6 +1411,7 @@ mod tests {
             void_reason: None,
             replaces: None,
             replaced_by: None,
+            settling: None,
         }
     }
 
