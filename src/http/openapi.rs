@@ -103,22 +103,29 @@ impl Modify for Roles {
 }
 
 /// A reusable error response whose body is [`ErrorBody`].
+/// Each with an example of its own status (not one error for every response in `/docs`).
 macro_rules! error_response {
-    ($name:ident, $description:literal) => {
+    ($name:ident, $description:literal, $example:expr) => {
         pub struct $name;
 
         impl<'s> utoipa::ToResponse<'s> for $name {
             fn response() -> (&'s str, RefOr<Response>) {
-                (stringify!($name), error_body($description))
+                (stringify!($name), error_body($description, $example))
             }
         }
     };
 }
 
-fn error_body(description: &str) -> RefOr<Response> {
+fn error_body(description: &str, example: serde_json::Value) -> RefOr<Response> {
+    let content = utoipa::openapi::ContentBuilder::new()
+        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+            "ErrorBody",
+        ))))
+        .example(Some(example))
+        .build();
     ResponseBuilder::new()
         .description(description)
-        .content("application/json", error_content())
+        .content("application/json", content)
         .into()
 }
 
@@ -131,49 +138,67 @@ fn error_content() -> Content {
 
 error_response!(
     BadRequest,
-    "The request is malformed: `code` names the kind (invalid_body, invalid_query, validation_failed, ...) and `detail` what is wrong; `errors` lists per-field problems."
+    "The request is malformed: `code` names the kind (invalid_body, invalid_query, validation_failed, ...) and `detail` what is wrong; `errors` lists per-field problems.",
+    serde_json::json!({"code": "validation_failed", "detail": "the score is invalid; nothing was stored", "errors": [{"field": "scoreMaximum", "reason": "required with scoreGiven"}]})
 );
 error_response!(
     Unauthorized,
-    "No `Authorization: Bearer <key>` header, or the key is unknown or revoked."
+    "No `Authorization: Bearer <key>` header, or the key is unknown or revoked.",
+    serde_json::json!({"code": "unauthorized", "detail": "missing Authorization: Bearer <api key> header"})
 );
 error_response!(
     Forbidden,
-    "The key's role may not do this, or the key belongs to another partner."
+    "The key's role may not do this, or the request names a partner the key does not belong to (another partner's object is 404).",
+    serde_json::json!({"code": "forbidden", "detail": "this needs a key with role admin or finance; this key's role is partner"})
 );
-error_response!(NotFound, "The named object does not exist.");
+error_response!(
+    NotFound,
+    "The named object does not exist.",
+    serde_json::json!({"code": "not_found", "detail": "no statement \"stmt_0193e4c35a2b7e11b0c49f8e7d6c5b4a\""})
+);
 error_response!(
     Conflict,
-    "The object's state does not allow this (already exists, already finalized, not dead)."
+    "The object's state does not allow this (already exists, already finalized, not dead).",
+    serde_json::json!({"code": "conflict", "detail": "statement stmt_0193e4c35a2b7e11b0c49f8e7d6c5b4a is finalized, not a draft"})
 );
 error_response!(
     Unprocessable,
-    "Well-formed, but it cannot be done with what is there; `code` says why."
+    "Well-formed, but it cannot be done with what is there; `code` says why.",
+    serde_json::json!({"code": "no_agreement", "detail": "no agreement of partner \"epic-sandbox\" covers 2025-12"})
 );
 error_response!(
     PayloadTooLarge,
-    "The body is larger than the gateway accepts (`http.body_limit_bytes`)."
+    "The body is larger than the gateway accepts (`http.body_limit_bytes`).",
+    serde_json::json!({"code": "payload_too_large", "detail": "the body is larger than 4194304 bytes"})
 );
 error_response!(
     UnsupportedMediaType,
-    "The body's content type is not one this operation accepts."
+    "The body's content type is not one this operation accepts.",
+    serde_json::json!({"code": "unsupported_media_type", "detail": "the body must be application/json"})
 );
-error_response!(Gone, "The launch has expired; the user must launch again.");
+error_response!(
+    Gone,
+    "The launch has expired; the user must launch again.",
+    serde_json::json!({"code": "gone", "detail": "launch 0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a expired at 2026-11-02T10:15:00+00:00; the user must launch again"})
+);
 error_response!(
     WrongLaunch,
-    "The launch is not of the kind this needs (an LTI operation on a SMART launch, FHIR on an LTI launch, LTI 1.1 outcomes on an LTI 1.3 launch, a Deep Linking answer for a resource link launch), or lacks what it needs (a patient in context, a service the platform did not offer)."
+    "The launch is not of the kind this needs (an LTI operation on a SMART launch, FHIR on an LTI launch, LTI 1.1 outcomes on an LTI 1.3 launch, a Deep Linking answer for a resource link launch), or lacks what it needs (a patient in context, a service the platform did not offer).",
+    serde_json::json!({"code": "conflict", "detail": "launch 0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a is a lti launch; only SMART launches have a FHIR server"})
 );
 error_response!(
     BadGateway,
-    "The partner system failed or refused what the gateway asked of it; `code` and `detail` say how."
+    "The partner system failed or refused what the gateway asked of it; `code` and `detail` say how.",
+    serde_json::json!({"code": "ehr_refresh_failed", "detail": "the EHR's token endpoint answered 503"})
 );
 
 fn response_ref(name: &str) -> RefOr<Response> {
     RefOr::Ref(utoipa::openapi::Ref::from_response_name(name))
 }
 
-/// The errors of every call on a launch's behalf: another partner's launch (403), no such
-/// launch (404), a launch of the wrong kind (409), an expired launch (410).
+/// The errors of every call on a launch's behalf: a key of the wrong role (403), no such
+/// launch or another partner's (404), a launch of the wrong kind (409), an expired launch
+/// (410).
 pub struct LaunchErrors;
 
 impl utoipa::IntoResponses for LaunchErrors {

@@ -450,3 +450,20 @@ pub(crate) async fn insert_launch_of(
     tx.commit().await.unwrap();
     launch.id
 }
+
+crate::both! {
+    // /docs showed one example (a jobs listing's) for every error of every operation.
+    async fn each_error_response_has_an_example_of_its_own_status(app) {
+        let doc = document(&app).await;
+        let responses = doc["components"]["responses"].as_object().unwrap();
+        let mut codes = std::collections::HashSet::new();
+        for (name, r) in responses {
+            let Some(example) = r.pointer("/content/application~1json/example") else { continue };
+            let code = example["code"].as_str().unwrap_or_else(|| panic!("{name}: {example}"));
+            assert!(!example["detail"].as_str().unwrap_or("").is_empty(), "{name}");
+            codes.insert(code.to_owned());
+        }
+        assert!(codes.len() >= 8, "distinct examples: {codes:?}");
+        assert!(codes.contains("not_found") && codes.contains("validation_failed") && codes.contains("forbidden"));
+    }
+}
