@@ -5,6 +5,10 @@
 //! is 422; a repeat while the first still runs is 409. Keys live `http.idempotency_ttl_secs`
 //! (24 h). The store is the database, so instances share keys.
 //!
+//! The kept body is sealed with the master key (AES-256-GCM, bound to the caller and key):
+//! some answers carry a secret shown once (a new API key, a webhook endpoint's signing
+//! secret, a registration link), and the store keeps no secret in the clear.
+//!
 //! What is kept: answers below 500 except 408 and 429 (a retry of those should run again).
 //! A 5xx releases the key. An instance that dies after the work committed but before the
 //! answer was kept leaves the key `running`; it is taken over after the request timeout
@@ -157,7 +161,18 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     match begin(&state.db, &claim).await {
         Ok(Begun::Run) => {}
-        Ok(Begun::Replay(kept)) => return replay(kept),
+        Ok(Begun::Replay(mut kept)) => {
+            kept.body = match state
+                .master_key
+                .open(&seal_label(&caller, &key), &kept.body)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    return ApiError::Internal(e.context("opening a kept answer")).into_response();
+                }
+            };
+            return replay(kept);
+        }
         Ok(Begun::Refused(r)) => return r.into_error().into_response(),
         Err(e) => return ApiError::Internal(e).into_response(),
     }
@@ -180,12 +195,25 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     };
     let headers = kept_headers(&rparts.headers);
-    if let Err(e) = finish(&state.db, &caller, &key, status.as_u16(), &headers, &body).await {
+    let sealed = match state.master_key.seal(&seal_label(&caller, &key), &body) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = release(&state.db, &caller, &key).await;
+            tracing::error!(error = %e, "sealing an idempotent answer failed; the key is released");
+            return Response::from_parts(rparts, Body::from(body));
+        }
+    };
+    if let Err(e) = finish(&state.db, &caller, &key, status.as_u16(), &headers, &sealed).await {
         // The work is done; the answer goes out. A retry will find the key running and,
         // after the takeover margin, run again: logged so it can be told apart.
         tracing::error!(error = %e, "keeping the answer of an idempotent request failed");
     }
     Response::from_parts(rparts, Body::from(body))
+}
+
+/// What a kept body is sealed to: it opens only as the answer for this caller and key.
+fn seal_label(caller: &str, key: &str) -> String {
+    format!("idempotency:{caller}:{key}")
 }
 
 async fn caller_id(state: &AppState, headers: &HeaderMap) -> Option<String> {

@@ -158,6 +158,24 @@ crate::both! {
         assert_eq!(adjustments(&app, &key, &st).await, 2);
     }
 
+    // A webhook endpoint's signing secret is shown once; the kept answer holds it, sealed.
+    async fn a_kept_answer_holds_no_secret_in_the_clear(app) {
+        let admin = app.admin().await;
+        let create = || app.client.post(app.url("/v1/webhooks/endpoints")).bearer_auth(&admin)
+            .header("Idempotency-Key", "ep-0007")
+            .json(&json!({"partner": "epic-sandbox", "url": "https://hooks.example/gw"}));
+        let first: Value = create().send().await.unwrap().json().await.unwrap();
+        let secret = first["secret"].as_str().unwrap().to_owned();
+        let again = create().send().await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.json::<Value>().await.unwrap()["secret"], secret.as_str());
+        let stored: Vec<u8> = partner_gateway::with_db!(app.db(), pool => {
+            sqlx::query_scalar("SELECT body FROM idempotency_keys WHERE key = 'ep-0007'").fetch_one(pool).await
+        }).unwrap();
+        let text = String::from_utf8_lossy(&stored);
+        assert!(!text.contains(&secret) && !text.contains("hooks.example"), "sealed: {text}");
+    }
+
     async fn two_instances_share_keys(app) {
         let other = app.another_instance().await;
         let key = app.key(Role::Finance, None).await;
