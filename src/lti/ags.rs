@@ -721,8 +721,7 @@ fn clean_reason(reason: &str) -> String {
 }
 
 /// The LMS refused a resend and offers no way to tell whether an earlier attempt stored the
-/// score: `unknown`, with `grade.unconfirmed`, in one transaction. Not metered (not known
-/// to have been posted).
+/// score: `unknown`, with `grade.unconfirmed`. Not metered (not known to have been posted).
 pub async fn mark_unknown(
     state: &AppState,
     id: &str,
@@ -730,6 +729,37 @@ pub async fn mark_unknown(
     user_id: &str,
     status: u16,
     reason: &str,
+) -> Result<(), JobError> {
+    let event = crate::webhooks::events::GRADE_UNCONFIRMED;
+    settle_undelivered(state, id, launch, user_id, status, reason, "unknown", event).await
+}
+
+/// The platform refused the score for good: keep its status and reason, with
+/// `grade.failed`.
+pub async fn mark_refused(
+    state: &AppState,
+    id: &str,
+    launch: &Launch,
+    user_id: &str,
+    status: u16,
+    reason: &str,
+) -> Result<(), JobError> {
+    let event = crate::webhooks::events::GRADE_FAILED;
+    settle_undelivered(state, id, launch, user_id, status, reason, "failed", event).await
+}
+
+/// End a pending score as `outcome` (failed or unknown) with its status and reason, and
+/// send `event`, in one transaction (spawned, so a cancelled job cannot cut it in two).
+#[allow(clippy::too_many_arguments)]
+async fn settle_undelivered(
+    state: &AppState,
+    id: &str,
+    launch: &Launch,
+    user_id: &str,
+    status: u16,
+    reason: &str,
+    outcome: &'static str,
+    event: &'static str,
 ) -> Result<(), JobError> {
     let now = chrono::Utc::now();
     let reason = clean_reason(reason);
@@ -741,46 +771,10 @@ pub async fn mark_unknown(
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
         with_tx!(&mut tx, c => {
-            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'unknown' WHERE id = $1 AND status = 'pending'")
-                .bind(&id).bind(status as i64).bind(&reason).execute(c).await.map(|r| r.rows_affected())
+            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = $4 WHERE id = $1 AND status = 'pending'")
+                .bind(&id).bind(status as i64).bind(&reason).bind(outcome).execute(c).await.map(|r| r.rows_affected())
         })?;
-        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_UNCONFIRMED, &data, now).await?;
-        tx.commit().await?;
-        Ok::<(), anyhow::Error>(())
-    })
-    .await
-    .map_err(|e| JobError::Retry(e.to_string()))?
-    .map_err(|e| JobError::Retry(format!("{e:#}")))
-}
-
-/// The platform refused the score for good: keep its status and reason, and send
-/// `grade.failed`, in one transaction.
-pub async fn mark_refused(
-    state: &AppState,
-    id: &str,
-    launch: &Launch,
-    user_id: &str,
-    status: u16,
-    reason: &str,
-) -> Result<(), JobError> {
-    let now = chrono::Utc::now();
-    let data = json!({
-        "score_id": id, "launch_id": launch.id, "partner": launch.partner_id,
-        "user_id": user_id, "status": status, "reason": reason,
-    });
-    let (db, id, partner, reason) = (
-        state.db.clone(),
-        id.to_owned(),
-        launch.partner_id.clone(),
-        clean_reason(reason),
-    );
-    tokio::spawn(async move {
-        let mut tx = db.begin().await?;
-        with_tx!(&mut tx, c => {
-            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = 'failed' WHERE id = $1 AND status = 'pending'")
-                .bind(&id).bind(status as i64).bind(&reason).execute(c).await.map(|r| r.rows_affected())
-        })?;
-        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_FAILED, &data, now).await?;
+        crate::webhooks::emit(&mut tx, Some(&partner), event, &data, now).await?;
         tx.commit().await?;
         Ok::<(), anyhow::Error>(())
     })

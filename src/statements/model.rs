@@ -202,6 +202,14 @@ impl Document {
         self
     }
 
+    /// [`Document::sum`], with the revenue basis and total written to the currency's minor
+    /// units (as every statement shows them).
+    pub fn sum_rounded(&mut self, minor_units: u32) {
+        self.sum();
+        self.revenue_basis.rescale(minor_units);
+        self.total.rescale(minor_units);
+    }
+
     /// Totals from the lines: the total is the sum of rounded payable lines.
     pub fn sum(&mut self) {
         self.revenue_basis = self

@@ -570,9 +570,7 @@ impl Statements<'_> {
             total: Decimal::ZERO,
             total_precise: Decimal::ZERO,
         };
-        doc.sum();
-        doc.revenue_basis.rescale(a.currency.minor_units);
-        doc.total.rescale(a.currency.minor_units);
+        doc.sum_rounded(a.currency.minor_units);
         Ok(doc)
     }
 
@@ -723,6 +721,19 @@ impl Statements<'_> {
             .ok_or_else(|| StatementError::NotFound(id.to_owned()))
     }
 
+    /// The statement, which must be a draft (adjusting, removing an adjustment, deleting,
+    /// finalizing).
+    async fn draft(&self, id: &str) -> Result<Statement, StatementError> {
+        let st = self.get(id).await?;
+        if st.status != Status::Draft {
+            return Err(StatementError::NotDraft {
+                id: id.to_owned(),
+                status: st.status.as_str(),
+            });
+        }
+        Ok(st)
+    }
+
     /// Add a manual line to a draft.
     pub async fn adjust(
         &self,
@@ -732,13 +743,7 @@ impl Statements<'_> {
         author: &str,
         now: DateTime<Utc>,
     ) -> Result<Statement, StatementError> {
-        let st = self.get(id).await?;
-        if st.status != Status::Draft {
-            return Err(StatementError::NotDraft {
-                id: id.to_owned(),
-                status: st.status.as_str(),
-            });
-        }
+        let st = self.draft(id).await?;
         let reason = reason.trim();
         if reason.is_empty() {
             return Err(StatementError::BadAdjustment(
@@ -772,9 +777,7 @@ impl Statements<'_> {
         };
         let mut doc = st.document.clone();
         doc.lines.push(adjustment_line(&adj, minor));
-        doc.sum();
-        doc.revenue_basis.rescale(minor);
-        doc.total.rescale(minor);
+        doc.sum_rounded(minor);
         let mut tx = self.db.begin().await?;
         store::insert_adjustment(&mut tx, id, &adj).await?;
         if !store::update_draft(&mut tx, id, &doc, st.computed_at).await? {
@@ -823,13 +826,7 @@ impl Statements<'_> {
         id: &str,
         adjustment: &str,
     ) -> Result<Statement, StatementError> {
-        let st = self.get(id).await?;
-        if st.status != Status::Draft {
-            return Err(StatementError::NotDraft {
-                id: id.to_owned(),
-                status: st.status.as_str(),
-            });
-        }
+        let st = self.draft(id).await?;
         let missing = || StatementError::NoAdjustment {
             statement: id.to_owned(),
             adjustment: adjustment.to_owned(),
@@ -844,9 +841,7 @@ impl Statements<'_> {
         if doc.lines.len() == before {
             return Err(missing());
         }
-        doc.sum();
-        doc.revenue_basis.rescale(minor);
-        doc.total.rescale(minor);
+        doc.sum_rounded(minor);
         let mut tx = self.db.begin().await?;
         if !store::delete_adjustment(&mut tx, id, adjustment).await? {
             return Err(missing());
@@ -864,13 +859,7 @@ impl Statements<'_> {
     /// Delete a draft and its adjustments. Issued statements are never deleted: one is
     /// voided and replaced.
     pub async fn delete_draft(&self, id: &str) -> Result<(), StatementError> {
-        let st = self.get(id).await?;
-        if st.status != Status::Draft {
-            return Err(StatementError::NotDraft {
-                id: id.to_owned(),
-                status: st.status.as_str(),
-            });
-        }
+        self.draft(id).await?;
         let mut tx = self.db.begin().await?;
         if !store::delete_draft(&mut tx, id).await? {
             return Err(StatementError::NotDraft {
@@ -888,13 +877,7 @@ impl Statements<'_> {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<Statement, StatementError> {
-        let st = self.get(id).await?;
-        if st.status != Status::Draft {
-            return Err(StatementError::NotDraft {
-                id: id.to_owned(),
-                status: st.status.as_str(),
-            });
-        }
+        let st = self.draft(id).await?;
         let doc = &st.document;
         if doc.provisional || now < doc.period_end + self.settle() {
             return Err(StatementError::NotEnded {

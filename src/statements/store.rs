@@ -654,16 +654,19 @@ pub async fn recorded_by_type(
     Ok(rows)
 }
 
+/// Events of a partner dated in `[$3, $4)` that the ledger received after `$2`.
+// `+time_us`: SQLite otherwise rates both indexes alike and seeks the one whose range
+// holds the partner's whole month, reading every row to test the arrival time.
+const ARRIVED_AFTER: &str =
+    "partner_id = $1 AND received_at_us > $2 AND +time_us >= $3 AND +time_us < $4";
+
 /// Whether any event dated in the span arrived after its cut-off. Usually none has (the
 /// period ended long before), and then a meter can be read without the cut-off condition,
 /// from the covering index alone.
 pub async fn arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
-    // `+time_us`: SQLite otherwise rates both indexes alike and seeks the one whose range
-    // holds the partner's whole month, reading every row to test the arrival time.
     // Unprepared, so PostgreSQL plans it with this partner's values (see events_with_data).
-    let sql = "SELECT EXISTS (SELECT 1 FROM usage_events WHERE partner_id = $1 \
-               AND received_at_us > $2 AND +time_us >= $3 AND +time_us < $4)";
-    let found: bool = with_db!(db, c => sqlx::query_scalar(sql)
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM usage_events WHERE {ARRIVED_AFTER})");
+    let found: bool = with_db!(db, c => sqlx::query_scalar(&sql)
         .persistent(false)
         .bind(span.partner_id)
         .bind(to_micros(span.as_of))
@@ -676,9 +679,8 @@ pub async fn arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
 
 /// How many events dated in the span the ledger received after its cut-off.
 pub async fn count_arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<i64> {
-    let sql = "SELECT COUNT(*) FROM usage_events WHERE partner_id = $1 \
-               AND received_at_us > $2 AND +time_us >= $3 AND +time_us < $4";
-    let n: i64 = with_db!(db, c => sqlx::query_scalar(sql)
+    let sql = format!("SELECT COUNT(*) FROM usage_events WHERE {ARRIVED_AFTER}");
+    let n: i64 = with_db!(db, c => sqlx::query_scalar(&sql)
         .persistent(false)
         .bind(span.partner_id)
         .bind(to_micros(span.as_of))
