@@ -225,6 +225,18 @@ pub async fn serve(
     handlers: Handlers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_wrapped(state, listener, handlers, shutdown, |r| r).await
+}
+
+/// [`serve`] with the router passed through `wrap` first: the API tests add a layer that
+/// checks every answer against the API's conventions.
+pub async fn serve_wrapped(
+    state: AppState,
+    listener: TcpListener,
+    handlers: Handlers,
+    shutdown: CancellationToken,
+    wrap: fn(Router) -> Router,
+) -> anyhow::Result<()> {
     let runner = if state.config.jobs.enabled {
         // The build's own kinds, plus any the caller adds (tests).
         let mut all = job_handlers(&state);
@@ -254,7 +266,7 @@ pub async fn serve(
     if http_enabled {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
-        let app = router(state);
+        let app = wrap(router(state));
         let token = shutdown.clone();
         let mut server = tokio::spawn(serve_http(listener, app, header_timeout, token));
         tokio::select! {

@@ -769,8 +769,21 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
                 statuses,
                 agreement: None,
             };
-            for st in crate::statements::store::list_statements(&state.db, &filter, 10_000).await? {
-                print_statement(&mut out, &st)?;
+            // Page through in list order, as an API client does with `next_cursor`.
+            let mut after = None;
+            loop {
+                let page =
+                    crate::statements::store::list_statements(&state.db, &filter, after, 500)
+                        .await?;
+                for st in &page {
+                    print_statement(&mut out, st)?;
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => {
+                        after = Some(crate::statements::store::list_key(last));
+                    }
+                    _ => break,
+                }
             }
             ExitCode::SUCCESS
         }

@@ -15,6 +15,8 @@ pub mod config;
 pub mod db;
 /// Shared HTTP pieces: the error type, API-key authentication, health and metrics routes.
 pub mod http;
+/// Ids with a type prefix.
+pub mod ids;
 /// Durable background jobs: enqueue inside a transaction, leased claims, retries, dead jobs.
 pub mod jobs;
 /// The gateway's signing keys (RS256, RS384, ES384): JWKS, rotation, sealed at rest.

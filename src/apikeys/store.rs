@@ -65,7 +65,7 @@ pub async fn create_api_key(
         _ => {}
     }
     let key = generate_key();
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::ids::new(crate::ids::API_KEY);
     let now = now_micros();
     let sql = "INSERT INTO api_keys (id, key_hash, prefix, role, partner_id, name, created_at_us) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";

@@ -124,7 +124,7 @@ pub struct ErrorCode(pub &'static str);
 
 /// Every error's body.
 #[derive(Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"code": "not_found", "detail": "no launch \"0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a\""}))]
+#[schema(example = json!({"code": "not_found", "detail": "no launch \"lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a\""}))]
 pub struct ErrorBody {
     /// Stable and machine-readable: `not_found`, `forbidden`, `validation_failed`, ...
     pub code: String,

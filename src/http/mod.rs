@@ -6,6 +6,7 @@ pub mod error;
 pub mod headers;
 pub mod health;
 pub mod idempotency;
+pub mod list;
 pub mod openapi;
 pub mod page;
 pub mod sandbox;
@@ -84,6 +85,38 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
             .await
             .map(|q| Query(q.0))
             .map_err(|e| ApiError::bad_request("invalid_query", query_problem(&e.body_text())))
+    }
+}
+
+/// Path parameters, with one the framework cannot read (percent-encoding that is not
+/// UTF-8, say) turned into our JSON 400.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for Path<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| {
+                use axum::extract::rejection::PathRejection;
+                let why = match &e {
+                    PathRejection::FailedToDeserializePathParams(inner) => match inner.kind() {
+                        axum::extract::path::ErrorKind::InvalidUtf8InPathParam { key } => {
+                            format!("the path parameter {key} is not UTF-8 once percent-decoded")
+                        }
+                        other => other.to_string(),
+                    },
+                    other => other.body_text(),
+                };
+                ApiError::bad_request("invalid_path", format!("the path is invalid: {why}"))
+            })
     }
 }
 

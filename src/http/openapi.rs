@@ -47,7 +47,10 @@ they never get statements.",
             UnsupportedMediaType,
             Gone,
             WrongLaunch,
-            BadGateway
+            BadGateway,
+            IdempotencyKeyInvalid,
+            IdempotencyKeyInUse,
+            IdempotencyKeyReused
         )
     ),
     modifiers(&Roles),
@@ -179,18 +182,59 @@ error_response!(
 error_response!(
     Gone,
     "The launch has expired; the user must launch again.",
-    serde_json::json!({"code": "gone", "detail": "launch 0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a expired at 2026-11-02T10:15:00+00:00; the user must launch again"})
+    serde_json::json!({"code": "gone", "detail": "launch lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a expired at 2026-11-02T10:15:00.000000Z; the user must launch again"})
 );
 error_response!(
     WrongLaunch,
     "The launch is not of the kind this needs (an LTI operation on a SMART launch, FHIR on an LTI launch, LTI 1.1 outcomes on an LTI 1.3 launch, a Deep Linking answer for a resource link launch), or lacks what it needs (a patient in context, a service the platform did not offer).",
-    serde_json::json!({"code": "conflict", "detail": "launch 0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a is a lti launch; only SMART launches have a FHIR server"})
+    serde_json::json!({"code": "conflict", "detail": "launch lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a is a lti launch; only SMART launches have a FHIR server"})
 );
 error_response!(
     BadGateway,
     "The partner system failed or refused what the gateway asked of it; `code` and `detail` say how.",
     serde_json::json!({"code": "ehr_refresh_failed", "detail": "the EHR's token endpoint answered 503"})
 );
+
+error_response!(
+    IdempotencyKeyInvalid,
+    "The `Idempotency-Key` header is not 1 to 255 visible ASCII characters.",
+    serde_json::json!({"code": "invalid_idempotency_key", "detail": "Idempotency-Key must be 1 to 255 visible ASCII characters"})
+);
+error_response!(
+    IdempotencyKeyInUse,
+    "A request with this `Idempotency-Key` is still being answered; retry after it ends.",
+    serde_json::json!({"code": "idempotency_key_in_use", "detail": "a request with this Idempotency-Key is still running; retry when it has answered"})
+);
+error_response!(
+    IdempotencyKeyReused,
+    "This `Idempotency-Key` was used for a different request (method, path or body) by this API key.",
+    serde_json::json!({"code": "idempotency_key_reused", "detail": "this Idempotency-Key was used for another request (POST /v1/statements/stmt_0193e4c35a2b7e11b0c49f8e7d6c5b4a/adjustments with another body); use a new key"})
+);
+
+/// The header every non-GET operation takes (`crate::http::idempotency`).
+fn idempotency_header() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "Makes a retry safe: the first answer (status and body) is kept for 24 hours \
+             (`http.idempotency_ttl_secs`) under this key and the calling API key; a repeat with \
+             the same method, path and body gets it again with `Idempotent-Replayed: true` and \
+             does nothing twice. A UUID per logical operation is a good key.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!-~]+$"))
+                .examples([serde_json::json!("8e03978e-40d5-43e8-bc93-6894a57f9324")]),
+        ))
+        .build()
+}
 
 fn response_ref(name: &str) -> RefOr<Response> {
     RefOr::Ref(utoipa::openapi::Ref::from_response_name(name))
@@ -286,6 +330,23 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
             let Some(op) = op else { continue };
             if shared && let Some(id) = &op.operation_id {
                 op.operation_id = Some(format!("{id}_{method}"));
+            }
+            if method != "get" {
+                op.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(idempotency_header());
+                // Where the operation has no answer of these statuses of its own, the
+                // header's own refusals are its only ones.
+                for (status, name) in [
+                    ("400", "IdempotencyKeyInvalid"),
+                    ("409", "IdempotencyKeyInUse"),
+                    ("422", "IdempotencyKeyReused"),
+                ] {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| response_ref(name));
+                }
             }
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 op.responses

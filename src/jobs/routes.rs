@@ -1,7 +1,8 @@
 //! Admin view of the job queue: `GET /v1/jobs` and `POST /v1/jobs/{id}/retry`.
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,6 +11,7 @@ use utoipa_axum::routes;
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Query};
 use crate::time::now_micros;
 
@@ -29,18 +31,58 @@ struct ListQuery {
     state: Option<String>,
     /// A job kind, e.g. `lti.score`.
     kind: Option<String>,
-    /// At most this many: default 100, brought into 1 to 1000.
+    /// At most this many: default 100, 1 to 1000.
     limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
+/// A job as the API shows it.
 #[derive(Serialize, utoipa::ToSchema)]
-struct JobList {
-    data: Vec<super::Job>,
+struct JobView {
+    /// `job_...`
+    id: String,
+    kind: String,
+    partner: Option<String>,
+    /// pending, running, succeeded or dead.
+    state: String,
+    attempts: i32,
+    max_attempts: i32,
+    /// When it runs (next).
+    run_at: String,
+    /// While running: until when its runner holds it.
+    lease_until: Option<String>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
 }
+
+impl From<&super::Job> for JobView {
+    fn from(j: &super::Job) -> Self {
+        let at = |us: i64| crate::time::rfc3339(crate::time::from_micros(us));
+        JobView {
+            id: j.id.clone(),
+            kind: j.kind.clone(),
+            partner: j.partner_id.clone(),
+            state: j.state.clone(),
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            run_at: at(j.run_at_us),
+            lease_until: j.lease_until_us.map(at),
+            last_error: j.last_error.clone(),
+            created_at: at(j.created_at_us),
+            updated_at: at(j.updated_at_us),
+            finished_at: j.finished_at_us.map(at),
+        }
+    }
+}
+
+crate::page_schema!(JobList, JobView, "A page of jobs, newest first.");
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct JobDetail {
-    job: super::Job,
+    job: JobView,
     /// What the job works on, as its kind defines it.
     payload: Value,
 }
@@ -52,7 +94,7 @@ struct Requeued {
     state: String,
 }
 
-/// Jobs, newest change first; `?state=dead` lists the jobs that need a person.
+/// Jobs, newest first; `?state=dead` lists the jobs that need a person.
 #[utoipa::path(
     get,
     path = "/v1/jobs",
@@ -61,7 +103,7 @@ struct Requeued {
     params(ListQuery),
     security(("admin_key" = [])),
     responses(
-        (status = 200, description = "The jobs", body = JobList),
+        (status = 200, description = "A page of jobs", body = JobList),
         (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
     )
@@ -70,7 +112,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<JobList>, ApiError> {
+) -> Result<Json<Page<JobView>>, ApiError> {
     caller.require(&[Role::Admin])?;
     if let Some(s) = &q.state
         && !super::STATES.contains(&s.as_str())
@@ -80,9 +122,20 @@ async fn list(
             format!("state {s:?} is not one of {}", super::STATES.join(", ")),
         ));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs = super::list_jobs(&state.db, q.state.as_deref(), q.kind.as_deref(), limit).await?;
-    Ok(Json(JobList { data: jobs }))
+    let paging = Paging::new("jobs", q.limit, q.cursor.as_deref())?;
+    let jobs = super::list_jobs(
+        &state.db,
+        q.state.as_deref(),
+        q.kind.as_deref(),
+        paging.after()?,
+        paging.fetch(),
+    )
+    .await?;
+    let page = paging.page(jobs, |j| (j.created_at_us, j.id.clone()));
+    Ok(Json(Page {
+        data: page.data.iter().map(JobView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One job with its payload.
@@ -108,8 +161,10 @@ async fn one(
     let job = super::get_job(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("unknown job {id:?}")))?;
-    let payload = job.payload.0.clone();
-    Ok(Json(JobDetail { job, payload }))
+    Ok(Json(JobDetail {
+        job: JobView::from(&job),
+        payload: job.payload.0,
+    }))
 }
 
 /// Requeue a dead job with a fresh set of attempts.

@@ -1,7 +1,6 @@
 //! SQL for jobs.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -10,12 +9,11 @@ use crate::db::{Db, Tx};
 use crate::time::to_micros;
 use crate::{with_db, with_tx};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: String,
     pub kind: String,
     pub partner_id: Option<String>,
-    #[serde(skip)]
     pub payload: Json<Value>,
     pub state: String,
     pub attempts: i32,
@@ -37,7 +35,7 @@ pub async fn insert_job(
     default_max_attempts: i32,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, sqlx::Error> {
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::ids::new(crate::ids::JOB);
     let now_us = to_micros(now);
     let run_at = job.run_at.map(to_micros).unwrap_or(now_us);
     let sql = "INSERT INTO jobs (id, kind, partner_id, payload, state, attempts, max_attempts, run_at_us, \
@@ -208,18 +206,23 @@ pub async fn count_jobs_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Er
         .collect())
 }
 
+/// Jobs newest first (by creation, ties by id), after the `after` position when given.
 pub async fn list_jobs(
     db: &Db,
     state: Option<&str>,
     kind: Option<&str>,
+    after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
+    let (after_us, after_id) = after.unzip();
     // CAST gives the optional filters a type PostgreSQL can infer; SQLite reads it the same.
     let sql = format!(
         "SELECT {COLUMNS} FROM jobs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) \
-         AND (CAST($2 AS TEXT) IS NULL OR kind = $2) ORDER BY updated_at_us DESC, id DESC LIMIT $3"
+         AND (CAST($2 AS TEXT) IS NULL OR kind = $2) \
+         AND (CAST($3 AS BIGINT) IS NULL OR created_at_us < $3 OR (created_at_us = $3 AND id < $4)) \
+         ORDER BY created_at_us DESC, id DESC LIMIT $5"
     );
-    with_db!(db, pool => sqlx::query_as(&sql).bind(state).bind(kind).bind(limit).fetch_all(pool).await)
+    with_db!(db, pool => sqlx::query_as(&sql).bind(state).bind(kind).bind(after_us).bind(after_id).bind(limit).fetch_all(pool).await)
 }
 
 pub async fn get_job(db: &Db, id: &str) -> Result<Option<Job>, sqlx::Error> {

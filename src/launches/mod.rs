@@ -99,8 +99,8 @@ impl Launch {
                 name: self.user_name.clone(),
             },
             scopes: self.scopes.clone(),
-            created_at: self.created_at.to_rfc3339(),
-            expires_at: self.expires_at.to_rfc3339(),
+            created_at: crate::time::rfc3339(self.created_at),
+            expires_at: crate::time::rfc3339(self.expires_at),
             sandbox: self.sandbox,
             context,
         }
@@ -115,7 +115,7 @@ impl Launch {
     "iss": "https://fhir.example/api/FHIR/R4", "patient": "erXuFYUfucBZaryVksYEcMg3",
     "encounter": "eGmO0h.1-kF7wSiwCb8oEoA3", "need_patient_banner": true,
     "scopes": ["launch", "openid", "fhirUser", "patient/Patient.read"],
-    "created_at": "2026-11-02T14:03:11+00:00", "expires_at": "2026-11-02T22:03:11+00:00",
+    "created_at": "2026-11-02T14:03:11.000000Z", "expires_at": "2026-11-02T22:03:11.000000Z",
     "sandbox": false
 }))]
 pub struct LaunchView {

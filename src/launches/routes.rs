@@ -1,7 +1,8 @@
 //! `POST /v1/launches/exchange` (app keys) and `GET /v1/launches/{id}`.
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -116,7 +117,7 @@ pub async fn authorized_launch(
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(
             "launch {launch_id} expired at {}; the user must launch again",
-            launch.expires_at.to_rfc3339()
+            crate::time::rfc3339(launch.expires_at)
         )));
     }
     Ok(launch)

@@ -285,7 +285,7 @@ pub async fn accept_score(
         )
         .as_bytes(),
     ));
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::ids::new(crate::ids::SCORE);
     let payload = serde_json::to_string(&json!({
         "userId": score.user_id, "scoreGiven": score.score_given, "scoreMaximum": score.score_maximum,
         "activityProgress": score.activity_progress, "gradingProgress": score.grading_progress,
@@ -995,7 +995,7 @@ pub fn next_link(header: &str) -> Option<String> {
 }
 
 /// The roster of a launch's context.
-pub async fn members(state: &AppState, launch: &Launch) -> Result<Value, ApiError> {
+pub async fn members(state: &AppState, launch: &Launch) -> Result<Vec<Value>, ApiError> {
     let url = launch
         .ctx("/nrps/context_memberships_url")
         .and_then(Value::as_str)
@@ -1016,7 +1016,7 @@ pub async fn members(state: &AppState, launch: &Launch) -> Result<Value, ApiErro
             code: "lms_error",
             detail: format!("{e:#}"),
         })?;
-    Ok(json!({ "context": launch.context.get("context"), "members": members }))
+    Ok(members)
 }
 
 /// Line items of the launch's context (`query` passes `resource_link_id`, `tag`, ...).
@@ -1024,7 +1024,7 @@ pub async fn list_line_items(
     state: &AppState,
     launch: &Launch,
     query: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<Vec<Value>, ApiError> {
     let container = ags_claim(launch)?
         .get("lineitems")
         .and_then(Value::as_str)
@@ -1034,10 +1034,9 @@ pub async fn list_line_items(
     let mut url = url::Url::parse(container).map_err(|e| ApiError::Internal(e.into()))?;
     if let Some(q) = query {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            if matches!(
-                k.as_ref(),
-                "resource_link_id" | "resource_id" | "tag" | "limit"
-            ) {
+            // The LMS's own filters; `limit` and `cursor` are the gateway's paging over
+            // every page the LMS gives.
+            if matches!(k.as_ref(), "resource_link_id" | "resource_id" | "tag") {
                 url.query_pairs_mut().append_pair(&k, &v);
             }
         }
@@ -1058,7 +1057,7 @@ pub async fn list_line_items(
             code: "lms_error",
             detail: format!("{e:#}"),
         })?;
-    Ok(Value::Array(items))
+    Ok(items)
 }
 
 /// Create (`None` id, POST to the container), update (PUT) or delete a line item.

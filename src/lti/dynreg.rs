@@ -80,7 +80,7 @@ pub fn link_status(row: &LinkRow, now_us: i64) -> &'static str {
 pub const LINK_STATUSES: [&str; 5] = ["active", "used", "expired", "revoked", "exhausted"];
 
 fn rfc3339(us: i64) -> String {
-    crate::time::from_micros(us).to_rfc3339()
+    crate::time::rfc3339(crate::time::from_micros(us))
 }
 
 pub fn link_view(row: &LinkRow, now_us: i64) -> LinkView {
@@ -155,7 +155,7 @@ pub async fn create_link(
     }
     let (token, token_hash) = crate::launches::new_code();
     let row = LinkRow {
-        id: format!("lrl_{}", uuid::Uuid::now_v7().simple()),
+        id: crate::ids::new(crate::ids::REGISTRATION_LINK),
         partner_id: partner.id.clone(),
         note,
         created_by: created_by.to_owned(),
@@ -456,7 +456,7 @@ async fn complete(
     };
     // The fetches took a while: the link's expiry is judged when it is spent.
     let now = crate::time::now_micros().max(now);
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::ids::new(crate::ids::REGISTRATION);
     let registration = json!({"platform": reg.platform, "answer": reg.answer}).to_string();
     let row = NewRegistration {
         id: &id,
@@ -721,8 +721,8 @@ pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<
                     lms: vendor,
                     status,
                     link_id,
-                    created_at: crate::time::from_micros(created).to_rfc3339(),
-                    decided_at: decided.map(|d| crate::time::from_micros(d).to_rfc3339()),
+                    created_at: rfc3339(created),
+                    decided_at: decided.map(rfc3339),
                 }
             },
         )

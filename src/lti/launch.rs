@@ -283,7 +283,7 @@ pub async fn complete(
     })?;
     let now = Utc::now();
     let now_us = to_micros(now);
-    let launch_id = uuid::Uuid::now_v7().to_string();
+    let launch_id = crate::ids::new(crate::ids::LAUNCH);
     let sub = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
     let name = crate::smart::idtoken::display_name(claims);
     let context = context_of(platform, claims, message);

@@ -198,7 +198,7 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     );
     let now = Utc::now();
     let launch = Launch {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::ids::new(crate::ids::LAUNCH),
         partner_id: partner.id.clone(),
         kind: LaunchKind::Lti,
         user_id: get("user_id").map(str::to_owned),

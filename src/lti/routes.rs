@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
+use crate::http::Path;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -17,6 +18,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -46,17 +48,22 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documents the query; the handler reads it leniently as pairs.
 struct RegistrationsQuery {
     /// pending, approved or rejected; all when omitted.
     status: Option<String>,
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct RegistrationList {
-    registrations: Vec<super::dynreg::RegistrationView>,
-}
+crate::page_schema!(
+    RegistrationList,
+    super::dynreg::RegistrationView,
+    "A page of registrations, oldest first."
+);
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct RegistrationDecided {
@@ -111,7 +118,66 @@ struct LineItemsQuery {
     resource_link_id: Option<String>,
     resource_id: Option<String>,
     tag: Option<String>,
-    limit: Option<u32>,
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documents the query; the handler reads it as pairs.
+struct MembersQuery {
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
+}
+
+/// An item the LMS gave, as it gave it (an IMS line item or membership).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+struct LmsItem(Value);
+
+crate::page_schema!(
+    LineItemList,
+    LmsItem,
+    "A page of the LMS's line items, in the LMS's order."
+);
+crate::page_schema!(
+    MemberList,
+    LmsItem,
+    "A page of the context's members (NRPS), in the LMS's order."
+);
+
+/// Pages a list the gateway gathered whole from the LMS (every page the LMS links to): the
+/// position in the LMS's order is the key, so a list the LMS changes between calls may
+/// shift.
+fn page_from_lms(
+    list: &'static str,
+    q: Option<&str>,
+    items: Vec<Value>,
+) -> Result<Page<Value>, ApiError> {
+    let mut p = pairs(q.unwrap_or_default().as_bytes());
+    let limit = p
+        .remove("limit")
+        .map(|l| {
+            l.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be a whole number; got {l:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let paging = Paging::new(list, limit, p.remove("cursor").as_deref())?;
+    let numbered: Vec<(usize, Value)> = items.into_iter().enumerate().collect();
+    let page = paging.page_sorted(numbered, |(i, _)| *i)?;
+    Ok(Page {
+        data: page.data.into_iter().map(|(_, v)| v).collect(),
+        next_cursor: page.next_cursor,
+    })
 }
 
 /// An LTI Advantage line item (IMS AGS 2.0), passed to the LMS as it is.
@@ -184,10 +250,11 @@ struct RegistrationLinkCreated {
     url: String,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct RegistrationLinkList {
-    links: Vec<super::dynreg::LinkView>,
-}
+crate::page_schema!(
+    RegistrationLinkList,
+    super::dynreg::LinkView,
+    "A page of registration links, newest first."
+);
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +265,10 @@ struct RegistrationLinksQuery {
     /// active, used, expired, revoked or exhausted.
     #[param(example = "active")]
     status: Option<String>,
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 impl From<super::dynreg::LinkError> for ApiError {
@@ -279,8 +350,9 @@ async fn list_registration_links(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<RegistrationLinksQuery>,
-) -> Result<Json<RegistrationLinkList>, ApiError> {
+) -> Result<Json<Page<super::dynreg::LinkView>>, ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
+    let paging = Paging::new("lti_registration_links", q.limit, q.cursor.as_deref())?;
     if let Some(s) = &q.status
         && !super::dynreg::LINK_STATUSES.contains(&s.as_str())
     {
@@ -299,7 +371,11 @@ async fn list_registration_links(
         crate::time::now_micros(),
     )
     .await?;
-    Ok(Json(RegistrationLinkList { links }))
+    // Links are made by admins, one per LMS to connect: paged in memory. Ids are UUIDv7,
+    // so newest first is descending id.
+    Ok(Json(
+        paging.page_sorted(links, |l| std::cmp::Reverse(l.id.clone()))?,
+    ))
 }
 
 /// Revoke a registration link nobody used yet.
@@ -355,10 +431,11 @@ async fn revoke_registration_link(
 async fn list_registrations(
     State(state): State<AppState>,
     caller: Caller,
-    RawQuery(q): RawQuery,
-) -> Result<Json<RegistrationList>, ApiError> {
+    Query(q): Query<RegistrationsQuery>,
+) -> Result<Json<Page<super::dynreg::RegistrationView>>, ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    let status = pairs(q.unwrap_or_default().as_bytes()).remove("status");
+    let paging = Paging::new("lti_registrations", q.limit, q.cursor.as_deref())?;
+    let status = q.status;
     if let Some(s) = &status
         && !matches!(s.as_str(), "pending" | "approved" | "rejected")
     {
@@ -367,9 +444,12 @@ async fn list_registrations(
             "status must be pending, approved or rejected",
         ));
     }
-    Ok(Json(RegistrationList {
-        registrations: super::dynreg::list(&state, status.as_deref()).await?,
-    }))
+    // Registrations come from LMS administrators through single-use links: paged in
+    // memory, oldest first.
+    let all = super::dynreg::list(&state, status.as_deref()).await?;
+    Ok(Json(paging.page_sorted(all, |r| {
+        (r.created_at.clone(), r.id.clone())
+    })?))
 }
 
 async fn decide(
@@ -536,7 +616,7 @@ async fn app_launch(
     params(("launch_id" = String, Path, description = "An LTI launch's id"), LineItemsQuery),
     security(("app_key" = [])),
     responses(
-        (status = 200, description = "The LMS's line items", body = Vec<Object>),
+        (status = 200, description = "A page of the LMS's line items", body = LineItemList),
         crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
@@ -547,11 +627,10 @@ async fn list_line_items(
     caller: Caller,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<Value>>, ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
-    Ok(Json(
-        super::ags::list_line_items(&state, &launch, q.as_deref()).await?,
-    ))
+    let items = super::ags::list_line_items(&state, &launch, q.as_deref()).await?;
+    Ok(Json(page_from_lms("lti_line_items", q.as_deref(), items)?))
 }
 
 fn passthrough(
@@ -724,10 +803,10 @@ async fn line_item(
     path = "/v1/launches/{launch_id}/members",
     tag = "lti",
     operation_id = "list_members",
-    params(("launch_id" = String, Path, description = "An LTI launch's id")),
+    params(("launch_id" = String, Path, description = "An LTI launch's id"), MembersQuery),
     security(("app_key" = [])),
     responses(
-        (status = 200, description = "The context and its members", body = Object),
+        (status = 200, description = "A page of the context's members", body = MemberList),
         crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
@@ -736,9 +815,11 @@ async fn members(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    RawQuery(q): RawQuery,
+) -> Result<Json<Page<Value>>, ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
-    Ok(Json(super::ags::members(&state, &launch).await?))
+    let members = super::ags::members(&state, &launch).await?;
+    Ok(Json(page_from_lms("lti_members", q.as_deref(), members)?))
 }
 
 fn lti11_only(l: &crate::launches::Launch) -> Result<(), ApiError> {

@@ -380,11 +380,11 @@ pub async fn score_status(
                 line_item,
                 last_status,
                 last_error,
-                timestamp: crate::time::from_micros(ts).to_rfc3339(),
-                delivered_at: delivered.map(|d| crate::time::from_micros(d).to_rfc3339()),
+                timestamp: crate::time::rfc3339(crate::time::from_micros(ts)),
+                delivered_at: delivered.map(|d| crate::time::rfc3339(crate::time::from_micros(d))),
                 next_attempt_at: next_run
                     .filter(|_| status_pending)
-                    .map(|n| crate::time::from_micros(n).to_rfc3339()),
+                    .map(|n| crate::time::rfc3339(crate::time::from_micros(n))),
             };
             (partner_id, view)
         },

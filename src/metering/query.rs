@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde_json::Map;
 
@@ -316,11 +316,9 @@ pub fn render(
     buckets: Vec<Bucket>,
     sandbox: bool,
 ) -> UsageReport {
-    let tz = q.tz;
-    let fmt = |t: DateTime<Utc>| {
-        t.with_timezone(&tz)
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-    };
+    // Windows are local days, weeks... of `tz`; their bounds are written as every instant
+    // the API answers is (UTC, `Z`), and the answer names the zone.
+    let fmt = crate::time::rfc3339;
     let mut data = Vec::new();
     let mut it = buckets.into_iter().peekable();
     for (i, w) in windows.iter().enumerate() {

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +20,7 @@ use super::window::windows;
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -113,9 +114,16 @@ struct MeterInfo {
     exclude: BTreeMap<String, Value>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct MeterList {
-    data: Vec<MeterInfo>,
+crate::page_schema!(MeterList, MeterInfo, "A page of meters, by name.");
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct MetersQuery {
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 impl From<IngestError> for ApiError {
@@ -358,7 +366,7 @@ fn statement_period(
         .statements()
         .period_range(&partner, agreement.as_deref(), &label)
         .map_err(ApiError::from)?;
-    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let fmt = crate::time::rfc3339;
     params.insert("from".into(), fmt(from));
     params.insert("to".into(), fmt(to));
     params.insert("tz".into(), tz.clone());
@@ -375,10 +383,19 @@ fn statement_period(
     path = "/v1/usage/meters",
     tag = "usage",
     operation_id = "list_meters",
+    params(MetersQuery),
     security(("partner_key" = []), ("admin_key" = []), ("finance_key" = []), ("app_key" = [])),
-    responses((status = 200, description = "The meters", body = MeterList))
+    responses(
+        (status = 200, description = "A page of meters, by name", body = MeterList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+    )
 )]
-async fn meters(State(state): State<AppState>, _caller: Caller) -> Json<MeterList> {
+async fn meters(
+    State(state): State<AppState>,
+    _caller: Caller,
+    crate::http::Query(q): crate::http::Query<MetersQuery>,
+) -> Result<Json<Page<MeterInfo>>, ApiError> {
+    let paging = Paging::new("meters", q.limit, q.cursor.as_deref())?;
     let mut data: Vec<MeterInfo> = state
         .meters
         .values()
@@ -396,7 +413,7 @@ async fn meters(State(state): State<AppState>, _caller: Caller) -> Json<MeterLis
         })
         .collect();
     data.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(MeterList { data })
+    Ok(Json(paging.page_sorted(data, |m| m.name.clone())?))
 }
 
 #[cfg(test)]

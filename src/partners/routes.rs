@@ -1,15 +1,17 @@
 //! `GET /v1/partners` and `GET /v1/partners/{id}`.
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
-use serde::Serialize;
+use axum::extract::State;
+use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Partner;
 use crate::app::AppState;
-use crate::http::ApiError;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
+use crate::http::{ApiError, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -17,9 +19,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(one))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct PartnerList {
-    pub data: Vec<Partner>,
+crate::page_schema!(PartnerList, Partner, "A page of partners, by id.");
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 /// The partners this key may see: admin, finance and app keys see every partner; a partner
@@ -29,15 +38,22 @@ pub struct PartnerList {
     path = "/v1/partners",
     tag = "partners",
     operation_id = "list_partners",
+    params(ListQuery),
     security(("admin_key" = []), ("finance_key" = []), ("app_key" = []), ("partner_key" = [])),
-    responses((status = 200, description = "The partners, active and inactive", body = PartnerList))
+    responses(
+        (status = 200, description = "A page of the active partners, by id", body = PartnerList),
+        (status = 400, response = crate::http::openapi::BadRequest),
+    )
 )]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<PartnerList>, ApiError> {
-    let data = super::list_partners(&state.db, caller.partner_id.as_deref()).await?;
-    Ok(Json(PartnerList { data }))
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<Partner>>, ApiError> {
+    let paging = Paging::new("partners", q.limit, q.cursor.as_deref())?;
+    // Partners come from config: few enough to page in memory.
+    let all = super::list_partners(&state.db, caller.partner_id.as_deref()).await?;
+    Ok(Json(paging.page_sorted(all, |p| p.id.clone())?))
 }
 
 /// One partner.

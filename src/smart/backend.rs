@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use crate::http::Path;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 

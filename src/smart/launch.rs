@@ -337,7 +337,7 @@ async fn finish(
 ) -> Result<String, Page> {
     let now = Utc::now();
     let now_us = to_micros(now);
-    let launch_id = uuid::Uuid::now_v7().to_string();
+    let launch_id = crate::ids::new(crate::ids::LAUNCH);
     let mut context = token.context(&pending.iss);
     context.insert("fhirUser".into(), json!(user.fhir_user));
     context.insert(

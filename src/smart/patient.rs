@@ -3,8 +3,9 @@
 //! `fhirVersion` Accept parameter (406/415), or a Patient the typed models will not take,
 //! fall back to the raw JSON path, which yields the same shape.
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Value, json};
 

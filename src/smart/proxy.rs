@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::Path;
 use axum::body::Body as AxumBody;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::Response;
 use serde_json::json;
@@ -444,7 +445,7 @@ pub async fn launch_session(
     if !launch.is_live(chrono::Utc::now()) {
         return Err(ApiError::Gone(format!(
             "launch {launch_id} expired at {}; the user must launch again",
-            launch.expires_at.to_rfc3339()
+            crate::time::rfc3339(launch.expires_at)
         )));
     }
     Ok((launch, session))

@@ -467,7 +467,7 @@ async fn write_launch(
 ) -> anyhow::Result<Option<String>> {
     let conn = &found.conn;
     let now = Utc::now();
-    let launch_id = uuid::Uuid::now_v7().to_string();
+    let launch_id = crate::ids::new(crate::ids::LAUNCH);
     let protocol = conn.protocol.as_str();
     // The IdP's subject is unique only within that IdP: the ledger qualifies it, so two
     // people with subject `1` at two of the partner's connections are two active users.

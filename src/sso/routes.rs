@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, RawForm, RawQuery, State};
+use crate::http::Path;
+use axum::extract::{RawForm, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,9 +71,20 @@ pub struct ConnectionView {
     pub require_encrypted_assertions: Option<bool>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct ConnectionList {
-    connections: Vec<ConnectionView>,
+crate::page_schema!(
+    ConnectionList,
+    ConnectionView,
+    "A page of connections, by id."
+);
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 /// The body of `POST /v1/sso/connections`: a connection as in config (its schema, which
@@ -109,24 +121,32 @@ impl utoipa::ToSchema for NewConnection {}
     path = "/v1/sso/connections",
     tag = "sso",
     operation_id = "list_sso_connections",
+    params(ListQuery),
     security(("admin_key" = [])),
     responses(
-        (status = 200, description = "Connections from config and created at runtime", body = ConnectionList),
+        (status = 200, description = "A page of the connections from config and created at runtime, by id", body = ConnectionList),
+        (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
     )
 )]
 async fn list_connections(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
-) -> Result<axum::Json<ConnectionList>, crate::http::ApiError> {
+    crate::http::Query(q): crate::http::Query<ListQuery>,
+) -> Result<axum::Json<crate::http::list::Page<ConnectionView>>, crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    let connections = super::all_connections(&state)
+    let paging = crate::http::list::Paging::new("sso_connections", q.limit, q.cursor.as_deref())?;
+    // Connections are few (one per customer organisation): paged in memory.
+    let mut connections: Vec<ConnectionView> = super::all_connections(&state)
         .await
         .map_err(crate::http::ApiError::Internal)?
         .iter()
         .map(|f| describe(&state, f))
         .collect();
-    Ok(axum::Json(ConnectionList { connections }))
+    connections.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(axum::Json(
+        paging.page_sorted(connections, |c| c.id.clone())?,
+    ))
 }
 
 /// Create a connection at runtime, checked against the IdP before it is saved (OIDC

@@ -333,7 +333,7 @@ pub fn parse_idp_metadata(xml: &str, want: Option<&str>) -> Result<EntityDescrip
     {
         return Err(format!(
             "the IdP metadata expired at {} (validUntil); the IdP must publish a fresh copy",
-            until.to_rfc3339()
+            crate::time::rfc3339(until)
         ));
     }
     let probe = ServiceProvider {

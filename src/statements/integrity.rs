@@ -18,6 +18,7 @@ use crate::db::Db;
 /// What the last check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Integrity {
+    #[serde(with = "crate::time::api")]
     pub checked_at: DateTime<Utc>,
     /// Issued statements checked.
     pub issued: u64,

@@ -151,25 +151,36 @@ pub fn describe_recorded_by(list: &[RecordedBy]) -> String {
         .join("; ")
 }
 
-/// The statement's content: everything the hash covers. Field order is fixed by the struct,
-/// and decimals serialize as strings, so the same content always gives the same bytes.
+/// The statement's content: everything the hash covers. Its serde form is the API's (and
+/// the store's); the bytes the hash is taken over are [`Document::canonical`]'s, a form
+/// frozen so that statements issued under it verify forever.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Document {
     pub company: String,
+    /// The partner's id (stored documents written before the API had one name for it say
+    /// `partner_id`).
+    #[serde(rename = "partner", alias = "partner_id")]
     pub partner_id: String,
     pub partner_name: String,
     pub agreement_id: String,
     pub agreement_version: u32,
     pub period: String,
+    #[serde(with = "crate::time::api")]
     pub period_start: DateTime<Utc>,
+    #[serde(with = "crate::time::api")]
     pub period_end: DateTime<Utc>,
     pub time_zone: String,
     pub currency: String,
     pub rounding: String,
     /// The ledger as of this instant (events received until then) is what was counted.
+    #[serde(with = "crate::time::api")]
     pub ledger_as_of: DateTime<Utc>,
     /// Late usage received after this instant (the previous statement's cut-off) is carried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::api_opt"
+    )]
     pub carried_since: Option<DateTime<Utc>>,
     /// The period had not ended when this was computed: a draft only.
     pub provisional: bool,
@@ -234,16 +245,67 @@ impl Document {
     }
 
     /// The canonical bytes the hash is taken over, with the number the statement is issued
-    /// under (the number is part of what was issued).
+    /// under (the number is part of what was issued). The form is frozen: the fields in
+    /// this order, `partner_id`, instants as chrono writes them (`Z`, fraction only when
+    /// not zero), decimals as strings. The API's form may change; this may not, or
+    /// statements issued before stop verifying.
     pub fn canonical(&self, number: i64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            company: &'a str,
+            partner_id: &'a str,
+            partner_name: &'a str,
+            agreement_id: &'a str,
+            agreement_version: u32,
+            period: &'a str,
+            period_start: &'a DateTime<Utc>,
+            period_end: &'a DateTime<Utc>,
+            time_zone: &'a str,
+            currency: &'a str,
+            rounding: &'a str,
+            ledger_as_of: &'a DateTime<Utc>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            carried_since: Option<&'a DateTime<Utc>>,
+            provisional: bool,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            provenance: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            self_reported_events: Option<&'a str>,
+            lines: &'a [Line],
+            revenue_basis: &'a Decimal,
+            total: &'a Decimal,
+            total_precise: &'a Decimal,
+        }
         #[derive(Serialize)]
         struct Issued<'a> {
             number: i64,
-            document: &'a Document,
+            document: Canonical<'a>,
         }
+        let d = self;
         serde_json::to_vec(&Issued {
             number,
-            document: self,
+            document: Canonical {
+                company: &d.company,
+                partner_id: &d.partner_id,
+                partner_name: &d.partner_name,
+                agreement_id: &d.agreement_id,
+                agreement_version: d.agreement_version,
+                period: &d.period,
+                period_start: &d.period_start,
+                period_end: &d.period_end,
+                time_zone: &d.time_zone,
+                currency: &d.currency,
+                rounding: &d.rounding,
+                ledger_as_of: &d.ledger_as_of,
+                carried_since: d.carried_since.as_ref(),
+                provisional: d.provisional,
+                provenance: d.provenance,
+                self_reported_events: d.self_reported_events.as_deref(),
+                lines: &d.lines,
+                revenue_basis: &d.revenue_basis,
+                total: &d.total,
+                total_precise: &d.total_precise,
+            },
         })
         .unwrap_or_default()
     }
@@ -292,9 +354,12 @@ pub struct Statement {
     pub number_display: Option<String>,
     pub hash: Option<String>,
     pub document: Document,
+    #[serde(with = "crate::time::api")]
     pub computed_at: DateTime<Utc>,
+    #[serde(with = "crate::time::api_opt")]
     pub finalized_at: Option<DateTime<Utc>>,
     pub finalized_by: Option<String>,
+    #[serde(with = "crate::time::api_opt")]
     pub voided_at: Option<DateTime<Utc>>,
     pub voided_by: Option<String>,
     pub void_reason: Option<String>,
@@ -313,14 +378,75 @@ pub struct Statement {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Settling {
     /// The ledger cut-off the draft counts up to (its `document.ledger_as_of`).
+    #[serde(with = "crate::time::api")]
     pub cut_off: DateTime<Utc>,
     /// Events of the period received after the cut-off.
     pub events_after_cut_off: i64,
     /// From this time on, a recompute (generate again, or `--wait` on the CLI) counts every
     /// event received until now.
+    #[serde(with = "crate::time::api")]
     pub complete_at: DateTime<Utc>,
 }
 
 pub fn number_display(partner: &str, number: i64) -> String {
     format!("{}-{number:05}", partner.to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn doc() -> Document {
+        Document {
+            company: "Acme".into(),
+            partner_id: "epic".into(),
+            partner_name: "Epic".into(),
+            agreement_id: "epic-2026".into(),
+            agreement_version: 2,
+            period: "2026-11".into(),
+            period_start: Utc.with_ymd_and_hms(2026, 11, 1, 4, 0, 0).unwrap(),
+            period_end: Utc.with_ymd_and_hms(2026, 12, 1, 5, 0, 0).unwrap(),
+            time_zone: "America/New_York".into(),
+            currency: "USD".into(),
+            rounding: "half_even".into(),
+            ledger_as_of: Utc.timestamp_micros(1_796_000_000_123_456).unwrap(),
+            carried_since: None,
+            provisional: false,
+            provenance: true,
+            self_reported_events: None,
+            lines: vec![],
+            revenue_basis: Decimal::new(1050, 2),
+            total: Decimal::new(105, 2),
+            total_precise: Decimal::new(105, 2),
+        }
+    }
+
+    /// The bytes a statement's hash is taken over never change with the API's form: this
+    /// is what every statement issued so far was hashed as.
+    #[test]
+    fn the_canonical_form_is_frozen() {
+        let bytes = doc().canonical(7);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"number":7,"document":{"company":"Acme","partner_id":"epic","partner_name":"Epic","agreement_id":"epic-2026","agreement_version":2,"period":"2026-11","period_start":"2026-11-01T04:00:00Z","period_end":"2026-12-01T05:00:00Z","time_zone":"America/New_York","currency":"USD","rounding":"half_even","ledger_as_of":"2026-11-30T00:53:20.123456Z","provisional":false,"provenance":true,"lines":[],"revenue_basis":"10.50","total":"1.05","total_precise":"1.05"}}"#
+        );
+    }
+
+    /// The API (and the store, from now on) writes one name and one time form; documents
+    /// stored in the old form still read, and hash the same.
+    #[test]
+    fn the_api_form_reads_back_and_old_stored_documents_still_read() {
+        let d = doc();
+        let api = serde_json::to_value(&d).unwrap();
+        assert_eq!(api["partner"], "epic");
+        assert!(api.get("partner_id").is_none());
+        assert_eq!(api["period_start"], "2026-11-01T04:00:00.000000Z");
+        let back: Document = serde_json::from_value(api).unwrap();
+        assert_eq!(back, d);
+        let old = String::from_utf8(d.canonical(7)).unwrap();
+        let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+        let read: Document = serde_json::from_value(old["document"].clone()).unwrap();
+        assert_eq!(read.hash(7), d.hash(7));
+    }
 }

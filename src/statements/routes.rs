@@ -4,8 +4,9 @@
 
 use std::str::FromStr;
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
@@ -20,6 +21,7 @@ use super::store::{ListFilter, list_statements};
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,10 +35,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verify))
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct StatementList {
-    statements: Vec<Statement>,
-}
+crate::page_schema!(
+    StatementList,
+    Statement,
+    "A page of statements: newest period first, then by partner and agreement, newest computed first."
+);
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct Verified {
@@ -180,9 +183,11 @@ struct ListQuery {
     #[param(example = "finalized,void")]
     status: Option<String>,
     agreement: Option<String>,
-    /// 1 to 1000; default 100.
+    /// At most this many: default 100, 1 to 1000.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 /// Statements, newest period first. A partner key sees its own issued statements.
@@ -194,7 +199,7 @@ struct ListQuery {
     params(ListQuery),
     security(("finance_key" = []), ("admin_key" = []), ("partner_key" = [])),
     responses(
-        (status = 200, description = "The statements", body = StatementList),
+        (status = 200, description = "A page of statements", body = StatementList),
         (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
     )
@@ -203,7 +208,8 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<StatementList>, ApiError> {
+) -> Result<Json<Page<Statement>>, ApiError> {
+    let paging = Paging::new("statements", q.limit, q.cursor.as_deref())?;
     let mut statuses = Vec::new();
     for s in q.status.iter().flat_map(|s| s.split(',')) {
         statuses.push(Status::parse(s.trim()).ok_or_else(|| {
@@ -238,15 +244,8 @@ async fn list(
         }
         Role::App => finance(&caller)?,
     }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let items = list_statements(&state.db, &filter, limit).await?;
-    Ok(Json(StatementList { statements: items }))
+    let items = list_statements(&state.db, &filter, paging.after()?, paging.fetch()).await?;
+    Ok(Json(paging.page(items, super::store::list_key)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

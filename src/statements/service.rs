@@ -678,7 +678,7 @@ impl Statements<'_> {
                 (s.id.clone(), false)
             }
             None => {
-                let sid = format!("stmt_{}", uuid::Uuid::now_v7().simple());
+                let sid = crate::ids::new(crate::ids::STATEMENT);
                 store::insert_draft(&mut tx, &sid, &doc, now, replaces.as_deref()).await?;
                 if carried {
                     for adj in &adjustments {
@@ -769,7 +769,7 @@ impl Statements<'_> {
             )));
         }
         let adj = Adjustment {
-            id: format!("adj_{}", uuid::Uuid::now_v7().simple()),
+            id: crate::ids::new(crate::ids::ADJUSTMENT),
             amount,
             reason: reason.to_owned(),
             author: author.to_owned(),
@@ -807,7 +807,7 @@ impl Statements<'_> {
             .await?
             .into_iter()
             .map(|a| Adjustment {
-                id: format!("adj_{}", uuid::Uuid::now_v7().simple()),
+                id: crate::ids::new(crate::ids::ADJUSTMENT),
                 reason: format!(
                     "{} (carried over from voided statement {name}, adjustment {})",
                     a.reason, a.id

@@ -174,9 +174,12 @@ pub struct ListFilter {
     pub agreement: Option<String>,
 }
 
+/// Statements in list order (newest period first, then partner and agreement, then newest
+/// computed first, ties by id), after the `after` position when given.
 pub async fn list_statements(
     db: &Db,
     f: &ListFilter,
+    after: Option<ListKey>,
     limit: i64,
 ) -> anyhow::Result<Vec<Statement>> {
     let statuses: Vec<&str> = if f.statuses.is_empty() {
@@ -184,21 +187,49 @@ pub async fn list_statements(
     } else {
         f.statuses.iter().map(|s| s.as_str()).collect()
     };
-    // Unused filters bind NULL, which the `IS NULL OR` terms read as "any".
+    let (start, partner, agreement, computed, id) = match after {
+        Some((a, b, c, d, e)) => (Some(a), Some(b), Some(c), Some(d), Some(e)),
+        None => (None, None, None, None, None),
+    };
+    // Unused filters bind NULL, which the `IS NULL OR` terms read as "any". The position
+    // term follows the ORDER BY, column by column, each in its own direction.
     let sql = format!(
         "SELECT {COLUMNS} FROM statements WHERE ($1 IS NULL OR partner_id = $1) \
          AND ($2 IS NULL OR period = $2) AND ($3 IS NULL OR agreement_id = $3) \
-         AND status IN ('{}') ORDER BY period_start_us DESC, partner_id, agreement_id, computed_at_us DESC LIMIT $4",
+         AND status IN ('{}') \
+         AND (CAST($4 AS BIGINT) IS NULL OR period_start_us < $4 OR (period_start_us = $4 AND ( \
+              partner_id > $5 OR (partner_id = $5 AND ( \
+              agreement_id > $6 OR (agreement_id = $6 AND ( \
+              computed_at_us < $7 OR (computed_at_us = $7 AND statements.id < $8)))))))) \
+         ORDER BY period_start_us DESC, partner_id, agreement_id, computed_at_us DESC, statements.id DESC LIMIT $9",
         statuses.join("', '")
     );
     let rows: Vec<Row> = with_db!(db, c => sqlx::query_as(&sql)
         .bind(f.partner.as_deref())
         .bind(f.period.as_deref())
         .bind(f.agreement.as_deref())
+        .bind(start)
+        .bind(partner.as_deref())
+        .bind(agreement.as_deref())
+        .bind(computed)
+        .bind(id.as_deref())
         .bind(limit)
         .fetch_all(c)
         .await)?;
     rows.into_iter().map(from_row).collect()
+}
+
+/// A statement's place in list order: period start, partner, agreement, computed at, id.
+pub type ListKey = (i64, String, String, i64, String);
+
+pub fn list_key(s: &Statement) -> ListKey {
+    (
+        to_micros(s.document.period_start),
+        s.document.partner_id.clone(),
+        s.document.agreement_id.clone(),
+        to_micros(s.computed_at),
+        s.id.clone(),
+    )
 }
 
 /// A new draft.

@@ -32,7 +32,7 @@ pub const CATALOGUE: &[EventType] = &[
         description: "A person arrived through a partner (SMART, LTI 1.3, LTI 1.1) and was handed to the app.",
         example: || {
             json!({
-                "launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a",
+                "launch_id": "lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a",
                 "partner": "canvas",
                 "kind": "lti",
                 "user": {"id": "a6d5c443-1f51-4783-ba1a-7686ffe3b54a", "name": "Ada Lovelace"},
@@ -48,8 +48,8 @@ pub const CATALOGUE: &[EventType] = &[
         description: "A score the app posted reached the LMS gradebook (2xx from the platform).",
         example: || {
             json!({
-                "score_id": "0193e4c2-0b11-7c3a-8f55-5d2e7a9b1c40",
-                "launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a",
+                "score_id": "scr_0193e4c20b117c3a8f555d2e7a9b1c40",
+                "launch_id": "lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a",
                 "partner": "moodle",
                 "user_id": "42",
                 "line_item": "https://moodle.example.edu/mod/lti/services.php/2/lineitems/7/lineitem?type_id=3",
@@ -62,8 +62,8 @@ pub const CATALOGUE: &[EventType] = &[
         description: "The LMS refused a score for good (kept with the platform's status and reason; not retried).",
         example: || {
             json!({
-                "score_id": "0193e4c2-0b11-7c3a-8f55-5d2e7a9b1c40",
-                "launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a",
+                "score_id": "scr_0193e4c20b117c3a8f555d2e7a9b1c40",
+                "launch_id": "lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a",
                 "partner": "d2l",
                 "user_id": "42",
                 "status": 422,
@@ -76,8 +76,8 @@ pub const CATALOGUE: &[EventType] = &[
         description: "The LMS refused a resend of a score that an earlier attempt may already have stored (its answer was lost), and offers no way to read back what it holds: delivered or refused, unknown. Check the gradebook; not retried.",
         example: || {
             json!({
-                "score_id": "0193e4c2-0b11-7c3a-8f55-5d2e7a9b1c40",
-                "launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a",
+                "score_id": "scr_0193e4c20b117c3a8f555d2e7a9b1c40",
+                "launch_id": "lch_0193e4c18f7a7d2e9a413c5b2f1e0d9a",
                 "partner": "moodle",
                 "user_id": "42",
                 "status": 409,
@@ -90,7 +90,7 @@ pub const CATALOGUE: &[EventType] = &[
         description: "A revenue-share statement was issued: numbered, hashed, immutable.",
         example: || {
             json!({
-                "statement_id": "0193e4c3-5a2b-7e11-b0c4-9f8e7d6c5b4a",
+                "statement_id": "stmt_0193e4c35a2b7e11b0c49f8e7d6c5b4a",
                 "partner": "epic",
                 "agreement": "epic-revenue-share",
                 "period": "2026-10",
@@ -106,7 +106,7 @@ pub const CATALOGUE: &[EventType] = &[
         description: "An issued statement was voided (the record stays; a replacement references it).",
         example: || {
             json!({
-                "statement_id": "0193e4c3-5a2b-7e11-b0c4-9f8e7d6c5b4a",
+                "statement_id": "stmt_0193e4c35a2b7e11b0c49f8e7d6c5b4a",
                 "partner": "epic",
                 "period": "2026-10",
                 "number": 7,
@@ -119,7 +119,7 @@ pub const CATALOGUE: &[EventType] = &[
         description: "An LMS registered the tool through LTI Dynamic Registration and waits for an admin's approval.",
         example: || {
             json!({
-                "registration_id": "0193e4c4-1d2e-7f30-a1b2-c3d4e5f60718",
+                "registration_id": "reg_0193e4c41d2e7f30a1b2c3d4e5f60718",
                 "partner": "moodle",
                 "issuer": "https://moodle.example.edu",
                 "client_id": "kZ3vQ9",
@@ -149,8 +149,8 @@ pub const CATALOGUE: &[EventType] = &[
                 "meter": "launches",
                 "threshold": "10000",
                 "value": "10012",
-                "window_start": "2026-11-01T00:00:00Z",
-                "window_end": "2026-12-01T00:00:00Z"
+                "window_start": "2026-11-01T00:00:00.000000Z",
+                "window_end": "2026-12-01T00:00:00.000000Z"
             })
         },
     },
@@ -185,7 +185,7 @@ pub async fn launch_completed(
         "context_id": str_at("/context/id"),
         "resource_link_id": str_at("/resource_link/id"),
         "patient": str_at("/patient"),
-        "created_at": launch.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "created_at": crate::time::rfc3339(launch.created_at),
     });
     super::emit(tx, Some(&launch.partner_id), LAUNCH_COMPLETED, &data, now).await?;
     Ok(())

@@ -418,7 +418,7 @@ pub fn to_cloud_event(
         "id": id,
         "source": format!("partner-gateway/webhooks/in/{}", src.id),
         "type": m.event_type,
-        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "time": crate::time::rfc3339(time),
         "partner": partner,
         "data": Value::Object(data),
     });

@@ -66,7 +66,7 @@ pub async fn emit(
     };
     let body = Body {
         event_type,
-        timestamp: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        timestamp: crate::time::rfc3339(now),
         data,
         sandbox,
     };
@@ -79,5 +79,5 @@ pub async fn emit(
 /// `msg_` and a UUIDv7 in hex: unique, free of `.` (it is signed before a `.`), and sorting
 /// in creation order.
 pub fn new_message_id() -> String {
-    format!("msg_{}", uuid::Uuid::now_v7().simple())
+    crate::ids::new(crate::ids::MESSAGE)
 }

@@ -6,8 +6,9 @@
 //! app keys (the company's product back end) the app's endpoints, which hear every
 //! partner's events. Finance keys have no business here.
 
+use crate::http::Path;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,6 +26,7 @@ use super::store::{self, EndpointRow, MessageFilter, Owner, SecretRow};
 use crate::apikeys::Role;
 use crate::app::AppState;
 use crate::http::auth::Caller;
+use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
 use crate::keys::crypto::MasterKey;
 use crate::time::to_micros;
@@ -56,10 +58,7 @@ struct EndpointCreated {
     secret: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct EndpointList {
-    endpoints: Vec<Endpoint>,
-}
+crate::page_schema!(EndpointList, Endpoint, "A page of endpoints, oldest first.");
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct SecretRotated {
@@ -122,16 +121,16 @@ struct DeliveryView {
     finished_at: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct MessageList {
-    messages: Vec<MessageView>,
-    /// Pass as `before` for the next page; null on the last.
-    next_before: Option<String>,
-}
+crate::page_schema!(
+    MessageList,
+    MessageView,
+    "A page of messages, newest first."
+);
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct AttemptView {
     id: i64,
+    message_id: String,
     delivery_id: i64,
     endpoint_id: String,
     attempt: i32,
@@ -148,17 +147,32 @@ struct AttemptView {
     next_attempt_at: Option<String>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct AttemptList {
-    message_id: String,
-    attempts: Vec<AttemptView>,
-}
+crate::page_schema!(
+    AttemptList,
+    AttemptView,
+    "A page of a message's attempts, first first."
+);
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct EventTypeList {
-    /// Each with `type`, `description` and an `example` body.
-    #[schema(value_type = Vec<Object>)]
-    event_types: Vec<Value>,
+/// An event type: `type`, `description` and an `example` body.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+struct EventType(Value);
+
+crate::page_schema!(
+    EventTypeList,
+    EventType,
+    "A page of the event type catalogue."
+);
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PageQuery {
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
@@ -364,7 +378,7 @@ async fn create(
     let url = check_url(&state, partner.as_deref(), &req.url).await?;
     let now = Utc::now();
     let row = EndpointRow {
-        id: format!("ep_{}", uuid::Uuid::now_v7().simple()),
+        id: crate::ids::new(crate::ids::ENDPOINT),
         partner_id: partner,
         url,
         description: req.description,
@@ -416,6 +430,10 @@ struct ListQuery {
     /// Admin keys: the company's app endpoints.
     #[serde(default)]
     app: bool,
+    /// At most this many: default 100, 1 to 1000.
+    limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 #[utoipa::path(
@@ -426,7 +444,7 @@ struct ListQuery {
     params(ListQuery),
     security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
     responses(
-        (status = 200, description = "The endpoints the key manages", body = EndpointList),
+        (status = 200, description = "A page of the endpoints the key manages, oldest first", body = EndpointList),
         (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
     )
@@ -435,8 +453,9 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<EndpointList>, ApiError> {
+) -> Result<Json<Page<Endpoint>>, ApiError> {
     manager(&caller)?;
+    let paging = Paging::new("webhook_endpoints", q.limit, q.cursor.as_deref())?;
     let owner = match caller.role {
         Role::Partner => {
             if let Some(p) = &q.partner {
@@ -448,9 +467,12 @@ async fn list(
         _ if q.app => Owner::App,
         _ => q.partner.as_deref().map_or(Owner::All, Owner::Partner),
     };
+    // Endpoints are few per owner (`webhooks.max_endpoints_per_partner`): paged in memory.
     let rows = store::list_endpoints(&state.db, owner).await?;
-    Ok(Json(EndpointList {
-        endpoints: views(&state, &rows).await?,
+    let page = paging.page_sorted(rows, |e| (e.created_at_us, e.id.clone()))?;
+    Ok(Json(Page {
+        data: views(&state, &page.data).await?,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -606,7 +628,7 @@ async fn rotate(
         endpoint_id: id,
         scheme,
         version,
-        previous_signs_until: retire_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        previous_signs_until: crate::time::rfc3339(retire_at),
         public_key,
         secret,
     }))
@@ -675,10 +697,10 @@ struct MessagesQuery {
     event_type: Option<String>,
     /// Deliveries in this state: pending, sending, delivered, failed or cancelled.
     state: Option<String>,
-    /// A message id from `next_before`: the page after it.
-    before: Option<String>,
-    /// Default 50, brought into 1 to 500.
+    /// At most this many: default 100, 1 to 1000.
     limit: Option<i64>,
+    /// A `next_cursor` from the page before.
+    cursor: Option<String>,
 }
 
 const DELIVERY_STATES: [&str; 5] = ["pending", "sending", "delivered", "failed", "cancelled"];
@@ -702,8 +724,9 @@ async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<MessagesQuery>,
-) -> Result<Json<MessageList>, ApiError> {
+) -> Result<Json<Page<MessageView>>, ApiError> {
     manager(&caller)?;
+    let paging = Paging::new("webhook_messages", q.limit, q.cursor.as_deref())?;
     if let Some(s) = &q.state
         && !DELIVERY_STATES.contains(&s.as_str())
     {
@@ -722,7 +745,6 @@ async fn list_messages(
     if let Some(e) = &q.endpoint {
         owned_endpoint(&state, &caller, e).await?;
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let rows = store::list_messages(
         &state.db,
         &MessageFilter {
@@ -730,24 +752,22 @@ async fn list_messages(
             endpoint: q.endpoint.clone(),
             event_type: q.event_type.clone(),
             state: q.state.clone(),
-            before: q.before.clone(),
-            limit,
+            before: paging.after()?,
+            limit: paging.fetch(),
         },
     )
     .await?;
     let visible = visible_endpoints(&state, &caller).await?;
-    let ids: Vec<&str> = rows.iter().map(|m| m.id.as_str()).collect();
+    let page = paging.page(rows, |m| m.id.clone());
+    let ids: Vec<&str> = page.data.iter().map(|m| m.id.as_str()).collect();
     let deliveries = store::deliveries_of(&state.db, &ids).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|m| m.id.clone()))
-        .flatten();
-    let messages = rows
-        .iter()
-        .map(|m| message_view(m, &deliveries, visible.as_ref(), false))
-        .collect();
-    Ok(Json(MessageList {
-        messages,
-        next_before: next,
+    Ok(Json(Page {
+        data: page
+            .data
+            .iter()
+            .map(|m| message_view(m, &deliveries, visible.as_ref(), false))
+            .collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -851,10 +871,11 @@ async fn read_message(
     path = "/v1/webhooks/messages/{id}/attempts",
     tag = "webhooks",
     operation_id = "list_webhook_attempts",
-    params(("id" = String, Path, description = "The message's id (msg_...)")),
+    params(("id" = String, Path, description = "The message's id (msg_...)"), PageQuery),
     security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
     responses(
-        (status = 200, description = "The attempts", body = AttemptList),
+        (status = 200, description = "A page of the attempts, first first", body = AttemptList),
+        (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
         (status = 404, response = crate::http::openapi::NotFound),
     )
@@ -863,15 +884,18 @@ async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<AttemptList>, ApiError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<AttemptView>>, ApiError> {
+    let paging = Paging::new("webhook_attempts", q.limit, q.cursor.as_deref())?;
     let m = visible_message(&state, &caller, &id).await?;
     let visible = visible_endpoints(&state, &caller).await?;
     let rows = store::attempts_of(&state.db, &m.id).await?;
-    let attempts = rows
+    let attempts: Vec<AttemptView> = rows
         .into_iter()
         .filter(|a| visible.as_ref().is_none_or(|v| v.contains(&a.endpoint_id)))
         .map(|a| AttemptView {
             id: a.id,
+            message_id: a.message_id,
             delivery_id: a.delivery_id,
             endpoint_id: a.endpoint_id,
             attempt: a.attempt,
@@ -888,10 +912,8 @@ async fn attempts(
             next_attempt_at: a.next_at_us.map(store::rfc3339),
         })
         .collect();
-    Ok(Json(AttemptList {
-        message_id: m.id,
-        attempts,
-    }))
+    // A message has a bounded number of attempts (retries, replays): paged in memory.
+    Ok(Json(paging.page_sorted(attempts, |a: &AttemptView| a.id)?))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -972,15 +994,26 @@ async fn replay_message(
     path = "/v1/webhooks/event-types",
     tag = "webhooks",
     operation_id = "list_webhook_event_types",
+    params(PageQuery),
     security(("admin_key" = []), ("partner_key" = []), ("app_key" = [])),
     responses(
-        (status = 200, description = "The catalogue", body = EventTypeList),
+        (status = 200, description = "A page of the catalogue, in its order", body = EventTypeList),
+        (status = 400, response = crate::http::openapi::BadRequest),
         (status = 403, response = crate::http::openapi::Forbidden),
     )
 )]
-async fn event_types(caller: Caller) -> Result<Json<EventTypeList>, ApiError> {
+async fn event_types(
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Value>>, ApiError> {
     manager(&caller)?;
-    Ok(Json(EventTypeList {
-        event_types: super::events::catalogue(),
+    let paging = Paging::new("webhook_event_types", q.limit, q.cursor.as_deref())?;
+    // The catalogue's order groups related types; the position is the key.
+    let numbered: Vec<(usize, Value)> =
+        super::events::catalogue().into_iter().enumerate().collect();
+    let page = paging.page_sorted(numbered, |(i, _)| *i)?;
+    Ok(Json(Page {
+        data: page.data.into_iter().map(|(_, v)| v).collect(),
+        next_cursor: page.next_cursor,
     }))
 }

@@ -836,7 +836,7 @@ pub async fn count_deliveries(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error
 
 /// Convert a stored instant for the API.
 pub fn rfc3339(us: i64) -> String {
-    from_micros(us).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    crate::time::rfc3339(from_micros(us))
 }
 
 /// Parse the JSON filter column.

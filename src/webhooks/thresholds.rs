@@ -89,8 +89,8 @@ pub async fn check(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
                         "meter": mc.name,
                         "threshold": t.to_string(),
                         "value": value.to_string(),
-                        "window_start": start,
-                        "window_end": window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "window_start": crate::time::rfc3339(window.start),
+                        "window_end": crate::time::rfc3339(window.end),
                     });
                     super::emit(
                         &mut tx,

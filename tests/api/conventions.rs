@@ -38,4 +38,27 @@ crate::both! {
         assert!(detail.starts_with("the query string is invalid: limit"), "{detail}");
         assert!(!detail.contains("Failed to deserialize"), "{detail}");
     }
+
+    // Path and body rejections, like query ones, are the JSON error body with a stable code.
+    async fn a_path_or_body_the_framework_cannot_read_is_said_in_our_words(app) {
+        let admin = app.admin().await;
+        let r = app.get(&admin, "/v1/jobs/%FF%FE").await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_path", "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("not UTF-8"), "{body}");
+        let finance = app.key(Role::Finance, None).await;
+        let r = app
+            .client
+            .post(app.url("/v1/statements"))
+            .bearer_auth(&finance)
+            .header("content-type", "application/json")
+            .body("{\"partner\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_body", "{body}");
+    }
 }

@@ -261,11 +261,12 @@ impl TestApp {
         };
         let address = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(app::serve(
+        let server = tokio::spawn(app::serve_wrapped(
             state.clone(),
             listener,
             handlers,
             shutdown.clone(),
+            crate::answer_check::wrap,
         ));
         TestApp {
             address,

@@ -99,7 +99,7 @@ both! {
         assert!(jobs::enqueue(&mut tx, &job, 3, Utc::now()).await.unwrap().is_some());
         assert!(jobs::enqueue(&mut tx, &job, 3, Utc::now()).await.unwrap().is_none());
         tx.commit().await.unwrap();
-        assert_eq!(jobs::list_jobs(app.db(), None, None, 10).await.unwrap().len(), 1);
+        assert_eq!(jobs::list_jobs(app.db(), None, None, None, 10).await.unwrap().len(), 1);
     }
 
     async fn a_job_error_quoting_a_nul_is_recorded_and_the_job_still_ends(app) {
@@ -288,4 +288,26 @@ async fn two_runners(app: TestApp) {
     assert_eq!(runs.len(), 60);
     assert!(runs.values().all(|n| *n == 1), "{runs:?}");
     assert_eq!(runs.keys().cloned().collect::<HashSet<_>>(), ids);
+}
+
+both! {
+    // Jobs created in the same microsecond page by id, with no repeats and no gaps.
+    async fn jobs_page_by_cursor_newest_first(app) {
+        let now = Utc::now();
+        let mut tx = app.db().begin().await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            ids.push(jobs::enqueue(&mut tx, &NewJob::new("page", json!({"i": i})), 3, now).await.unwrap().unwrap());
+        }
+        tx.commit().await.unwrap();
+        ids.sort();
+        ids.reverse();
+        assert!(ids.iter().all(|id| id.starts_with("job_")), "{ids:?}");
+        let admin = app.admin().await;
+        let paged = crate::statements::all_pages(&app, &admin, "/v1/jobs?kind=page", 3).await;
+        let got: Vec<&str> = paged.iter().map(|j| j["id"].as_str().unwrap()).collect();
+        assert_eq!(got, ids);
+        assert!(paged[0]["created_at"].as_str().unwrap().ends_with('Z'));
+        assert!(paged[0].get("created_at_us").is_none(), "{}", paged[0]);
+    }
 }

@@ -147,7 +147,7 @@ crate::both_backends! {
         let r = env.app.get(&env.app_key, &format!("/v1/launches/{}/members", ctx["launch_id"].as_str().unwrap())).await;
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
-        let members = body["members"].as_array().unwrap();
+        let members = body["data"].as_array().unwrap();
         assert!(members.len() >= 5, "{body}");
         assert!(members.iter().any(|m| m["user_id"] == "member-4"));
     }
@@ -163,7 +163,7 @@ crate::both_backends! {
         let li = created["id"].as_str().unwrap().to_owned();
         let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/lineitems?tag=essay")).await;
         let list: Value = r.json().await.unwrap();
-        assert!(list.as_array().unwrap().iter().any(|i| i["id"] == li.as_str()), "{list}");
+        assert!(list["data"].as_array().unwrap().iter().any(|i| i["id"] == li.as_str()), "{list}");
         // A score for that line item lands in its column.
         let mut s = score(15.0);
         s["scoreMaximum"] = json!(20);

@@ -47,7 +47,7 @@ async fn link_record(env: &LtiEnv, admin: &str, id: &str) -> Value {
     let r = env.app.get(admin, "/v1/lti/registration-links").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    body["links"]
+    body["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -70,7 +70,7 @@ async fn registrations(env: &LtiEnv, admin: &str) -> Vec<Value> {
         .json()
         .await
         .unwrap();
-    list["registrations"].as_array().unwrap().clone()
+    list["data"].as_array().unwrap().clone()
 }
 
 async fn pending_messages(env: &LtiEnv) -> i64 {
@@ -150,13 +150,13 @@ crate::both_backends! {
         let (status, _) = open(&env, &env.lms.dynamic_registration_url(&link)).await;
         assert_eq!(status, 200);
         let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=pending").await.json().await.unwrap();
-        let id = list["registrations"][0]["id"].as_str().unwrap();
+        let id = list["data"][0]["id"].as_str().unwrap();
         let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/reject"))).bearer_auth(&admin).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["status"], "rejected");
         let list: Value = env.app.get(&admin, "/v1/lti/registrations?status=rejected").await.json().await.unwrap();
-        assert_eq!(list["registrations"].as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
     }
 
     // M3: an anonymous request (no link, or one that is unknown, expired, revoked or
@@ -411,11 +411,11 @@ crate::both_backends! {
         let text = r.text().await.unwrap();
         assert!(!text.contains(token), "{text}");
         let all: Value = serde_json::from_str(&text).unwrap();
-        let ids: Vec<&str> = all["links"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = all["data"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
         assert_eq!(ids, [other_id.as_str(), id.as_str()]);
         let mine: Value = env.app.get(&admin, &format!("/v1/lti/registration-links?partner={PARTNER}")).await.json().await.unwrap();
-        assert_eq!(mine["links"].as_array().unwrap().len(), 1);
-        assert_eq!(mine["links"][0]["created_by"].as_str().map(|s| !s.is_empty()), Some(true));
+        assert_eq!(mine["data"].as_array().unwrap().len(), 1);
+        assert_eq!(mine["data"][0]["created_by"].as_str().map(|s| !s.is_empty()), Some(true));
         let r = env.app.get(&admin, "/v1/lti/registration-links?status=lost").await;
         assert_eq!(r.status(), 400);
         let r = env.app.get(&admin, "/v1/lti/registration-links?colour=red").await;
@@ -431,13 +431,13 @@ crate::both_backends! {
         assert_eq!(delete(id.clone(), admin.clone()).await, 204);
         assert_eq!(delete(id.clone(), admin.clone()).await, 409);
         let revoked: Value = env.app.get(&admin, "/v1/lti/registration-links?status=revoked").await.json().await.unwrap();
-        assert_eq!(revoked["links"][0]["id"], id);
-        assert!(revoked["links"][0]["revoked_at"].is_string());
+        assert_eq!(revoked["data"][0]["id"], id);
+        assert!(revoked["data"][0]["revoked_at"].is_string());
         let (used_id, used) = new_link(&env, &admin, PARTNER).await;
         assert_eq!(open(&env, &env.lms.dynamic_registration_url(&used)).await.0, 200);
         assert_eq!(delete(used_id, admin.clone()).await, 409);
         let active: Value = env.app.get(&admin, "/v1/lti/registration-links?status=active").await.json().await.unwrap();
-        assert_eq!(active["links"].as_array().unwrap().len(), 1, "{active}");
-        assert_eq!(active["links"][0]["id"], other_id);
+        assert_eq!(active["data"].as_array().unwrap().len(), 1, "{active}");
+        assert_eq!(active["data"][0]["id"], other_id);
     }
 }

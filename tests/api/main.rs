@@ -1,6 +1,7 @@
 //! Behaviour tests of the running gateway over real HTTP, each on SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod answer_check;
 mod helpers;
 
 mod auth;

@@ -467,3 +467,62 @@ crate::both! {
         assert!(codes.contains("not_found") && codes.contains("validation_failed") && codes.contains("forbidden"));
     }
 }
+
+/// The schema a `$ref` points at (or the schema itself).
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("dangling {r}")),
+        None => schema,
+    }
+}
+
+crate::both! {
+    // Six envelopes (`data`, `statements`, `messages` + `next_before`, `endpoints`,
+    // `connections`, `registrations`) became one, each with the same paging parameters.
+    async fn every_list_operation_has_one_envelope_and_cursor_paging(app) {
+        let doc = document(&app).await;
+        let mut lists = Vec::new();
+        for (method, path, op) in operations(&doc) {
+            if method != "get" || path == "/v1/usage/query" || path.contains("/fhir/") {
+                continue;
+            }
+            let Some(schema) = op.pointer("/responses/200/content/application~1json/schema") else { continue };
+            let schema = resolve(&doc, schema);
+            assert_ne!(schema["type"], "array", "{path} answers a bare array");
+            // A list: named so (`list_...`), or answering a `data` array.
+            let Some(props) = schema["properties"].as_object() else { continue };
+            let named = op["operationId"].as_str().is_some_and(|id| id.starts_with("list_"));
+            if !named && !props.contains_key("data") {
+                continue;
+            }
+            let mut keys: Vec<&str> = props.keys().map(String::as_str).collect();
+            keys.sort();
+            assert_eq!(keys, ["data", "next_cursor"], "{path}: its list envelope");
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter(|p| p["in"] == "query").filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(params.contains(&"limit") && params.contains(&"cursor"), "{path}: paging parameters {params:?}");
+            lists.push(path);
+        }
+        assert!(lists.len() >= 13, "list operations found: {lists:?}");
+    }
+
+    async fn every_changing_operation_documents_the_idempotency_key(app) {
+        let doc = document(&app).await;
+        for (method, path, op) in operations(&doc) {
+            let header = op["parameters"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"));
+            if method == "get" {
+                assert!(header.is_none(), "{path}");
+                continue;
+            }
+            let header = header.unwrap_or_else(|| panic!("{method} {path} has no Idempotency-Key"));
+            assert_eq!(header["in"], "header");
+            for status in ["400", "409", "422"] {
+                assert!(op["responses"].get(status).is_some(), "{method} {path}: {status}");
+            }
+        }
+    }
+}

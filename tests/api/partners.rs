@@ -41,3 +41,23 @@ both! {
         assert_eq!(body["data"].as_array().unwrap().len(), 8);
     }
 }
+
+both! {
+    // A collection held in memory pages the same way as one read from the store.
+    async fn partners_page_by_cursor(app) {
+        let admin = app.admin().await;
+        let paged = crate::statements::all_pages(&app, &admin, "/v1/partners", 3).await;
+        let ids: Vec<&str> = paged.iter().map(|p| p["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 8);
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        // The cursor of one list is refused by another.
+        let page: Value = app.get(&admin, "/v1/partners?limit=1").await.json().await.unwrap();
+        let c = page["next_cursor"].as_str().unwrap();
+        let r = app.get(&admin, &format!("/v1/usage/meters?cursor={c}")).await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert!(body["detail"].as_str().unwrap().contains("another list"), "{body}");
+    }
+}

@@ -219,7 +219,7 @@ both_backends! {
         let r = env.app.get(&admin, "/v1/sso/connections").await;
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
-        let c = &body["connections"][0];
+        let c = &body["data"][0];
         assert_eq!(c["id"], CONNECTION);
         assert_eq!(c["redirect_uri"], format!("{}/sso/oidc/callback", env.gateway));
         assert_eq!(c["start_url"], format!("{}/sso/start?organisation={CONNECTION}", env.gateway));
@@ -331,7 +331,7 @@ both_backends! {
         }
         let r = env.app.get(&admin, "/v1/sso/connections").await;
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["connections"].as_array().unwrap().len(), 1, "nothing was saved");
+        assert_eq!(body["data"].as_array().unwrap().len(), 1, "nothing was saved");
     }
 
     async fn bad_id_tokens_are_refused(backend) {

@@ -665,7 +665,7 @@ both_backends! {
         let Some(env) = Env::start(backend, SamlIdpVendor::Shibboleth, "").await else { return };
         let admin = env.app.admin().await;
         let body: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
-        let c = &body["connections"][0];
+        let c = &body["data"][0];
         assert_eq!(c["protocol"], "saml");
         assert_eq!(c["sp_metadata_url"], env.entity_id());
         assert_eq!(c["acs_url"], env.acs());
@@ -700,7 +700,7 @@ both_backends! {
         assert_eq!(b["code"], "idp_metadata_invalid", "{b}");
         assert!(b["detail"].as_str().unwrap().contains("SingleSignOnService for the HTTP-Redirect binding"), "{b}");
         let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
-        assert_eq!(list["connections"].as_array().unwrap().len(), 1);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1);
     }
 
     async fn admins_create_and_delete_connections_at_runtime(backend) {
@@ -754,7 +754,7 @@ both_backends! {
         })).await;
         assert_eq!(s, 422, "{b}");
         let body: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
-        assert_eq!(body["connections"].as_array().unwrap().len(), 1, "{body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
         // Only admins.
         let r = env.app.client.post(env.app.url("/v1/sso/connections")).bearer_auth(&env.app_key).json(&good).send().await.unwrap();
         assert_eq!(r.status(), 403);
@@ -948,7 +948,7 @@ both_backends! {
         // Admins see how each connection's people are named.
         let admin = env.app.admin().await;
         let list: Value = env.app.get(&admin, "/v1/sso/connections").await.json().await.unwrap();
-        let namespaces: Vec<&str> = list["connections"].as_array().unwrap().iter().map(|c| c["subject_namespace"].as_str().unwrap()).collect();
+        let namespaces: Vec<&str> = list["data"].as_array().unwrap().iter().map(|c| c["subject_namespace"].as_str().unwrap()).collect();
         assert_eq!(namespaces, [CONNECTION, STAFF]);
     }
 

@@ -63,7 +63,7 @@ crate::both_backends! {
             assert!(is_refusal(body["detail"].as_str().unwrap()), "{url}: {body}");
         }
         let list: Value = app.get(&admin, "/v1/webhooks/endpoints").await.json().await.unwrap();
-        assert_eq!(list["endpoints"].as_array().unwrap().len(), 0, "{list}");
+        assert_eq!(list["data"].as_array().unwrap().len(), 0, "{list}");
     }
 
     // An EHR whose FHIR base is an embedded-IPv4 spelling: discovery is refused, not tried.
@@ -108,7 +108,7 @@ crate::both_backends! {
             let r = browser.get(&url).send().await.unwrap();
             assert_eq!(r.status(), 502, "{host}");
             let list: Value = app.get(&admin, "/v1/lti/registration-links").await.json().await.unwrap();
-            let last = list["links"][0]["last_error"].as_str().unwrap().to_owned();
+            let last = list["data"][0]["last_error"].as_str().unwrap().to_owned();
             assert!(is_refusal(&last), "{host}: {last}");
         }
     }

@@ -60,8 +60,8 @@ both! {
         ]).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(values(&body), [json!(2), json!(1), json!(1)]);
-        assert_eq!(body["data"][0]["start"], "2026-11-01T00:00:00Z");
-        assert_eq!(body["data"][0]["end"], "2026-11-02T00:00:00Z");
+        assert_eq!(body["data"][0]["start"], "2026-11-01T00:00:00.000000Z");
+        assert_eq!(body["data"][0]["end"], "2026-11-02T00:00:00.000000Z");
         assert_eq!(body["meter"], "active_users");
         assert_eq!(body["partner"], "epic-sandbox");
         assert_eq!(body["window"], "day");
@@ -87,8 +87,10 @@ both! {
         ]).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(values(&body), [json!(1), json!(1)]);
-        assert_eq!(body["data"][0]["start"], "2026-11-01T00:00:00-04:00");
-        assert_eq!(body["data"][0]["end"], "2026-11-02T00:00:00-05:00");
+        // Local days of the zone, written in UTC: New York midnight is 04:00Z, then 05:00Z
+        // once DST ends on 1 November.
+        assert_eq!(body["data"][0]["start"], "2026-11-01T04:00:00.000000Z");
+        assert_eq!(body["data"][0]["end"], "2026-11-02T05:00:00.000000Z");
         assert_eq!(body["tz"], "America/New_York");
         let (_, utc) = app.query(&key, &[
             ("meter", "smart_launches"), ("partner", "epic-sandbox"),
@@ -213,7 +215,7 @@ both! {
         assert_eq!(status, 200, "{body}");
         let expected: Vec<Value> = (0..48).map(|h| json!(h % 5)).collect();
         assert_eq!(values(&body), expected);
-        assert_eq!(body["data"][47]["start"], "2026-11-02T23:00:00Z");
+        assert_eq!(body["data"][47]["start"], "2026-11-02T23:00:00.000000Z");
         let (_, body) = app.query(&key, &[
             ("meter", "peak_score"), ("partner", "oracle-health-sandbox"),
             ("from", "2026-11-01T00:00:00Z"), ("to", "2026-11-03T00:00:00Z"), ("window", "hour"),
@@ -238,7 +240,7 @@ both! {
         assert_eq!(values(&body), [json!(3)], "{body}");
         assert_eq!(body["tz"], "America/New_York");
         assert_eq!(body["statement_period"], json!({"period": "2026-11", "agreement": "canvas-lms-partnership", "time_zone": "America/New_York"}));
-        assert!(body["from"].as_str().unwrap().starts_with("2026-11-01T00:00:00"), "{body}");
+        assert_eq!(body["from"], "2026-11-01T04:00:00.000000Z", "{body}");
         // A partner key: its own agreement by default.
         let mine = app.partner_key("canvas-sandbox").await;
         let (s, own) = app.query(&mine, &[("meter", "app_sessions"), ("period", "2026-11"), ("window", "day")]).await;

@@ -96,7 +96,7 @@ async fn wait_state(app: &TestApp, key: &str, msg: &str, endpoint: &str, state: 
 async fn attempts(app: &TestApp, key: &str, msg: &str) -> Vec<Value> {
     let (s, v) = get_json(app, key, &format!("/v1/webhooks/messages/{msg}/attempts")).await;
     assert_eq!(s, 200, "{v}");
-    v["attempts"].as_array().cloned().unwrap_or_default()
+    v["data"].as_array().cloned().unwrap_or_default()
 }
 
 both_backends! {
@@ -204,9 +204,9 @@ both_backends! {
 
         // Listing is scoped.
         let (_, list) = get_json(&app, &mine, "/v1/webhooks/endpoints").await;
-        assert_eq!(list["endpoints"].as_array().unwrap().len(), 1);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1);
         let (_, list) = get_json(&app, &admin, "/v1/webhooks/endpoints").await;
-        assert_eq!(list["endpoints"].as_array().unwrap().len(), 2);
+        assert_eq!(list["data"].as_array().unwrap().len(), 2);
 
         // Delete.
         let r = app.client.delete(app.url(&path)).bearer_auth(&mine).send().await.unwrap();
@@ -315,7 +315,7 @@ both_backends! {
         assert_eq!(m["deliveries"][0]["attempts"], 4, "{m}");
         assert_eq!(rx.count(), 4);
         let (_, failed) = get_json(&app, &admin, &format!("/v1/webhooks/messages?endpoint={ep}&state=failed")).await;
-        assert_eq!(failed["messages"][0]["id"], msg.as_str());
+        assert_eq!(failed["data"][0]["id"], msg.as_str());
         // The receiver is fixed: replay everything that failed since then.
         rx.set_default(None);
         let r = app.client.post(app.url(&format!("/v1/webhooks/endpoints/{ep}/replay"))).bearer_auth(&admin)
@@ -488,14 +488,14 @@ both_backends! {
         let msg = emit(&app, Some(PARTNER), "grade.delivered", json!({})).await;
         emit(&app, Some("moodle-sandbox"), "grade.delivered", json!({})).await;
         let (_, list) = get_json(&app, &mine, "/v1/webhooks/messages").await;
-        let ids: Vec<&str> = list["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
         assert_eq!(ids, [msg.as_str()]);
         assert_eq!(app.get(&other, &format!("/v1/webhooks/messages/{msg}")).await.status(), 404);
         let (s, _) = get_json(&app, &mine, "/v1/webhooks/messages?partner=moodle-sandbox").await;
         assert_eq!(s, 403);
         let (s, cat) = get_json(&app, &mine, "/v1/webhooks/event-types").await;
         assert_eq!(s, 200);
-        assert_eq!(cat["event_types"].as_array().unwrap().len(), 9);
+        assert_eq!(cat["data"].as_array().unwrap().len(), 9);
     }
 
     async fn inbound_billing_webhooks_feed_the_ledger_once(backend) {
@@ -615,7 +615,7 @@ both_backends! {
         assert_eq!(body["data"]["hash"], issued["hash"]);
         assert_eq!(body["data"]["period"], "2026-10");
         let (_, list) = get_json(&app, &admin, "/v1/webhooks/messages?type=statement.finalized").await;
-        assert_eq!(list["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1);
     }
 
     async fn emitting_is_part_of_the_callers_transaction(backend) {

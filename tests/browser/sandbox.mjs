@@ -50,7 +50,7 @@ try {
 
   // EHR launch from Epic: gateway -> EHR authorize -> callback -> app.
   await page.click("#ehr-epic");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#context-kind")) === "smart", "the Epic launch reaches the app as a SMART launch");
   check((await text("#partner")) === "sbx-epic", "the app names the sandbox partner sbx-epic");
   check((await text("#sandbox")) === "true", "the launch context says sandbox: true");
@@ -65,7 +65,7 @@ try {
   // LTI launch from Canvas: login initiation -> platform auth -> launch -> app.
   await page.goto(start);
   await page.click("#lti-canvas");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#context-kind")) === "lti", "the Canvas launch reaches the app as an LTI launch");
   check((await text("#partner")) === "sbx-canvas", "the app names the sandbox partner sbx-canvas");
   check((await text("#course")) === "sandbox-course-101", `the app shows the course (${await text("#course")})`);
@@ -84,7 +84,7 @@ try {
   // LTI launch from Moodle.
   await page.goto(start);
   await page.click("#lti-moodle");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#partner")) === "sbx-moodle", "the Moodle launch reaches the app");
   check((await text("#course")) === "sandbox-course-101", "the app shows the Moodle course");
   await shot("lti-moodle-app");
@@ -102,7 +102,7 @@ try {
   await shot("dl-canvas-content-added");
   await page.goto(start);
   await page.click("#dl-moodle");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#message-type")) === "LtiDeepLinkingRequest", "the Moodle deep linking launch reaches the app");
   await page.click("#return-selection");
   await page.waitForFunction(() => document.title === "Content added");
@@ -112,13 +112,13 @@ try {
   // Single sign-on, OIDC and SAML, to the same app.
   await page.goto(start);
   await page.click("#sso-oidc");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#context-kind")) === "sso" && (await text("#protocol")) === "oidc", "the OIDC sign-in reaches the app");
   check((await text("#email")) === "ada@okta.sandbox.example", "the app shows the OIDC user's email");
   await shot("sso-oidc-app");
   await page.goto(start);
   await page.click("#sso-saml");
-  await page.waitForURL(/\/app\/[0-9a-f-]+/);
+  await page.waitForURL(/\/app\/[0-9a-z_-]+/);
   check((await text("#protocol")) === "saml" && (await text("#partner")) === "sbx-shibboleth", "the SAML sign-in reaches the app");
   await shot("sso-saml-app");
 

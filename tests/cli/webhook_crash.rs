@@ -139,7 +139,7 @@ async fn webhooks_in_flight_at_a_crash_are_delivered_after_the_restart(backend: 
         .json()
         .await
         .unwrap();
-    let mut created: Vec<String> = list["messages"]
+    let mut created: Vec<String> = list["data"]
         .as_array()
         .unwrap()
         .iter()
@@ -167,7 +167,7 @@ async fn webhooks_in_flight_at_a_crash_are_delivered_after_the_restart(backend: 
         .json()
         .await
         .unwrap();
-    let to_ordered: Vec<&Value> = attempts["attempts"]
+    let to_ordered: Vec<&Value> = attempts["data"]
         .as_array()
         .unwrap()
         .iter()

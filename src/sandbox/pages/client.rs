@@ -122,10 +122,10 @@ pub(super) fn usage_rows(body: &Value) -> (bool, Vec<(String, String)>) {
     )
 }
 
-/// Launch ids are UUIDs: keep only what a UUID is made of before an id goes into a URL.
+/// Ids are a type prefix and hex (older launches: UUIDs): keep only what they are made of before an id goes into a URL.
 pub(super) fn url_segment(id: &str) -> String {
     id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
 }
 
@@ -153,10 +153,14 @@ mod tests {
     }
 
     #[test]
-    fn url_segments_keep_only_uuid_characters() {
+    fn url_segments_keep_only_id_characters() {
         assert_eq!(
             url_segment("01a23d7f-b0bf-7348-a756-3b498505caa8"),
             "01a23d7f-b0bf-7348-a756-3b498505caa8"
+        );
+        assert_eq!(
+            url_segment("lch_01a24d61136d7477bb2549c9c616b95b"),
+            "lch_01a24d61136d7477bb2549c9c616b95b"
         );
         assert_eq!(url_segment("../../v1/keys?x=1#y"), "v1keysx1y");
     }
