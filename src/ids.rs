@@ -15,6 +15,7 @@
 //! | `msg_` | a webhook message |
 //! | `stmt_` | a statement |
 //! | `adj_` | a statement adjustment |
+//! | `dlv_`, `att_` | a webhook delivery and attempt (store-numbered: the prefix and the number) |
 
 pub const LAUNCH: &str = "lch";
 pub const SCORE: &str = "scr";

@@ -1045,15 +1045,19 @@ class Check:
     def roster_and_line_items(self, ctx: dict) -> None:
         r = self.api("GET", f"/v1/launches/{ctx['launch_id']}/members")
         self.status(r, 200, "GET /v1/launches/{id}/members (NRPS through the library's service)")
-        members = r.json().get("members") or []
+        body = r.json()
+        self.ok(set(body) == {"data", "next_cursor"}, "the roster is a page of the API's list shape", repr(body)[:300])
+        members = body.get("data") or []
         self.eq(sorted((m.get("user_id"), tuple(m.get("roles") or [])) for m in members),
                 sorted((u["sub"], tuple(u["roles"])) for u in USERS.values()),
                 "the roster is the platform's members with their roles")
         r = self.api("GET", f"/v1/launches/{ctx['launch_id']}/lineitems")
         self.status(r, 200, "GET /v1/launches/{id}/lineitems (AGS line item container)")
-        ids = [i.get("id") for i in r.json()]
+        body = r.json()
+        self.ok(set(body) == {"data", "next_cursor"}, "the line items are a page of the API's list shape", repr(body)[:300])
+        ids = [i.get("id") for i in body.get("data") or []]
         self.ok(self.lms.lineitem_for_link(QUIZ_LINK["id"]) in ids,
-                "the container lists the quiz's line item", repr(r.json()))
+                "the container lists the quiz's line item", repr(body))
 
     def post_score(self, ctx: dict, score: dict, label: str) -> dict:
         before = len(self.lms.scores)

@@ -111,11 +111,15 @@ pub fn keeps(status: StatusCode) -> bool {
         && status != StatusCode::TOO_MANY_REQUESTS
 }
 
-/// The middleware (route layer): only `/v1` operations other than GET/HEAD/OPTIONS that
-/// carry the header and a known API key; everything else passes through untouched.
+/// The middleware (route layer): only `/v1` POST, PUT, PATCH and DELETE requests that
+/// carry the header and a known API key; everything else passes through untouched (a
+/// TRACE or any other method the API does not serve gets its 405 from the router).
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if safe || !req.uri().path().starts_with("/v1/") {
+    let changing = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    if !changing || !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
     }
     let Some(raw) = req.headers().get(HEADER) else {

@@ -27,7 +27,14 @@ Every `/v1` call carries an API key: `Authorization: Bearer <key>`. A key has on
 (admin, finance, partner, app); each operation lists the roles it accepts as its security \
 requirements, and a partner key acts only for its own partner. Errors are JSON: \
 `{\"code\": \"...\", \"detail\": \"...\", \"errors\": [...]}`, where `code` is stable and \
-`detail` says what is wrong.\n\n\
+`detail` says what is wrong; a query, path or body the server cannot read is 400 \
+`invalid_query`, `invalid_path` or `invalid_body`.\n\n\
+Conventions: every list answers `{\"data\": [...], \"next_cursor\": ...}`; pass \
+`next_cursor` back as `cursor` for the next page (`limit` 1 to 1000, default 100). Instants \
+are RFC 3339 in UTC with `Z` and six fraction digits. Ids carry a type prefix (`lch_` \
+launch, `scr_` score, `stmt_` statement, ...); the field naming a partner is `partner`. \
+Send `Idempotency-Key` with any changing request to make its retry safe: a repeat gets the \
+first answer (`Idempotent-Replayed: true`).\n\n\
 Sandbox partners (`partner-gateway sandbox`, or `sandbox = true` in config) are test \
 partners: every response made by their keys or for their launches carries \
 `X-Gateway-Sandbox: true`, launch contexts and usage answers say `\"sandbox\": true`, and \

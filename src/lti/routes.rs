@@ -151,14 +151,9 @@ crate::page_schema!(
     "A page of the context's members (NRPS), in the LMS's order."
 );
 
-/// Pages a list the gateway gathered whole from the LMS (every page the LMS links to): the
-/// position in the LMS's order is the key, so a list the LMS changes between calls may
-/// shift.
-fn page_from_lms(
-    list: &'static str,
-    q: Option<&str>,
-    items: Vec<Value>,
-) -> Result<Page<Value>, ApiError> {
+/// The paging of a list the gateway gathers whole from the LMS (every page the LMS links
+/// to), checked before the LMS is asked.
+fn lms_paging(list: &'static str, q: Option<&str>) -> Result<Paging, ApiError> {
     let mut p = pairs(q.unwrap_or_default().as_bytes());
     let limit = p
         .remove("limit")
@@ -171,7 +166,12 @@ fn page_from_lms(
             })
         })
         .transpose()?;
-    let paging = Paging::new(list, limit, p.remove("cursor").as_deref())?;
+    Paging::new(list, limit, p.remove("cursor").as_deref())
+}
+
+/// A page of what the LMS gave: the position in the LMS's order is the key, so a list the
+/// LMS changes between calls may shift.
+fn page_from_lms(paging: &Paging, items: Vec<Value>) -> Result<Page<Value>, ApiError> {
     let numbered: Vec<(usize, Value)> = items.into_iter().enumerate().collect();
     let page = paging.page_sorted(numbered, |(i, _)| *i)?;
     Ok(Page {
@@ -617,6 +617,7 @@ async fn app_launch(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "A page of the LMS's line items", body = LineItemList),
+        (status = 400, response = crate::http::openapi::BadRequest),
         crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
         (status = "default", description = "Any other status is the LMS's own, with its body", body = Object),
@@ -629,8 +630,9 @@ async fn list_line_items(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
+    let paging = lms_paging("lti_line_items", q.as_deref())?;
     let items = super::ags::list_line_items(&state, &launch, q.as_deref()).await?;
-    Ok(Json(page_from_lms("lti_line_items", q.as_deref(), items)?))
+    Ok(Json(page_from_lms(&paging, items)?))
 }
 
 fn passthrough(
@@ -807,6 +809,7 @@ async fn line_item(
     security(("app_key" = [])),
     responses(
         (status = 200, description = "A page of the context's members", body = MemberList),
+        (status = 400, response = crate::http::openapi::BadRequest),
         crate::http::openapi::LaunchErrors,
         (status = 502, response = crate::http::openapi::BadGateway),
     )
@@ -818,8 +821,9 @@ async fn members(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let launch = app_launch(&state, &caller, &id).await?;
+    let paging = lms_paging("lti_members", q.as_deref())?;
     let members = super::ags::members(&state, &launch).await?;
-    Ok(Json(page_from_lms("lti_members", q.as_deref(), members)?))
+    Ok(Json(page_from_lms(&paging, members)?))
 }
 
 fn lti11_only(l: &crate::launches::Launch) -> Result<(), ApiError> {

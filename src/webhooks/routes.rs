@@ -109,7 +109,8 @@ struct MessageView {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct DeliveryView {
-    delivery_id: i64,
+    /// `dlv_...`: the message's delivery to one endpoint.
+    delivery_id: String,
     endpoint_id: String,
     /// pending, sending, delivered, failed or cancelled.
     state: String,
@@ -129,9 +130,10 @@ crate::page_schema!(
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct AttemptView {
-    id: i64,
+    /// `att_...`
+    id: String,
     message_id: String,
-    delivery_id: i64,
+    delivery_id: String,
     endpoint_id: String,
     attempt: i32,
     started_at: String,
@@ -173,6 +175,12 @@ struct PageQuery {
     limit: Option<i64>,
     /// A `next_cursor` from the page before.
     cursor: Option<String>,
+}
+
+/// Deliveries and attempts are numbered by the store; the API shows them with a prefix as
+/// every other id.
+fn delivery_id(n: i64) -> String {
+    format!("dlv_{n}")
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
@@ -794,7 +802,7 @@ fn message_view(
         .iter()
         .filter(|d| d.message_id == m.id && visible.is_none_or(|v| v.contains(&d.endpoint_id)))
         .map(|d| DeliveryView {
-            delivery_id: d.id,
+            delivery_id: delivery_id(d.id),
             endpoint_id: d.endpoint_id.clone(),
             state: d.state.clone(),
             attempts: d.attempts,
@@ -890,13 +898,19 @@ async fn attempts(
     let m = visible_message(&state, &caller, &id).await?;
     let visible = visible_endpoints(&state, &caller).await?;
     let rows = store::attempts_of(&state.db, &m.id).await?;
-    let attempts: Vec<AttemptView> = rows
+    let rows: Vec<store::AttemptRow> = rows
         .into_iter()
         .filter(|a| visible.as_ref().is_none_or(|v| v.contains(&a.endpoint_id)))
+        .collect();
+    // A message has a bounded number of attempts (retries, replays): paged in memory.
+    let page = paging.page_sorted(rows, |a| a.id)?;
+    let attempts: Vec<AttemptView> = page
+        .data
+        .into_iter()
         .map(|a| AttemptView {
-            id: a.id,
+            id: format!("att_{}", a.id),
             message_id: a.message_id,
-            delivery_id: a.delivery_id,
+            delivery_id: delivery_id(a.delivery_id),
             endpoint_id: a.endpoint_id,
             attempt: a.attempt,
             started_at: store::rfc3339(a.started_at_us),
@@ -912,8 +926,10 @@ async fn attempts(
             next_attempt_at: a.next_at_us.map(store::rfc3339),
         })
         .collect();
-    // A message has a bounded number of attempts (retries, replays): paged in memory.
-    Ok(Json(paging.page_sorted(attempts, |a: &AttemptView| a.id)?))
+    Ok(Json(Page {
+        data: attempts,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]

@@ -61,4 +61,38 @@ crate::both! {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "invalid_body", "{body}");
     }
+
+    // The Idempotency-Key layer keys POST, PUT, PATCH and DELETE only: a method the API does
+    // not serve gets its 405 from the router, key or no key.
+    async fn a_method_the_api_does_not_serve_is_405_even_with_an_idempotency_key(app) {
+        let admin = app.admin().await;
+        for _ in 0..2 {
+            let r = app
+                .client
+                .request(reqwest::Method::TRACE, app.url("/v1/partners/epic-sandbox/fhir/Patient"))
+                .bearer_auth(&admin)
+                .header("Idempotency-Key", "same-key-twice")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405);
+        }
+    }
+
+    // An id that names nothing is 404 on the operations acting on one.
+    async fn acting_on_nothing_is_404(app) {
+        let finance = app.key(Role::Finance, None).await;
+        let r = app.client.post(app.url("/v1/statements/stmt_nothing/finalize")).bearer_auth(&finance).json(&serde_json::json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let admin = app.admin().await;
+        let r = app
+            .client
+            .post(app.url("/v1/webhooks/endpoints"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"url": "https://hooks.example.com/in", "event_types": ["grade.*"], "partner": "nobody"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{}", r.text().await.unwrap());
+    }
 }

@@ -164,6 +164,18 @@ crate::both_backends! {
         let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/lineitems?tag=essay")).await;
         let list: Value = r.json().await.unwrap();
         assert!(list["data"].as_array().unwrap().iter().any(|i| i["id"] == li.as_str()), "{list}");
+        // Paging is checked before the LMS is asked.
+        for path in ["lineitems?limit=0", "members?limit=many", "members?cursor=x"] {
+            let r = env.app.get(&env.app_key, &format!("/v1/launches/{id}/{path}")).await;
+            assert_eq!(r.status(), 400, "{path}");
+        }
+        env.lms.add_member("course-1", MockUser::learner("member-a"));
+        env.lms.add_member("course-1", MockUser::learner("member-b"));
+        let page: Value = env.app.get(&env.app_key, &format!("/v1/launches/{id}/members?limit=1")).await.json().await.unwrap();
+        assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+        let next = page["next_cursor"].as_str().unwrap();
+        let rest: Value = env.app.get(&env.app_key, &format!("/v1/launches/{id}/members?cursor={next}")).await.json().await.unwrap();
+        assert_ne!(rest["data"][0], page["data"][0], "{rest}");
         // A score for that line item lands in its column.
         let mut s = score(15.0);
         s["scoreMaximum"] = json!(20);

@@ -96,7 +96,16 @@ async fn wait_state(app: &TestApp, key: &str, msg: &str, endpoint: &str, state: 
 async fn attempts(app: &TestApp, key: &str, msg: &str) -> Vec<Value> {
     let (s, v) = get_json(app, key, &format!("/v1/webhooks/messages/{msg}/attempts")).await;
     assert_eq!(s, 200, "{v}");
-    v["data"].as_array().cloned().unwrap_or_default()
+    let list = v["data"].as_array().cloned().unwrap_or_default();
+    for a in &list {
+        assert!(a["id"].as_str().unwrap().starts_with("att_"), "{a}");
+        assert!(
+            a["delivery_id"].as_str().unwrap().starts_with("dlv_"),
+            "{a}"
+        );
+        assert_eq!(a["message_id"], msg);
+    }
+    list
 }
 
 both_backends! {
