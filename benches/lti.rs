@@ -1,5 +1,5 @@
 //! LTI bench: complete LTI 1.3 launches per second (login initiation + launch validation +
-//! the app's handoff exchange) through the gateway against the mock LMS (`sandbox::lms`),
+//! the app's handoff exchange) through the gateway against the mock LMS (`partner_sim::lms`),
 //! and scores delivered per second through the durable job queue, each beside a baseline
 //! measured in the same run: the mock LMS's own throughput for a trivial request (its JWKS)
 //! with the same client and concurrency, and, for scores, the mock's AGS score endpoint
@@ -50,7 +50,7 @@ use partner_gateway::jobs::Handlers;
 use partner_gateway::lti::ags::{SCORE_TYPE, scores_url};
 use partner_gateway::lti::platforms;
 use partner_gateway::lti::token::{SCOPE_SCORE, platform_token};
-use partner_gateway::sandbox::lms::{
+use partner_sim::lms::{
     LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality, parse_auto_post_form,
 };
 use serde_json::{Value, json};

@@ -1,5 +1,5 @@
 //! SMART bench: complete launches per second through the gateway against the mock EHR
-//! (`sandbox::ehr`) on loopback, and the FHIR proxy against the mock FHIR server called
+//! (`partner_sim::ehr`) on loopback, and the FHIR proxy against the mock FHIR server called
 //! directly, all in one run. SQLite, then PostgreSQL when `BENCH_DATABASE_URL` is set.
 //!
 //! ```sh
@@ -43,10 +43,10 @@ use partner_gateway::app::{self, AppState};
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
 use partner_gateway::keys::{self, SigningKey};
-use partner_gateway::sandbox::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use partner_gateway::smart::flow::{
     AuthorizeRequest, authorize_url, client_assertion_claims, pkce_pair, random_token,
 };
+use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;

@@ -1,8 +1,8 @@
 //! SSO bench: complete OIDC and SAML logins per second through the gateway against the
 //! mock IdPs on loopback, each beside a same-run baseline: for OIDC the mock IdP's
-//! (`sandbox::idp`, Okta personality) own authorization + token rate (the same client,
+//! (`partner_sim::idp`, Okta personality) own authorization + token rate (the same client,
 //! PKCE and RS256 id_token, without the gateway); for SAML the mock IdP's
-//! (`sandbox::saml_idp`, Shibboleth personality) own rate of answering an AuthnRequest with
+//! (`partner_sim::saml_idp`, Shibboleth personality) own rate of answering an AuthnRequest with
 //! a signed response (RSA-SHA256 through xmlsec).
 //!
 //! ```sh
@@ -34,9 +34,9 @@ use partner_gateway::apikeys::{self, Role};
 use partner_gateway::app::{self, AppState};
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
-use partner_gateway::sandbox::idp::{IdpUser, IdpVendor, MockIdp};
-use partner_gateway::sandbox::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 use partner_gateway::smart::flow::{pkce_challenge, random_token};
+use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
+use partner_sim::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 use tokio_util::sync::CancellationToken;
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

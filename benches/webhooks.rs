@@ -25,8 +25,8 @@ use partner_gateway::apikeys::{self, Role};
 use partner_gateway::app::{self, AppState};
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
-use partner_gateway::sandbox::receiver::Receiver;
 use partner_gateway::webhooks::{Dispatcher, emit, store};
+use partner_sim::receiver::Receiver;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

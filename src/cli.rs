@@ -56,6 +56,7 @@ pub enum Command {
     /// Try every flow on this machine: the gateway on SQLite under --data-dir with
     /// simulated EHRs (Epic, Oracle), LMSs (Canvas, Moodle), IdPs (OIDC, SAML), a webhook
     /// receiver and a sample app, all registered as sandbox partners. Ignores --config.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// The gateway's port on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 8080)]
@@ -256,6 +257,7 @@ pub const IMPORT_REJECTED_LINES: u8 = 3;
 pub async fn run(cli: Cli) -> ExitCode {
     // The sandbox builds its own configuration: it must not need (or read) the production
     // one, so it runs before the config directory is loaded.
+    #[cfg(feature = "sandbox")]
     if let Command::Sandbox {
         port,
         site_port,
@@ -317,6 +319,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+#[cfg(feature = "sandbox")]
 async fn sandbox(opts: crate::sandbox::run::Options) -> ExitCode {
     // Warnings only: the console is for the URLs printed below; RUST_LOG shows more.
     crate::telemetry::init_tracing(&crate::config::TelemetryConfig {
@@ -339,6 +342,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
     // every other command refuses a database that is not current, naming what to run.
     match command {
         Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve => {
             let migrate = config.database.migrate_on_start;

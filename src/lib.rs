@@ -31,8 +31,9 @@ pub mod metering;
 pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
-/// Simulators of partner systems (EHR, LMS, IdPs, a webhook receiver) for tests and benchmarks,
-/// and the `sandbox` command that runs them beside the gateway with a sample app.
+/// The `sandbox` command: the simulated partners of `crates/partner-sim` beside the gateway,
+/// with a sample app (the default `sandbox` feature).
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 /// SMART on FHIR client: EHR and standalone launch, token handling, FHIR proxy.
 pub mod smart;

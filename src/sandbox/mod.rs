@@ -1,9 +1,6 @@
-//! Sandboxes partners and tests run against instead of a real partner system, and the
-//! `sandbox` command that runs them beside the gateway (`run.rs`, its pages in `pages.rs`).
-pub mod ehr;
-pub mod idp;
-pub mod lms;
+//! The `sandbox` command: the gateway beside the simulated partner systems of the
+//! `partner-sim` crate (an EHR, an LMS, IdPs, a webhook receiver) and a sample app, all on
+//! this machine (`run.rs`, its pages in `pages.rs`). Built with the default `sandbox`
+//! feature; the gateway itself never depends on the simulators.
 pub mod pages;
-pub mod receiver;
 pub mod run;
-pub mod saml_idp;

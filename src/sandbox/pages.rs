@@ -17,8 +17,6 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ehr::{LaunchContext, MockEhr};
-use super::lms::{LaunchSpec, MockLms, MockUser};
 use super::run::{
     CANVAS, COURSE, LTI_CLIENT, LTI_DEPLOYMENT, MOODLE, OKTA, PARTNERS, SHIBBOLETH, Site,
     USAGE_METER,
@@ -26,6 +24,8 @@ use super::run::{
 use crate::http::page::escape;
 use client::{Answer, answer, url_segment};
 use html::{auto_post, error_page, html, pretty};
+use partner_sim::ehr::{LaunchContext, MockEhr};
+use partner_sim::lms::{LaunchSpec, MockLms, MockUser};
 
 mod client;
 mod html;
@@ -238,7 +238,7 @@ async fn lms_launch(
             MockUser::new(
                 "sandbox-teacher-1",
                 "Tess Teacher",
-                &[super::lms::ROLE_INSTRUCTOR],
+                &[partner_sim::lms::ROLE_INSTRUCTOR],
             ),
             COURSE,
             Some("sandbox-deep-link-data"),
@@ -250,12 +250,12 @@ async fn lms_launch(
                 MockUser::new(
                     "sandbox-learner-1",
                     "Lee Learner",
-                    &[super::lms::ROLE_LEARNER],
+                    &[partner_sim::lms::ROLE_LEARNER],
                 ),
                 COURSE,
                 "sandbox-activity-1",
             );
-            spec.message = super::lms::Message::ResourceLink {
+            spec.message = partner_sim::lms::Message::ResourceLink {
                 id: "sandbox-activity-1".into(),
                 title: Some("Sandbox activity".into()),
             };

@@ -21,14 +21,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::ehr::{MockClient, MockEhr, MockEhrOptions, Vendor};
-use super::idp::{IdpUser, IdpVendor, MockIdp};
-use super::lms::{MockLms, MockLmsOptions, MockTool, Personality};
-use super::receiver::Receiver;
-use super::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 use crate::apikeys::{self, Role};
 use crate::app::{self, AppState};
 use crate::config::{Config, Layer};
+use partner_sim::ehr::{MockClient, MockEhr, MockEhrOptions, Vendor};
+use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
+use partner_sim::lms::{MockLms, MockLmsOptions, MockTool, Personality};
+use partner_sim::receiver::Receiver;
+use partner_sim::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 
 /// Sandbox partner ids all start with this, so they can never be a production partner's
 /// (production config should not use the prefix; `check-config` does not forbid it, but a

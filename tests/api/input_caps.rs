@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use partner_gateway::apikeys::Role;
-use partner_gateway::sandbox::lms::{MockUser, Personality};
+use partner_sim::lms::{MockUser, Personality};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -200,7 +200,7 @@ crate::both_backends! {
     async fn a_signed_lti_launch_with_nul_in_sub_and_name_goes_through(backend) {
         let Some(env) = crate::lti_env::start(backend, Personality::Canvas).await else { return };
         let mut spec = env.learner_launch("ignored");
-        spec.user = MockUser::new("stu\u{0}dent-1", "Ada\u{0} Lovelace", &[partner_gateway::sandbox::lms::ROLE_LEARNER]);
+        spec.user = MockUser::new("stu\u{0}dent-1", "Ada\u{0} Lovelace", &[partner_sim::lms::ROLE_LEARNER]);
         spec.login_hint = Some("opaque-hint-1".into());
         let code = env.launch(spec).await.code();
         let (status, ctx) = env.exchange(&code).await;

@@ -2,7 +2,7 @@
 //! to the gradebook, Deep Linking, rosters, Dynamic Registration, LTI 1.1; and the
 //! certification's bad payloads, each with its rejection.
 
-use partner_gateway::sandbox::lms::{
+use partner_sim::lms::{
     AgsFault, LaunchFault, LaunchSpec, MockUser, Personality, parse_auto_post_form,
 };
 use serde_json::{Value, json};
@@ -242,7 +242,7 @@ crate::both_backends! {
             let Some(env) = env else { return };
             for bad in ["javascript:alert(document.domain)", "data:text/html,<script>alert(1)</script>", "http://lms.example.com/return"] {
                 let mut spec = LaunchSpec::deep_linking(CLIENT, DEPLOYMENT, MockUser::instructor("teacher-1"), "course-1", None);
-                spec.message = partner_gateway::sandbox::lms::Message::DeepLinking { return_url: Some(bad.into()), data: None };
+                spec.message = partner_sim::lms::Message::DeepLinking { return_url: Some(bad.into()), data: None };
                 let (status, body) = env.launch(spec).await.page();
                 assert_eq!(status, 400, "{bad}: {body}");
                 assert!(body.contains("deep_link_return_url"), "{body}");

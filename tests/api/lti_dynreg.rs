@@ -3,7 +3,7 @@
 //! spent one, an issuer on another origin, an address outside the partner's networks) with
 //! a generic page for the browser and the reason kept for the admin.
 
-use partner_gateway::sandbox::lms::{LaunchSpec, MockUser, Personality, RegistrationFault};
+use partner_sim::lms::{LaunchSpec, MockUser, Personality, RegistrationFault};
 use serde_json::{Value, json};
 
 use crate::lti_env::{DEPLOYMENT, LtiEnv, PARTNER, start, start_with};

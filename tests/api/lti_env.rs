@@ -1,11 +1,11 @@
-//! `LtiEnv`: the gateway and a mock LMS (`partner_gateway::sandbox::lms`) wired to each
+//! `LtiEnv`: the gateway and a mock LMS (`partner_sim::lms`) wired to each
 //! other on loopback, and a "browser" that follows redirects and auto-post forms by hand
 //! and carries cookies itself.
 
 use std::time::Duration;
 
 use partner_gateway::apikeys::Role;
-use partner_gateway::sandbox::lms::{
+use partner_sim::lms::{
     LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality, parse_auto_post_form,
 };
 use serde_json::Value;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partner_gateway::sandbox::lms::{AgsFault, MockUser, Personality};
+use partner_sim::lms::{AgsFault, MockUser, Personality};
 use serde_json::{Value, json};
 
 use crate::helpers::Backend;

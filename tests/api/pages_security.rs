@@ -18,9 +18,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
-use partner_gateway::sandbox::ehr::{MockClient, MockEhr, MockEhrOptions, Vendor};
-use partner_gateway::sandbox::idp::{IdpUser, IdpVendor, MockIdp};
-use partner_gateway::sandbox::lms::{
+use partner_sim::ehr::{MockClient, MockEhr, MockEhrOptions, Vendor};
+use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
+use partner_sim::lms::{
     LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality, parse_auto_post_form,
 };
 use sha2::{Digest, Sha256};
@@ -876,7 +876,7 @@ crate::both_backends! {
     }
 }
 
-/// Every `.route("...")` string in `src/` outside `/v1` and the simulators (`src/sandbox/`,
+/// Every `.route("...")` string in `src/` outside `/v1` and the sandbox command's site (`src/sandbox/`,
 /// which serve on listeners of their own).
 fn routes_in_source() -> BTreeSet<(String, String)> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -4,8 +4,8 @@
 
 use partner_gateway::apikeys::Role;
 use partner_gateway::config::{Config, Layer};
-use partner_gateway::sandbox::lms::parse_auto_post_form;
 use partner_gateway::sandbox::run::{self, Options};
+use partner_sim::lms::parse_auto_post_form;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp};

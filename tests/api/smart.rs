@@ -2,7 +2,7 @@
 //! client type, the handoff, the FHIR proxy with refresh, the patient summary, Backend
 //! Services, and every rejection the issue lists.
 
-use partner_gateway::sandbox::ehr::{DiscoveryMode, Fault, IdTokenFault, Vendor};
+use partner_sim::ehr::{DiscoveryMode, Fault, IdTokenFault, Vendor};
 use reqwest::Method;
 use serde_json::Value;
 

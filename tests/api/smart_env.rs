@@ -1,8 +1,8 @@
-//! `SmartEnv`: the gateway and a mock EHR (`partner_gateway::sandbox::ehr`) wired to each
+//! `SmartEnv`: the gateway and a mock EHR (`partner_sim::ehr`) wired to each
 //! other on loopback, and a "browser" (an HTTP client that follows redirects by hand).
 
 use partner_gateway::apikeys::Role;
-use partner_gateway::sandbox::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
+use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use reqwest::StatusCode;
 use serde_json::Value;
 

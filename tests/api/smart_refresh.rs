@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use partner_gateway::sandbox::ehr::{OutageSpan, RefreshFailure, Vendor};
+use partner_sim::ehr::{OutageSpan, RefreshFailure, Vendor};
 use reqwest::StatusCode;
 
 use crate::smart_env::{Setup, SmartEnv};

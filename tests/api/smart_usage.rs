@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use partner_gateway::metering::UsageEvent;
-use partner_gateway::sandbox::ehr::{Fault, Vendor};
+use partner_sim::ehr::{Fault, Vendor};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

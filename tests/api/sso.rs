@@ -1,9 +1,9 @@
-//! SSO over OIDC against the mock IdP (`partner_gateway::sandbox::idp`), each on SQLite and
+//! SSO over OIDC against the mock IdP (`partner_sim::idp`), each on SQLite and
 //! PostgreSQL: home-realm discovery, the redirect, the callback, the launch handed to the
 //! app, and every rejection the relying party owes.
 
 use partner_gateway::apikeys::Role;
-use partner_gateway::sandbox::idp::{ENTRA_TENANT, IdTokenFault, IdpUser, IdpVendor, MockIdp};
+use partner_sim::idp::{ENTRA_TENANT, IdTokenFault, IdpUser, IdpVendor, MockIdp};
 use serde_json::Value;
 
 use crate::both_backends;

@@ -1,4 +1,4 @@
-//! SSO over SAML 2.0 against the mock IdP (`partner_gateway::sandbox::saml_idp`), each on
+//! SSO over SAML 2.0 against the mock IdP (`partner_sim::saml_idp`), each on
 //! SQLite and PostgreSQL: SP metadata, the SP-initiated redirect, the POST to the ACS,
 //! IdP-initiated responses (with and without `InResponseTo=""`), encrypted assertions,
 //! SP key rollovers, the launch handed to the app and how the ledger counts its person,
@@ -8,10 +8,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use partner_gateway::apikeys::Role;
-use partner_gateway::sandbox::saml_idp::{
-    MockSamlIdp, ResponseSpec, SamlIdpUser, SamlIdpVendor, Signing,
-};
 use partner_gateway::sso::store::{Rollover, RolloverProblem};
+use partner_sim::saml_idp::{MockSamlIdp, ResponseSpec, SamlIdpUser, SamlIdpVendor, Signing};
 use serde_json::Value;
 
 use crate::both_backends;

@@ -7,7 +7,7 @@
 
 use partner_gateway::apikeys::Role;
 use partner_gateway::jobs::Handlers;
-use partner_gateway::sandbox::receiver::{Receiver, Reply};
+use partner_sim::receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, urlencode};

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use partner_gateway::apikeys::Role;
 use partner_gateway::jobs::Handlers;
-use partner_gateway::sandbox::receiver::{Receiver, Reply, Request};
 use partner_gateway::webhooks::signature::{self, Headers, VerifyingKey};
+use partner_sim::receiver::{Receiver, Reply, Request};
 use serde_json::{Value, json};
 
 use crate::both_backends;

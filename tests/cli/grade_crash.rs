@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partner_gateway::sandbox::lms::{
+use partner_sim::lms::{
     AgsFault, LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality,
     parse_auto_post_form,
 };

@@ -28,8 +28,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use chrono::{SecondsFormat, Utc};
-use partner_gateway::sandbox::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
-use partner_gateway::sandbox::lms::{
+use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
+use partner_sim::lms::{
     AgsFault, LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality,
     parse_auto_post_form,
 };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use partner_gateway::sandbox::receiver::{Receiver, Reply};
+use partner_sim::receiver::{Receiver, Reply};
 use serde_json::{Value, json};
 
 use crate::support::{Backend, TestEnv, free_port, on_both_backends};

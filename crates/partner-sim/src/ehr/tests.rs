@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::*;
-use crate::keys::{Alg, GeneratedKey, generate_key};
+use crate::testkeys::{Alg, GeneratedKey, generate_key};
 
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 
@@ -692,7 +692,7 @@ fn sign(key: &GeneratedKey, claims: &Value) -> String {
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
     let encoding = match key.alg {
-        Alg::Rs256 | Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
+        Alg::Rs384 => jsonwebtoken::EncodingKey::from_rsa_der(&key.private_der),
         Alg::Es384 => jsonwebtoken::EncodingKey::from_ec_der(&key.private_der),
     };
     jsonwebtoken::encode(&header, claims, &encoding).unwrap()
@@ -1724,7 +1724,7 @@ async fn served_discovery_documents_match_the_vendor_fixtures() {
     let fixtures = [
         (
             Vendor::Epic,
-            include_str!("../../../fixtures/smart/epic-smart-configuration.json"),
+            include_str!("../../../../fixtures/smart/epic-smart-configuration.json"),
             vec![
                 "x_mock_ehr",
                 "token_endpoint_auth_signing_alg_values_supported",
@@ -1733,7 +1733,7 @@ async fn served_discovery_documents_match_the_vendor_fixtures() {
         ),
         (
             Vendor::Oracle,
-            include_str!("../../../fixtures/smart/oracle-smart-configuration.json"),
+            include_str!("../../../../fixtures/smart/oracle-smart-configuration.json"),
             vec!["x_mock_ehr"],
         ),
     ];
@@ -1769,8 +1769,10 @@ async fn served_discovery_documents_match_the_vendor_fixtures() {
     }
 
     // Oracle lists its oauth-uris in this order.
-    let published: Value =
-        serde_json::from_str(include_str!("../../../fixtures/smart/oracle-metadata.json")).unwrap();
+    let published: Value = serde_json::from_str(include_str!(
+        "../../../../fixtures/smart/oracle-metadata.json"
+    ))
+    .unwrap();
     let names = |statement: &Value| -> Vec<String> {
         statement["rest"][0]["security"]["extension"][0]["extension"]
             .as_array()

@@ -32,9 +32,10 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+pub(crate) use crate::util::{lock, now_secs, parse_form, random_token};
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
@@ -43,7 +44,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -739,34 +739,6 @@ fn router(shared: Arc<Shared>) -> Router {
         app = app.route(path, get(discovery::manage));
     }
     app.with_state(shared)
-}
-
-/// Lock a mutex, carrying on past poisoning: every critical section leaves the state
-/// consistent, so a panic elsewhere must not take the whole mock down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// 256 random bits, base64url: codes, tokens, launch ids.
-pub(crate) fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Parse an `application/x-www-form-urlencoded` string, keeping repeats (RFC 6749 §3.1
-/// forbids repeating a parameter, and the handlers refuse them).
-pub(crate) fn parse_form(input: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(input)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 /// The single value of `name`: `Ok(None)` if absent, `Err(name)` if repeated.

@@ -24,8 +24,9 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use crate::util::lock;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -38,6 +39,9 @@ use chrono::{DateTime, Duration, Utc};
 use openssl::pkey::{PKey, Private};
 use samael::crypto::CryptoProvider;
 use tokio::task::JoinHandle;
+
+/// The SAML 2.0 HTTP-POST binding (SAML Bindings §3.5).
+const HTTP_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 
 const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
 const URI_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
@@ -136,10 +140,6 @@ struct Shared {
     empty_in_response_to: Mutex<bool>,
     /// AuthnRequests received (their IDs), newest last.
     requests: Mutex<Vec<String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn escape(s: &str) -> String {
@@ -288,7 +288,7 @@ impl MockSamlIdp {
         let acs_url = sp
             .assertion_consumer_services
             .iter()
-            .find(|a| a.binding == crate::sso::saml::HTTP_POST)
+            .find(|a| a.binding == HTTP_POST)
             .map(|a| a.location.clone())
             .context("SP metadata without an HTTP-POST AssertionConsumerService")?;
         // Every certificate per use, in metadata order (a rollover publishes several).

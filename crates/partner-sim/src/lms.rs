@@ -37,9 +37,10 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+pub(crate) use crate::util::{lock, now_secs, parse_form, random_token};
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -47,7 +48,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
@@ -1132,33 +1132,6 @@ fn router(shared: Arc<Shared>) -> Router {
         );
     }
     app.with_state(shared)
-}
-
-/// Lock a mutex, carrying on past poisoning: every critical section leaves the state
-/// consistent, so a panic elsewhere must not take the whole mock down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// 256 random bits, base64url: hints, tokens, nonces.
-pub(crate) fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Parse an `application/x-www-form-urlencoded` string, keeping repeats.
-pub(crate) fn parse_form(input: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(input)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
 }
 
 /// The single value of `name`: `Ok(None)` if absent, `Err(name)` if repeated.

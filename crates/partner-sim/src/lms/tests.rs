@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::*;
-use crate::keys::{Alg, generate_key};
+use crate::testkeys::{Alg, generate_key};
 
 const CLIENT: &str = "gateway-client";
 const DEPLOYMENT: &str = "dep-1";

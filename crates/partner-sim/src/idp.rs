@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::ehr::Signer;
+use crate::util::lock;
 
 /// The Entra tenant id the mock plays.
 pub const ENTRA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
@@ -89,10 +90,6 @@ struct Grant {
     redirect_uri: String,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -101,7 +98,7 @@ fn now_secs() -> i64 {
 }
 
 fn random() -> String {
-    crate::smart::flow::random_token(24)
+    crate::util::random_token_of(24)
 }
 
 impl MockIdp {
@@ -353,7 +350,7 @@ async fn token(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -
         );
     }
     let verifier = get("code_verifier").unwrap_or_default();
-    if crate::smart::flow::pkce_challenge(verifier) != grant.challenge {
+    if crate::util::pkce_challenge(verifier) != grant.challenge {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_grant",

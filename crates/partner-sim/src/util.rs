@@ -1,0 +1,47 @@
+//! Small pieces every simulator uses.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Lock a mutex, carrying on past poisoning: every critical section leaves the state
+/// consistent, so a panic elsewhere must not take the whole simulator down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `bytes` random bytes, base64url: codes, tokens, hints, nonces.
+pub(crate) fn random_token_of(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// 256 random bits, base64url.
+pub(crate) fn random_token() -> String {
+    random_token_of(32)
+}
+
+/// The S256 challenge of a PKCE verifier (RFC 7636 §4.2).
+pub(crate) fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Parse an `application/x-www-form-urlencoded` string, keeping repeats (RFC 6749 §3.1
+/// forbids repeating a parameter, and the handlers refuse them).
+pub(crate) fn parse_form(input: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(input)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
