@@ -695,23 +695,29 @@ const ARRIVED_AFTER: &str =
 /// period ended long before), and then a meter can be read without the cut-off condition,
 /// from the covering index alone.
 pub async fn arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<bool> {
-    // Unprepared, so PostgreSQL plans it with this partner's values (see events_with_data).
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM usage_events WHERE {ARRIVED_AFTER})");
-    let found: bool = with_db!(db, c => sqlx::query_scalar(&sql)
-        .persistent(false)
-        .bind(span.partner_id)
-        .bind(to_micros(span.as_of))
-        .bind(to_micros(span.start))
-        .bind(to_micros(span.end))
-        .fetch_one(c)
-        .await)?;
-    Ok(found)
+    arrived_after_scalar(
+        db,
+        span,
+        "SELECT EXISTS (SELECT 1 FROM usage_events WHERE {})",
+    )
+    .await
 }
 
 /// How many events dated in the span the ledger received after its cut-off.
 pub async fn count_arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<i64> {
-    let sql = format!("SELECT COUNT(*) FROM usage_events WHERE {ARRIVED_AFTER}");
-    let n: i64 = with_db!(db, c => sqlx::query_scalar(&sql)
+    arrived_after_scalar(db, span, "SELECT COUNT(*) FROM usage_events WHERE {}").await
+}
+
+/// One value over the events of the span that arrived after its cut-off: `select` with
+/// `{}` where the condition goes.
+async fn arrived_after_scalar<T>(db: &Db, span: Span<'_>, select: &str) -> anyhow::Result<T>
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    // Unprepared, so PostgreSQL plans it with this partner's values (see events_with_data).
+    let sql = select.replace("{}", ARRIVED_AFTER);
+    let value: T = with_db!(db, c => sqlx::query_scalar(&sql)
         .persistent(false)
         .bind(span.partner_id)
         .bind(to_micros(span.as_of))
@@ -719,7 +725,7 @@ pub async fn count_arrived_after(db: &Db, span: Span<'_>) -> anyhow::Result<i64>
         .bind(to_micros(span.end))
         .fetch_one(c)
         .await)?;
-    Ok(n)
+    Ok(value)
 }
 
 /// The earliest and latest event time among events dated in `[from, before)` that the
