@@ -44,12 +44,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app::{self, AppState};
+use partner_gateway::app;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
 use partner_gateway::lti::ags::{SCORE_TYPE, scores_url};
 use partner_gateway::lti::platforms;
 use partner_gateway::lti::token::{SCOPE_SCORE, platform_token};
+use partner_gateway::state::AppState;
 use partner_sim::lms::{
     LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality, parse_auto_post_form,
 };

@@ -39,13 +39,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app::{self, AppState};
+use partner_gateway::app;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
 use partner_gateway::keys::{self, SigningKey};
 use partner_gateway::smart::flow::{
-    AuthorizeRequest, authorize_url, client_assertion_claims, pkce_pair, random_token,
+    AuthorizeRequest, authorize_url, client_assertion_claims, pkce_pair,
 };
+use partner_gateway::state::AppState;
 use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use serde_json::Value;
 use tokio::runtime::Handle;
@@ -791,7 +792,7 @@ async fn ehr_only_launch(env: &Env, kind: Kind, t: &AuthorizeTemplate) -> anyhow
     let ehr = env.ehr(kind);
     let launch = ehr.launch(env.context(kind));
     let (verifier, challenge) = pkce_pair();
-    let state = random_token(32);
+    let state = partner_gateway::random::token(32);
     let iss = ehr.iss();
     let url = authorize_url(
         &t.endpoint,

@@ -31,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app::{self, AppState};
+use partner_gateway::app;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::jobs::Handlers;
-use partner_gateway::smart::flow::{pkce_challenge, random_token};
+use partner_gateway::random::token as random_token;
+use partner_gateway::smart::flow::pkce_challenge;
+use partner_gateway::state::AppState;
 use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
 use partner_sim::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
 use tokio_util::sync::CancellationToken;

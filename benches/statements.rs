@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, TimeZone, Utc};
-use partner_gateway::app::AppState;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::db::Db;
 use partner_gateway::keys::crypto::MasterKey;
@@ -33,6 +32,7 @@ use partner_gateway::metering::UsageEvent;
 use partner_gateway::metering::authority::Recorder;
 use partner_gateway::metering::store::{insert_usage_events, meter_value};
 use partner_gateway::metering::window::Window;
+use partner_gateway::state::AppState;
 use partner_gateway::statements::model::{LineKind, Statement, Status};
 use partner_gateway::statements::period::{Period, PeriodKind};
 use partner_gateway::statements::service::RunItem;

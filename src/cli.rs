@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::apikeys::{self, Role};
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::Config;
 use crate::db::Db;
+use crate::state::{AppState, Schema};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -388,7 +389,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::ApiKeys(cmd) => {
-            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+            let state = AppState::prepare_with(config, Schema::Require).await?;
             match cmd {
                 ApiKeysCommand::Create {
                     role,
@@ -451,7 +452,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             saml_sp: true,
             stage,
         }) => {
-            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+            let state = AppState::prepare_with(config, Schema::Require).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -498,7 +499,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     anyhow::anyhow!("--alg must be RS256, RS384 or ES384, not {a:?}")
                 })?],
             };
-            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+            let state = AppState::prepare_with(config, Schema::Require).await?;
             let overlap_us = i64::try_from(state.config.keys.rotation_overlap_hours)
                 .unwrap_or(i64::MAX / 3_600_000_000)
                 .saturating_mul(3_600_000_000);
@@ -521,7 +522,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             expires_in,
             note,
         }) => {
-            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+            let state = AppState::prepare_with(config, Schema::Require).await?;
             let created = crate::lti::dynreg::create_link(
                 &state,
                 &partner,
@@ -545,7 +546,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
-            let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+            let state = AppState::prepare_with(config, Schema::Require).await?;
             if let Some(p) = &partner
                 && state.config.partner(p).is_none()
             {
@@ -674,7 +675,7 @@ fn settle_wait(
 }
 
 async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::Result<ExitCode> {
-    let state = AppState::prepare_with(config, crate::app::Schema::Require).await?;
+    let state = AppState::prepare_with(config, Schema::Require).await?;
     let now = chrono::Utc::now();
     let svc = state.statements();
     let mut out = std::io::stdout().lock();

@@ -354,7 +354,8 @@ impl Db {
                 Db::Sqlite(p) => Tx::Sqlite(group::begin(&p, sqlite_writer_group(&p)).await?),
                 Db::Postgres(p) => Tx::Postgres(p.begin().await?),
             });
-            crate::telemetry::metrics::record_acquire(started.elapsed());
+            metrics::histogram!("gateway_db_acquire_seconds")
+                .record(started.elapsed().as_secs_f64());
             tx
         });
         task.await.map_err(|e| {

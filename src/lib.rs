@@ -5,7 +5,7 @@
 
 /// API keys: generation, hashing, lookup.
 pub mod apikeys;
-/// Build the router and workers from config; run until stopped.
+/// Assembly: every area's routes, the job runner and the dispatcher over one state; run until stopped.
 pub mod app;
 /// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`, `keys rotate`, `sandbox`.
 pub mod cli;
@@ -31,6 +31,8 @@ pub mod metering;
 pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
+/// Unguessable tokens: state, nonces, PKCE verifiers, handoff codes.
+pub mod random;
 /// The `sandbox` command: the simulated partners of `crates/partner-sim` beside the gateway,
 /// with a sample app (the default `sandbox` feature).
 #[cfg(feature = "sandbox")]
@@ -39,6 +41,8 @@ pub mod sandbox;
 pub mod smart;
 /// Single sign-on for customer organisations (OIDC) through the launch handoff.
 pub mod sso;
+/// The application state every handler reaches, below the areas (they depend on it).
+pub mod state;
 /// Revenue-share statements: agreements, the calculation, the issued record, exports.
 pub mod statements;
 /// Tracing (text or JSON logs) and the Prometheus recorder.

@@ -470,7 +470,7 @@ pub struct PartnerConfig {
     pub lti: Option<crate::lti::registration::LtiRegistration>,
     /// Inbound webhook sources: `POST /webhooks/in/{partner}/{source}`.
     #[serde(default)]
-    pub webhook_sources: Vec<crate::webhooks::inbound::InboundSource>,
+    pub webhook_sources: Vec<crate::webhooks::source::InboundSource>,
     /// Single sign-on connections to the organisation's identity providers.
     #[serde(default)]
     pub sso_connections: Vec<crate::sso::connection::SsoConnection>,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry::metrics::{COMMIT, VERSION};
 
 pub fn router() -> axum::Router<AppState> {
@@ -70,7 +70,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    crate::telemetry::metrics::sample(&state).await;
+    crate::telemetry::metrics::sample(&state.db).await;
     match crate::telemetry::prometheus() {
         Some(handle) => (
             [(

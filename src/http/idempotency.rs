@@ -26,8 +26,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
-use crate::app::AppState;
 use crate::db::Db;
+use crate::state::AppState;
 use crate::with_db;
 
 pub const HEADER: &str = "idempotency-key";

@@ -12,8 +12,8 @@ use utoipa::openapi::{Content, OpenApi, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi as _};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::app::AppState;
 use crate::http::error::{ErrorBody, FieldError};
+use crate::state::AppState;
 
 /// The document's fixed parts; the paths come from the areas' routers.
 #[derive(utoipa::OpenApi)]

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::db::Tx;
 
-pub use routes::router;
 pub use runner::{Handler, Handlers, JobContext, JobError, Outcome, Runner};
 pub use store::{Job, count_jobs_by_state, get_job, list_jobs, retry_dead_job};
 

@@ -9,10 +9,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Query};
+use crate::state::AppState;
 use crate::time::now_micros;
 
 pub fn router() -> OpenApiRouter<AppState> {

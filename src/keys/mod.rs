@@ -17,7 +17,6 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
-pub use routes::router;
 pub use store::{
     SigningKey, ensure_signing_keys, published_keys, rotate_signing_keys, signing_key,
 };

@@ -8,8 +8,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::http::ApiError;
+use crate::state::AppState;
 use crate::time::now_micros;
 
 pub fn router() -> utoipa_axum::router::OpenApiRouter<AppState> {

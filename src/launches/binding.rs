@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 /// A new binding secret (256 bits, URL-safe: 43 characters).
 pub fn new_secret() -> String {
-    crate::smart::flow::random_token(32)
+    crate::random::token(32)
 }
 
 /// What the store keeps of a secret.

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-pub use routes::router;
 pub use store::{
     RedeemError, StateProblem, create_handoff, find_launch, insert_launch, redeem_handoff,
 };
@@ -153,7 +152,7 @@ pub struct LaunchUser {
 
 /// A new random one-time code (256 bits, URL-safe) and the hash the store keeps.
 pub fn new_code() -> (String, String) {
-    let code = crate::smart::flow::random_token(32);
+    let code = crate::random::token(32);
     let hash = hash_code(&code);
     (code, hash)
 }

@@ -8,9 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, Body};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

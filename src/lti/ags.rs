@@ -10,14 +10,14 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::platforms::Platform;
+use super::store;
 use super::token::{
     SCOPE_LINEITEM, SCOPE_LINEITEM_READ, SCOPE_NRPS, SCOPE_RESULT_READ, SCOPE_SCORE, platform_token,
 };
-use crate::app::AppState;
 use crate::http::{ApiError, FieldError};
 use crate::jobs::{JobContext, JobError};
 use crate::launches::Launch;
-use crate::{with_db, with_tx};
+use crate::state::AppState;
 
 pub const LINEITEM_TYPE: &str = "application/vnd.ims.lis.v2.lineitem+json";
 pub const LINEITEMS_TYPE: &str = "application/vnd.ims.lis.v2.lineitemcontainer+json";
@@ -295,23 +295,24 @@ pub async fn accept_score(
     for attempt in 0..3 {
         let now = crate::time::now_micros();
         let mut tx = state.db.begin().await?;
-        let last: Option<(i64, i64)> = with_tx!(&mut tx, c => {
-            sqlx::query_as("SELECT seq, timestamp_us FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1")
-                .bind(&series).fetch_optional(c).await
-        })?;
+        let last = store::last_in_series(&mut tx, &series).await?;
         let (seq, ts) = match last {
             // At least a second after the previous one: Moodle compares at one-second resolution.
             Some((seq, prev)) => (seq + 1, now.max(prev + 1_000_000)),
             None => (1, now),
         };
-        let insert = "INSERT INTO lti_scores (id, launch_id, partner_id, series, seq, user_id, score, \
-                      timestamp_us, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)";
-        let inserted = with_tx!(&mut tx, c => {
-            sqlx::query(insert)
-                .bind(&id).bind(&launch.id).bind(&launch.partner_id).bind(&series).bind(seq)
-                .bind(&score.user_id).bind(&payload).bind(ts).bind(now)
-                .execute(c).await.map(|r| r.rows_affected())
-        });
+        let row = store::NewScore {
+            id: &id,
+            launch_id: &launch.id,
+            partner_id: &launch.partner_id,
+            series: &series,
+            seq,
+            user_id: &score.user_id,
+            payload: &payload,
+            timestamp_us: ts,
+            created_at_us: now,
+        };
+        let inserted = store::insert_score(&mut tx, &row).await;
         match inserted {
             Err(e) if crate::db::is_unique_violation(&e) && attempt < 2 => continue, // a concurrent score took seq
             Err(e) => return Err(e.into()),
@@ -355,17 +356,6 @@ fn same_origin(ags: &Value, url: &str) -> Result<(), ApiError> {
     }
 }
 
-type ScoreRow = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    i64,
-    i64,
-    Option<String>,
-);
-
 /// The `lti.score` job: deliver one stored score.
 ///
 /// A score can reach the LMS while its answer does not reach the gateway (the LMS answered
@@ -380,21 +370,28 @@ pub async fn deliver(state: AppState, ctx: JobContext) -> Result<(), JobError> {
         .and_then(Value::as_str)
         .ok_or_else(|| JobError::Permanent("the job has no score_id".into()))?
         .to_owned();
-    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, attempts, line_item FROM lti_scores WHERE id = $1";
-    let row: Option<ScoreRow> =
-        with_db!(&state.db, pool => sqlx::query_as(sql).bind(&score_id).fetch_optional(pool).await)
-            .map_err(|e| JobError::Retry(e.to_string()))?;
-    let Some((launch_id, series, status, seq, body, ts, attempts, known_line_item)) = row else {
+    let row = store::score_to_send(&state.db, &score_id)
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?;
+    let Some(store::ScoreToSend {
+        launch_id,
+        series,
+        status,
+        seq,
+        payload: body,
+        timestamp_us: ts,
+        attempts,
+        line_item: known_line_item,
+    }) = row
+    else {
         return Err(JobError::Permanent(format!("score {score_id} is gone")));
     };
     if status != "pending" {
         return Ok(()); // delivered or refused by an earlier run
     }
-    let earlier: i64 = with_db!(&state.db, pool => {
-        sqlx::query_scalar("SELECT COUNT(*) FROM lti_scores WHERE series = $1 AND seq < $2 AND status = 'pending'")
-            .bind(&series).bind(seq).fetch_one(pool).await
-    })
-    .map_err(|e| JobError::Retry(e.to_string()))?;
+    let earlier = store::pending_before(&state.db, &series, seq)
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?;
     if earlier > 0 {
         return Err(JobError::RetryAfter {
             reason: "an earlier score for this user and line item is still on its way".into(),
@@ -699,20 +696,27 @@ pub async fn confirm_resend(
     }
 }
 
+// Bookkeeping beside a delivery: a failure to write it must not fail the delivery, so it is
+// logged and the job goes on.
 async fn bump_attempts(state: &AppState, id: &str) {
-    let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET attempts = attempts + 1 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected()));
+    if let Err(e) = store::bump_attempts(&state.db, id).await {
+        tracing::warn!(score = id, error = %e, "cannot count a score's attempt");
+    }
 }
 
 async fn record_line_item(state: &AppState, id: &str, li: &str) {
-    let _ = with_db!(&state.db, pool => sqlx::query("UPDATE lti_scores SET line_item = $2 WHERE id = $1").bind(id).bind(li).execute(pool).await.map(|r| r.rows_affected()));
+    if let Err(e) = store::set_line_item(&state.db, id, li).await {
+        tracing::warn!(score = id, error = %e, "cannot record a score's line item");
+    }
 }
 
 /// Keep a failure that will be retried beside the score: the LMS's status, or none when
 /// it was not reached (network, timeout, token).
 pub async fn note_failure(state: &AppState, id: &str, status: Option<u16>, reason: &str) {
-    let sql = "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1";
     let reason = clean_reason(reason);
-    let _ = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status.map(i64::from)).bind(&reason).execute(pool).await.map(|r| r.rows_affected()));
+    if let Err(e) = store::note_failure(&state.db, id, status, &reason).await {
+        tracing::warn!(score = id, error = %e, "cannot record a score's failed attempt");
+    }
 }
 
 /// A platform's text may hold U+0000, which PostgreSQL refuses; and it is kept bounded.
@@ -770,10 +774,7 @@ async fn settle_undelivered(
     let (db, id, partner) = (state.db.clone(), id.to_owned(), launch.partner_id.clone());
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        with_tx!(&mut tx, c => {
-            sqlx::query("UPDATE lti_scores SET last_status = $2, last_error = $3, status = $4 WHERE id = $1 AND status = 'pending'")
-                .bind(&id).bind(status as i64).bind(&reason).bind(outcome).execute(c).await.map(|r| r.rows_affected())
-        })?;
+        store::settle_score(&mut tx, &id, status, &reason, outcome).await?;
         crate::webhooks::emit(&mut tx, Some(&partner), event, &data, now).await?;
         tx.commit().await?;
         Ok::<(), anyhow::Error>(())
@@ -817,12 +818,17 @@ pub async fn mark_delivered(
     let (db, id, partner) = (state.db.clone(), id.to_owned(), launch.partner_id.clone());
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        with_tx!(&mut tx, c => {
-            sqlx::query("UPDATE lti_scores SET status = 'delivered', delivered_at_us = $2, last_status = $3, last_error = $4 WHERE id = $1")
-                .bind(&id).bind(crate::time::to_micros(now)).bind(status as i64).bind(&note).execute(c).await.map(|r| r.rows_affected())
-        })?;
+        let at = crate::time::to_micros(now);
+        store::mark_delivered(&mut tx, &id, at, status, note.as_deref()).await?;
         crate::metering::record_usage_event(&mut tx, &event).await?;
-        crate::webhooks::emit(&mut tx, Some(&partner), crate::webhooks::events::GRADE_DELIVERED, &delivered, now).await?;
+        crate::webhooks::emit(
+            &mut tx,
+            Some(&partner),
+            crate::webhooks::events::GRADE_DELIVERED,
+            &delivered,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok::<(), anyhow::Error>(())
     })
@@ -1130,6 +1136,14 @@ pub async fn write_line_item(
         Value::String(text)
     });
     Ok((status, value))
+}
+
+/// The job kinds of this area.
+pub fn job_handlers(state: &crate::state::AppState) -> crate::jobs::Handlers {
+    let mut h = crate::jobs::Handlers::new();
+    let st = state.clone();
+    h.register("lti.score", move |ctx| deliver(st.clone(), ctx));
+    h
 }
 
 #[cfg(test)]

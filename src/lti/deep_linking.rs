@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 use super::claims::{self, MessageType};
 use super::platforms::Platform;
 use super::registration::ContentItem;
-use crate::app::AppState;
 use crate::http::page::{Forms, Page, auto_post, escape};
-use crate::{with_db, with_tx};
+use crate::state::AppState;
 
 const DL_TTL_SECS: i64 = 3600;
 
@@ -47,25 +46,22 @@ pub async fn open(state: &AppState, platform: &Platform, claims: &Value) -> Resu
         .get(claims::DEPLOYMENT_ID)
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let id = crate::smart::flow::random_token(24);
+    let id = crate::random::token(24);
     let now = crate::time::now_micros();
-    let sql = "INSERT INTO lti_deep_links (id, partner_id, issuer, client_id, deployment_id, settings, \
-               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-    with_db!(&state.db, pool => {
-        sqlx::query(sql)
-            .bind(&id)
-            .bind(&platform.partner_id)
-            .bind(&platform.issuer)
-            .bind(&platform.client_id)
-            .bind(deployment)
-            .bind(settings.to_string())
-            .bind(now)
-            .bind(now + DL_TTL_SECS * 1_000_000)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-    })
-    .map_err(|e| crate::http::page::internal(format!("storing the deep link request: {e}")))?;
+    let settings_json = settings.to_string();
+    let row = super::store::NewDeepLink {
+        id: &id,
+        partner_id: &platform.partner_id,
+        issuer: &platform.issuer,
+        client_id: &platform.client_id,
+        deployment_id: deployment,
+        settings: &settings_json,
+        created_at_us: now,
+        expires_at_us: now + DL_TTL_SECS * 1_000_000,
+    };
+    super::store::insert_deep_link(&state.db, &row)
+        .await
+        .map_err(|e| crate::http::page::internal(format!("storing the deep link request: {e}")))?;
     Ok(picker(&id, &partner.content_items, &settings))
 }
 
@@ -152,7 +148,7 @@ pub async fn response_jwt(
         "aud": issuer,
         "iat": now,
         "exp": now + 300,
-        "nonce": crate::smart::flow::random_token(16),
+        "nonce": crate::random::token(16),
         claims::MESSAGE_TYPE: "LtiDeepLinkingResponse",
         claims::VERSION: "1.3.0",
         claims::DEPLOYMENT_ID: deployment_id,
@@ -163,8 +159,6 @@ pub async fn response_jwt(
     }
     crate::keys::sign_jwt(&key, &claims)
 }
-
-type DeepLinkRow = (String, String, String, String, String, i64, Option<i64>);
 
 /// `POST /lti/deep-link/{id}`: the user's choice from the picker.
 pub async fn choose(state: &AppState, id: &str, chosen: Vec<usize>) -> Response {
@@ -181,12 +175,19 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
         .begin()
         .await
         .map_err(|e| crate::http::page::internal(e.to_string()))?;
-    let sql = "SELECT partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us \
-               FROM lti_deep_links WHERE id = $1";
-    let row: Option<DeepLinkRow> =
-        with_tx!(&mut tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)
-            .map_err(|e| crate::http::page::internal(e.to_string()))?;
-    let Some((partner_id, issuer, client_id, deployment_id, settings, expires, used)) = row else {
+    let row = super::store::deep_link(&mut tx, id)
+        .await
+        .map_err(|e| crate::http::page::internal(e.to_string()))?;
+    let Some(super::store::DeepLink {
+        partner_id,
+        issuer,
+        client_id,
+        deployment_id,
+        settings,
+        expires_at_us: expires,
+        used_at_us: used,
+    }) = row
+    else {
         return Err(Page::new(
             StatusCode::NOT_FOUND,
             "This selection is not one the tool started",
@@ -199,8 +200,8 @@ async fn choose_inner(state: &AppState, id: &str, chosen: Vec<usize>) -> Result<
         )
         .line("Start adding content again from your course."));
     }
-    let spend = "UPDATE lti_deep_links SET used_at_us = $2 WHERE id = $1 AND used_at_us IS NULL";
-    with_tx!(&mut tx, c => sqlx::query(spend).bind(id).bind(now).execute(c).await.map(|r| r.rows_affected()))
+    super::store::spend_deep_link(&mut tx, id, now)
+        .await
         .map_err(|e| crate::http::page::internal(e.to_string()))?;
     tx.commit()
         .await

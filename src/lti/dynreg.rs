@@ -20,10 +20,9 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::store::{self, LinkRow, NewRegistration};
-use crate::app::AppState;
 use crate::http::page::{Page, script_page};
 use crate::outbound::Outbound;
-use crate::with_db;
+use crate::state::AppState;
 
 const PLATFORM_CONFIGURATION: &str = "https://purl.imsglobal.org/spec/lti-platform-configuration";
 const TOOL_CONFIGURATION: &str = "https://purl.imsglobal.org/spec/lti-tool-configuration";
@@ -681,60 +680,29 @@ pub struct RegistrationView {
 
 /// Registrations for admins: `status` filter.
 pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<RegistrationView>> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        i64,
-        Option<i64>,
-    );
-    let sql = "SELECT id, partner_id, issuer, client_id, deployment_id, vendor, status, link_id, created_at_us, decided_at_us \
-               FROM lti_platforms WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY created_at_us";
-    let rows: Vec<Row> =
-        with_db!(&state.db, pool => sqlx::query_as(sql).bind(status).fetch_all(pool).await)?;
+    let rows = store::registrations(&state.db, status).await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                id,
-                partner,
-                issuer,
-                client_id,
-                deployment_id,
-                vendor,
-                status,
-                link_id,
-                created,
-                decided,
-            )| {
-                RegistrationView {
-                    id,
-                    partner,
-                    issuer,
-                    client_id,
-                    deployment_id,
-                    lms: vendor,
-                    status,
-                    link_id,
-                    created_at: rfc3339(created),
-                    decided_at: decided.map(rfc3339),
-                }
-            },
-        )
+        .map(|r| RegistrationView {
+            id: r.id,
+            partner: r.partner_id,
+            issuer: r.issuer,
+            client_id: r.client_id,
+            deployment_id: r.deployment_id,
+            lms: r.vendor,
+            status: r.status,
+            link_id: r.link_id,
+            created_at: rfc3339(r.created_at_us),
+            decided_at: r.decided_at_us.map(rfc3339),
+        })
         .collect())
 }
 
 /// Approve or reject a pending registration; false when there is none.
 pub async fn decide(state: &AppState, id: &str, approve: bool) -> anyhow::Result<bool> {
-    let sql = "UPDATE lti_platforms SET status = $2, decided_at_us = $3 WHERE id = $1 AND status = 'pending'";
     let status = if approve { "approved" } else { "rejected" };
-    let n = with_db!(&state.db, pool => sqlx::query(sql).bind(id).bind(status).bind(crate::time::now_micros()).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    let now = crate::time::now_micros();
+    Ok(store::decide_registration(&state.db, id, status, now).await?)
 }
 
 /// Links, newest first, filtered by partner and by status at `now_us`.

@@ -14,10 +14,10 @@ use super::claims::{self, Expect, LaunchError, MessageType};
 use super::login::{binding_cookie, storage_key};
 use super::platforms::Platform;
 use super::store::StateProblem;
-use crate::app::AppState;
 use crate::http::page::{Forms, Page, data_script_page};
 use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
+use crate::state::AppState;
 use crate::time::{now_micros, to_micros};
 
 pub async fn launch(
@@ -379,7 +379,7 @@ fn recover_binding(
             "target": target,
             "origin": origin,
             "key": storage_key(state_hash),
-            "id": crate::smart::flow::random_token(9),
+            "id": crate::random::token(9),
             "action": super::login::launch_url(state),
             "id_token": id_token,
             "state": state_value,

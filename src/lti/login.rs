@@ -9,10 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::http::page::{Forms, Page, data_script_page, notice};
 use crate::launches::binding;
-use crate::smart::flow::random_token;
+use crate::state::AppState;
 use crate::time::now_micros;
 
 /// The login page's script when the platform offers storage (LTI Client Side
@@ -137,9 +136,9 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
     let auth = url::Url::parse(&platform.auth_url)
         .map_err(|e| crate::http::page::internal(format!("auth_url: {e}")))?;
 
-    let state_value = random_token(32);
+    let state_value = crate::random::token(32);
     let state_hash = crate::launches::hash_code(&state_value);
-    let nonce = random_token(32);
+    let nonce = crate::random::token(32);
     let binding = binding::new_secret();
     let storage_target = get("lti_storage_target").map(str::to_owned);
     if let Some(t) = &storage_target
@@ -215,7 +214,7 @@ async fn initiate_inner(state: &AppState, q: HashMap<String, String>) -> Result<
                 "key": storage_key(&state_hash),
                 "value": binding,
                 "url": url.as_str(),
-                "id": random_token(9),
+                "id": crate::random::token(9),
             });
             // Without script, the link continues (the cookie alone then binds the state).
             let title = "Opening the activity";

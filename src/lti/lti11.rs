@@ -13,11 +13,10 @@ use serde_json::{Map, Value, json};
 use sha1::{Digest, Sha1};
 
 use super::ags::{Attempt, Held, ScoreRequest};
-use crate::app::AppState;
 use crate::http::page::Page;
 use crate::jobs::JobError;
 use crate::launches::{Launch, LaunchKind};
-use crate::with_tx;
+use crate::state::AppState;
 
 /// RFC 5849 §3.6 percent-encoding: everything but ALPHA, DIGIT, `-`, `.`, `_`, `~`.
 pub fn encode(s: &str) -> String {
@@ -251,14 +250,8 @@ async fn fresh_nonce(
     window_secs: i64,
 ) -> anyhow::Result<bool> {
     let now = crate::time::now_micros();
-    let mut tx = state.db.begin().await?;
-    with_tx!(&mut tx, c => sqlx::query("DELETE FROM lti11_nonces WHERE seen_at_us < $1").bind(now - 2 * window_secs * 1_000_000).execute(c).await.map(|r| r.rows_affected()))?;
-    let inserted = with_tx!(&mut tx, c => {
-        sqlx::query("INSERT INTO lti11_nonces (consumer_key, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(key).bind(nonce).bind(now).execute(c).await.map(|r| r.rows_affected())
-    })?;
-    tx.commit().await?;
-    Ok(inserted == 1)
+    let forget_before = now - 2 * window_secs * 1_000_000;
+    Ok(super::store::record_lti11_nonce(&state.db, key, nonce, now, forget_before).await?)
 }
 
 /// An OAuth 1.0a `Authorization` header for a POX body (OAuth Request Body Hash).
@@ -267,7 +260,7 @@ pub fn outcome_authorization(url: &str, key: &str, secret: &str, body: &str) -> 
     let mut params: Vec<(String, String)> = vec![
         ("oauth_body_hash".into(), body_hash),
         ("oauth_consumer_key".into(), key.into()),
-        ("oauth_nonce".into(), crate::smart::flow::random_token(16)),
+        ("oauth_nonce".into(), crate::random::token(16)),
         ("oauth_signature_method".into(), "HMAC-SHA1".into()),
         ("oauth_timestamp".into(), Utc::now().timestamp().to_string()),
         ("oauth_version".into(), "1.0".into()),

@@ -16,8 +16,6 @@ pub mod routes;
 pub mod store;
 pub mod token;
 
-pub use routes::router;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,12 +24,4 @@ use std::time::Instant;
 #[derive(Clone, Default)]
 pub struct LtiState {
     pub(crate) tokens: Arc<tokio::sync::Mutex<HashMap<String, (String, Instant)>>>,
-}
-
-/// The job kinds of this area.
-pub fn job_handlers(state: &crate::app::AppState) -> crate::jobs::Handlers {
-    let mut h = crate::jobs::Handlers::new();
-    let st = state.clone();
-    h.register("lti.score", move |ctx| ags::deliver(st.clone(), ctx));
-    h
 }

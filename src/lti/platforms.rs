@@ -2,7 +2,7 @@
 //! first, then approved dynamic registrations from the store.
 
 use super::registration::LmsVendor;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// One platform registration and the deployments a partner owns on it.
 #[derive(Debug, Clone)]

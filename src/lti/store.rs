@@ -1,5 +1,5 @@
-//! SQL for the LTI tool: login states, dynamic registrations and their links, Deep Linking
-//! requests.
+//! All SQL of the LTI tool: login states, dynamic registrations and their links, Deep
+//! Linking requests, scores and their delivery, LTI 1.1 nonces.
 
 use super::platforms::Platform;
 use super::registration::LmsVendor;
@@ -389,4 +389,322 @@ pub async fn score_status(
             (partner_id, view)
         },
     ))
+}
+
+// Scores (`lti_scores`): a series is one user's scores for one line item, numbered in the
+// order they were given; the `lti.score` job delivers them in that order.
+
+/// The last score of a series: its number and the timestamp it carries.
+pub async fn last_in_series(tx: &mut Tx, series: &str) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    let sql =
+        "SELECT seq, timestamp_us FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1";
+    with_tx!(tx, c => sqlx::query_as(sql).bind(series).fetch_optional(c).await)
+}
+
+/// A score to store, pending delivery.
+pub struct NewScore<'a> {
+    pub id: &'a str,
+    pub launch_id: &'a str,
+    pub partner_id: &'a str,
+    pub series: &'a str,
+    pub seq: i64,
+    pub user_id: &'a str,
+    /// The score's JSON as it will be sent.
+    pub payload: &'a str,
+    pub timestamp_us: i64,
+    pub created_at_us: i64,
+}
+
+/// Store a pending score; a unique violation means a concurrent score took `seq`.
+pub async fn insert_score(tx: &mut Tx, s: &NewScore<'_>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO lti_scores (id, launch_id, partner_id, series, seq, user_id, score, \
+               timestamp_us, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)";
+    with_tx!(tx, c => {
+        sqlx::query(sql)
+            .bind(s.id).bind(s.launch_id).bind(s.partner_id).bind(s.series).bind(s.seq)
+            .bind(s.user_id).bind(s.payload).bind(s.timestamp_us).bind(s.created_at_us)
+            .execute(c).await.map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// What the delivery job reads of a score.
+#[derive(Debug, Clone)]
+pub struct ScoreToSend {
+    pub launch_id: String,
+    pub series: String,
+    pub status: String,
+    pub seq: i64,
+    /// The score's JSON as stored.
+    pub payload: String,
+    pub timestamp_us: i64,
+    pub attempts: i64,
+    /// The line item it went to, once known.
+    pub line_item: Option<String>,
+}
+
+type ScoreToSendRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<String>,
+);
+
+pub async fn score_to_send(db: &Db, id: &str) -> Result<Option<ScoreToSend>, sqlx::Error> {
+    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, attempts, line_item \
+               FROM lti_scores WHERE id = $1";
+    let row: Option<ScoreToSendRow> =
+        with_db!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?;
+    Ok(row.map(
+        |(launch_id, series, status, seq, payload, timestamp_us, attempts, line_item)| {
+            ScoreToSend {
+                launch_id,
+                series,
+                status,
+                seq,
+                payload,
+                timestamp_us,
+                attempts,
+                line_item,
+            }
+        },
+    ))
+}
+
+/// How many scores before `seq` in the series are still pending.
+pub async fn pending_before(db: &Db, series: &str, seq: i64) -> Result<i64, sqlx::Error> {
+    let sql =
+        "SELECT COUNT(*) FROM lti_scores WHERE series = $1 AND seq < $2 AND status = 'pending'";
+    with_db!(db, pool => sqlx::query_scalar(sql).bind(series).bind(seq).fetch_one(pool).await)
+}
+
+/// Count one more send of a score (before it goes, so a lost answer still counts).
+pub async fn bump_attempts(db: &Db, id: &str) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE lti_scores SET attempts = attempts + 1 WHERE id = $1";
+    with_db!(db, pool => sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_line_item(db: &Db, id: &str, line_item: &str) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE lti_scores SET line_item = $2 WHERE id = $1";
+    with_db!(db, pool => sqlx::query(sql).bind(id).bind(line_item).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Keep the last failed attempt's LMS status (none when it was not reached) and reason.
+pub async fn note_failure(
+    db: &Db,
+    id: &str,
+    status: Option<u16>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE lti_scores SET last_status = $2, last_error = $3 WHERE id = $1";
+    with_db!(db, pool => sqlx::query(sql).bind(id).bind(status.map(i64::from)).bind(reason).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Settle a pending score as `outcome` (failed, unknown) with the LMS's last answer.
+pub async fn settle_score(
+    tx: &mut Tx,
+    id: &str,
+    status: u16,
+    reason: &str,
+    outcome: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE lti_scores SET last_status = $2, last_error = $3, status = $4 \
+               WHERE id = $1 AND status = 'pending'";
+    with_tx!(tx, c => sqlx::query(sql).bind(id).bind(i64::from(status)).bind(reason).bind(outcome).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Mark a score delivered at `at_us`; `note` says how it was known when not from a 2xx.
+pub async fn mark_delivered(
+    tx: &mut Tx,
+    id: &str,
+    at_us: i64,
+    status: u16,
+    note: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE lti_scores SET status = 'delivered', delivered_at_us = $2, last_status = $3, \
+               last_error = $4 WHERE id = $1";
+    with_tx!(tx, c => sqlx::query(sql).bind(id).bind(at_us).bind(i64::from(status)).bind(note).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+// Deep Linking requests (`lti_deep_links`): the settings a platform sent, kept while the
+// user picks content from the tool's own picker, spent once.
+
+pub struct NewDeepLink<'a> {
+    pub id: &'a str,
+    pub partner_id: &'a str,
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub deployment_id: &'a str,
+    /// The platform's `deep_linking_settings` claim, as JSON.
+    pub settings: &'a str,
+    pub created_at_us: i64,
+    pub expires_at_us: i64,
+}
+
+pub async fn insert_deep_link(db: &Db, d: &NewDeepLink<'_>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO lti_deep_links (id, partner_id, issuer, client_id, deployment_id, settings, \
+               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    with_db!(db, pool => {
+        sqlx::query(sql)
+            .bind(d.id).bind(d.partner_id).bind(d.issuer).bind(d.client_id).bind(d.deployment_id)
+            .bind(d.settings).bind(d.created_at_us).bind(d.expires_at_us)
+            .execute(pool).await.map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// A stored Deep Linking request.
+#[derive(Debug, Clone)]
+pub struct DeepLink {
+    pub partner_id: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub deployment_id: String,
+    pub settings: String,
+    pub expires_at_us: i64,
+    pub used_at_us: Option<i64>,
+}
+
+type DeepLinkRow = (String, String, String, String, String, i64, Option<i64>);
+
+/// The request `id`, read inside the transaction that will spend it.
+pub async fn deep_link(tx: &mut Tx, id: &str) -> Result<Option<DeepLink>, sqlx::Error> {
+    let sql = "SELECT partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us \
+               FROM lti_deep_links WHERE id = $1";
+    let row: Option<DeepLinkRow> =
+        with_tx!(tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)?;
+    Ok(row.map(
+        |(partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us)| {
+            DeepLink {
+                partner_id,
+                issuer,
+                client_id,
+                deployment_id,
+                settings,
+                expires_at_us,
+                used_at_us,
+            }
+        },
+    ))
+}
+
+/// Spend the request; false when it was already spent.
+pub async fn spend_deep_link(tx: &mut Tx, id: &str, now_us: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE lti_deep_links SET used_at_us = $2 WHERE id = $1 AND used_at_us IS NULL";
+    let n = with_tx!(tx, c => sqlx::query(sql).bind(id).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+// Dynamic registrations awaiting an admin (`lti_platforms` rows with a status).
+
+/// A dynamic registration as admins list it.
+#[derive(Debug, Clone)]
+pub struct RegistrationRow {
+    pub id: String,
+    pub partner_id: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub deployment_id: String,
+    pub vendor: String,
+    pub status: String,
+    pub link_id: Option<String>,
+    pub created_at_us: i64,
+    pub decided_at_us: Option<i64>,
+}
+
+type RegistrationTuple = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+/// Registrations, oldest first, with `status` when given.
+pub async fn registrations(
+    db: &Db,
+    status: Option<&str>,
+) -> Result<Vec<RegistrationRow>, sqlx::Error> {
+    let sql = "SELECT id, partner_id, issuer, client_id, deployment_id, vendor, status, link_id, \
+               created_at_us, decided_at_us FROM lti_platforms \
+               WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY created_at_us";
+    let rows: Vec<RegistrationTuple> =
+        with_db!(db, pool => sqlx::query_as(sql).bind(status).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                partner_id,
+                issuer,
+                client_id,
+                deployment_id,
+                vendor,
+                status,
+                link_id,
+                created_at_us,
+                decided_at_us,
+            )| RegistrationRow {
+                id,
+                partner_id,
+                issuer,
+                client_id,
+                deployment_id,
+                vendor,
+                status,
+                link_id,
+                created_at_us,
+                decided_at_us,
+            },
+        )
+        .collect())
+}
+
+/// Approve or reject a pending registration; false when there is none pending with `id`.
+pub async fn decide_registration(
+    db: &Db,
+    id: &str,
+    status: &str,
+    now_us: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE lti_platforms SET status = $2, decided_at_us = $3 WHERE id = $1 AND status = 'pending'";
+    let n = with_db!(db, pool => sqlx::query(sql).bind(id).bind(status).bind(now_us).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+// LTI 1.1 nonces (`lti11_nonces`): one OAuth 1.0a nonce per consumer key within the window.
+
+/// Record the nonce; false when it was seen already. Nonces older than `forget_before_us`
+/// are dropped first.
+pub async fn record_lti11_nonce(
+    db: &Db,
+    key: &str,
+    nonce: &str,
+    now_us: i64,
+    forget_before_us: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let purge = "DELETE FROM lti11_nonces WHERE seen_at_us < $1";
+    with_tx!(&mut tx, c => sqlx::query(purge).bind(forget_before_us).execute(c).await.map(|r| r.rows_affected()))?;
+    let insert = "INSERT INTO lti11_nonces (consumer_key, nonce, seen_at_us) VALUES ($1, $2, $3) \
+                  ON CONFLICT DO NOTHING";
+    let inserted = with_tx!(&mut tx, c => {
+        sqlx::query(insert).bind(key).bind(nonce).bind(now_us).execute(c).await.map(|r| r.rows_affected())
+    })?;
+    tx.commit().await?;
+    Ok(inserted == 1)
 }

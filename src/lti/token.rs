@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::platforms::Platform;
-use crate::app::AppState;
 use crate::smart::token::{ClientAuth, TokenError};
+use crate::state::AppState;
 
 const EARLY: Duration = Duration::from_secs(60);
 

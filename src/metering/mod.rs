@@ -17,7 +17,6 @@ pub use event::UsageEvent;
 pub use ingest::{Ingested, ingest_batch};
 pub use meter::Meter;
 pub use recorder::UsageRecorder;
-pub use routes::router;
 pub use store::record_usage_event;
 
 /// Most events accepted in one request or one import batch.

@@ -18,10 +18,10 @@ use super::query::{QueryError, StatementPeriod, UsageReport, parse_query, render
 use super::store::query_meter;
 use super::window::windows;
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

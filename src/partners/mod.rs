@@ -4,5 +4,4 @@
 pub mod routes;
 pub mod store;
 
-pub use routes::router;
 pub use store::{Partner, list_partners, sync_partners};

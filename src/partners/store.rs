@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::config::PartnerConfig;
-use crate::db::Db;
+use crate::db::{Db, Tx};
 use crate::time::now_micros;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -76,4 +76,13 @@ pub async fn list_partners(db: &Db, only: Option<&str>) -> anyhow::Result<Vec<Pa
                WHERE active AND (CAST($1 AS TEXT) IS NULL OR id = $1) ORDER BY id";
     let rows = crate::with_db!(db, pool => sqlx::query_as(sql).bind(only).fetch_all(pool).await)?;
     Ok(rows)
+}
+
+/// Whether `id` is a sandbox partner, read inside the caller's transaction (an unknown
+/// partner is not one).
+pub async fn is_sandbox(tx: &mut Tx, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT sandbox FROM partners WHERE id = $1";
+    let found: Option<bool> =
+        crate::with_tx!(tx, c => sqlx::query_scalar(sql).bind(id).fetch_optional(c).await)?;
+    Ok(found.unwrap_or(false))
 }

@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apikeys::{self, Role};
-use crate::app::{self, AppState};
+use crate::app;
 use crate::config::{Config, Layer};
+use crate::state::AppState;
 use partner_sim::ehr::{MockClient, MockEhr, MockEhrOptions, Vendor};
 use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
 use partner_sim::lms::{MockLms, MockLmsOptions, MockTool, Personality};

@@ -12,9 +12,9 @@ use axum::response::Response;
 use super::proxy::Forwarded;
 use super::token::ClientAuth;
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::ApiError;
 use crate::http::auth::Caller;
+use crate::state::AppState;
 
 /// A cached backend token is dropped this long before it expires.
 const EARLY: Duration = Duration::from_secs(60);

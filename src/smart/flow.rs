@@ -1,25 +1,17 @@
-//! The pure parts of the SMART authorization code flow: random values, PKCE, the
+//! The pure parts of the SMART authorization code flow: PKCE, the
 //! authorization URL, the client assertion's claims and the token response.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-/// `bytes` random bytes from the OS generator, base64url without padding.
-pub fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
 /// A PKCE pair: the verifier (43-128 characters from the unreserved set: 64 here) and its
 /// S256 challenge (RFC 7636 §4).
 pub fn pkce_pair() -> (String, String) {
-    let verifier = random_token(48);
+    let verifier = crate::random::token(48);
     let challenge = pkce_challenge(&verifier);
     (verifier, challenge)
 }
@@ -198,10 +190,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_and_verifier_carry_enough_randomness() {
-        let s = random_token(32);
-        assert_eq!(s.len(), 43); // 256 bits
-        assert_ne!(s, random_token(32));
+    fn the_verifier_carries_enough_randomness() {
         let (v, c) = pkce_pair();
         assert_eq!(v.len(), 64);
         assert!(

@@ -6,15 +6,15 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::flow::{AuthorizeRequest, TokenResponse, authorize_url, pkce_pair, random_token};
+use super::flow::{AuthorizeRequest, TokenResponse, authorize_url, pkce_pair};
 use super::registration::{ClientType, SmartRegistration};
 use super::store::{PendingState, Session, StateProblem};
 use super::token::{ClientAuth, TokenError};
-use crate::app::AppState;
 use crate::config::PartnerConfig;
 use crate::http::page::{Page, internal};
 use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
+use crate::state::AppState;
 use crate::time::{now_micros, to_micros};
 
 /// The redirect URI registered with every EHR.
@@ -89,7 +89,7 @@ pub async fn begin(
         )));
     }
     let (verifier, challenge) = pkce_pair();
-    let state_value = random_token(32);
+    let state_value = crate::random::token(32);
     let state_hash = crate::launches::hash_code(&state_value);
     let secret = binding::new_secret();
     let scope = reg.scope_for(launch.is_some());

@@ -21,8 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use routes::router;
-
 use crate::launches::Launch;
 use crate::outbound::Outbound;
 use store::Session;

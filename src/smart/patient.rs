@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::http::ApiError;
 use crate::http::auth::Caller;
+use crate::state::AppState;
 
 const TYPED_ACCEPT: &str = "application/fhir+json; fhirVersion=4.0";
 const PLAIN_ACCEPT: &str = "application/fhir+json";

@@ -16,11 +16,11 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::store::Session;
-use crate::app::AppState;
 use crate::http::ApiError;
 use crate::http::auth::Caller;
 use crate::launches::{Launch, LaunchKind};
 use crate::metering::UsageEvent;
+use crate::state::AppState;
 
 /// Request headers passed to the FHIR server (everything else, cookies and the caller's
 /// Authorization above all, stays here).

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::store::{Session, lease_refresh, load_session, release_refresh, store_refreshed};
-use crate::app::AppState;
 use crate::http::ApiError;
+use crate::state::AppState;
 use crate::time::now_micros;
 
 const LEASE: Duration = Duration::from_secs(30);

@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::launch::{self, CallbackParams};
-use crate::app::AppState;
 use crate::http::page::{Page, redirect};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new()

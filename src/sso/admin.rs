@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::Found;
 use super::connection::{Protocol, SsoConnection};
 use super::store::SaveProblem;
-use crate::app::AppState;
 use crate::http::ApiError;
 use crate::http::error::FieldError;
+use crate::state::AppState;
 
 fn invalid(detail: &str, errors: Vec<(String, String)>) -> ApiError {
     ApiError::Validation {
@@ -85,7 +85,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
     if !problems.is_empty() {
         return Err(invalid("the connection is invalid", problems));
     }
-    if super::connection(state, &conn.id)
+    if super::lookup::connection(state, &conn.id)
         .await
         .map_err(ApiError::Internal)?
         .is_some()
@@ -96,7 +96,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
         )));
     }
     for d in &conn.domains {
-        if let Some(f) = super::connection_for_email(state, &format!("x@{d}"))
+        if let Some(f) = super::lookup::connection_for_email(state, &format!("x@{d}"))
             .await
             .map_err(ApiError::Internal)?
         {
@@ -163,7 +163,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
 
 /// Remove a runtime connection (those in config are changed in config).
 pub async fn delete(state: &AppState, id: &str) -> Result<(), ApiError> {
-    if super::configured(&state.config).any(|f| f.conn.id == id) {
+    if super::lookup::configured(&state.config).any(|f| f.conn.id == id) {
         return Err(ApiError::Conflict(format!(
             "connection {id:?} is defined in the config file; remove it there"
         )));

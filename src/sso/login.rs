@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use super::Found;
 use super::connection::{Protocol, SsoConnection};
 use super::store::{Pending, StateProblem};
-use crate::app::AppState;
 use crate::http::page::{self, Page};
 use crate::launches::{Launch, LaunchKind, binding};
 use crate::metering::UsageEvent;
+use crate::state::AppState;
 use crate::time::to_micros;
 
 fn state_hash(state: &str) -> String {
@@ -108,11 +108,11 @@ async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<St
         .get(&state.outbound, conn)
         .await
         .map_err(|e| unavailable(found, e))?;
-    let keys = super::sp_keys(state)
+    let keys = super::lookup::sp_keys(state)
         .await
         .map_err(|e| page::internal(format!("loading the SAML SP key: {e:#}")))?;
     // RelayState is at most 80 bytes (SAML bindings 3.4.3): 32 random bytes are 43.
-    let relay = crate::smart::flow::random_token(32);
+    let relay = crate::random::token(32);
     let request_id = format!("_{}", uuid::Uuid::new_v4().simple());
     let signer = if conn.sign_authn_requests {
         super::saml::signer(&keys)
@@ -202,7 +202,7 @@ pub async fn complete(
     let pending = take_state(state, st, browser, to_micros(now))
         .await?
         .map_err(state_page)?;
-    let Some(found) = super::connection(state, &pending.connection_id)
+    let Some(found) = super::lookup::connection(state, &pending.connection_id)
         .await
         .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
     else {
@@ -305,7 +305,7 @@ pub async fn complete_saml(
     form: HashMap<String, String>,
     browser: Option<&str>,
 ) -> Result<Response, Page> {
-    let Some(found) = super::connection(state, connection_id)
+    let Some(found) = super::lookup::connection(state, connection_id)
         .await
         .map_err(|e| page::internal(format!("reading the SSO connection: {e:#}")))?
         .filter(|f| f.conn.protocol == Protocol::Saml)
@@ -357,7 +357,7 @@ pub async fn complete_saml(
         .get(&state.outbound, conn)
         .await
         .map_err(|e| unavailable(&found, e))?;
-    let keys = super::sp_keys(state)
+    let keys = super::lookup::sp_keys(state)
         .await
         .map_err(|e| page::internal(format!("loading the SAML SP key: {e:#}")))?;
     let sp = sp(state, conn, keys);

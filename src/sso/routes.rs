@@ -15,9 +15,9 @@ use utoipa_axum::routes;
 
 use super::Found;
 use super::connection::Protocol;
-use crate::app::AppState;
 use crate::http::page::{self, Page};
 use crate::launches::binding;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -137,7 +137,7 @@ async fn list_connections(
     caller.require(&[crate::apikeys::Role::Admin])?;
     let paging = crate::http::list::Paging::new("sso_connections", q.limit, q.cursor.as_deref())?;
     // Connections are few (one per customer organisation): paged in memory.
-    let mut connections: Vec<ConnectionView> = super::all_connections(&state)
+    let mut connections: Vec<ConnectionView> = super::lookup::all_connections(&state)
         .await
         .map_err(crate::http::ApiError::Internal)?
         .iter()
@@ -290,7 +290,7 @@ async fn start(
             Err(p) => return p.into_response(),
         }
     } else if let Some(email) = q.get("email").filter(|s| !s.trim().is_empty()) {
-        match super::connection_for_email(&state, email).await {
+        match super::lookup::connection_for_email(&state, email).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or(email);
@@ -325,11 +325,14 @@ async fn start(
 /// `?organisation=` names a connection, or a partner with exactly one connection.
 async fn pick_organisation(state: &AppState, org: &str) -> Result<Found, Page> {
     let lookup = |e: anyhow::Error| page::internal(format!("finding the connection: {e:#}"));
-    if let Some(found) = super::connection(state, org).await.map_err(lookup)? {
+    if let Some(found) = super::lookup::connection(state, org)
+        .await
+        .map_err(lookup)?
+    {
         return Ok(found);
     }
     if let Some(p) = state.config.partner(org) {
-        let mut conns = super::partner_connections(state, &p.id)
+        let mut conns = super::lookup::partner_connections(state, &p.id)
             .await
             .map_err(lookup)?;
         match conns.len() {
@@ -374,7 +377,7 @@ async fn callback(
 
 /// The SP metadata an IdP administrator loads (or copies the entity id and ACS URL from).
 async fn saml_metadata(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let found = match super::connection(&state, &id).await {
+    let found = match super::lookup::connection(&state, &id).await {
         Ok(Some(f)) if f.conn.protocol == Protocol::Saml => f,
         Ok(_) => {
             return Page::new(StatusCode::NOT_FOUND, "Unknown SAML connection")
@@ -385,7 +388,7 @@ async fn saml_metadata(State(state): State<AppState>, Path(id): Path<String>) ->
         }
         Err(e) => return page::internal(format!("finding the connection: {e:#}")).into_response(),
     };
-    let keys = match super::sp_keys(&state).await {
+    let keys = match super::lookup::sp_keys(&state).await {
         Ok(k) => k,
         Err(e) => return page::internal(format!("loading the SAML SP key: {e:#}")).into_response(),
     };

@@ -277,7 +277,8 @@ pub async fn spend_assertion(
 /// Connections created at runtime, optionally only the one with `id` or the one `domain`
 /// routes to. Their definitions are unsealed and parsed as config would be.
 pub async fn runtime_connections(
-    state: &crate::app::AppState,
+    db: &Db,
+    master: &MasterKey,
     id: Option<&str>,
     domain: Option<&str>,
 ) -> anyhow::Result<Vec<super::Found>> {
@@ -287,7 +288,6 @@ pub async fn runtime_connections(
                AND (CAST($2 AS TEXT) IS NULL OR c.id IN \
                     (SELECT connection_id FROM sso_connection_domains WHERE domain = $2)) \
                ORDER BY c.created_at_us, c.id";
-    let db = &state.db;
     let rows: Vec<(String, String, String, Vec<u8>)> = with_db!(db, pool => {
         sqlx::query_as(sql).bind(id).bind(domain).fetch_all(pool).await
     })?;
@@ -296,8 +296,7 @@ pub async fn runtime_connections(
     Ok(rows
         .into_iter()
         .filter_map(|(id, partner_id, partner_name, sealed)| {
-            let parsed = state
-                .master_key
+            let parsed = master
                 .open(&format!("sso-connection:{id}"), &sealed)
                 .and_then(|json| Ok(serde_json::from_slice(&json)?));
             match parsed {

@@ -13,5 +13,3 @@ pub mod period;
 pub mod routes;
 pub mod service;
 pub mod store;
-
-pub use routes::router;

@@ -19,10 +19,10 @@ use super::model::{Statement, Status};
 use super::service::StatementError;
 use super::store::{ListFilter, list_statements};
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -4,11 +4,11 @@
 //! the database pool, and the shared queues counted from the store at scrape time.
 //! `deploy/metrics.txt` lists the names; a test checks the running gateway exports each.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-use crate::app::AppState;
+use crate::config::Config;
 use crate::db::Db;
 
 /// Launch protocols, as `gateway_launches_total{protocol}`.
@@ -98,7 +98,7 @@ pub(super) fn describe() {
 /// Put every series whose labels are known at start in place at zero (or its value):
 /// the build, the outcomes of each protocol for each configured partner, the ledger's and
 /// the webhook sender's outcomes. Idempotent (a second app in one process adds nothing).
-pub fn register(state: &AppState) {
+pub fn register(config: &Config, db: &Db) {
     metrics::gauge!("gateway_build_info", "version" => VERSION, "commit" => COMMIT).set(1.0);
     start_time();
     for outcome in ["accepted", "duplicate", "rejected", "dropped"] {
@@ -109,15 +109,14 @@ pub fn register(state: &AppState) {
     }
     metrics::counter!("gateway_jobs_dead_total").increment(0);
     metrics::gauge!("gateway_statements_hash_mismatches").increment(0.0);
-    if state.db.sqlite_commit_stats().is_some() {
+    if db.sqlite_commit_stats().is_some() {
         metrics::counter!("gateway_sqlite_commits_total").increment(0);
         metrics::counter!("gateway_sqlite_committed_transactions_total").increment(0);
     }
     // Launch series for the protocols each partner is registered for (and `unknown`: a
     // launch refused before its partner is known); sign-in series for every partner, whose
     // connections live in the store.
-    let mut series: Vec<(String, Vec<&'static str>)> = state
-        .config
+    let mut series: Vec<(String, Vec<&'static str>)> = config
         .partners
         .iter()
         .map(|p| {
@@ -201,11 +200,11 @@ fn launch_labels(
 }
 
 /// Read the figures that live outside the counters, just before a scrape renders them.
-pub async fn sample(state: &AppState) {
-    sample_pool(&state.db);
+pub async fn sample(db: &Db) {
+    sample_pool(db);
     // The queues are shared by every instance and read from the store: each reports the
     // same numbers (alert on max, not sum).
-    match crate::jobs::count_jobs_by_state(&state.db).await {
+    match crate::jobs::count_jobs_by_state(db).await {
         Ok(counts) => {
             for (s, n) in counts {
                 metrics::gauge!("gateway_jobs", "state" => s).set(n as f64);
@@ -213,7 +212,7 @@ pub async fn sample(state: &AppState) {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
     }
-    match crate::webhooks::store::delivery_backlog(&state.db).await {
+    match crate::webhooks::store::delivery_backlog(db).await {
         Ok(rows) => report_deliveries(rows),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count webhook deliveries"),
     }
@@ -257,11 +256,6 @@ fn sample_pool(db: &Db) {
     metrics::gauge!("gateway_db_pool_connections", "state" => "in_use").set(f64::from(size) - idle);
     metrics::gauge!("gateway_db_pool_connections", "state" => "idle").set(idle);
     metrics::gauge!("gateway_db_pool_max_connections").set(f64::from(max));
-}
-
-/// Record how long starting a transaction waited.
-pub fn record_acquire(waited: Duration) {
-    metrics::histogram!("gateway_db_acquire_seconds").record(waited.as_secs_f64());
 }
 
 fn start_time() -> f64 {

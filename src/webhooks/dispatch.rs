@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::schedule::{self, Next, Policy, Response};
 use super::signature::{self, SigningKey};
 use super::store::{self, AttemptRecord, Claimed, EndpointRow};
-use crate::app::AppState;
 use crate::config::WebhooksConfig;
 use crate::metering::UsageEvent;
+use crate::state::AppState;
 use crate::time::to_micros;
 
 /// Response bodies are kept up to this many bytes.

@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod routes;
 pub mod schedule;
 pub mod signature;
+pub mod source;
 pub mod store;
 pub mod thresholds;
 
@@ -25,9 +26,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::db::Tx;
-
-pub use dispatch::Dispatcher;
-pub use routes::router;
 
 /// The body every outbound message carries: `{"type", "timestamp", "data"}` in that order,
 /// and `"sandbox": true` after them for a sandbox partner's events (absent otherwise, so
@@ -55,13 +53,7 @@ pub async fn emit(
     let id = new_message_id();
     // Read from the partner's row in this transaction, like the ledger's mark.
     let sandbox = match partner_id {
-        Some(p) => crate::with_tx!(tx, c => {
-            sqlx::query_scalar::<_, bool>("SELECT sandbox FROM partners WHERE id = $1")
-                .bind(p)
-                .fetch_optional(c)
-                .await
-        })?
-        .unwrap_or(false),
+        Some(p) => crate::partners::store::is_sandbox(tx, p).await?,
         None => false,
     };
     let body = Body {

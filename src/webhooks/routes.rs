@@ -24,11 +24,11 @@ use super::endpoint::{self, Endpoint, EndpointPatch, NewEndpoint};
 use super::signature::{Scheme, SigningKey};
 use super::store::{self, EndpointRow, MessageFilter, Owner, SecretRow};
 use crate::apikeys::Role;
-use crate::app::AppState;
 use crate::http::auth::Caller;
 use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
 use crate::keys::crypto::MasterKey;
+use crate::state::AppState;
 use crate::time::to_micros;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -846,3 +846,30 @@ pub fn event_types(text: &str) -> Vec<String> {
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default()
 }
+
+/// A usage threshold a partner's meter crossed in one window.
+pub struct ThresholdMark<'a> {
+    pub partner_id: &'a str,
+    pub meter: &'a str,
+    /// The window's start, RFC 3339 to the second (the mark's key).
+    pub window_start: &'a str,
+    pub threshold: &'a str,
+    pub crossed_at_us: i64,
+}
+
+/// Mark the crossing; false when it was marked before (by this or another instance), so
+/// `usage.threshold.crossed` goes out once per threshold and window.
+pub async fn mark_threshold(tx: &mut Tx, m: &ThresholdMark<'_>) -> Result<bool, sqlx::Error> {
+    let sql = "INSERT INTO usage_threshold_marks (partner_id, meter, window_start, threshold, crossed_at_us) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+    let n = with_tx!(tx, c => sqlx::query(sql)
+        .bind(m.partner_id)
+        .bind(m.meter)
+        .bind(m.window_start)
+        .bind(m.threshold)
+        .bind(m.crossed_at_us)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}

@@ -8,10 +8,9 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::metering::window::Window;
+use crate::state::AppState;
 use crate::time::to_micros;
-use crate::with_tx;
 
 /// The calendar month (UTC) holding `now`.
 pub fn month_of(now: DateTime<Utc>) -> Window {
@@ -69,21 +68,18 @@ pub async fn check(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize
             }
             let mut tx = state.db.begin().await?;
             for t in hit {
-                let sql = "INSERT INTO usage_threshold_marks (partner_id, meter, window_start, threshold, crossed_at_us) \
-                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
                 let start = window
                     .start
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let n = with_tx!(&mut tx, c => sqlx::query(sql)
-                    .bind(&partner.id)
-                    .bind(&mc.name)
-                    .bind(&start)
-                    .bind(t.to_string())
-                    .bind(to_micros(now))
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected()))?;
-                if n == 1 {
+                let mark = super::store::ThresholdMark {
+                    partner_id: &partner.id,
+                    meter: &mc.name,
+                    window_start: &start,
+                    threshold: &t.to_string(),
+                    crossed_at_us: to_micros(now),
+                };
+                let first = super::store::mark_threshold(&mut tx, &mark).await?;
+                if first {
                     let data = json!({
                         "partner": partner.id,
                         "meter": mc.name,

@@ -5,10 +5,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app::{self, AppState};
+use partner_gateway::app;
 use partner_gateway::config::{Config, Layer};
 use partner_gateway::db::Db;
 use partner_gateway::jobs::Handlers;
+use partner_gateway::state::AppState;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

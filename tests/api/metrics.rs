@@ -114,7 +114,7 @@ both_backends! {
                 if true { panic!("a handler bug") }
                 "never"
             }));
-        let router = partner_gateway::http::with_middleware(routes, app.state.clone());
+        let router = partner_gateway::http::middleware::with_middleware(routes, app.state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
