@@ -25,7 +25,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use partner_gateway::app::AppState;
 use partner_gateway::config::{Config, Layer};
-use partner_gateway::db::{Db, Tx};
+use partner_gateway::db::Db;
 use partner_gateway::metering::Meter;
 use partner_gateway::metering::authority::Recorder;
 use partner_gateway::metering::ingest::{Attribution, Writer, ingest_batch, prepare_batch};
@@ -296,6 +296,45 @@ impl IngestStats {
     }
 }
 
+/// An ingest phase's timed batches, counted as they go in.
+struct Tally {
+    label: &'static str,
+    events: usize,
+    wall: Instant,
+    timed: Duration,
+    batches: Vec<Duration>,
+    done: usize,
+}
+
+impl Tally {
+    fn start(label: &'static str, events: usize, batch: usize) -> Tally {
+        Tally {
+            label,
+            events,
+            wall: Instant::now(),
+            timed: Duration::ZERO,
+            batches: Vec::with_capacity(events / batch + 1),
+            done: 0,
+        }
+    }
+    /// A batch of `n` events in, its timed part `took`.
+    fn add(&mut self, n: usize, took: Duration) {
+        self.timed += took;
+        self.batches.push(took);
+        self.done += n;
+        progress(self.label, self.done, n, self.events, self.timed);
+    }
+    fn finish(self, prepare: Option<Duration>) -> IngestStats {
+        IngestStats {
+            events: self.events,
+            timed: self.timed,
+            wall: self.wall.elapsed(),
+            batches: self.batches,
+            prepare,
+        }
+    }
+}
+
 /// A line on stderr each time another tenth of the events is in.
 fn progress(label: &str, done: usize, batch: usize, total: usize, timed: Duration) {
     let step = (total / 10).max(1);
@@ -356,50 +395,28 @@ fn baseline_insert_sql(db: &Db, rows: usize) -> String {
 /// one INSERT statement, commit.
 async fn baseline_batch(db: &Db, sql: &str, rows: &[Row]) -> anyhow::Result<u64> {
     let mut tx = db.begin().await?;
-    let n = match &mut tx {
-        Tx::Sqlite(t) => {
-            let mut q = sqlx::query(sql);
-            for r in rows {
-                q = q
-                    .bind(PARTNER)
-                    .bind(r.source)
-                    .bind(&r.event_id)
-                    .bind(r.event_type)
-                    .bind(&r.subject)
-                    .bind(r.time_us)
-                    .bind(&r.data);
-            }
-            q.execute(&mut **t).await?.rows_affected()
+    let n = partner_gateway::with_tx!(&mut tx, c => {
+        let mut q = sqlx::query(sql);
+        for r in rows {
+            q = q
+                .bind(PARTNER)
+                .bind(r.source)
+                .bind(&r.event_id)
+                .bind(r.event_type)
+                .bind(&r.subject)
+                .bind(r.time_us)
+                .bind(&r.data);
         }
-        Tx::Postgres(t) => {
-            let mut q = sqlx::query(sql);
-            for r in rows {
-                q = q
-                    .bind(PARTNER)
-                    .bind(r.source)
-                    .bind(&r.event_id)
-                    .bind(r.event_type)
-                    .bind(&r.subject)
-                    .bind(r.time_us)
-                    .bind(&r.data);
-            }
-            q.execute(&mut **t).await?.rows_affected()
-        }
-    };
+        q.execute(c).await?.rows_affected()
+    });
     tx.commit().await?;
     Ok(n)
 }
 
 async fn run_baseline(db: &Db, gens: &[Gen], batch: usize) -> anyhow::Result<IngestStats> {
-    match db {
-        Db::Sqlite(p) => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop)?,
-        Db::Postgres(p) => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop)?,
-    }
+    partner_gateway::with_db!(db, p => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop))?;
     let full_sql = baseline_insert_sql(db, batch);
-    let wall = Instant::now();
-    let mut timed = Duration::ZERO;
-    let mut batches = Vec::with_capacity(gens.len() / batch + 1);
-    let mut done = 0;
+    let mut tally = Tally::start("baseline", gens.len(), batch);
     for chunk in gens.chunks(batch) {
         // Client work, not timed: the rows and (for a short last batch) the statement text.
         let rows: Vec<Row> = chunk.iter().map(Gen::row).collect();
@@ -416,18 +433,9 @@ async fn run_baseline(db: &Db, gens: &[Gen], batch: usize) -> anyhow::Result<Ing
         if n != chunk.len() as u64 {
             bail!("baseline inserted {n} of {} rows", chunk.len());
         }
-        timed += took;
-        batches.push(took);
-        done += chunk.len();
-        progress("baseline", done, chunk.len(), gens.len(), timed);
+        tally.add(chunk.len(), took);
     }
-    Ok(IngestStats {
-        events: gens.len(),
-        timed,
-        wall: wall.elapsed(),
-        batches,
-        prepare: None,
-    })
+    Ok(tally.finish(None))
 }
 
 async fn run_ledger(
@@ -442,10 +450,7 @@ async fn run_ledger(
         recorder: &Recorder::Gateway,
         rules: &state.ledger_rules,
     };
-    let wall = Instant::now();
-    let mut timed = Duration::ZERO;
-    let mut batches = Vec::with_capacity(gens.len() / batch + 1);
-    let mut done = 0;
+    let mut tally = Tally::start("ledger", gens.len(), batch);
     let mut prepare = Duration::ZERO;
     for chunk in gens.chunks(batch) {
         // Client work, not timed: building the CloudEvents JSON values.
@@ -472,18 +477,9 @@ async fn run_ledger(
         let prepared = prepare_batch(copy, writer, |p| config.partner(p).is_some(), now);
         prepare += t.elapsed();
         drop(prepared);
-        timed += took;
-        batches.push(took);
-        done += chunk.len();
-        progress("ledger", done, chunk.len(), gens.len(), timed);
+        tally.add(chunk.len(), took);
     }
-    Ok(IngestStats {
-        events: gens.len(),
-        timed,
-        wall: wall.elapsed(),
-        batches,
-        prepare: Some(prepare),
-    })
+    Ok(tally.finish(Some(prepare)))
 }
 
 /// Start the next phase from a clean slate: an empty WAL on SQLite, a checkpoint on
@@ -527,24 +523,14 @@ struct QueryResult {
 async fn count_in_range(db: &Db, from: i64, to: i64) -> anyhow::Result<i64> {
     const SQL: &str = "SELECT COUNT(*) FROM usage_events \
                        WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3";
-    Ok(match db {
-        Db::Sqlite(p) => {
-            sqlx::query_scalar::<_, i64>(SQL)
-                .bind(PARTNER)
-                .bind(from)
-                .bind(to)
-                .fetch_one(p)
-                .await?
-        }
-        Db::Postgres(p) => {
-            sqlx::query_scalar::<_, i64>(SQL)
-                .bind(PARTNER)
-                .bind(from)
-                .bind(to)
-                .fetch_one(p)
-                .await?
-        }
-    })
+    Ok(partner_gateway::with_db!(db, p => {
+        sqlx::query_scalar::<_, i64>(SQL)
+            .bind(PARTNER)
+            .bind(from)
+            .bind(to)
+            .fetch_one(p)
+            .await?
+    }))
 }
 
 async fn run_queries(

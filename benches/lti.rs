@@ -402,6 +402,17 @@ fn line(s: &Stats, what: &str) -> String {
     )
 }
 
+/// "N {what} failed, first: ..." when some failed.
+fn failure(s: &Stats, what: &str) -> Option<String> {
+    (s.failures > 0).then(|| {
+        format!(
+            "{} {what} failed, first: {}",
+            s.failures,
+            s.first_error.as_deref().unwrap_or("")
+        )
+    })
+}
+
 /// CPU µs per op, or "?".
 fn cpu(s: &Stats) -> String {
     s.cpu_us
@@ -670,20 +681,8 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
     );
     let launches = g1.merge(g2);
     let launch_jwks = b1.merge(b2);
-    if launches.failures > 0 {
-        failures.push(format!(
-            "{} launches failed, first: {}",
-            launches.failures,
-            launches.first_error.as_deref().unwrap_or("")
-        ));
-    }
-    if launch_jwks.failures > 0 {
-        failures.push(format!(
-            "{} JWKS GETs failed, first: {}",
-            launch_jwks.failures,
-            launch_jwks.first_error.as_deref().unwrap_or("")
-        ));
-    }
+    failures.extend(failure(&launches, "launches"));
+    failures.extend(failure(&launch_jwks, "JWKS GETs"));
 
     // 2. Scores: one per launched learner: gateway, direct, direct, gateway, then JWKS.
     let mut made = std::mem::take(&mut *made.lock().await);
@@ -749,13 +748,7 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
                             );
                         }
                         let d = d1.merge(d2);
-                        if d.failures > 0 {
-                            failures.push(format!(
-                                "{} direct score posts failed, first: {}",
-                                d.failures,
-                                d.first_error.as_deref().unwrap_or("")
-                            ));
-                        }
+                        failures.extend(failure(&d, "direct score posts"));
                         direct = Some(d);
                     }
                     (Err(e), _) | (_, Err(e)) => failures.push(format!("direct scores: {e:#}")),
@@ -770,13 +763,7 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
             "  baseline (mock JWKS, {JOB_CONCURRENCY} workers): {}",
             line(&j, "GETs")
         );
-        if j.failures > 0 {
-            failures.push(format!(
-                "{} JWKS GETs failed, first: {}",
-                j.failures,
-                j.first_error.as_deref().unwrap_or("")
-            ));
-        }
+        failures.extend(failure(&j, "JWKS GETs"));
         score_jwks = Some(j);
         for s in [&s1, &s2] {
             if let Some(f) = &s.failure {

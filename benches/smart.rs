@@ -258,6 +258,18 @@ impl Env {
             smart_style_url: Some("https://ehr.example.test/style.json".into()),
         }
     }
+
+    /// `/smart/launch` with a new launch of `kind` from its mock EHR, as the EHR opens it.
+    fn launch_url(&self, kind: Kind) -> String {
+        let ehr = self.ehr(kind);
+        let launch = ehr.launch(self.context(kind));
+        format!(
+            "{}/smart/launch?iss={}&launch={}",
+            self.gateway,
+            enc(&ehr.iss()),
+            enc(&launch)
+        )
+    }
 }
 
 fn bench_layer(
@@ -437,14 +449,7 @@ fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
 
 /// The whole EHR launch through the gateway, ending with the app's exchange: the launch id.
 async fn gateway_launch(env: &Env, kind: Kind) -> anyhow::Result<String> {
-    let ehr = env.ehr(kind);
-    let launch = ehr.launch(env.context(kind));
-    let start = format!(
-        "{}/smart/launch?iss={}&launch={}",
-        env.gateway,
-        enc(&ehr.iss()),
-        enc(&launch)
-    );
+    let start = env.launch_url(kind);
     let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
     let callback = redirect_of(&env.browser, &authorize, "the EHR's authorize").await?;
     ensure!(
@@ -471,13 +476,7 @@ struct AuthorizeTemplate {
 
 async fn authorize_template(env: &Env, kind: Kind) -> anyhow::Result<AuthorizeTemplate> {
     let ehr = env.ehr(kind);
-    let launch = ehr.launch(env.context(kind));
-    let start = format!(
-        "{}/smart/launch?iss={}&launch={}",
-        env.gateway,
-        enc(&ehr.iss()),
-        enc(&launch)
-    );
+    let start = env.launch_url(kind);
     let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
     let mut endpoint = url::Url::parse(&authorize).context("the authorize URL")?;
     endpoint.set_query(None);

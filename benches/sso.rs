@@ -96,6 +96,24 @@ fn location(r: &reqwest::Response) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// `GET /sso/start?organisation=`: where the gateway sends the browser.
+async fn start(b: &reqwest::Client, gateway: &str, organisation: &str) -> anyhow::Result<String> {
+    let r = b
+        .get(format!("{gateway}/sso/start?organisation={organisation}"))
+        .send()
+        .await?;
+    location(&r)
+}
+
+/// The `code` query parameter of a redirect.
+fn code_in(redirect: &str, missing: &'static str) -> anyhow::Result<String> {
+    url::Url::parse(redirect)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context(missing)
+}
+
 /// The app's step: the one-time code for the launch.
 async fn exchange(
     b: &reqwest::Client,
@@ -115,18 +133,10 @@ async fn exchange(
 
 /// One whole login; returns when the app holds the launch.
 async fn login(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
-    let r = b
-        .get(format!("{gateway}/sso/start?organisation=bench-idp"))
-        .send()
-        .await?;
-    let authorize = location(&r)?;
+    let authorize = start(b, gateway, "bench-idp").await?;
     let callback = location(&b.get(&authorize).send().await?)?;
     let to_app = location(&b.get(&callback).send().await?)?;
-    let code = url::Url::parse(&to_app)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code for the app")?;
+    let code = code_in(&to_app, "no code for the app")?;
     exchange(b, gateway, app_key, &code).await
 }
 
@@ -144,11 +154,7 @@ async fn idp_only(b: &reqwest::Client, issuer: &str, redirect: &str) -> anyhow::
         .append_pair("code_challenge", &pkce_challenge(&verifier))
         .append_pair("code_challenge_method", "S256");
     let cb = location(&b.get(u.as_str()).send().await?)?;
-    let code = url::Url::parse(&cb)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code")?;
+    let code = code_in(&cb, "no code")?;
     let r = b
         .post(format!("{issuer}/token"))
         .basic_auth(CLIENT, Some(SECRET))
@@ -177,11 +183,7 @@ fn form_value(html: &str, name: &str) -> anyhow::Result<String> {
 
 /// One whole SAML login; returns when the app holds the launch.
 async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
-    let r = b
-        .get(format!("{gateway}/sso/start?organisation=bench-saml"))
-        .send()
-        .await?;
-    let to_idp = location(&r)?;
+    let to_idp = start(b, gateway, "bench-saml").await?;
     let html = b.get(&to_idp).send().await?.text().await?;
     let form = [
         ("SAMLResponse", form_value(&html, "SAMLResponse")?),
@@ -193,11 +195,7 @@ async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow
         .send()
         .await?;
     let to_app = location(&r)?;
-    let code = url::Url::parse(&to_app)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code for the app")?;
+    let code = code_in(&to_app, "no code for the app")?;
     exchange(b, gateway, app_key, &code).await
 }
 
@@ -330,11 +328,7 @@ async fn run(o: &Opts, backend: Backend) -> anyhow::Result<()> {
         login_saml(&b, &gateway, &app_key).await?;
     }
     // A valid AuthnRequest URL for the SAML baseline (the mock answers it every time).
-    let sso_url = location(
-        &b.get(format!("{gateway}/sso/start?organisation=bench-saml"))
-            .send()
-            .await?,
-    )?;
+    let sso_url = start(&b, &gateway, "bench-saml").await?;
     let issuer = idp.issuer();
     for protocol in ["oidc", "saml"] {
         for (label, sequential) in [("sequential", true), ("workers", false)] {

@@ -753,22 +753,13 @@ fn capture_stop() -> BTreeMap<String, SqlStat> {
 // ---------------------------------------------------------------------------------------
 // The store.
 
-macro_rules! on_pool {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite($p) => $body,
-            Db::Postgres($p) => $body,
-        }
-    };
-}
-
 async fn exec(db: &Db, sql: &str) -> anyhow::Result<()> {
-    on_pool!(db, p => sqlx::query(sql).execute(p).await.map(|_| ()))?;
+    partner_gateway::with_db!(db, p => sqlx::query(sql).execute(p).await.map(|_| ()))?;
     Ok(())
 }
 
 async fn scalar_i64(db: &Db, sql: &str) -> anyhow::Result<i64> {
-    Ok(on_pool!(db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
+    Ok(partner_gateway::with_db!(db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
 }
 
 /// What a loaded ledger was generated with, kept beside it so a kept store is reused only
@@ -781,7 +772,7 @@ fn ledger_key(o: &Opts) -> String {
 }
 
 async fn loaded_key(db: &Db) -> Option<String> {
-    on_pool!(db, p => sqlx::query_scalar::<_, String>("SELECT v FROM bench_meta WHERE k = 'ledger'")
+    partner_gateway::with_db!(db, p => sqlx::query_scalar::<_, String>("SELECT v FROM bench_meta WHERE k = 'ledger'")
         .fetch_optional(p)
         .await)
     .ok()
