@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use partner_gateway::config::{Config, Layer};
-use partner_gateway::db::{Db, Tx};
+use partner_gateway::db::Db;
 use partner_gateway::metering::Meter;
 use partner_gateway::metering::authority::Recorder;
 use partner_gateway::metering::ingest::{Attribution, Writer, ingest_batch, prepare_batch};
@@ -32,6 +34,10 @@ use partner_gateway::state::AppState;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use support::args::{Args, pg_url_or_default};
+use support::cpu::CpuSample;
+use support::db::{Backend, PgDatabase, each_backend, fail_if_any, sqlite_size};
+use support::stats::{Timings, ms, percentile};
 
 const PARTNER: &str = "epic-sandbox";
 const METER: &str = "active_users";
@@ -46,7 +52,6 @@ const SOURCES: [&str; 4] = [
 const YEAR: i32 = 2026;
 const MONTH: u32 = 11;
 const HOUR_MS: i64 = 3_600_000;
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Columns of a baseline row.
 const COLS: usize = 7;
 
@@ -55,21 +60,6 @@ const USAGE: &str = "usage: cargo bench --bench ledger -- [--events N] [--batch 
 [--sqlite-file PATH (kept after the run, for inspection)] \
 [--query-only (with an existing --sqlite-file of the same --events and --seed)] \
 [--keep-postgres (do not drop the pgw_bench_* database)]";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
 
 struct Opts {
     events: usize,
@@ -89,52 +79,30 @@ fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
         events: 1_000_000,
         batch: 1000,
-        backends: vec![Backend::Sqlite, Backend::Postgres],
+        backends: Backend::BOTH.to_vec(),
         users: 20_000,
         query_runs: 5,
         seed: 20261101,
         config_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        pg_url: std::env::var("BENCH_DATABASE_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_PG_URL.to_owned()),
+        pg_url: pg_url_or_default(),
         sqlite_file: None,
         query_only: false,
         keep_postgres: false,
     };
-    let mut args = std::env::args().skip(1);
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
-        let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        v.replace('_', "")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a number\n{USAGE}"))
-    }
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
         match a.as_str() {
-            // cargo bench passes --bench to harness = false targets.
-            "--bench" => {}
-            "--events" => o.events = num(&a, args.next())?,
-            "--batch" => o.batch = num(&a, args.next())?,
-            "--users" => o.users = num(&a, args.next())?,
-            "--query-runs" => o.query_runs = num(&a, args.next())?,
-            "--seed" => o.seed = num(&a, args.next())?,
-            "--config" => o.config_dir = args.next().context(USAGE)?.into(),
-            "--sqlite-file" => o.sqlite_file = Some(args.next().context(USAGE)?.into()),
+            "--events" => o.events = args.num(&a)?,
+            "--batch" => o.batch = args.num(&a)?,
+            "--users" => o.users = args.num(&a)?,
+            "--query-runs" => o.query_runs = args.num(&a)?,
+            "--seed" => o.seed = args.num(&a)?,
+            "--config" => o.config_dir = args.value()?.into(),
+            "--sqlite-file" => o.sqlite_file = Some(args.value()?.into()),
             "--query-only" => o.query_only = true,
             "--keep-postgres" => o.keep_postgres = true,
-            "--backend" => {
-                o.backends = match args.next().as_deref() {
-                    Some("sqlite") => vec![Backend::Sqlite],
-                    Some("postgres") => vec![Backend::Postgres],
-                    Some("both") => vec![Backend::Sqlite, Backend::Postgres],
-                    _ => bail!("--backend takes sqlite, postgres or both\n{USAGE}"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+            "--backend" => o.backends = args.backends()?,
+            other => args.other(other)?,
         }
     }
     if o.query_only && (o.sqlite_file.is_none() || o.backends != [Backend::Sqlite]) {
@@ -287,36 +255,6 @@ fn load_config(dir: &Path, url: &str) -> anyhow::Result<Config> {
     Config::from_layers(layers, env).map_err(|e| anyhow::anyhow!("configuration: {e}"))
 }
 
-/// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let (scheme, rest) = base
-        .split_once("://")
-        .context("BENCH_DATABASE_URL must look like postgres://user@host:port/db")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let mut out = format!("{scheme}://{authority}/{db}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    Ok(out)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 struct IngestStats {
     events: usize,
     timed: Duration,
@@ -355,6 +293,45 @@ impl IngestStats {
             ms(percentile(&b, 0.99)),
             ms(percentile(&b, 1.0)),
         )
+    }
+}
+
+/// An ingest phase's timed batches, counted as they go in.
+struct Tally {
+    label: &'static str,
+    events: usize,
+    wall: Instant,
+    timed: Duration,
+    batches: Vec<Duration>,
+    done: usize,
+}
+
+impl Tally {
+    fn start(label: &'static str, events: usize, batch: usize) -> Tally {
+        Tally {
+            label,
+            events,
+            wall: Instant::now(),
+            timed: Duration::ZERO,
+            batches: Vec::with_capacity(events / batch + 1),
+            done: 0,
+        }
+    }
+    /// A batch of `n` events in, its timed part `took`.
+    fn add(&mut self, n: usize, took: Duration) {
+        self.timed += took;
+        self.batches.push(took);
+        self.done += n;
+        progress(self.label, self.done, n, self.events, self.timed);
+    }
+    fn finish(self, prepare: Option<Duration>) -> IngestStats {
+        IngestStats {
+            events: self.events,
+            timed: self.timed,
+            wall: self.wall.elapsed(),
+            batches: self.batches,
+            prepare,
+        }
     }
 }
 
@@ -418,50 +395,28 @@ fn baseline_insert_sql(db: &Db, rows: usize) -> String {
 /// one INSERT statement, commit.
 async fn baseline_batch(db: &Db, sql: &str, rows: &[Row]) -> anyhow::Result<u64> {
     let mut tx = db.begin().await?;
-    let n = match &mut tx {
-        Tx::Sqlite(t) => {
-            let mut q = sqlx::query(sql);
-            for r in rows {
-                q = q
-                    .bind(PARTNER)
-                    .bind(r.source)
-                    .bind(&r.event_id)
-                    .bind(r.event_type)
-                    .bind(&r.subject)
-                    .bind(r.time_us)
-                    .bind(&r.data);
-            }
-            q.execute(&mut **t).await?.rows_affected()
+    let n = partner_gateway::with_tx!(&mut tx, c => {
+        let mut q = sqlx::query(sql);
+        for r in rows {
+            q = q
+                .bind(PARTNER)
+                .bind(r.source)
+                .bind(&r.event_id)
+                .bind(r.event_type)
+                .bind(&r.subject)
+                .bind(r.time_us)
+                .bind(&r.data);
         }
-        Tx::Postgres(t) => {
-            let mut q = sqlx::query(sql);
-            for r in rows {
-                q = q
-                    .bind(PARTNER)
-                    .bind(r.source)
-                    .bind(&r.event_id)
-                    .bind(r.event_type)
-                    .bind(&r.subject)
-                    .bind(r.time_us)
-                    .bind(&r.data);
-            }
-            q.execute(&mut **t).await?.rows_affected()
-        }
-    };
+        q.execute(c).await?.rows_affected()
+    });
     tx.commit().await?;
     Ok(n)
 }
 
 async fn run_baseline(db: &Db, gens: &[Gen], batch: usize) -> anyhow::Result<IngestStats> {
-    match db {
-        Db::Sqlite(p) => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop)?,
-        Db::Postgres(p) => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop)?,
-    }
+    partner_gateway::with_db!(db, p => sqlx::query(baseline_ddl(db)).execute(p).await.map(drop))?;
     let full_sql = baseline_insert_sql(db, batch);
-    let wall = Instant::now();
-    let mut timed = Duration::ZERO;
-    let mut batches = Vec::with_capacity(gens.len() / batch + 1);
-    let mut done = 0;
+    let mut tally = Tally::start("baseline", gens.len(), batch);
     for chunk in gens.chunks(batch) {
         // Client work, not timed: the rows and (for a short last batch) the statement text.
         let rows: Vec<Row> = chunk.iter().map(Gen::row).collect();
@@ -478,18 +433,9 @@ async fn run_baseline(db: &Db, gens: &[Gen], batch: usize) -> anyhow::Result<Ing
         if n != chunk.len() as u64 {
             bail!("baseline inserted {n} of {} rows", chunk.len());
         }
-        timed += took;
-        batches.push(took);
-        done += chunk.len();
-        progress("baseline", done, chunk.len(), gens.len(), timed);
+        tally.add(chunk.len(), took);
     }
-    Ok(IngestStats {
-        events: gens.len(),
-        timed,
-        wall: wall.elapsed(),
-        batches,
-        prepare: None,
-    })
+    Ok(tally.finish(None))
 }
 
 async fn run_ledger(
@@ -504,10 +450,7 @@ async fn run_ledger(
         recorder: &Recorder::Gateway,
         rules: &state.ledger_rules,
     };
-    let wall = Instant::now();
-    let mut timed = Duration::ZERO;
-    let mut batches = Vec::with_capacity(gens.len() / batch + 1);
-    let mut done = 0;
+    let mut tally = Tally::start("ledger", gens.len(), batch);
     let mut prepare = Duration::ZERO;
     for chunk in gens.chunks(batch) {
         // Client work, not timed: building the CloudEvents JSON values.
@@ -534,18 +477,9 @@ async fn run_ledger(
         let prepared = prepare_batch(copy, writer, |p| config.partner(p).is_some(), now);
         prepare += t.elapsed();
         drop(prepared);
-        timed += took;
-        batches.push(took);
-        done += chunk.len();
-        progress("ledger", done, chunk.len(), gens.len(), timed);
+        tally.add(chunk.len(), took);
     }
-    Ok(IngestStats {
-        events: gens.len(),
-        timed,
-        wall: wall.elapsed(),
-        batches,
-        prepare: Some(prepare),
-    })
+    Ok(tally.finish(Some(prepare)))
 }
 
 /// Start the next phase from a clean slate: an empty WAL on SQLite, a checkpoint on
@@ -564,70 +498,17 @@ async fn settle(db: &Db) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Machine-wide CPU use between two points (Linux `/proc/stat`), to show how busy the two
-/// cores were and whether the hypervisor took time away (steal) during a phase.
-struct CpuSample(Option<Vec<u64>>);
-
-impl CpuSample {
-    fn read() -> Option<Vec<u64>> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        line.split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().ok())
-            .collect()
-    }
-    fn now() -> Self {
-        CpuSample(Self::read())
-    }
-    /// "[cpu: busy X%, iowait Y%, steal Z% of 2 cores]" since the sample.
-    fn since(&self) -> String {
-        let (Some(a), Some(b)) = (&self.0, Self::read()) else {
-            return String::new();
-        };
-        let d: Vec<u64> = b.iter().zip(a).map(|(b, a)| b.saturating_sub(*a)).collect();
-        let total: u64 = d.iter().take(8).sum();
-        if total == 0 || d.len() < 8 {
-            return String::new();
-        }
-        let pct = |v: u64| v as f64 * 100.0 / total as f64;
-        let idle = d[3] + d[4];
+/// Machine-wide CPU use since `cpu`, to show how busy the two cores were and whether the
+/// hypervisor took time away (steal) during a phase: "[cpu: busy X%, iowait Y%, steal Z%]".
+fn cpu_note(cpu: &CpuSample) -> String {
+    cpu.since().map_or_else(String::new, |c| {
         format!(
             "[cpu: busy {:.0}%, iowait {:.0}%, steal {:.1}%]",
-            pct(total - idle),
-            pct(d[4]),
-            pct(d[7])
+            c.busy(),
+            c.iowait(),
+            c.steal()
         )
-    }
-}
-
-struct Timings(Vec<Duration>);
-
-impl Timings {
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v
-    }
-    fn min(&self) -> Duration {
-        self.sorted()[0]
-    }
-    fn median(&self) -> Duration {
-        percentile(&self.sorted(), 0.5)
-    }
-    fn max(&self) -> Duration {
-        percentile(&self.sorted(), 1.0)
-    }
-    fn show(&self) -> String {
-        let runs: Vec<String> = self.0.iter().map(|d| format!("{:.0}", ms(*d))).collect();
-        format!(
-            "min {:>8.1} ms, median {:>8.1} ms, max {:>8.1} ms (runs in order: {} ms)",
-            ms(self.min()),
-            ms(self.median()),
-            ms(self.max()),
-            runs.join(", ")
-        )
-    }
+    })
 }
 
 struct QueryResult {
@@ -642,24 +523,14 @@ struct QueryResult {
 async fn count_in_range(db: &Db, from: i64, to: i64) -> anyhow::Result<i64> {
     const SQL: &str = "SELECT COUNT(*) FROM usage_events \
                        WHERE partner_id = $1 AND time_us >= $2 AND time_us < $3";
-    Ok(match db {
-        Db::Sqlite(p) => {
-            sqlx::query_scalar::<_, i64>(SQL)
-                .bind(PARTNER)
-                .bind(from)
-                .bind(to)
-                .fetch_one(p)
-                .await?
-        }
-        Db::Postgres(p) => {
-            sqlx::query_scalar::<_, i64>(SQL)
-                .bind(PARTNER)
-                .bind(from)
-                .bind(to)
-                .fetch_one(p)
-                .await?
-        }
-    })
+    Ok(partner_gateway::with_db!(db, p => {
+        sqlx::query_scalar::<_, i64>(SQL)
+            .bind(PARTNER)
+            .bind(from)
+            .bind(to)
+            .fetch_one(p)
+            .await?
+    }))
 }
 
 async fn run_queries(
@@ -749,25 +620,10 @@ struct BackendReport {
 
 async fn storage_note(db: &Db, sqlite_file: Option<&Path>) -> String {
     match db {
-        Db::Sqlite(_) => {
-            let total: u64 = sqlite_file
-                .map(|f| {
-                    ["", "-wal", "-shm"]
-                        .iter()
-                        .filter_map(|suffix| {
-                            let mut name = f.as_os_str().to_owned();
-                            name.push(suffix);
-                            std::fs::metadata(name).ok()
-                        })
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0);
-            format!(
-                "database files (both tables) {:.0} MiB",
-                total as f64 / 1048576.0
-            )
-        }
+        Db::Sqlite(_) => format!(
+            "database files (both tables) {:.0} MiB",
+            sqlite_size(sqlite_file) as f64 / 1048576.0
+        ),
         Db::Postgres(p) => {
             let sizes: Result<(i64, i64), _> = sqlx::query_as(
                 "SELECT pg_total_relation_size('usage_events'), pg_total_relation_size('bench_baseline')",
@@ -821,11 +677,11 @@ async fn bench_backend(
             settle(&state.db).await?;
             let cpu = CpuSample::now();
             let baseline = run_baseline(&state.db, gens, o.batch).await?;
-            println!("  {} {}", baseline.line("baseline"), cpu.since());
+            println!("  {} {}", baseline.line("baseline"), cpu_note(&cpu));
             settle(&state.db).await?;
             let cpu = CpuSample::now();
             let ledger = run_ledger(&state, gens, o.batch, now).await?;
-            println!("  {} {}", ledger.line("ledger"), cpu.since());
+            println!("  {} {}", ledger.line("ledger"), cpu_note(&cpu));
             println!(
                 "  ingest ratio ledger/baseline = {:.2} (target >= 0.50)",
                 ledger.rate() / baseline.rate()
@@ -840,10 +696,18 @@ async fn bench_backend(
         }
         let cpu = CpuSample::now();
         let queries = run_queries(&state, gens, o.query_runs).await?;
-        println!("  queries done {}", cpu.since());
+        println!("  queries done {}", cpu_note(&cpu));
         for q in &queries {
-            println!("  query {METER} by day, {:<16} {}", q.tz, q.meter.show());
-            println!("  query COUNT(*) month,   {:<16} {}", q.tz, q.count.show());
+            println!(
+                "  query {METER} by day, {:<16} {}",
+                q.tz,
+                q.meter.show(8, 1)
+            );
+            println!(
+                "  query COUNT(*) month,   {:<16} {}",
+                q.tz,
+                q.count.show(8, 1)
+            );
         }
         let storage = storage_note(&state.db, sqlite_file).await;
         println!("  {storage}");
@@ -875,32 +739,10 @@ async fn bench_sqlite(o: &Opts, gens: &[Gen]) -> anyhow::Result<BackendReport> {
 }
 
 async fn bench_postgres(o: &Opts, gens: &[Gen]) -> anyhow::Result<BackendReport> {
-    let admin = sqlx::PgPool::connect(&o.pg_url).await.with_context(|| {
-        format!(
-            "cannot connect to BENCH_DATABASE_URL ({})",
-            partner_gateway::db::redact_url(&o.pg_url)
-        )
-    })?;
-    let name = format!("pgw_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .with_context(|| format!("creating database {name}"))?;
-    let url = with_database(&o.pg_url, &name)?;
-    println!("== postgres ({})", partner_gateway::db::redact_url(&url));
-    let result = bench_backend(o, Backend::Postgres, &url, None, gens).await;
-    if o.keep_postgres {
-        println!("  kept database {name}");
-        admin.close().await;
-        return result;
-    }
-    let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
-    if let Err(e) = dropped {
-        eprintln!("warning: could not drop database {name}: {e}");
-    }
-    admin.close().await;
+    let pg = PgDatabase::create(&o.pg_url, "pgw_bench_").await?;
+    println!("== postgres ({})", partner_gateway::db::redact_url(&pg.url));
+    let result = bench_backend(o, Backend::Postgres, &pg.url, None, gens).await;
+    pg.finish(o.keep_postgres).await;
     result
 }
 
@@ -972,25 +814,20 @@ async fn main() -> anyhow::Result<()> {
         gens.len(),
         t.elapsed().as_secs_f64()
     );
-    let mut reports = Vec::new();
-    let mut failed = Vec::new();
-    for backend in &o.backends {
-        let r = match backend {
-            Backend::Sqlite => bench_sqlite(&o, &gens).await,
-            Backend::Postgres => bench_postgres(&o, &gens).await,
-        };
-        match r {
-            Ok(r) => reports.push(r),
-            // Keep the other backend's figures: report this one and fail at the end.
-            Err(e) => {
-                eprintln!("{} bench FAILED: {e:#}", backend.name());
-                failed.push(backend.name());
+    let (o, gens) = (&o, &gens[..]);
+    // Keep the other backend's figures: report a failed one and fail at the end.
+    let (reports, failed) = each_backend(
+        &o.backends,
+        Backend::name,
+        |backend| async move {
+            match backend {
+                Backend::Sqlite => bench_sqlite(o, gens).await,
+                Backend::Postgres => bench_postgres(o, gens).await,
             }
-        }
-    }
-    summary(&o, &reports);
-    if !failed.is_empty() {
-        bail!("the bench failed for: {}", failed.join(", "));
-    }
-    Ok(())
+        },
+        |_| false,
+    )
+    .await;
+    summary(o, &reports);
+    fail_if_any(&failed, "")
 }

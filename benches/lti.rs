@@ -35,18 +35,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app;
-use partner_gateway::config::{Config, Layer};
-use partner_gateway::jobs::Handlers;
+use partner_gateway::apikeys::Role;
 use partner_gateway::lti::ags::{SCORE_TYPE, scores_url};
 use partner_gateway::lti::platforms;
 use partner_gateway::lti::token::{SCOPE_SCORE, platform_token};
@@ -55,9 +52,16 @@ use partner_sim::lms::{
     LaunchSpec, MockLms, MockLmsOptions, MockTool, MockUser, Personality, parse_auto_post_form,
 };
 use serde_json::{Value, json};
+use support::args::{self, Args};
+use support::cpu::{CpuSample, ProcCpu};
+use support::db::{Backend, Store, each_backend, fail_if_any};
+use support::facts::{command_line, machine_facts};
+use support::http::{answer_text, exchange, snippet};
+use support::server::{self, Serving, on_server, unshared};
+use support::stats::{ms, percentile};
+use support::workers::{Stats, collect, for_items, for_secs, with_cpu};
 use tokio::runtime::Handle;
 use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 const PARTNER: &str = "bench-lms";
 const APP_URL: &str = "https://app.example.test/lti";
@@ -77,21 +81,6 @@ PostgreSQL runs when BENCH_DATABASE_URL is set (a fresh schema, dropped at the e
 // ------------------------------------------------------------------------------------------
 // Options
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
 struct Opts {
     backends: Vec<Backend>,
     pg_url: Option<String>,
@@ -103,15 +92,9 @@ struct Opts {
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
-    let pg_url = std::env::var("BENCH_DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let pg_url = args::pg_url();
     let mut o = Opts {
-        backends: if pg_url.is_some() {
-            vec![Backend::Sqlite, Backend::Postgres]
-        } else {
-            vec![Backend::Sqlite]
-        },
+        backends: args::backends_for(pg_url.as_deref()),
         pg_url,
         workers: 8,
         launch_secs: 6.0,
@@ -119,21 +102,13 @@ fn parse_args() -> anyhow::Result<Opts> {
         baseline_secs: 2.0,
         personality: Personality::Moodle,
     };
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
-        let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        v.replace('_', "")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a number\n{USAGE}"))
-    }
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
         match a.as_str() {
-            // cargo bench passes --bench to harness = false targets.
-            "--bench" => {}
-            "--workers" => o.workers = num(&a, args.next())?,
-            "--launch-secs" => o.launch_secs = num(&a, args.next())?,
-            "--scores" => o.scores = num(&a, args.next())?,
-            "--baseline-secs" => o.baseline_secs = num(&a, args.next())?,
+            "--workers" => o.workers = args.num(&a)?,
+            "--launch-secs" => o.launch_secs = args.num(&a)?,
+            "--scores" => o.scores = args.num(&a)?,
+            "--baseline-secs" => o.baseline_secs = args.num(&a)?,
             "--personality" => {
                 o.personality = match args.next().as_deref() {
                     Some("moodle") => Personality::Moodle,
@@ -141,26 +116,11 @@ fn parse_args() -> anyhow::Result<Opts> {
                     _ => bail!("--personality takes moodle or generic\n{USAGE}"),
                 }
             }
-            "--backend" => {
-                o.backends = match args.next().as_deref() {
-                    Some("sqlite") => vec![Backend::Sqlite],
-                    Some("postgres") => vec![Backend::Postgres],
-                    Some("both") => vec![Backend::Sqlite, Backend::Postgres],
-                    _ => bail!("--backend takes sqlite, postgres or both\n{USAGE}"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+            "--backend" => o.backends = args.backends()?,
+            other => args.other(other)?,
         }
     }
-    if o.backends.contains(&Backend::Postgres) && o.pg_url.is_none() {
-        bail!(
-            "--backend postgres needs BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
-        );
-    }
+    args::check_pg_url(&o.backends, o.pg_url.as_deref())?;
     ensure!(
         o.workers > 0 && o.scores >= 4,
         "--workers must be at least 1 and --scores at least 4"
@@ -170,172 +130,6 @@ fn parse_args() -> anyhow::Result<Opts> {
         "--launch-secs and --baseline-secs must be positive"
     );
     Ok(o)
-}
-
-// ------------------------------------------------------------------------------------------
-// Small helpers (as in benches/smart.rs)
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn snippet(s: &str) -> String {
-    let s: String = s.chars().take(300).collect();
-    s.replace('\n', " ")
-}
-
-/// Run `f` on the server runtime (where the gateway, its pool and the mock LMS live).
-async fn on_server<F>(h: &Handle, f: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    h.spawn(f)
-        .await
-        .expect("a task on the server runtime panicked")
-}
-
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let db = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => format!(
-            "BENCH_DATABASE_URL={} ",
-            partner_gateway::db::redact_url(&u)
-        ),
-        _ => String::new(),
-    };
-    if args.is_empty() {
-        format!("{db}cargo bench --bench lti")
-    } else {
-        format!("{db}cargo bench --bench lti -- {}", args.join(" "))
-    }
-}
-
-fn shell(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(cmd).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
-
-fn machine_facts() -> Vec<String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let commit = shell("git", &["-C", root, "rev-parse", "--short", "HEAD"])
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = shell(
-        "git",
-        &[
-            "-C",
-            root,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "Cargo.toml",
-        ],
-    )
-    .map(|s| {
-        format!(
-            " (+ {} uncommitted changes under src/ or Cargo.toml)",
-            s.lines().count()
-        )
-    })
-    .unwrap_or_default();
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".into());
-    let kernel = shell("uname", &["-sr"]).unwrap_or_else(|| "?".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
-    let rustc = shell("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into());
-    vec![
-        format!("commit `{commit}`{dirty}"),
-        format!("machine: nproc {nproc}, {cpu}, {mem} RAM, {kernel}"),
-        format!("{rustc}, release profile (cargo bench)"),
-    ]
-}
-
-/// Machine-wide CPU use between two points (`/proc/stat`).
-struct CpuSample(Option<Vec<u64>>);
-
-impl CpuSample {
-    fn read() -> Option<Vec<u64>> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        line.split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().ok())
-            .collect()
-    }
-    fn now() -> Self {
-        CpuSample(Self::read())
-    }
-    /// Busy % of all cores since the sample.
-    fn busy_since(&self) -> Option<f64> {
-        let (Some(a), Some(b)) = (&self.0, Self::read()) else {
-            return None;
-        };
-        let d: Vec<u64> = b.iter().zip(a).map(|(b, a)| b.saturating_sub(*a)).collect();
-        if d.len() < 8 {
-            return None;
-        }
-        let total: u64 = d.iter().take(8).sum();
-        if total == 0 {
-            return None;
-        }
-        let idle = d[3] + d[4];
-        Some((total - idle) as f64 * 100.0 / total as f64)
-    }
-}
-
-/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`, else 100).
-fn ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        shell("getconf", &["CLK_TCK"])
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// CPU seconds of this process (gateway + mock LMS + bench clients), `/proc/self/stat`.
-fn own_cpu() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    // After the command: state (field 3) ... utime 14, stime 15.
-    let at = |field: usize| f.get(field - 3).copied().unwrap_or(0.0);
-    Some((at(14) + at(15)) / ticks())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -350,23 +144,8 @@ struct Env {
     lineitem: String,
     app_key: String,
     browser: reqwest::Client,
-    shutdown: CancellationToken,
-    serve: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    serving: Serving,
     _dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(serve) = self.serve.take() {
-            match tokio::time::timeout(Duration::from_secs(40), serve).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => eprintln!("warning: the gateway stopped with an error: {e:#}"),
-                Ok(Err(e)) => eprintln!("warning: the gateway task failed: {e}"),
-                Err(_) => eprintln!("warning: the gateway did not stop within 40 s"),
-            }
-        }
-    }
 }
 
 fn bench_layer(db_url: &str, dir: &Path, gateway: &str, lms: &MockLms, vendor: &str) -> String {
@@ -377,14 +156,7 @@ fn bench_layer(db_url: &str, dir: &Path, gateway: &str, lms: &MockLms, vendor: &
     };
     format!(
         r#"
-[database]
-url = "{db_url}"
-[keys]
-master_key_file = "{dir}/master.key"
-[outbound]
-allow_http = true
-private_networks = ["127.0.0.1"]
-[http]
+{base}[http]
 public_url = "{gateway}"
 [jobs]
 enabled = true
@@ -407,7 +179,7 @@ token_url = "{token}"
 jwks_url = "{jwks}"
 {audience}
 "#,
-        dir = dir.display(),
+        base = server::base_toml(db_url, dir),
         issuer = lms.issuer(),
         auth = lms.auth_url(),
         token = lms.token_url(),
@@ -428,10 +200,7 @@ async fn start_env(
     let dir_path = dir.path().to_owned();
     let h = server.clone();
     let started = on_server(&server, async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the gateway's listener on 127.0.0.1")?;
-        let gateway = format!("http://{}", listener.local_addr()?);
+        let (listener, gateway) = server::bind().await?;
         let lms = MockLms::start(MockLmsOptions::new(
             personality,
             vec![MockTool::gateway(CLIENT, DEPLOYMENT, &gateway)],
@@ -443,39 +212,18 @@ async fn start_env(
             Personality::Moodle => "moodle",
             _ => "generic",
         };
-        let layers = vec![
-            Layer {
-                origin: "config/partners.toml".into(),
-                text: include_str!("../config/partners.toml").into(),
-            },
-            Layer {
-                origin: "config/meters.toml".into(),
-                text: include_str!("../config/meters.toml").into(),
-            },
-            Layer {
-                origin: "bench.toml".into(),
-                text: bench_layer(&db_url, &dir_path, &gateway, &lms, vendor),
-            },
-        ];
-        let config = Config::from_layers(layers, Vec::new())
-            .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
-        let state = AppState::prepare(config, true)
-            .await
-            .context("preparing the gateway (connect, migrate, sync partners, keys)")?;
-        let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench"))
-            .await
-            .context("creating the app API key")?;
-        let shutdown = CancellationToken::new();
-        let serve = tokio::spawn(app::serve(
-            state.clone(),
-            listener,
-            Handlers::new(),
-            shutdown.clone(),
-        ));
-        anyhow::Ok((gateway, lms, lineitem, state, app_key, shutdown, serve))
+        let state = server::prepare(vec![
+            server::partners_layer(),
+            server::meters_layer(),
+            server::bench_layer(bench_layer(&db_url, &dir_path, &gateway, &lms, vendor)),
+        ])
+        .await?;
+        let app_key = server::api_key(&state, Role::App).await?;
+        let serving = Serving::spawn(&state, listener);
+        anyhow::Ok((gateway, lms, lineitem, state, app_key, serving))
     })
     .await?;
-    let (gateway, lms, lineitem, state, app_key, shutdown, serve) = started;
+    let (gateway, lms, lineitem, state, app_key, serving) = started;
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
@@ -489,21 +237,11 @@ async fn start_env(
         lineitem,
         app_key,
         browser,
-        shutdown,
-        serve: Some(serve),
+        serving,
         _dir: dir,
     };
-    let health = format!("{}/healthz", env.gateway);
-    let mut last = String::new();
-    for _ in 0..50 {
-        match env.browser.get(&health).send().await {
-            Ok(r) if r.status().is_success() => return Ok(env),
-            Ok(r) => last = format!("status {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the gateway did not answer /healthz: {last}")
+    server::wait_healthy(&env.browser, &env.gateway).await?;
+    Ok(env)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -556,13 +294,7 @@ async fn gateway_launch(env: &Env, sub: &str) -> anyhow::Result<String> {
         .send()
         .await
         .context("the LMS's auth endpoint: request failed")?;
-    let status = r.status();
-    let page = r.text().await.unwrap_or_default();
-    ensure!(
-        status.as_u16() == 200,
-        "the LMS's auth endpoint answered {status}: {}",
-        snippet(&page)
-    );
+    let page = answer_text(r, |s| s.as_u16() == 200, "the LMS's auth endpoint").await?;
     let form = parse_auto_post_form(&page)
         .with_context(|| format!("no auto-post form: {}", snippet(&page)))?;
     ensure!(
@@ -593,26 +325,7 @@ async fn gateway_launch(env: &Env, sub: &str) -> anyhow::Result<String> {
                 .map(|(_, v)| v.into_owned())
         })
         .with_context(|| format!("no code in {}", snippet(&app)))?;
-    let r = env
-        .browser
-        .post(format!("{}/v1/launches/exchange", env.gateway))
-        .bearer_auth(&env.app_key)
-        .json(&json!({ "code": code }))
-        .send()
-        .await
-        .context("POST /v1/launches/exchange: request failed")?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    ensure!(
-        status.is_success(),
-        "POST /v1/launches/exchange answered {status}: {}",
-        snippet(&text)
-    );
-    let body: Value = serde_json::from_str(&text).context("the exchange answer is not JSON")?;
-    body["launch_id"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no launch_id in {}", snippet(&text)))
+    exchange(&env.browser, &env.gateway, &env.app_key, &code).await
 }
 
 /// The baseline: the mock LMS's JWKS.
@@ -639,13 +352,7 @@ async fn post_score(env: &Env, launch_id: &str) -> anyhow::Result<String> {
         .send()
         .await
         .context("POST /v1/launches/{id}/scores: request failed")?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    ensure!(
-        status.as_u16() == 202,
-        "POST scores answered {status}: {}",
-        snippet(&text)
-    );
+    let text = answer_text(r, |s| s.as_u16() == 202, "POST scores").await?;
     let v: Value = serde_json::from_str(&text).context("the score answer is not JSON")?;
     v["score_id"]
         .as_str()
@@ -672,189 +379,44 @@ async fn direct_score(
         .send()
         .await
         .context("the LMS's score endpoint: request failed")?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    ensure!(
-        status.is_success(),
-        "the LMS's score endpoint answered {status}: {}",
-        snippet(&text)
-    );
+    answer_text(r, |s| s.is_success(), "the LMS's score endpoint").await?;
     Ok(())
 }
 
 // ------------------------------------------------------------------------------------------
 // Runs
 
-#[derive(Default)]
-struct Stats {
-    ops: usize,
-    elapsed: Duration,
-    times: Vec<Duration>,
-    failures: usize,
-    first_error: Option<String>,
-    /// CPU of this process per op, µs.
-    cpu_us: Option<f64>,
-    busy_pct: Option<f64>,
+/// "N {what} in S s = R/s; p50, p99; CPU µs/op [machine busy]", and the failures.
+fn line(s: &Stats, what: &str) -> String {
+    format!(
+        "{:>6} {what} in {:>6.2} s = {:>8.1}/s; p50 {:.2} ms, p99 {:.2} ms; CPU {} µs/op{}{}",
+        s.ops,
+        s.elapsed.as_secs_f64(),
+        s.rate(),
+        s.p(0.5),
+        s.p(0.99),
+        cpu(s),
+        s.busy_pct
+            .map_or_else(String::new, |b| format!(" [machine busy {b:.0}%]")),
+        s.failed_note()
+    )
 }
 
-impl Stats {
-    fn merge(mut self, other: Stats) -> Stats {
-        let n = (self.ops + other.ops).max(1) as f64;
-        let secs = (self.elapsed + other.elapsed).as_secs_f64().max(1e-9);
-        self.cpu_us = match (self.cpu_us, other.cpu_us) {
-            (Some(a), Some(b)) => Some((a * self.ops as f64 + b * other.ops as f64) / n),
-            _ => None,
-        };
-        self.busy_pct = match (self.busy_pct, other.busy_pct) {
-            (Some(a), Some(b)) => {
-                Some((a * self.elapsed.as_secs_f64() + b * other.elapsed.as_secs_f64()) / secs)
-            }
-            _ => None,
-        };
-        self.ops += other.ops;
-        self.elapsed += other.elapsed;
-        self.times.extend(other.times);
-        self.failures += other.failures;
-        self.first_error = self.first_error.or(other.first_error);
-        self
-    }
-    fn rate(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-    fn p(&self, q: f64) -> f64 {
-        let mut s = self.times.clone();
-        s.sort();
-        ms(percentile(&s, q))
-    }
-    fn cpu(&self) -> String {
-        self.cpu_us
-            .map_or_else(|| "?".to_owned(), |c| format!("{c:.0}"))
-    }
-    fn line(&self, what: &str) -> String {
+/// "N {what} failed, first: ..." when some failed.
+fn failure(s: &Stats, what: &str) -> Option<String> {
+    (s.failures > 0).then(|| {
         format!(
-            "{:>6} {what} in {:>6.2} s = {:>8.1}/s; p50 {:.2} ms, p99 {:.2} ms; CPU {} µs/op{}{}",
-            self.ops,
-            self.elapsed.as_secs_f64(),
-            self.rate(),
-            self.p(0.5),
-            self.p(0.99),
-            self.cpu(),
-            self.busy_pct
-                .map_or_else(String::new, |b| format!(" [machine busy {b:.0}%]")),
-            if self.failures > 0 {
-                format!(
-                    "; {} FAILED, first: {}",
-                    self.failures,
-                    self.first_error.as_deref().unwrap_or("")
-                )
-            } else {
-                String::new()
-            }
+            "{} {what} failed, first: {}",
+            s.failures,
+            s.first_error.as_deref().unwrap_or("")
         )
-    }
+    })
 }
 
-/// `f`'s stats with the CPU it took.
-async fn with_cpu(f: impl Future<Output = Stats>) -> Stats {
-    let cpu = CpuSample::now();
-    let before = own_cpu();
-    let mut s = f.await;
-    if let (Some(b), Some(a)) = (before, own_cpu())
-        && s.ops > 0
-    {
-        s.cpu_us = Some((a - b) * 1e6 / s.ops as f64);
-    }
-    s.busy_pct = cpu.busy_since();
-    s
-}
-
-/// `workers` tasks running `op` until `secs` have passed; `op` gets a sequence number.
-async fn for_secs<F, Fut>(workers: usize, secs: f64, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (op, next) = (op.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut s = Stats::default();
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                match op(i).await {
-                    Ok(()) => s.times.push(t0.elapsed()),
-                    Err(e) => {
-                        s.failures += 1;
-                        s.first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
-            }
-            s
-        }));
-    }
-    collect(tasks, started).await
-}
-
-/// `workers` tasks sharing the items `0..n`.
-async fn for_items<F, Fut>(workers: usize, n: usize, op: F) -> Stats
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (op, next) = (op.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut s = Stats::default();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let t0 = Instant::now();
-                match op(i).await {
-                    Ok(()) => s.times.push(t0.elapsed()),
-                    Err(e) => {
-                        s.failures += 1;
-                        s.first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
-            }
-            s
-        }));
-    }
-    collect(tasks, started).await
-}
-
-async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>, started: Instant) -> Stats {
-    let mut all = Stats::default();
-    for task in tasks {
-        match task.await {
-            Ok(s) => {
-                all.times.extend(s.times);
-                all.failures += s.failures;
-                if all.first_error.is_none() {
-                    all.first_error = s.first_error;
-                }
-            }
-            Err(e) => {
-                all.failures += 1;
-                all.first_error
-                    .get_or_insert_with(|| format!("a worker panicked: {e}"));
-            }
-        }
-    }
-    all.elapsed = started.elapsed();
-    all.ops = all.times.len();
-    all
+/// CPU µs per op, or "?".
+fn cpu(s: &Stats) -> String {
+    s.cpu_us
+        .map_or_else(|| "?".to_owned(), |c| format!("{c:.0}"))
 }
 
 /// Launches through the gateway for `secs`; the (launch id, learner) pairs go to `made`.
@@ -949,7 +511,7 @@ async fn score_block(env: &Arc<Env>, workers: usize, launches: Vec<(String, Stri
     let ids = Arc::new(Mutex::new(HashSet::new()));
     let launches = Arc::new(launches);
     let cpu = CpuSample::now();
-    let cpu0 = own_cpu();
+    let cpu0 = ProcCpu::read();
     let started = Instant::now();
     let post = {
         let (env, ids, launches) = (env.clone(), ids.clone(), launches.clone());
@@ -988,11 +550,11 @@ async fn score_block(env: &Arc<Env>, workers: usize, launches: Vec<(String, Stri
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivered_in = started.elapsed();
-    let cpu_us = match (cpu0, own_cpu()) {
-        (Some(b), Some(a)) if post.ops > 0 => Some((a - b) * 1e6 / post.ops as f64),
+    let cpu_us = match (cpu0, ProcCpu::read()) {
+        (Some(b), Some(a)) if post.ops > 0 => Some((a.own - b.own) * 1e6 / post.ops as f64),
         _ => None,
     };
-    let busy_pct = cpu.busy_since();
+    let busy_pct = cpu.since().map(|c| c.busy());
     if let Ok(f) = count_scores(env, "failed").await
         && f > failed_before
     {
@@ -1051,13 +613,10 @@ async fn direct_block(
                 while Instant::now() < deadline {
                     let at = base + chrono::TimeDelta::seconds((i / mine.len()) as i64);
                     let t0 = Instant::now();
-                    match direct_score(&client, &url, &token, &mine[i % mine.len()], at).await {
-                        Ok(()) => s.times.push(t0.elapsed()),
-                        Err(e) => {
-                            s.failures += 1;
-                            s.first_error.get_or_insert_with(|| format!("{e:#}"));
-                        }
-                    }
+                    s.record(
+                        t0,
+                        direct_score(&client, &url, &token, &mine[i % mine.len()], at).await,
+                    );
                     i += 1;
                 }
                 s
@@ -1100,42 +659,30 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
     println!(
         "  launches (gateway, {} workers): {}",
         o.workers,
-        g1.line("launches")
+        line(&g1, "launches")
     );
     let b1 = jwks_block(&env, o.workers, half).await;
     println!(
         "  baseline (mock JWKS, {} workers): {}",
         o.workers,
-        b1.line("GETs")
+        line(&b1, "GETs")
     );
     let b2 = jwks_block(&env, o.workers, half).await;
     println!(
         "  baseline (mock JWKS, {} workers): {}",
         o.workers,
-        b2.line("GETs")
+        line(&b2, "GETs")
     );
     let g2 = launch_block(&env, o.workers, half, "b", &made).await;
     println!(
         "  launches (gateway, {} workers): {}",
         o.workers,
-        g2.line("launches")
+        line(&g2, "launches")
     );
     let launches = g1.merge(g2);
     let launch_jwks = b1.merge(b2);
-    if launches.failures > 0 {
-        failures.push(format!(
-            "{} launches failed, first: {}",
-            launches.failures,
-            launches.first_error.as_deref().unwrap_or("")
-        ));
-    }
-    if launch_jwks.failures > 0 {
-        failures.push(format!(
-            "{} JWKS GETs failed, first: {}",
-            launch_jwks.failures,
-            launch_jwks.first_error.as_deref().unwrap_or("")
-        ));
-    }
+    failures.extend(failure(&launches, "launches"));
+    failures.extend(failure(&launch_jwks, "JWKS GETs"));
 
     // 2. Scores: one per launched learner: gateway, direct, direct, gateway, then JWKS.
     let mut made = std::mem::take(&mut *made.lock().await);
@@ -1197,17 +744,11 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
                         for d in [&d1, &d2] {
                             println!(
                                 "  baseline (mock AGS score POST, {JOB_CONCURRENCY} workers): {}",
-                                d.line("scores")
+                                line(d, "scores")
                             );
                         }
                         let d = d1.merge(d2);
-                        if d.failures > 0 {
-                            failures.push(format!(
-                                "{} direct score posts failed, first: {}",
-                                d.failures,
-                                d.first_error.as_deref().unwrap_or("")
-                            ));
-                        }
+                        failures.extend(failure(&d, "direct score posts"));
                         direct = Some(d);
                     }
                     (Err(e), _) | (_, Err(e)) => failures.push(format!("direct scores: {e:#}")),
@@ -1220,15 +761,9 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>) -> StoreReport {
         let j = jwks_block(&env, JOB_CONCURRENCY, o.baseline_secs).await;
         println!(
             "  baseline (mock JWKS, {JOB_CONCURRENCY} workers): {}",
-            j.line("GETs")
+            line(&j, "GETs")
         );
-        if j.failures > 0 {
-            failures.push(format!(
-                "{} JWKS GETs failed, first: {}",
-                j.failures,
-                j.first_error.as_deref().unwrap_or("")
-            ));
-        }
+        failures.extend(failure(&j, "JWKS GETs"));
         score_jwks = Some(j);
         for s in [&s1, &s2] {
             if let Some(f) = &s.failure {
@@ -1274,75 +809,21 @@ fn print_score_run(s: &ScoreRun, workers: usize) {
 }
 
 async fn run_backend(o: &Opts, backend: Backend, server: &Handle) -> anyhow::Result<StoreReport> {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-bench-lti-db-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let mut schema: Option<(String, String)> = None;
-    let url = match backend {
-        Backend::Sqlite => format!("sqlite://{}/gateway.db", dir.path().display()),
-        Backend::Postgres => {
-            let admin_url = o.pg_url.clone().context("BENCH_DATABASE_URL is not set")?;
-            let name = format!("pgw_bench_lti_{}", uuid::Uuid::new_v4().simple());
-            let (a, n) = (admin_url.clone(), name.clone());
-            on_server(server, async move {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&a)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot connect to BENCH_DATABASE_URL ({})",
-                            partner_gateway::db::redact_url(&a)
-                        )
-                    })?;
-                sqlx::query(&format!("CREATE SCHEMA {n}"))
-                    .execute(&pool)
-                    .await
-                    .with_context(|| format!("creating schema {n}"))?;
-                pool.close().await;
-                anyhow::Ok(())
-            })
-            .await?;
-            let sep = if admin_url.contains('?') { '&' } else { '?' };
-            let url = format!("{admin_url}{sep}options=-c%20search_path%3D{name}");
-            schema = Some((admin_url, name));
-            url
-        }
-    };
-    println!(
-        "== {} ({})",
-        backend.name(),
-        partner_gateway::db::redact_url(&url)
-    );
-    let result = async {
-        let env = Arc::new(start_env(server.clone(), url, o.personality).await?);
-        let report = bench_store(o, backend, env.clone()).await;
-        match Arc::try_unwrap(env) {
-            Ok(env) => env.stop().await,
-            Err(_) => eprintln!("warning: the environment is still shared; not stopped cleanly"),
-        }
-        anyhow::Ok(report)
-    }
-    .await;
-    if let Some((admin_url, name)) = schema {
-        let dropped = on_server(server, async move {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&admin_url)
-                .await?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .execute(&pool)
-                .await?;
-            pool.close().await;
-            anyhow::Ok(())
-        })
-        .await;
-        if let Err(e) = dropped {
-            eprintln!("warning: could not drop the bench schema: {e:#}");
-        }
-    }
-    result
+    Store::with(
+        backend,
+        o.pg_url.as_deref(),
+        "lti",
+        server,
+        |url| async move {
+            let env = Arc::new(start_env(server.clone(), url, o.personality).await?);
+            let report = bench_store(o, backend, env.clone()).await;
+            if let Some(env) = unshared(env) {
+                env.serving.stop().await;
+            }
+            anyhow::Ok(report)
+        },
+    )
+    .await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1352,7 +833,7 @@ fn summary(o: &Opts, facts: &[String], reports: &[StoreReport]) {
     println!();
     println!("## LTI bench");
     println!();
-    println!("Command: `{}`", command_line());
+    println!("Command: `{}`", command_line("lti"));
     println!();
     for f in facts {
         println!("- {f}");
@@ -1391,9 +872,9 @@ fn summary(o: &Opts, facts: &[String], reports: &[StoreReport]) {
             l.rate(),
             l.p(0.5),
             l.p(0.99),
-            l.cpu(),
+            cpu(l),
             b.rate(),
-            b.cpu(),
+            cpu(b),
             l.rate() / b.rate().max(1e-9),
             b.rate() / l.rate().max(1e-9),
             cpu_ratio,
@@ -1486,57 +967,30 @@ fn main() -> anyhow::Result<()> {
     // Other processes' load (another bench, a test run) skews every figure: say so.
     let idle = CpuSample::now();
     std::thread::sleep(Duration::from_secs(1));
-    if let Some(busy) = idle.busy_since() {
+    if let Some(busy) = idle.since().map(|c| c.busy()) {
         facts.push(format!(
             "machine busy {busy:.0}% (all cores) in the second before the bench started"
         ));
     }
-    println!("lti bench: {}", command_line());
+    println!("lti bench: {}", command_line("lti"));
     for f in &facts {
         println!("  {f}");
     }
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-server")
-        .enable_all()
-        .build()
-        .context("building the server runtime")?;
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .context("building the client runtime")?;
+    let (server, client) = server::runtimes()?;
     let handle = server.handle().clone();
     let started = Instant::now();
-    let (reports, failed) = client.block_on(async {
-        let mut reports = Vec::new();
-        let mut failed = Vec::new();
-        for &backend in &o.backends {
-            match run_backend(&o, backend, &handle).await {
-                Ok(r) => {
-                    if !r.failures.is_empty() {
-                        failed.push(backend.name());
-                    }
-                    reports.push(r);
-                }
-                Err(e) => {
-                    eprintln!("{} bench FAILED: {e:#}", backend.name());
-                    failed.push(backend.name());
-                }
-            }
-        }
-        (reports, failed)
-    });
+    let (reports, failed) = client.block_on(each_backend(
+        &o.backends,
+        Backend::name,
+        |backend| run_backend(&o, backend, &handle),
+        |r: &StoreReport| !r.failures.is_empty(),
+    ));
     summary(&o, &facts, &reports);
     println!("- whole bench: {:.0} s", started.elapsed().as_secs_f64());
     drop(client);
     server.shutdown_timeout(Duration::from_secs(5));
-    if !failed.is_empty() {
-        bail!(
-            "the bench failed for: {} (requests or setup failed; the figures of that store are not valid, see above)",
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    fail_if_any(
+        &failed,
+        " (requests or setup failed; the figures of that store are not valid, see above)",
+    )
 }

@@ -31,7 +31,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,9 +40,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app;
-use partner_gateway::config::{Config, Layer};
-use partner_gateway::jobs::Handlers;
 use partner_gateway::keys::{self, SigningKey};
 use partner_gateway::smart::flow::{
     AuthorizeRequest, authorize_url, client_assertion_claims, pkce_pair,
@@ -49,8 +47,15 @@ use partner_gateway::smart::flow::{
 use partner_gateway::state::AppState;
 use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use serde_json::Value;
+use support::args::{self, Args};
+use support::cpu::{CpuSample, ProcCpu};
+use support::db::{Backend, Store, each_backend, fail_if_any};
+use support::facts::{command_line, machine_facts};
+use support::http::{answer_text, exchange, snippet};
+use support::server::{self, Serving, on_server, unshared};
+use support::stats::{ms, percentile};
+use support::workers::{Stats, for_secs, with_cpu};
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
 const APP_URL: &str = "https://app.example.test/launch";
 const PUBLIC_PARTNER: &str = "bench-ehr-public";
@@ -78,21 +83,6 @@ PostgreSQL runs when BENCH_DATABASE_URL is set (a fresh schema, dropped at the e
 // ------------------------------------------------------------------------------------------
 // Options
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
 struct Opts {
     backends: Vec<Backend>,
     pg_url: Option<String>,
@@ -117,15 +107,9 @@ struct Opts {
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
-    let pg_url = std::env::var("BENCH_DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let pg_url = args::pg_url();
     let mut o = Opts {
-        backends: if pg_url.is_some() {
-            vec![Backend::Sqlite, Backend::Postgres]
-        } else {
-            vec![Backend::Sqlite]
-        },
+        backends: args::backends_for(pg_url.as_deref()),
         pg_url,
         launches: 200,
         workers: 8,
@@ -143,31 +127,23 @@ fn parse_args() -> anyhow::Result<Opts> {
         proxy_phase: true,
         latency_phase: true,
     };
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
-        let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        v.replace('_', "")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a number\n{USAGE}"))
-    }
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
         match a.as_str() {
-            // cargo bench passes --bench to harness = false targets.
-            "--bench" => {}
-            "--launches" => o.launches = num(&a, args.next())?,
-            "--workers" => o.workers = num(&a, args.next())?,
-            "--launch-secs" => o.launch_secs = num(&a, args.next())?,
-            "--duration" => o.duration_secs = num(&a, args.next())?,
-            "--rounds" => o.rounds = num(&a, args.next())?,
-            "--threads" => o.threads = num(&a, args.next())?,
-            "--connections" => o.connections = num(&a, args.next())?,
-            "--latency-requests" => o.latency_requests = num(&a, args.next())?,
-            "--warmup" => o.warmup = num(&a, args.next())?,
+            "--launches" => o.launches = args.num(&a)?,
+            "--workers" => o.workers = args.num(&a)?,
+            "--launch-secs" => o.launch_secs = args.num(&a)?,
+            "--duration" => o.duration_secs = args.num(&a)?,
+            "--rounds" => o.rounds = args.num(&a)?,
+            "--threads" => o.threads = args.num(&a)?,
+            "--connections" => o.connections = args.num(&a)?,
+            "--latency-requests" => o.latency_requests = args.num(&a)?,
+            "--warmup" => o.warmup = args.num(&a)?,
             "--no-wrk" => o.no_wrk = true,
-            "--key-cache-ms" => o.key_cache_ms = Some(num(&a, args.next())?),
-            "--ehr-latency-ms" => o.ehr_latency_ms = num(&a, args.next())?,
+            "--key-cache-ms" => o.key_cache_ms = Some(args.num(&a)?),
+            "--ehr-latency-ms" => o.ehr_latency_ms = args.num(&a)?,
             "--only" => {
-                let v = args.next().context(USAGE)?;
+                let v = args.value()?;
                 o.launches_phase = false;
                 o.proxy_phase = false;
                 o.latency_phase = false;
@@ -182,26 +158,11 @@ fn parse_args() -> anyhow::Result<Opts> {
                     }
                 }
             }
-            "--backend" => {
-                o.backends = match args.next().as_deref() {
-                    Some("sqlite") => vec![Backend::Sqlite],
-                    Some("postgres") => vec![Backend::Postgres],
-                    Some("both") => vec![Backend::Sqlite, Backend::Postgres],
-                    _ => bail!("--backend takes sqlite, postgres or both\n{USAGE}"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+            "--backend" => o.backends = args.backends()?,
+            other => args.other(other)?,
         }
     }
-    if o.backends.contains(&Backend::Postgres) && o.pg_url.is_none() {
-        bail!(
-            "--backend postgres needs BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
-        );
-    }
+    args::check_pg_url(&o.backends, o.pg_url.as_deref())?;
     ensure!(
         o.launches > 0 && o.workers > 0 && o.rounds > 0 && o.latency_requests > 0,
         "--launches, --workers, --rounds and --latency-requests must be at least 1"
@@ -220,18 +181,6 @@ fn parse_args() -> anyhow::Result<Opts> {
 // ------------------------------------------------------------------------------------------
 // Small helpers
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn median_f64(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
@@ -248,172 +197,6 @@ fn median_f64(v: &[f64]) -> f64 {
 
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn snippet(s: &str) -> String {
-    let s: String = s.chars().take(300).collect();
-    s.replace('\n', " ")
-}
-
-/// Run `f` on the server runtime (where the gateway, its pool and the mock EHR live).
-async fn on_server<F>(h: &Handle, f: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    h.spawn(f)
-        .await
-        .expect("a task on the server runtime panicked")
-}
-
-fn command_line() -> String {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let db = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(u) if !u.is_empty() => format!(
-            "BENCH_DATABASE_URL={} ",
-            partner_gateway::db::redact_url(&u)
-        ),
-        _ => String::new(),
-    };
-    if args.is_empty() {
-        format!("{db}cargo bench --bench smart")
-    } else {
-        format!("{db}cargo bench --bench smart -- {}", args.join(" "))
-    }
-}
-
-fn shell(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(cmd).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() && !text.is_empty()).then_some(text)
-}
-
-fn machine_facts() -> Vec<String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let commit = shell("git", &["-C", root, "rev-parse", "--short", "HEAD"])
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = shell(
-        "git",
-        &[
-            "-C",
-            root,
-            "status",
-            "--porcelain",
-            "--",
-            "src",
-            "Cargo.toml",
-        ],
-    )
-    .map(|s| {
-        format!(
-            " (+ {} uncommitted changes under src/ or Cargo.toml)",
-            s.lines().count()
-        )
-    })
-    .unwrap_or_default();
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get().to_string())
-        .unwrap_or_else(|_| "?".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".into());
-    let kernel = shell("uname", &["-sr"]).unwrap_or_else(|| "?".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
-    let rustc = shell("rustc", &["--version"]).unwrap_or_else(|| "rustc ?".into());
-    vec![
-        format!("commit `{commit}`{dirty}"),
-        format!("machine: nproc {nproc}, {cpu}, {mem} RAM, {kernel}"),
-        format!("{rustc}, release profile (cargo bench)"),
-    ]
-}
-
-/// Machine-wide CPU use between two points (`/proc/stat`).
-struct CpuSample(Option<Vec<u64>>);
-
-impl CpuSample {
-    fn read() -> Option<Vec<u64>> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        line.split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().ok())
-            .collect()
-    }
-    fn now() -> Self {
-        CpuSample(Self::read())
-    }
-    /// (busy %, steal %) of all cores since the sample.
-    fn since(&self) -> Option<(f64, f64)> {
-        let (Some(a), Some(b)) = (&self.0, Self::read()) else {
-            return None;
-        };
-        let d: Vec<u64> = b.iter().zip(a).map(|(b, a)| b.saturating_sub(*a)).collect();
-        if d.len() < 8 {
-            return None;
-        }
-        let total: u64 = d.iter().take(8).sum();
-        if total == 0 {
-            return None;
-        }
-        let idle = d[3] + d[4];
-        Some((
-            (total - idle) as f64 * 100.0 / total as f64,
-            d[7] as f64 * 100.0 / total as f64,
-        ))
-    }
-}
-
-/// CPU seconds of this process (gateway + mock EHR + bench client) and of its reaped
-/// children (wrk), from `/proc/self/stat`.
-#[derive(Clone, Copy, Default)]
-struct ProcCpu {
-    own: f64,
-    children: f64,
-}
-
-/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`, else 100).
-fn ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        shell("getconf", &["CLK_TCK"])
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-impl ProcCpu {
-    fn read(ticks: f64) -> Option<ProcCpu> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0.0))
-            .collect();
-        // After the command: state (field 3) ... utime 14, stime 15, cutime 16, cstime 17.
-        let at = |field: usize| f.get(field - 3).copied().unwrap_or(0.0);
-        Some(ProcCpu {
-            own: (at(14) + at(15)) / ticks,
-            children: (at(16) + at(17)) / ticks,
-        })
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -444,8 +227,7 @@ struct Env {
     /// The gateway's RS384 key, loaded once, for the EHR-only baseline's assertions.
     assertion_key: SigningKey,
     browser: reqwest::Client,
-    shutdown: CancellationToken,
-    serve: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    serving: Serving,
     _dir: tempfile::TempDir,
 }
 
@@ -477,16 +259,16 @@ impl Env {
         }
     }
 
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(serve) = self.serve.take() {
-            match tokio::time::timeout(Duration::from_secs(40), serve).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => eprintln!("warning: the gateway stopped with an error: {e:#}"),
-                Ok(Err(e)) => eprintln!("warning: the gateway task failed: {e}"),
-                Err(_) => eprintln!("warning: the gateway did not stop within 40 s"),
-            }
-        }
+    /// `/smart/launch` with a new launch of `kind` from its mock EHR, as the EHR opens it.
+    fn launch_url(&self, kind: Kind) -> String {
+        let ehr = self.ehr(kind);
+        let launch = ehr.launch(self.context(kind));
+        format!(
+            "{}/smart/launch?iss={}&launch={}",
+            self.gateway,
+            enc(&ehr.iss()),
+            enc(&launch)
+        )
     }
 }
 
@@ -505,14 +287,7 @@ fn bench_layer(
     let scopes = scopes.join(", ");
     format!(
         r#"
-[database]
-url = "{db_url}"
-[keys]
-master_key_file = "{dir}/master.key"
-[outbound]
-allow_http = true
-private_networks = ["127.0.0.1"]
-[http]
+{base}[http]
 public_url = "{gateway}"
 {key_cache}
 [jobs]
@@ -542,7 +317,7 @@ client_type = "confidential-asymmetric"
 scopes = [{scopes}]
 app_url = "{APP_URL}"
 "#,
-        dir = dir.display(),
+        base = server::base_toml(db_url, dir),
     )
 }
 
@@ -557,10 +332,7 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
     let dir_path = dir.path().to_owned();
     let h = server.clone();
     let started = on_server(&server, async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the gateway's listener on 127.0.0.1")?;
-        let gateway = format!("http://{}", listener.local_addr()?);
+        let (listener, gateway) = server::bind().await?;
         let redirect = format!("{gateway}/smart/callback");
         let jwks = format!("{gateway}/.well-known/jwks.json");
         let mut public_opts = MockEhrOptions::new(
@@ -581,35 +353,20 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
         ))
         .await
         .context("starting the mock EHR (asymmetric client)")?;
-        let layers = vec![
-            Layer {
-                origin: "config/partners.toml".into(),
-                text: include_str!("../config/partners.toml").into(),
-            },
-            Layer {
-                origin: "config/meters.toml".into(),
-                text: include_str!("../config/meters.toml").into(),
-            },
-            Layer {
-                origin: "bench.toml".into(),
-                text: bench_layer(
-                    &db_url,
-                    &dir_path,
-                    &gateway,
-                    &ehr_public.iss(),
-                    &ehr_asym.iss(),
-                    key_cache_ms,
-                ),
-            },
-        ];
-        let config = Config::from_layers(layers, Vec::new())
-            .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
-        let state = AppState::prepare(config, true)
-            .await
-            .context("preparing the gateway (connect, migrate, sync partners, keys)")?;
-        let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench"))
-            .await
-            .context("creating the app API key")?;
+        let state = server::prepare(vec![
+            server::partners_layer(),
+            server::meters_layer(),
+            server::bench_layer(bench_layer(
+                &db_url,
+                &dir_path,
+                &gateway,
+                &ehr_public.iss(),
+                &ehr_asym.iss(),
+                key_cache_ms,
+            )),
+        ])
+        .await?;
+        let app_key = server::api_key(&state, Role::App).await?;
         let alg = state
             .config
             .partner(ASYM_PARTNER)
@@ -619,13 +376,7 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
         let assertion_key = keys::signing_key(&state.db, &state.master_key, alg)
             .await
             .context("loading the gateway's signing key")?;
-        let shutdown = CancellationToken::new();
-        let serve = tokio::spawn(app::serve(
-            state.clone(),
-            listener,
-            Handlers::new(),
-            shutdown.clone(),
-        ));
+        let serving = Serving::spawn(&state, listener);
         anyhow::Ok((
             gateway,
             ehr_public,
@@ -633,12 +384,11 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
             state,
             app_key,
             assertion_key,
-            shutdown,
-            serve,
+            serving,
         ))
     })
     .await?;
-    let (gateway, ehr_public, ehr_asym, state, app_key, assertion_key, shutdown, serve) = started;
+    let (gateway, ehr_public, ehr_asym, state, app_key, assertion_key, serving) = started;
     // Keeps cookies: each launch's state is bound to the browser by a cookie of its own.
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -655,22 +405,12 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
         app_key,
         assertion_key,
         browser,
-        shutdown,
-        serve: Some(serve),
+        serving,
         _dir: dir,
     };
     // The gateway answers before anything is timed.
-    let health = format!("{}/healthz", env.gateway);
-    let mut last = String::new();
-    for _ in 0..50 {
-        match env.browser.get(&health).send().await {
-            Ok(r) if r.status().is_success() => return Ok(env),
-            Ok(r) => last = format!("status {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the gateway did not answer /healthz: {last}")
+    server::wait_healthy(&env.browser, &env.gateway).await?;
+    Ok(env)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -709,14 +449,7 @@ fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
 
 /// The whole EHR launch through the gateway, ending with the app's exchange: the launch id.
 async fn gateway_launch(env: &Env, kind: Kind) -> anyhow::Result<String> {
-    let ehr = env.ehr(kind);
-    let launch = ehr.launch(env.context(kind));
-    let start = format!(
-        "{}/smart/launch?iss={}&launch={}",
-        env.gateway,
-        enc(&ehr.iss()),
-        enc(&launch)
-    );
+    let start = env.launch_url(kind);
     let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
     let callback = redirect_of(&env.browser, &authorize, "the EHR's authorize").await?;
     ensure!(
@@ -731,26 +464,7 @@ async fn gateway_launch(env: &Env, kind: Kind) -> anyhow::Result<String> {
         snippet(&app)
     );
     let code = query_param(&app, "code")?;
-    let r = env
-        .browser
-        .post(format!("{}/v1/launches/exchange", env.gateway))
-        .bearer_auth(&env.app_key)
-        .json(&serde_json::json!({ "code": code }))
-        .send()
-        .await
-        .context("POST /v1/launches/exchange: request failed")?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    ensure!(
-        status.is_success(),
-        "POST /v1/launches/exchange answered {status}: {}",
-        snippet(&text)
-    );
-    let body: Value = serde_json::from_str(&text).context("the exchange answer is not JSON")?;
-    body["launch_id"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no launch_id in {}", snippet(&text)))
+    exchange(&env.browser, &env.gateway, &env.app_key, &code).await
 }
 
 /// What the gateway sends to the EHR's authorize endpoint, captured from one launch.
@@ -762,13 +476,7 @@ struct AuthorizeTemplate {
 
 async fn authorize_template(env: &Env, kind: Kind) -> anyhow::Result<AuthorizeTemplate> {
     let ehr = env.ehr(kind);
-    let launch = ehr.launch(env.context(kind));
-    let start = format!(
-        "{}/smart/launch?iss={}&launch={}",
-        env.gateway,
-        enc(&ehr.iss()),
-        enc(&launch)
-    );
+    let start = env.launch_url(kind);
     let authorize = redirect_of(&env.browser, &start, "GET /smart/launch").await?;
     let mut endpoint = url::Url::parse(&authorize).context("the authorize URL")?;
     endpoint.set_query(None);
@@ -840,13 +548,7 @@ async fn ehr_only_launch(env: &Env, kind: Kind, t: &AuthorizeTemplate) -> anyhow
         .send()
         .await
         .context("the EHR's token endpoint: request failed")?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    ensure!(
-        status.is_success(),
-        "the EHR's token endpoint answered {status}: {}",
-        snippet(&text)
-    );
+    let text = answer_text(r, |s| s.is_success(), "the EHR's token endpoint").await?;
     let body: Value = serde_json::from_str(&text).context("the token answer is not JSON")?;
     ensure!(
         body["access_token"].as_str().is_some_and(|s| !s.is_empty()),
@@ -868,91 +570,26 @@ async fn run_flow(env: &Env, flow: Flow, t: &AuthorizeTemplate) -> anyhow::Resul
     }
 }
 
-struct LaunchStats {
-    launches: usize,
-    elapsed: Duration,
-    times: Vec<Duration>,
-    failures: usize,
-    first_error: Option<String>,
-    /// CPU of this process (gateway + mock EHR + bench client) per launch, ms.
-    cpu_ms: Option<f64>,
-    /// Machine busy %, all cores.
-    busy_pct: Option<f64>,
+/// "N launches in S s = R/s; p50, p99; CPU ms/launch [machine busy]", and the failures.
+fn line(s: &Stats) -> String {
+    format!(
+        "{:>5} launches in {:>6.2} s = {:>7.1}/s; p50 {:.2} ms, p99 {:.2} ms{}{}",
+        s.ops,
+        s.elapsed.as_secs_f64(),
+        s.rate(),
+        s.p(0.5),
+        s.p(0.99),
+        match (cpu_ms(s), s.busy_pct) {
+            (Some(c), Some(b)) => format!("; CPU {c:.2} ms/launch [machine busy {b:.0}%]"),
+            _ => String::new(),
+        },
+        s.failed_note()
+    )
 }
 
-/// `f`'s stats with the CPU it took.
-async fn with_cpu(f: impl Future<Output = LaunchStats>) -> LaunchStats {
-    let cpu = CpuSample::now();
-    let before = ProcCpu::read(ticks());
-    let mut s = f.await;
-    if let (Some(b), Some(a)) = (before, ProcCpu::read(ticks()))
-        && s.launches > 0
-    {
-        s.cpu_ms = Some((a.own - b.own) * 1000.0 / s.launches as f64);
-    }
-    s.busy_pct = cpu.since().map(|(busy, _)| busy);
-    s
-}
-
-impl LaunchStats {
-    /// Two blocks of the same flow as one.
-    fn merge(self, other: LaunchStats) -> LaunchStats {
-        let n = (self.launches + other.launches).max(1) as f64;
-        let secs = (self.elapsed + other.elapsed).as_secs_f64().max(1e-9);
-        let cpu_ms = match (self.cpu_ms, other.cpu_ms) {
-            (Some(a), Some(b)) => Some((a * self.launches as f64 + b * other.launches as f64) / n),
-            _ => None,
-        };
-        let busy_pct = match (self.busy_pct, other.busy_pct) {
-            (Some(a), Some(b)) => {
-                Some((a * self.elapsed.as_secs_f64() + b * other.elapsed.as_secs_f64()) / secs)
-            }
-            _ => None,
-        };
-        let mut times = self.times;
-        times.extend(other.times);
-        LaunchStats {
-            launches: self.launches + other.launches,
-            elapsed: self.elapsed + other.elapsed,
-            times,
-            failures: self.failures + other.failures,
-            first_error: self.first_error.or(other.first_error),
-            cpu_ms,
-            busy_pct,
-        }
-    }
-
-    fn rate(&self) -> f64 {
-        self.launches as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-    fn p(&self, q: f64) -> f64 {
-        let mut s = self.times.clone();
-        s.sort();
-        ms(percentile(&s, q))
-    }
-    fn line(&self) -> String {
-        format!(
-            "{:>5} launches in {:>6.2} s = {:>7.1}/s; p50 {:.2} ms, p99 {:.2} ms{}{}",
-            self.launches,
-            self.elapsed.as_secs_f64(),
-            self.rate(),
-            self.p(0.5),
-            self.p(0.99),
-            match (self.cpu_ms, self.busy_pct) {
-                (Some(c), Some(b)) => format!("; CPU {c:.2} ms/launch [machine busy {b:.0}%]"),
-                _ => String::new(),
-            },
-            if self.failures > 0 {
-                format!(
-                    "; {} FAILED, first: {}",
-                    self.failures,
-                    self.first_error.as_deref().unwrap_or("")
-                )
-            } else {
-                String::new()
-            }
-        )
-    }
+/// CPU of this process (gateway + mock EHR + bench client) per launch, ms.
+fn cpu_ms(s: &Stats) -> Option<f64> {
+    s.cpu_us.map(|c| c / 1000.0)
 }
 
 #[derive(Clone, Copy)]
@@ -969,7 +606,7 @@ async fn abba(
     kind: Kind,
     t: &Arc<AuthorizeTemplate>,
     mode: Mode,
-) -> (LaunchStats, LaunchStats) {
+) -> (Stats, Stats) {
     let half = match mode {
         Mode::Sequential(n) => Mode::Sequential(n.div_ceil(2)),
         Mode::Concurrent(w, secs) => Mode::Concurrent(w, secs / 2.0),
@@ -990,29 +627,19 @@ async fn abba(
     (g1.merge(g2), b1.merge(b2))
 }
 
-async fn sequential(env: &Env, flow: Flow, t: &AuthorizeTemplate, n: usize) -> LaunchStats {
-    let mut times = Vec::with_capacity(n);
-    let (mut failures, mut first_error) = (0, None);
+async fn sequential(env: &Env, flow: Flow, t: &AuthorizeTemplate, n: usize) -> Stats {
+    let mut s = Stats {
+        times: Vec::with_capacity(n),
+        ..Stats::default()
+    };
     let started = Instant::now();
     for _ in 0..n {
         let t0 = Instant::now();
-        match run_flow(env, flow, t).await {
-            Ok(()) => times.push(t0.elapsed()),
-            Err(e) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
+        s.record(t0, run_flow(env, flow, t).await);
     }
-    LaunchStats {
-        launches: times.len(),
-        elapsed: started.elapsed(),
-        times,
-        failures,
-        first_error,
-        cpu_ms: None,
-        busy_pct: None,
-    }
+    s.elapsed = started.elapsed();
+    s.ops = s.times.len();
+    s
 }
 
 async fn concurrent(
@@ -1021,56 +648,13 @@ async fn concurrent(
     t: &Arc<AuthorizeTemplate>,
     workers: usize,
     secs: f64,
-) -> LaunchStats {
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
+) -> Stats {
+    let (env, t) = (env.clone(), t.clone());
+    for_secs(workers, secs, move |_| {
         let (env, t) = (env.clone(), t.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut times = Vec::new();
-            let (mut failures, mut first_error) = (0usize, None::<String>);
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                match run_flow(&env, flow, &t).await {
-                    Ok(()) => times.push(t0.elapsed()),
-                    Err(e) => {
-                        failures += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
-            }
-            (times, failures, first_error)
-        }));
-    }
-    let mut all = LaunchStats {
-        launches: 0,
-        elapsed: Duration::ZERO,
-        times: Vec::new(),
-        failures: 0,
-        first_error: None,
-        cpu_ms: None,
-        busy_pct: None,
-    };
-    for task in tasks {
-        match task.await {
-            Ok((times, failures, first)) => {
-                all.times.extend(times);
-                all.failures += failures;
-                if all.first_error.is_none() {
-                    all.first_error = first;
-                }
-            }
-            Err(e) => {
-                all.failures += 1;
-                all.first_error
-                    .get_or_insert_with(|| format!("a worker panicked: {e}"));
-            }
-        }
-    }
-    all.elapsed = started.elapsed();
-    all.launches = all.times.len();
-    all
+        async move { run_flow(&env, flow, &t).await }
+    })
+    .await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1152,19 +736,18 @@ struct Load {
     wrk: bool,
     threads: usize,
     connections: usize,
-    ticks: f64,
 }
 
 impl Load {
     async fn run(&self, target: &Target, secs: u64) -> anyhow::Result<LoadRun> {
         let cpu = CpuSample::now();
-        let before = ProcCpu::read(self.ticks);
+        let before = ProcCpu::read();
         let mut run = if self.wrk {
             self.wrk(target, secs).await?
         } else {
             self.in_process(target, secs).await?
         };
-        let after = ProcCpu::read(self.ticks);
+        let after = ProcCpu::read();
         if let (Some(b), Some(a)) = (before, after)
             && run.requests > 0
         {
@@ -1174,9 +757,9 @@ impl Load {
                 run.client_cpu_us = Some((a.children - b.children) * 1e6 / n);
             }
         }
-        if let Some((busy, steal)) = cpu.since() {
-            run.busy_pct = Some(busy);
-            run.steal_pct = Some(steal);
+        if let Some(c) = cpu.since() {
+            run.busy_pct = Some(c.busy());
+            run.steal_pct = Some(c.steal());
         }
         Ok(run)
     }
@@ -1309,8 +892,8 @@ fn wrk_version() -> Option<String> {
 struct LaunchRow {
     kind: Kind,
     mode: String,
-    gateway: LaunchStats,
-    baseline: LaunchStats,
+    gateway: Stats,
+    baseline: Stats,
 }
 
 struct ProxyReport {
@@ -1366,7 +949,7 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
         .await?;
     let (db, key) = (env.state.db.clone(), env.app_key.clone());
     let (key_wall, key_cpu) = on_server(&env.server, async move {
-        let before = ProcCpu::read(ticks());
+        let before = ProcCpu::read();
         let t0 = Instant::now();
         for _ in 0..DIAG_LOOKUPS {
             apikeys::find_api_key(&db, &key)
@@ -1374,7 +957,7 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
                 .context("the app key was not found")?;
         }
         let wall = t0.elapsed().as_secs_f64() * 1e6 / DIAG_LOOKUPS as f64;
-        let cpu = match (before, ProcCpu::read(ticks())) {
+        let cpu = match (before, ProcCpu::read()) {
             (Some(b), Some(a)) => Some((a.own - b.own) * 1e6 / DIAG_LOOKUPS as f64),
             _ => None,
         };
@@ -1383,7 +966,7 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
     .await?;
     let db = env.state.db.clone();
     let (usage_wall, usage_cpu) = on_server(&env.server, async move {
-        let before = ProcCpu::read(ticks());
+        let before = ProcCpu::read();
         let t0 = Instant::now();
         for _ in 0..DIAG_BATCHES {
             let now = chrono::Utc::now();
@@ -1410,7 +993,7 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
         }
         let n = (DIAG_BATCHES * DIAG_BATCH) as f64;
         let wall = t0.elapsed().as_secs_f64() * 1e6 / n;
-        let cpu = match (before, ProcCpu::read(ticks())) {
+        let cpu = match (before, ProcCpu::read()) {
             (Some(b), Some(a)) => Some((a.own - b.own) * 1e6 / n),
             _ => None,
         };
@@ -1501,8 +1084,8 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>, load: &Load) -> 
         // Gateway and EHR-only blocks in the order A B B A, so that a drift of the
         // machine during the phase weighs on both alike.
         let (g, b) = abba(&env, kind, &template, Mode::Sequential(o.launches)).await;
-        println!("    gateway   sequential        {}", g.line());
-        println!("    EHR only  sequential        {}", b.line());
+        println!("    gateway   sequential        {}", line(&g));
+        println!("    EHR only  sequential        {}", line(&b));
         let (gc, bc) = abba(
             &env,
             kind,
@@ -1513,12 +1096,12 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>, load: &Load) -> 
         println!(
             "    gateway   {:>2} workers        {}",
             o.workers,
-            gc.line()
+            line(&gc)
         );
         println!(
             "    EHR only  {:>2} workers        {}",
             o.workers,
-            bc.line()
+            line(&bc)
         );
         for s in [&g, &b, &gc, &bc] {
             if s.failures > 0 {
@@ -1797,75 +1380,21 @@ async fn run_backend(
     server: &Handle,
     load: &Load,
 ) -> anyhow::Result<StoreReport> {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-bench-smart-db-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let mut schema: Option<(String, String)> = None;
-    let url = match backend {
-        Backend::Sqlite => format!("sqlite://{}/gateway.db", dir.path().display()),
-        Backend::Postgres => {
-            let admin_url = o.pg_url.clone().context("BENCH_DATABASE_URL is not set")?;
-            let name = format!("pgw_bench_smart_{}", uuid::Uuid::new_v4().simple());
-            let (a, n) = (admin_url.clone(), name.clone());
-            on_server(server, async move {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&a)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot connect to BENCH_DATABASE_URL ({})",
-                            partner_gateway::db::redact_url(&a)
-                        )
-                    })?;
-                sqlx::query(&format!("CREATE SCHEMA {n}"))
-                    .execute(&pool)
-                    .await
-                    .with_context(|| format!("creating schema {n}"))?;
-                pool.close().await;
-                anyhow::Ok(())
-            })
-            .await?;
-            let sep = if admin_url.contains('?') { '&' } else { '?' };
-            let url = format!("{admin_url}{sep}options=-c%20search_path%3D{name}");
-            schema = Some((admin_url, name));
-            url
-        }
-    };
-    println!(
-        "== {} ({})",
-        backend.name(),
-        partner_gateway::db::redact_url(&url)
-    );
-    let result = async {
-        let env = Arc::new(start_env(server.clone(), url, o).await?);
-        let report = bench_store(o, backend, env.clone(), load).await;
-        match Arc::try_unwrap(env) {
-            Ok(env) => env.stop().await,
-            Err(_) => eprintln!("warning: the environment is still shared; not stopped cleanly"),
-        }
-        anyhow::Ok(report)
-    }
-    .await;
-    if let Some((admin_url, name)) = schema {
-        let dropped = on_server(server, async move {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&admin_url)
-                .await?;
-            sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .execute(&pool)
-                .await?;
-            pool.close().await;
-            anyhow::Ok(())
-        })
-        .await;
-        if let Err(e) = dropped {
-            eprintln!("warning: could not drop the bench schema: {e:#}");
-        }
-    }
-    result
+    Store::with(
+        backend,
+        o.pg_url.as_deref(),
+        "smart",
+        server,
+        |url| async move {
+            let env = Arc::new(start_env(server.clone(), url, o).await?);
+            let report = bench_store(o, backend, env.clone(), load).await;
+            if let Some(env) = unshared(env) {
+                env.serving.stop().await;
+            }
+            anyhow::Ok(report)
+        },
+    )
+    .await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1875,7 +1404,7 @@ fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
     println!();
     println!("## SMART bench");
     println!();
-    println!("Command: `{}`", command_line());
+    println!("Command: `{}`", command_line("smart"));
     println!();
     for f in facts {
         println!("- {f}");
@@ -1930,19 +1459,15 @@ fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
                     r.backend.name(),
                     l.kind.name(),
                     l.mode,
-                    l.gateway.launches,
+                    l.gateway.ops,
                     l.gateway.rate(),
                     l.gateway.p(0.5),
                     l.gateway.p(0.99),
                     l.baseline.rate(),
                     l.baseline.p(0.5),
                     l.gateway.rate() / l.baseline.rate().max(1e-9),
-                    l.gateway
-                        .cpu_ms
-                        .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
-                    l.baseline
-                        .cpu_ms
-                        .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+                    cpu_ms(&l.gateway).map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
+                    cpu_ms(&l.baseline).map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
                 );
             }
         }
@@ -2116,54 +1641,26 @@ fn main() -> anyhow::Result<()> {
         wrk: have_wrk && !o.no_wrk,
         threads: o.threads,
         connections: o.connections,
-        ticks: ticks(),
     };
-    println!("smart bench: {}", command_line());
+    println!("smart bench: {}", command_line("smart"));
     for f in &facts {
         println!("  {f}");
     }
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-server")
-        .enable_all()
-        .build()
-        .context("building the server runtime")?;
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-client")
-        .enable_all()
-        .build()
-        .context("building the client runtime")?;
+    let (server, client) = server::runtimes()?;
     let handle = server.handle().clone();
     let started = Instant::now();
-    let (reports, failed) = client.block_on(async {
-        let mut reports = Vec::new();
-        let mut failed = Vec::new();
-        for &backend in &o.backends {
-            match run_backend(&o, backend, &handle, &load).await {
-                Ok(r) => {
-                    if !r.failures.is_empty() {
-                        failed.push(backend.name());
-                    }
-                    reports.push(r);
-                }
-                Err(e) => {
-                    eprintln!("{} bench FAILED: {e:#}", backend.name());
-                    failed.push(backend.name());
-                }
-            }
-        }
-        (reports, failed)
-    });
+    let (reports, failed) = client.block_on(each_backend(
+        &o.backends,
+        Backend::name,
+        |backend| run_backend(&o, backend, &handle, &load),
+        |r: &StoreReport| !r.failures.is_empty(),
+    ));
     summary(&o, &load, &facts, &reports);
     println!("- whole bench: {:.0} s", started.elapsed().as_secs_f64());
     drop(client);
     server.shutdown_timeout(Duration::from_secs(5));
-    if !failed.is_empty() {
-        bail!(
-            "the bench failed for: {} (requests or setup failed; the figures of that store are not valid, see above)",
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    fail_if_any(
+        &failed,
+        " (requests or setup failed; the figures of that store are not valid, see above)",
+    )
 }

@@ -25,58 +25,52 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app;
-use partner_gateway::config::{Config, Layer};
-use partner_gateway::jobs::Handlers;
+use partner_gateway::apikeys::Role;
 use partner_gateway::random::token as random_token;
 use partner_gateway::smart::flow::pkce_challenge;
-use partner_gateway::state::AppState;
 use partner_sim::idp::{IdpUser, IdpVendor, MockIdp};
 use partner_sim::saml_idp::{MockSamlIdp, SamlIdpUser, SamlIdpVendor};
-use tokio_util::sync::CancellationToken;
+use support::args::{Args, pg_url_or_default};
+use support::db::{Backend, PgDatabase};
+use support::server::{self, Serving};
+use support::stats::{ms, percentile};
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const SECRET: &str = "bench-secret";
 const CLIENT: &str = "bench-gateway";
 
+const USAGE: &str = "usage: cargo bench --bench sso -- [--backend sqlite|postgres|both] [--workers N (8)] [--secs S (5)] [--sequential N (200)]";
+
 struct Opts {
-    backends: Vec<String>,
+    backends: Vec<Backend>,
     workers: usize,
     secs: u64,
     sequential: usize,
+    pg_url: String,
 }
 
 fn opts() -> anyhow::Result<Opts> {
     let mut o = Opts {
-        backends: vec!["sqlite".into(), "postgres".into()],
+        backends: Backend::BOTH.to_vec(),
         workers: 8,
         secs: 5,
         sequential: 200,
+        pg_url: pg_url_or_default(),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
-        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--bench" => {}
-            "--backend" => {
-                o.backends = match val()?.as_str() {
-                    "both" => vec!["sqlite".into(), "postgres".into()],
-                    b @ ("sqlite" | "postgres") => vec![b.to_owned()],
-                    b => anyhow::bail!("--backend sqlite|postgres|both, not {b:?}"),
-                }
-            }
-            "--workers" => o.workers = val()?.parse()?,
-            "--secs" => o.secs = val()?.parse()?,
-            "--sequential" => o.sequential = val()?.parse()?,
-            _ => anyhow::bail!(
-                "usage: cargo bench --bench sso -- [--backend sqlite|postgres|both] [--workers N (8)] [--secs S (5)] [--sequential N (200)]"
-            ),
+            "--backend" => o.backends = args.backends()?,
+            "--workers" => o.workers = args.num(&a)?,
+            "--secs" => o.secs = args.num(&a)?,
+            "--sequential" => o.sequential = args.num(&a)?,
+            other => args.other(other)?,
         }
     }
     Ok(o)
@@ -103,6 +97,24 @@ fn location(r: &reqwest::Response) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// `GET /sso/start?organisation=`: where the gateway sends the browser.
+async fn start(b: &reqwest::Client, gateway: &str, organisation: &str) -> anyhow::Result<String> {
+    let r = b
+        .get(format!("{gateway}/sso/start?organisation={organisation}"))
+        .send()
+        .await?;
+    location(&r)
+}
+
+/// The `code` query parameter of a redirect.
+fn code_in(redirect: &str, missing: &'static str) -> anyhow::Result<String> {
+    url::Url::parse(redirect)?
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .context(missing)
+}
+
 /// The app's step: the one-time code for the launch.
 async fn exchange(
     b: &reqwest::Client,
@@ -122,18 +134,10 @@ async fn exchange(
 
 /// One whole login; returns when the app holds the launch.
 async fn login(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
-    let r = b
-        .get(format!("{gateway}/sso/start?organisation=bench-idp"))
-        .send()
-        .await?;
-    let authorize = location(&r)?;
+    let authorize = start(b, gateway, "bench-idp").await?;
     let callback = location(&b.get(&authorize).send().await?)?;
     let to_app = location(&b.get(&callback).send().await?)?;
-    let code = url::Url::parse(&to_app)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code for the app")?;
+    let code = code_in(&to_app, "no code for the app")?;
     exchange(b, gateway, app_key, &code).await
 }
 
@@ -151,11 +155,7 @@ async fn idp_only(b: &reqwest::Client, issuer: &str, redirect: &str) -> anyhow::
         .append_pair("code_challenge", &pkce_challenge(&verifier))
         .append_pair("code_challenge_method", "S256");
     let cb = location(&b.get(u.as_str()).send().await?)?;
-    let code = url::Url::parse(&cb)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code")?;
+    let code = code_in(&cb, "no code")?;
     let r = b
         .post(format!("{issuer}/token"))
         .basic_auth(CLIENT, Some(SECRET))
@@ -184,11 +184,7 @@ fn form_value(html: &str, name: &str) -> anyhow::Result<String> {
 
 /// One whole SAML login; returns when the app holds the launch.
 async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow::Result<()> {
-    let r = b
-        .get(format!("{gateway}/sso/start?organisation=bench-saml"))
-        .send()
-        .await?;
-    let to_idp = location(&r)?;
+    let to_idp = start(b, gateway, "bench-saml").await?;
     let html = b.get(&to_idp).send().await?.text().await?;
     let form = [
         ("SAMLResponse", form_value(&html, "SAMLResponse")?),
@@ -200,11 +196,7 @@ async fn login_saml(b: &reqwest::Client, gateway: &str, app_key: &str) -> anyhow
         .send()
         .await?;
     let to_app = location(&r)?;
-    let code = url::Url::parse(&to_app)?
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .context("no code for the app")?;
+    let code = code_in(&to_app, "no code for the app")?;
     exchange(b, gateway, app_key, &code).await
 }
 
@@ -261,10 +253,7 @@ where
     }
     let wall = t0.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| ms(percentile(&lat, p));
     Ok(Figures {
         rate: lat.len() as f64 / wall,
         p50: pct(0.5),
@@ -273,32 +262,20 @@ where
     })
 }
 
-async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
+async fn run(o: &Opts, backend: Backend) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("pgw-bench-sso-")
         .tempdir()?;
-    let (db_url, pg) = match backend {
-        "sqlite" => (format!("sqlite://{}/gw.db", dir.path().display()), None),
-        _ => {
-            let base =
-                std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
-            let name = format!("pgw_bench_sso_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&base)
-                .await
-                .context("BENCH_DATABASE_URL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await?;
-            let url = match base.rsplit_once('/') {
-                Some((head, _)) => format!("{head}/{name}"),
-                None => anyhow::bail!("BENCH_DATABASE_URL has no database path"),
-            };
-            (url, Some((admin, name)))
-        }
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgDatabase::create(&o.pg_url, "pgw_bench_sso_").await?),
     };
-    println!("== {backend}");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway = format!("http://{}", listener.local_addr()?);
+    let db_url = pg.as_ref().map_or_else(
+        || format!("sqlite://{}/gw.db", dir.path().display()),
+        |pg| pg.url.clone(),
+    );
+    println!("== {}", backend.name());
+    let (listener, gateway) = server::bind().await?;
     let redirect = format!("{gateway}/sso/oidc/callback");
     let user = IdpUser {
         sub: "00u-bench".into(),
@@ -320,8 +297,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     )
     .await?;
     let layer = format!(
-        "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{dir}/master.key\"\n\
-         [outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[jobs]\nenabled = false\n\
+        "{base}[jobs]\nenabled = false\n\
          [http]\npublic_url = \"{gateway}\"\n\
          [[partners]]\nid = \"bench-org\"\nname = \"Bench University\"\nkind = \"idp\"\n\
          [[partners.sso_connections]]\nid = \"bench-idp\"\nprotocol = \"oidc\"\n\
@@ -330,30 +306,13 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
          [[partners.sso_connections]]\nid = \"bench-saml\"\nprotocol = \"saml\"\n\
          idp_metadata_url = \"{saml_metadata}\"\n\
          domains = [\"saml.bench.example\"]\napp_url = \"https://app.example.test/sso\"\n",
-        dir = dir.path().display(),
+        base = server::base_toml(&db_url, dir.path()),
         issuer = idp.issuer(),
         saml_metadata = saml_idp.metadata_url(),
     );
-    let layers = vec![
-        Layer {
-            origin: "config/meters.toml".into(),
-            text: include_str!("../config/meters.toml").into(),
-        },
-        Layer {
-            origin: "bench.toml".into(),
-            text: layer,
-        },
-    ];
-    let config = Config::from_layers(layers, Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let state = AppState::prepare(config, true).await?;
-    let shutdown = CancellationToken::new();
-    let serve = tokio::spawn(app::serve(
-        state.clone(),
-        listener,
-        Handlers::new(),
-        shutdown.clone(),
-    ));
-    let (_, app_key) = apikeys::create_api_key(&state.db, Role::App, None, Some("bench")).await?;
+    let state = server::prepare(vec![server::meters_layer(), server::bench_layer(layer)]).await?;
+    let serving = Serving::spawn(&state, listener);
+    let app_key = server::api_key(&state, Role::App).await?;
     let b = browser();
     // The IdP administrator's step: load the SP metadata.
     let md = b
@@ -370,11 +329,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         login_saml(&b, &gateway, &app_key).await?;
     }
     // A valid AuthnRequest URL for the SAML baseline (the mock answers it every time).
-    let sso_url = location(
-        &b.get(format!("{gateway}/sso/start?organisation=bench-saml"))
-            .send()
-            .await?,
-    )?;
+    let sso_url = start(&b, &gateway, "bench-saml").await?;
     let issuer = idp.issuer();
     for protocol in ["oidc", "saml"] {
         for (label, sequential) in [("sequential", true), ("workers", false)] {
@@ -428,13 +383,10 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     })?;
     println!("  sso.login events {events} for {launches} SSO launches");
     anyhow::ensure!(events == launches, "a login lost its usage event");
-    shutdown.cancel();
-    let _ = serve.await;
+    serving.stop().await;
     state.db.close().await;
-    if let Some((admin, name)) = pg {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
+    if let Some(pg) = pg {
+        pg.finish(false).await;
     }
     Ok(())
 }
@@ -449,7 +401,7 @@ async fn main() -> anyhow::Result<()> {
         o.secs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for backend in &o.backends {
+    for &backend in &o.backends {
         run(&o, backend).await?;
     }
     Ok(())

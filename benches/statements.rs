@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,11 +44,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use serde_json::json;
+use support::args::{Args, pg_url_or_default};
+use support::cpu::CpuSample;
+use support::db::{Backend, PgDatabase, each_backend, fail_if_any, sqlite_size};
+use support::stats::{Timings, ms};
 
 /// The month the statements are for, and the one before it (finalized in the setup).
 const PERIOD: &str = "2026-10";
 const PREVIOUS: &str = "2026-09";
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Events are dated in [Oct 1 05:00Z, Nov 1 00:00Z): inside October in every zone the
 /// agreements use (UTC, New York, Chicago, London), so each statement counts all of its
 /// partner's events and the baseline's UTC month counts all of them too.
@@ -80,21 +85,6 @@ const USAGE: &str = "usage: cargo bench --bench statements -- [--events N (10000
 [--no-profile] [--sqlite-file PATH (kept; reused when it holds the same ledger)] \
 [--postgres-db NAME (kept; reused when it holds the same ledger)]";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
-}
-
 struct Opts {
     events: usize,
     partners: usize,
@@ -116,49 +106,27 @@ fn parse_args() -> anyhow::Result<Opts> {
         seed: 20261001,
         runs: 5,
         batch: 5000,
-        backends: vec![Backend::Sqlite, Backend::Postgres],
+        backends: Backend::BOTH.to_vec(),
         max_connections: None,
         profile: true,
-        pg_url: std::env::var("BENCH_DATABASE_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_PG_URL.to_owned()),
+        pg_url: pg_url_or_default(),
         sqlite_file: None,
         postgres_db: None,
     };
-    let mut args = std::env::args().skip(1);
-    fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> anyhow::Result<T> {
-        let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        v.replace('_', "")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{flag}: {v:?} is not a number\n{USAGE}"))
-    }
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
         match a.as_str() {
-            // cargo bench passes --bench to harness = false targets.
-            "--bench" => {}
-            "--events" => o.events = num(&a, args.next())?,
-            "--partners" => o.partners = num(&a, args.next())?,
-            "--seed" => o.seed = num(&a, args.next())?,
-            "--runs" => o.runs = num(&a, args.next())?,
-            "--batch" => o.batch = num(&a, args.next())?,
-            "--max-connections" => o.max_connections = Some(num(&a, args.next())?),
+            "--events" => o.events = args.num(&a)?,
+            "--partners" => o.partners = args.num(&a)?,
+            "--seed" => o.seed = args.num(&a)?,
+            "--runs" => o.runs = args.num(&a)?,
+            "--batch" => o.batch = args.num(&a)?,
+            "--max-connections" => o.max_connections = Some(args.num(&a)?),
             "--no-profile" => o.profile = false,
-            "--sqlite-file" => o.sqlite_file = Some(args.next().context(USAGE)?.into()),
-            "--postgres-db" => o.postgres_db = Some(args.next().context(USAGE)?),
-            "--backend" => {
-                o.backends = match args.next().as_deref() {
-                    Some("sqlite") => vec![Backend::Sqlite],
-                    Some("postgres") => vec![Backend::Postgres],
-                    Some("both") => vec![Backend::Sqlite, Backend::Postgres],
-                    _ => bail!("--backend takes sqlite, postgres or both\n{USAGE}"),
-                }
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
+            "--sqlite-file" => o.sqlite_file = Some(args.value()?.into()),
+            "--postgres-db" => o.postgres_db = Some(args.value()?),
+            "--backend" => o.backends = args.backends()?,
+            other => args.other(other)?,
         }
     }
     if o.events == 0 || o.partners == 0 || o.runs == 0 || o.batch == 0 {
@@ -628,81 +596,16 @@ fn generate(
 }
 
 // ---------------------------------------------------------------------------------------
-// Timing helpers (as in benches/ledger.rs).
+// CPU
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+/// Busy share of all cores since `cpu`, in percent.
+fn cpu_busy(cpu: &CpuSample) -> Option<f64> {
+    cpu.since().map(|c| c.busy())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-#[derive(Clone, Default)]
-struct Timings(Vec<Duration>);
-
-impl Timings {
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v
-    }
-    fn min(&self) -> Duration {
-        self.sorted()[0]
-    }
-    fn median(&self) -> Duration {
-        percentile(&self.sorted(), 0.5)
-    }
-    fn max(&self) -> Duration {
-        percentile(&self.sorted(), 1.0)
-    }
-    fn show(&self) -> String {
-        let runs: Vec<String> = self.0.iter().map(|d| format!("{:.0}", ms(*d))).collect();
-        format!(
-            "min {:.0} ms, median {:.0} ms, max {:.0} ms (runs in order: {} ms)",
-            ms(self.min()),
-            ms(self.median()),
-            ms(self.max()),
-            runs.join(", ")
-        )
-    }
-}
-
-/// Machine-wide CPU use between two points (Linux `/proc/stat`).
-struct CpuSample(Option<Vec<u64>>);
-
-impl CpuSample {
-    fn read() -> Option<Vec<u64>> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        line.split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().ok())
-            .collect()
-    }
-    fn now() -> Self {
-        CpuSample(Self::read())
-    }
-    /// Busy share of all cores since the sample, in percent.
-    fn busy(&self) -> Option<f64> {
-        let (Some(a), Some(b)) = (&self.0, Self::read()) else {
-            return None;
-        };
-        let d: Vec<u64> = b.iter().zip(a).map(|(b, a)| b.saturating_sub(*a)).collect();
-        let total: u64 = d.iter().take(8).sum();
-        if total == 0 || d.len() < 8 {
-            return None;
-        }
-        Some((total - d[3] - d[4]) as f64 * 100.0 / total as f64)
-    }
-    fn since(&self) -> String {
-        self.busy()
-            .map_or_else(String::new, |b| format!("[cpu busy {b:.0}%]"))
-    }
+/// "[cpu busy X%]" since `cpu`.
+fn cpu_note(cpu: &CpuSample) -> String {
+    cpu_busy(cpu).map_or_else(String::new, |b| format!("[cpu busy {b:.0}%]"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -850,40 +753,13 @@ fn capture_stop() -> BTreeMap<String, SqlStat> {
 // ---------------------------------------------------------------------------------------
 // The store.
 
-/// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let (scheme, rest) = base
-        .split_once("://")
-        .context("BENCH_DATABASE_URL must look like postgres://user@host:port/db")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let mut out = format!("{scheme}://{authority}/{db}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    Ok(out)
-}
-
-macro_rules! on_pool {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db {
-            Db::Sqlite($p) => $body,
-            Db::Postgres($p) => $body,
-        }
-    };
-}
-
 async fn exec(db: &Db, sql: &str) -> anyhow::Result<()> {
-    on_pool!(db, p => sqlx::query(sql).execute(p).await.map(|_| ()))?;
+    partner_gateway::with_db!(db, p => sqlx::query(sql).execute(p).await.map(|_| ()))?;
     Ok(())
 }
 
 async fn scalar_i64(db: &Db, sql: &str) -> anyhow::Result<i64> {
-    Ok(on_pool!(db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
+    Ok(partner_gateway::with_db!(db, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await)?)
 }
 
 /// What a loaded ledger was generated with, kept beside it so a kept store is reused only
@@ -896,7 +772,7 @@ fn ledger_key(o: &Opts) -> String {
 }
 
 async fn loaded_key(db: &Db) -> Option<String> {
-    on_pool!(db, p => sqlx::query_scalar::<_, String>("SELECT v FROM bench_meta WHERE k = 'ledger'")
+    partner_gateway::with_db!(db, p => sqlx::query_scalar::<_, String>("SELECT v FROM bench_meta WHERE k = 'ledger'")
         .fetch_optional(p)
         .await)
     .ok()
@@ -985,7 +861,7 @@ async fn load(state: &AppState, plan: &Arc<Plan>, o: &Opts) -> anyhow::Result<(L
     println!(
         "  load: {n} events in {batches} transactions, {secs:.1} s = {:.0} events/s {}",
         n as f64 / secs,
-        cpu.since()
+        cpu_note(&cpu)
     );
     // What a running system has done by the time a month is billed: SQLite's WAL written
     // back; PostgreSQL's autovacuum (visibility map, statistics) after the bulk insert.
@@ -1239,7 +1115,7 @@ async fn profile(
          SQL time summed over statements {:.0} ms (several run at once: {} connections)",
         ms(wall),
         ms(runs_median),
-        cpu.since(),
+        cpu_note(&cpu),
         sql_total * 1000.0,
         state.config.database.max_connections.clamp(1, 8),
     );
@@ -1436,22 +1312,10 @@ struct Report {
 
 async fn storage_note(db: &Db, sqlite_file: Option<&Path>) -> String {
     match db {
-        Db::Sqlite(_) => {
-            let total: u64 = sqlite_file
-                .map(|f| {
-                    ["", "-wal", "-shm"]
-                        .iter()
-                        .filter_map(|suffix| {
-                            let mut name = f.as_os_str().to_owned();
-                            name.push(suffix);
-                            std::fs::metadata(name).ok()
-                        })
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0);
-            format!("database file {:.2} GiB", total as f64 / 1073741824.0)
-        }
+        Db::Sqlite(_) => format!(
+            "database file {:.2} GiB",
+            sqlite_size(sqlite_file) as f64 / 1073741824.0
+        ),
         Db::Postgres(p) => {
             let sizes: Result<(i64, i64), _> = sqlx::query_as(
                 "SELECT pg_total_relation_size('usage_events'), pg_relation_size('usage_events')",
@@ -1540,14 +1404,14 @@ async fn bench_backend(
             let t = Instant::now();
             let rows = baseline(&state.db).await?;
             base.0.push(t.elapsed());
-            base_cpu.push(cpu.busy().unwrap_or(0.0));
+            base_cpu.push(cpu_busy(&cpu).unwrap_or(0.0));
             check_baseline(&rows, plan, &exp)?;
             println!(
                 "  run {}: baseline {:>8.0} ms ({} groups) {}",
                 i + 1,
                 ms(*base.0.last().unwrap()),
                 rows.len(),
-                cpu.since()
+                cpu_note(&cpu)
             );
             let before = scalar_i64(
                 &state.db,
@@ -1558,7 +1422,7 @@ async fn bench_backend(
             let t = Instant::now();
             let items = svc.run(PERIOD, run_now(), |_, _| {}).await;
             run.0.push(t.elapsed());
-            run_cpu.push(cpu.busy().unwrap_or(0.0));
+            run_cpu.push(cpu_busy(&cpu).unwrap_or(0.0));
             check_run(&items, plan, &exp)?;
             let drafts = scalar_i64(
                 &state.db,
@@ -1583,11 +1447,11 @@ async fn bench_backend(
                 } else {
                     "recomputed (updated)"
                 },
-                cpu.since()
+                cpu_note(&cpu)
             );
         }
-        println!("  baseline:   {}", base.show());
-        println!("  statements: {}", run.show());
+        println!("  baseline:   {}", base.show(0, 0));
+        println!("  statements: {}", run.show(0, 0));
         println!(
             "  ratio statements / baseline (medians) = {:.2} (aim: <= 2)",
             run.median().as_secs_f64() / base.median().as_secs_f64()
@@ -1628,42 +1492,16 @@ async fn bench_sqlite(o: &Opts, plan: &Arc<Plan>) -> anyhow::Result<Report> {
 }
 
 async fn bench_postgres(o: &Opts, plan: &Arc<Plan>) -> anyhow::Result<Report> {
-    let admin = sqlx::PgPool::connect(&o.pg_url).await.with_context(|| {
-        format!(
-            "cannot connect to BENCH_DATABASE_URL ({})",
-            partner_gateway::db::redact_url(&o.pg_url)
-        )
-    })?;
-    let (name, keep) = match &o.postgres_db {
-        Some(n) => (n.clone(), true),
-        None => (
-            format!("pgw_bench_{}", uuid::Uuid::new_v4().simple()),
-            false,
-        ),
+    let pg = match &o.postgres_db {
+        Some(n) => PgDatabase::create_or_reuse(&o.pg_url, n.clone()).await?,
+        None => PgDatabase::create(&o.pg_url, "pgw_bench_").await?,
     };
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&admin)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .with_context(|| format!("creating database {name}"))?;
-    }
-    let url = with_database(&o.pg_url, &name)?;
-    println!("== PostgreSQL ({})", partner_gateway::db::redact_url(&url));
-    let result = bench_backend(o, plan, Backend::Postgres, &url, None).await;
-    if keep {
-        println!("  kept database {name}");
-    } else if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-    {
-        eprintln!("warning: could not drop database {name}: {e}");
-    }
-    admin.close().await;
+    println!(
+        "== PostgreSQL ({})",
+        partner_gateway::db::redact_url(&pg.url)
+    );
+    let result = bench_backend(o, plan, Backend::Postgres, &pg.url, None).await;
+    pg.finish(o.postgres_db.is_some()).await;
     result
 }
 
@@ -1701,7 +1539,7 @@ fn summary(o: &Opts, plan: &Plan, reports: &[Report]) {
         let ratio = r.run.median().as_secs_f64() / r.base.median().as_secs_f64();
         println!(
             "| {} | {load} | {:.2} / {:.2} / {:.2} s | {:.2} / {:.2} / {:.2} s | {ratio:.2} | {} |",
-            r.backend.name(),
+            r.backend.title(),
             r.run.min().as_secs_f64(),
             r.run.median().as_secs_f64(),
             r.run.max().as_secs_f64(),
@@ -1717,7 +1555,7 @@ fn summary(o: &Opts, plan: &Plan, reports: &[Report]) {
         println!(
             "- {}: statement runs {} ms; baseline runs {} ms; CPU busy (both cores) {:.0}% in the runs, \
              {:.0}% in the baseline; {}{}",
-            r.backend.name(),
+            r.backend.title(),
             r.run
                 .0
                 .iter()
@@ -1760,24 +1598,19 @@ async fn main() -> anyhow::Result<()> {
         biggest.kind,
         biggest.weight * 100.0 / plan.cum.last().unwrap()
     );
-    let mut reports = Vec::new();
-    let mut failed = Vec::new();
-    for backend in &o.backends {
-        let r = match backend {
-            Backend::Sqlite => bench_sqlite(&o, &plan).await,
-            Backend::Postgres => bench_postgres(&o, &plan).await,
-        };
-        match r {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                eprintln!("{} bench FAILED: {e:#}", backend.name());
-                failed.push(backend.name());
+    let (o, plan) = (&o, &plan);
+    let (reports, failed) = each_backend(
+        &o.backends,
+        Backend::title,
+        |backend| async move {
+            match backend {
+                Backend::Sqlite => bench_sqlite(o, plan).await,
+                Backend::Postgres => bench_postgres(o, plan).await,
             }
-        }
-    }
-    summary(&o, &plan, &reports);
-    if !failed.is_empty() {
-        bail!("the bench failed for: {}", failed.join(", "));
-    }
-    Ok(())
+        },
+        |_| false,
+    )
+    .await;
+    summary(o, plan, &reports);
+    fail_if_any(&failed, "")
 }

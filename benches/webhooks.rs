@@ -15,24 +15,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use partner_gateway::apikeys::{self, Role};
-use partner_gateway::app;
-use partner_gateway::config::{Config, Layer};
-use partner_gateway::jobs::Handlers;
-use partner_gateway::state::AppState;
+use partner_gateway::apikeys::Role;
 use partner_gateway::webhooks::dispatch::Dispatcher;
 use partner_gateway::webhooks::{emit, store};
 use partner_sim::receiver::Receiver;
 use serde_json::{Value, json};
+use support::args::{Args, pg_url_or_default};
+use support::cpu::CpuSample;
+use support::db::{Backend, PgDatabase};
+use support::server::{self, Serving};
+use support::stats::{ms, percentile};
 use tokio_util::sync::CancellationToken;
 
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PARTNER: &str = "canvas-sandbox";
 const USAGE: &str = "usage: cargo bench --bench webhooks -- [--messages N (20000)] \
 [--endpoints N (10)] [--emitters N (32)] [--backend sqlite|postgres|both] \
@@ -42,11 +44,12 @@ struct Opts {
     messages: usize,
     endpoints: usize,
     emitters: usize,
-    backends: Vec<&'static str>,
+    backends: Vec<Backend>,
     baseline_secs: f64,
     baseline_connections: usize,
     /// Messages per emitting transaction (1: as the gateway's own events).
     per_tx: usize,
+    pg_url: String,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -54,96 +57,42 @@ fn parse_args() -> anyhow::Result<Opts> {
         messages: 20_000,
         endpoints: 10,
         emitters: 32,
-        backends: vec!["sqlite", "postgres"],
+        backends: Backend::BOTH.to_vec(),
         baseline_secs: 5.0,
         baseline_connections: 64,
         per_tx: 1,
+        pg_url: pg_url_or_default(),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = Args::new(USAGE);
     while let Some(a) = args.next() {
-        let mut val = || {
-            args.next()
-                .with_context(|| format!("{a} needs a value\n{USAGE}"))
-        };
         match a.as_str() {
-            "--messages" => o.messages = val()?.parse()?,
-            "--endpoints" => o.endpoints = val()?.parse::<usize>()?.max(1),
-            "--emitters" => o.emitters = val()?.parse::<usize>()?.max(1),
-            "--baseline-secs" => o.baseline_secs = val()?.parse()?,
-            "--baseline-connections" => o.baseline_connections = val()?.parse::<usize>()?.max(1),
-            "--per-tx" => o.per_tx = val()?.parse::<usize>()?.max(1),
-            "--backend" => {
-                o.backends = match val()?.as_str() {
-                    "sqlite" => vec!["sqlite"],
-                    "postgres" => vec!["postgres"],
-                    "both" => vec!["sqlite", "postgres"],
-                    other => anyhow::bail!("unknown backend {other:?}\n{USAGE}"),
-                }
-            }
-            "--bench" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+            "--messages" => o.messages = args.num(&a)?,
+            "--endpoints" => o.endpoints = args.num::<usize>(&a)?.max(1),
+            "--emitters" => o.emitters = args.num::<usize>(&a)?.max(1),
+            "--baseline-secs" => o.baseline_secs = args.num(&a)?,
+            "--baseline-connections" => o.baseline_connections = args.num::<usize>(&a)?.max(1),
+            "--per-tx" => o.per_tx = args.num::<usize>(&a)?.max(1),
+            "--backend" => o.backends = args.backends()?,
+            other => args.other(other)?,
         }
     }
     Ok(o)
 }
 
-/// Machine-wide CPU busy % between two reads of `/proc/stat`.
-/// (total, idle + iowait, steal) ticks of the whole machine.
-fn cpu_ticks() -> Option<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let v: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    Some((total, v.get(3)? + v.get(4)?, *v.get(7)?))
-}
-
-/// "busy X%, steal Y%": steal is time the hypervisor gave this VM's CPUs to others; figures
-/// taken under high steal are low for reasons outside the gateway.
-fn busy(a: Option<(u64, u64, u64)>, b: Option<(u64, u64, u64)>) -> String {
-    match (a, b) {
-        (Some((ta, ia, sa)), Some((tb, ib, sb))) if tb > ta => {
-            let span = (tb - ta) as f64;
-            format!(
-                "busy {:.0}%, steal {:.0}%",
-                100.0 * (1.0 - (ib - ia) as f64 / span),
-                100.0 * (sb - sa) as f64 / span
-            )
-        }
-        _ => "?".into(),
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+/// "busy X%, steal Y%" of the whole machine since `cpu`: steal is time the hypervisor gave
+/// this VM's CPUs to others; figures taken under high steal are low for reasons outside the
+/// gateway.
+fn busy(cpu: &CpuSample) -> String {
+    cpu.since().map_or_else(
+        || "?".into(),
+        |c| format!("busy {:.0}%, steal {:.0}%", c.busy(), c.steal()),
+    )
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
-    let commit = std::process::Command::new("git")
-        .args([
-            "-C",
-            env!("CARGO_MANIFEST_DIR"),
-            "rev-parse",
-            "--short",
-            "HEAD",
-        ])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let commit = support::facts::commit().unwrap_or_default();
     println!(
         "webhooks bench: commit {commit}, {} messages, {} endpoints, {} emitters, nproc {}",
         o.messages,
@@ -151,73 +100,44 @@ async fn main() -> anyhow::Result<()> {
         o.emitters,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for backend in &o.backends {
+    for &backend in &o.backends {
         run(&o, backend).await?;
     }
     Ok(())
 }
 
-async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
+async fn run(o: &Opts, backend: Backend) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("pgw-bench-wh-").tempdir()?;
-    let (db_url, pg) = match backend {
-        "sqlite" => (format!("sqlite://{}/gw.db", dir.path().display()), None),
-        _ => {
-            let base =
-                std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.into());
-            let name = format!("pgw_bench_wh_{}", uuid::Uuid::new_v4().simple());
-            let admin = sqlx::PgPool::connect(&base)
-                .await
-                .context("BENCH_DATABASE_URL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await?;
-            let url = match base.rsplit_once('/') {
-                Some((head, _)) => format!("{head}/{name}"),
-                None => anyhow::bail!("BENCH_DATABASE_URL has no database path"),
-            };
-            (url, Some((admin, name)))
-        }
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(PgDatabase::create(&o.pg_url, "pgw_bench_wh_").await?),
     };
-    println!("== {backend}");
+    let db_url = pg.as_ref().map_or_else(
+        || format!("sqlite://{}/gw.db", dir.path().display()),
+        |pg| pg.url.clone(),
+    );
+    println!("== {}", backend.name());
     let rx = Receiver::start().await?;
     let layer = format!(
-        "[database]\nurl = \"{db_url}\"\n[keys]\nmaster_key_file = \"{}/master.key\"\n\
-         [outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[jobs]\nenabled = false\n\
+        "{}[jobs]\nenabled = false\n\
          [webhooks]\ndelivery_enabled = false\nthresholds_interval_secs = 3600\n",
-        dir.path().display()
+        server::base_toml(&db_url, dir.path())
     );
-    let layers = vec![
-        Layer {
-            origin: "config/partners.toml".into(),
-            text: include_str!("../config/partners.toml").into(),
-        },
-        Layer {
-            origin: "config/meters.toml".into(),
-            text: include_str!("../config/meters.toml").into(),
-        },
-        Layer {
-            origin: "bench.toml".into(),
-            text: layer,
-        },
-    ];
-    let config = Config::from_layers(layers, Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let state = AppState::prepare(config, true).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let serve = tokio::spawn(app::serve(
-        state.clone(),
-        listener,
-        Handlers::new(),
-        shutdown.clone(),
-    ));
-    let (_, admin) = apikeys::create_api_key(&state.db, Role::Admin, None, Some("bench")).await?;
+    let state = server::prepare(vec![
+        server::partners_layer(),
+        server::meters_layer(),
+        server::bench_layer(layer),
+    ])
+    .await?;
+    let (listener, gateway) = server::bind().await?;
+    let serving = Serving::spawn(&state, listener);
+    let admin = server::api_key(&state, Role::Admin).await?;
     let http = reqwest::Client::new();
     for e in 0..o.endpoints {
         let r = http
             .post(format!("{gateway}/v1/webhooks/endpoints"))
             .bearer_auth(&admin)
-            .json(&json!({"partner": PARTNER, "url": rx.url(&format!("/e{e}")), "event_types": [format!("bench.e{e}")]}))
+            .json(&json!({"partner": PARTNER, "url": rx.url(&format!("/e{e}")), "event_types": ["launch.completed"]}))
             .send()
             .await?;
         anyhow::ensure!(
@@ -225,13 +145,24 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
             "creating an endpoint: {}",
             r.text().await?
         );
+        // Each endpoint hears one label of its own (`bench.eN`), so every message goes to
+        // exactly one endpoint whatever `--endpoints` is. The API accepts only the types
+        // the gateway sends (nine), so the label is set in the store after creation.
+        let id = r.json::<Value>().await?["id"]
+            .as_str()
+            .context("the created endpoint has no id")?
+            .to_owned();
+        let types = json!([format!("bench.e{e}")]).to_string();
+        partner_gateway::with_db!(&state.db, c => sqlx::query(
+            "UPDATE webhook_endpoints SET event_types = $2 WHERE id = $1")
+            .bind(&id).bind(&types).execute(c).await.map(|r| r.rows_affected()))?;
     }
     let data = json!({"launch_id": "0193e4c1-8f7a-7d2e-9a41-3c5b2f1e0d9a", "user": {"id": "a6d5c443", "name": "Ada Lovelace"}, "context_id": "course-42"});
 
     // 1. Accepted: each message in its own transaction, from `emitters` tasks at once.
     let next = Arc::new(AtomicUsize::new(0));
     let commits_before = state.db.sqlite_commit_stats();
-    let before = cpu_ticks();
+    let cpu = CpuSample::now();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..o.emitters {
@@ -252,7 +183,8 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
                 }
                 let t = Instant::now();
                 let mut tx = db.begin().await?;
-                for j in i + 1..(i + per_tx).min(n) {
+                // The transaction's other messages, then message `i`.
+                for j in (i + 1..(i + per_tx).min(n)).chain([i]) {
                     emit(
                         &mut tx,
                         Some(PARTNER),
@@ -262,14 +194,6 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
                     )
                     .await?;
                 }
-                emit(
-                    &mut tx,
-                    Some(PARTNER),
-                    &format!("bench.e{}", i % endpoints),
-                    &data,
-                    Utc::now(),
-                )
-                .await?;
                 tx.commit().await?;
                 lat.push(t.elapsed());
             }
@@ -281,7 +205,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         lat.extend(t.await??);
     }
     let accept = t0.elapsed();
-    let accept_busy = busy(before, cpu_ticks());
+    let accept_busy = busy(&cpu);
     lat.sort();
     let accepted_rate = o.messages as f64 / accept.as_secs_f64();
     println!(
@@ -290,8 +214,8 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         o.per_tx,
         accept.as_secs_f64(),
         accepted_rate,
-        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
-        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
     );
 
     if let (Some(a), Some(b)) = (commits_before, state.db.sqlite_commit_stats()) {
@@ -304,7 +228,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
 
     // 2. Delivered: the dispatcher drains the backlog; done when every delivery is delivered.
     let stop = CancellationToken::new();
-    let before = cpu_ticks();
+    let cpu = CpuSample::now();
     let t0 = Instant::now();
     let dispatcher = tokio::spawn(Dispatcher::new(state.clone()).run(stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -324,7 +248,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deliver = t0.elapsed();
-    let deliver_busy = busy(before, cpu_ticks());
+    let deliver_busy = busy(&cpu);
     stop.cancel();
     let _ = dispatcher.await;
     let delivered_rate = o.messages as f64 / deliver.as_secs_f64();
@@ -348,7 +272,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
     let body = body.to_string();
     let client = reqwest::Client::new();
     let count = Arc::new(AtomicUsize::new(0));
-    let before = cpu_ticks();
+    let cpu = CpuSample::now();
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs_f64(o.baseline_secs);
     let mut tasks = Vec::new();
@@ -383,7 +307,7 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
         t.await?;
     }
     let base = t0.elapsed();
-    let base_busy = busy(before, cpu_ticks());
+    let base_busy = busy(&cpu);
     let baseline_rate = count.load(Ordering::Relaxed) as f64 / base.as_secs_f64();
     println!(
         "  baseline: the receiver answered {} requests in {:.2} s = {:.0}/s ({} connections) [cpu {base_busy}]",
@@ -407,13 +331,10 @@ async fn run(o: &Opts, backend: &str) -> anyhow::Result<()> {
             "missed"
         },
     );
-    shutdown.cancel();
-    let _ = serve.await;
+    serving.stop().await;
     state.db.close().await;
-    if let Some((admin, name)) = pg {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
+    if let Some(pg) = pg {
+        pg.finish(false).await;
     }
     Ok(())
 }

@@ -1,0 +1,47 @@
+//! The bench's side of HTTP: answers checked the same way, and the app's exchange of a
+//! launch's one-time code.
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+
+/// The first 300 characters of an answer, on one line, for an error message.
+pub fn snippet(s: &str) -> String {
+    let s: String = s.chars().take(300).collect();
+    s.replace('\n', " ")
+}
+
+/// The text of an answer from `what` (as an error names it), when its status is one `ok`
+/// accepts.
+pub async fn answer_text(
+    r: reqwest::Response,
+    ok: fn(reqwest::StatusCode) -> bool,
+    what: &str,
+) -> anyhow::Result<String> {
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    ensure!(ok(status), "{what} answered {status}: {}", snippet(&text));
+    Ok(text)
+}
+
+/// The app's step of a launch: `POST /v1/launches/exchange` with its key and the one-time
+/// code; the launch id.
+pub async fn exchange(
+    browser: &reqwest::Client,
+    gateway: &str,
+    app_key: &str,
+    code: &str,
+) -> anyhow::Result<String> {
+    let r = browser
+        .post(format!("{gateway}/v1/launches/exchange"))
+        .bearer_auth(app_key)
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .context("POST /v1/launches/exchange: request failed")?;
+    let text = answer_text(r, |s| s.is_success(), "POST /v1/launches/exchange").await?;
+    let body: Value = serde_json::from_str(&text).context("the exchange answer is not JSON")?;
+    body["launch_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no launch_id in {}", snippet(&text)))
+}
