@@ -48,7 +48,6 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// Oracle Health's public sandbox tenant; the mock serves it so URLs look like the real ones.
 pub const ORACLE_SANDBOX_TENANT: &str = "ec2458f2-1e24-41c8-b71b-0e701af7583d";
@@ -278,34 +277,21 @@ pub struct RecordedFhirRequest {
 /// A running mock EHR; it stops serving when dropped.
 pub struct MockEhr {
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
-}
-
-impl Drop for MockEhr {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: crate::util::Served,
 }
 
 impl MockEhr {
     /// Bind `127.0.0.1:0`, generate the signing key and serve until dropped.
     pub async fn start(opts: MockEhrOptions) -> anyhow::Result<MockEhr> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot bind the mock EHR to 127.0.0.1")?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::util::bind_loopback("mock EHR").await?;
         // Key generation is CPU-bound; keep it off the async workers.
         let signer = tokio::task::spawn_blocking(Signer::generate)
             .await
             .context("signing key generation panicked")??;
         let shared = Arc::new(Shared::new(opts, addr, signer)?);
         let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "mock EHR server stopped");
-            }
-        });
-        Ok(MockEhr { shared, server })
+        let _server = crate::util::serve(listener, app, "mock EHR server");
+        Ok(MockEhr { shared, _server })
     }
 
     /// `http://127.0.0.1:PORT`

@@ -10,7 +10,6 @@
 //! (`hd` claim with the Workspace domain, `email_verified`), generic.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 use super::ehr::Signer;
 use crate::util::lock;
@@ -61,7 +59,7 @@ pub enum IdTokenFault {
 
 pub struct MockIdp {
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    _server: crate::util::Served,
 }
 
 struct Shared {
@@ -110,10 +108,8 @@ impl MockIdp {
         redirect_uri: &str,
         user: IdpUser,
     ) -> anyhow::Result<MockIdp> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot bind the mock IdP to 127.0.0.1")?;
-        let base = format!("http://{}", listener.local_addr()?);
+        let (listener, addr) = crate::util::bind_loopback("mock IdP").await?;
+        let base = format!("http://{addr}");
         let issuer = match vendor {
             IdpVendor::Entra => format!("{base}/{ENTRA_TENANT}/v2.0"),
             _ => base.clone(),
@@ -150,12 +146,8 @@ impl MockIdp {
             .route("/token", post(token))
             .route("/userinfo", get(userinfo))
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "mock IdP stopped");
-            }
-        });
-        Ok(MockIdp { shared, server })
+        let _server = crate::util::serve(listener, app, "mock IdP");
+        Ok(MockIdp { shared, _server })
     }
 
     /// The issuer to configure (`iss` of its id_tokens).
@@ -186,12 +178,6 @@ impl MockIdp {
     /// The next id_token carries this defect.
     pub fn inject(&self, fault: IdTokenFault) {
         lock(&self.shared.faults).push(fault);
-    }
-}
-
-impl Drop for MockIdp {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

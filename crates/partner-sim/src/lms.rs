@@ -51,7 +51,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 /// LIS v2 context role of a student: the role LMSs grade.
 pub const ROLE_LEARNER: &str = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner";
@@ -528,34 +527,21 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 /// A running mock LMS; it stops serving when dropped.
 pub struct MockLms {
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
-}
-
-impl Drop for MockLms {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: crate::util::Served,
 }
 
 impl MockLms {
     /// Bind `127.0.0.1:0`, generate the signing key and serve until dropped.
     pub async fn start(opts: MockLmsOptions) -> anyhow::Result<MockLms> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .context("cannot bind the mock LMS to 127.0.0.1")?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::util::bind_loopback("mock LMS").await?;
         // Key generation is CPU-bound; keep it off the async workers.
         let signer = tokio::task::spawn_blocking(Signer::generate)
             .await
             .context("signing key generation panicked")??;
         let shared = Arc::new(Shared::new(opts, addr, signer)?);
         let app = router(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(error = %e, "mock LMS server stopped");
-            }
-        });
-        Ok(MockLms { shared, server })
+        let _server = crate::util::serve(listener, app, "mock LMS server");
+        Ok(MockLms { shared, _server })
     }
 
     pub fn personality(&self) -> Personality {

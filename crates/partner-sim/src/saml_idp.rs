@@ -23,7 +23,6 @@
 //! (`set_empty_in_response_to`).
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::util::lock;
@@ -38,7 +37,6 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, Utc};
 use openssl::pkey::{PKey, Private};
 use samael::crypto::CryptoProvider;
-use tokio::task::JoinHandle;
 
 /// The SAML 2.0 HTTP-POST binding (SAML Bindings §3.5).
 const HTTP_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
@@ -113,7 +111,7 @@ pub struct ResponseSpec {
 
 pub struct MockSamlIdp {
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    _server: crate::util::Served,
 }
 
 struct Sp {
@@ -159,8 +157,7 @@ fn random_id() -> String {
 
 impl MockSamlIdp {
     pub async fn start(vendor: SamlIdpVendor, user: SamlIdpUser) -> anyhow::Result<MockSamlIdp> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr: SocketAddr = listener.local_addr()?;
+        let (listener, addr) = crate::util::bind_loopback("mock SAML IdP").await?;
         let base = format!("http://{addr}");
         let entity_id = match vendor {
             SamlIdpVendor::Shibboleth => format!("{base}/idp/shibboleth"),
@@ -196,10 +193,8 @@ impl MockSamlIdp {
             .route(sso_path, get(sso))
             .route(unsolicited_path(vendor), get(unsolicited))
             .with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(MockSamlIdp { shared, server })
+        let _server = crate::util::serve(listener, app, "mock SAML IdP");
+        Ok(MockSamlIdp { shared, _server })
     }
 
     pub fn entity_id(&self) -> String {
@@ -358,12 +353,6 @@ impl MockSamlIdp {
     /// A `ds:Signature` template over the element with this ID.
     pub fn signature_template(&self, id: &str) -> String {
         signature_template(id, &self.shared.cert_der)
-    }
-}
-
-impl Drop for MockSamlIdp {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 

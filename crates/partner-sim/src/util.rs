@@ -1,12 +1,16 @@
 //! Small pieces every simulator uses.
 
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 /// Lock a mutex, carrying on past poisoning: every critical section leaves the state
 /// consistent, so a panic elsewhere must not take the whole simulator down.
@@ -44,4 +48,32 @@ pub(crate) fn parse_form(input: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(input)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// A listener on `127.0.0.1` and a free port, for the simulator `what` names (in the error).
+pub(crate) async fn bind_loopback(what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .with_context(|| format!("cannot bind the {what} to 127.0.0.1"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// A simulator's server: it serves until this is dropped.
+pub(crate) struct Served(JoinHandle<()>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serve `app` on `listener` until the returned [`Served`] is dropped; an error that ends
+/// the server is logged naming `what`.
+pub(crate) fn serve(listener: TcpListener, app: axum::Router, what: &'static str) -> Served {
+    Served(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "{what} stopped");
+        }
+    }))
 }
