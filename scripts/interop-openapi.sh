@@ -105,7 +105,9 @@ for role in admin finance partner app; do
     --request-timeout 20 \
     --no-color \
     >"$work/schemathesis-$role.log" 2>&1); then
-    tail -n 80 "$work/schemathesis-$role.log" >&2
+    # The whole log (a few hundred lines): its error sections come before the warnings a
+    # tail would show, and a runtime error's cause is named only there.
+    cat "$work/schemathesis-$role.log" >&2
     status=1
     say "schemathesis found failures with the $role key (above)"
   else
