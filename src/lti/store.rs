@@ -429,7 +429,7 @@ pub async fn insert_score(tx: &mut Tx, s: &NewScore<'_>) -> Result<(), sqlx::Err
 }
 
 /// What the delivery job reads of a score.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScoreToSend {
     pub launch_id: String,
     pub series: String,
@@ -443,36 +443,10 @@ pub struct ScoreToSend {
     pub line_item: Option<String>,
 }
 
-type ScoreToSendRow = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    i64,
-    i64,
-    Option<String>,
-);
-
 pub async fn score_to_send(db: &Db, id: &str) -> Result<Option<ScoreToSend>, sqlx::Error> {
-    let sql = "SELECT launch_id, series, status, seq, score, timestamp_us, attempts, line_item \
-               FROM lti_scores WHERE id = $1";
-    let row: Option<ScoreToSendRow> =
-        with_db!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)?;
-    Ok(row.map(
-        |(launch_id, series, status, seq, payload, timestamp_us, attempts, line_item)| {
-            ScoreToSend {
-                launch_id,
-                series,
-                status,
-                seq,
-                payload,
-                timestamp_us,
-                attempts,
-                line_item,
-            }
-        },
-    ))
+    let sql = "SELECT launch_id, series, status, seq, score AS payload, timestamp_us, attempts, \
+               line_item FROM lti_scores WHERE id = $1";
+    with_db!(db, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
 }
 
 /// How many scores before `seq` in the series are still pending.
@@ -563,7 +537,7 @@ pub async fn insert_deep_link(db: &Db, d: &NewDeepLink<'_>) -> Result<(), sqlx::
 }
 
 /// A stored Deep Linking request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeepLink {
     pub partner_id: String,
     pub issuer: String,
@@ -574,27 +548,11 @@ pub struct DeepLink {
     pub used_at_us: Option<i64>,
 }
 
-type DeepLinkRow = (String, String, String, String, String, i64, Option<i64>);
-
 /// The request `id`, read inside the transaction that will spend it.
 pub async fn deep_link(tx: &mut Tx, id: &str) -> Result<Option<DeepLink>, sqlx::Error> {
     let sql = "SELECT partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us \
                FROM lti_deep_links WHERE id = $1";
-    let row: Option<DeepLinkRow> =
-        with_tx!(tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)?;
-    Ok(row.map(
-        |(partner_id, issuer, client_id, deployment_id, settings, expires_at_us, used_at_us)| {
-            DeepLink {
-                partner_id,
-                issuer,
-                client_id,
-                deployment_id,
-                settings,
-                expires_at_us,
-                used_at_us,
-            }
-        },
-    ))
+    with_tx!(tx, c => sqlx::query_as(sql).bind(id).fetch_optional(c).await)
 }
 
 /// Spend the request; false when it was already spent.
@@ -607,7 +565,7 @@ pub async fn spend_deep_link(tx: &mut Tx, id: &str, now_us: i64) -> Result<bool,
 // Dynamic registrations awaiting an admin (`lti_platforms` rows with a status).
 
 /// A dynamic registration as admins list it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RegistrationRow {
     pub id: String,
     pub partner_id: String,
@@ -621,19 +579,6 @@ pub struct RegistrationRow {
     pub decided_at_us: Option<i64>,
 }
 
-type RegistrationTuple = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
-
 /// Registrations, oldest first, with `status` when given.
 pub async fn registrations(
     db: &Db,
@@ -642,36 +587,7 @@ pub async fn registrations(
     let sql = "SELECT id, partner_id, issuer, client_id, deployment_id, vendor, status, link_id, \
                created_at_us, decided_at_us FROM lti_platforms \
                WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY created_at_us";
-    let rows: Vec<RegistrationTuple> =
-        with_db!(db, pool => sqlx::query_as(sql).bind(status).fetch_all(pool).await)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                partner_id,
-                issuer,
-                client_id,
-                deployment_id,
-                vendor,
-                status,
-                link_id,
-                created_at_us,
-                decided_at_us,
-            )| RegistrationRow {
-                id,
-                partner_id,
-                issuer,
-                client_id,
-                deployment_id,
-                vendor,
-                status,
-                link_id,
-                created_at_us,
-                decided_at_us,
-            },
-        )
-        .collect())
+    with_db!(db, pool => sqlx::query_as(sql).bind(status).fetch_all(pool).await)
 }
 
 /// Approve or reject a pending registration; false when there is none pending with `id`.
