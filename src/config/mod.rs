@@ -364,6 +364,13 @@ pub struct StatementsConfig {
     pub company_name: String,
     /// Postal address lines printed under the name.
     pub company_address: Vec<String>,
+    /// The company's VAT, GST or tax registration number.
+    pub company_tax_id: Option<String>,
+    /// Who partners ask about a statement ("Partner finance: partners@example.com").
+    pub company_contact: Vec<String>,
+    /// A PNG, JPEG or SVG file printed at the head of every statement (a relative path is
+    /// relative to the config file that names it).
+    pub company_logo: Option<PathBuf>,
     /// A statement counts events received up to this many seconds before it is computed
     /// (a transaction that stamped its events a moment ago may not have committed yet),
     /// and a period can be finalized this long after it ends.
@@ -379,6 +386,9 @@ impl Default for StatementsConfig {
         StatementsConfig {
             company_name: "partner-gateway".into(),
             company_address: Vec::new(),
+            company_tax_id: None,
+            company_contact: Vec::new(),
+            company_logo: None,
             settle_secs: 60,
             integrity_check_secs: 900,
         }
@@ -489,6 +499,10 @@ pub struct PartnerConfig {
     /// reach them; LTI Dynamic Registration for this partner reaches only these.
     #[serde(default, deserialize_with = "crate::outbound::deserialize_networks")]
     pub private_networks: Vec<crate::outbound::Network>,
+    /// Legal details statements are addressed with (legal name, address, tax id, payment
+    /// details reference, locale).
+    #[serde(default)]
+    pub billing: Option<crate::statements::parties::BillingConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -874,6 +888,21 @@ impl Config {
                 .map(str::to_owned)
                 .collect()
         };
+        // A relative logo path is relative to the file that names it (config/ in a clone,
+        // /etc/partner-gateway in the image), whatever the working directory.
+        let mut config = config;
+        if let Some(logo) = config.statements.company_logo.as_mut()
+            && logo.is_relative()
+        {
+            let origin = origins.of("statements.company_logo");
+            if let Some(dir) = Path::new(&origin)
+                .is_file()
+                .then(|| Path::new(&origin).parent())
+                .flatten()
+            {
+                *logo = dir.join(&*logo);
+            }
+        }
         let mut cascades: Vec<String> = Vec::new();
         for id in unparsed(
             "partners",
@@ -1146,6 +1175,7 @@ impl Config {
                 "must be at least 10".into(),
             ));
         }
+        out.extend(crate::statements::parties::problems(self));
         if self.statements.company_name.trim().is_empty() {
             out.push((
                 "statements.company_name".into(),

@@ -57,6 +57,51 @@ pub struct AgreementConfig {
     /// self-reports a type the agreement reads; they are excluded otherwise.
     #[serde(default)]
     pub self_reported_events: Option<SelfReportedEvents>,
+    /// When the partner is paid: net `days` from the period's end or from finalization.
+    #[serde(default)]
+    pub payment: Option<PaymentConfig>,
+    /// Tax withheld from the payment (a withholding tax on royalties or fees).
+    #[serde(default)]
+    pub withholding: Option<WithholdingConfig>,
+    /// Tax on the share (VAT, GST), or a reverse charge.
+    #[serde(default)]
+    pub tax: Option<TaxConfig>,
+}
+
+/// `payment = { terms_days = 30, from = "finalization" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    pub terms_days: u32,
+    pub from: crate::statements::model::TermsFrom,
+}
+
+/// `withholding = { rate = "10%", reference = "...", applies_to = ["share"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithholdingConfig {
+    #[serde(deserialize_with = "rate")]
+    pub rate: Decimal,
+    /// The kinds of owed line it is withheld from; every owed kind when absent.
+    #[serde(default)]
+    pub applies_to: Option<Vec<crate::statements::model::LineKind>>,
+    /// The legal basis, printed beside the amount ("Withheld under section 194J ...").
+    pub reference: String,
+}
+
+/// `tax = { name = "VAT", rate = "20%" }`, or `{ name = "VAT", reverse_charge = true,
+/// note = "..." }` when the partner accounts for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxConfig {
+    pub name: String,
+    #[serde(default, deserialize_with = "rate_opt")]
+    pub rate: Option<Decimal>,
+    #[serde(default)]
+    pub reverse_charge: bool,
+    /// Printed under the tax line (required for a reverse charge: its legal wording).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -676,6 +721,67 @@ fn version_problems(
     }
     if let Some(m) = &c.minimum {
         nonneg(&mut out, "minimum", "annual", m.annual);
+    }
+    if let Some(p) = &c.payment
+        && p.terms_days > 366
+    {
+        out.push((
+            "payment.terms_days".into(),
+            format!(
+                "{} days is more than a year; payment terms are net 0 to 366 days",
+                p.terms_days
+            ),
+        ));
+    }
+    if let Some(w) = &c.withholding {
+        rate_ok(&mut out, "withholding.rate", w.rate);
+        if w.reference.trim().is_empty() {
+            out.push((
+                "withholding.reference".into(),
+                "must name the legal basis of the withholding: it is printed beside the amount"
+                    .into(),
+            ));
+        }
+        if let Some(kinds) = &w.applies_to {
+            if kinds.is_empty() {
+                out.push((
+                    "withholding.applies_to".into(),
+                    "is empty: leave it out to withhold from every owed line".into(),
+                ));
+            }
+            if kinds.contains(&crate::statements::model::LineKind::Revenue) {
+                out.push((
+                    "withholding.applies_to".into(),
+                    "\"revenue\" is the basis, not owed: withhold from share, referral, bonus, minimum_true_up, carried_late_usage or adjustment".into(),
+                ));
+            }
+        }
+    }
+    if let Some(t) = &c.tax {
+        if t.name.trim().is_empty() {
+            out.push((
+                "tax.name".into(),
+                "must not be empty (\"VAT\", \"GST\")".into(),
+            ));
+        }
+        match (t.rate, t.reverse_charge) {
+            (Some(r), false) => rate_ok(&mut out, "tax.rate", r),
+            (None, false) => out.push((
+                "tax.rate".into(),
+                "is required unless reverse_charge = true".into(),
+            )),
+            (Some(_), true) => out.push((
+                "tax.rate".into(),
+                "does not apply to a reverse charge: the partner accounts for the tax, so none is added".into(),
+            )),
+            (None, true) => {}
+        }
+        if t.reverse_charge && t.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            out.push((
+                "tax.note".into(),
+                "is required for a reverse charge: the wording the statement must carry (\"Reverse charge: VAT to be accounted for by the recipient, Article 196 Directive 2006/112/EC\")".into(),
+            ));
+        }
     }
     if c.share.is_none() && c.referrals.is_empty() && c.bonuses.is_empty() && c.minimum.is_none() {
         out.push((

@@ -20,6 +20,8 @@ pub struct RevenueEvent {
     pub id: String,
     pub product: Option<String>,
     pub customer: Option<String>,
+    /// `data.invoice`, where the billing system names one.
+    pub invoice: Option<String>,
     pub currency: String,
     /// Negative for a refund.
     pub amount: Decimal,
@@ -65,9 +67,48 @@ pub enum CalcError {
     BadEvent { event_id: String, reason: String },
 }
 
-/// The computed lines of one period (no carried or adjustment lines: those are added by
-/// the statement around it).
+/// How recorded revenue is grouped into lines: `(customer, invoice, product, refund)`.
+/// Form 1 grouped by product only (its documents verify as computed then); form 2 on,
+/// per customer and invoice, with refunds on lines of their own.
+pub type RevenueKey = (Option<String>, Option<String>, Option<String>, bool);
+
+pub fn revenue_key(form: u32, e: &RevenueEvent) -> RevenueKey {
+    if form < 2 {
+        (None, None, e.product.clone(), false)
+    } else {
+        (
+            e.customer.clone(),
+            e.invoice.clone(),
+            e.product.clone(),
+            e.amount < Decimal::ZERO,
+        )
+    }
+}
+
+/// The key of a recorded revenue line (as [`revenue_key`] gave its events).
+pub fn revenue_key_of(l: &Line) -> RevenueKey {
+    (
+        l.customer.clone(),
+        l.invoice.clone(),
+        l.product.clone(),
+        l.refund,
+    )
+}
+
+/// The computed lines of one period in the current form (no carried or adjustment lines:
+/// those are added by the statement around it).
 pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line>, CalcError> {
+    compute_form(a, period, input, super::model::CURRENT_FORM)
+}
+
+/// [`compute`] in a given document form (an issued statement is recomputed in its own).
+pub fn compute_form(
+    a: &Agreement,
+    period: Period,
+    input: &Inputs,
+    form: u32,
+) -> Result<Vec<Line>, CalcError> {
+    let detailed = form >= 2;
     let round = |d: Decimal| a.config.rounding.round(d, a.currency);
     let c = &a.config;
     let meter = |name: &str| input.meters.get(name).copied().unwrap_or(Decimal::ZERO);
@@ -120,6 +161,9 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
                     l.quantity = Some(s);
                     l.unit_price = Some(unit);
                     l.tier = Some(tier_label(&bounds, k));
+                    if detailed {
+                        l.tier_range = Some(tier_range(&bounds, k));
+                    }
                     l.precise = s * unit + fee;
                     if !fee.is_zero() {
                         l.description.push_str(&format!(" plus tier fee {fee}"));
@@ -139,6 +183,9 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
                 let mut l = base(format!("{label}: all {q} at {unit} each"));
                 l.unit_price = Some(unit);
                 l.tier = Some(tier_label(&bounds, k));
+                if detailed {
+                    l.tier_range = Some(tier_range(&bounds, k));
+                }
                 l.precise = q * unit + fee;
                 if !fee.is_zero() {
                     l.description.push_str(&format!(" plus tier fee {fee}"));
@@ -160,6 +207,10 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
                 ));
                 l.unit_price = Some(annual);
                 l.tier = Some(tier_label(&bounds, k));
+                if detailed {
+                    l.tier_range = Some(tier_range(&bounds, k));
+                    l.periods_per_year = Some(a.kind().per_year());
+                }
                 l.precise = fee;
                 lines.push(l);
             }
@@ -168,7 +219,7 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
 
     // Revenue (b): recorded revenue by product; refunds are negative amounts.
     if c.revenue.recorded {
-        let mut by_product: BTreeMap<Option<String>, (u64, Decimal)> = BTreeMap::new();
+        let mut groups: BTreeMap<RevenueKey, (u64, Decimal)> = BTreeMap::new();
         for e in &input.revenue {
             if e.currency != a.currency.code {
                 return Err(CalcError::CurrencyMismatch {
@@ -186,17 +237,31 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
             {
                 continue;
             }
-            let entry = by_product.entry(e.product.clone()).or_default();
+            let entry = groups.entry(revenue_key(form, e)).or_default();
             entry.0 += 1;
             entry.1 += e.amount;
         }
-        for (product, (n, sum)) in by_product {
+        for ((customer, invoice, product, refund), (n, sum)) in groups {
             let name = product.clone().unwrap_or_else(|| "(no product)".into());
-            let mut l = Line::new(
-                LineKind::Revenue,
-                format!("Recorded revenue, {name}: {n} event(s)"),
-            );
+            let description = if detailed {
+                let who = customer.as_deref().unwrap_or("(no customer)");
+                let what = if refund {
+                    "Refunds"
+                } else {
+                    "Recorded revenue"
+                };
+                match &invoice {
+                    Some(inv) => format!("{what}, {who}, invoice {inv}, {name}: {n} event(s)"),
+                    None => format!("{what}, {who}, {name}: {n} event(s)"),
+                }
+            } else {
+                format!("Recorded revenue, {name}: {n} event(s)")
+            };
+            let mut l = Line::new(LineKind::Revenue, description);
             l.product = product;
+            l.customer = customer;
+            l.invoice = invoice;
+            l.refund = refund;
             l.quantity = Some(Decimal::from(n));
             l.precise = sum;
             lines.push(l);
@@ -245,6 +310,9 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
                         l.quantity = Some(basis * slice / v);
                         l.rate = Some(rate);
                         l.tier = Some(tier_label(&bounds, k));
+                        if detailed {
+                            l.tier_range = Some(tier_range(&bounds, k));
+                        }
                         l.precise = basis * rate * slice / v;
                         lines.push(l);
                     }
@@ -270,6 +338,9 @@ pub fn compute(a: &Agreement, period: Period, input: &Inputs) -> Result<Vec<Line
                     l.quantity = Some(basis);
                     l.rate = Some(rate);
                     l.tier = Some(tier_label(&bounds, k));
+                    if detailed {
+                        l.tier_range = Some(tier_range(&bounds, k));
+                    }
                     l.precise = basis * rate;
                     lines.push(l);
                 }
@@ -436,13 +507,18 @@ pub fn earned(lines: &[Line]) -> Decimal {
 
 /// Lines for usage of `period` that reached the ledger late: the difference, line by line,
 /// between the period computed with it (`after`) and as it stood before (`before`).
-pub fn carried(period: &str, before: &[Line], after: &[Line]) -> Vec<Line> {
+///
+/// Form 2 on, each line also says what changed (`Change`: the figure before and after for
+/// quantity and amount) and its description names the difference, not the recomputed
+/// period; recorded revenue is matched per customer, invoice and refund as it is computed.
+pub fn carried(period: &str, before: &[Line], after: &[Line], form: u32) -> Vec<Line> {
     type Key = (
         LineKind,
         Option<String>,
         Option<String>,
         Option<String>,
         Option<String>,
+        RevenueKey,
     );
     let key = |l: &Line| -> Key {
         (
@@ -451,37 +527,81 @@ pub fn carried(period: &str, before: &[Line], after: &[Line]) -> Vec<Line> {
             l.product.clone(),
             l.tier.clone(),
             l.reference.clone(),
+            revenue_key_of(l),
         )
     };
-    let mut diff: BTreeMap<Key, (Decimal, Decimal, Decimal, String, Option<Decimal>)> =
-        BTreeMap::new();
-    for (sign, side) in [(Decimal::NEGATIVE_ONE, before), (Decimal::ONE, after)] {
+    #[derive(Default)]
+    struct Side {
+        precise: Decimal,
+        amount: Decimal,
+        quantity: Decimal,
+    }
+    #[derive(Default)]
+    struct Diff {
+        before: Side,
+        after: Side,
+        description: String,
+        rate: Option<Decimal>,
+        tier_range: Option<super::model::TierRange>,
+        periods_per_year: Option<u32>,
+    }
+    let mut diff: BTreeMap<Key, Diff> = BTreeMap::new();
+    for (is_after, side) in [(false, before), (true, after)] {
         for l in side {
-            let e = diff.entry(key(l)).or_insert((
-                Decimal::ZERO,
-                Decimal::ZERO,
-                Decimal::ZERO,
-                String::new(),
-                None,
-            ));
-            e.0 += sign * l.precise;
-            e.1 += sign * l.amount;
-            e.2 += sign * l.quantity.unwrap_or_default();
-            if sign == Decimal::ONE || e.3.is_empty() {
-                e.3 = l.description.clone();
-                e.4 = l.rate;
+            let e = diff.entry(key(l)).or_default();
+            let s = if is_after {
+                &mut e.after
+            } else {
+                &mut e.before
+            };
+            s.precise += l.precise;
+            s.amount += l.amount;
+            s.quantity += l.quantity.unwrap_or_default();
+            if is_after || e.description.is_empty() {
+                e.description = l.description.clone();
+                e.rate = l.rate;
+                e.tier_range = l.tier_range.clone();
+                e.periods_per_year = l.periods_per_year;
             }
         }
     }
     let mut out = Vec::new();
-    for ((kind, meter, product, tier, reference), (precise, amount, qty, desc, rate)) in diff {
+    for ((kind, meter, product, tier, reference, (customer, invoice, _, refund)), d) in diff {
+        let precise = d.after.precise - d.before.precise;
+        let amount = d.after.amount - d.before.amount;
+        let qty = d.after.quantity - d.before.quantity;
         if precise.is_zero() && amount.is_zero() {
             continue;
         }
-        let mut l = Line::new(
-            LineKind::CarriedLateUsage,
-            format!("Late usage for {period}, {}: {desc}", kind.as_str()),
-        );
+        let description = if form >= 2 {
+            let what = [meter.as_deref(), customer.as_deref(), product.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let what = if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({what})")
+            };
+            format!(
+                "Late usage for {period}, {}{what}: quantity {} to {} ({}), amount {} to {} ({})",
+                kind.as_str(),
+                d.before.quantity.normalize(),
+                d.after.quantity.normalize(),
+                signed(qty.normalize()),
+                d.before.amount,
+                d.after.amount,
+                signed(amount),
+            )
+        } else {
+            format!(
+                "Late usage for {period}, {}: {}",
+                kind.as_str(),
+                d.description
+            )
+        };
+        let mut l = Line::new(LineKind::CarriedLateUsage, description);
         l.carried_kind = Some(kind);
         l.period = Some(period.to_owned());
         l.meter = meter;
@@ -489,12 +609,34 @@ pub fn carried(period: &str, before: &[Line], after: &[Line]) -> Vec<Line> {
         l.tier = tier;
         l.reference = reference;
         l.quantity = Some(qty.normalize());
-        l.rate = rate;
+        l.rate = d.rate;
         l.precise = precise.normalize();
         l.amount = amount;
+        if form >= 2 {
+            l.customer = customer;
+            l.invoice = invoice;
+            l.refund = refund;
+            l.tier_range = d.tier_range;
+            l.periods_per_year = d.periods_per_year;
+            l.change = Some(super::model::Change {
+                quantity_before: d.before.quantity.normalize(),
+                quantity_after: d.after.quantity.normalize(),
+                amount_before: d.before.amount,
+                amount_after: d.after.amount,
+            });
+        }
         out.push(l);
     }
     out
+}
+
+/// "+2", "-3.50", "0".
+fn signed(d: Decimal) -> String {
+    if d > Decimal::ZERO {
+        format!("+{d}")
+    } else {
+        d.to_string()
+    }
 }
 
 fn pct(rate: Decimal) -> String {
@@ -537,6 +679,14 @@ fn tier_of_next(bounds: &[Option<Decimal>], q: Decimal) -> usize {
         .iter()
         .position(|b| b.is_none_or(|h| q < h))
         .unwrap_or(bounds.len().saturating_sub(1))
+}
+
+fn tier_range(bounds: &[Option<Decimal>], k: usize) -> super::model::TierRange {
+    super::model::TierRange {
+        number: u32::try_from(k + 1).unwrap_or(u32::MAX),
+        above: if k == 0 { None } else { bounds[k - 1] },
+        up_to: bounds[k],
+    }
 }
 
 fn tier_label(bounds: &[Option<Decimal>], k: usize) -> String {

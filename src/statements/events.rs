@@ -19,6 +19,8 @@ pub struct Revenue {
     pub currency: String,
     pub customer: Option<String>,
     pub product: Option<String>,
+    /// The billing system's invoice, for per-invoice detail on statements.
+    pub invoice: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +80,7 @@ pub fn revenue(data: &Value) -> Result<Revenue, String> {
         currency: currency(data, true)?.unwrap_or_default(),
         customer: text(data, "customer")?,
         product: text(data, "product")?,
+        invoice: text(data, "invoice")?,
     })
 }
 

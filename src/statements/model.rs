@@ -86,6 +86,25 @@ pub struct Line {
     /// Who added an adjustment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Recorded revenue (form 2 on): the customer the revenue is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// Recorded revenue (form 2 on): the invoice, where the billing event names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<String>,
+    /// Recorded revenue (form 2 on): the line holds refunds (negative amounts), kept apart
+    /// from what was invoiced so gross, refunds and net can each be read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refund: bool,
+    /// Priced and tiered lines (form 2 on): the tier as numbers, for words a person reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_range: Option<TierRange>,
+    /// Licence lines (form 2 on): the period's fraction of the annual fee is 1/this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods_per_year: Option<u32>,
+    /// Carried lines (form 2 on): what changed in the late period, beside the amounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
     /// Who recorded the events behind the line, with how many each (usage lines: the
     /// events the meter selects; recorded revenue and referrals: their events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -117,11 +136,39 @@ impl Line {
             carried_kind: None,
             reference: None,
             author: None,
+            customer: None,
+            invoice: None,
+            refund: false,
+            tier_range: None,
+            periods_per_year: None,
+            change: None,
             recorded_by: Vec::new(),
             precise: Decimal::ZERO,
             amount: Decimal::ZERO,
         }
     }
+}
+
+/// A tier as numbers: tier `number` (1-based) holds what is above `above` up to and
+/// including `up_to` (no bound: from zero, or without limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TierRange {
+    pub number: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to: Option<Decimal>,
+}
+
+/// What a carried line's difference consists of: the late period's figure as issued
+/// (`before`) and as recomputed with the late events (`after`), for the line's quantity.
+/// The line's `quantity` is `after - before`; its amount is the difference in money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Change {
+    pub quantity_before: Decimal,
+    pub quantity_after: Decimal,
+    pub amount_before: Decimal,
+    pub amount_after: Decimal,
 }
 
 /// Who recorded some of a line's events (`metering::authority`): the stored kind
@@ -199,6 +246,132 @@ pub struct Document {
     pub total: Decimal,
     /// Sum of precise payable lines, for reference.
     pub total_precise: Decimal,
+    /// Which form of the document this is: 1 for statements computed before parties,
+    /// settlement and per-customer revenue existed (they verify as they were computed), 2
+    /// since.
+    #[serde(default = "form_one")]
+    pub form: u32,
+    /// Who the statement is between, as issued (form 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parties: Option<Parties>,
+    /// From the total owed to the amount payable: withholding, tax, payment terms (form 2
+    /// on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
+}
+
+/// The form new statements are computed in.
+pub const CURRENT_FORM: u32 = 2;
+
+fn form_one() -> u32 {
+    1
+}
+
+/// Both sides of a statement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Parties {
+    pub company: Party,
+    pub partner: Party,
+}
+
+/// One side's legal details as printed on the statement.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Party {
+    pub legal_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address: Vec<String>,
+    /// VAT, GST or tax registration number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_id: Option<String>,
+    /// Who to ask about the statement (the company's finance contact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contact: Vec<String>,
+    /// The partner: a reference to the payment details on file ("bank account ending
+    /// 4821"), never the details themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_details: Option<String>,
+    /// The partner: the locale its documents are formatted in (BCP 47).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+/// What the partner is paid: the total owed, less withholding, plus tax, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Settlement {
+    /// Payable lines other than adjustments: shares, referrals, bonuses, minimum
+    /// true-ups, late usage.
+    pub gross_share: Decimal,
+    /// Adjustment lines.
+    pub adjustments: Decimal,
+    /// `gross_share + adjustments`: the document's total.
+    pub net_share: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withholding: Option<Withholding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax: Option<Tax>,
+    /// `net_share - withholding + tax`.
+    pub amount_payable: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_terms: Option<PaymentTerms>,
+    /// The payment's due date: known when computed for terms from the period's end, at
+    /// finalization for terms from finalization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<chrono::NaiveDate>,
+}
+
+/// Tax withheld from the payment and paid to an authority on the partner's behalf.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Withholding {
+    pub rate: Decimal,
+    /// The kinds of line it is withheld from.
+    pub applies_to: Vec<LineKind>,
+    /// Sum of those lines (no withholding when it is not positive).
+    pub base: Decimal,
+    /// `base x rate`, exact.
+    pub precise: Decimal,
+    /// Rounded with the agreement's rule; subtracted from the payment.
+    pub amount: Decimal,
+    /// The legal basis, printed beside the amount.
+    pub reference: String,
+}
+
+/// Tax on the share (VAT, GST): added to the payment, or accounted for by the recipient
+/// under a reverse charge (then the amount is zero and the note says so).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Tax {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Decimal>,
+    pub base: Decimal,
+    pub precise: Decimal,
+    pub amount: Decimal,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse_charge: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Net N days from the period's end (its last local day) or from finalization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PaymentTerms {
+    pub days: u32,
+    pub from: TermsFrom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TermsFrom {
+    PeriodEnd,
+    Finalization,
+}
+
+impl TermsFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PeriodEnd => "period_end",
+            Self::Finalization => "finalization",
+        }
+    }
 }
 
 impl Document {
@@ -275,6 +448,14 @@ impl Document {
             revenue_basis: &'a Decimal,
             total: &'a Decimal,
             total_precise: &'a Decimal,
+            // Form 2 on: after every form-1 field, and absent from form-1 documents, so
+            // those hash exactly as they were issued.
+            #[serde(skip_serializing_if = "is_form_one")]
+            form: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            parties: Option<&'a Parties>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            settlement: Option<&'a Settlement>,
         }
         #[derive(Serialize)]
         struct Issued<'a> {
@@ -305,6 +486,9 @@ impl Document {
                 revenue_basis: &d.revenue_basis,
                 total: &d.total,
                 total_precise: &d.total_precise,
+                form: d.form,
+                parties: d.parties.as_ref(),
+                settlement: d.settlement.as_ref(),
             },
         })
         .unwrap_or_default()
@@ -314,6 +498,10 @@ impl Document {
     pub fn hash(&self, number: i64) -> String {
         hex::encode(Sha256::digest(self.canonical(number)))
     }
+}
+
+fn is_form_one(form: &u32) -> bool {
+    *form <= 1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -419,6 +607,9 @@ mod canonical_tests {
             revenue_basis: Decimal::new(1050, 2),
             total: Decimal::new(105, 2),
             total_precise: Decimal::new(105, 2),
+            form: 1,
+            parties: None,
+            settlement: None,
         }
     }
 

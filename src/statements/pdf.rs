@@ -1387,6 +1387,9 @@ mod tests {
             revenue_basis: Decimal::ZERO,
             total: Decimal::ZERO,
             total_precise: Decimal::ZERO,
+            form: 1,
+            parties: None,
+            settlement: None,
         };
         d.sum();
         d.revenue_basis.rescale(2);

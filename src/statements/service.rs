@@ -15,9 +15,10 @@ use rust_decimal::Decimal;
 
 use super::agreement::{Agreement, Agreements, TierReset, TrueUp};
 use super::calc::{self, CalcError, Inputs};
-use super::model::{Document, Line, LineKind, RecordedBy, Statement, Status};
+use super::model::{CURRENT_FORM, Document, Line, LineKind, RecordedBy, Statement, Status};
 use super::period::Period;
 use super::store::{self, Adjustment, Span};
+use super::{parties, settle};
 use crate::config::Config;
 use crate::db::Db;
 use crate::metering::Meter;
@@ -28,8 +29,8 @@ use crate::metering::window::Window;
 /// which the arithmetic does not need it for).
 #[derive(Debug, Default)]
 struct Sources {
-    /// Recorded revenue by product: recorder -> events.
-    revenue: BTreeMap<Option<String>, BTreeMap<store::Recorded, u64>>,
+    /// Recorded revenue by line (`calc::revenue_key`): recorder -> events.
+    revenue: BTreeMap<calc::RevenueKey, BTreeMap<store::Recorded, u64>>,
     /// Referral event id -> recorder.
     referrals: BTreeMap<String, store::Recorded>,
     /// Whether the partner reported events itself in the period, and what became of them.
@@ -39,13 +40,8 @@ struct Sources {
 }
 
 impl Sources {
-    fn add_revenue(&mut self, product: Option<String>, by: store::Recorded) {
-        *self
-            .revenue
-            .entry(product)
-            .or_default()
-            .entry(by)
-            .or_default() += 1;
+    fn add_revenue(&mut self, key: calc::RevenueKey, by: store::Recorded) {
+        *self.revenue.entry(key).or_default().entry(by).or_default() += 1;
     }
 }
 
@@ -167,6 +163,19 @@ impl Verification {
     pub fn ok(&self) -> bool {
         self.hash_matches && self.recomputed_matches
     }
+}
+
+/// What an issued statement fixed, which its recomputation keeps: the names and parties
+/// as issued, its form, and the day it was finalized (a due date counts from it).
+#[derive(Clone, Copy)]
+struct AsIssued<'a> {
+    doc: &'a Document,
+    finalized_at: Option<DateTime<Utc>>,
+}
+
+/// The period's last local day (payment terms from the period's end count from it).
+fn last_day(period: Period) -> chrono::NaiveDate {
+    period.end_date().pred_opt().unwrap_or(period.start_date())
 }
 
 /// What a computation counts: the ledger as received by `as_of`, and late usage received
@@ -297,6 +306,7 @@ impl Statements<'_> {
         a: &Agreement,
         period: Period,
         as_of: DateTime<Utc>,
+        form: u32,
     ) -> Result<(Inputs, Sources), StatementError> {
         let partner = &a.config.partner;
         let (start, end) = period.bounds(a.tz);
@@ -356,7 +366,7 @@ impl Statements<'_> {
                 StatementError::BadEvent(format!("revenue event {:?}: {}", b.event_id, b.reason))
             })?;
             for (e, by) in events {
-                sources.add_revenue(e.product.clone(), by);
+                sources.add_revenue(calc::revenue_key(form, &e), by);
                 inputs.revenue.push(e);
             }
         }
@@ -388,7 +398,10 @@ impl Statements<'_> {
         period: Period,
         as_of: DateTime<Utc>,
     ) -> Result<Vec<Line>, StatementError> {
-        Ok(self.period_lines_and_sources(id, period, as_of).await?.0)
+        Ok(self
+            .period_lines_and_sources(id, period, as_of, CURRENT_FORM)
+            .await?
+            .0)
     }
 
     async fn period_lines_and_sources(
@@ -396,9 +409,10 @@ impl Statements<'_> {
         id: &str,
         period: Period,
         as_of: DateTime<Utc>,
+        form: u32,
     ) -> Result<(Vec<Line>, Sources), StatementError> {
         let a = self.version(id, period)?;
-        let (mut inputs, sources) = self.inputs(a, period, as_of).await?;
+        let (mut inputs, sources) = self.inputs(a, period, as_of, form).await?;
         let closes_year = a
             .config
             .minimum
@@ -409,11 +423,11 @@ impl Statements<'_> {
             let (_, covered) = a.year_of(period);
             for q in covered.into_iter().filter(|q| *q < period) {
                 let aq = self.version(id, q)?;
-                let (iq, _) = self.inputs(aq, q, as_of).await?;
-                inputs.year_earned_before += calc::earned(&calc::compute(aq, q, &iq)?);
+                let (iq, _) = self.inputs(aq, q, as_of, form).await?;
+                inputs.year_earned_before += calc::earned(&calc::compute_form(aq, q, &iq, form)?);
             }
         }
-        Ok((calc::compute(a, period, &inputs)?, sources))
+        Ok((calc::compute_form(a, period, &inputs, form)?, sources))
     }
 
     /// Who recorded the events behind each computed line of the period: usage lines from
@@ -462,7 +476,7 @@ impl Statements<'_> {
                     }
                 }
                 (LineKind::Revenue, None) => {
-                    if let Some(t) = sources.revenue.get(&line.product) {
+                    if let Some(t) = sources.revenue.get(&calc::revenue_key_of(line)) {
                         tally = t.clone();
                     }
                 }
@@ -496,15 +510,18 @@ impl Statements<'_> {
         period: Period,
         cut: Cut,
         adjustments: &[Adjustment],
-        labels: Option<(&str, &str)>,
+        issued: Option<AsIssued<'_>>,
     ) -> Result<Document, StatementError> {
         let Cut {
             as_of,
             carried_since,
             first_issued,
         } = cut;
+        let form = issued.map_or(CURRENT_FORM, |i| i.doc.form);
         let a = self.version(id, period)?;
-        let (mut lines, sources) = self.period_lines_and_sources(id, period, as_of).await?;
+        let (mut lines, sources) = self
+            .period_lines_and_sources(id, period, as_of, form)
+            .await?;
         self.attach_provenance(a, period, as_of, &sources, &mut lines)
             .await?;
         if let (Some(since), Some(first)) = (carried_since, first_issued) {
@@ -525,9 +542,9 @@ impl Statements<'_> {
                 let last = Period::containing(hi.with_timezone(&a.tz).date_naive(), a.kind());
                 while q <= last && q < period {
                     if self.agreements.version_for(id, q).is_some() {
-                        let before = self.period_lines(id, q, since).await?;
-                        let after = self.period_lines(id, q, as_of).await?;
-                        lines.extend(calc::carried(&q.label(), &before, &after));
+                        let (before, _) = self.period_lines_and_sources(id, q, since, form).await?;
+                        let (after, _) = self.period_lines_and_sources(id, q, as_of, form).await?;
+                        lines.extend(calc::carried(&q.label(), &before, &after, form));
                     }
                     q = q.next();
                 }
@@ -539,8 +556,8 @@ impl Statements<'_> {
                 .map(|adj| adjustment_line(adj, a.currency.minor_units)),
         );
         let (start, end) = period.bounds(a.tz);
-        let (company, partner_name) = match labels {
-            Some((c, p)) => (c.to_owned(), p.to_owned()),
+        let (company, partner_name) = match issued {
+            Some(i) => (i.doc.company.clone(), i.doc.partner_name.clone()),
             None => (
                 self.config.statements.company_name.clone(),
                 self.config
@@ -569,8 +586,27 @@ impl Statements<'_> {
             revenue_basis: Decimal::ZERO,
             total: Decimal::ZERO,
             total_precise: Decimal::ZERO,
+            form,
+            parties: None,
+            settlement: None,
         };
         doc.sum_rounded(a.currency.minor_units);
+        if form >= 2 {
+            // The parties as issued stay as issued; a draft takes today's config.
+            doc.parties = Some(match issued.and_then(|i| i.doc.parties.clone()) {
+                Some(p) => p,
+                None => parties::parties(self.config, &a.config.partner),
+            });
+            let finalized_on = issued
+                .and_then(|i| i.finalized_at)
+                .map(|t| t.with_timezone(&a.tz).date_naive());
+            doc.settlement = Some(settle::settle(
+                a,
+                &doc.lines,
+                last_day(period),
+                finalized_on,
+            ));
+        }
         Ok(doc)
     }
 
@@ -777,7 +813,7 @@ impl Statements<'_> {
         };
         let mut doc = st.document.clone();
         doc.lines.push(adjustment_line(&adj, minor));
-        doc.sum_rounded(minor);
+        self.resum(&mut doc, minor)?;
         let mut tx = self.db.begin().await?;
         store::insert_adjustment(&mut tx, id, &adj).await?;
         if !store::update_draft(&mut tx, id, &doc, st.computed_at).await? {
@@ -790,7 +826,34 @@ impl Statements<'_> {
         self.get(id).await
     }
 
-    /// Issue a draft: the partner's next number and the hash of its content.
+    /// Totals and settlement again after a draft's lines changed (an adjustment added or
+    /// taken off): withholding and tax follow the total owed.
+    fn resum(&self, doc: &mut Document, minor: u32) -> Result<(), StatementError> {
+        doc.sum_rounded(minor);
+        if doc.form < 2 {
+            return Ok(());
+        }
+        let gone = || {
+            StatementError::BadPeriod(format!(
+                "agreement {:?} no longer covers {}: its terms are needed to settle the statement",
+                doc.agreement_id, doc.period
+            ))
+        };
+        let kind_of = self
+            .agreements
+            .versions(&doc.agreement_id)
+            .and_then(|v| v.first())
+            .ok_or_else(gone)?;
+        let period =
+            Period::parse(&doc.period, kind_of.kind()).map_err(StatementError::BadPeriod)?;
+        let a = self
+            .agreements
+            .version_for(&doc.agreement_id, period)
+            .ok_or_else(gone)?;
+        doc.settlement = Some(settle::settle(a, &doc.lines, last_day(period), None));
+        Ok(())
+    }
+
     /// The adjustments of voided statement `void_id`, as new adjustments of its replacement
     /// that name where they came from.
     async fn carried_adjustments(
@@ -841,7 +904,7 @@ impl Statements<'_> {
         if doc.lines.len() == before {
             return Err(missing());
         }
-        doc.sum_rounded(minor);
+        self.resum(&mut doc, minor)?;
         let mut tx = self.db.begin().await?;
         if !store::delete_adjustment(&mut tx, id, adjustment).await? {
             return Err(missing());
@@ -925,7 +988,22 @@ impl Statements<'_> {
                 previous.map_or_else(|| "an earlier period".into(), |p| p.period),
             ));
         }
+        // Terms from finalization: the due date is known now, and is part of what is issued.
+        let mut issued_doc = doc.clone();
+        if let Some(s) = issued_doc.settlement.as_mut() {
+            s.due_date = settle::due_date(
+                s.payment_terms,
+                last_day(period),
+                Some(now.with_timezone(&kind_of.tz).date_naive()),
+            );
+        }
+        let doc = &issued_doc;
         let mut tx = self.db.begin().await?;
+        if doc != &st.document && !store::update_draft(&mut tx, id, doc, st.computed_at).await? {
+            return Err(StatementError::Conflict(format!(
+                "statement {id} changed while it was being finalized"
+            )));
+        }
         let number = store::next_number(&mut tx, &doc.partner_id).await?;
         let hash = doc.hash(number);
         if !store::finalize_statement(&mut tx, id, number, &hash, by, now).await? {
@@ -942,6 +1020,8 @@ impl Statements<'_> {
             "number": number,
             "currency": doc.currency,
             "total": doc.total.to_string(),
+            "amount_payable": doc.settlement.as_ref().map(|s| s.amount_payable.to_string()),
+            "due_date": doc.settlement.as_ref().and_then(|s| s.due_date).map(|d| d.to_string()),
             "hash": hash,
         });
         let event = crate::webhooks::events::STATEMENT_FINALIZED;
@@ -1037,7 +1117,10 @@ impl Statements<'_> {
                             first_issued: first,
                         },
                         &adjustments,
-                        Some((&doc.company, &doc.partner_name)),
+                        Some(AsIssued {
+                            doc,
+                            finalized_at: st.finalized_at,
+                        }),
                     )
                     .await?;
                 // Issued before provenance was kept: compare what was computed then.
@@ -1196,6 +1279,18 @@ fn diff(stored: &Document, fresh: &Document) -> Vec<String> {
         out.push(format!(
             "total: stored {}, recomputed {}",
             stored.total, fresh.total
+        ));
+    }
+    if stored.settlement != fresh.settlement {
+        let payable = |d: &Document| {
+            d.settlement
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |s| s.amount_payable.to_string())
+        };
+        out.push(format!(
+            "settlement (withholding, tax or payment terms): stored amount payable {}, recomputed {}",
+            payable(stored),
+            payable(fresh)
         ));
     }
     if out.is_empty() && stored != fresh {

@@ -527,6 +527,7 @@ pub async fn revenue_events(
                     id,
                     product: r.product,
                     customer: r.customer,
+                    invoice: r.invoice,
                     currency: r.currency,
                     amount: r.amount,
                 },

@@ -244,6 +244,12 @@ pub fn to_cloud_event(
     };
     let mut data = Map::new();
     for (name, field) in &m.data {
+        if let Field::Spec(spec) = field
+            && spec.optional
+            && payload.pointer(&spec.pointer).is_none_or(Value::is_null)
+        {
+            continue;
+        }
         data.insert(name.clone(), field_value(payload, field)?);
     }
     let mut event = json!({
@@ -334,8 +340,38 @@ mod tests {
             currency = { pointer = "/data/object/currency", upper = true }
             customer = "/data/object/customer"
             product = "/data/object/product"
+            invoice = { pointer = "/data/object/invoice", optional = true }
         "#;
         toml::from_str(toml).unwrap()
+    }
+
+    /// An optional field is left out when the payload has nothing or null there; a
+    /// required one still refuses the event.
+    #[test]
+    fn optional_fields_are_left_out_when_absent() {
+        let src = billing();
+        let with = |object: Value| {
+            let payload = json!({"id": "evt_1", "type": "invoice.paid", "created": 1_793_000_000,
+                "data": {"object": object}});
+            to_cloud_event("canvas", &src, &src.events[0], &payload, "evt_1", 0)
+        };
+        let base =
+            json!({"amount_paid": 100, "currency": "usd", "customer": "cus_9", "product": "p"});
+        let e = with(base.clone()).unwrap();
+        assert!(e["data"].get("invoice").is_none(), "{e}");
+        let mut null = base.clone();
+        null["invoice"] = Value::Null;
+        assert!(with(null).unwrap()["data"].get("invoice").is_none());
+        let mut present = base.clone();
+        present["invoice"] = json!("in_42");
+        assert_eq!(with(present).unwrap()["data"]["invoice"], "in_42");
+        let mut no_customer = base;
+        no_customer.as_object_mut().unwrap().remove("customer");
+        assert!(
+            with(no_customer)
+                .unwrap_err()
+                .contains("/data/object/customer")
+        );
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct FieldSpec {
     /// Flip the sign of a number (a refund sent as a positive amount).
     #[serde(default)]
     pub negate: bool,
+    /// Leave the field out when the payload has nothing (or null) there, instead of
+    /// refusing the event (a charge refunded outside any invoice has no invoice).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 impl InboundSource {

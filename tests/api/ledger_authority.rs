@@ -245,7 +245,7 @@ both_backends! {
         let created = chrono::DateTime::parse_from_rfc3339("2026-10-10T12:00:00Z").unwrap().timestamp();
         let body = json!({
             "id": "in_1", "type": "invoice.paid", "created": created,
-            "data": {"object": {"customer": "cus_1", "amount_paid": 100_000, "currency": "usd",
+            "data": {"object": {"id": "in_1", "customer": "cus_1", "amount_paid": 100_000, "currency": "usd",
                      "lines": {"data": [{"price": {"product": "prod_ehr"}}]}}}
         }).to_string();
         let now = Utc::now().timestamp();
@@ -260,12 +260,16 @@ both_backends! {
             json!({"amount": "50.00", "currency": "USD", "product": "prod_ehr"}))).await;
         assert_eq!(s, 202);
         let st = statement(&app, "epic-sandbox", "2026-10").await;
-        let line = st["document"]["lines"].as_array().unwrap().iter()
-            .find(|l| l["product"] == "prod_ehr").unwrap().clone();
-        assert_eq!(line["recorded_by"], json!([
-            {"kind": "admin_key", "reference": line["recorded_by"][0]["reference"], "events": 1},
-            {"kind": "webhook", "reference": "billing", "events": 1},
-        ]), "{line}");
+        // Revenue is listed per customer and invoice: each line says who recorded it.
+        let line = |customer: Value| st["document"]["lines"].as_array().unwrap().iter()
+            .find(|l| l["product"] == "prod_ehr" && l["customer"] == customer).unwrap().clone();
+        let billed = line(json!("cus_1"));
+        assert_eq!(billed["invoice"], "in_1");
+        assert_eq!(billed["recorded_by"], json!([{"kind": "webhook", "reference": "billing", "events": 1}]), "{billed}");
+        let by_admin = line(Value::Null);
+        assert_eq!(by_admin["recorded_by"], json!([
+            {"kind": "admin_key", "reference": by_admin["recorded_by"][0]["reference"], "events": 1},
+        ]), "{by_admin}");
         // The CSV says it in words.
         let finance = app.key(Role::Finance, None).await;
         let id = st["id"].as_str().unwrap();

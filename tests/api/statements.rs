@@ -121,6 +121,31 @@ fn lines(st: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// RFC 4180 as a spreadsheet reads it (quoted cells may hold commas and quotes).
+fn parse_csv(csv: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut cell, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
+    let mut chars = csv.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    rows
+}
+
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -196,21 +221,36 @@ both! {
         assert_eq!(d["agreement_version"], 2);
         assert_eq!(d["time_zone"], "America/Chicago");
         assert_eq!(d["provisional"], false);
+        // Recorded revenue per customer (and product), the refund on a line of its own.
         assert_eq!(lines(&st), pairs(&[
             ("revenue", "999.99"),
-            ("revenue", "15000.55"),
+            ("revenue", "12000.00"),
+            ("revenue", "-450.00"),
+            ("revenue", "3450.55"),
             ("share", "2880.10"),
         ]));
         let l = &d["lines"];
         assert_eq!(l[0]["product"], "analytics");
+        assert_eq!(l[0]["customer"], "Mercy Health");
         assert_eq!(l[1]["product"], "care-pathways");
-        assert_eq!(l[1]["quantity"], "3");
-        assert_eq!(l[2]["rate"], "0.18");
-        assert_eq!(l[2]["quantity"], "16000.54");
+        assert_eq!(l[1]["quantity"], "1");
+        assert_eq!(l[2]["refund"], true);
+        assert_eq!(l[2]["customer"], "Mercy Health");
+        assert_eq!(l[3]["customer"], "St. Luke's");
+        assert_eq!(l[4]["rate"], "0.18");
+        assert_eq!(l[4]["quantity"], "16000.54");
         // 16,000.54 x 18% = 2,880.0972: the precise value is kept beside the rounded one.
         assert_eq!(d["revenue_basis"], "16000.54");
-        assert_eq!(l[2]["precise"], "2880.0972");
+        assert_eq!(l[4]["precise"], "2880.0972");
         assert_eq!(d["total"], "2880.10");
+        // No withholding or tax: the payable amount is the total; net 30 from finalization,
+        // so a draft has no due date yet.
+        assert_eq!(d["form"], 2);
+        assert_eq!(d["settlement"]["amount_payable"], "2880.10");
+        assert_eq!(d["settlement"]["payment_terms"], json!({"days": 30, "from": "finalization"}));
+        assert!(d["settlement"].get("due_date").is_none(), "{d}");
+        assert_eq!(d["parties"]["partner"]["legal_name"], "Verona Clinical Interoperability LLC");
+        assert_eq!(d["parties"]["partner"]["locale"], "en-US");
 
         // June falls under version 1 at 15%.
         let june = generate(&app, &key, "epic-sandbox", "2026-06").await;
@@ -307,7 +347,142 @@ both! {
         ], at("2026-11-01T00:00:00Z")).await;
         let key = finance(&app).await;
         let st = generate(&app, &key, "cloud-marketplace", "2026-10").await;
-        assert_eq!(lines(&st), pairs(&[("revenue", "1500.00"), ("share", "300.00")]));
+        // Per customer, each rounded: Delta's 0.005 is a cent, Gamma's 1,999.995 2,000.00,
+        // and Gamma's refund its own line. 20% of 1,500.01 = 300.002.
+        assert_eq!(lines(&st), pairs(&[
+            ("revenue", "0.01"),
+            ("revenue", "2000.00"),
+            ("revenue", "-500.00"),
+            ("share", "300.00"),
+        ]));
+        assert_eq!(st["document"]["revenue_basis"], "1500.01");
+        assert_eq!(st["document"]["lines"][2]["refund"], true);
+    }
+
+    // The settlement of each sample agreement: withholding, tax (and a reverse charge),
+    // the amount payable and the due date, issued, verified and reproduced from the CSV.
+    async fn golden_settlements_withhold_tax_and_fix_the_due_date(app) {
+        feed(&app, "northwind-consulting", &[
+            ("impl-1", "referral.implementation_completed", "acme", "2026-10-07T10:00:00Z",
+             Some(json!({"contract_value": "250000.00", "currency": "USD", "customer": "Acme Clinics"}))),
+            ("impl-2", "referral.implementation_completed", "beta", "2026-10-21T10:00:00Z",
+             Some(json!({"contract_value": "87500.50", "customer": "Beta Hospital"}))),
+        ], at("2026-11-01T00:00:00Z")).await;
+        feed(&app, "cloud-marketplace", &[
+            ("m1", "revenue.recognized", "o1", "2026-10-02T00:00:00Z",
+             Some(json!({"amount": "1500.00", "currency": "USD", "product": "private-offer", "customer": "Gamma", "invoice": "in_77"}))),
+        ], at("2026-11-01T00:00:00Z")).await;
+        learners(&app, 1500).await;
+        let key = finance(&app).await;
+
+        // Northwind: 20% withheld from 40,500.06 (8,100.012), 23% VAT added (9,315.0138).
+        let st = generate(&app, &key, "northwind-consulting", "2026-10").await;
+        let s = &st["document"]["settlement"];
+        assert_eq!(s["gross_share"], "40500.06");
+        assert_eq!(s["adjustments"], "0.00");
+        assert_eq!(s["net_share"], "40500.06");
+        assert_eq!(s["withholding"]["rate"], "0.2");
+        assert_eq!(s["withholding"]["base"], "40500.06");
+        assert_eq!(s["withholding"]["precise"], "8100.012");
+        assert_eq!(s["withholding"]["amount"], "8100.01");
+        assert!(s["withholding"]["reference"].as_str().unwrap().contains("Polish CIT Act"));
+        assert_eq!(s["tax"]["name"], "VAT");
+        assert_eq!(s["tax"]["amount"], "9315.01");
+        assert_eq!(s["amount_payable"], "41715.06");
+        assert_eq!(st["document"]["parties"]["partner"]["legal_name"], "Northwind Doradztwo Medyczne Sp. z o.o.");
+        assert_eq!(st["document"]["parties"]["partner"]["address"][1], "90-926 Łódź");
+        // An adjustment changes what is withheld and taxed with it.
+        let id = st["id"].as_str().unwrap().to_owned();
+        let (code, adj) = post(&app, &key, &format!("/v1/statements/{id}/adjustments"),
+            json!({"amount": "-500.06", "reason": "Duplicate milestone credited back"})).await;
+        assert_eq!(code, 201, "{adj}");
+        let s = &adj["document"]["settlement"];
+        assert_eq!(s["adjustments"], "-500.06");
+        assert_eq!(s["withholding"]["amount"], "8000.00");
+        assert_eq!(s["tax"]["amount"], "9200.00");
+        assert_eq!(s["amount_payable"], "41200.00");
+        // Finalized: net 14 days from today (UTC, the agreement's zone).
+        let (code, fin) = post(&app, &key, &format!("/v1/statements/{id}/finalize"), json!({})).await;
+        assert_eq!(code, 200, "{fin}");
+        let due = (Utc::now().date_naive() + chrono::Days::new(14)).to_string();
+        assert_eq!(fin["document"]["settlement"]["due_date"], due.as_str());
+        let v: Value = app.get(&key, &format!("/v1/statements/{id}/verify")).await.json().await.unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        // The CSV alone gives the payable amount: total + withholding + tax.
+        let csv = app.get(&key, &format!("/v1/statements/{id}?format=csv")).await.text().await.unwrap();
+        let rows = parse_csv(&csv);
+        let col = |n: &str| rows[0].iter().position(|h| h == n).unwrap();
+        let amount_of = |kind: &str| -> rust_decimal::Decimal {
+            rows.iter().find(|r| r[col("kind")] == kind).unwrap()[col("amount")].parse().unwrap()
+        };
+        assert_eq!(amount_of("withholding").to_string(), "-8000.00");
+        assert_eq!(
+            amount_of("total") + amount_of("withholding") + amount_of("tax"),
+            amount_of("amount_payable")
+        );
+        assert_eq!(amount_of("amount_payable").to_string(), "41200.00");
+        assert!(csv.contains(&format!(",{due},")), "{csv}");
+
+        // The marketplace: 10% withheld from the share only; net 30 from the period's end.
+        let st = generate(&app, &key, "cloud-marketplace", "2026-10").await;
+        let d = &st["document"];
+        assert_eq!(d["lines"][0]["invoice"], "in_77");
+        assert_eq!(d["settlement"]["withholding"]["applies_to"], json!(["share"]));
+        assert_eq!(d["settlement"]["withholding"]["amount"], "30.00");
+        assert_eq!(d["settlement"]["amount_payable"], "270.00");
+        assert_eq!(d["settlement"]["due_date"], "2026-11-30");
+        assert_eq!(d["parties"]["partner"]["legal_name"], "東京クラウドマーケットプレイス株式会社");
+
+        // The LMS partner accounts for the VAT itself: nothing added, the note carried;
+        // net 45 from the period's end.
+        let st = generate(&app, &key, "canvas-sandbox", "2026-10").await;
+        let s = &st["document"]["settlement"];
+        assert_eq!(s["tax"]["reverse_charge"], true);
+        assert_eq!(s["tax"]["amount"], "0.00");
+        assert!(s["tax"]["note"].as_str().unwrap().starts_with("Reverse charge"));
+        assert_eq!(s["amount_payable"], st["document"]["total"]);
+        assert_eq!(s["due_date"], "2026-12-15");
+        // The licence line says its tier in numbers.
+        let lic = &st["document"]["lines"][0];
+        assert_eq!(lic["tier_range"], json!({"number": 2, "above": "500", "up_to": "2000"}));
+        assert_eq!(lic["periods_per_year"], 12);
+    }
+
+    // A statement issued before parties, settlement and per-customer revenue (form 1)
+    // recomputes in its own form and still verifies.
+    async fn a_statement_issued_in_the_first_form_still_verifies(app) {
+        learners(&app, 1500).await;
+        feed(&app, "canvas-sandbox", &[
+            ("c1", "revenue.recognized", "inv-9", "2026-10-05T12:00:00Z", revenue("5000.00", "course-bundle", "State University")),
+        ], at("2026-11-01T12:00:00Z")).await;
+        let key = finance(&app).await;
+        let st = generate(&app, &key, "canvas-sandbox", "2026-10").await;
+        let id = st["id"].as_str().unwrap().to_owned();
+        // The document as the code before form 2 wrote it: no form, parties or settlement,
+        // no customer or tier numbers on lines, revenue described per product.
+        let mut old = st["document"].clone();
+        let o = old.as_object_mut().unwrap();
+        for k in ["form", "parties", "settlement"] {
+            o.remove(k);
+        }
+        for l in o["lines"].as_array_mut().unwrap() {
+            let l = l.as_object_mut().unwrap();
+            for k in ["customer", "invoice", "refund", "tier_range", "periods_per_year", "change"] {
+                l.remove(k);
+            }
+            if l["kind"] == "revenue" && l.get("product") == Some(&json!("course-bundle")) {
+                l.insert("description".into(), json!("Recorded revenue, course-bundle: 1 event(s)"));
+            }
+        }
+        let doc = serde_json::to_string(&old).unwrap();
+        partner_gateway::with_db!(app.db(), pool => sqlx::query("UPDATE statements SET document = $1 WHERE id = $2")
+            .bind(&doc).bind(&id).execute(pool).await.map(|_| ())).unwrap();
+        let (code, fin) = post(&app, &key, &format!("/v1/statements/{id}/finalize"), json!({})).await;
+        assert_eq!(code, 200, "{fin}");
+        assert_eq!(fin["document"]["form"], 1);
+        assert!(fin["document"].get("settlement").is_none());
+        let v: Value = app.get(&key, &format!("/v1/statements/{id}/verify")).await.json().await.unwrap();
+        assert_eq!(v["ok"], true, "{v}");
     }
 
     async fn a_partner_without_activity_still_gets_a_zero_statement(app) {

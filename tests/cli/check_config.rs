@@ -180,6 +180,59 @@ app_url = "https://app.example.com/"
     assert!(out.stderr.contains("partners.toml: "), "{out}");
 }
 
+/// The parties and terms a statement is sent with are checked: each problem named with
+/// its file and field.
+#[tokio::test]
+async fn check_config_names_problems_of_parties_and_payment_terms() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = env.config_dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "partners.toml",
+        "locale = \"pl-PL\"",
+        "locale = \"polish please\"",
+    );
+    edit(
+        "partners.toml",
+        "payment_details = \"ACH to the account on file ending 4821\"",
+        "payment_details = \"Account 0012345678901\"",
+    );
+    edit(
+        "partners.toml",
+        "legal_name = \"Lernwerk Bildungstechnologie GmbH\"",
+        "legal_name = \" \"",
+    );
+    edit(
+        "gateway.toml",
+        "company_logo = \"logo.png\"",
+        "company_logo = \"missing.svg\"",
+    );
+    edit(
+        "agreements.toml",
+        "tax = { name = \"VAT\", rate = \"23%\" }",
+        "tax = { name = \"VAT\" }",
+    );
+    let out = env.run(&["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    for expected in [
+        "billing.locale: \"polish please\" is not a BCP 47 locale tag",
+        "billing.payment_details: looks like a full account number",
+        "billing.legal_name: must not be empty",
+        "statements.company_logo: cannot read",
+        "tax.rate: is required unless reverse_charge = true",
+    ] {
+        assert!(out.stderr.contains(expected), "{expected}\n{out}");
+    }
+    assert!(
+        out.stderr.contains("configuration has 5 problem(s)"),
+        "{out}"
+    );
+}
+
 #[tokio::test]
 async fn check_config_refuses_a_sandbox_partner_with_an_agreement() {
     let env = TestEnv::new(Backend::Sqlite).await.unwrap();

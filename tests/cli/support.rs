@@ -78,6 +78,7 @@ impl TestEnv {
             "partners.toml",
             "meters.toml",
             "agreements.toml",
+            "logo.png",
         ] {
             std::fs::copy(
                 manifest_dir().join("config").join(name),

@@ -42,6 +42,7 @@ fn rev(id: &str, amount: Decimal) -> RevenueEvent {
         id: id.into(),
         product: Some("p1".into()),
         customer: None,
+        invoice: None,
         currency: "USD".into(),
         amount,
     }
@@ -203,13 +204,160 @@ fn carried_lines_are_the_line_by_line_difference() {
         ),
     )
     .unwrap();
-    let c = carried("2026-10", &before, &after);
+    let c = carried("2026-10", &before, &after, 1);
     assert_eq!(c.len(), 2);
     assert_eq!(c[0].carried_kind, Some(LineKind::Revenue));
     assert_eq!(c[0].amount, d("0.03"));
     // 18.0054 rounds to 18.01 against 18.00 before: one cent owed, exactly.
     assert_eq!(c[1].amount, d("0.01"));
-    assert!(carried("2026-10", &after, &after).is_empty());
+    assert!(carried("2026-10", &after, &after, 1).is_empty());
+}
+
+fn sale(id: &str, customer: &str, invoice: Option<&str>, amount: &str) -> RevenueEvent {
+    RevenueEvent {
+        id: id.into(),
+        product: Some("seats".into()),
+        customer: Some(customer.into()),
+        invoice: invoice.map(str::to_owned),
+        currency: "USD".into(),
+        amount: d(amount),
+    }
+}
+
+/// Form 2: recorded revenue per customer and invoice, refunds on lines of their own; the
+/// basis is still the sum of the rounded lines.
+#[test]
+fn recorded_revenue_is_detailed_per_customer_and_invoice_with_refunds_apart() {
+    let a = agreement("[share]\nrate = \"10%\"\n");
+    let events = vec![
+        sale("e1", "cus_acme", Some("in_1"), "1000.00"),
+        sale("e2", "cus_acme", Some("in_2"), "500.00"),
+        sale("e3", "cus_acme", Some("in_1"), "-200.00"),
+        sale("e4", "cus_zeta", None, "300.00"),
+        sale("e5", "cus_zeta", None, "-50.00"),
+        sale("e6", "cus_zeta", None, "25.00"),
+    ];
+    let lines = compute(&a, oct(), &inputs("x", Decimal::ZERO, events.clone())).unwrap();
+    let rev: Vec<_> = lines
+        .iter()
+        .filter(|l| l.kind == LineKind::Revenue)
+        .collect();
+    type Row<'a> = (Option<&'a str>, Option<&'a str>, bool, String, String);
+    let got: Vec<Row> = rev
+        .iter()
+        .map(|l| {
+            (
+                l.customer.as_deref(),
+                l.invoice.as_deref(),
+                l.refund,
+                l.quantity.unwrap().to_string(),
+                l.amount.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Some("cus_acme"),
+                Some("in_1"),
+                false,
+                "1".into(),
+                "1000.00".into()
+            ),
+            (
+                Some("cus_acme"),
+                Some("in_1"),
+                true,
+                "1".into(),
+                "-200.00".into()
+            ),
+            (
+                Some("cus_acme"),
+                Some("in_2"),
+                false,
+                "1".into(),
+                "500.00".into()
+            ),
+            (Some("cus_zeta"), None, false, "2".into(), "325.00".into()),
+            (Some("cus_zeta"), None, true, "1".into(), "-50.00".into()),
+        ]
+    );
+    assert_eq!(
+        rev[1].description,
+        "Refunds, cus_acme, invoice in_1, seats: 1 event(s)"
+    );
+    let share = lines.iter().find(|l| l.kind == LineKind::Share).unwrap();
+    assert_eq!(share.amount.to_string(), "157.50");
+    // Form 1 (statements issued before) grouped by product alone: same basis, one line.
+    let old = compute_form(&a, oct(), &inputs("x", Decimal::ZERO, events), 1).unwrap();
+    let old_rev: Vec<_> = old.iter().filter(|l| l.kind == LineKind::Revenue).collect();
+    assert_eq!(old_rev.len(), 1);
+    assert_eq!(
+        old_rev[0].description,
+        "Recorded revenue, seats: 6 event(s)"
+    );
+    assert_eq!(old_rev[0].customer, None);
+    assert_eq!(
+        old.iter()
+            .find(|l| l.kind == LineKind::Share)
+            .unwrap()
+            .amount,
+        share.amount
+    );
+}
+
+/// Form 2: a carried line says exactly what changed, not what the period now totals.
+#[test]
+fn carried_lines_state_the_difference() {
+    let a = agreement("[share]\nrate = \"15%\"\n");
+    let before = compute(
+        &a,
+        oct(),
+        &inputs(
+            "x",
+            Decimal::ZERO,
+            vec![sale("r1", "cus_a", Some("in_1"), "546000.00")],
+        ),
+    )
+    .unwrap();
+    let after = compute(
+        &a,
+        oct(),
+        &inputs(
+            "x",
+            Decimal::ZERO,
+            vec![
+                sale("r1", "cus_a", Some("in_1"), "546000.00"),
+                sale("r2", "cus_b", Some("in_9"), "809.97"),
+            ],
+        ),
+    )
+    .unwrap();
+    let c = carried("2026-10", &before, &after, 2);
+    assert_eq!(c.len(), 2, "{c:#?}");
+    let rev = c
+        .iter()
+        .find(|l| l.carried_kind == Some(LineKind::Revenue))
+        .unwrap();
+    assert_eq!(rev.customer.as_deref(), Some("cus_b"));
+    assert_eq!(rev.amount.to_string(), "809.97");
+    let ch = rev.change.as_ref().unwrap();
+    assert_eq!((ch.quantity_before, ch.quantity_after), (d("0"), d("1")));
+    let share = c
+        .iter()
+        .find(|l| l.carried_kind == Some(LineKind::Share))
+        .unwrap();
+    // 15% of 546,809.97 = 82,021.4955 -> 82,021.50; before 81,900.00.
+    assert_eq!(share.amount.to_string(), "121.50");
+    let ch = share.change.as_ref().unwrap();
+    assert_eq!(ch.amount_before.to_string(), "81900.00");
+    assert_eq!(ch.amount_after.to_string(), "82021.50");
+    assert_eq!(
+        share.description,
+        "Late usage for 2026-10, share: quantity 546000 to 546809.97 (+809.97), amount 81900.00 to 82021.50 (+121.50)"
+    );
+    assert_eq!(share.period.as_deref(), Some("2026-10"));
 }
 
 fn money() -> impl Strategy<Value = Decimal> {
@@ -238,6 +386,7 @@ proptest! {
             ledger_as_of: chrono::DateTime::UNIX_EPOCH, carried_since: None, provisional: false,
             provenance: false, self_reported_events: None,
             lines: lines.clone(), revenue_basis: Decimal::ZERO, total: Decimal::ZERO, total_precise: Decimal::ZERO,
+            form: 2, parties: None, settlement: None,
         };
         doc.sum();
         prop_assert_eq!(doc.total, total(&lines));
@@ -296,9 +445,15 @@ proptest! {
         let a = agreement("[share]\nrate = \"18%\"\n");
         let mut revenue: Vec<RevenueEvent> = amounts.iter().enumerate().map(|(i, m)| rev(&format!("c{i}"), *m)).collect();
         revenue.extend(amounts.iter().enumerate().map(|(i, m)| rev(&format!("r{i}"), -*m)));
-        let lines = compute(&a, oct(), &inputs("x", Decimal::ZERO, revenue)).unwrap();
+        let lines = compute(&a, oct(), &inputs("x", Decimal::ZERO, revenue.clone())).unwrap();
         prop_assert_eq!(total(&lines), Decimal::ZERO);
-        prop_assert!(lines.iter().all(|l| l.amount.is_zero()));
+        // Refunds are lines of their own: each mirrors what it refunds (the rounding is
+        // symmetric), so the basis is zero.
+        let basis: Decimal = lines.iter().filter(|l| l.kind == LineKind::Revenue).map(|l| l.amount).sum();
+        prop_assert_eq!(basis, Decimal::ZERO);
+        // Form 1 netted them into one line per product.
+        let old = compute_form(&a, oct(), &inputs("x", Decimal::ZERO, revenue), 1).unwrap();
+        prop_assert!(old.iter().all(|l| l.amount.is_zero()));
     }
 
     #[test]
