@@ -816,6 +816,8 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
                     &st,
                     &crate::statements::pdf::Letterhead {
                         company_address: &state.config.statements.company_address,
+                        logo: None,
+                        locale: "en",
                     },
                 ),
                 other => anyhow::bail!("format {other:?} is not one of json, csv, pdf"),

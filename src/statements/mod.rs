@@ -6,6 +6,7 @@ pub mod calc;
 pub mod events;
 pub mod export;
 pub mod integrity;
+pub mod locale;
 pub mod model;
 pub mod money;
 pub mod parties;
