@@ -816,8 +816,8 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
                     &st,
                     &crate::statements::pdf::Letterhead {
                         company_address: &state.config.statements.company_address,
-                        logo: None,
-                        locale: "en",
+                        logo: crate::statements::parties::logo(&state.config.statements).as_ref(),
+                        locale: crate::statements::parties::locale(&st.document),
                     },
                 ),
                 other => anyhow::bail!("format {other:?} is not one of json, csv, pdf"),

@@ -368,7 +368,7 @@ pub struct StatementsConfig {
     pub company_tax_id: Option<String>,
     /// Who partners ask about a statement ("Partner finance: partners@example.com").
     pub company_contact: Vec<String>,
-    /// A PNG, JPEG or SVG file printed at the head of every statement (a relative path is
+    /// A PNG or JPEG file printed at the head of every statement (a relative path is
     /// relative to the config file that names it).
     pub company_logo: Option<PathBuf>,
     /// A statement counts events received up to this many seconds before it is computed

@@ -92,7 +92,7 @@ fn lines(v: &[String]) -> Vec<String> {
 pub fn problems(config: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Some(path) = &config.statements.company_logo
-        && let Err(e) = read_logo(path)
+        && let Err(e) = load_logo(path)
     {
         out.push(("statements.company_logo".into(), e));
     }
@@ -145,7 +145,8 @@ fn looks_like_an_account_number(s: &str) -> bool {
     false
 }
 
-/// The logo's bytes, checked: a PNG, JPEG or SVG file of at most [`LOGO_MAX_BYTES`].
+/// The logo's bytes, checked: a PNG or JPEG file of at most [`LOGO_MAX_BYTES`] (SVG is
+/// not drawn: see `pdf::Logo`).
 pub fn read_logo(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
@@ -158,12 +159,32 @@ pub fn read_logo(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
     let jpeg = bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).to_ascii_lowercase();
-    let svg = head.contains("<svg");
-    if !(png || jpeg || svg) {
-        return Err(format!("{shown} is not a PNG, JPEG or SVG image"));
+    if !(png || jpeg) {
+        return Err(format!("{shown} is not a PNG or JPEG image"));
     }
     Ok(bytes)
+}
+
+/// The logo, read, checked and decoded (what `check-config` and every PDF use).
+pub fn load_logo(path: &Path) -> Result<super::pdf::Logo, String> {
+    super::pdf::Logo::from_file_bytes(read_logo(path)?, path)
+}
+
+/// The statement's letterhead logo from config, if one is set and readable (a file that
+/// went missing after start is logged, and the statement drawn without it).
+pub fn logo(config: &StatementsConfig) -> Option<super::pdf::Logo> {
+    let path = config.company_logo.as_ref()?;
+    load_logo(path)
+        .map_err(|e| tracing::warn!(error = %e, "statement logo not drawn"))
+        .ok()
+}
+
+/// The locale a statement is drawn in: the partner's, as issued, else English.
+pub fn locale(doc: &super::model::Document) -> &str {
+    doc.parties
+        .as_ref()
+        .and_then(|p| p.partner.locale.as_deref())
+        .unwrap_or("en")
 }
 
 #[cfg(test)]
@@ -195,13 +216,13 @@ mod tests {
         let png = dir.path().join("logo.png");
         std::fs::write(&png, b"\x89PNG\r\n\x1a\nrest").unwrap();
         assert!(read_logo(&png).is_ok());
-        let txt = dir.path().join("logo.txt");
-        std::fs::write(&txt, b"hello").unwrap();
-        assert!(
-            read_logo(&txt)
-                .unwrap_err()
-                .contains("not a PNG, JPEG or SVG")
-        );
+        // A PNG signature with nothing behind it does not decode.
+        assert!(load_logo(&png).unwrap_err().contains("PNG"));
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/logo.png");
+        assert!(load_logo(&sample).is_ok());
+        let svg = dir.path().join("logo.svg");
+        std::fs::write(&svg, b"<svg/>").unwrap();
+        assert!(read_logo(&svg).unwrap_err().contains("not a PNG or JPEG"));
         let missing = dir.path().join("nope.png");
         assert!(read_logo(&missing).unwrap_err().contains("cannot read"));
         let big = dir.path().join("big.png");

@@ -368,8 +368,8 @@ fn render(state: &AppState, st: &Statement, format: Format) -> Response {
                 st,
                 &super::pdf::Letterhead {
                     company_address: &state.config.statements.company_address,
-                    logo: None,
-                    locale: "en",
+                    logo: super::parties::logo(&state.config.statements).as_ref(),
+                    locale: super::parties::locale(&st.document),
                 },
             ),
         )

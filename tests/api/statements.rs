@@ -931,3 +931,133 @@ both! {
         }
     }
 }
+
+/// The company's details as the sample `config/gateway.toml` gives them, the logo by an
+/// absolute path (the test's config has no file for a relative one to be relative to).
+fn company_section() -> String {
+    format!(
+        r#"
+[statements]
+company_name = "Example Learning & Health Software, Inc."
+company_address = ["100 Market Street, Suite 400", "San Francisco, CA 94105", "United States"]
+company_tax_id = "EIN 94-7654321"
+company_contact = ["Partner finance: partner-finance@example.com"]
+company_logo = "{}/config/logo.png"
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Text of a PDF as poppler's pdftotext reads it (the layout kept), and page 1 rendered to
+/// a PNG beside the test binaries for a person to look at.
+fn pdf_text(pdf: &[u8], name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .args(["-layout", "-enc", "UTF-8"])
+        .arg(&path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/statement-pngs");
+    let shots = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("statement-pngs"))
+        .unwrap_or(shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = std::process::Command::new("pdftoppm")
+        .args(["-r", "80", "-png", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(&path)
+        .arg(shots.join(name))
+        .output()
+        .expect("pdftoppm (poppler-utils) runs");
+    assert!(
+        png.status.success(),
+        "{}",
+        String::from_utf8_lossy(&png.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+both! {
+    // The four sample statements as a partner receives them: both parties' details, the
+    // settlement and the due date, the partner's script and number forms, no internal ids.
+    async fn the_sample_statements_render_as_documents_a_partner_can_be_sent(app) {
+        let backend = match app.db().backend() {
+            partner_gateway::db::Backend::Sqlite => crate::helpers::Backend::Sqlite,
+            partner_gateway::db::Backend::Postgres => crate::helpers::Backend::Postgres,
+        };
+        let app = TestApp::spawn_with(backend, &company_section(), partner_gateway::jobs::Handlers::new()).await.unwrap();
+        ehr_fixture(&app).await;
+        learners(&app, 1800).await;
+        feed(&app, "northwind-consulting", &[
+            ("impl-1", "referral.implementation_completed", "acme", "2026-10-07T10:00:00Z",
+             Some(json!({"contract_value": "250000.00", "currency": "USD", "customer": "Szpital Uniwersytecki w Krakowie"}))),
+        ], at("2026-11-01T00:00:00Z")).await;
+        feed(&app, "cloud-marketplace", &[
+            ("m1", "revenue.recognized", "o1", "2026-10-02T00:00:00Z",
+             Some(json!({"amount": "1234567.50", "currency": "USD", "product": "private-offer", "customer": "東京大学病院", "invoice": "in_77"}))),
+            ("m2", "revenue.recognized", "o1", "2026-10-20T00:00:00Z",
+             Some(json!({"amount": "-4567.50", "currency": "USD", "product": "private-offer", "customer": "東京大学病院", "invoice": "in_77"}))),
+        ], at("2026-11-01T00:00:00Z")).await;
+        let key = finance(&app).await;
+        let mut texts = Vec::new();
+        for partner in ["epic-sandbox", "canvas-sandbox", "northwind-consulting", "cloud-marketplace"] {
+            let st = generate(&app, &key, partner, "2026-10").await;
+            let id = st["id"].as_str().unwrap().to_owned();
+            let (code, fin) = post(&app, &key, &format!("/v1/statements/{id}/finalize"), json!({})).await;
+            assert_eq!(code, 200, "{fin}");
+            let pdf = reqwest::Client::new().get(app.url(&format!("/v1/statements/{id}")))
+                .bearer_auth(&key).header("accept", "application/pdf").send().await.unwrap()
+                .bytes().await.unwrap();
+            let name = format!("{partner}-{}", app.db().backend().as_str());
+            let text = pdf_text(&pdf, &name);
+            // Internal ids and ledger internals stay off the page (the statement id only in
+            // the verification block's URL).
+            assert!(!text.contains("Ledger as of") && !text.contains("precise"), "{text}");
+            assert_eq!(text.matches(id.as_str()).count(), 1, "{text}");
+            assert!(text.contains("Example Learning & Health Software"), "{text}");
+            assert!(text.contains("Tax id: EIN 94-7654321"), "{text}");
+            assert!(text.contains("Amount payable (USD)"), "{text}");
+            assert!(text.contains(fin["hash"].as_str().unwrap()), "{text}");
+            texts.push((partner, fin, text));
+        }
+        let (_, _, epic) = &texts[0];
+        assert!(epic.contains("Verona Clinical Interoperability LLC"), "{epic}");
+        assert!(epic.contains("Tax id: EIN 39-1234567"), "{epic}");
+        assert!(epic.contains("To: ACH to the account on file ending 4821"), "{epic}");
+        assert!(epic.contains("Terms: net 30 days from the date of issue"), "{epic}");
+        assert!(epic.contains("Mercy Health") && epic.contains("1 refund"), "{epic}");
+        // en-US: 2,880.10; the period in words.
+        assert!(epic.contains("2,880.10"), "{epic}");
+        assert!(epic.contains("October 1, 2026 – October 31, 2026"), "{epic}");
+        let (_, canvas, text) = &texts[1];
+        // de-DE: 1.800 seats in tier 2 (501–2.000), the licence at 40.000,00 a year.
+        assert!(text.contains("Lernwerk Bildungstechnologie GmbH"), "{text}");
+        assert!(text.contains("1.800 seats, tier 2 (501–2.000): 40.000,00 a year, 1/12"), "{text}");
+        assert!(text.contains("VAT: reverse charge"), "{text}");
+        assert!(text.contains("Payment due: 15. Dezember 2026"), "{text}");
+        let payable = canvas["document"]["settlement"]["amount_payable"].as_str().unwrap();
+        assert_eq!(payable, canvas["document"]["total"].as_str().unwrap());
+        let (_, _, text) = &texts[2];
+        // pl-PL: the Polish name as written, withholding and VAT on their own lines.
+        assert!(text.contains("Northwind Doradztwo Medyczne Sp. z o.o."), "{text}");
+        assert!(text.contains("90-926 Łódź"), "{text}");
+        assert!(text.contains("Withholding tax 20%"), "{text}");
+        assert!(text.contains("Polish CIT Act"), "{text}");
+        // 30,000.00 - 6,000.00 + 6,900.00 (pdftotext writes the no-break spaces as spaces).
+        assert!(text.contains("30 900,00"), "{text}");
+        let (_, market, text) = &texts[3];
+        // ja-JP: the CJK names read back exactly.
+        assert!(text.contains("東京クラウドマーケットプレイス株式会社"), "{text}");
+        assert!(text.contains("東京大学病院"), "{text}");
+        assert!(text.contains("2026年11月30日"), "{text}");
+        assert_eq!(market["document"]["settlement"]["amount_payable"], "221400.00");
+        assert!(text.contains("221,400.00"), "{text}");
+    }
+}

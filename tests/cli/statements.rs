@@ -189,7 +189,9 @@ async fn finance_runs_finalizes_exports_and_verifies_a_month(backend: Backend) {
                 let text = String::from_utf8_lossy(&text.stdout);
                 for needle in [
                     "CLOUD-MARKETPLACE-00001",
-                    "Cloud Marketplace (private offers)",
+                    // Addressed by its legal name, as config/partners.toml gives it.
+                    "東京クラウドマーケットプレイス株式会社",
+                    "Amount payable (USD)",
                     "marketplace-fee",
                     "2026-10",
                     "300.00",

@@ -10,6 +10,7 @@
 
 mod draw;
 mod layout;
+mod partner;
 mod text;
 
 use std::path::Path;
@@ -120,7 +121,12 @@ pub fn render(statement: &Statement, letterhead: &Letterhead<'_>) -> Vec<u8> {
         tracing::warn!(error = %e, "statement PDF: locale not usable, English used");
         Formats::english()
     });
-    let mut pages = layout(statement, letterhead, &formats);
+    // Statements of form 2 on are laid out for the partner; earlier ones as issued.
+    let mut pages = if statement.document.form >= 2 {
+        partner::layout(statement, letterhead, &formats).pages
+    } else {
+        layout(statement, letterhead, &formats)
+    };
     let count = pages.len();
     for (i, page) in pages.iter_mut().enumerate() {
         page.extend(footer(statement, &formats, i + 1, count));
@@ -574,14 +580,24 @@ fn footer(s: &Statement, f: &Formats, page: usize, count: usize) -> Vec<Item> {
     let pages_w = pages.width(FOOT.size);
     items.push(Item::text(RIGHT - pages_w, FOOTER_LINE, pages, FOOT));
     // Who and which period too, so a page that gets separated still says what it is.
+    let partner_name = s
+        .document
+        .parties
+        .as_ref()
+        .map_or(s.document.partner_name.as_str(), |p| {
+            p.partner.legal_name.as_str()
+        });
     let ident = match s.status {
+        // A form-2 draft says nothing internal: the id is in the API, not on the page.
+        Status::Draft if s.document.form >= 2 => "DRAFT — not issued".to_owned(),
         Status::Draft => format!("DRAFT — not issued · statement id {}", s.id),
         Status::Finalized => format!("Statement {}", shown_number(s)),
         Status::Void => format!("Statement {} · VOID", shown_number(s)),
-    } + &format!(" · {} · {}", s.document.partner_name, s.document.period);
+    } + &format!(" · {partner_name} · {}", s.document.period);
     let ident = text::fit(&ident, FOOT.weight, FOOT.size, WIDTH - pages_w - 12.0);
     items.push(Item::text(LEFT, FOOTER_LINE, ident, FOOT));
-    if s.status != Status::Draft {
+    // Form 2 on, the hash is in the verification block at the end.
+    if s.status != Status::Draft && s.document.form < 2 {
         let hash = text::shape(
             &format!("SHA-256: {}", s.hash.as_deref().unwrap_or("not recorded")),
             Weight::Regular,
