@@ -455,9 +455,14 @@ fn owed_section(flow: &mut Flow, s: &Statement, f: &Formats) {
 
 /// A titled table: its heading and column titles repeat on every page it runs onto.
 fn section(flow: &mut Flow, title: &str, intro: &str, groups: Vec<Vec<Band>>) {
+    table(flow, title, intro, table_header(), &groups);
+}
+
+/// A titled table with its column titles: heading, titles and the first row kept together,
+/// and the heading and titles repeated on every page the rows run onto.
+fn table(flow: &mut Flow, title: &str, intro: &str, columns: Vec<Band>, groups: &[Vec<Band>]) {
     let heading = para(title, SECTION);
     let intro = para(intro, NOTE);
-    let columns = table_header();
     let mut repeat = para(&format!("{title} (continued)"), SECTION);
     repeat.extend(columns.iter().cloned());
     // Keep the heading with the column titles and the first row.
@@ -469,7 +474,7 @@ fn section(flow: &mut Flow, title: &str, intro: &str, groups: Vec<Vec<Band>>) {
         flow.band(band);
     }
     flow.repeat = repeat;
-    for group in &groups {
+    for group in groups {
         flow.keep(group);
     }
     flow.repeat.clear();

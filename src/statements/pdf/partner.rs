@@ -320,25 +320,9 @@ fn summary(flow: &mut Flow, d: &Document, s: &Settlement, f: &Formats, minor: u3
     }
 }
 
-/// A titled table: its heading and column titles repeat on every page it runs onto.
+/// A titled table in this layout's columns (see `super::table`).
 fn section(flow: &mut Flow, title: &str, intro: &str, groups: Vec<Vec<Band>>) {
-    let heading = para(title, SECTION);
-    let intro = para(intro, NOTE);
-    let columns = table_header();
-    let mut repeat = para(&format!("{title} (continued)"), SECTION);
-    repeat.extend(columns.iter().cloned());
-    let first = groups.first().map_or(0.0, |g| height(g)).min(60.0);
-    flow.repeat.clear();
-    flow.gap(14.0);
-    flow.need(height(&heading) + height(&intro) + height(&columns) + first);
-    for band in heading.iter().chain(&intro).chain(&columns) {
-        flow.band(band);
-    }
-    flow.repeat = repeat;
-    for group in &groups {
-        flow.keep(group);
-    }
-    flow.repeat.clear();
+    super::table(flow, title, intro, table_header(), &groups);
 }
 
 fn table_header() -> Vec<Band> {
