@@ -971,3 +971,148 @@ fn pages_render_to_images_and_stay_small() {
         assert!(with_logo > without, "{name}");
     }
 }
+
+/// A statement of form 2 (parties, settlement) with `n` per-invoice revenue lines whose
+/// customers have long names in several scripts.
+fn partner_statement(n: usize) -> Statement {
+    use super::super::model::{Parties, Party, PaymentTerms, Settlement, TermsFrom, Withholding};
+    let names = [
+        "Samodzielny Publiczny Zakład Opieki Zdrowotnej Uniwersytecki Szpital Kliniczny w Łodzi",
+        "東京大学医学部附属病院 臨床研究支援センター 遠隔医療連携推進室 国際共同研究部門",
+        "Πανεπιστημιακό Γενικό Νοσοκομείο Αθηνών «ΑΤΤΙΚΟΝ» — Κλινική Ψηφιακής Υγείας",
+        "Federal State Budgetary Institution «Московский научно-практический центр»",
+    ];
+    let mut lines: Vec<Line> = (0..n)
+        .map(|i| {
+            let mut l = line(
+                LineKind::Revenue,
+                "Recorded revenue",
+                "1234567.5",
+                "1234567.50",
+            );
+            l.customer = Some(names[i % names.len()].into());
+            l.invoice = Some(format!("in_{i:06}_{}", "x".repeat(i % 40)));
+            l.product = Some("a-product-name-without-any-spaces-that-runs-on-and-on".into());
+            l.refund = i % 7 == 0;
+            l.quantity = Some(dec("1"));
+            l
+        })
+        .collect();
+    let mut share = line(LineKind::Share, "Share", "12345.675", "12345.68");
+    share.rate = Some(dec("0.18"));
+    share.quantity = Some(dec("68587.09"));
+    lines.push(share);
+    let mut adj = line(
+        LineKind::Adjustment,
+        &"Credit for the outage of the integration during the quarter-end close, agreed with the partner's finance team ".repeat(3),
+        "-10",
+        "-10.00",
+    );
+    adj.reference = Some("adj_1".into());
+    lines.push(adj);
+    let mut d = document(lines);
+    d.form = 2;
+    let long = "Bardzo Długa Nazwa Spółki Partnerskiej Zajmującej Się Integracją Systemów Medycznych Spółka z ograniczoną odpowiedzialnością";
+    d.parties = Some(Parties {
+        company: Party {
+            legal_name: "Example Learning & Health Software, Inc.".into(),
+            address: address(),
+            tax_id: Some("EIN 94-7654321".into()),
+            ..Party::default()
+        },
+        partner: Party {
+            legal_name: long.into(),
+            address: vec!["ul. Piotrkowska 104".into(), "90-926 Łódź".into()],
+            tax_id: Some("NIP PL7251234567".into()),
+            payment_details: Some("Przelew na rachunek w aktach, końcówka 0917".into()),
+            locale: Some("pl-PL".into()),
+            contact: Vec::new(),
+        },
+    });
+    d.settlement = Some(Settlement {
+        gross_share: dec("12345.68"),
+        adjustments: dec("-10.00"),
+        net_share: dec("12335.68"),
+        withholding: Some(Withholding {
+            rate: dec("0.2"),
+            applies_to: vec![LineKind::Share],
+            base: dec("12345.68"),
+            precise: dec("2469.136"),
+            amount: dec("2469.14"),
+            reference: "Withheld under art. 21(1)(2a) of the Polish CIT Act; a certificate of residence lowers the rate".into(),
+        }),
+        tax: None,
+        amount_payable: dec("9866.54"),
+        payment_terms: Some(PaymentTerms {
+            days: 14,
+            from: TermsFrom::Finalization,
+        }),
+        due_date: NaiveDate::from_ymd_opt(2026, 11, 17),
+    });
+    finalized(d)
+}
+
+/// Text on one baseline never runs into the next piece of text on it: nothing overflows
+/// its column into the neighbour's.
+fn check_columns(pages: &[Vec<Item>]) {
+    for (p, page) in pages.iter().enumerate() {
+        let mut by_line: std::collections::BTreeMap<i64, Vec<(f32, f32, String)>> =
+            std::collections::BTreeMap::new();
+        for item in page {
+            if let Item::Text {
+                x, y, size, line, ..
+            } = item
+            {
+                by_line.entry((y * 100.0) as i64).or_default().push((
+                    *x,
+                    x + line.width(*size),
+                    line.text.clone(),
+                ));
+            }
+        }
+        for (_, mut texts) in by_line {
+            texts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for pair in texts.windows(2) {
+                assert!(
+                    pair[0].1 <= pair[1].0 + 0.01,
+                    "page {p}: {:?} runs into {:?}",
+                    pair[0].2,
+                    pair[1].2
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_partner_statement_runs_over_pages_with_its_header_repeated_and_nothing_overflowing() {
+    let s = partner_statement(240);
+    let f = Formats::new("pl-PL").unwrap();
+    let pages = partner::layout(&s, &no_letterhead(), &f).pages;
+    assert!(pages.len() >= 4, "240 lines on {} pages", pages.len());
+    check_inside(&pages);
+    check_columns(&pages);
+    let bytes = pdf_in(&s, "pl-PL", Some(&logo(300, 100)));
+    check_structure(&bytes);
+    // The same statement, the same bytes.
+    assert_eq!(bytes, pdf_in(&s, "pl-PL", Some(&logo(300, 100))));
+    let n = page_count(&bytes);
+    let t = text(&bytes);
+    // The revenue table's heading and column titles on every page it runs onto.
+    assert!(
+        t.matches("Revenue basis (continued)").count() >= n - 2,
+        "{t}"
+    );
+    assert!(t.matches("Price or rate").count() >= n - 1);
+    assert!(t.contains(&format!("Page {n} of {n}")));
+    // Party fields and the payable amount read back; no internal ids but the verify URL.
+    assert!(t.contains("NIP PL7251234567"));
+    assert!(t.contains("Przelew na rachunek w aktach, końcówka 0917"));
+    assert!(t.contains("Polish CIT Act"));
+    // Polish groups from five digits on: 9866,54, but 1 234 567,50.
+    assert!(t.contains("9866,54"), "{t}");
+    assert!(t.contains("1 234 567,50"), "{t}");
+    assert!(t.contains("17 listopada 2026"), "{t}");
+    assert!(!t.contains("Ledger as of") && !t.contains("precise"));
+    assert_eq!(t.matches(s.id.as_str()).count(), 1);
+}
