@@ -366,6 +366,9 @@ pub fn compute_form(
             let customer = e.customer.clone().unwrap_or_else(|| "(no customer)".into());
             let mut l = Line::new(LineKind::Referral, String::new());
             l.reference = Some(e.id.clone());
+            if detailed {
+                l.customer = e.customer.clone();
+            }
             l.quantity = Some(Decimal::ONE);
             match (r.rate, r.amount) {
                 (Some(rate), _) => {

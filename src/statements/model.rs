@@ -86,7 +86,8 @@ pub struct Line {
     /// Who added an adjustment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    /// Recorded revenue (form 2 on): the customer the revenue is from.
+    /// Recorded revenue and referrals (form 2 on): the customer the revenue or milestone
+    /// is from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<String>,
     /// Recorded revenue (form 2 on): the invoice, where the billing event names one.

@@ -334,6 +334,7 @@ both! {
         assert_eq!(lines(&st), pairs(&[("referral", "30000.00"), ("referral", "10500.06")]));
         let l = &st["document"]["lines"];
         assert_eq!(l[0]["reference"], "impl-1");
+        assert_eq!(l[0]["customer"], "Acme Clinics");
         assert_eq!(l[1]["precise"], "10500.06");
         assert_eq!(l[1]["quantity"], "87500.50");
         assert_eq!(st["document"]["total"], "40500.06");

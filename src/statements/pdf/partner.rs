@@ -461,7 +461,7 @@ fn words(l: &Line, f: &Formats, minor: u32) -> Words {
             };
         }
         LineKind::Referral => {
-            let who = l.description.rsplit(": ").next().unwrap_or_default();
+            let who = l.customer.as_deref().unwrap_or("customer not named");
             w.main = format!("Referral: {who}");
             w.detail = l.reference.as_ref().map(|r| format!("Milestone {r}"));
             if l.rate.is_some() {
