@@ -1116,3 +1116,49 @@ fn a_partner_statement_runs_over_pages_with_its_header_repeated_and_nothing_over
     assert!(!t.contains("Ledger as of") && !t.contains("precise"));
     assert_eq!(t.matches(s.id.as_str()).count(), 1);
 }
+
+/// Every value the partner layout prints from config or events, made hostile (huge, with
+/// control characters, right-to-left text, emoji, markup): no panic, nothing off the page,
+/// no column running into the next, and the PDF still reads back.
+#[test]
+fn hostile_values_in_a_partner_statement_stay_on_the_page() {
+    let hostile = |tag: &str| {
+        format!(
+            "{tag} <script>alert(1)</script> \u{0}\u{7}\r\n\t\u{202e}مستشفى 👩‍⚕️ {}",
+            "W".repeat(3000)
+        )
+    };
+    let mut s = partner_statement(12);
+    let d = &mut s.document;
+    for l in d.lines.iter_mut() {
+        l.customer = Some(hostile("customer"));
+        l.invoice = Some(hostile("invoice"));
+        l.product = Some(hostile("product"));
+        l.description = hostile("description");
+        l.reference = Some(hostile("reference"));
+    }
+    d.currency = hostile("currency");
+    d.period = hostile("period");
+    d.agreement_id = hostile("agreement");
+    if let Some(p) = d.parties.as_mut() {
+        p.partner.legal_name = hostile("legal name");
+        p.partner.address = vec![hostile("address")];
+        p.partner.tax_id = Some(hostile("tax id"));
+        p.partner.payment_details = Some(hostile("payment"));
+        p.company.contact = vec![hostile("contact")];
+    }
+    if let Some(w) = d.settlement.as_mut().and_then(|s| s.withholding.as_mut()) {
+        w.reference = hostile("withholding reference");
+    }
+    s.replaces = Some(hostile("replaces"));
+    s.number_display = Some(hostile("number"));
+    for locale in ["pl-PL", "ja-JP", "not a locale"] {
+        let f = Formats::new(locale).unwrap_or_else(|_| Formats::english());
+        let pages = partner::layout(&s, &no_letterhead(), &f).pages;
+        check_inside(&pages);
+        check_columns(&pages);
+        let bytes = pdf_in(&s, locale, None);
+        check_structure(&bytes);
+        assert!(text(&bytes).contains("legal name"));
+    }
+}
