@@ -33,6 +33,7 @@ mod ssrf;
 mod statements;
 mod statements_corrections;
 mod statements_sealed;
+mod statements_terms;
 mod usage_ingest;
 mod usage_query;
 mod webhooks;

@@ -12,15 +12,15 @@ use serde_json::{Value, json};
 use crate::both;
 use crate::helpers::TestApp;
 
-fn at(s: &str) -> DateTime<Utc> {
+pub(crate) fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 /// One ledger event: (id, type, subject, time, data).
-type Ev<'a> = (&'a str, &'a str, &'a str, &'a str, Option<Value>);
+pub(crate) type Ev<'a> = (&'a str, &'a str, &'a str, &'a str, Option<Value>);
 
 /// Write events straight into the ledger as received at `received`.
-async fn feed(app: &TestApp, partner: &str, events: &[Ev<'_>], received: DateTime<Utc>) {
+pub(crate) async fn feed(app: &TestApp, partner: &str, events: &[Ev<'_>], received: DateTime<Utc>) {
     let events: Vec<UsageEvent> = events
         .iter()
         .map(|(id, ty, subject, time, data)| UsageEvent {
@@ -78,11 +78,11 @@ async fn learners(app: &TestApp, n: usize) {
     }
 }
 
-async fn finance(app: &TestApp) -> String {
+pub(crate) async fn finance(app: &TestApp) -> String {
     app.key(Role::Finance, None).await
 }
 
-async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(app.url(path))
         .bearer_auth(key)
@@ -94,7 +94,7 @@ async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (u16, Value)
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn generate(app: &TestApp, key: &str, partner: &str, period: &str) -> Value {
+pub(crate) async fn generate(app: &TestApp, key: &str, partner: &str, period: &str) -> Value {
     let (status, body) = post(
         app,
         key,
@@ -122,7 +122,7 @@ fn lines(st: &Value) -> Vec<(String, String)> {
 }
 
 /// RFC 4180 as a spreadsheet reads it (quoted cells may hold commas and quotes).
-fn parse_csv(csv: &str) -> Vec<Vec<String>> {
+pub(crate) fn parse_csv(csv: &str) -> Vec<Vec<String>> {
     let (mut rows, mut row, mut cell, mut quoted) = (Vec::new(), Vec::new(), String::new(), false);
     let mut chars = csv.chars().peekable();
     while let Some(c) = chars.next() {
