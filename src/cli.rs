@@ -812,14 +812,7 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             let bytes = match format.as_str() {
                 "json" => serde_json::to_vec_pretty(&st)?,
                 "csv" => crate::statements::export::csv(&st).into_bytes(),
-                "pdf" => crate::statements::pdf::render(
-                    &st,
-                    &crate::statements::pdf::Letterhead {
-                        company_address: &state.config.statements.company_address,
-                        logo: crate::statements::parties::logo(&state.config.statements).as_ref(),
-                        locale: crate::statements::parties::locale(&st.document),
-                    },
-                ),
+                "pdf" => crate::statements::pdf::render(&st, &state.letterhead(&st.document)),
                 other => anyhow::bail!("format {other:?} is not one of json, csv, pdf"),
             };
             if path.as_os_str() == "-" {

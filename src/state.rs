@@ -53,6 +53,9 @@ pub struct Parts {
     pub ledger_rules: Arc<crate::metering::authority::Authority>,
     /// The latest check of issued statements against their hashes.
     pub statement_integrity: crate::statements::integrity::IntegrityWatch,
+    /// The letterhead logo (`statements.company_logo`), read and decoded once at start
+    /// rather than on every PDF; a file that can't be read is logged and left out.
+    pub statement_logo: Option<crate::statements::pdf::Logo>,
 }
 
 impl AppState {
@@ -63,6 +66,18 @@ impl AppState {
             config: &self.config,
             agreements: &self.agreements,
             meters: &self.meters,
+        }
+    }
+
+    /// What heads `doc` as a PDF: the company's address and logo, in the partner's locale.
+    pub fn letterhead<'a>(
+        &'a self,
+        doc: &'a crate::statements::model::Document,
+    ) -> crate::statements::pdf::Letterhead<'a> {
+        crate::statements::pdf::Letterhead {
+            company_address: &self.config.statements.company_address,
+            logo: self.statement_logo.as_ref(),
+            locale: crate::statements::parties::locale(doc),
         }
     }
 
@@ -148,9 +163,11 @@ impl AppState {
         let api_keys =
             crate::apikeys::KeyCache::new(Duration::from_millis(config.http.api_key_cache_ms));
         let ledger_rules = Arc::new(crate::metering::authority::Authority::from_config(&config));
+        let statement_logo = crate::statements::parties::logo(&config.statements);
         Ok(AppState(Arc::new(Parts {
             ledger_rules,
             statement_integrity: Default::default(),
+            statement_logo,
             api_keys,
             sso: crate::sso::SsoState::new(&config.sso),
             db,

@@ -170,8 +170,9 @@ pub fn load_logo(path: &Path) -> Result<super::pdf::Logo, String> {
     super::pdf::Logo::from_file_bytes(read_logo(path)?, path)
 }
 
-/// The statement's letterhead logo from config, if one is set and readable (a file that
-/// went missing after start is logged, and the statement drawn without it).
+/// The statement's letterhead logo from config, if one is set and readable, loaded once at
+/// start (`AppState::statement_logo`). `check-config` refuses a bad file; one that went
+/// missing between the check and the start is logged, and statements drawn without it.
 pub fn logo(config: &StatementsConfig) -> Option<super::pdf::Logo> {
     let path = config.company_logo.as_ref()?;
     load_logo(path)

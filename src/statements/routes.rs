@@ -333,7 +333,7 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let format = format_of(q.format.as_deref(), &headers)?;
     let st = readable(&state, &caller, &id).await?;
-    Ok(render(&state, &st, format))
+    render(&state, st, format).await
 }
 
 /// The file name a download is saved under: the statement number, or the id for a draft.
@@ -341,9 +341,9 @@ pub fn file_stem(st: &Statement) -> String {
     st.number_display.clone().unwrap_or_else(|| st.id.clone())
 }
 
-fn render(state: &AppState, st: &Statement, format: Format) -> Response {
-    let stem = file_stem(st);
-    match format {
+async fn render(state: &AppState, st: Statement, format: Format) -> Result<Response, ApiError> {
+    let stem = file_stem(&st);
+    Ok(match format {
         Format::Json => Json(st).into_response(),
         Format::Csv => (
             [
@@ -353,28 +353,31 @@ fn render(state: &AppState, st: &Statement, format: Format) -> Response {
                     format!("attachment; filename=\"{stem}.csv\""),
                 ),
             ],
-            super::export::csv(st),
+            super::export::csv(&st),
         )
             .into_response(),
-        Format::Pdf => (
-            [
-                (header::CONTENT_TYPE, "application/pdf".to_owned()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{stem}.pdf\""),
-                ),
-            ],
-            super::pdf::render(
-                st,
-                &super::pdf::Letterhead {
-                    company_address: &state.config.statements.company_address,
-                    logo: super::parties::logo(&state.config.statements).as_ref(),
-                    locale: super::parties::locale(&st.document),
-                },
-            ),
-        )
-            .into_response(),
-    }
+        Format::Pdf => {
+            // Shaping and subsetting the fonts is CPU work (milliseconds, more for a long
+            // statement in CJK): off the async workers, which serve every other request.
+            let state = state.clone();
+            let pdf = tokio::task::spawn_blocking(move || {
+                super::pdf::render(&st, &state.letterhead(&st.document))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("drawing the PDF failed: {e}")))?;
+            (
+                [
+                    (header::CONTENT_TYPE, "application/pdf".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{stem}.pdf\""),
+                    ),
+                ],
+                pdf,
+            )
+                .into_response()
+        }
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
