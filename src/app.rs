@@ -152,8 +152,8 @@ async fn serve_http(
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = accept(&listener) => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -177,6 +177,17 @@ async fn serve_http(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The next connection, with `TCP_NODELAY` set. Without it a response written in pieces
+/// (a streamed FHIR body: a chunk, then the closing chunk) waits for the client's delayed
+/// ACK, ~40 ms, before its last piece goes out.
+async fn accept(listener: &TcpListener) -> std::io::Result<tokio::net::TcpStream> {
+    let (stream, _) = listener.accept().await?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+    }
+    Ok(stream)
 }
 
 /// As `axum::serve` does: a connection that failed before it was accepted is skipped; any
@@ -218,4 +229,25 @@ pub fn cancel_on_signal(token: CancellationToken) {
         tracing::info!("shutdown signal received");
         token.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    // The chunked-answer stall (issue 25): every connection the gateway serves has
+    // TCP_NODELAY, so the last piece of a streamed answer is not held for the client's ACK.
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let served = accept(&listener).await.unwrap();
+        assert!(
+            served.nodelay().unwrap(),
+            "TCP_NODELAY is off on an accepted connection"
+        );
+        drop(client.await.unwrap().unwrap());
+    }
 }

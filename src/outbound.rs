@@ -333,6 +333,9 @@ impl Outbound {
                 policy: policy.clone(),
             }))
             .pool_idle_timeout(Duration::from_secs(60))
+            // reqwest's default, stated: a request body sent in pieces must not wait on
+            // the EHR's delayed ACK.
+            .tcp_nodelay(true)
             .build()?;
         let webhooks = reqwest::Client::builder()
             .user_agent(concat!(
@@ -345,6 +348,9 @@ impl Outbound {
                 policy: policy.clone(),
             }))
             .pool_idle_timeout(Duration::from_secs(60))
+            // reqwest's default, stated: a request body sent in pieces must not wait on
+            // the EHR's delayed ACK.
+            .tcp_nodelay(true)
             .build()?;
         Ok(Outbound {
             client,

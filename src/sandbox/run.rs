@@ -197,6 +197,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Sandbox> {
     let router = super::pages::router(site_state.clone());
     let token = shutdown.clone();
     let site_server = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let site_listener = site_listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
         axum::serve(site_listener, router)
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await

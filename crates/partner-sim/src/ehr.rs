@@ -157,6 +157,9 @@ pub struct MockEhrOptions {
     /// Time the FHIR API takes before answering (waited, not computed), as a real EHR's
     /// database and network do; zero answers from memory at once.
     pub fhir_latency: Duration,
+    /// FHIR answers sent with `Transfer-Encoding: chunked` instead of a `Content-Length`,
+    /// as HAPI FHIR, IIS-hosted and many other servers send them.
+    pub fhir_chunked: bool,
 }
 
 impl MockEhrOptions {
@@ -167,6 +170,7 @@ impl MockEhrOptions {
             access_token_secs: None,
             discovery: DiscoveryMode::WellKnown,
             fhir_latency: Duration::ZERO,
+            fhir_chunked: false,
         }
     }
 }
@@ -581,6 +585,7 @@ pub(crate) struct Shared {
     pub clients: HashMap<String, MockClient>,
     pub access_token_secs: u64,
     pub fhir_latency: Duration,
+    pub fhir_chunked: bool,
     pub signer: Signer,
     pub default_patient: String,
     pub default_practitioner: String,
@@ -637,6 +642,7 @@ impl Shared {
             clients,
             access_token_secs,
             fhir_latency: opts.fhir_latency,
+            fhir_chunked: opts.fhir_chunked,
             default_patient: data.default_patient().to_owned(),
             default_practitioner: data.default_practitioner().to_owned(),
             signer,

@@ -69,8 +69,13 @@ impl Drop for Served {
 }
 
 /// Serve `app` on `listener` until the returned [`Served`] is dropped; an error that ends
-/// the server is logged naming `what`.
+/// the server is logged naming `what`. Accepted connections get `TCP_NODELAY`, as the web
+/// servers in front of real EHRs and LMSs set it (nginx's `tcp_nodelay on` default).
 pub(crate) fn serve(listener: TcpListener, app: axum::Router, what: &'static str) -> Served {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|s| {
+        let _ = s.set_nodelay(true);
+    });
     Served(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "{what} stopped");

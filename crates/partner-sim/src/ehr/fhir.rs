@@ -31,6 +31,39 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let chunked = s.fhir_chunked && method != Method::HEAD;
+    let resp = answer(s, method, uri, headers, body).await;
+    let bodiless = matches!(
+        resp.status(),
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+    );
+    if chunked && !bodiless {
+        rechunk(resp).await
+    } else {
+        resp
+    }
+}
+
+/// The answer with its body as a stream of unknown length, which hyper sends chunked (the
+/// body ends with its own, separate, closing chunk: what stalls a peer without
+/// `TCP_NODELAY`).
+async fn rechunk(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let once: Vec<Result<Bytes, std::convert::Infallible>> = vec![Ok(bytes)];
+    Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(once)))
+}
+
+async fn answer(
+    s: Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !s.fhir_latency.is_zero() {
         tokio::time::sleep(s.fhir_latency).await;
     }

@@ -1819,3 +1819,27 @@ async fn authorize_accepts_a_form_post() {
         .unwrap();
     assert!(location_params(&response).contains_key("code"));
 }
+
+#[tokio::test]
+async fn fhir_answers_can_come_chunked() {
+    let mut opts = MockEhrOptions::new(Vendor::Generic, vec![public_client()]);
+    opts.fhir_chunked = true;
+    let mock = MockEhr::start(opts).await.unwrap();
+    let token = access_token(&public_flow(&mock, "launch/patient patient/*.read", &[]).await);
+    let patient = mock.default_patient();
+    let resp = fhir_get(&mock, &token, &format!("Patient/{patient}")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()
+            .get(reqwest::header::TRANSFER_ENCODING)
+            .unwrap(),
+        "chunked"
+    );
+    assert!(
+        resp.headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .is_none()
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["resourceType"], "Patient");
+}
