@@ -72,6 +72,7 @@ impl Dispatcher {
         let poll = Duration::from_millis(self.cfg().poll_interval_ms.max(1));
         let mut last_purge = Instant::now() - Duration::from_secs(3600);
         let mut last_thresholds = Instant::now() - Duration::from_secs(3600);
+        let mut thresholds = super::thresholds::Watch::default();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -83,7 +84,9 @@ impl Dispatcher {
             let every = Duration::from_secs(self.cfg().thresholds_interval_secs.max(1));
             if last_thresholds.elapsed() >= every {
                 last_thresholds = Instant::now();
-                if let Err(e) = super::thresholds::check(&self.state, Utc::now()).await {
+                if let Err(e) =
+                    super::thresholds::check(&self.state, Utc::now(), &mut thresholds).await
+                {
                     tracing::error!(error = %format!("{e:#}"), "checking usage thresholds failed");
                 }
             }

@@ -857,6 +857,24 @@ pub struct ThresholdMark<'a> {
     pub crossed_at_us: i64,
 }
 
+/// The thresholds of `meter` already marked for `partner` in the window starting at
+/// `window_start` (as written by [`mark_threshold`]).
+pub async fn marked_thresholds(
+    db: &Db,
+    partner_id: &str,
+    meter: &str,
+    window_start: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT threshold FROM usage_threshold_marks \
+               WHERE partner_id = $1 AND meter = $2 AND window_start = $3";
+    with_db!(db, c => sqlx::query_scalar(sql)
+        .bind(partner_id)
+        .bind(meter)
+        .bind(window_start)
+        .fetch_all(c)
+        .await)
+}
+
 /// Mark the crossing; false when it was marked before (by this or another instance), so
 /// `usage.threshold.crossed` goes out once per threshold and window.
 pub async fn mark_threshold(tx: &mut Tx, m: &ThresholdMark<'_>) -> Result<bool, sqlx::Error> {
