@@ -135,6 +135,13 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter directive such as `info` or `partner_gateway=debug,info`.
     pub log_level: String,
+    /// Which answers get a line of their own (target `access`, at `info`): see
+    /// [`AccessLog`].
+    pub access_log: AccessLog,
+    /// With `access_log = "failures"`, the fraction of other answers logged too (0 to 1;
+    /// every Nth answer, N = 1/fraction), so a busy gateway's log shows its traffic without
+    /// a line, and a write, per request.
+    pub access_log_sample: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -142,8 +149,22 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Text,
             log_level: "info".to_owned(),
+            access_log: AccessLog::Failures,
+            access_log_sample: 0.0,
         }
     }
+}
+
+/// The access log: one line per answer (method, route, status, error code, latency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// Every answer: for development, or a gateway behind nothing that logs requests.
+    All,
+    /// 4xx and 5xx answers, and `access_log_sample` of the rest (the default).
+    Failures,
+    /// None (metrics still count every answer by route and status).
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -987,6 +1008,15 @@ impl Config {
             out.push((
                 "usage.max_data_bytes".into(),
                 "must be at least 2 (the size of {})".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.access_log_sample) {
+            out.push((
+                "telemetry.access_log_sample".into(),
+                format!(
+                    "{} is not a fraction from 0 to 1 (0.01 logs one answer in a hundred)",
+                    self.telemetry.access_log_sample
+                ),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {

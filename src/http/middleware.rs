@@ -38,7 +38,10 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
             ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
         }))
         // Outside the timeout and the panic catcher: those answers are counted too.
-        .layer(middleware::from_fn(track_requests))
+        .layer(middleware::from_fn_with_state(
+            AccessLog::new(&state.config.telemetry),
+            track_requests,
+        ))
         .layer(middleware::from_fn(headers::secure))
         .layer(
             TraceLayer::new_for_http()
@@ -104,9 +107,51 @@ async fn note_route(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Log and count every answer by method, matched route (`unmatched` when none) and status:
-/// timeouts and panics included. A 4xx from the API logs its error `code`.
-async fn track_requests(mut req: Request, next: Next) -> Response {
+/// Which answers get an access-log line (`telemetry.access_log`).
+#[derive(Clone)]
+struct AccessLog {
+    mode: crate::config::AccessLog,
+    /// Log every Nth other answer with `Failures` (0: none).
+    every: u64,
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AccessLog {
+    fn new(cfg: &crate::config::TelemetryConfig) -> AccessLog {
+        let every = if cfg.access_log_sample > 0.0 {
+            // Checked by config to be in (0, 1]: a whole number from 1 up.
+            (1.0 / cfg.access_log_sample).round().max(1.0) as u64
+        } else {
+            0
+        };
+        AccessLog {
+            mode: cfg.access_log,
+            every,
+            seen: Default::default(),
+        }
+    }
+
+    fn wants(&self, status: StatusCode) -> bool {
+        use crate::config::AccessLog as Mode;
+        match self.mode {
+            Mode::All => true,
+            Mode::Off => false,
+            Mode::Failures if status.is_client_error() || status.is_server_error() => true,
+            Mode::Failures => {
+                self.every > 0
+                    && self
+                        .seen
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        .is_multiple_of(self.every)
+            }
+        }
+    }
+}
+
+/// Count every answer by method, matched route (`unmatched` when none) and status, timeouts
+/// and panics included, and log those the access log wants (a 4xx from the API with its
+/// error `code`).
+async fn track_requests(State(access): State<AccessLog>, mut req: Request, next: Next) -> Response {
     let slot = RouteSlot::default();
     req.extensions_mut().insert(slot.clone());
     let method = req.method().to_string();
@@ -114,17 +159,20 @@ async fn track_requests(mut req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let elapsed = started.elapsed().as_secs_f64();
     let route = slot.0.get().cloned().unwrap_or_else(|| "unmatched".into());
-    let status = resp.status().as_u16();
-    match resp.extensions().get::<error::ErrorCode>() {
-        Some(code) if resp.status().is_client_error() => tracing::info!(
-            status,
-            code = code.0,
-            latency_ms = elapsed * 1000.0,
-            "handled"
-        ),
-        _ => tracing::info!(status, latency_ms = elapsed * 1000.0, "handled"),
+    if access.wants(resp.status()) {
+        let status = resp.status().as_u16();
+        match resp.extensions().get::<error::ErrorCode>() {
+            Some(code) if resp.status().is_client_error() => tracing::info!(
+                target: "access",
+                status,
+                code = code.0,
+                latency_ms = elapsed * 1000.0,
+                "handled"
+            ),
+            _ => tracing::info!(target: "access", status, latency_ms = elapsed * 1000.0, "handled"),
+        }
     }
-    let status = status.to_string();
+    let status = resp.status().as_str().to_owned();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
