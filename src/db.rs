@@ -29,6 +29,9 @@ pub enum Db {
 }
 
 mod group;
+
+/// A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+const PG_PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 pub use group::{CommitStats, SqliteTx};
 
 /// A transaction on either backend. Store functions that must join the caller's transaction
@@ -216,6 +219,21 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(acquire)
+                // sqlx pings every connection it hands out: a round trip before each
+                // transaction, a third of a one-event ingest's. Only a connection idle for
+                // a while is pinged (as HikariCP's alive-bypass window does): one in steady
+                // use was working a moment ago; one that dies in between (the server
+                // restarting under load) fails the one transaction on it, which rolls back,
+                // as the transactions in flight at that moment fail anyway.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PG_PING_AFTER_IDLE {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(url)))?;
