@@ -51,10 +51,11 @@ use support::args::{self, Args};
 use support::cpu::{CpuSample, ProcCpu};
 use support::db::{Backend, Store, each_backend, fail_if_any};
 use support::facts::{command_line, machine_facts};
-use support::http::{answer_text, exchange, snippet};
+use support::http::{answer_text, exchange, query_param, redirect_of, snippet};
 use support::server::{self, Serving, on_server, unshared};
 use support::stats::{ms, percentile};
 use support::workers::{Stats, for_secs, with_cpu};
+use support::wrk;
 use tokio::runtime::Handle;
 
 const APP_URL: &str = "https://app.example.test/launch";
@@ -416,37 +417,6 @@ async fn start_env(server: Handle, db_url: String, o: &Opts) -> anyhow::Result<E
 // ------------------------------------------------------------------------------------------
 // One launch, through the gateway or against the EHR alone
 
-/// GET `url`, expect a redirect; returns its Location.
-async fn redirect_of(b: &reqwest::Client, url: &str, step: &str) -> anyhow::Result<String> {
-    let r = b
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("{step}: request failed"))?;
-    let status = r.status();
-    let location = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = r.text().await.unwrap_or_default();
-    match location {
-        Some(l) if status.is_redirection() => Ok(l),
-        _ => bail!(
-            "{step}: expected a redirect, got {status}: {}",
-            snippet(&body)
-        ),
-    }
-}
-
-fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
-    let u = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
-    u.query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .with_context(|| format!("no {name} in {}", snippet(url)))
-}
-
 /// The whole EHR launch through the gateway, ending with the app's exchange: the launch id.
 async fn gateway_launch(env: &Env, kind: Kind) -> anyhow::Result<String> {
     let start = env.launch_url(kind);
@@ -675,58 +645,6 @@ struct LoadRun {
     steal_pct: Option<f64>,
 }
 
-/// `1.23ms`, `456.78us`, `1.02s`, `2.00m` -> milliseconds.
-fn wrk_ms(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|x| x * mul)
-}
-
-fn parse_wrk(out: &str) -> anyhow::Result<(f64, u64, f64, f64, u64, u64)> {
-    let mut rps = None;
-    let mut requests = None;
-    let (mut p50, mut p99) = (None, None);
-    let (mut non2xx, mut socket) = (0u64, 0u64);
-    for line in out.lines() {
-        let l = line.trim();
-        if let Some(v) = l.strip_prefix("Requests/sec:") {
-            rps = v.trim().parse::<f64>().ok();
-        } else if let Some(v) = l.strip_prefix("50%") {
-            p50 = wrk_ms(v);
-        } else if let Some(v) = l.strip_prefix("99%") {
-            p99 = wrk_ms(v);
-        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
-            non2xx = v.trim().parse().unwrap_or(u64::MAX);
-        } else if let Some(v) = l.strip_prefix("Socket errors:") {
-            // "connect 0, read 0, write 0, timeout 0"
-            socket = v
-                .split(',')
-                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum();
-        } else if l.contains(" requests in ") {
-            requests = l.split_whitespace().next().and_then(|n| n.parse().ok());
-        }
-    }
-    Ok((
-        rps.with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))?,
-        requests.with_context(|| format!("no request count in wrk's output:\n{out}"))?,
-        p50.with_context(|| format!("no 50% latency in wrk's output:\n{out}"))?,
-        p99.with_context(|| format!("no 99% latency in wrk's output:\n{out}"))?,
-        non2xx,
-        socket,
-    ))
-}
-
 struct Target {
     url: String,
     bearer: String,
@@ -765,41 +683,24 @@ impl Load {
     }
 
     async fn wrk(&self, target: &Target, secs: u64) -> anyhow::Result<LoadRun> {
-        let out = tokio::process::Command::new("wrk")
-            .arg("-t")
-            .arg(self.threads.to_string())
-            .arg("-c")
-            .arg(self.connections.to_string())
-            .arg("-d")
-            .arg(format!("{secs}s"))
-            .arg("--timeout")
-            .arg("10s")
-            .arg("--latency")
-            .arg("-H")
-            .arg(format!("Authorization: Bearer {}", target.bearer))
-            .arg("-H")
-            .arg(format!("Accept: {FHIR_ACCEPT}"))
-            .arg(&target.url)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .context("running wrk")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        ensure!(
-            out.status.success(),
-            "wrk failed ({}): {}{}",
-            out.status,
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let (rps, requests, p50_ms, p99_ms, non2xx, socket_errors) = parse_wrk(&text)?;
+        let r = wrk::run(
+            self.threads,
+            self.connections,
+            Duration::from_secs(secs),
+            &target.url,
+            &[
+                format!("Authorization: Bearer {}", target.bearer),
+                format!("Accept: {FHIR_ACCEPT}"),
+            ],
+        )
+        .await?;
         Ok(LoadRun {
-            rps,
-            requests,
-            p50_ms,
-            p99_ms,
-            non2xx,
-            socket_errors,
+            rps: r.rps,
+            requests: r.requests,
+            p50_ms: r.p50_ms,
+            p99_ms: r.p99_ms,
+            non2xx: r.non2xx,
+            socket_errors: r.socket_errors,
             server_cpu_us: None,
             client_cpu_us: None,
             busy_pct: None,
@@ -870,20 +771,6 @@ impl Load {
             steal_pct: None,
         })
     }
-}
-
-fn wrk_version() -> Option<String> {
-    // `wrk -v` prints its version and exits non-zero.
-    let out = std::process::Command::new("wrk").arg("-v").output().ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .next()
-        .filter(|l| l.starts_with("wrk"))
-        .map(|l| l.split(" [").next().unwrap_or(l).trim().to_owned())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1415,7 +1302,7 @@ fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
         if load.wrk {
             format!(
                 "{} (`-t{} -c{} -d{}s`, separate process)",
-                wrk_version().unwrap_or_else(|| "wrk".into()),
+                wrk::version().unwrap_or_else(|| "wrk".into()),
                 load.threads,
                 load.connections,
                 o.duration_secs
@@ -1630,7 +1517,7 @@ fn summary(o: &Opts, load: &Load, facts: &[String], reports: &[StoreReport]) {
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let facts = machine_facts();
-    let have_wrk = wrk_version().is_some();
+    let have_wrk = wrk::version().is_some();
     if !have_wrk && !o.no_wrk {
         eprintln!(
             "warning: wrk is not installed (apt-get install -y wrk, or scripts/bench-smart.sh); \

@@ -1,7 +1,7 @@
 //! The bench's side of HTTP: answers checked the same way, and the app's exchange of a
 //! launch's one-time code.
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 
 /// The first 300 characters of an answer, on one line, for an error message.
@@ -44,4 +44,35 @@ pub async fn exchange(
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("no launch_id in {}", snippet(&text)))
+}
+
+/// GET `url`, expect a redirect; returns its Location.
+pub async fn redirect_of(b: &reqwest::Client, url: &str, step: &str) -> anyhow::Result<String> {
+    let r = b
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{step}: request failed"))?;
+    let status = r.status();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = r.text().await.unwrap_or_default();
+    match location {
+        Some(l) if status.is_redirection() => Ok(l),
+        _ => bail!(
+            "{step}: expected a redirect, got {status}: {}",
+            snippet(&body)
+        ),
+    }
+}
+
+pub fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
+    let u = url::Url::parse(url).with_context(|| format!("not a URL: {url}"))?;
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .with_context(|| format!("no {name} in {}", snippet(url)))
 }

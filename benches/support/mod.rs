@@ -14,3 +14,4 @@ pub mod http;
 pub mod server;
 pub mod stats;
 pub mod workers;
+pub mod wrk;
