@@ -44,7 +44,7 @@ use support::wrk::{self, WrkRun};
 
 const USAGE: &str = "usage: cargo bench --bench proxy -- [--bin PATH (target/release/partner-gateway)] \
 [--duration S (5)] [--latency-secs S (3)] [--rounds N (3)] [--threads N (2)] [--connections N (32)] \
-[--idle-secs S (10)] [--thresholds N (10000)] [--only proxy,idle]";
+[--idle-secs S (10)] [--thresholds N (10000)] [--only proxy,idle] [--perf FILE] [--before]";
 const APP_URL: &str = "https://app.example.test/launch";
 const CLIENT: &str = "bench-app";
 const FHIR_ACCEPT: &str = "application/fhir+json";
@@ -60,6 +60,12 @@ struct Opts {
     thresholds: usize,
     proxy: bool,
     idle: bool,
+    /// `perf record` the gateway through one more throughput run against the upstream that
+    /// answers at once with a Content-Length (where the gateway is CPU-bound), into FILE.
+    perf: Option<PathBuf>,
+    /// The binary is from before the access log setting (commit 7e71294 and earlier): its
+    /// config leaves out `access_log*`, which that binary does not know.
+    before: bool,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -77,6 +83,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         thresholds: 10_000,
         proxy: true,
         idle: true,
+        perf: None,
+        before: false,
     };
     let mut args = support::args::Args::new(USAGE);
     while let Some(a) = args.next() {
@@ -89,6 +97,8 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--connections" => o.connections = args.num("--connections")?,
             "--idle-secs" => o.idle_secs = args.num("--idle-secs")?,
             "--thresholds" => o.thresholds = args.num("--thresholds")?,
+            "--perf" => o.perf = Some(PathBuf::from(args.value()?)),
+            "--before" => o.before = true,
             "--only" => {
                 let v = args.value()?;
                 o.proxy = v.split(',').any(|p| p == "proxy");
@@ -250,12 +260,16 @@ impl Gateway {
 }
 
 /// The sample config's `[telemetry]` section, as written (what an operator starts from).
-fn sample_telemetry() -> String {
+fn sample_telemetry(before: bool) -> String {
     let sample = include_str!("../config/gateway.toml");
     let start = sample.find("[telemetry]").unwrap_or(sample.len());
     let rest = &sample[start..];
     let end = rest[1..].find("\n[").map_or(rest.len(), |i| i + 1);
-    rest[..end].to_owned()
+    rest[..end]
+        .lines()
+        .filter(|l| !(before && l.starts_with("access_log")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Write a config directory and start `serve` on it; waits for `/readyz`.
@@ -279,7 +293,7 @@ async fn start_gateway(
          {telemetry}\n",
         db = dir.join("gateway.db").display(),
         key = dir.join("master.key").display(),
-        telemetry = sample_telemetry(),
+        telemetry = sample_telemetry(o.before),
     );
     std::fs::write(dir.join("gateway.toml"), gateway_toml)?;
     std::fs::write(dir.join("partners.toml"), partners)?;
@@ -521,17 +535,17 @@ async fn load(t: &Target, threads: usize, connections: usize, secs: u64) -> anyh
     .with_context(|| format!("wrk against {}", t.url))
 }
 
-async fn proxy_phase(o: &Opts, root: &Path) -> anyhow::Result<(Vec<(Form, Row)>, bool)> {
+/// `upstream` is the runtime the mocks run on, apart from the bench's clients, as an EHR is
+/// a server apart.
+async fn proxy_phase(
+    o: &Opts,
+    root: &Path,
+    upstream: tokio::runtime::Handle,
+) -> anyhow::Result<(Vec<(Form, Row)>, bool)> {
     let port = free_port()?;
     let gateway_url = format!("http://127.0.0.1:{port}");
-    // The mocks on a runtime of their own (2 workers), as an EHR would be a server apart.
-    let upstream_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench-upstream")
-        .enable_all()
-        .build()?;
     let gw = gateway_url.clone();
-    let ups = upstream_rt
+    let ups = upstream
         .spawn(async move { start_upstreams(&gw).await })
         .await??;
     let g = start_gateway(
@@ -643,6 +657,24 @@ async fn proxy_phase(o: &Opts, root: &Path) -> anyhow::Result<(Vec<(Form, Row)>,
                 row.p50[via_index(via)].push(r.p50_ms);
             }
         }
+        if let Some(out) = &o.perf
+            && u.form.latency_ms == 0
+            && !u.form.chunked
+        {
+            // DWARF call graphs: the release build keeps no frame pointers.
+            let perf = tokio::process::Command::new("perf")
+                .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+                .arg(out)
+                .args(["-p", &g.pid().to_string(), "--", "sleep"])
+                .arg(o.duration.saturating_sub(1).max(1).to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf record (Debian's linux-perf)")?;
+            let r = load(&via_gateway, o.threads, o.connections, o.duration).await?;
+            let status = perf.wait_with_output().await?.status;
+            eprintln!("perf record: {status}, {:.0} req/s while recording, into {}", r.rps, out.display());
+        }
         if row.failed > 0 {
             all_ok = false;
             eprintln!("{}: {} requests failed", u.form.name(), row.failed);
@@ -662,7 +694,6 @@ async fn proxy_phase(o: &Opts, root: &Path) -> anyhow::Result<(Vec<(Form, Row)>,
     let lines = log.lines().count();
     eprintln!("gateway log: {lines} lines over the proxy phase");
     drop(ups);
-    upstream_rt.shutdown_timeout(Duration::from_secs(5));
     Ok((rows, all_ok))
 }
 
@@ -760,7 +791,14 @@ fn main() -> anyhow::Result<()> {
     println!();
     let mut ok = true;
     if o.proxy {
-        let (rows, all_ok) = rt.block_on(proxy_phase(&o, root.path()))?;
+        let upstream = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-upstream")
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(proxy_phase(&o, root.path(), upstream.handle().clone()));
+        upstream.shutdown_timeout(Duration::from_secs(5));
+        let (rows, all_ok) = result?;
         ok &= all_ok;
         println!(
             "## FHIR proxy: wrk {}x{} for {} s (throughput), 1x1 for {} s (latency); {} rounds, medians\n",
