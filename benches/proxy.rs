@@ -673,7 +673,11 @@ async fn proxy_phase(
                 .context("starting perf record (Debian's linux-perf)")?;
             let r = load(&via_gateway, o.threads, o.connections, o.duration).await?;
             let status = perf.wait_with_output().await?.status;
-            eprintln!("perf record: {status}, {:.0} req/s while recording, into {}", r.rps, out.display());
+            eprintln!(
+                "perf record: {status}, {:.0} req/s while recording, into {}",
+                r.rps,
+                out.display()
+            );
         }
         if row.failed > 0 {
             all_ok = false;
