@@ -39,7 +39,7 @@ use anyhow::{Context, bail, ensure};
 use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendor};
 use support::cpu::{CpuSample, ticks};
 use support::facts::{command_line, machine_facts};
-use support::http::{exchange, query_param, redirect_of, snippet};
+use support::http::{bearer_seen, exchange, query_param, redirect_of, snippet};
 use support::wrk::{self, WrkRun};
 
 const USAGE: &str = "usage: cargo bench --bench proxy -- [--bin PATH (target/release/partner-gateway)] \
@@ -586,20 +586,7 @@ async fn proxy_phase(
             first.status()
         );
         let through = first.bytes().await?;
-        let token = u
-            .ehr
-            .fhir_requests()
-            .iter()
-            .rev()
-            .find(|r| r.path == path)
-            .and_then(|r| {
-                r.headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                    .map(|(_, v)| v.clone())
-            })
-            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
-            .context("the mock recorded no bearer token for the proxied request")?;
+        let token = bearer_seen(&u.ehr, &path)?;
         let iss = url::Url::parse(&u.ehr.iss())?;
         let direct = Target {
             url: format!("{}/{path}", u.ehr.iss()),

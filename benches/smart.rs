@@ -51,7 +51,7 @@ use support::args::{self, Args};
 use support::cpu::{CpuSample, ProcCpu};
 use support::db::{Backend, Store, each_backend, fail_if_any};
 use support::facts::{command_line, machine_facts};
-use support::http::{answer_text, exchange, query_param, redirect_of, snippet};
+use support::http::{answer_text, bearer_seen, exchange, query_param, redirect_of, snippet};
 use support::server::{self, Serving, on_server, unshared};
 use support::stats::{ms, percentile};
 use support::workers::{Stats, for_secs, with_cpu};
@@ -1027,20 +1027,7 @@ async fn bench_store(o: &Opts, backend: Backend, env: Arc<Env>, load: &Load) -> 
         );
         let via_proxy = get_ok(&env.browser, &proxy_url, &env.app_key).await?;
         let path = format!("Patient/{patient}");
-        let ehr_token = env
-            .ehr_public
-            .fhir_requests()
-            .iter()
-            .rev()
-            .find(|r| r.path == path)
-            .and_then(|r| {
-                r.headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                    .map(|(_, v)| v.clone())
-            })
-            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
-            .context("the mock recorded no bearer token for the proxied request")?;
+        let ehr_token = bearer_seen(&env.ehr_public, &path)?;
         let direct_url = format!("{}/{path}", env.ehr_public.iss());
         let direct = get_ok(&env.browser, &direct_url, &ehr_token).await?;
         ensure!(

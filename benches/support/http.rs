@@ -76,3 +76,20 @@ pub fn query_param(url: &str, name: &str) -> anyhow::Result<String> {
         .map(|(_, v)| v.into_owned())
         .with_context(|| format!("no {name} in {}", snippet(url)))
 }
+
+/// The EHR's access token, as the mock EHR last saw it on a FHIR request for `path` (the
+/// gateway's proxied call): what a direct call to the EHR needs.
+pub fn bearer_seen(ehr: &partner_sim::ehr::MockEhr, path: &str) -> anyhow::Result<String> {
+    ehr.fhir_requests()
+        .iter()
+        .rev()
+        .find(|r| r.path == path)
+        .and_then(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.clone())
+        })
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .context("the mock recorded no bearer token for the proxied request")
+}
