@@ -40,6 +40,7 @@ use partner_sim::ehr::{LaunchContext, MockClient, MockEhr, MockEhrOptions, Vendo
 use support::cpu::{CpuSample, ticks};
 use support::facts::{command_line, machine_facts};
 use support::http::{bearer_seen, exchange, query_param, redirect_of, snippet};
+use support::stats::median_f64;
 use support::wrk::{self, WrkRun};
 
 const USAGE: &str = "usage: cargo bench --bench proxy -- [--bin PATH (target/release/partner-gateway)] \
@@ -117,16 +118,6 @@ fn parse_args() -> anyhow::Result<Opts> {
         "{USAGE}"
     );
     Ok(o)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn enc(s: &str) -> String {
@@ -673,9 +664,9 @@ async fn proxy_phase(
         eprintln!(
             "{}: direct {:.0}, nginx {:.0}, gateway {:.0} req/s",
             u.form.name(),
-            median(&row.rps[0]),
-            median(&row.rps[1]),
-            median(&row.rps[2])
+            median_f64(&row.rps[0]),
+            median_f64(&row.rps[1]),
+            median_f64(&row.rps[2])
         );
         rows.push((u.form, row));
     }
@@ -802,17 +793,25 @@ fn main() -> anyhow::Result<()> {
         let mut targets = Vec::new();
         let mut by_form = Vec::new();
         for (form, r) in &rows {
-            let (d, n, g) = (median(&r.rps[0]), median(&r.rps[1]), median(&r.rps[2]));
-            let (pd, pn, pg) = (median(&r.p50[0]), median(&r.p50[1]), median(&r.p50[2]));
+            let (d, n, g) = (
+                median_f64(&r.rps[0]),
+                median_f64(&r.rps[1]),
+                median_f64(&r.rps[2]),
+            );
+            let (pd, pn, pg) = (
+                median_f64(&r.p50[0]),
+                median_f64(&r.p50[1]),
+                median_f64(&r.p50[2]),
+            );
             println!(
                 "| {} | {d:.0} | {n:.0} | {g:.0} | {:.2} | {:.3} ms | {:.3} ms | {:.0} µs | {:.0}% | {:.1}% |",
                 form.name(),
                 ratio(g, n),
                 pn - pd,
                 pg - pd,
-                median(&r.gateway_cpu_us),
-                median(&r.busy),
-                median(&r.steal),
+                median_f64(&r.gateway_cpu_us),
+                median_f64(&r.busy),
+                median_f64(&r.steal),
             );
             by_form.push((*form, g, pg - pd, ratio(g, n)));
         }

@@ -53,7 +53,7 @@ use support::db::{Backend, Store, each_backend, fail_if_any};
 use support::facts::{command_line, machine_facts};
 use support::http::{answer_text, bearer_seen, exchange, query_param, redirect_of, snippet};
 use support::server::{self, Serving, on_server, unshared};
-use support::stats::{ms, percentile};
+use support::stats::{median_f64, ms, percentile};
 use support::workers::{Stats, for_secs, with_cpu};
 use support::wrk;
 use tokio::runtime::Handle;
@@ -181,20 +181,6 @@ fn parse_args() -> anyhow::Result<Opts> {
 
 // ------------------------------------------------------------------------------------------
 // Small helpers
-
-fn median_f64(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() {
-        return 0.0;
-    }
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
 
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
