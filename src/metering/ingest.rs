@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::authority::{Authority, Recorder};
 use super::event::{FieldProblem, parse_event};
-use super::store::insert_usage_events;
+use super::store::store_usage_events;
 use super::{MAX_BATCH, UsageEvent};
 use crate::db::Db;
 use crate::http::FieldError;
@@ -132,11 +132,12 @@ pub fn prepare_one(
     Ok(event)
 }
 
-/// Write prepared events in one transaction; returns once they are durably committed.
+/// Write prepared events all or nothing; returns once they are durably committed (on
+/// PostgreSQL one self-committing statement, on SQLite the group commit).
 ///
 /// The write runs in a task of its own, so a client that hangs up mid-request cannot cancel
-/// it half-way (between BEGIN and COMMIT, or inside COMMIT): the batch is committed or
-/// rolled back whole, and the connection goes back to the pool clean. A retry of a batch
+/// it half-way (inside the statement or the COMMIT): the batch is committed or rolled back
+/// whole, and the connection goes back to the pool clean. A retry of a batch
 /// that was committed after its client left is reported as duplicates.
 pub async fn store_batch(
     db: &Db,
@@ -146,14 +147,10 @@ pub async fn store_batch(
 ) -> anyhow::Result<Ingested> {
     let count = events.len() as u64;
     let (db, owned, recorder) = (db.clone(), events, recorder.clone());
-    let accepted = tokio::spawn(async move {
-        let mut tx = db.begin().await?;
-        let accepted = insert_usage_events(&mut tx, &owned, &recorder, now).await?;
-        tx.commit().await?;
-        Ok::<u64, sqlx::Error>(accepted)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
+    let accepted =
+        tokio::spawn(async move { store_usage_events(&db, &owned, &recorder, now).await })
+            .await
+            .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
     let ingested = Ingested {
         accepted,
         duplicates: count - accepted,

@@ -7,6 +7,7 @@ pub mod event;
 pub mod import;
 pub mod ingest;
 pub mod meter;
+mod pg_group;
 pub mod query;
 pub mod recorder;
 pub mod routes;

@@ -27,14 +27,19 @@ const INSERT_SQLITE: &str = "INSERT INTO usage_events \
     FROM json_each($1) WHERE true \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";
 
+/// The PostgreSQL insert: typed arrays through `UNNEST`, the receipt time and recorder per
+/// row (one statement may carry several writers' events, `super::pg_group`), and the keys
+/// stored returned so each writer learns which of its events were new.
 const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
     (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox, \
      recorded_by, recorded_ref) \
-    SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, $9, \
-           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox), $10, $11 \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]) \
-         AS e(p, s, i, t, u, m, d, x) \
-    ON CONFLICT (partner_id, source, event_id) DO NOTHING";
+    SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, r, \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox), b, f \
+    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
+                $9::bigint[], $10::text[], $11::text[]) \
+         AS e(p, s, i, t, u, m, d, x, r, b, f) \
+    ON CONFLICT (partner_id, source, event_id) DO NOTHING \
+    RETURNING partner_id, source, event_id";
 
 /// Insert events inside the caller's transaction; returns how many were new (the rest were
 /// already in the ledger, or repeated within the batch). `recorder` is kept with each event
@@ -48,8 +53,126 @@ pub async fn insert_usage_events(
     if events.is_empty() {
         return Ok(0);
     }
-    // The write rules, held at the last door too: statements count the gateway's own types
-    // as the gateway's without reading each row.
+    check_recorder(events, recorder)?;
+    match tx {
+        Tx::Sqlite(t) => insert_sqlite(t, events, recorder, received_at).await,
+        Tx::Postgres(t) => {
+            let part = [GroupPart {
+                events,
+                recorder,
+                received_at,
+            }];
+            Ok(insert_postgres(&mut **t, &part).await?.len() as u64)
+        }
+    }
+}
+
+/// Store a batch that is a change of its own (the ingest API, the importer, the gateway's
+/// batched recorder): the same rows and rules as [`insert_usage_events`], committed before
+/// this returns. On PostgreSQL concurrent writers share one self-committing statement
+/// (`super::pg_group`: no BEGIN and COMMIT round trips, one WAL flush for many); SQLite
+/// goes through the shared group commit.
+pub async fn store_usage_events(
+    db: &Db,
+    events: &[UsageEvent],
+    recorder: &Recorder,
+    received_at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    check_recorder(events, recorder)?;
+    match db {
+        Db::Postgres(pool) => {
+            super::pg_group::store(pool, events.to_vec(), recorder.clone(), received_at).await
+        }
+        Db::Sqlite(_) => {
+            let mut tx = db.begin().await?;
+            let accepted = insert_usage_events(&mut tx, events, recorder, received_at).await?;
+            tx.commit().await?;
+            Ok(accepted)
+        }
+    }
+}
+
+/// One writer's part of a grouped PostgreSQL insert.
+pub struct GroupPart<'a> {
+    pub events: &'a [UsageEvent],
+    pub recorder: &'a Recorder,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Insert the parts of several writers in one self-committing statement; returns the keys
+/// (partner, source, id) that were new.
+pub async fn insert_postgres_group(
+    pool: &sqlx::PgPool,
+    parts: &[GroupPart<'_>],
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    insert_postgres(pool, parts).await
+}
+
+/// The PostgreSQL insert, on a transaction's connection or straight on the pool.
+async fn insert_postgres<'e>(
+    conn: impl sqlx::PgExecutor<'e>,
+    parts: &[GroupPart<'_>],
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let n: usize = parts.iter().map(|p| p.events.len()).sum();
+    let mut cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut u, mut m, mut d, mut x) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut r, mut b, mut f) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for part in parts {
+        let received = to_micros(part.received_at);
+        for e in part.events {
+            cols.0.push(e.partner_id.as_str());
+            cols.1.push(e.source.as_str());
+            cols.2.push(e.id.as_str());
+            cols.3.push(e.event_type.as_str());
+            u.push(e.subject.as_deref());
+            m.push(to_micros(e.time));
+            d.push(e.data.as_ref().map(Value::to_string));
+            x.push(
+                e.extensions
+                    .as_ref()
+                    .map(|m| Value::Object(m.clone()).to_string()),
+            );
+            r.push(received);
+            b.push(part.recorder.kind());
+            f.push(part.recorder.reference());
+        }
+    }
+    sqlx::query_as(INSERT_POSTGRES)
+        .bind(cols.0)
+        .bind(cols.1)
+        .bind(cols.2)
+        .bind(cols.3)
+        .bind(u)
+        .bind(m)
+        .bind(d)
+        .bind(x)
+        .bind(r)
+        .bind(b)
+        .bind(f)
+        .fetch_all(conn)
+        .await
+}
+
+/// The write rules, held at the last door too: statements count the gateway's own types as
+/// the gateway's without reading each row.
+fn check_recorder(events: &[UsageEvent], recorder: &Recorder) -> Result<(), sqlx::Error> {
     if *recorder != Recorder::Gateway
         && let Some(e) = events
             .iter()
@@ -61,82 +184,41 @@ pub async fn insert_usage_events(
             recorder.kind()
         )));
     }
-    let received = to_micros(received_at);
-    let done = match tx {
-        Tx::Sqlite(t) => {
-            let rows: Vec<Value> = events
-                .iter()
-                .map(|e| {
-                    let mut row = json!({
-                        "p": e.partner_id, "s": e.source, "i": e.id, "t": e.event_type,
-                        "u": e.subject, "m": to_micros(e.time),
-                    });
-                    // Absent keys read as SQL NULL; a JSON null would be stored as 'null'.
-                    if let Some(d) = &e.data {
-                        row["d"] = d.clone();
-                    }
-                    if let Some(x) = &e.extensions {
-                        row["x"] = Value::Object(x.clone());
-                    }
-                    row
-                })
-                .collect();
-            let batch = Value::Array(rows).to_string();
-            sqlx::query(INSERT_SQLITE)
-                .bind(batch)
-                .bind(received)
-                .bind(recorder.kind())
-                .bind(recorder.reference())
-                .execute(&mut **t)
-                .await?
-                .rows_affected()
-        }
-        Tx::Postgres(t) => {
-            let n = events.len();
-            let (mut p, mut s, mut i, mut ty) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut u, mut m, mut d, mut x) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for e in events {
-                p.push(e.partner_id.as_str());
-                s.push(e.source.as_str());
-                i.push(e.id.as_str());
-                ty.push(e.event_type.as_str());
-                u.push(e.subject.as_deref());
-                m.push(to_micros(e.time));
-                d.push(e.data.as_ref().map(Value::to_string));
-                x.push(
-                    e.extensions
-                        .as_ref()
-                        .map(|m| Value::Object(m.clone()).to_string()),
-                );
+    Ok(())
+}
+
+async fn insert_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[UsageEvent],
+    recorder: &Recorder,
+    received_at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let mut row = json!({
+                "p": e.partner_id, "s": e.source, "i": e.id, "t": e.event_type,
+                "u": e.subject, "m": to_micros(e.time),
+            });
+            // Absent keys read as SQL NULL; a JSON null would be stored as 'null'.
+            if let Some(d) = &e.data {
+                row["d"] = d.clone();
             }
-            sqlx::query(INSERT_POSTGRES)
-                .bind(p)
-                .bind(s)
-                .bind(i)
-                .bind(ty)
-                .bind(u)
-                .bind(m)
-                .bind(d)
-                .bind(x)
-                .bind(received)
-                .bind(recorder.kind())
-                .bind(recorder.reference())
-                .execute(&mut **t)
-                .await?
-                .rows_affected()
-        }
-    };
-    Ok(done)
+            if let Some(x) = &e.extensions {
+                row["x"] = Value::Object(x.clone());
+            }
+            row
+        })
+        .collect();
+    let batch = Value::Array(rows).to_string();
+    Ok(sqlx::query(INSERT_SQLITE)
+        .bind(batch)
+        .bind(to_micros(received_at))
+        .bind(recorder.kind())
+        .bind(recorder.reference())
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Record one of the gateway's own events inside the transaction of the change that caused

@@ -90,6 +90,10 @@ pub(super) fn describe() {
         "SQLite COMMITs (group commit)"
     );
     describe_counter!(
+        "gateway_postgres_ledger_writes_total",
+        "Ledger INSERT statements on PostgreSQL (group insert: gateway_usage_events_total / this = events per write); 0 on SQLite"
+    );
+    describe_counter!(
         "gateway_sqlite_committed_transactions_total",
         "Transactions the SQLite commits carried"
     );
@@ -108,6 +112,7 @@ pub fn register(config: &Config, db: &Db) {
         metrics::counter!("gateway_webhook_attempts_total", "outcome" => outcome).increment(0);
     }
     metrics::counter!("gateway_jobs_dead_total").increment(0);
+    metrics::counter!("gateway_postgres_ledger_writes_total").increment(0);
     metrics::gauge!("gateway_statements_hash_mismatches").increment(0.0);
     if db.sqlite_commit_stats().is_some() {
         metrics::counter!("gateway_sqlite_commits_total").increment(0);

@@ -25,6 +25,36 @@ async fn error_body(resp: reqwest::Response) -> (u16, Value) {
 }
 
 both! {
+    async fn concurrent_writers_sharing_writes_each_get_their_own_counts(app) {
+        // 60 requests at once (on PostgreSQL they share grouped statements): events posted
+        // by two requests count once, for one of them; a request's own repeat is a duplicate.
+        let key = app.partner_key(REPORTER).await;
+        let mut tasks = Vec::new();
+        for i in 0..60u64 {
+            let mut events = vec![event(&format!("shared-{}", i % 30), "app.launch", "u", "2026-11-02T10:00:00Z")];
+            events.push(event(&format!("own-{i}"), "app.launch", "u", "2026-11-02T10:00:00Z"));
+            events.push(event(&format!("own-{i}"), "app.launch", "u", "2026-11-02T10:00:00Z"));
+            let req = app.client.post(app.url("/v1/usage/events")).bearer_auth(&key).json(&Value::Array(events));
+            tasks.push(tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                r.json::<Value>().await.unwrap()
+            }));
+        }
+        let (mut accepted, mut duplicates) = (0, 0);
+        for t in tasks {
+            let body = t.await.unwrap();
+            let (a, d) = (body["accepted"].as_u64().unwrap(), body["duplicates"].as_u64().unwrap());
+            assert_eq!(a + d, 3, "{body}");
+            assert!((1..=2).contains(&a), "{body}");
+            accepted += a;
+            duplicates += d;
+        }
+        assert_eq!(accepted, 90);
+        assert_eq!(duplicates, 90);
+        assert_eq!(app.ledger_count().await, 90);
+    }
+
     async fn a_single_event_is_accepted_with_202(app) {
         let key = app.partner_key(REPORTER).await;
         let resp = app.post_events(&key, "application/cloudevents+json", event("e1", "app.launch", "u1", "2026-11-02T10:00:00Z").to_string()).await;
