@@ -88,6 +88,10 @@ pub enum LtiCommand {
         /// Who or what it is for (shown when links are listed).
         #[arg(long)]
         note: Option<String>,
+        /// The LTI 1.1 consumer key (one of the partner's [[partners.lti.lti11]]) the LMS's
+        /// 1.3 tool replaces: migration claims are verified with its secret.
+        #[arg(long)]
+        lti11_consumer_key: Option<String>,
     },
 }
 
@@ -521,6 +525,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             partner,
             expires_in,
             note,
+            lti11_consumer_key,
         }) => {
             let state = AppState::prepare_with(config, Schema::Require).await?;
             let created = crate::lti::dynreg::create_link(
@@ -528,6 +533,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 &partner,
                 Some(expires_in),
                 note,
+                lti11_consumer_key,
                 "cli",
                 crate::time::now_micros(),
             )

@@ -134,7 +134,8 @@ pub struct LaunchView {
     pub sandbox: bool,
     /// The kind's context fields, named as the protocol names them: SMART `iss`, `patient`,
     /// `encounter`, `fhirContext`, `need_patient_banner`, `tenant`...; LTI `context`,
-    /// `resource_link`, `roles`, `platform`, `deployment_id`, `ags`, `nrps`, `deep_linking`...;
+    /// `resource_link`, `roles`, `platform`, `deployment_id`, `ags`, `nrps`, `deep_linking`,
+    /// `person` (one id for a learner across LTI 1.1 and 1.3, with every platform id)...;
     /// SSO `connection`, `email`, `groups`, `attributes`...
     #[serde(flatten)]
     pub context: Map<String, Value>,

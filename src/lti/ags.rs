@@ -216,9 +216,22 @@ fn ags_claim(launch: &Launch) -> Result<&Value, ApiError> {
 /// Store the score and enqueue its delivery, in one transaction. Returns the score id.
 pub async fn accept_score(
     state: &AppState,
-    launch: &Launch,
-    score: ScoreRequest,
+    posted_on: &Launch,
+    mut score: ScoreRequest,
 ) -> Result<String, ApiError> {
+    // A learner who launched this link again through the other LTI version gets the score
+    // through that newer launch (`people::score_launch`), under its user id.
+    let routed = super::people::score_launch(
+        &state.db,
+        posted_on,
+        &score.user_id,
+        score.line_item.as_deref(),
+    )
+    .await?;
+    if let Some(other) = &routed {
+        score.user_id = other.user_id.clone().unwrap_or_default();
+    }
+    let launch = routed.as_ref().unwrap_or(posted_on);
     if launch.kind != crate::launches::LaunchKind::Lti {
         return Err(ApiError::Conflict(format!(
             "launch {} is not an LTI launch",
@@ -295,6 +308,15 @@ pub async fn accept_score(
     for attempt in 0..3 {
         let now = crate::time::now_micros();
         let mut tx = state.db.begin().await?;
+        // The same score already posted on the learner's launch of the other version: one
+        // score, delivered once.
+        if let Some(prev) = store::last_score(&mut tx, &series).await?
+            && prev.status != "failed"
+            && prev.payload == payload
+            && prev.posted_on != posted_on.id
+        {
+            return Ok(prev.id);
+        }
         let last = store::last_in_series(&mut tx, &series).await?;
         let (seq, ts) = match last {
             // At least a second after the previous one: Moodle compares at one-second resolution.
@@ -311,6 +333,7 @@ pub async fn accept_score(
             payload: &payload,
             timestamp_us: ts,
             created_at_us: now,
+            posted_launch_id: routed.as_ref().map(|_| posted_on.id.as_str()),
         };
         let inserted = store::insert_score(&mut tx, &row).await;
         match inserted {

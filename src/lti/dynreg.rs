@@ -59,6 +59,9 @@ pub struct LinkView {
     /// Why the last try failed (what the person in the LMS was not shown).
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The LTI 1.1 consumer the registered platform replaces: its launches' migration
+    /// claims are verified with that consumer's secret.
+    pub lti11_consumer_key: Option<String>,
 }
 
 /// What a link's state is at `now_us`.
@@ -97,6 +100,7 @@ pub fn link_view(row: &LinkRow, now_us: i64) -> LinkView {
         attempts: row.attempts,
         last_error: row.last_error.clone(),
         last_error_at: row.last_error_at_us.map(rfc3339),
+        lti11_consumer_key: row.lti11_consumer_key.clone(),
     }
 }
 
@@ -132,6 +136,7 @@ pub async fn create_link(
     partner_id: &str,
     expires_in_secs: Option<u64>,
     note: Option<String>,
+    lti11_consumer_key: Option<String>,
     created_by: &str,
     now_us: i64,
 ) -> Result<(LinkView, String), LinkError> {
@@ -139,8 +144,16 @@ pub async fn create_link(
         .config
         .partner(partner_id)
         .ok_or_else(|| LinkError::UnknownPartner(partner_id.to_owned()))?;
-    if partner.lti.is_none() {
+    let Some(lti) = &partner.lti else {
         return Err(LinkError::NotLti(partner_id.to_owned()));
+    };
+    if let Some(k) = &lti11_consumer_key
+        && !lti.lti11.iter().any(|c| &c.consumer_key == k)
+    {
+        return Err(LinkError::Invalid(format!(
+            "lti11_consumer_key {k:?} is not one of partner {partner_id}'s LTI 1.1 consumers \
+             ([[partners.lti.lti11]]), whose secret verifies the migration claim"
+        )));
     }
     let ttl = link_ttl(expires_in_secs).map_err(LinkError::Invalid)?;
     let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
@@ -166,6 +179,7 @@ pub async fn create_link(
         attempts: 0,
         last_error: None,
         last_error_at_us: None,
+        lti11_consumer_key,
     };
     store::insert_link(&state.db, &row, &token_hash).await?;
     tracing::info!(link_id = %row.id, partner_id = %row.partner_id, created_by, "LTI registration link created");
@@ -471,6 +485,7 @@ async fn complete(
         registration: &registration,
         link_id: &link.id,
         created_at_us: now,
+        lti11_consumer_key: link.lti11_consumer_key.as_deref(),
     };
     let pending = json!({
         "registration_id": id, "partner": partner.id, "issuer": reg.issuer,
@@ -891,6 +906,7 @@ mod tests {
             attempts: 0,
             last_error: None,
             last_error_at_us: None,
+            lti11_consumer_key: None,
         };
         assert_eq!(link_status(&row, 99), "active");
         assert_eq!(link_status(&row, 100), "expired");

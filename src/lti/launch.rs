@@ -320,7 +320,29 @@ pub async fn complete(
         extensions: None,
     };
     let handoff_expires = now_us + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
-    let code = write_launch(state, &launch, &event, handoff_expires)
+    // The person: the 1.3 identity, joined to the learner's 1.1 one by a verified claim.
+    let people = launch.user_id.as_deref().map(|sub| {
+        let claimed = migration_identity(reg, platform, claims);
+        // The link both versions name: the 1.1 link id when the claim gives one (Canvas,
+        // whose 1.3 ids differ), else the link's own id (Moodle keeps it).
+        let link = claimed
+            .as_ref()
+            .and_then(|c| c.resource_link_id.clone())
+            .or_else(|| {
+                claims
+                    .get(claims::RESOURCE_LINK)
+                    .and_then(|r| r.get("id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let legacy = claimed.map(|l| super::people::Identity::lti11(&l.consumer_key, &l.user_id));
+        People {
+            own: super::people::Identity::lti13(&platform.issuer, sub),
+            legacy,
+            link,
+        }
+    });
+    let code = write_launch(state, &launch, &event, people, handoff_expires)
         .await
         .map_err(|e| crate::http::page::internal(format!("recording the LTI launch: {e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %launch.partner_id, "LTI launch completed");
@@ -330,15 +352,58 @@ pub async fn complete(
     Ok(crate::http::page::redirect(app.as_str()))
 }
 
+/// Who launched: the 1.3 identity, the 1.1 identity a verified claim names, and the link.
+struct People {
+    own: super::people::Identity,
+    legacy: Option<super::people::Identity>,
+    link: Option<String>,
+}
+
+/// The learner's LTI 1.1 identity, from the launch's `lti1p1` claim verified with the
+/// secret of the 1.1 consumer configured for the platform. A claim that does not verify is
+/// logged and ignored: the launch goes on as a 1.3 launch of its own person.
+fn migration_identity(
+    reg: &super::registration::LtiRegistration,
+    platform: &Platform,
+    claims: &Value,
+) -> Option<super::migration::Lti11Identity> {
+    let consumer = platform.lti11_consumer_key.as_deref().and_then(|k| {
+        reg.lti11
+            .iter()
+            .find(|c| c.consumer_key == k)
+            .map(|c| (c.consumer_key.as_str(), c.shared_secret.expose()))
+    });
+    match super::migration::verify(claims, consumer) {
+        Ok(found) => found,
+        Err(problem) => {
+            tracing::warn!(
+                partner_id = %platform.partner_id,
+                issuer = %platform.issuer,
+                %problem,
+                "LTI 1.1 migration claim ignored"
+            );
+            metrics::counter!("gateway_lti_migration_claims_ignored_total").increment(1);
+            None
+        }
+    }
+}
+
 async fn write_launch(
     state: &AppState,
     launch: &Launch,
     event: &UsageEvent,
+    people: Option<People>,
     handoff_expires_us: i64,
 ) -> anyhow::Result<String> {
-    let (db, launch, event) = (state.db.clone(), launch.clone(), event.clone());
+    let (db, mut launch, mut event) = (state.db.clone(), launch.clone(), event.clone());
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
+        if let Some(p) = &people {
+            let now = to_micros(launch.created_at);
+            let (legacy, link) = (p.legacy.as_ref(), p.link.as_deref());
+            super::people::attach(&mut tx, &mut launch, &mut event, &p.own, legacy, link, now)
+                .await?;
+        }
         crate::launches::insert_launch(&mut tx, &launch).await?;
         crate::metering::record_usage_event(&mut tx, &event).await?;
         let code = crate::launches::create_handoff(&mut tx, &launch.id, handoff_expires_us).await?;

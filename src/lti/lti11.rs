@@ -222,9 +222,19 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     };
     let expires =
         crate::time::to_micros(now) + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
-    let (db, l, e) = (state.db.clone(), launch.clone(), event);
+    // The person: the 1.1 identity, which a later 1.3 launch's migration claim may join.
+    let own = launch
+        .user_id
+        .as_deref()
+        .map(|u| super::people::Identity::lti11(key, u));
+    let (db, mut l, mut e, rl) = (state.db.clone(), launch.clone(), event, link.to_owned());
     let code = tokio::spawn(async move {
         let mut tx = db.begin().await?;
+        if let Some(own) = &own {
+            let now = crate::time::to_micros(l.created_at);
+            super::people::attach(&mut tx, &mut l, &mut e, own, None, Some(rl.as_str()), now)
+                .await?;
+        }
         crate::launches::insert_launch(&mut tx, &l).await?;
         crate::metering::record_usage_event(&mut tx, &e).await?;
         let code = crate::launches::create_handoff(&mut tx, &l.id, expires).await?;

@@ -9,6 +9,8 @@ pub mod dynreg;
 pub mod launch;
 pub mod login;
 pub mod lti11;
+pub mod migration;
+pub mod people;
 pub mod platforms;
 pub mod registration;
 pub mod roles;

@@ -16,6 +16,8 @@ pub struct Platform {
     pub jwks_url: String,
     pub token_audience: Option<String>,
     pub vendor: LmsVendor,
+    /// The LTI 1.1 consumer key whose secret verifies the migration claim (config only).
+    pub lti11_consumer_key: Option<String>,
 }
 
 impl Platform {
@@ -47,6 +49,7 @@ pub async fn find(
                     jwks_url: pl.jwks_url.clone(),
                     token_audience: pl.token_audience.clone(),
                     vendor: pl.vendor,
+                    lti11_consumer_key: pl.lti11_consumer_key.clone(),
                 });
             }
         }

@@ -40,6 +40,11 @@ pub struct PlatformConfig {
     pub token_audience: Option<String>,
     #[serde(default)]
     pub vendor: LmsVendor,
+    /// The LTI 1.1 consumer key (one of this partner's `lti11` consumers) this platform
+    /// used before moving to 1.3: its secret verifies the `lti1p1` migration claim, which
+    /// makes a learner's 1.1 and 1.3 launches one person. Unset: claims are ignored.
+    #[serde(default)]
+    pub lti11_consumer_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -146,6 +151,17 @@ impl LtiRegistration {
                 && a.trim().is_empty()
             {
                 out.push((f("token_audience"), "must not be empty when set".into()));
+            }
+            if let Some(k) = &p.lti11_consumer_key
+                && !self.lti11.iter().any(|c| &c.consumer_key == k)
+            {
+                out.push((
+                    f("lti11_consumer_key"),
+                    format!(
+                        "{k:?} is not one of this partner's [[partners.lti.lti11]] consumers: \
+                         declare it there with its shared_secret, which verifies the migration claim"
+                    ),
+                ));
             }
         }
         for (i, c) in self.content_items.iter().enumerate() {

@@ -238,6 +238,9 @@ struct NewRegistrationLink {
     expires_in_secs: Option<u64>,
     /// Who or what it is for (at most 500 characters, one line).
     note: Option<String>,
+    /// The LTI 1.1 consumer key (one of the partner's `[[partners.lti.lti11]]`) the LMS's
+    /// 1.3 tool replaces: its launches' migration claims are verified with its secret.
+    lti11_consumer_key: Option<String>,
 }
 
 /// A new link, with its URL (holding the secret) shown this once.
@@ -313,7 +316,7 @@ async fn create_registration_link(
     let req: NewRegistrationLink = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
-            format!("expected {{\"partner\", \"expires_in_secs\"?, \"note\"?}}: {e}"),
+            format!("expected {{\"partner\", \"expires_in_secs\"?, \"note\"?, \"lti11_consumer_key\"?}}: {e}"),
         )
     })?;
     let (link, url) = super::dynreg::create_link(
@@ -321,6 +324,7 @@ async fn create_registration_link(
         &req.partner,
         req.expires_in_secs,
         req.note,
+        req.lti11_consumer_key,
         &caller.key_id,
         crate::time::now_micros(),
     )

@@ -128,6 +128,7 @@ type PlatformRow = (
     String,
     Option<String>,
     String,
+    Option<String>,
 );
 
 /// Approved dynamic registrations of `issuer` (and `client_id` when given).
@@ -137,7 +138,7 @@ pub async fn registered_platforms(
     client_id: Option<&str>,
 ) -> anyhow::Result<Vec<Platform>> {
     let sql = "SELECT partner_id, issuer, client_id, deployment_id, auth_url, token_url, jwks_url, \
-               token_audience, vendor FROM lti_platforms \
+               token_audience, vendor, lti11_consumer_key FROM lti_platforms \
                WHERE status = 'approved' AND issuer = $1 AND (CAST($2 AS TEXT) IS NULL OR client_id = $2)";
     let rows: Vec<PlatformRow> = with_db!(db, pool => sqlx::query_as(sql).bind(issuer).bind(client_id).fetch_all(pool).await)?;
     Ok(rows
@@ -153,6 +154,7 @@ pub async fn registered_platforms(
                 jwks_url,
                 token_audience,
                 vendor,
+                lti11_consumer_key,
             )| Platform {
                 partner_id,
                 issuer,
@@ -163,6 +165,7 @@ pub async fn registered_platforms(
                 jwks_url,
                 token_audience,
                 vendor: LmsVendor::parse(&vendor),
+                lti11_consumer_key,
             },
         )
         .collect())
@@ -183,17 +186,21 @@ pub struct LinkRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub last_error_at_us: Option<i64>,
+    /// The LTI 1.1 consumer the registered platform replaces (migration claims).
+    pub lti11_consumer_key: Option<String>,
 }
 
 const LINK_COLUMNS: &str = "id, partner_id, note, created_by, created_at_us, expires_at_us, used_at_us, \
-                            registration_id, revoked_at_us, attempts, last_error, last_error_at_us";
+                            registration_id, revoked_at_us, attempts, last_error, last_error_at_us, \
+                            lti11_consumer_key";
 
 pub async fn insert_link(db: &Db, link: &LinkRow, token_hash: &str) -> anyhow::Result<()> {
     let sql = "INSERT INTO lti_registration_links (id, token_hash, partner_id, note, created_by, \
-               created_at_us, expires_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+               created_at_us, expires_at_us, lti11_consumer_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
     with_db!(db, pool => sqlx::query(sql)
         .bind(&link.id).bind(token_hash).bind(&link.partner_id).bind(&link.note)
         .bind(&link.created_by).bind(link.created_at_us).bind(link.expires_at_us)
+        .bind(&link.lti11_consumer_key)
         .execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
@@ -281,16 +288,19 @@ pub struct NewRegistration<'a> {
     pub registration: &'a str,
     pub link_id: &'a str,
     pub created_at_us: i64,
+    /// From the link: the LTI 1.1 consumer this platform replaces.
+    pub lti11_consumer_key: Option<&'a str>,
 }
 
 pub async fn insert_registration(tx: &mut Tx, r: &NewRegistration<'_>) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO lti_platforms (id, partner_id, issuer, client_id, deployment_id, auth_url, token_url, \
-               jwks_url, token_audience, vendor, status, registration, created_at_us, link_id) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13)";
+               jwks_url, token_audience, vendor, status, registration, created_at_us, link_id, \
+               lti11_consumer_key) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12, $13, $14)";
     with_tx!(tx, c => sqlx::query(sql)
         .bind(r.id).bind(r.partner_id).bind(r.issuer).bind(r.client_id).bind(r.deployment_id)
         .bind(r.auth_url).bind(r.token_url).bind(r.jwks_url).bind(r.vendor).bind(r.status)
-        .bind(r.registration).bind(r.created_at_us).bind(r.link_id)
+        .bind(r.registration).bind(r.created_at_us).bind(r.link_id).bind(r.lti11_consumer_key)
         .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
@@ -413,16 +423,20 @@ pub struct NewScore<'a> {
     pub payload: &'a str,
     pub timestamp_us: i64,
     pub created_at_us: i64,
+    /// The launch the app posted it on, when it goes through another (newer) launch.
+    pub posted_launch_id: Option<&'a str>,
 }
 
 /// Store a pending score; a unique violation means a concurrent score took `seq`.
 pub async fn insert_score(tx: &mut Tx, s: &NewScore<'_>) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO lti_scores (id, launch_id, partner_id, series, seq, user_id, score, \
-               timestamp_us, status, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)";
+               timestamp_us, status, created_at_us, posted_launch_id) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10)";
     with_tx!(tx, c => {
         sqlx::query(sql)
             .bind(s.id).bind(s.launch_id).bind(s.partner_id).bind(s.series).bind(s.seq)
             .bind(s.user_id).bind(s.payload).bind(s.timestamp_us).bind(s.created_at_us)
+            .bind(s.posted_launch_id)
             .execute(c).await.map(|r| r.rows_affected())
     })?;
     Ok(())
@@ -623,4 +637,92 @@ pub async fn record_lti11_nonce(
     })?;
     tx.commit().await?;
     Ok(inserted == 1)
+}
+
+/// The person an LTI identity (`namespace`, `user_id`) of `partner` belongs to.
+pub async fn identity_person(
+    tx: &mut Tx,
+    partner: &str,
+    namespace: &str,
+    user_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT person_id FROM lti_identities \
+               WHERE partner_id = $1 AND namespace = $2 AND user_id = $3";
+    with_tx!(tx, c => sqlx::query_scalar(sql).bind(partner).bind(namespace).bind(user_id).fetch_optional(c).await)
+}
+
+/// Put an identity under `person`: a new identity is added, a known one moved (`relinked_at`).
+pub async fn link_identity(
+    tx: &mut Tx,
+    partner: &str,
+    namespace: &str,
+    user_id: &str,
+    person: &str,
+    now_us: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO lti_identities (partner_id, namespace, user_id, person_id, created_at_us) \
+               VALUES ($1, $2, $3, $4, $5) \
+               ON CONFLICT (partner_id, namespace, user_id) DO UPDATE \
+               SET person_id = excluded.person_id, relinked_at_us = excluded.created_at_us \
+               WHERE lti_identities.person_id <> excluded.person_id";
+    with_tx!(tx, c => sqlx::query(sql).bind(partner).bind(namespace).bind(user_id).bind(person).bind(now_us).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Every identity of `person`, as (namespace, user id), oldest first.
+pub async fn person_identities(
+    tx: &mut Tx,
+    partner: &str,
+    person: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let sql = "SELECT namespace, user_id FROM lti_identities WHERE partner_id = $1 AND person_id = $2 \
+               ORDER BY created_at_us, namespace, user_id";
+    with_tx!(tx, c => sqlx::query_as(sql).bind(partner).bind(person).fetch_all(c).await)
+}
+
+/// Note `launch_id` as the newest launch of `person` in `link` (an older one never
+/// replaces a newer one).
+pub async fn note_person_link(
+    tx: &mut Tx,
+    partner: &str,
+    person: &str,
+    link: &str,
+    launch_id: &str,
+    launched_at_us: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO lti_person_links (partner_id, person_id, link_key, launch_id, launched_at_us) \
+               VALUES ($1, $2, $3, $4, $5) \
+               ON CONFLICT (partner_id, person_id, link_key) DO UPDATE \
+               SET launch_id = excluded.launch_id, launched_at_us = excluded.launched_at_us \
+               WHERE excluded.launched_at_us >= lti_person_links.launched_at_us";
+    with_tx!(tx, c => sqlx::query(sql).bind(partner).bind(person).bind(link).bind(launch_id).bind(launched_at_us).execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The newest launch of `person` in `link`.
+pub async fn newest_person_link(
+    db: &Db,
+    partner: &str,
+    person: &str,
+    link: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT launch_id FROM lti_person_links \
+               WHERE partner_id = $1 AND person_id = $2 AND link_key = $3";
+    with_db!(db, pool => sqlx::query_scalar(sql).bind(partner).bind(person).bind(link).fetch_optional(pool).await)
+}
+
+/// The last score of a series as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LastScore {
+    pub id: String,
+    pub payload: String,
+    pub status: String,
+    /// The launch the app posted it on (its own launch unless it was routed to another).
+    pub posted_on: String,
+}
+
+pub async fn last_score(tx: &mut Tx, series: &str) -> Result<Option<LastScore>, sqlx::Error> {
+    let sql = "SELECT id, score AS payload, status, COALESCE(posted_launch_id, launch_id) AS posted_on \
+               FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1";
+    with_tx!(tx, c => sqlx::query_as(sql).bind(series).fetch_optional(c).await)
 }

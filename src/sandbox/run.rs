@@ -54,6 +54,9 @@ pub const LTI_CLIENT: &str = "sandbox-tool";
 pub const LTI_DEPLOYMENT: &str = "sandbox-deployment-1";
 /// The course every LTI launch of the sandbox happens in.
 pub const COURSE: &str = "sandbox-course-101";
+/// The LTI 1.1 consumer the sandbox Moodle's tool was migrated from.
+pub const MOODLE_LTI11_KEY: &str = "sandbox-moodle-lti11";
+const MOODLE_LTI11_SECRET: &str = "sandbox-moodle-lti11-shared-secret";
 
 /// The OIDC client the gateway is at the mock IdP; a sandbox value, not a secret.
 const OIDC_CLIENT: &str = "sandbox-gateway";
@@ -299,7 +302,12 @@ async fn start_simulators(gateway: &str) -> anyhow::Result<Simulators> {
     ));
     let tool = MockTool::gateway(LTI_CLIENT, LTI_DEPLOYMENT, gateway);
     let canvas = MockLms::start(MockLmsOptions::new(Personality::Canvas, vec![tool.clone()]));
-    let moodle = MockLms::start(MockLmsOptions::new(Personality::Moodle, vec![tool]));
+    // Moodle's tool was converted from LTI 1.1 (same consumer key and secret): its 1.3
+    // launches carry the signed migration claim, so a learner is one person in both.
+    let mut migrated = tool;
+    migrated.lti11 = Some((MOODLE_LTI11_KEY.into(), MOODLE_LTI11_SECRET.into()));
+    migrated.migrated_from_lti11 = true;
+    let moodle = MockLms::start(MockLmsOptions::new(Personality::Moodle, vec![migrated]));
     let okta = MockIdp::start(
         IdpVendor::Okta,
         OIDC_CLIENT,
@@ -464,6 +472,11 @@ deployment_ids = ["{LTI_DEPLOYMENT}"]
 auth_url = "{moodle_auth}"
 token_url = "{moodle_token}"
 jwks_url = "{moodle_jwks}"
+# Migrated from this LTI 1.1 consumer: the claim's signature is checked with its secret.
+lti11_consumer_key = "{MOODLE_LTI11_KEY}"
+[[partners.lti.lti11]]
+consumer_key = "{MOODLE_LTI11_KEY}"
+shared_secret = "{MOODLE_LTI11_SECRET}"
 
 [[partners]]
 id = "{OKTA}"

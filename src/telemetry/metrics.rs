@@ -81,6 +81,10 @@ pub(super) fn describe() {
         "gateway_sso_logins_total",
         "Single sign-ons by protocol (oidc, saml), partner and outcome (completed, refused, failed)"
     );
+    describe_counter!(
+        "gateway_lti_migration_claims_ignored_total",
+        "LTI 1.3 launches whose lti1p1 migration claim was not trusted (unsigned, wrong consumer, bad signature); the launch went on without joining the learner's 1.1 identity"
+    );
     describe_gauge!(
         "gateway_statements_hash_mismatches",
         "Issued statements whose stored content no longer matches their hash, at the last check"
@@ -112,6 +116,7 @@ pub fn register(config: &Config, db: &Db) {
         metrics::counter!("gateway_webhook_attempts_total", "outcome" => outcome).increment(0);
     }
     metrics::counter!("gateway_jobs_dead_total").increment(0);
+    metrics::counter!("gateway_lti_migration_claims_ignored_total").increment(0);
     metrics::counter!("gateway_postgres_ledger_writes_total").increment(0);
     metrics::gauge!("gateway_statements_hash_mismatches").increment(0.0);
     if db.sqlite_commit_stats().is_some() {

@@ -6,7 +6,7 @@
 use partner_sim::lms::{LaunchSpec, MockUser, Personality, RegistrationFault};
 use serde_json::{Value, json};
 
-use crate::lti_env::{DEPLOYMENT, LtiEnv, PARTNER, start, start_with};
+use crate::lti_env::{DEPLOYMENT, LTI11_KEY, LTI11_SECRET, LtiEnv, PARTNER, start, start_with};
 
 /// An LMS partner whose systems are on no private network: its registrations may reach
 /// public addresses only, although the test partner's loopback is allowed.
@@ -101,6 +101,53 @@ fn with_configuration(initiation: &str, config_url: &str) -> String {
 }
 
 crate::both_backends! {
+    async fn a_registration_link_carries_the_lti11_consumer_its_platform_replaces(backend) {
+        // Moodle: a 1.3 tool registered through the link replaces the 1.1 consumer, and only
+        // the link says so. Ada's 1.1 id came from an earlier system, so only the verified
+        // claim can tie it to her 1.3 id.
+        let Some(env) = start(backend, Personality::Moodle).await else { return };
+        let admin = env.app.admin().await;
+        let (status, body) = admin_post_link(&env, &admin, json!({"partner": PARTNER, "lti11_consumer_key": "not-a-consumer"})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("not one of partner"), "{body}");
+        let (status, body) = admin_post_link(&env, &admin, json!({"partner": PARTNER, "lti11_consumer_key": LTI11_KEY})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["lti11_consumer_key"], LTI11_KEY);
+        let link = body["url"].as_str().unwrap().to_owned();
+        assert_eq!(link_record(&env, &admin, body["id"].as_str().unwrap()).await["lti11_consumer_key"], LTI11_KEY);
+        let (status, page) = open(&env, &env.lms.dynamic_registration_url(&link)).await;
+        assert_eq!(status, 200, "{page}");
+        let pending = registrations(&env, &admin).await;
+        let id = pending[0]["id"].as_str().unwrap();
+        let r = env.app.client.post(env.app.url(&format!("/v1/lti/registrations/{id}/approve"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        env.lms.associate_lti11(LTI11_KEY, LTI11_SECRET);
+
+        // Ada's 1.1 launch, then her 1.3 launch through the registered client: one person.
+        let url = format!("{}/lti/11/launch", env.gateway);
+        let form = env.lms.lti11_launch(&url, LTI11_KEY, MockUser::learner("ada").with_lti11_id("ada-1p1"), "course-9", "link-9");
+        let r = env.browser.post(&url).form(&form).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let code = url::Url::parse(&loc).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+        let (_, old) = env.exchange(&code).await;
+        let client = pending[0]["client_id"].as_str().unwrap();
+        let deployment = pending[0]["deployment_id"].as_str().unwrap();
+        let deployment = if deployment == "*" { DEPLOYMENT } else { deployment };
+        let spec = LaunchSpec::resource_link(client, deployment, MockUser::learner("ada").with_lti11_id("ada-1p1"), "course-9", "link-9");
+        let code = env.launch(spec).await.code();
+        let (status, new) = env.exchange(&code).await;
+        assert_eq!(old["person"]["id"], "ada-1p1", "{old}");
+        assert_eq!(status, 200, "{new}");
+        assert_eq!(new["person"]["id"], old["person"]["id"], "{new}");
+        assert_eq!(new["person"]["identities"].as_array().unwrap().len(), 2, "{new}");
+        // The configured platform names no consumer: its launches' claims are not trusted.
+        let spec = LaunchSpec::resource_link(crate::lti_env::CLIENT, DEPLOYMENT, MockUser::learner("ben").with_lti11_id("ben-1p1"), "course-1", "link-1");
+        let code = env.launch(spec).await.code();
+        let (_, ctx) = env.exchange(&code).await;
+        assert_eq!(ctx["person"]["id"], "ben", "{ctx}");
+    }
+
     async fn a_registration_through_an_admins_link_waits_for_approval_and_spends_the_link(backend) {
         let Some(env) = start(backend, Personality::Moodle).await else { return };
         let admin = env.app.admin().await;

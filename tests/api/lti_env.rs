@@ -67,6 +67,11 @@ pub struct EnvOpts {
     pub backoff: Option<&'static str>,
     /// The LMS offers no AGS result service.
     pub no_results_service: bool,
+    /// The 1.3 tool replaces the 1.1 consumer: the LMS sends the signed migration claim,
+    /// signing with this secret (the gateway's is [`LTI11_SECRET`]: another value forges).
+    pub migration_secret: Option<&'static str>,
+    /// Lines added to the `[[partners.lti.platforms]]` table (e.g. `lti11_consumer_key`).
+    pub platform: &'static str,
 }
 
 pub async fn start_opts(
@@ -75,6 +80,16 @@ pub async fn start_opts(
     opts: EnvOpts,
 ) -> Option<LtiEnv> {
     start_full(backend, personality, "", true, &opts).await
+}
+
+/// Both: extra config and changed settings.
+pub async fn start_opts_with(
+    backend: Backend,
+    personality: Personality,
+    extra: &str,
+    opts: EnvOpts,
+) -> Option<LtiEnv> {
+    start_full(backend, personality, extra, true, &opts).await
 }
 
 /// A partner without configured content items: the app answers Deep Linking requests.
@@ -105,7 +120,11 @@ url = "https://app.example.test/reading"
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = format!("http://{}", listener.local_addr().unwrap());
     let mut tool = MockTool::gateway(CLIENT, DEPLOYMENT, &gateway);
-    tool.lti11 = Some((LTI11_KEY.into(), LTI11_SECRET.into()));
+    tool.lti11 = Some((
+        LTI11_KEY.into(),
+        opts.migration_secret.unwrap_or(LTI11_SECRET).into(),
+    ));
+    tool.migrated_from_lti11 = opts.migration_secret.is_some();
     let mut lms_opts = MockLmsOptions::new(personality, vec![tool]);
     lms_opts.results_service = !opts.no_results_service;
     let lms = MockLms::start(lms_opts).await.unwrap();
@@ -148,6 +167,7 @@ deployment_ids = ["{DEPLOYMENT}"]
 auth_url = "{auth}"
 token_url = "{token}"
 jwks_url = "{jwks}"
+{platform}
 {audience}
 {items}
 [[partners.lti.lti11]]
@@ -157,6 +177,7 @@ shared_secret = "{LTI11_SECRET}"
 "#,
         backoff = opts.backoff.unwrap_or("backoff_base_ms = 50"),
         outbound = opts.outbound,
+        platform = opts.platform,
         issuer = lms.issuer(),
         auth = lms.auth_url(),
         token = lms.token_url(),

@@ -17,6 +17,7 @@ mod lti;
 mod lti_dynreg;
 mod lti_env;
 mod lti_grades;
+mod lti_migration;
 mod metrics;
 mod openapi;
 mod pages_security;

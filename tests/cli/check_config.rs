@@ -377,3 +377,35 @@ app_url = "http://app.example.com/launch"
         assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
     }
 }
+
+#[tokio::test]
+async fn check_config_refuses_a_migration_consumer_that_is_not_declared() {
+    let env = TestEnv::new(Backend::Sqlite).await.unwrap();
+    std::fs::write(
+        env.config_dir.join("partners.toml"),
+        r#"
+[[partners]]
+id = "school"
+name = "A school"
+kind = "lms"
+[partners.lti]
+app_url = "https://app.example.com/lti"
+[[partners.lti.platforms]]
+issuer = "https://moodle.school.example"
+client_id = "tool"
+deployment_ids = ["1"]
+auth_url = "https://moodle.school.example/mod/lti/auth.php"
+token_url = "https://moodle.school.example/mod/lti/token.php"
+jwks_url = "https://moodle.school.example/mod/lti/certs.php"
+lti11_consumer_key = "school-1p1"
+[[partners.lti.lti11]]
+consumer_key = "other-1p1"
+shared_secret = "a-shared-secret-of-16+"
+"#,
+    )
+    .unwrap();
+    let out = env.run(&["check-config"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    let expected = "partners[id = \"school\"].lti.platforms[0].lti11_consumer_key: \"school-1p1\" is not one of this partner's [[partners.lti.lti11]] consumers";
+    assert!(out.stderr.contains(expected), "missing {expected:?}\n{out}");
+}

@@ -183,6 +183,10 @@ pub struct MockTool {
     pub jwks_url: String,
     /// `(consumer key, shared secret)` for LTI 1.1.
     pub lti11: Option<(String, String)>,
+    /// The 1.3 tool replaces the 1.1 tool of `lti11` (Canvas: associated through the
+    /// developer key; Moodle: the tool keeps the 1.1 key and secret): launches carry the
+    /// signed `lti1p1` migration claim naming the learner's 1.1 `user_id`.
+    pub migrated_from_lti11: bool,
 }
 
 impl MockTool {
@@ -198,6 +202,7 @@ impl MockTool {
             target_link_uri: format!("{base}/lti/launch"),
             jwks_url: format!("{base}/.well-known/jwks.json"),
             lti11: None,
+            migrated_from_lti11: false,
         }
     }
 }
@@ -238,6 +243,10 @@ pub struct MockUser {
     pub email: Option<String>,
     /// Full LIS v2 role URIs (e.g. [`ROLE_LEARNER`]).
     pub roles: Vec<String>,
+    /// The `user_id` of this person's LTI 1.1 launches when it is not what the personality
+    /// derives ([`MockUser::lti11_user_id`]): a user whose 1.1 id came from elsewhere (an
+    /// earlier LMS, an imported account).
+    pub lti11_id: Option<String>,
 }
 
 impl MockUser {
@@ -253,6 +262,29 @@ impl MockUser {
             name: Some(name.to_owned()),
             email: Some(email),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            lti11_id: None,
+        }
+    }
+
+    /// This person with `id` as their LTI 1.1 `user_id`.
+    pub fn with_lti11_id(mut self, id: &str) -> MockUser {
+        self.lti11_id = Some(id.to_owned());
+        self
+    }
+
+    /// The `user_id` this person has in the LMS's LTI 1.1 launches: Canvas gives 1.1 tools
+    /// an opaque id (the one it repeats as `lti11_legacy_user_id` in 1.3 launches); Moodle
+    /// uses the same user id in both versions (so do the other personalities here).
+    pub fn lti11_user_id(&self, personality: Personality) -> String {
+        if let Some(id) = &self.lti11_id {
+            return id.clone();
+        }
+        match personality {
+            Personality::Canvas => {
+                use sha2::Digest;
+                format!("{:x}", sha2::Sha256::digest(self.sub.as_bytes()))
+            }
+            _ => self.sub.clone(),
         }
     }
 
@@ -607,6 +639,23 @@ impl MockLms {
     }
 
     /// The next id_token issued has this defect (faults queue up in order).
+    /// Turn the migration claim of every tool with an LTI 1.1 consumer on or off, as an
+    /// administrator associating (Canvas) or converting (Moodle) the tool would.
+    pub fn set_migrated_from_lti11(&self, on: bool) {
+        for t in lock(&self.shared.tools).iter_mut() {
+            t.tool.migrated_from_lti11 = on && t.tool.lti11.is_some();
+        }
+    }
+
+    /// Associate every tool, dynamically registered ones included, with the LTI 1.1
+    /// consumer `(key, secret)` they replace: launches carry the signed migration claim.
+    pub fn associate_lti11(&self, key: &str, secret: &str) {
+        for t in lock(&self.shared.tools).iter_mut() {
+            t.tool.lti11 = Some((key.to_owned(), secret.to_owned()));
+            t.tool.migrated_from_lti11 = true;
+        }
+    }
+
     pub fn inject_launch(&self, fault: LaunchFault) {
         lock(&self.shared.launch_faults).push_back(fault);
     }

@@ -199,7 +199,7 @@ pub(super) fn launch(
             "resource_link_title".into(),
             format!("Activity {resource_link_id}"),
         ),
-        ("user_id".into(), user.sub.clone()),
+        ("user_id".into(), user.lti11_user_id(s.personality)),
         ("roles".into(), roles),
         ("context_id".into(), ctx.into()),
         ("context_label".into(), format!("C-{ctx}")),

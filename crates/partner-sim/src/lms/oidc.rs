@@ -14,9 +14,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{
-    LAUNCH_TTL_SECS, LaunchFault, LaunchSpec, LoginInitiation, Message, Personality, Shared,
-    Signer, ToolEntry, UrlCtx, auto_post_page, claim, deep_linking, essence, html_page, lock,
-    now_secs, parse_form, random_token, single,
+    LAUNCH_TTL_SECS, LaunchFault, LaunchSpec, LoginInitiation, Message, MockUser, Personality,
+    Shared, Signer, ToolEntry, UrlCtx, auto_post_page, claim, deep_linking, essence, html_page,
+    lock, now_secs, parse_form, random_token, single,
 };
 
 /// A login initiation waiting for its authentication request.
@@ -508,7 +508,7 @@ fn launch_claims(
                     "link_selection"
                 }),
             );
-            let legacy = format!("{:x}", Sha256::digest(user.sub.as_bytes()));
+            let legacy = user.lti11_user_id(p);
             c.insert(claim::LTI11_LEGACY_USER_ID.into(), json!(legacy));
             c.insert(claim::LTI1P1.into(), json!({ "user_id": legacy }));
             // Canvas sends this (empty) on every launch.
@@ -538,5 +538,69 @@ fn launch_claims(
         }
         Personality::Generic => {}
     }
+    if let (true, Some((key, secret))) = (tool.tool.migrated_from_lti11, &tool.tool.lti11) {
+        migration_claim(&mut c, p, user, key, secret);
+    }
     c
+}
+
+/// The LTI 1.1 migration claim (1EdTech LTI 1.3 Migration §3) of a tool that replaces a 1.1
+/// tool, as the vendors send it: the learner's 1.1 `user_id`, the 1.1 consumer key, and
+/// `oauth_consumer_key_sign`, HMAC-SHA256 with the 1.1 secret over `key & deployment_id &
+/// iss & client_id & exp & nonce`. Canvas encodes the MAC's bytes in base64 (as the spec's
+/// example); Moodle, in PHP, encodes the MAC's hex text (`hash_hmac` without raw output)
+/// and also names the 1.1 context. Canvas adds to the `user_id` it already sends.
+fn migration_claim(
+    c: &mut Map<String, Value>,
+    p: Personality,
+    user: &MockUser,
+    key: &str,
+    secret: &str,
+) {
+    use hmac::Mac;
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_str).unwrap_or("").to_owned(),
+        _ => String::new(),
+    };
+    let client_id = if c.contains_key("azp") {
+        text(c.get("azp"))
+    } else {
+        text(c.get("aud"))
+    };
+    let base = [
+        key.to_owned(),
+        text(c.get(claim::DEPLOYMENT_ID)),
+        text(c.get("iss")),
+        client_id,
+        text(c.get("exp")),
+        text(c.get("nonce")),
+    ]
+    .join("&");
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return;
+    };
+    mac.update(base.as_bytes());
+    let raw = mac.finalize().into_bytes();
+    let sign = match p {
+        Personality::Moodle => {
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            base64::engine::general_purpose::STANDARD.encode(hex)
+        }
+        _ => base64::engine::general_purpose::STANDARD.encode(raw),
+    };
+    let mut claim = c
+        .get(claim::LTI1P1)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    claim.insert("user_id".into(), json!(user.lti11_user_id(p)));
+    claim.insert("oauth_consumer_key".into(), json!(key));
+    claim.insert("oauth_consumer_key_sign".into(), json!(sign));
+    if p == Personality::Moodle {
+        let ctx = text(c.get(claim::CONTEXT).and_then(|x| x.get("id")));
+        claim.insert("context_id".into(), json!(ctx));
+    }
+    c.insert(claim::LTI1P1.into(), Value::Object(claim));
 }

@@ -375,6 +375,7 @@ pub(super) async fn register(
             target_link_uri: text(&config, "target_link_uri"),
             jwks_url: text(&metadata, "jwks_uri"),
             lti11: None,
+            migrated_from_lti11: false,
         };
         let entry = ToolEntry { tool, type_id };
         tools.push(entry.clone());
