@@ -146,9 +146,9 @@ pub async fn store_batch(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Ingested> {
     let count = events.len() as u64;
-    let (db, owned, recorder) = (db.clone(), events, recorder.clone());
+    let (db, recorder) = (db.clone(), recorder.clone());
     let accepted =
-        tokio::spawn(async move { store_usage_events(&db, &owned, &recorder, now).await })
+        tokio::spawn(async move { store_usage_events(&db, events, recorder, now).await })
             .await
             .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
     let ingested = Ingested {

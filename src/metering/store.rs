@@ -74,21 +74,19 @@ pub async fn insert_usage_events(
 /// goes through the shared group commit.
 pub async fn store_usage_events(
     db: &Db,
-    events: &[UsageEvent],
-    recorder: &Recorder,
+    events: Vec<UsageEvent>,
+    recorder: Recorder,
     received_at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
         return Ok(0);
     }
-    check_recorder(events, recorder)?;
+    check_recorder(&events, &recorder)?;
     match db {
-        Db::Postgres(pool) => {
-            super::pg_group::store(pool, events.to_vec(), recorder.clone(), received_at).await
-        }
+        Db::Postgres(pool) => super::pg_group::store(pool, events, recorder, received_at).await,
         Db::Sqlite(_) => {
             let mut tx = db.begin().await?;
-            let accepted = insert_usage_events(&mut tx, events, recorder, received_at).await?;
+            let accepted = insert_usage_events(&mut tx, &events, &recorder, received_at).await?;
             tx.commit().await?;
             Ok(accepted)
         }
