@@ -310,17 +310,17 @@ pub async fn accept_score(
         let mut tx = state.db.begin().await?;
         // The same score already posted on the learner's launch of the other version: one
         // score, delivered once.
-        if let Some(prev) = store::last_score(&mut tx, &series).await?
+        let last = store::last_score(&mut tx, &series).await?;
+        if let Some(prev) = &last
             && prev.status != "failed"
             && prev.payload == payload
             && prev.posted_on != posted_on.id
         {
-            return Ok(prev.id);
+            return Ok(prev.id.clone());
         }
-        let last = store::last_in_series(&mut tx, &series).await?;
         let (seq, ts) = match last {
             // At least a second after the previous one: Moodle compares at one-second resolution.
-            Some((seq, prev)) => (seq + 1, now.max(prev + 1_000_000)),
+            Some(prev) => (prev.seq + 1, now.max(prev.timestamp_us + 1_000_000)),
             None => (1, now),
         };
         let row = store::NewScore {

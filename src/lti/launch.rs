@@ -352,11 +352,12 @@ pub async fn complete(
     Ok(crate::http::page::redirect(app.as_str()))
 }
 
-/// Who launched: the 1.3 identity, the 1.1 identity a verified claim names, and the link.
-struct People {
-    own: super::people::Identity,
-    legacy: Option<super::people::Identity>,
-    link: Option<String>,
+/// Who launched: the launch's own identity, the 1.1 identity a verified claim names, and
+/// the link.
+pub(super) struct People {
+    pub own: super::people::Identity,
+    pub legacy: Option<super::people::Identity>,
+    pub link: Option<String>,
 }
 
 /// The learner's LTI 1.1 identity, from the launch's `lti1p1` claim verified with the
@@ -388,7 +389,9 @@ fn migration_identity(
     }
 }
 
-async fn write_launch(
+/// Record the launch (LTI 1.3 or 1.1), its person, its usage event and a handoff code in
+/// one transaction; returns the code.
+pub(super) async fn write_launch(
     state: &AppState,
     launch: &Launch,
     event: &UsageEvent,

@@ -223,27 +223,14 @@ async fn launch_inner(state: &AppState, params: Vec<(String, String)>) -> Result
     let expires =
         crate::time::to_micros(now) + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
     // The person: the 1.1 identity, which a later 1.3 launch's migration claim may join.
-    let own = launch
-        .user_id
-        .as_deref()
-        .map(|u| super::people::Identity::lti11(key, u));
-    let (db, mut l, mut e, rl) = (state.db.clone(), launch.clone(), event, link.to_owned());
-    let code = tokio::spawn(async move {
-        let mut tx = db.begin().await?;
-        if let Some(own) = &own {
-            let now = crate::time::to_micros(l.created_at);
-            super::people::attach(&mut tx, &mut l, &mut e, own, None, Some(rl.as_str()), now)
-                .await?;
-        }
-        crate::launches::insert_launch(&mut tx, &l).await?;
-        crate::metering::record_usage_event(&mut tx, &e).await?;
-        let code = crate::launches::create_handoff(&mut tx, &l.id, expires).await?;
-        tx.commit().await?;
-        Ok::<String, anyhow::Error>(code)
-    })
-    .await
-    .map_err(|e| crate::http::page::internal(e.to_string()))?
-    .map_err(|e| crate::http::page::internal(format!("{e:#}")))?;
+    let people = launch.user_id.as_deref().map(|u| super::launch::People {
+        own: super::people::Identity::lti11(key, u),
+        legacy: None,
+        link: Some(link.to_owned()),
+    });
+    let code = super::launch::write_launch(state, &launch, &event, people, expires)
+        .await
+        .map_err(|e| crate::http::page::internal(format!("{e:#}")))?;
     tracing::info!(launch_id = %launch.id, partner_id = %partner.id, "LTI 1.1 launch completed");
     // Checked at config load too; checked again where the browser is sent, as the other flows do.
     let mut app =

@@ -77,34 +77,47 @@ pub fn base_string(claims: &Value, consumer_key: &str) -> Result<String, ClaimPr
     .join("&"))
 }
 
-fn mac(base: &str, secret: &str) -> Vec<u8> {
-    // HMAC takes a key of any length; the error arm cannot happen.
-    match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(mut m) => {
-            m.update(base.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+/// The HMAC over `base`; `None` cannot happen (HMAC takes a key of any length).
+fn mac(base: &str, secret: &str) -> Option<Hmac<Sha256>> {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
+    m.update(base.as_bytes());
+    Some(m)
+}
+
+fn mac_bytes(base: &str, secret: &str) -> Vec<u8> {
+    mac(base, secret).map_or_else(Vec::new, |m| m.finalize().into_bytes().to_vec())
 }
 
 /// `oauth_consumer_key_sign` as the spec defines it (base64 of the MAC's bytes): what the
 /// simulators send and what a platform following the spec sends.
 pub fn sign(base: &str, secret: &str) -> String {
-    STANDARD.encode(mac(base, secret))
+    STANDARD.encode(mac_bytes(base, secret))
 }
 
 /// The PHP variant: base64 of the MAC's lowercase hexadecimal text.
 pub fn sign_php(base: &str, secret: &str) -> String {
-    let hex: String = mac(base, secret)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    STANDARD.encode(hex)
+    STANDARD.encode(hex::encode(mac_bytes(base, secret)))
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` (base64 of the MAC, or base64 of its hex text) is the MAC of `base`,
+/// compared in constant time by the MAC itself.
+fn verifies(base: &str, secret: &str, given: &str) -> bool {
+    let Ok(decoded) = STANDARD.decode(given.trim()) else {
+        return false;
+    };
+    // 32 bytes: the MAC itself; 64: its hex text.
+    let raw = if decoded.len() == 64 {
+        match std::str::from_utf8(&decoded)
+            .ok()
+            .and_then(|h| hex::decode(h).ok())
+        {
+            Some(r) => r,
+            None => return false,
+        }
+    } else {
+        decoded
+    };
+    mac(base, secret).is_some_and(|m| m.verify_slice(&raw).is_ok())
 }
 
 /// Check the claim of a verified 1.3 launch (`claims`, the token's payload) against the 1.1
@@ -140,10 +153,7 @@ pub fn verify(
         _ => return Err(ClaimProblem::UnknownConsumer(key)),
     };
     let base = base_string(claims, &key)?;
-    let given = given.trim().as_bytes();
-    if !same(sign(&base, secret).as_bytes(), given)
-        && !same(sign_php(&base, secret).as_bytes(), given)
-    {
+    if !verifies(&base, secret, &given) {
         return Err(ClaimProblem::BadSignature);
     }
     let user_id = field("user_id")

@@ -404,13 +404,6 @@ pub async fn score_status(
 // Scores (`lti_scores`): a series is one user's scores for one line item, numbered in the
 // order they were given; the `lti.score` job delivers them in that order.
 
-/// The last score of a series: its number and the timestamp it carries.
-pub async fn last_in_series(tx: &mut Tx, series: &str) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    let sql =
-        "SELECT seq, timestamp_us FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1";
-    with_tx!(tx, c => sqlx::query_as(sql).bind(series).fetch_optional(c).await)
-}
-
 /// A score to store, pending delivery.
 pub struct NewScore<'a> {
     pub id: &'a str,
@@ -711,10 +704,13 @@ pub async fn newest_person_link(
     with_db!(db, pool => sqlx::query_scalar(sql).bind(partner).bind(person).bind(link).fetch_optional(pool).await)
 }
 
-/// The last score of a series as stored.
+/// The last score of a series as stored (a series is one user's scores for one line item).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LastScore {
     pub id: String,
+    /// Its number in the series, and the timestamp it carries.
+    pub seq: i64,
+    pub timestamp_us: i64,
     pub payload: String,
     pub status: String,
     /// The launch the app posted it on (its own launch unless it was routed to another).
@@ -722,7 +718,8 @@ pub struct LastScore {
 }
 
 pub async fn last_score(tx: &mut Tx, series: &str) -> Result<Option<LastScore>, sqlx::Error> {
-    let sql = "SELECT id, score AS payload, status, COALESCE(posted_launch_id, launch_id) AS posted_on \
+    let sql = "SELECT id, seq, timestamp_us, score AS payload, status, \
+               COALESCE(posted_launch_id, launch_id) AS posted_on \
                FROM lti_scores WHERE series = $1 ORDER BY seq DESC LIMIT 1";
     with_tx!(tx, c => sqlx::query_as(sql).bind(series).fetch_optional(c).await)
 }
