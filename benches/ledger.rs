@@ -461,6 +461,7 @@ async fn run_ledger(
         // the gateway as the writer: these are its own event types, which no key may send.
         let ingested = ingest_batch(
             &state.db,
+            &state.subjects,
             values,
             writer,
             |p| config.partner(p).is_some(),

@@ -837,7 +837,7 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
         anyhow::Ok((wall, cpu))
     })
     .await?;
-    let db = env.state.db.clone();
+    let (db, subjects) = (env.state.db.clone(), env.state.subjects.clone());
     let (usage_wall, usage_cpu) = on_server(&env.server, async move {
         let before = ProcCpu::read();
         let t0 = Instant::now();
@@ -862,7 +862,8 @@ async fn diagnostics(env: &Env, load: &Load, secs: u64) -> anyhow::Result<Diagno
                 })
                 .collect();
             let gateway = partner_gateway::metering::authority::Recorder::Gateway;
-            partner_gateway::metering::ingest::store_batch(&db, events, &gateway, now).await?;
+            partner_gateway::metering::ingest::store_batch(&db, &subjects, events, &gateway, now)
+                .await?;
         }
         let n = (DIAG_BATCHES * DIAG_BATCH) as f64;
         let wall = t0.elapsed().as_secs_f64() * 1e6 / n;

@@ -838,10 +838,18 @@ async fn load(state: &AppState, plan: &Arc<Plan>, o: &Opts) -> anyhow::Result<(L
     let step = (plan.events as u64 / 10).max(1);
     while let Some(b) = rx.recv().await {
         let mut t = state.db.begin().await?;
-        let added = insert_usage_events(&mut t, &b.events, &Recorder::Gateway, b.received).await?;
+        let sent = b.events.len();
+        let added = insert_usage_events(
+            &mut t,
+            &state.subjects,
+            b.events,
+            &Recorder::Gateway,
+            b.received,
+        )
+        .await?;
         t.commit().await?;
-        if added != b.events.len() as u64 {
-            bail!("a batch of {} stored {added}", b.events.len());
+        if added != sent as u64 {
+            bail!("a batch of {sent} stored {added}");
         }
         let before = n;
         n += added;

@@ -38,12 +38,14 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(crate::statements::routes::router())
         .merge(crate::webhooks::routes::router())
         .merge(crate::sso::routes::router())
+        .merge(crate::privacy::routes::router())
 }
 
 /// The job handlers of this build: each area registers its kinds here.
 pub fn job_handlers(state: &AppState) -> Handlers {
     let mut h = Handlers::new();
     h.extend(crate::lti::ags::job_handlers(state));
+    h.extend(crate::privacy::job::job_handlers(state));
     h
 }
 
@@ -88,6 +90,14 @@ pub async fn serve_wrapped(
         Duration::from_secs(state.config.statements.integrity_check_secs),
         shutdown.clone(),
     ));
+    // Every instance schedules the retention purge; the job's dedupe key makes one run per
+    // interval, on whichever instance's runner claims it.
+    let purge = tokio::spawn(crate::privacy::purge::schedule(
+        state.db.clone(),
+        state.config.privacy.clone(),
+        state.config.jobs.max_attempts,
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
     let header_timeout = Duration::from_secs(state.config.http.header_read_timeout_secs);
     let http_enabled = state.config.http.enabled;
@@ -123,6 +133,7 @@ pub async fn serve_wrapped(
         let _ = d.await;
     }
     let _ = integrity.await;
+    let _ = purge.await;
     // Usage recorded by the last requests is committed before the store closes.
     usage.flush().await;
     db.close().await;

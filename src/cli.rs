@@ -54,6 +54,9 @@ pub enum Command {
     /// The LTI tool.
     #[command(subcommand)]
     Lti(LtiCommand),
+    /// Personal data: export or erase a person, run the retention purge (PRIVACY.md).
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
     /// Try every flow on this machine: the gateway on SQLite under --data-dir with
     /// simulated EHRs (Epic, Oracle), LMSs (Canvas, Moodle), IdPs (OIDC, SAML), a webhook
     /// receiver and a sample app, all registered as sandbox partners. Ignores --config.
@@ -70,6 +73,44 @@ pub enum Command {
         #[arg(long, default_value = "data/sandbox", value_name = "DIR")]
         data_dir: PathBuf,
     },
+}
+
+/// Whom a privacy request is about.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = true, args = ["user_id", "email"])]
+pub struct PersonArgs {
+    /// The partner the person came through.
+    #[arg(long)]
+    partner: String,
+    /// Their id at the partner (an LTI `sub` or 1.1 `user_id`, a SMART `fhirUser` or
+    /// `sub`, an SSO subject).
+    #[arg(long)]
+    user_id: Option<String>,
+    /// An email the partner sent for them (compared without case).
+    #[arg(long)]
+    email: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrivacyCommand {
+    /// Print everything held about a person at a partner as JSON (launches, LTI identities,
+    /// scores, webhook messages, ledger events). Recorded in the audit log.
+    Export {
+        #[command(flatten)]
+        person: PersonArgs,
+    },
+    /// Erase a person at a partner (see PRIVACY.md for what that does to each record);
+    /// meters and issued statements are unchanged. Recorded in the audit log.
+    Erase {
+        #[command(flatten)]
+        person: PersonArgs,
+        /// Erase without asking (there is no undo).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run the retention purge now (it also runs as a job every privacy.purge_interval_secs)
+    /// and print what it removed.
+    Purge,
 }
 
 #[derive(Subcommand, Debug)]
@@ -551,6 +592,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,
+        Command::Privacy(cmd) => privacy_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
             let state = AppState::prepare_with(config, Schema::Require).await?;
             if let Some(p) = &partner
@@ -574,6 +616,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                 .unwrap_or_else(|| file.display().to_string());
             let outcome = crate::metering::import::import_ndjson(
                 &state.db,
+                &state.subjects,
                 &state.config,
                 &state.ledger_rules,
                 &name,
@@ -880,4 +923,81 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
     drop(out);
     state.db.close().await;
     Ok(code)
+}
+
+/// `privacy export | erase | purge`.
+async fn privacy_command(cmd: PrivacyCommand, config: Config) -> anyhow::Result<ExitCode> {
+    use crate::privacy::person::{self, Actor, Lookup};
+    let state = AppState::prepare_with(config, Schema::Require).await?;
+    let lookup = |p: PersonArgs| -> anyhow::Result<Lookup> {
+        let q = Lookup {
+            partner: p.partner,
+            user_id: p.user_id,
+            email: p.email,
+        };
+        if let Some(problem) = q.problem() {
+            anyhow::bail!("{problem}");
+        }
+        if state.config.partner(&q.partner).is_none() {
+            anyhow::bail!(
+                "unknown partner {:?}: it is not declared in the config",
+                q.partner
+            );
+        }
+        Ok(q)
+    };
+    // The audit log says it was done from the command line, on which host, by whom.
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown host".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
+    let actor = Actor {
+        id: "cli".into(),
+        role: "operator".into(),
+        partner: None,
+        origin: format!("cli {user}@{host}"),
+    };
+    let now = chrono::Utc::now();
+    let result = match cmd {
+        PrivacyCommand::Export { person: p } => {
+            let q = lookup(p)?;
+            let found = person::find(&state.db, &state.subjects, &q).await?;
+            person::audit_export(&state.db, &state.subjects, &actor, &q, &found, now).await?;
+            let doc = person::export_document(&q, &found, now);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PrivacyCommand::Erase { person: p, yes } => {
+            let q = lookup(p)?;
+            let found = person::find(&state.db, &state.subjects, &q).await?;
+            let c = found.counts();
+            eprintln!(
+                "found at partner {}: {} launches, {} scores, {} LTI identities, {} webhook messages, {} ledger events",
+                q.partner,
+                c.launches,
+                c.scores,
+                c.lti_identities,
+                c.webhook_messages,
+                c.ledger_events
+            );
+            if yes {
+                let (done, audit) =
+                    person::erase(&state.db, &state.subjects, &actor, &q, &found, now).await?;
+                let out = serde_json::json!({"erased": done, "audit_id": audit});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("nothing erased: add --yes to erase them (there is no undo)");
+                Ok(ExitCode::from(2))
+            }
+        }
+        PrivacyCommand::Purge => {
+            let done = crate::privacy::purge::purge(&state.db, &state.subjects, &state.config, now)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    state.db.close().await;
+    result
 }

@@ -31,6 +31,8 @@ pub mod metering;
 pub mod outbound;
 /// Partners declared in config and synced into the store.
 pub mod partners;
+/// Personal data: retention, export and erasure, the audit log (PRIVACY.md).
+pub mod privacy;
 /// Unguessable tokens: state, nonces, PKCE verifiers, handoff codes.
 pub mod random;
 /// The `sandbox` command: the simulated partners of `crates/partner-sim` beside the gateway,

@@ -36,6 +36,8 @@ pub struct Parts {
     pub config: Arc<Config>,
     pub meters: Arc<BTreeMap<String, Meter>>,
     pub master_key: MasterKey,
+    /// The keys that turn subject ids into the ledger's pseudonyms (from the master key).
+    pub subjects: crate::metering::subject::Subjects,
     /// The one client for requests to partners, with the outbound policy.
     pub outbound: Outbound,
     /// Clients for webhook endpoints, limited to their owner's networks.
@@ -135,6 +137,22 @@ impl AppState {
                 .await
                 .context("the master key does not open the stored signing keys: every instance must use the same keys.master_key (or master_key_file)")?;
         }
+        // Rows the ledger kept before its subjects were pseudonyms: converted before this
+        // instance serves (a no-op, one probe of an empty index, once they all are). With
+        // migrations still pending the column is not there yet: the purge job sweeps later.
+        if db.pending_migrations().await?.is_empty() {
+            let subjects = crate::metering::subject::Subjects::new(&master_key);
+            let converted =
+                crate::metering::store::pseudonymize_legacy(&db, &subjects, PSEUDONYMIZE_BATCH)
+                    .await
+                    .context("converting the ledger's subjects to pseudonyms")?;
+            if converted > 0 {
+                tracing::info!(
+                    converted,
+                    "ledger subjects written before pseudonyms were converted"
+                );
+            }
+        }
         Self::with_db(db, config, master_key)
     }
 
@@ -156,8 +174,10 @@ impl AppState {
             outbound.clone(),
             Duration::from_secs(config.smart.discovery_ttl_secs),
         );
+        let subjects = crate::metering::subject::Subjects::new(&master_key);
         let usage = UsageRecorder::start(
             db.clone(),
+            subjects.clone(),
             Duration::from_millis(config.smart.usage_flush_ms),
         );
         let api_keys =
@@ -174,6 +194,7 @@ impl AppState {
             config: Arc::new(config),
             meters: Arc::new(meters),
             master_key,
+            subjects,
             outbound,
             endpoint_outbound,
             smart,
@@ -183,6 +204,9 @@ impl AppState {
         })))
     }
 }
+
+/// Ledger rows converted to pseudonyms per transaction at start.
+const PSEUDONYMIZE_BATCH: i64 = 5_000;
 
 /// What starting may do to the database schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

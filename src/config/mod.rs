@@ -35,6 +35,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub sso: SsoConfig,
     pub usage: UsageConfig,
+    pub privacy: PrivacyConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
     pub agreements: Vec<AgreementConfig>,
@@ -469,6 +470,62 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// How long personal data is kept (PRIVACY.md), and the purge job that enforces it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// How often a purge runs (as a durable job: one instance runs each).
+    pub purge_interval_secs: u64,
+    /// Rows changed per transaction by the purge, so it never holds long locks.
+    pub purge_batch: u32,
+    pub retention: RetentionConfig,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            purge_interval_secs: 3600,
+            purge_batch: 1000,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Days each kind of personal data is kept. The ledger (pseudonymous) and statements are
+/// kept forever; webhook payloads and response bodies by `webhooks.retention_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// A launch's user id, name and context (emails, roles, patient and encounter, SSO
+    /// claims and attributes), its sealed EHR tokens and handoff codes: days after the
+    /// launch expired. The launch row stays (id, partner, kind, times) for what refers to it.
+    pub launch_days: u64,
+    /// Scores the app posted (learner id, score, comment, the LMS's answer): days after
+    /// the score was delivered or given up.
+    pub score_days: u64,
+    /// Finished jobs (their errors may quote a partner's answer naming a user).
+    pub finished_job_days: u64,
+    /// Which LTI identities are one person, and each person's newest launch per link:
+    /// days after the person's last launch. Long enough to span an academic year, so a
+    /// learner migrating from LTI 1.1 stays one person.
+    pub lti_people_days: u64,
+    /// The audit log (who exported or erased whose data, and when): kept for years.
+    pub audit_log_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            launch_days: 30,
+            score_days: 30,
+            finished_job_days: 30,
+            lti_people_days: 400,
+            // Six years: HIPAA's retention of documentation (45 CFR 164.316(b)(2)).
+            audit_log_days: 6 * 366,
+        }
+    }
+}
+
 /// The usage ledger's limits on what it accepts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -670,7 +727,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "http",
     "database",
     "telemetry",
@@ -684,6 +741,7 @@ const SECTIONS: [&str; 13] = [
     "webhooks",
     "sso",
     "usage",
+    "privacy",
 ];
 const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
 
@@ -876,6 +934,7 @@ impl Config {
         let webhooks = section::<WebhooksConfig>(&merged, "webhooks", &origins, &mut problems);
         let sso = section::<SsoConfig>(&merged, "sso", &origins, &mut problems);
         let usage = section::<UsageConfig>(&merged, "usage", &origins, &mut problems);
+        let privacy = section::<PrivacyConfig>(&merged, "privacy", &origins, &mut problems);
 
         let config = Config {
             http: http.unwrap_or_default(),
@@ -891,6 +950,7 @@ impl Config {
             webhooks: webhooks.unwrap_or_default(),
             sso: sso.unwrap_or_default(),
             usage: usage.unwrap_or_default(),
+            privacy: privacy.unwrap_or_default(),
             partners,
             meters,
             agreements,
@@ -979,6 +1039,40 @@ impl Config {
                 "database.max_connections".into(),
                 "must be at least 1".into(),
             ));
+        }
+        let p = &self.privacy;
+        if p.purge_interval_secs < 60 {
+            out.push((
+                "privacy.purge_interval_secs".into(),
+                "must be at least 60".into(),
+            ));
+        }
+        if p.purge_batch == 0 || p.purge_batch > 100_000 {
+            out.push((
+                "privacy.purge_batch".into(),
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        let r = &p.retention;
+        for (field, days, least) in [
+            ("launch_days", r.launch_days, 1),
+            ("score_days", r.score_days, 1),
+            ("finished_job_days", r.finished_job_days, 1),
+            // An LTI person forgotten within a term would be counted again as a new one.
+            ("lti_people_days", r.lti_people_days, 30),
+            ("audit_log_days", r.audit_log_days, 365),
+        ] {
+            if days < least {
+                out.push((
+                    format!("privacy.retention.{field}"),
+                    format!("must be at least {least} days"),
+                ));
+            } else if days > 36_500 {
+                out.push((
+                    format!("privacy.retention.{field}"),
+                    "must be at most 36500 days (100 years)".into(),
+                ));
+            }
         }
         if self.http.body_limit_bytes < 1024 {
             out.push((

@@ -54,7 +54,7 @@ pub fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        path = %crate::telemetry::loggable_path(req.uri().path()),
                         request_id,
                         partner_id = tracing::field::Empty,
                         role = tracing::field::Empty,

@@ -71,6 +71,7 @@ they never get statements.",
         (name = "webhooks", description = "Outbound webhook endpoints, messages, attempts and replay."),
         (name = "statements", description = "Revenue-share statements for finance."),
         (name = "jobs", description = "The durable job queue, for operators."),
+        (name = "privacy", description = "Everything held about a person: export and erasure, for admins; each request is audited."),
     )
 )]
 pub struct ApiDoc;

@@ -9,12 +9,14 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
+use sha2::Sha256;
 
 use crate::config::KeysConfig;
 
 #[derive(Clone)]
-pub struct MasterKey(Aes256Gcm);
+pub struct MasterKey(Aes256Gcm, Hmac<Sha256>);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,6 +36,8 @@ impl MasterKey {
         );
         Ok(MasterKey(
             Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| anyhow::anyhow!("bad master key length"))?,
+            <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
                 .map_err(|_| anyhow::anyhow!("bad master key length"))?,
         ))
     }
@@ -63,6 +67,16 @@ impl MasterKey {
             "keys.master_key_file {} does not exist yet: serve creates it on first start (back it up)",
             cfg.master_key_file.display()
         )))
+    }
+
+    /// A key of its own for one purpose, named by `label` (HMAC-SHA256 of the label under
+    /// the master key: one block of HKDF-Expand), so no purpose ever uses the master key
+    /// itself and learning one derived key tells nothing of the others.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = self.1.clone();
+        mac.update(label.as_bytes());
+        mac.update(&[1]);
+        mac.finalize().into_bytes().into()
     }
 
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -839,11 +839,12 @@ pub async fn mark_delivered(
         "user_id": score.user_id, "line_item": line_item, "status": status,
     });
     let (db, id, partner) = (state.db.clone(), id.to_owned(), launch.partner_id.clone());
+    let subjects = state.subjects.clone();
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
         let at = crate::time::to_micros(now);
         store::mark_delivered(&mut tx, &id, at, status, note.as_deref()).await?;
-        crate::metering::record_usage_event(&mut tx, &event).await?;
+        crate::metering::record_usage_event(&mut tx, &subjects, event).await?;
         crate::webhooks::emit(
             &mut tx,
             Some(&partner),

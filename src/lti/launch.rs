@@ -399,6 +399,7 @@ pub(super) async fn write_launch(
     handoff_expires_us: i64,
 ) -> anyhow::Result<String> {
     let (db, mut launch, mut event) = (state.db.clone(), launch.clone(), event.clone());
+    let subjects = state.subjects.clone();
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
         if let Some(p) = &people {
@@ -408,7 +409,7 @@ pub(super) async fn write_launch(
                 .await?;
         }
         crate::launches::insert_launch(&mut tx, &launch).await?;
-        crate::metering::record_usage_event(&mut tx, &event).await?;
+        crate::metering::record_usage_event(&mut tx, &subjects, event).await?;
         let code = crate::launches::create_handoff(&mut tx, &launch.id, handoff_expires_us).await?;
         tx.commit().await?;
         Ok::<String, anyhow::Error>(code)

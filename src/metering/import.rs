@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::authority::{Authority, Recorder};
 use super::ingest::{Attribution, PrepareError, Writer, prepare_one, store_batch};
+use super::subject::Subjects;
 use super::{MAX_BATCH, UsageEvent};
 use crate::config::Config;
 use crate::db::Db;
@@ -33,8 +34,10 @@ pub struct ImportOutcome {
 /// read or store failure stops the import. The events are recorded as imported by an
 /// operator from `file` (its name is kept with each event); the gateway's own event types
 /// are refused like any invalid line.
+#[allow(clippy::too_many_arguments)]
 pub async fn import_ndjson(
     db: &Db,
+    subjects: &Subjects,
     config: &Config,
     rules: &Authority,
     file: &str,
@@ -65,7 +68,7 @@ pub async fn import_ndjson(
             Ok(n) => n,
             Err(e) => {
                 let error = anyhow::anyhow!("reading line {}: {e}", lineno + 1);
-                return finish(db, batch, &recorder, report, Some(error)).await;
+                return finish(db, subjects, batch, &recorder, report, Some(error)).await;
             }
         };
         lineno += 1;
@@ -114,25 +117,26 @@ pub async fn import_ndjson(
             }
         }
         if batch.len() == MAX_BATCH {
-            if let Err(e) = flush(db, &mut batch, &recorder, &mut report).await {
-                return finish(db, Vec::new(), &recorder, report, Some(e)).await;
+            if let Err(e) = flush(db, subjects, &mut batch, &recorder, &mut report).await {
+                return finish(db, subjects, Vec::new(), &recorder, report, Some(e)).await;
             }
             progress(bytes);
         }
     }
     progress(bytes);
-    finish(db, batch, &recorder, report, None).await
+    finish(db, subjects, batch, &recorder, report, None).await
 }
 
 async fn finish(
     db: &Db,
+    subjects: &Subjects,
     mut batch: Vec<UsageEvent>,
     recorder: &Recorder,
     mut report: ImportReport,
     mut error: Option<anyhow::Error>,
 ) -> ImportOutcome {
     // Valid events read before a read error are still written.
-    if let Err(e) = flush(db, &mut batch, recorder, &mut report).await {
+    if let Err(e) = flush(db, subjects, &mut batch, recorder, &mut report).await {
         error.get_or_insert(e);
     }
     metrics::counter!("gateway_usage_events_total", "outcome" => "rejected")
@@ -142,6 +146,7 @@ async fn finish(
 
 async fn flush(
     db: &Db,
+    subjects: &Subjects,
     batch: &mut Vec<UsageEvent>,
     recorder: &Recorder,
     report: &mut ImportReport,
@@ -149,7 +154,7 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let done = store_batch(db, std::mem::take(batch), recorder, Utc::now()).await?;
+    let done = store_batch(db, subjects, std::mem::take(batch), recorder, Utc::now()).await?;
     report.accepted += done.accepted;
     report.duplicates += done.duplicates;
     Ok(())

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::authority::{Authority, Recorder};
 use super::event::{FieldProblem, parse_event};
 use super::store::store_usage_events;
+use super::subject::Subjects;
 use super::{MAX_BATCH, UsageEvent};
 use crate::db::Db;
 use crate::http::FieldError;
@@ -141,16 +142,19 @@ pub fn prepare_one(
 /// that was committed after its client left is reported as duplicates.
 pub async fn store_batch(
     db: &Db,
+    subjects: &Subjects,
     events: Vec<UsageEvent>,
     recorder: &Recorder,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Ingested> {
     let count = events.len() as u64;
-    let (db, recorder) = (db.clone(), recorder.clone());
+    let (db, subjects, recorder) = (db.clone(), subjects.clone(), recorder.clone());
     let accepted =
-        tokio::spawn(async move { store_usage_events(&db, events, recorder, now).await })
-            .await
-            .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
+        tokio::spawn(
+            async move { store_usage_events(&db, &subjects, events, recorder, now).await },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the ledger write task failed: {e}"))??;
     let ingested = Ingested {
         accepted,
         duplicates: count - accepted,
@@ -165,6 +169,7 @@ pub async fn store_batch(
 /// Validate, attribute and store a batch: the path the HTTP API and the importer share.
 pub async fn ingest_batch(
     db: &Db,
+    subjects: &Subjects,
     values: Vec<Value>,
     writer: Writer<'_>,
     known_partner: impl Fn(&str) -> bool,
@@ -179,5 +184,5 @@ pub async fn ingest_batch(
             return Err(e);
         }
     };
-    Ok(store_batch(db, events, writer.recorder, now).await?)
+    Ok(store_batch(db, subjects, events, writer.recorder, now).await?)
 }

@@ -231,6 +231,17 @@ impl Meter {
         for (name, value) in &c.exclude {
             let at = format!("exclude.{name}");
             let field = match Field::parse(name) {
+                // The ledger holds pseudonyms, not ids (`super::subject`); an id to leave
+                // out would also be a person's id written into config.
+                Ok(Field::Subject) => {
+                    errs.push((
+                        at,
+                        "subjects are pseudonymous in the ledger, so a meter cannot leave one out \
+                         by its id (PRIVACY.md): leave such events out by a data field instead"
+                            .into(),
+                    ));
+                    continue;
+                }
                 Ok(f) => f,
                 Err(e) => {
                     errs.push((at, e));
@@ -363,9 +374,14 @@ mod tests {
             ("$.x", serde_json::json!([]), "an empty list"),
             ("$.x", serde_json::json!([[true]]), "a nested list"),
             (
-                "subject",
+                "source",
                 serde_json::json!(true),
                 "a boolean for a text field",
+            ),
+            (
+                "subject",
+                serde_json::json!("student-7"),
+                "a subject: the ledger keeps pseudonyms",
             ),
             ("$.x", serde_json::json!("a\u{0}b"), "a NUL"),
         ] {

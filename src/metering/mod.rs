@@ -12,6 +12,7 @@ pub mod query;
 pub mod recorder;
 pub mod routes;
 pub mod store;
+pub mod subject;
 pub mod window;
 
 pub use event::UsageEvent;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::UsageEvent;
+use super::subject::Subjects;
 use crate::db::Db;
 
 /// Everything this recorder writes is the gateway's own (`fhir.request`).
@@ -28,19 +29,25 @@ enum Msg {
 #[derive(Clone)]
 pub struct UsageRecorder {
     db: Db,
+    subjects: Subjects,
     queue: Option<mpsc::Sender<Msg>>,
 }
 
 impl UsageRecorder {
     /// Start the writer task (when `flush` is non-zero).
-    pub fn start(db: Db, flush: Duration) -> UsageRecorder {
+    pub fn start(db: Db, subjects: Subjects, flush: Duration) -> UsageRecorder {
         if flush.is_zero() {
-            return UsageRecorder { db, queue: None };
+            return UsageRecorder {
+                db,
+                subjects,
+                queue: None,
+            };
         }
         let (tx, rx) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(writer(db.clone(), rx, flush));
+        tokio::spawn(writer(db.clone(), subjects.clone(), rx, flush));
         UsageRecorder {
             db,
+            subjects,
             queue: Some(tx),
         }
     }
@@ -56,9 +63,14 @@ impl UsageRecorder {
                 }
             }
             None => {
-                if let Err(e) =
-                    super::ingest::store_batch(&self.db, vec![event], &GATEWAY, chrono::Utc::now())
-                        .await
+                if let Err(e) = super::ingest::store_batch(
+                    &self.db,
+                    &self.subjects,
+                    vec![event],
+                    &GATEWAY,
+                    chrono::Utc::now(),
+                )
+                .await
                 {
                     tracing::error!(error = format!("{e:#}"), "recording a usage event failed");
                 }
@@ -77,7 +89,7 @@ impl UsageRecorder {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>, every: Duration) {
+async fn writer(db: Db, subjects: Subjects, mut rx: mpsc::Receiver<Msg>, every: Duration) {
     let mut pending: Vec<UsageEvent> = Vec::new();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,21 +99,21 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>, every: Duration) {
                 Some(Msg::Event(e)) => {
                     pending.push(e);
                     if pending.len() >= BATCH {
-                        write(&db, &mut pending).await;
+                        write(&db, &subjects, &mut pending).await;
                     }
                 }
                 Some(Msg::Flush(done)) => {
-                    write(&db, &mut pending).await;
+                    write(&db, &subjects, &mut pending).await;
                     let _ = done.send(());
                 }
                 None => {
-                    write(&db, &mut pending).await;
+                    write(&db, &subjects, &mut pending).await;
                     return;
                 }
             },
             _ = ticker.tick() => {
                 if !pending.is_empty() {
-                    write(&db, &mut pending).await;
+                    write(&db, &subjects, &mut pending).await;
                 }
             }
         }
@@ -109,11 +121,11 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>, every: Duration) {
 }
 
 /// Commit `pending` in batches; on a store error keep the events for the next attempt.
-async fn write(db: &Db, pending: &mut Vec<UsageEvent>) {
+async fn write(db: &Db, subjects: &Subjects, pending: &mut Vec<UsageEvent>) {
     while !pending.is_empty() {
         let n = pending.len().min(1000);
         let batch: Vec<UsageEvent> = pending[..n].to_vec();
-        match super::ingest::store_batch(db, batch, &GATEWAY, chrono::Utc::now()).await {
+        match super::ingest::store_batch(db, subjects, batch, &GATEWAY, chrono::Utc::now()).await {
             Ok(_) => {
                 pending.drain(..n);
             }

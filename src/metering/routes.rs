@@ -257,6 +257,7 @@ async fn ingest(
     let config = state.config.clone();
     let ingested = ingest_batch(
         &state.db,
+        &state.subjects,
         values,
         writer,
         |p| config.partner(p).is_some(),

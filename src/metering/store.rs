@@ -12,6 +12,7 @@ use sqlx::Row;
 use super::UsageEvent;
 use super::authority::Recorder;
 use super::meter::{Aggregation, Field, Meter, Scalar, TypePattern};
+use super::subject::Subjects;
 use super::window::Window;
 use crate::db::{Db, Tx};
 use crate::time::to_micros;
@@ -20,10 +21,10 @@ use crate::time::to_micros;
 // event itself, so every entry path marks a sandbox partner's events and no client can.
 const INSERT_SQLITE: &str = "INSERT INTO usage_events \
     (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox, \
-     recorded_by, recorded_ref) \
+     recorded_by, recorded_ref, subject_form) \
     SELECT value->>'p', value->>'s', value->>'i', value->>'t', value->>'u', value->>'m', \
            value->'d', value->'x', $2, \
-           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = value->>'p' AND pa.sandbox), $3, $4 \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = value->>'p' AND pa.sandbox), $3, $4, 1 \
     FROM json_each($1) WHERE true \
     ON CONFLICT (partner_id, source, event_id) DO NOTHING";
 
@@ -32,9 +33,9 @@ const INSERT_SQLITE: &str = "INSERT INTO usage_events \
 /// stored returned so each writer learns which of its events were new.
 const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
     (partner_id, source, event_id, type, subject, time_us, data, extensions, received_at_us, sandbox, \
-     recorded_by, recorded_ref) \
+     recorded_by, recorded_ref, subject_form) \
     SELECT p, s, i, t, u, m, d::jsonb, x::jsonb, r, \
-           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox), b, f \
+           EXISTS (SELECT 1 FROM partners pa WHERE pa.id = e.p AND pa.sandbox), b, f, 1 \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], \
                 $9::bigint[], $10::text[], $11::text[]) \
          AS e(p, s, i, t, u, m, d, x, r, b, f) \
@@ -43,22 +44,25 @@ const INSERT_POSTGRES: &str = "INSERT INTO usage_events \
 
 /// Insert events inside the caller's transaction; returns how many were new (the rest were
 /// already in the ledger, or repeated within the batch). `recorder` is kept with each event
-/// (`recorded_by`, `recorded_ref`): who wrote it is part of what a statement shows.
+/// (`recorded_by`, `recorded_ref`): who wrote it is part of what a statement shows. Each
+/// subject is stored as its pseudonym (`super::subject`).
 pub async fn insert_usage_events(
     tx: &mut Tx,
-    events: &[UsageEvent],
+    subjects: &Subjects,
+    mut events: Vec<UsageEvent>,
     recorder: &Recorder,
     received_at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
         return Ok(0);
     }
-    check_recorder(events, recorder)?;
+    check_recorder(&events, recorder)?;
+    subjects.apply(&mut events);
     match tx {
-        Tx::Sqlite(t) => insert_sqlite(t, events, recorder, received_at).await,
+        Tx::Sqlite(t) => insert_sqlite(t, &events, recorder, received_at).await,
         Tx::Postgres(t) => {
             let part = [GroupPart {
-                events,
+                events: &events,
                 recorder,
                 received_at,
             }];
@@ -74,7 +78,8 @@ pub async fn insert_usage_events(
 /// goes through the shared group commit.
 pub async fn store_usage_events(
     db: &Db,
-    events: Vec<UsageEvent>,
+    subjects: &Subjects,
+    mut events: Vec<UsageEvent>,
     recorder: Recorder,
     received_at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
@@ -83,10 +88,14 @@ pub async fn store_usage_events(
     }
     check_recorder(&events, &recorder)?;
     match db {
-        Db::Postgres(pool) => super::pg_group::store(pool, events, recorder, received_at).await,
+        Db::Postgres(pool) => {
+            subjects.apply(&mut events);
+            super::pg_group::store(pool, events, recorder, received_at).await
+        }
         Db::Sqlite(_) => {
             let mut tx = db.begin().await?;
-            let accepted = insert_usage_events(&mut tx, &events, &recorder, received_at).await?;
+            let accepted =
+                insert_usage_events(&mut tx, subjects, events, &recorder, received_at).await?;
             tx.commit().await?;
             Ok(accepted)
         }
@@ -222,9 +231,12 @@ async fn insert_sqlite(
 /// Record one of the gateway's own events inside the transaction of the change that caused
 /// it (a launch, a grade post), so the event exists if and only if the change was committed.
 /// Returns false when the ledger already holds an event with this (partner, source, id).
-pub async fn record_usage_event(tx: &mut Tx, event: &UsageEvent) -> Result<bool, sqlx::Error> {
-    let one = std::slice::from_ref(event);
-    Ok(insert_usage_events(tx, one, &Recorder::Gateway, Utc::now()).await? == 1)
+pub async fn record_usage_event(
+    tx: &mut Tx,
+    subjects: &Subjects,
+    event: UsageEvent,
+) -> Result<bool, sqlx::Error> {
+    Ok(insert_usage_events(tx, subjects, vec![event], &Recorder::Gateway, Utc::now()).await? == 1)
 }
 
 /// One result row: the window's index, the group values, and the aggregated value.
@@ -634,4 +646,113 @@ impl RawRow {
             value,
         })
     }
+}
+
+/// A row written before pseudonyms (`subject_form` 0).
+#[derive(sqlx::FromRow)]
+struct LegacyRow {
+    seq: i64,
+    partner_id: String,
+    subject: Option<String>,
+    /// `smart.launch`'s patient id, as stored then.
+    patient: Option<String>,
+}
+
+/// Rows written before pseudonyms, oldest first.
+async fn raw_subjects(db: &Db, limit: i64) -> Result<Vec<LegacyRow>, sqlx::Error> {
+    let patient = match db {
+        Db::Sqlite(_) => "json_extract(data, '$.patient')",
+        Db::Postgres(_) => "(data ->> 'patient')",
+    };
+    let sql = format!(
+        "SELECT seq, partner_id, subject, \
+                CASE WHEN type = 'smart.launch' THEN {patient} END AS patient \
+         FROM usage_events WHERE subject_form = 0 ORDER BY seq LIMIT $1"
+    );
+    crate::with_db!(db, pool => sqlx::query_as(&sql).bind(limit).fetch_all(pool).await)
+}
+
+/// Convert the ledger's rows written before pseudonyms, in batches of `batch`, each batch
+/// committed on its own: the subject (and a `smart.launch`'s patient) becomes its
+/// pseudonym and the row form 1. A row is converted only while it is still form 0, so
+/// instances converting at once never hash a subject twice. Returns how many rows were
+/// converted.
+pub async fn pseudonymize_legacy(db: &Db, subjects: &Subjects, batch: i64) -> anyhow::Result<u64> {
+    let mut done = 0u64;
+    loop {
+        let rows = raw_subjects(db, batch).await?;
+        if rows.is_empty() {
+            return Ok(done);
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let hashed: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.subject
+                    .as_deref()
+                    .map(|s| subjects.pseudonym(&r.partner_id, s))
+            })
+            .collect();
+        let patients: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.patient
+                    .as_deref()
+                    .map(|p| subjects.patient(&r.partner_id, p))
+            })
+            .collect();
+        let n = match db {
+            Db::Sqlite(pool) => {
+                let items: Vec<Value> = rows
+                    .iter()
+                    .zip(hashed.iter().zip(&patients))
+                    .map(|(r, (u, p))| json!({"q": r.seq, "u": u, "p": p}))
+                    .collect();
+                sqlx::query(
+                    "UPDATE usage_events SET subject = j.value->>'u', subject_form = 1, \
+                       data = CASE WHEN j.value->>'p' IS NULL THEN data \
+                              ELSE json_set(data, '$.patient', j.value->>'p') END \
+                     FROM json_each($1) AS j \
+                     WHERE usage_events.seq = j.value->>'q' AND usage_events.subject_form = 0",
+                )
+                .bind(Value::Array(items).to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }
+            Db::Postgres(pool) => sqlx::query(
+                "UPDATE usage_events e SET subject = c.u, subject_form = 1, \
+                   data = CASE WHEN c.p IS NULL THEN e.data \
+                          ELSE jsonb_set(e.data, '{patient}', to_jsonb(c.p)) END \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS c(q, u, p) \
+                 WHERE e.seq = c.q AND e.subject_form = 0",
+            )
+            .bind(&seqs)
+            .bind(&hashed)
+            .bind(&patients)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        done += n;
+        metrics::counter!("gateway_ledger_subjects_pseudonymized_total").increment(n);
+    }
+}
+
+/// Relabel every ledger row of one pseudonym at one partner with `unlinked` (an erased
+/// person): the rows keep counting as one subject. Returns the rows relabelled.
+pub async fn relabel_subject(
+    tx: &mut Tx,
+    partner_id: &str,
+    pseudonym: &str,
+    unlinked: &str,
+) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE usage_events SET subject = $3 WHERE partner_id = $1 AND subject = $2";
+    crate::with_tx!(tx, conn => sqlx::query(sql)
+        .bind(partner_id)
+        .bind(pseudonym)
+        .bind(unlinked)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected()))
 }

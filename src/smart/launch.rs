@@ -385,7 +385,9 @@ async fn finish(
             "iss": pending.iss,
             "launch_type": if pending.launch_param.is_some() { "ehr" } else { "standalone" },
             "vendor": reg.vendor.as_str(),
-            "patient": token.patient,
+            // The patient as a pseudonym (distinct patients can still be counted), never
+            // the EHR's id: the ledger is kept forever (PRIVACY.md).
+            "patient": token.patient.as_deref().map(|p| state.subjects.patient(&partner.id, p)),
         })),
         extensions: None,
     };
@@ -420,7 +422,7 @@ async fn write_launch(
         let mut tx = st.db.begin().await?;
         crate::launches::insert_launch(&mut tx, &launch).await?;
         super::store::insert_session(&mut tx, &st.master_key, &session, now_us).await?;
-        crate::metering::record_usage_event(&mut tx, &event).await?;
+        crate::metering::record_usage_event(&mut tx, &st.subjects, event).await?;
         let code = crate::launches::create_handoff(&mut tx, &launch.id, handoff_expires_us).await?;
         tx.commit().await?;
         Ok::<String, anyhow::Error>(code)

@@ -112,7 +112,13 @@ pub async fn summary(
     }
     let summary = fhir_summary::typed(&body)
         .or_else(|typed_err| {
-            tracing::debug!(error = %typed_err, "typed Patient read failed; using raw JSON");
+            // The parser's message can quote the patient's fields: only where it failed.
+            let at = typed_err.to_string();
+            let at = at
+                .rsplit_once(" at line ")
+                .map_or("", |(_, l)| l)
+                .to_owned();
+            tracing::debug!(at, "typed Patient read failed; using raw JSON");
             fhir_summary::raw(&body)
         })
         .map_err(|e| ApiError::BadGateway {

@@ -509,7 +509,7 @@ async fn write_launch(
     };
     let now_us = to_micros(now);
     let handoff_expires = now_us + state.config.launches.handoff_ttl_secs as i64 * 1_000_000;
-    let db = state.db.clone();
+    let (db, subjects) = (state.db.clone(), state.subjects.clone());
     let assertion = identity.assertion;
     let connection_id = conn.id.clone();
     // In a task of its own, so a browser hanging up cannot cancel it half-way.
@@ -522,7 +522,7 @@ async fn write_launch(
             return Ok(None);
         }
         crate::launches::insert_launch(&mut tx, &launch).await?;
-        crate::metering::record_usage_event(&mut tx, &event).await?;
+        crate::metering::record_usage_event(&mut tx, &subjects, event).await?;
         let code = crate::launches::create_handoff(&mut tx, &launch.id, handoff_expires).await?;
         tx.commit().await?;
         Ok::<Option<String>, anyhow::Error>(Some(code))

@@ -94,6 +94,22 @@ pub(super) fn describe() {
         "SQLite COMMITs (group commit)"
     );
     describe_counter!(
+        "gateway_ledger_subjects_pseudonymized_total",
+        "Ledger rows written with a person's id as the subject (before pseudonyms, or by an older instance) that were converted to the pseudonym"
+    );
+    describe_counter!(
+        "gateway_privacy_purged_total",
+        "Rows removed or stripped of personal fields by the retention purge, by kind (launches, webhook_payloads, states, scores, finished_jobs, lti_people, audit_entries, ledger_subjects)"
+    );
+    describe_counter!(
+        "gateway_privacy_purge_runs_total",
+        "Retention purges run to the end (one job per privacy.purge_interval_secs across instances)"
+    );
+    describe_counter!(
+        "gateway_privacy_erasures_total",
+        "People erased (POST /v1/privacy/erasures or privacy erase)"
+    );
+    describe_counter!(
         "gateway_postgres_ledger_writes_total",
         "Ledger INSERT statements on PostgreSQL (group insert: gateway_usage_events_total / this = events per write); 0 on SQLite"
     );
@@ -118,6 +134,12 @@ pub fn register(config: &Config, db: &Db) {
     metrics::counter!("gateway_jobs_dead_total").increment(0);
     metrics::counter!("gateway_lti_migration_claims_ignored_total").increment(0);
     metrics::counter!("gateway_postgres_ledger_writes_total").increment(0);
+    metrics::counter!("gateway_ledger_subjects_pseudonymized_total").increment(0);
+    metrics::counter!("gateway_privacy_purge_runs_total").increment(0);
+    metrics::counter!("gateway_privacy_erasures_total").increment(0);
+    for kind in crate::privacy::purge::KINDS {
+        metrics::counter!("gateway_privacy_purged_total", "kind" => kind).increment(0);
+    }
     metrics::gauge!("gateway_statements_hash_mismatches").increment(0.0);
     if db.sqlite_commit_stats().is_some() {
         metrics::counter!("gateway_sqlite_commits_total").increment(0);

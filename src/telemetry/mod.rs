@@ -175,3 +175,45 @@ mod tests {
         );
     }
 }
+
+/// A request path as logs show it: a FHIR proxy path keeps its resource type and loses
+/// the rest (`.../fhir/Patient/123/_history/2` is logged as `.../fhir/Patient/…`), since
+/// ids there name patients and their records (PRIVACY.md: no personal data in logs).
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(at) = path.find("/fhir/") else {
+        return std::borrow::Cow::Borrowed(path);
+    };
+    let rest = &path[at + "/fhir/".len()..];
+    match rest.find('/') {
+        None => std::borrow::Cow::Borrowed(path),
+        Some(end) => {
+            std::borrow::Cow::Owned(format!("{}…", &path[..at + "/fhir/".len() + end + 1]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::loggable_path;
+
+    #[test]
+    fn fhir_ids_never_reach_the_log() {
+        assert_eq!(
+            loggable_path("/v1/launches/lch_1/fhir/Patient/erXuFYUfucBZaryVksYEcMg3"),
+            "/v1/launches/lch_1/fhir/Patient/…"
+        );
+        assert_eq!(
+            loggable_path("/v1/partners/epic/fhir/Observation/9/_history/2"),
+            "/v1/partners/epic/fhir/Observation/…"
+        );
+        // A search by type keeps its type (the query, with any patient id, is never logged).
+        assert_eq!(
+            loggable_path("/v1/launches/lch_1/fhir/Observation"),
+            "/v1/launches/lch_1/fhir/Observation"
+        );
+        assert_eq!(
+            loggable_path("/v1/statements/stmt_1"),
+            "/v1/statements/stmt_1"
+        );
+    }
+}

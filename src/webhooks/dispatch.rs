@@ -70,16 +70,11 @@ impl Dispatcher {
         let (tx, rx) = mpsc::channel::<Done>(self.cfg().concurrency.max(1) * 2);
         let writer = tokio::spawn(self.clone().write_results(rx));
         let poll = Duration::from_millis(self.cfg().poll_interval_ms.max(1));
-        let mut last_purge = Instant::now() - Duration::from_secs(3600);
         let mut last_thresholds = Instant::now() - Duration::from_secs(3600);
         let mut thresholds = super::thresholds::Watch::default();
         loop {
             if shutdown.is_cancelled() {
                 break;
-            }
-            if last_purge.elapsed() >= Duration::from_secs(600) {
-                last_purge = Instant::now();
-                self.purge().await;
             }
             let every = Duration::from_secs(self.cfg().thresholds_interval_secs.max(1));
             if last_thresholds.elapsed() >= every {
@@ -487,7 +482,14 @@ impl Dispatcher {
         let mut tx = self.state.db.begin().await?;
         store::record_attempts(&mut tx, &self.owner, &records, now).await?;
         let gateway = crate::metering::authority::Recorder::Gateway;
-        crate::metering::store::insert_usage_events(&mut tx, &usage, &gateway, now).await?;
+        crate::metering::store::insert_usage_events(
+            &mut tx,
+            &self.state.subjects,
+            usage,
+            &gateway,
+            now,
+        )
+        .await?;
         let updates: Vec<(String, Option<i64>)> = health
             .iter()
             .filter(|(_, h)| h.1)
@@ -520,17 +522,6 @@ impl Dispatcher {
         metrics::counter!("gateway_webhook_attempts_total", "outcome" => "failed")
             .increment(done.len() as u64 - succeeded);
         Ok(())
-    }
-
-    /// Purge payloads past the retention period.
-    async fn purge(&self) {
-        let days = i64::try_from(self.cfg().retention_days).unwrap_or(30);
-        let now = Utc::now();
-        match store::purge_before(&self.state.db, now - chrono::Duration::days(days), now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(messages = n, "purged webhook payloads past retention"),
-            Err(e) => tracing::error!(error = %e, "purging webhook payloads failed"),
-        }
     }
 }
 

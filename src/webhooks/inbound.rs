@@ -189,12 +189,18 @@ async fn record(
         .map_err(|r| ApiError::Forbidden(r.0))?;
     let event_id = usage.id.clone();
     let event_type = usage.event_type.clone();
-    let db = state.db.clone();
+    let (db, subjects) = (state.db.clone(), state.subjects.clone());
     // In a task of its own: a sender that hangs up cannot cancel the commit half-way.
     let inserted = tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        let n =
-            crate::metering::store::insert_usage_events(&mut tx, &[usage], &recorder, now).await?;
+        let n = crate::metering::store::insert_usage_events(
+            &mut tx,
+            &subjects,
+            vec![usage],
+            &recorder,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok::<u64, sqlx::Error>(n)
     })

@@ -160,7 +160,7 @@ both_backends! {
             event_type: "smart.launch".into(), subject: Some("dr".into()), time: Utc::now(),
             data: None, extensions: None,
         };
-        assert!(partner_gateway::metering::record_usage_event(&mut tx, &e).await.unwrap());
+        assert!(partner_gateway::metering::record_usage_event(&mut tx, &app.state.subjects, e).await.unwrap());
         tx.commit().await.unwrap();
         assert_eq!(provenance(&app, "l-1").await, ("gateway".to_owned(), None));
     }
@@ -213,7 +213,7 @@ both_backends! {
                 time: chrono::DateTime::parse_from_rfc3339("2026-10-12T12:00:00Z").unwrap().into(),
                 data: None, extensions: None,
             };
-            partner_gateway::metering::record_usage_event(&mut tx, &e).await.unwrap();
+            partner_gateway::metering::record_usage_event(&mut tx, &app.state.subjects, e).await.unwrap();
         }
         tx.commit().await.unwrap();
         // Provenance began today (this database's migration): October is read row by row.
@@ -234,7 +234,7 @@ both_backends! {
             event_type: "lti.launch".into(), subject: None, time: Utc::now(), data: None, extensions: None,
         };
         let admin = partner_gateway::metering::authority::Recorder::AdminKey { key_id: "k".into() };
-        let err = partner_gateway::metering::store::insert_usage_events(&mut tx, &[e], &admin, Utc::now()).await.unwrap_err();
+        let err = partner_gateway::metering::store::insert_usage_events(&mut tx, &app.state.subjects, vec![e], &admin, Utc::now()).await.unwrap_err();
         assert!(err.to_string().contains("recorded only by the gateway"), "{err}");
     }
 

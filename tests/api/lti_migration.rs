@@ -12,7 +12,7 @@ use crate::lti_env::{
     EnvOpts, LTI11_KEY, LTI11_SECRET, LtiEnv, PARTNER, start_opts, start_opts_with,
 };
 
-const CONFIGURED: &str = "lti11_consumer_key = \"legacy-consumer\"";
+pub(crate) const CONFIGURED: &str = "lti11_consumer_key = \"legacy-consumer\"";
 
 async fn env(
     backend: Backend,
@@ -34,7 +34,7 @@ async fn env(
 
 /// The LMS partner's agreement for the golden statement: 10.00 per active learner, and a
 /// share graduated by active learners, 20% up to 3 and 40% above.
-const AGREEMENT: &str = r#"
+pub(crate) const AGREEMENT: &str = r#"
 [[agreements]]
 id = "test-lms-seats"
 partner = "test-lms"
@@ -117,7 +117,7 @@ async fn golden_month(
 }
 
 /// An LTI 1.1 launch of `sub` through the gateway, exchanged: the launch context.
-async fn launched_11(env: &LtiEnv, sub: &str) -> Value {
+pub(crate) async fn launched_11(env: &LtiEnv, sub: &str) -> Value {
     launched_11_in(env, sub, "course-11", "rl-11").await
 }
 

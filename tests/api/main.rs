@@ -22,6 +22,7 @@ mod metrics;
 mod openapi;
 mod pages_security;
 mod partners;
+mod privacy;
 mod role_matrix;
 mod sandbox;
 mod smart;

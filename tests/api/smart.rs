@@ -51,7 +51,10 @@ crate::both_backends! {
         let subject: Option<String> = partner_gateway::with_db!(env.app.db(), pool => {
             sqlx::query_scalar("SELECT subject FROM usage_events WHERE type = 'smart.launch'").fetch_one(pool).await
         }).unwrap();
-        assert_eq!(subject.as_deref(), Some(fhir_user.as_str()));
+        // Stored as its pseudonym (PRIVACY.md), never the id itself.
+        let pseudonym = env.app.state.subjects.pseudonym(PARTNER, &fhir_user);
+        assert_eq!(subject.as_deref(), Some(pseudonym.as_str()));
+        assert!(!pseudonym.contains(fhir_user.as_str()));
     }
 
     async fn the_authorization_request_carries_every_smart_parameter(backend) {

@@ -52,7 +52,7 @@ async fn legacy_event(env: &SmartEnv, status: u16) {
     };
     let mut tx = env.app.db().begin().await.unwrap();
     assert!(
-        partner_gateway::metering::record_usage_event(&mut tx, &event)
+        partner_gateway::metering::record_usage_event(&mut tx, &env.app.state.subjects, event)
             .await
             .unwrap()
     );

@@ -43,10 +43,16 @@ pub(crate) async fn feed(app: &TestApp, partner: &str, events: &[Ev<'_>], receiv
         source: "billing".into(),
         trusted: true,
     };
-    insert_usage_events(&mut tx, &own, &Recorder::Gateway, received)
-        .await
-        .unwrap();
-    insert_usage_events(&mut tx, &billed, &billing, received)
+    insert_usage_events(
+        &mut tx,
+        &app.state.subjects,
+        own,
+        &Recorder::Gateway,
+        received,
+    )
+    .await
+    .unwrap();
+    insert_usage_events(&mut tx, &app.state.subjects, billed, &billing, received)
         .await
         .unwrap();
     tx.commit().await.unwrap();

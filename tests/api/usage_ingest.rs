@@ -271,14 +271,14 @@ both! {
             extensions: None,
         };
         let mut tx = app.db().begin().await.unwrap();
-        assert!(record_usage_event(&mut tx, &ev).await.unwrap());
+        assert!(record_usage_event(&mut tx, &app.state.subjects, ev.clone()).await.unwrap());
         drop(tx);
         assert_eq!(app.ledger_count().await, 0);
         let mut tx = app.db().begin().await.unwrap();
-        assert!(record_usage_event(&mut tx, &ev).await.unwrap());
+        assert!(record_usage_event(&mut tx, &app.state.subjects, ev.clone()).await.unwrap());
         tx.commit().await.unwrap();
         let mut tx = app.db().begin().await.unwrap();
-        assert!(!record_usage_event(&mut tx, &ev).await.unwrap(), "the second recording is a duplicate");
+        assert!(!record_usage_event(&mut tx, &app.state.subjects, ev.clone()).await.unwrap(), "the second recording is a duplicate");
         tx.commit().await.unwrap();
         assert_eq!(app.ledger_count().await, 1);
     }

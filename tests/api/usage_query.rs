@@ -17,6 +17,7 @@ async fn send(app: &TestApp, partner: &str, events: Vec<Value>) {
     let n = events.len() as u64;
     let done = ingest_batch(
         app.db(),
+        &app.state.subjects,
         events,
         writer,
         |p| config.partner(p).is_some(),
@@ -142,7 +143,9 @@ both! {
         let (status, body) = app.query(&key, &grouped).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"].as_array().unwrap().len(), 2);
-        assert_eq!(body["data"][0]["group"], json!({"$.course": "c1", "subject": "s1"}));
+        // Grouped by subject, the ledger's pseudonym is what a group is named by.
+        let s1 = app.state.subjects.pseudonym("moodle-sandbox", "s1");
+        assert_eq!(body["data"][0]["group"], json!({"$.course": "c1", "subject": s1}));
         assert_eq!(body["data"][0]["value"], json!(10.75));
     }
 

@@ -23,6 +23,7 @@ mod keys;
 mod lti;
 mod migrate;
 mod multi_instance;
+mod privacy;
 mod shutdown;
 mod statements;
 mod webhook_crash;
