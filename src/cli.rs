@@ -83,7 +83,7 @@ pub struct PersonArgs {
     #[arg(long)]
     partner: String,
     /// Their id at the partner (an LTI `sub` or 1.1 `user_id`, a SMART `fhirUser` or
-    /// `sub`, an SSO subject).
+    /// `sub`, an SSO subject qualified by its connection: `acme-okta:00u1ada`).
     #[arg(long)]
     user_id: Option<String>,
     /// An email the partner sent for them (compared without case).

@@ -33,7 +33,7 @@ pub const MAX_ID_LEN: usize = 1024;
 pub struct Lookup {
     pub partner: String,
     /// The person's id at the partner (an LTI `sub` or 1.1 `user_id`, a SMART `fhirUser`
-    /// or `sub`, an SSO subject).
+    /// or `sub`, an SSO subject qualified by its connection: `acme-okta:00u1ada`).
     pub user_id: Option<String>,
     /// An email the partner sent for them (compared without case).
     pub email: Option<String>,
@@ -81,7 +81,10 @@ impl Lookup {
 /// What was found.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
+    /// Platform ids (LTI, SMART) of the person.
     pub user_ids: BTreeSet<String>,
+    /// Sign-in subjects, qualified by their connection's namespace.
+    pub sso_subjects: BTreeSet<String>,
     pub persons: BTreeSet<String>,
     pub pseudonyms: BTreeSet<String>,
     pub launches: Vec<LaunchRow>,
@@ -95,7 +98,9 @@ pub struct Found {
 pub async fn find(db: &Db, subjects: &Subjects, q: &Lookup) -> anyhow::Result<Found> {
     let mut f = Found::default();
     if let Some(u) = q.user_id.as_deref().filter(|u| !u.is_empty()) {
+        // An LTI or SMART id, or a sign-in's qualified subject (`connection:subject`).
         f.user_ids.insert(u.to_owned());
+        f.sso_subjects.insert(u.to_owned());
     }
     let email = q.email.as_deref().filter(|e| !e.is_empty());
     // Two rounds: the launches an email finds name ids, whose LTI person may have more
@@ -103,15 +108,29 @@ pub async fn find(db: &Db, subjects: &Subjects, q: &Lookup) -> anyhow::Result<Fo
     let mut seen_launches = BTreeSet::new();
     for _ in 0..2 {
         let ids: Vec<String> = f.user_ids.iter().cloned().collect();
-        for l in store::launches_of(db, &q.partner, &ids, email).await? {
-            if let Some(u) = &l.user_id {
-                f.user_ids.insert(u.clone());
+        let subs: Vec<String> = f.sso_subjects.iter().cloned().collect();
+        for l in store::launches_of(db, &q.partner, &ids, &subs, email).await? {
+            let ctx: Value = serde_json::from_str(&l.context).unwrap_or(Value::Null);
+            match (l.kind.as_str(), ctx.get("subject").and_then(Value::as_str)) {
+                // An IdP's bare subject is not the person's outside that IdP.
+                ("sso", Some(s)) => {
+                    f.sso_subjects.insert(s.to_owned());
+                }
+                ("sso", None) => {}
+                _ => {
+                    if let Some(u) = &l.user_id {
+                        f.user_ids.insert(u.clone());
+                    }
+                }
+            }
+            if let Some(p) = ctx.pointer("/person/id").and_then(Value::as_str) {
+                f.persons.insert(p.to_owned());
             }
             if seen_launches.insert(l.id.clone()) {
                 f.launches.push(l);
             }
         }
-        let ids: Vec<String> = f.user_ids.iter().cloned().collect();
+        let ids: Vec<String> = f.user_ids.union(&f.persons).cloned().collect();
         f.identities = store::identities_of(db, &q.partner, &ids).await?;
         let before = f.user_ids.len();
         for (_, user, person) in &f.identities {
@@ -123,23 +142,18 @@ pub async fn find(db: &Db, subjects: &Subjects, q: &Lookup) -> anyhow::Result<Fo
         }
     }
     // The ledger's subjects: the ids themselves (SMART, LTI scores), the LTI person, and
-    // the SSO subject qualified by its connection's namespace.
-    let mut raw: BTreeSet<String> = f.user_ids.union(&f.persons).cloned().collect();
-    for l in &f.launches {
-        let ctx: Value = serde_json::from_str(&l.context).unwrap_or(Value::Null);
-        for pointer in ["/subject", "/person/id"] {
-            if let Some(s) = ctx.pointer(pointer).and_then(Value::as_str) {
-                raw.insert(s.to_owned());
-            }
-        }
-    }
-    f.pseudonyms = raw
+    // the sign-ins' qualified subjects.
+    f.pseudonyms = f
+        .user_ids
         .iter()
+        .chain(&f.persons)
+        .chain(&f.sso_subjects)
         .map(|s| subjects.pseudonym(&q.partner, s))
         .collect();
     let ids: Vec<String> = f.user_ids.iter().cloned().collect();
+    let launch_ids: Vec<String> = f.launches.iter().map(|l| l.id.clone()).collect();
     f.scores = store::scores_of(db, &q.partner, &ids).await?;
-    f.messages = store::messages_of(db, &q.partner, &ids).await?;
+    f.messages = store::messages_of(db, &q.partner, &ids, &launch_ids).await?;
     let pseudonyms: Vec<String> = f.pseudonyms.iter().cloned().collect();
     f.ledger = store::ledger_of(db, &q.partner, &pseudonyms).await?;
     Ok(f)
@@ -161,6 +175,7 @@ pub fn export_document(q: &Lookup, f: &Found, now: DateTime<Utc>) -> Value {
         "generated_at": rfc3339(now),
         "identifiers": {
             "user_ids": f.user_ids,
+            "sso_subjects": f.sso_subjects,
             "lti_persons": f.persons,
             "ledger_pseudonyms": f.pseudonyms,
         },

@@ -31,7 +31,8 @@ struct PersonRequest {
     #[schema(example = "canvas-sandbox")]
     partner: String,
     /// Their id at the partner: an LTI `sub` or 1.1 `user_id`, a SMART `fhirUser` or
-    /// `sub`, an SSO subject.
+    /// `sub`, or an SSO subject qualified by its connection (`acme-okta:00u1ada`, the
+    /// launch's `subject`): a bare IdP subject is unique only within its IdP.
     #[schema(example = "c1d2e3f4-student-7")]
     user_id: Option<String>,
     /// An email the partner sent for them (compared without case).

@@ -144,21 +144,27 @@ pub struct LaunchRow {
     pub expires_at_us: i64,
 }
 
-/// The partner's launches whose user is one of `user_ids`, or whose context's email is
-/// `email` (compared without case).
+/// The partner's launches of the person: SMART and LTI launches whose user is one of
+/// `user_ids`, sign-ins whose subject qualified by its connection (`acme-okta:1234`, what
+/// the ledger and the app call it) is one of `sso_subjects` (an IdP's bare subject is only
+/// unique within that IdP: two connections of one partner may each have a `1`), and any
+/// launch whose context's email is `email` (compared without case).
 pub async fn launches_of(
     db: &Db,
     partner: &str,
     user_ids: &[String],
+    sso_subjects: &[String],
     email: Option<&str>,
 ) -> Result<Vec<LaunchRow>, sqlx::Error> {
     let pg = matches!(db, Db::Postgres(_));
     let sql = format!(
         "SELECT id, kind, user_id, user_name, context, created_at_us, expires_at_us \
          FROM launches WHERE partner_id = $1 AND personal_purged_at_us IS NULL \
-           AND ({} OR (CAST($3 AS TEXT) IS NOT NULL AND lower({}) = lower($3))) \
+           AND ((kind <> 'sso' AND {}) OR (kind = 'sso' AND {}) \
+                OR (CAST($4 AS TEXT) IS NOT NULL AND lower({}) = lower($4))) \
          ORDER BY created_at_us, id",
         in_list(pg, "user_id", 2),
+        in_list(pg, &json_text(pg, "context", &["subject"]), 3),
         json_text(pg, "context", &["email"]),
     );
     match db {
@@ -166,6 +172,7 @@ pub async fn launches_of(
             sqlx::query_as(&sql)
                 .bind(partner)
                 .bind(serde_json::to_string(user_ids).unwrap_or_else(|_| "[]".into()))
+                .bind(serde_json::to_string(sso_subjects).unwrap_or_else(|_| "[]".into()))
                 .bind(email)
                 .fetch_all(pool)
                 .await
@@ -174,6 +181,7 @@ pub async fn launches_of(
             sqlx::query_as(&sql)
                 .bind(partner)
                 .bind(user_ids)
+                .bind(sso_subjects)
                 .bind(email)
                 .fetch_all(pool)
                 .await
@@ -247,16 +255,40 @@ pub async fn messages_of(
     db: &Db,
     partner: &str,
     user_ids: &[String],
+    launch_ids: &[String],
 ) -> Result<Vec<MessageRow>, sqlx::Error> {
     let pg = matches!(db, Db::Postgres(_));
+    // A sign-in's `launch.completed` names the IdP's bare subject, which another IdP of the
+    // partner may also use: those are found by their launch, never by that id.
     let sql = format!(
         "SELECT id, type, created_at_us, payload FROM webhook_messages \
-         WHERE partner_id = $1 AND payload IS NOT NULL AND ({} OR {}) \
+         WHERE partner_id = $1 AND payload IS NOT NULL \
+           AND ((COALESCE({}, '') <> 'sso' AND {}) OR {} \
+                OR (type = 'launch.completed' AND {})) \
          ORDER BY created_at_us, id",
+        json_text(pg, "payload", &["data", "kind"]),
         in_list(pg, &json_text(pg, "payload", &["data", "user", "id"]), 2),
         in_list(pg, &json_text(pg, "payload", &["data", "user_id"]), 2),
+        in_list(pg, &json_text(pg, "payload", &["data", "launch_id"]), 3),
     );
-    fetch_with_list(db, &sql, partner, user_ids).await
+    match db {
+        Db::Sqlite(pool) => {
+            sqlx::query_as(&sql)
+                .bind(partner)
+                .bind(serde_json::to_string(user_ids).unwrap_or_else(|_| "[]".into()))
+                .bind(serde_json::to_string(launch_ids).unwrap_or_else(|_| "[]".into()))
+                .fetch_all(pool)
+                .await
+        }
+        Db::Postgres(pool) => {
+            sqlx::query_as(&sql)
+                .bind(partner)
+                .bind(user_ids)
+                .bind(launch_ids)
+                .fetch_all(pool)
+                .await
+        }
+    }
 }
 
 /// A ledger event of the person (by pseudonym).

@@ -93,7 +93,7 @@ fn holds(cell: &str, id: &str) -> bool {
 }
 
 /// Where any of `ids` is still held: (table/column, id).
-async fn traces(db: &Db, ids: &[String]) -> Vec<(String, String)> {
+pub(crate) async fn traces(db: &Db, ids: &[String]) -> Vec<(String, String)> {
     let cells = every_cell(db).await;
     let mut found = Vec::new();
     for (place, cell) in &cells {

@@ -436,6 +436,24 @@ both_backends! {
         sign_in("ada@acme.example").await;
         assert_eq!(env.sso_logins().await, 3);
         assert_eq!(active().await, 2);
+        // Erasing Ada (by email) takes her sign-ins and her ledger rows, never Bob's: he is
+        // `1` too, at his own IdP.
+        let admin = env.app.admin().await;
+        let (status, erased) = crate::statements::post(&env.app, &admin, "/v1/privacy/erasures", serde_json::json!({"partner": PARTNER, "email": "ada@acme.example"})).await;
+        assert_eq!(status, 200, "{erased}");
+        assert_eq!(erased["erased"]["launches"], 2, "{erased}");
+        assert_eq!(erased["erased"]["ledger_events"], 2, "{erased}");
+        assert_eq!(erased["erased"]["webhook_messages"], 2, "{erased}");
+        let s = &env.app.state.subjects;
+        let ada_ids = vec!["ada@acme.example".to_owned(), "Ada Lovelace".to_owned(), s.pseudonym(PARTNER, &format!("{CONNECTION}:1"))];
+        let left = crate::privacy::traces(env.app.db(), &ada_ids).await;
+        assert!(left.is_empty(), "{left:?}");
+        let bob_ids = vec!["bob@clinic.example".to_owned(), "Bob Babbage".to_owned(), s.pseudonym(PARTNER, "acme-clinic:1")];
+        let bob_left = crate::privacy::traces(env.app.db(), &bob_ids).await;
+        for id in &bob_ids {
+            assert!(bob_left.iter().any(|(_, i)| i == id), "{id}: {bob_left:?}");
+        }
+        assert_eq!(active().await, 2);
         drop(entra);
     }
 
