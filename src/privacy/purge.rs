@@ -56,21 +56,15 @@ pub struct Purged {
 }
 
 impl Purged {
-    fn each(&self) -> [(&'static str, u64); 8] {
-        [
-            ("launches", self.launches),
-            ("webhook_payloads", self.webhook_payloads),
-            ("states", self.states),
-            ("scores", self.scores),
-            ("finished_jobs", self.finished_jobs),
-            ("lti_people", self.lti_people),
-            ("audit_entries", self.audit_entries),
-            ("ledger_subjects", self.ledger_subjects),
-        ]
-    }
-
     pub fn total(&self) -> u64 {
-        self.each().iter().map(|(_, n)| n).sum()
+        self.launches
+            + self.webhook_payloads
+            + self.states
+            + self.scores
+            + self.finished_jobs
+            + self.lti_people
+            + self.audit_entries
+            + self.ledger_subjects
     }
 }
 

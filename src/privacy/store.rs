@@ -167,26 +167,7 @@ pub async fn launches_of(
         in_list(pg, &json_text(pg, "context", &["subject"]), 3),
         json_text(pg, "context", &["email"]),
     );
-    match db {
-        Db::Sqlite(pool) => {
-            sqlx::query_as(&sql)
-                .bind(partner)
-                .bind(serde_json::to_string(user_ids).unwrap_or_else(|_| "[]".into()))
-                .bind(serde_json::to_string(sso_subjects).unwrap_or_else(|_| "[]".into()))
-                .bind(email)
-                .fetch_all(pool)
-                .await
-        }
-        Db::Postgres(pool) => {
-            sqlx::query_as(&sql)
-                .bind(partner)
-                .bind(user_ids)
-                .bind(sso_subjects)
-                .bind(email)
-                .fetch_all(pool)
-                .await
-        }
-    }
+    fetch_with_lists(db, &sql, partner, &[user_ids, sso_subjects], Some(email)).await
 }
 
 /// An LTI identity: (namespace, user id, person id).
@@ -208,7 +189,7 @@ pub async fn identities_of(
         in_list(pg, "user_id", 2),
         in_list(pg, "person_id", 2),
     );
-    fetch_with_list(db, &sql, partner, ids).await
+    fetch_with_lists(db, &sql, partner, &[ids], None).await
 }
 
 /// A score the app posted for the person.
@@ -237,7 +218,7 @@ pub async fn scores_of(
          FROM lti_scores WHERE partner_id = $1 AND {} ORDER BY created_at_us, id",
         in_list(pg, "user_id", 2)
     );
-    fetch_with_list(db, &sql, partner, user_ids).await
+    fetch_with_lists(db, &sql, partner, &[user_ids], None).await
 }
 
 /// A webhook message naming the person (`launch.completed`'s `user.id`, `grade.*`'s
@@ -271,24 +252,7 @@ pub async fn messages_of(
         in_list(pg, &json_text(pg, "payload", &["data", "user_id"]), 2),
         in_list(pg, &json_text(pg, "payload", &["data", "launch_id"]), 3),
     );
-    match db {
-        Db::Sqlite(pool) => {
-            sqlx::query_as(&sql)
-                .bind(partner)
-                .bind(serde_json::to_string(user_ids).unwrap_or_else(|_| "[]".into()))
-                .bind(serde_json::to_string(launch_ids).unwrap_or_else(|_| "[]".into()))
-                .fetch_all(pool)
-                .await
-        }
-        Db::Postgres(pool) => {
-            sqlx::query_as(&sql)
-                .bind(partner)
-                .bind(user_ids)
-                .bind(launch_ids)
-                .fetch_all(pool)
-                .await
-        }
-    }
+    fetch_with_lists(db, &sql, partner, &[user_ids, launch_ids], None).await
 }
 
 /// A ledger event of the person (by pseudonym).
@@ -319,14 +283,17 @@ pub async fn ledger_of(
          WHERE partner_id = $1 AND {} ORDER BY time_us, seq",
         in_list(pg, "subject", 2)
     );
-    fetch_with_list(db, &sql, partner, pseudonyms).await
+    fetch_with_lists(db, &sql, partner, &[pseudonyms], None).await
 }
 
-async fn fetch_with_list<T>(
+/// Fetch rows of `sql` whose `$1` is `partner`, `$2`... are `lists` (each bound as one
+/// parameter, see [`in_list`]) and the parameter after them is `text`, when given.
+async fn fetch_with_lists<T>(
     db: &Db,
     sql: &str,
     partner: &str,
-    list: &[String],
+    lists: &[&[String]],
+    text: Option<Option<&str>>,
 ) -> Result<Vec<T>, sqlx::Error>
 where
     T: Send
@@ -336,18 +303,24 @@ where
 {
     match db {
         Db::Sqlite(pool) => {
-            sqlx::query_as(sql)
-                .bind(partner)
-                .bind(serde_json::to_string(list).unwrap_or_else(|_| "[]".into()))
-                .fetch_all(pool)
-                .await
+            let mut q = sqlx::query_as(sql).bind(partner);
+            for list in lists {
+                q = q.bind(serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+            }
+            if let Some(t) = text {
+                q = q.bind(t);
+            }
+            q.fetch_all(pool).await
         }
         Db::Postgres(pool) => {
-            sqlx::query_as(sql)
-                .bind(partner)
-                .bind(list)
-                .fetch_all(pool)
-                .await
+            let mut q = sqlx::query_as(sql).bind(partner);
+            for list in lists {
+                q = q.bind(*list);
+            }
+            if let Some(t) = text {
+                q = q.bind(t);
+            }
+            q.fetch_all(pool).await
         }
     }
 }
@@ -481,41 +454,4 @@ pub async fn insert_audit(
         .await
         .map(|_| ()))?;
     Ok(id)
-}
-
-/// An audit entry as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AuditRow {
-    pub id: String,
-    pub at_us: i64,
-    pub actor: String,
-    pub actor_role: String,
-    pub actor_partner: Option<String>,
-    pub action: String,
-    pub partner_id: Option<String>,
-    pub subject_ref: Option<String>,
-    pub origin: String,
-    pub detail: String,
-}
-
-/// Audit entries, newest first, before the key `(at_us, id)` when given.
-pub async fn audit_entries(
-    db: &Db,
-    action: Option<&str>,
-    before: Option<(i64, String)>,
-    limit: i64,
-) -> Result<Vec<AuditRow>, sqlx::Error> {
-    let (at, id) = before.unwrap_or((i64::MAX, String::new()));
-    let sql = "SELECT id, at_us, actor, actor_role, actor_partner, action, partner_id, \
-                      subject_ref, origin, detail FROM audit_log \
-               WHERE (CAST($1 AS TEXT) IS NULL OR action = $1) \
-                 AND (at_us < $2 OR (at_us = $2 AND id < $3)) \
-               ORDER BY at_us DESC, id DESC LIMIT $4";
-    crate::with_db!(db, pool => sqlx::query_as(sql)
-        .bind(action)
-        .bind(at)
-        .bind(&id)
-        .bind(limit)
-        .fetch_all(pool)
-        .await)
 }
