@@ -218,7 +218,10 @@ pub fn parse_query<'m>(
         Some(w) => match WindowSize::parse(w) {
             Some(s) => Some(Some(s)),
             None => {
-                invalid("window", format!("{w:?} is not one of hour, day, month"));
+                invalid(
+                    "window",
+                    format!("{w:?} is not one of hour, day, week, month"),
+                );
                 None
             }
         },
@@ -382,7 +385,7 @@ pub struct UsageReport {
     pub partner: String,
     /// COUNT, SUM, UNIQUE_COUNT, MAX or LATEST.
     pub aggregation: String,
-    /// hour, day or month; null for one total over the range.
+    /// hour, day, week or month; null for one total over the range.
     pub window: Option<String>,
     /// The time zone windows are cut in (IANA name).
     pub tz: String,
@@ -527,7 +530,7 @@ mod tests {
         assert_eq!(q.partner, "p1");
         assert_eq!(q.to, now.trunc_subsecs(6));
         let Err(QueryError::Invalid(errors)) = parse_query(
-            &params(&[("window", "week"), ("group_by", "$.x")]),
+            &params(&[("window", "fortnight"), ("group_by", "$.x")]),
             &meters,
             None,
             now,

@@ -82,7 +82,7 @@ struct UsageQueryParams {
     from: Option<String>,
     /// RFC 3339 end of the range (exclusive); now by default.
     to: Option<String>,
-    /// hour, day or month; omitted: one total over the range.
+    /// hour, day, week (from Monday) or month; omitted: one total over the range.
     #[param(example = "day")]
     window: Option<String>,
     /// IANA time zone that windows are cut in; UTC by default.

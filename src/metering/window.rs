@@ -1,4 +1,5 @@
-//! Query windows: hour, day or month boundaries in a named time zone (pure).
+//! Query windows: hour, day, week (Monday to Monday) or month boundaries in a named time zone
+//! (pure).
 //!
 //! Day and month windows follow the zone's calendar, so a day that crosses a DST change is
 //! 23 or 25 hours long; hour windows step in absolute time from the zone's hour boundary.
@@ -15,6 +16,8 @@ pub const MAX_WINDOWS: usize = 10_000;
 pub enum WindowSize {
     Hour,
     Day,
+    /// ISO weeks: from local midnight on Monday.
+    Week,
     Month,
 }
 
@@ -23,6 +26,7 @@ impl WindowSize {
         match s {
             "hour" => Some(Self::Hour),
             "day" => Some(Self::Day),
+            "week" => Some(Self::Week),
             "month" => Some(Self::Month),
             _ => None,
         }
@@ -31,6 +35,7 @@ impl WindowSize {
         match self {
             Self::Hour => "hour",
             Self::Day => "day",
+            Self::Week => "week",
             Self::Month => "month",
         }
     }
@@ -95,6 +100,10 @@ fn floor(t: DateTime<Utc>, size: WindowSize, tz: Tz) -> DateTime<Utc> {
                 - Duration::nanoseconds(i64::from(local.nanosecond()))
         }
         WindowSize::Day => local_midnight(local.date_naive(), tz),
+        WindowSize::Week => {
+            let back = i64::from(local.weekday().num_days_from_monday());
+            local_midnight(local.date_naive() - Duration::days(back), tz)
+        }
         WindowSize::Month => local_midnight(first_of_month(local.year(), local.month()), tz),
     }
 }
@@ -106,6 +115,11 @@ fn advance(start: DateTime<Utc>, size: WindowSize, tz: Tz) -> DateTime<Utc> {
         WindowSize::Day => {
             let next_day = local.date_naive().succ_opt().unwrap_or(local.date_naive());
             local_midnight(next_day, tz)
+        }
+        WindowSize::Week => {
+            let monday = local.date_naive()
+                - Duration::days(i64::from(local.weekday().num_days_from_monday()));
+            local_midnight(monday + Duration::days(7), tz)
         }
         WindowSize::Month => {
             let (y, m) = if local.month() == 12 {
@@ -142,6 +156,35 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn weeks_run_monday_to_monday_in_the_zone_across_a_dst_change() {
+        let tz: Tz = "America/New_York".parse().unwrap();
+        // Thursday 2026-10-29 to Wednesday 2026-11-11 (DST ends on Sunday 1 November).
+        let w = windows(
+            utc("2026-10-29T12:00:00Z"),
+            utc("2026-11-11T12:00:00Z"),
+            Some(WindowSize::Week),
+            tz,
+        )
+        .unwrap();
+        let starts: Vec<String> = w.iter().map(|w| w.start.to_rfc3339()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2026-10-29T12:00:00+00:00",
+                "2026-11-02T05:00:00+00:00",
+                "2026-11-09T05:00:00+00:00"
+            ]
+        );
+        // The first week began on Monday 26 October at local midnight (EDT), clipped.
+        assert_eq!(
+            floor(utc("2026-10-29T12:00:00Z"), WindowSize::Week, tz).to_rfc3339(),
+            "2026-10-26T04:00:00+00:00"
+        );
+        // A week holding the change is 169 hours long.
+        assert_eq!((w[1].start - utc("2026-10-26T04:00:00Z")).num_hours(), 169);
     }
 
     #[test]
