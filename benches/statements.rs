@@ -806,11 +806,12 @@ async fn finalize_previous(state: &AppState, plan: &Plan) -> anyhow::Result<()> 
         return Ok(());
     }
     let svc = state.statements();
+    let who = partner_gateway::audit::Who::cli();
     let now = previous_now();
-    for item in svc.run(PREVIOUS, now, |_, _| {}).await {
+    for item in svc.run(PREVIOUS, now, &who, |_, _| {}).await {
         match item.outcome {
             Ok(st) if st.status == Status::Draft => {
-                svc.finalize(&st.id, "bench", now).await?;
+                svc.finalize(&st.id, "bench", now, &who).await?;
             }
             Ok(_) => {}
             Err(e) => bail!("{PREVIOUS} statement of {}: {e}", item.partner),
@@ -1108,11 +1109,12 @@ async fn profile(
     runs_median: Duration,
 ) -> anyhow::Result<()> {
     let svc = state.statements();
+    let who = partner_gateway::audit::Who::cli();
     // 1. One more run, with every SQL statement's time captured.
     let cpu = CpuSample::now();
     capture_start();
     let t = Instant::now();
-    let items = svc.run(PERIOD, run_now(), |_, _| {}).await;
+    let items = svc.run(PERIOD, run_now(), &who, |_, _| {}).await;
     let wall = t.elapsed();
     let stats = capture_stop();
     check_run(&items, plan, exp)?;
@@ -1232,7 +1234,7 @@ async fn profile(
         svc.period_lines(&id, period, as_of).await?;
         pt.lines = t.elapsed();
         let t = Instant::now();
-        svc.generate(&p.id, Some(&id), PERIOD, now).await?;
+        svc.generate(&p.id, Some(&id), PERIOD, now, &who).await?;
         pt.generate = t.elapsed();
         rows.push((i, pt));
     }
@@ -1405,6 +1407,7 @@ async fn bench_backend(
         )
         .await?;
         let svc = state.statements();
+        let who = partner_gateway::audit::Who::cli();
         let (mut run, mut base) = (Timings::default(), Timings::default());
         let (mut run_cpu, mut base_cpu) = (Vec::new(), Vec::new());
         for i in 0..o.runs {
@@ -1428,7 +1431,7 @@ async fn bench_backend(
             .await?;
             let cpu = CpuSample::now();
             let t = Instant::now();
-            let items = svc.run(PERIOD, run_now(), |_, _| {}).await;
+            let items = svc.run(PERIOD, run_now(), &who, |_, _| {}).await;
             run.0.push(t.elapsed());
             run_cpu.push(cpu_busy(&cpu).unwrap_or(0.0));
             check_run(&items, plan, &exp)?;

@@ -16,11 +16,14 @@ pub fn router(state: AppState) -> Router {
     crate::telemetry::prometheus();
     crate::telemetry::metrics::register(&state.config, &state.db);
     let (api, doc) = api_routes().split_for_parts();
-    let routes = api
+    let mut routes = api
         .merge(crate::http::health::router())
         .merge(crate::http::openapi::router(crate::http::openapi::finish(
             doc,
         )));
+    if state.config.console.enabled {
+        routes = routes.merge(crate::console::router());
+    }
     crate::http::middleware::with_middleware(routes, state)
 }
 
@@ -162,9 +165,9 @@ async fn serve_http(
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => match accepted {
-                Ok(stream) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -172,11 +175,17 @@ async fn serve_http(
             },
             () = stop.cancelled() => break,
         };
+        // The peer's address, for the console's audit log ("from where").
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
         let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app.clone()),
-            )
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -193,12 +202,14 @@ async fn serve_http(
 /// The next connection, with `TCP_NODELAY` set. Without it a response written in pieces
 /// (a streamed FHIR body: a chunk, then the closing chunk) waits for the client's delayed
 /// ACK, ~40 ms, before its last piece goes out.
-async fn accept(listener: &TcpListener) -> std::io::Result<tokio::net::TcpStream> {
-    let (stream, _) = listener.accept().await?;
+async fn accept(
+    listener: &TcpListener,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let (stream, peer) = listener.accept().await?;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "setting TCP_NODELAY failed");
     }
-    Ok(stream)
+    Ok((stream, peer))
 }
 
 /// As `axum::serve` does: a connection that failed before it was accepted is skipped; any
@@ -254,7 +265,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
-        let served = accept(&listener).await.unwrap();
+        let (served, _) = accept(&listener).await.unwrap();
         assert!(
             served.nodelay().unwrap(),
             "TCP_NODELAY is off on an accepted connection"

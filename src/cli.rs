@@ -57,6 +57,9 @@ pub enum Command {
     /// Personal data: export or erase a person, run the retention purge (PRIVACY.md).
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// The console at /console: sign-in links for people without SSO.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Try every flow on this machine: the gateway on SQLite under --data-dir with
     /// simulated EHRs (Epic, Oracle), LMSs (Canvas, Moodle), IdPs (OIDC, SAML), a webhook
     /// receiver and a sample app, all registered as sandbox partners. Ignores --config.
@@ -111,6 +114,32 @@ pub enum PrivacyCommand {
     /// Run the retention purge now (it also runs as a job every privacy.purge_interval_secs)
     /// and print what it removed.
     Purge,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsoleCommand {
+    /// Break glass: print a single-use link that signs in to the console with this role,
+    /// valid console.link_ttl_secs (15 minutes), for the first sign-in before any SSO
+    /// connection is set up, or when the IdP is down. Recorded in the audit log.
+    Link {
+        /// admin, finance or read-only.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// Whose sign-in it is, for the audit log and the page header.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Invite a partner user: print a single-use link to the partner portal, valid
+    /// console.invitation_ttl_hours (72 hours). Shown once; recorded in the audit log.
+    Invite {
+        #[arg(long)]
+        partner: String,
+        #[arg(long)]
+        email: String,
+        /// partner-viewer (reads) or partner-admin (also manages webhook endpoints).
+        #[arg(long, default_value = "partner-viewer")]
+        role: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -593,6 +622,7 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
         }
         Command::Statements(cmd) => statements_command(cmd, config).await,
         Command::Privacy(cmd) => privacy_command(cmd, config).await,
+        Command::Console(cmd) => console_command(cmd, config).await,
         Command::Usage(UsageCommand::Import { file, partner }) => {
             let state = AppState::prepare_with(config, Schema::Require).await?;
             if let Some(p) = &partner
@@ -727,6 +757,7 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
     let state = AppState::prepare_with(config, Schema::Require).await?;
     let now = chrono::Utc::now();
     let svc = state.statements();
+    let who = crate::audit::Who::cli();
     let mut out = std::io::stdout().lock();
     let code = match cmd {
         StatementsCommand::Generate {
@@ -736,12 +767,18 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             no_wait,
         } => {
             let (mut st, mut created) = svc
-                .generate(&partner, agreement.as_deref(), &period, now)
+                .generate(&partner, agreement.as_deref(), &period, now, &who)
                 .await?;
             if let Some(until) = settle_wait(&[&st], no_wait) {
                 tokio::time::sleep(until).await;
                 let again = svc
-                    .generate(&partner, agreement.as_deref(), &period, chrono::Utc::now())
+                    .generate(
+                        &partner,
+                        agreement.as_deref(),
+                        &period,
+                        chrono::Utc::now(),
+                        &who,
+                    )
                     .await?;
                 st = again.0;
                 created |= again.1;
@@ -764,7 +801,7 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let mut items = svc
-                .run(&period, now, |done, total| {
+                .run(&period, now, &who, |done, total| {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                 })
@@ -776,7 +813,7 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             if let Some(until) = settle_wait(&drafts, no_wait) {
                 tokio::time::sleep(until).await;
                 items = svc
-                    .run(&period, chrono::Utc::now(), |done, total| {
+                    .run(&period, chrono::Utc::now(), &who, |done, total| {
                         bar.set_length(total as u64);
                         bar.set_position(done as u64);
                     })
@@ -842,13 +879,15 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
             ExitCode::SUCCESS
         }
         StatementsCommand::Finalize { id, author } => {
-            let st = svc.finalize(&id, &cli_actor(author), now).await?;
+            let st = svc.finalize(&id, &cli_actor(author), now, &who).await?;
             print_statement(&mut out, &st)?;
             writeln!(out, "sha256 {}", st.hash.as_deref().unwrap_or(""))?;
             ExitCode::SUCCESS
         }
         StatementsCommand::Void { id, reason, author } => {
-            let st = svc.void(&id, &reason, &cli_actor(author), now).await?;
+            let st = svc
+                .void(&id, &reason, &cli_actor(author), now, &who)
+                .await?;
             print_statement(&mut out, &st)?;
             ExitCode::SUCCESS
         }
@@ -926,6 +965,70 @@ async fn statements_command(cmd: StatementsCommand, config: Config) -> anyhow::R
 }
 
 /// `privacy export | erase | purge`.
+async fn console_command(cmd: ConsoleCommand, config: Config) -> anyhow::Result<ExitCode> {
+    use crate::console::role::Role;
+    use crate::console::session::{LinkKind, create_link};
+    let state = AppState::prepare_with(config, Schema::Require).await?;
+    let who = crate::audit::Who::cli();
+    let now = chrono::Utc::now();
+    let (kind, role, partner, email) = match cmd {
+        ConsoleCommand::Link { role, email } => {
+            let r = Role::parse(&role)
+                .filter(|r| !r.is_partner())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--role {role:?} is not one of admin, finance, read-only")
+                })?;
+            (LinkKind::BreakGlass, r, None, email)
+        }
+        ConsoleCommand::Invite {
+            partner,
+            email,
+            role,
+        } => {
+            let r = Role::parse(&role)
+                .filter(|r| r.is_partner())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--role {role:?} is not one of partner-viewer, partner-admin")
+                })?;
+            if state.config.partner(&partner).is_none() {
+                anyhow::bail!("unknown partner {partner:?}: it is not declared in the config");
+            }
+            if !crate::console::admin::valid_email(&email) {
+                anyhow::bail!("--email {email:?} is not an email address");
+            }
+            (LinkKind::Invitation, r, Some(partner), Some(email))
+        }
+    };
+    if let Some(e) = &email
+        && !crate::console::admin::valid_email(e)
+    {
+        anyhow::bail!("--email {e:?} is not an email address");
+    }
+    let link = create_link(
+        &state.db,
+        &state.config.console,
+        kind,
+        role,
+        partner.as_deref(),
+        email.as_deref(),
+        &who,
+        now,
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        crate::console::admin::link_url(&state, &link.token)
+    )?;
+    eprintln!(
+        "single use, valid until {} ({}); shown only now",
+        link.expires_at.to_rfc3339(),
+        link.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn privacy_command(cmd: PrivacyCommand, config: Config) -> anyhow::Result<ExitCode> {
     use crate::privacy::person::{self, Actor, Lookup};
     let state = AppState::prepare_with(config, Schema::Require).await?;
@@ -947,16 +1050,7 @@ async fn privacy_command(cmd: PrivacyCommand, config: Config) -> anyhow::Result<
         Ok(q)
     };
     // The audit log says it was done from the command line, on which host, by whom.
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown host".into());
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
-    let actor = Actor {
-        id: "cli".into(),
-        role: "operator".into(),
-        partner: None,
-        origin: format!("cli {user}@{host}"),
-    };
+    let actor = Actor::cli();
     let now = chrono::Utc::now();
     let result = match cmd {
         PrivacyCommand::Export { person: p } => {

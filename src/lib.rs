@@ -7,10 +7,14 @@
 pub mod apikeys;
 /// Assembly: every area's routes, the job runner and the dispatcher over one state; run until stopped.
 pub mod app;
+/// Who did what, when, from where: one entry per change, in the change's transaction.
+pub mod audit;
 /// Command-line interface: `serve`, `migrate`, `check-config`, `api-keys`, `usage import`, `keys rotate`, `sandbox`.
 pub mod cli;
 /// Layered configuration (built-in defaults, files, `GATEWAY__*` environment) and validation.
 pub mod config;
+/// The console at `/console`: finance's month-end, the partner portal, the admin's desk.
+pub mod console;
 /// The two storage backends (SQLite, PostgreSQL), migrations and transactions.
 pub mod db;
 /// Shared HTTP pieces: the error type, API-key authentication, health and metrics routes.

@@ -36,6 +36,7 @@ pub struct Config {
     pub sso: SsoConfig,
     pub usage: UsageConfig,
     pub privacy: PrivacyConfig,
+    pub console: ConsoleConfig,
     pub partners: Vec<PartnerConfig>,
     pub meters: Vec<MeterConfig>,
     pub agreements: Vec<AgreementConfig>,
@@ -470,6 +471,34 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The console at `/console` (sign-in, sessions, invitations).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console's pages.
+    pub enabled: bool,
+    /// A session unused this long signs out (30 minutes).
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after sign-in whatever its use (12 hours).
+    pub absolute_timeout_secs: u64,
+    /// How long a partner user's invitation link stays valid (72 hours).
+    pub invitation_ttl_hours: u64,
+    /// How long a break-glass sign-in link (`console link`) stays valid (15 minutes).
+    pub link_ttl_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            idle_timeout_secs: 30 * 60,
+            absolute_timeout_secs: 12 * 3600,
+            invitation_ttl_hours: 72,
+            link_ttl_secs: 15 * 60,
+        }
+    }
+}
+
 /// How long personal data is kept (PRIVACY.md), and the purge job that enforces it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -727,7 +756,7 @@ pub struct Layer {
     pub text: String,
 }
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "http",
     "database",
     "telemetry",
@@ -742,6 +771,7 @@ const SECTIONS: [&str; 14] = [
     "sso",
     "usage",
     "privacy",
+    "console",
 ];
 const LISTS: [&str; 3] = ["partners", "meters", "agreements"];
 
@@ -935,6 +965,7 @@ impl Config {
         let sso = section::<SsoConfig>(&merged, "sso", &origins, &mut problems);
         let usage = section::<UsageConfig>(&merged, "usage", &origins, &mut problems);
         let privacy = section::<PrivacyConfig>(&merged, "privacy", &origins, &mut problems);
+        let console = section::<ConsoleConfig>(&merged, "console", &origins, &mut problems);
 
         let config = Config {
             http: http.unwrap_or_default(),
@@ -951,6 +982,7 @@ impl Config {
             sso: sso.unwrap_or_default(),
             usage: usage.unwrap_or_default(),
             privacy: privacy.unwrap_or_default(),
+            console: console.unwrap_or_default(),
             partners,
             meters,
             agreements,
@@ -1038,6 +1070,31 @@ impl Config {
             out.push((
                 "database.max_connections".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        let c = &self.console;
+        if !(60..=86_400).contains(&c.idle_timeout_secs) {
+            out.push((
+                "console.idle_timeout_secs".into(),
+                "must be between 60 and 86400 (a day)".into(),
+            ));
+        }
+        if c.absolute_timeout_secs < c.idle_timeout_secs || c.absolute_timeout_secs > 30 * 86_400 {
+            out.push((
+                "console.absolute_timeout_secs".into(),
+                "must be at least idle_timeout_secs and at most 2592000 (30 days)".into(),
+            ));
+        }
+        if !(1..=720).contains(&c.invitation_ttl_hours) {
+            out.push((
+                "console.invitation_ttl_hours".into(),
+                "must be between 1 and 720 (30 days)".into(),
+            ));
+        }
+        if !(60..=86_400).contains(&c.link_ttl_secs) {
+            out.push((
+                "console.link_ttl_secs".into(),
+                "must be between 60 and 86400".into(),
             ));
         }
         let p = &self.privacy;

@@ -55,6 +55,21 @@ impl Caller {
         }
     }
 
+    /// This caller, for the audit log: its key, and the request id of `headers` (set by
+    /// the request-id layer).
+    pub fn who(&self, headers: &axum::http::HeaderMap) -> crate::audit::Who {
+        let request = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        crate::audit::Who {
+            id: self.key_id.clone(),
+            role: self.role.as_str().to_owned(),
+            partner: self.partner_id.clone(),
+            origin: format!("api {request}"),
+        }
+    }
+
     pub fn check_partner(&self, partner_id: &str) -> Result<(), ApiError> {
         if self.may_access_partner(partner_id) {
             Ok(())

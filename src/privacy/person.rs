@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::store::{self, AuditEntry, IdentityRow, LaunchRow, LedgerRow, MessageRow, ScoreRow};
+use super::store::{self, IdentityRow, LaunchRow, LedgerRow, MessageRow, ScoreRow};
 use crate::db::Db;
 use crate::metering::subject::Subjects;
 use crate::time::{from_micros, rfc3339, to_micros};
@@ -231,14 +231,8 @@ impl Found {
     }
 }
 
-/// Who asked, for the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub role: String,
-    pub partner: Option<String>,
-    pub origin: String,
-}
+/// Who made the request, for the audit log.
+pub type Actor = crate::audit::Who;
 
 /// Record an export in the audit log; returns the entry's id.
 pub async fn audit_export(
@@ -267,17 +261,8 @@ async fn audit(
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
     let subject_ref = q.audit_ref(subjects);
-    let entry = AuditEntry {
-        actor: &actor.id,
-        actor_role: &actor.role,
-        actor_partner: actor.partner.as_deref(),
-        action,
-        partner_id: Some(&q.partner),
-        subject_ref: Some(&subject_ref),
-        origin: &actor.origin,
-        detail,
-    };
-    store::insert_audit(tx, &entry, to_micros(now)).await
+    let entry = actor.entry(action, Some(&q.partner), Some(&subject_ref), detail);
+    crate::audit::store::insert(tx, &entry, to_micros(now)).await
 }
 
 /// Erase what was found, and record it in the audit log, in one transaction.

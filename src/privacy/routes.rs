@@ -73,16 +73,7 @@ fn lookup(state: &AppState, body: &[u8]) -> Result<Lookup, ApiError> {
 }
 
 fn actor(caller: &Caller, headers: &HeaderMap) -> Actor {
-    let request = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    Actor {
-        id: caller.key_id.clone(),
-        role: caller.role.as_str().to_owned(),
-        partner: caller.partner_id.clone(),
-        origin: format!("api {request}"),
-    }
+    caller.who(headers)
 }
 
 /// Everything the gateway holds about a person at a partner: their launches (SMART, LTI,

@@ -2,8 +2,6 @@
 //! audit log. Lists are bound as one parameter: a JSON array expanded by `json_each` on
 //! SQLite, a text array compared with `= ANY` on PostgreSQL.
 
-use serde_json::Value;
-
 use crate::db::{Db, Tx};
 
 /// `column IN (the list bound as ${n})`, in the backend's dialect.
@@ -416,42 +414,3 @@ pub async fn delete_login_states(tx: &mut Tx, user_ids: &[String]) -> Result<u64
 }
 
 // ---------------------------------------------------------------- the audit log
-
-/// One audit entry.
-#[derive(Debug, Clone)]
-pub struct AuditEntry<'a> {
-    pub actor: &'a str,
-    pub actor_role: &'a str,
-    pub actor_partner: Option<&'a str>,
-    pub action: &'a str,
-    pub partner_id: Option<&'a str>,
-    pub subject_ref: Option<&'a str>,
-    pub origin: &'a str,
-    pub detail: &'a Value,
-}
-
-pub async fn insert_audit(
-    tx: &mut Tx,
-    e: &AuditEntry<'_>,
-    at_us: i64,
-) -> Result<String, sqlx::Error> {
-    let id = crate::ids::new("aud");
-    let sql = "INSERT INTO audit_log (id, at_us, actor, actor_role, actor_partner, action, \
-               partner_id, subject_ref, origin, detail) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-    crate::with_tx!(tx, c => sqlx::query(sql)
-        .bind(&id)
-        .bind(at_us)
-        .bind(e.actor)
-        .bind(e.actor_role)
-        .bind(e.actor_partner)
-        .bind(e.action)
-        .bind(e.partner_id)
-        .bind(e.subject_ref)
-        .bind(e.origin)
-        .bind(e.detail.to_string())
-        .execute(c)
-        .await
-        .map(|_| ()))?;
-    Ok(id)
-}

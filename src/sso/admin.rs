@@ -67,6 +67,19 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
             "must be the secret itself (a string); env and file references are for config".into(),
         ));
     }
+    // Staff sign-in to the console is decided in reviewed config files, never by an API
+    // call: a connection made here could otherwise hand its IdP's people the admin role.
+    if obj
+        .get("console")
+        .and_then(|c| c.get("audience"))
+        .is_some_and(|a| a == "staff")
+    {
+        early.push((
+            "console.audience".into(),
+            "staff sign-in to the console is configured in config files only; use \"partner\""
+                .into(),
+        ));
+    }
     if !early.is_empty() {
         return Err(invalid("the connection is invalid", early));
     }

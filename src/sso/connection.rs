@@ -189,6 +189,12 @@ pub struct SsoConnection {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub attributes: AttributeMapping,
+    /// Sign people in to the console through this connection too:
+    /// `{ audience = "staff" | "partner", roles = { role = [groups] }, default_role }`.
+    /// A staff connection is for config files only.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub console: Option<crate::console::role::ConsoleAccess>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -239,6 +245,9 @@ impl SsoConnection {
         }
         if let Err(e) = crate::http::page::redirect_target(&self.app_url) {
             out.push(("app_url".into(), e));
+        }
+        if let Some(c) = &self.console {
+            out.extend(c.problems());
         }
         out
     }

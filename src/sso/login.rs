@@ -24,11 +24,17 @@ fn state_hash(state: &str) -> String {
     hex::encode(Sha256::digest(state.as_bytes()))
 }
 
-/// Start a sign-in from the browser holding the cookie value `browser`.
-pub async fn begin(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
+/// Start a sign-in from the browser holding the cookie value `browser`: to the app, or to
+/// the console when `console` (the connection must allow it; the caller checks).
+pub async fn begin(
+    state: &AppState,
+    found: &Found,
+    browser: &str,
+    console: bool,
+) -> Result<String, Page> {
     match found.conn.protocol {
-        Protocol::Oidc => begin_oidc(state, found, browser).await,
-        Protocol::Saml => begin_saml(state, found, browser).await,
+        Protocol::Oidc => begin_oidc(state, found, browser, console).await,
+        Protocol::Saml => begin_saml(state, found, browser, console).await,
     }
 }
 
@@ -68,7 +74,12 @@ async fn store_pending(
     .map_err(|e| page::internal(format!("storing the SSO state: {e:#}")))
 }
 
-async fn begin_oidc(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
+async fn begin_oidc(
+    state: &AppState,
+    found: &Found,
+    browser: &str,
+    console: bool,
+) -> Result<String, Page> {
     let conn = &found.conn;
     let redirect = super::oidc_redirect_uri(&state.config);
     let started = super::oidc::start(&state.sso.discovery, &state.outbound, conn, &redirect)
@@ -80,6 +91,7 @@ async fn begin_oidc(state: &AppState, found: &Found, browser: &str) -> Result<St
         nonce: started.nonce,
         code_verifier: started.code_verifier,
         request_id: None,
+        console,
     };
     store_pending(state, &started.state, &pending, browser).await?;
     Ok(started.url)
@@ -100,7 +112,12 @@ fn sp(
     }
 }
 
-async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<String, Page> {
+async fn begin_saml(
+    state: &AppState,
+    found: &Found,
+    browser: &str,
+    console: bool,
+) -> Result<String, Page> {
     let conn = &found.conn;
     let idp = state
         .sso
@@ -134,6 +151,7 @@ async fn begin_saml(state: &AppState, found: &Found, browser: &str) -> Result<St
         nonce: String::new(),
         code_verifier: String::new(),
         request_id: Some(request_id),
+        console,
     };
     store_pending(state, &relay, &pending, browser).await?;
     Ok(url)
@@ -268,7 +286,7 @@ pub async fn complete(
         )
         .line(e)
     })?;
-    finish(state, &found, identity).await
+    finish(state, &found, identity, pending.console).await
 }
 
 fn gone() -> Page {
@@ -276,8 +294,18 @@ fn gone() -> Page {
         .line("The organisation's connection was removed while you were signing in.")
 }
 
-/// Write the launch and send the browser to the app with the one-time code.
-async fn finish(state: &AppState, found: &Found, identity: Identity) -> Result<Response, Page> {
+/// Write the launch and send the browser to the app with the one-time code; or, for a
+/// console sign-in, open the console session instead (no launch, no usage: signing in to
+/// the console is not the partner's use of the product).
+async fn finish(
+    state: &AppState,
+    found: &Found,
+    identity: Identity,
+    console: bool,
+) -> Result<Response, Page> {
+    if console {
+        return crate::console::signin::from_sso(state, found, identity).await;
+    }
     let code = match write_launch(state, found, identity)
         .await
         .map_err(|e| page::internal(format!("recording the SSO login: {e:#}")))?
@@ -328,8 +356,12 @@ pub async fn complete_saml(
         Some(r) => take_state(state, r, browser, to_micros(now)).await?,
         None => Err(StateProblem::Unknown),
     };
+    let mut console = false;
     let request_id = match pending {
-        Ok(p) if p.connection_id == conn.id => p.request_id,
+        Ok(p) if p.connection_id == conn.id => {
+            console = p.console;
+            p.request_id
+        }
         Ok(_) => {
             return Err(Page::new(StatusCode::BAD_REQUEST, "This sign-in response went to the wrong place")
                 .line("The response's RelayState belongs to a sign-in with another organisation. Start again."));
@@ -373,7 +405,7 @@ pub async fn complete_saml(
         tracing::warn!(connection = %conn.id, code = r.code, reason = %r.message, "SAML response refused");
         Page::new(StatusCode::BAD_REQUEST, "Your organisation's sign-in was refused").line(r.message)
     })?;
-    finish(state, &found, saml_identity(&user)).await
+    finish(state, &found, saml_identity(&user), console).await
 }
 
 fn claim_str(claims: &Map<String, Value>, name: &str) -> Option<String> {

@@ -266,7 +266,7 @@ fn ask_email(note: Option<&str>) -> Response {
 /// sign-ins so two tabs do not undo each other, on `/sso` only. Over HTTPS it is
 /// `SameSite=None; Secure`, because the SAML IdP brings the browser back with a cross-site
 /// POST; plain HTTP (development) cannot carry such a cookie, so there it is `Lax`.
-fn browser_cookie(state: &AppState) -> binding::Cookie {
+pub fn browser_cookie(state: &AppState) -> binding::Cookie {
     binding::Cookie {
         name: "pgw_sso".into(),
         path: "/sso",
@@ -310,7 +310,7 @@ async fn start(
         .read(&headers)
         .filter(|v| binding::is_secret(v))
         .unwrap_or_else(binding::new_secret);
-    match super::login::begin(&state, &found, &browser).await {
+    match super::login::begin(&state, &found, &browser, false).await {
         Ok(url) => {
             let mut r = page::redirect(&url);
             if let Some(v) = cookie.set(&browser) {

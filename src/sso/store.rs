@@ -19,6 +19,9 @@ pub struct Pending {
     /// SAML: the AuthnRequest's ID, which the response's InResponseTo must name.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// A sign-in to the console (a session), not to the app (a launch and its code).
+    #[serde(default)]
+    pub console: bool,
 }
 
 pub use crate::launches::StateProblem;

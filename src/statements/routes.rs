@@ -147,6 +147,7 @@ struct GenerateRequest {
 async fn generate(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     finance(&caller)?;
@@ -162,6 +163,7 @@ async fn generate(
             &req.period,
             chrono::Utc::now(),
             req.carry_adjustments.unwrap_or(true),
+            &caller.who(&headers),
         )
         .await?;
     let status = if created {
@@ -412,6 +414,7 @@ struct AdjustRequest {
 async fn adjust(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
@@ -437,6 +440,7 @@ async fn adjust(
             &req.reason,
             &actor(&caller, req.author.as_deref()),
             chrono::Utc::now(),
+            &caller.who(&headers),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(st)).into_response())
@@ -464,13 +468,15 @@ async fn adjust(
 async fn remove_adjustment(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path((id, adjustment)): Path<(String, String)>,
 ) -> Result<Json<Statement>, ApiError> {
     finance(&caller)?;
+    let who = caller.who(&headers);
     Ok(Json(
         state
             .statements()
-            .remove_adjustment(&id, &adjustment)
+            .remove_adjustment(&id, &adjustment, chrono::Utc::now(), &who)
             .await?,
     ))
 }
@@ -493,10 +499,15 @@ async fn remove_adjustment(
 async fn delete_statement(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     finance(&caller)?;
-    state.statements().delete_draft(&id).await?;
+    let who = caller.who(&headers);
+    state
+        .statements()
+        .delete_draft(&id, chrono::Utc::now(), &who)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -541,6 +552,7 @@ fn optional_body(body: &[u8]) -> Result<ActorRequest, ApiError> {
 async fn finalize(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<Statement>, ApiError> {
@@ -552,6 +564,7 @@ async fn finalize(
             &id,
             &actor(&caller, req.author.as_deref()),
             chrono::Utc::now(),
+            &caller.who(&headers),
         )
         .await?;
     Ok(Json(st))
@@ -579,6 +592,7 @@ async fn finalize(
 async fn void(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<Statement>, ApiError> {
@@ -592,6 +606,7 @@ async fn void(
             &reason,
             &actor(&caller, req.author.as_deref()),
             chrono::Utc::now(),
+            &caller.who(&headers),
         )
         .await?;
     Ok(Json(st))

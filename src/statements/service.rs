@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
+use serde_json::json;
 
 use super::agreement::{Agreement, Agreements, TierReset, TrueUp};
 use super::calc::{self, CalcError, Inputs};
@@ -19,6 +20,7 @@ use super::model::{CURRENT_FORM, Document, Line, LineKind, RecordedBy, Statement
 use super::period::Period;
 use super::store::{self, Adjustment, Span};
 use super::{parties, settle};
+use crate::audit::Who;
 use crate::config::Config;
 use crate::db::Db;
 use crate::metering::Meter;
@@ -640,8 +642,9 @@ impl Statements<'_> {
         agreement: Option<&str>,
         label: &str,
         now: DateTime<Utc>,
+        who: &Who,
     ) -> Result<(Statement, bool), StatementError> {
-        self.generate_with(partner, agreement, label, now, true)
+        self.generate_with(partner, agreement, label, now, true, who)
             .await
     }
 
@@ -655,6 +658,7 @@ impl Statements<'_> {
         label: &str,
         now: DateTime<Utc>,
         carry: bool,
+        who: &Who,
     ) -> Result<(Statement, bool), StatementError> {
         let (id, period) = self.resolve(partner, agreement, label)?;
         let a = self.version(&id, period)?;
@@ -724,6 +728,23 @@ impl Statements<'_> {
                 (sid, true)
             }
         };
+        let detail = json!({
+            "agreement": doc.agreement_id,
+            "period": doc.period,
+            "created": created,
+            "total": doc.total.to_string(),
+            "currency": doc.currency,
+        });
+        audit(
+            &mut tx,
+            who,
+            "statement.compute",
+            &doc.partner_id,
+            &sid,
+            &detail,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         let mut st = store::get_statement(self.db, &sid)
             .await?
@@ -778,6 +799,7 @@ impl Statements<'_> {
         reason: &str,
         author: &str,
         now: DateTime<Utc>,
+        who: &Who,
     ) -> Result<Statement, StatementError> {
         let st = self.draft(id).await?;
         let reason = reason.trim();
@@ -822,6 +844,22 @@ impl Statements<'_> {
                 status: "no longer a draft",
             });
         }
+        let detail = json!({
+            "adjustment": adj.id,
+            "amount": adj.amount.to_string(),
+            "currency": doc.currency,
+            "reason": adj.reason,
+        });
+        audit(
+            &mut tx,
+            who,
+            "statement.adjust",
+            &doc.partner_id,
+            id,
+            &detail,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.get(id).await
     }
@@ -888,6 +926,8 @@ impl Statements<'_> {
         &self,
         id: &str,
         adjustment: &str,
+        now: DateTime<Utc>,
+        who: &Who,
     ) -> Result<Statement, StatementError> {
         let st = self.draft(id).await?;
         let missing = || StatementError::NoAdjustment {
@@ -915,14 +955,22 @@ impl Statements<'_> {
                 status: "no longer a draft",
             });
         }
+        let detail = json!({ "adjustment": adjustment });
+        let action = "statement.adjustment.remove";
+        audit(&mut tx, who, action, &doc.partner_id, id, &detail, now).await?;
         tx.commit().await?;
         self.get(id).await
     }
 
     /// Delete a draft and its adjustments. Issued statements are never deleted: one is
     /// voided and replaced.
-    pub async fn delete_draft(&self, id: &str) -> Result<(), StatementError> {
-        self.draft(id).await?;
+    pub async fn delete_draft(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        who: &Who,
+    ) -> Result<(), StatementError> {
+        let st = self.draft(id).await?;
         let mut tx = self.db.begin().await?;
         if !store::delete_draft(&mut tx, id).await? {
             return Err(StatementError::NotDraft {
@@ -930,6 +978,18 @@ impl Statements<'_> {
                 status: "no longer a draft",
             });
         }
+        let doc = &st.document;
+        let detail = json!({ "agreement": doc.agreement_id, "period": doc.period });
+        audit(
+            &mut tx,
+            who,
+            "statement.delete",
+            &doc.partner_id,
+            id,
+            &detail,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -939,6 +999,7 @@ impl Statements<'_> {
         id: &str,
         by: &str,
         now: DateTime<Utc>,
+        who: &Who,
     ) -> Result<Statement, StatementError> {
         let st = self.draft(id).await?;
         let doc = &st.document;
@@ -1026,6 +1087,16 @@ impl Statements<'_> {
         });
         let event = crate::webhooks::events::STATEMENT_FINALIZED;
         crate::webhooks::emit(&mut tx, Some(&doc.partner_id), event, &data, now).await?;
+        audit(
+            &mut tx,
+            who,
+            "statement.finalize",
+            &doc.partner_id,
+            id,
+            &data,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(statement = id, number, partner = %doc.partner_id, "statement finalized");
         self.get(id).await
@@ -1038,6 +1109,7 @@ impl Statements<'_> {
         reason: &str,
         by: &str,
         now: DateTime<Utc>,
+        who: &Who,
     ) -> Result<Statement, StatementError> {
         let st = self.get(id).await?;
         if st.status != Status::Finalized {
@@ -1072,7 +1144,9 @@ impl Statements<'_> {
             "reason": reason,
         });
         let event = crate::webhooks::events::STATEMENT_VOIDED;
-        crate::webhooks::emit(&mut tx, Some(&st.document.partner_id), event, &data, now).await?;
+        let partner = &st.document.partner_id;
+        crate::webhooks::emit(&mut tx, Some(partner), event, &data, now).await?;
+        audit(&mut tx, who, "statement.void", partner, id, &data, now).await?;
         tx.commit().await?;
         tracing::info!(statement = id, partner = %st.document.partner_id, "statement voided");
         self.get(id).await
@@ -1145,17 +1219,11 @@ impl Statements<'_> {
         })
     }
 
-    /// Generate the draft of `label` for every configured agreement that covers it;
-    /// finalized periods are reported and left alone.
-    pub async fn run(
-        &self,
-        label: &str,
-        now: DateTime<Utc>,
-        mut progress: impl FnMut(usize, usize),
-    ) -> Vec<RunItem> {
+    /// Every (partner, agreement) with an agreement version covering period `label`, in
+    /// config order. Sandbox partners are left out: check-config refuses agreements naming
+    /// them, and a run must not fail over one either.
+    pub fn covering(&self, label: &str) -> Vec<(String, String)> {
         let mut todo = Vec::new();
-        // Sandbox partners are skipped: check-config refuses agreements naming them, and a
-        // run must not fail over one either.
         for p in self.config.partners.iter().filter(|p| !p.sandbox) {
             for versions in self.agreements.for_partner(&p.id) {
                 let Some(first) = versions.first() else {
@@ -1168,6 +1236,30 @@ impl Statements<'_> {
                 }
             }
         }
+        todo
+    }
+
+    /// The label of the period before `label` under agreement `agreement`'s kind.
+    pub fn previous_label(&self, agreement: &str, label: &str) -> Option<String> {
+        let kind = self.agreements.versions(agreement)?.first()?.kind();
+        Period::parse(label, kind).ok().map(|p| p.prev().label())
+    }
+
+    /// The settle window: events younger than this may still be arriving.
+    pub fn settle_window(&self) -> Duration {
+        self.settle()
+    }
+
+    /// Generate the draft of `label` for every configured agreement that covers it;
+    /// finalized periods are reported and left alone.
+    pub async fn run(
+        &self,
+        label: &str,
+        now: DateTime<Utc>,
+        who: &Who,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Vec<RunItem> {
+        let todo = self.covering(label);
         let total = todo.len();
         // Several partners at once: each statement is a handful of independent queries, so
         // the database's cores (PostgreSQL backends, SQLite reader connections) share the run.
@@ -1178,7 +1270,7 @@ impl Statements<'_> {
         let mut pending =
             futures_util::stream::iter(todo.into_iter().map(|(partner, agreement)| async move {
                 let outcome = self
-                    .generate(&partner, Some(&agreement), label, now)
+                    .generate(&partner, Some(&agreement), label, now, who)
                     .await
                     .map(|(s, _)| s);
                 RunItem {
@@ -1196,6 +1288,21 @@ impl Statements<'_> {
         out.sort_by(|a, b| (&a.partner, &a.agreement).cmp(&(&b.partner, &b.agreement)));
         out
     }
+}
+
+/// Write the audit entry of a change to statement `id`, in the change's transaction.
+async fn audit(
+    tx: &mut crate::db::Tx,
+    who: &Who,
+    action: &str,
+    partner: &str,
+    id: &str,
+    detail: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), StatementError> {
+    let entry = who.entry(action, Some(partner), Some(id), detail);
+    crate::audit::store::insert(tx, &entry, crate::time::to_micros(now)).await?;
+    Ok(())
 }
 
 /// A manual line as the statement shows it (already in the currency's minor unit: the

@@ -306,6 +306,13 @@ pub async fn next_number(tx: &mut Tx, partner_id: &str) -> Result<i64, sqlx::Err
     with_tx!(tx, c => sqlx::query_scalar::<_, i64>(sql).bind(partner_id).fetch_one(c).await)
 }
 
+/// The number the partner's next finalized statement will take (shown before finalizing;
+/// the finalizing transaction takes it for real).
+pub async fn peek_next_number(db: &Db, partner_id: &str) -> anyhow::Result<i64> {
+    let sql = "SELECT COALESCE(MAX(number), 0) + 1 FROM statements WHERE partner_id = $1";
+    Ok(with_db!(db, c => sqlx::query_scalar::<_, i64>(sql).bind(partner_id).fetch_one(c).await)?)
+}
+
 /// Finalize a draft; false when it is no longer a draft.
 pub async fn finalize_statement(
     tx: &mut Tx,

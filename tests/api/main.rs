@@ -5,6 +5,7 @@ mod answer_check;
 mod helpers;
 
 mod auth;
+mod console;
 mod conventions;
 mod db_tx;
 mod health;

@@ -163,7 +163,7 @@ crate::both_backends! {
         assert_eq!(body["code"], "sandbox_partner", "{body}");
         assert!(body["detail"].as_str().unwrap().contains("sandbox partner"), "{body}");
 
-        let items = app.state.statements().run("2026-10", chrono::Utc::now(), |_, _| {}).await;
+        let items = app.state.statements().run("2026-10", chrono::Utc::now(), &partner_gateway::audit::Who::cli(), |_, _| {}).await;
         assert!(!items.is_empty());
         assert!(items.iter().all(|i| i.partner != SBX));
     }

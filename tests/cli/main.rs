@@ -12,6 +12,7 @@ mod support;
 
 mod api_keys;
 mod check_config;
+mod console;
 mod crash;
 mod db_backup;
 mod db_roles;

@@ -1,0 +1,762 @@
+//! Finance's pages: the month-end page (every partner's statement for a period, run the
+//! period) and a statement's page (lines, adjustments, finalize, void, downloads, verify).
+//! Every change goes through the statements service, which writes the audit entry in the
+//! change's own transaction.
+
+use std::collections::HashMap;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{Datelike, Utc};
+use maud::{Markup, html};
+use rust_decimal::Decimal;
+
+use super::auth::{self, Posted, Signed};
+use super::layout::{self, csrf, error, page, see_other};
+use super::session::Viewer;
+use crate::http::Path;
+use crate::state::AppState;
+use crate::statements::model::{Statement, Status};
+use crate::statements::service::StatementError;
+use crate::statements::store::{self, ListFilter, Span};
+
+fn query(raw: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `1234567.5` as `1,234,567.50 USD`: grouped thousands, the amount's own scale.
+pub fn money(amount: Decimal, currency: &str) -> String {
+    format!("{} {currency}", group(&amount.to_string()))
+}
+
+fn group(number: &str) -> String {
+    let (sign, digits) = match number.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", number),
+    };
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    match frac {
+        Some(f) => format!("{sign}{out}.{f}"),
+        None => format!("{sign}{out}"),
+    }
+}
+
+/// The month before today's, the period month-end is usually about.
+fn last_month() -> String {
+    let today = Utc::now().date_naive();
+    let (y, m) = if today.month() == 1 {
+        (today.year() - 1, 12)
+    } else {
+        (today.year(), today.month() - 1)
+    };
+    format!("{y:04}-{m:02}")
+}
+
+fn status_badge(status: Option<Status>) -> Markup {
+    let (class, text) = match status {
+        None => ("status status-none", "none"),
+        Some(Status::Draft) => ("status status-draft", "draft"),
+        Some(Status::Finalized) => ("status status-finalized", "finalized"),
+        Some(Status::Void) => ("status status-void", "void"),
+    };
+    html! { span class=(class) { (text) } }
+}
+
+fn payable(st: &Statement) -> Decimal {
+    st.document
+        .settlement
+        .as_ref()
+        .map_or(st.document.total, |s| s.amount_payable)
+}
+
+/// One row of the month-end page.
+struct Row {
+    partner: String,
+    partner_name: String,
+    agreement: String,
+    statement: Option<Statement>,
+    previous: Option<Statement>,
+    /// Events dated in the period that arrived after the statement's cut-off.
+    after_cut_off: i64,
+}
+
+/// The statement that stands for (agreement, period) among `all`: the draft or finalized
+/// one, else the newest void.
+fn standing<'a>(all: &'a [Statement], agreement: &str, period: &str) -> Option<&'a Statement> {
+    let mine = all
+        .iter()
+        .filter(|s| s.document.agreement_id == agreement && s.document.period == period);
+    let mut void = None;
+    for s in mine {
+        match s.status {
+            Status::Draft | Status::Finalized => return Some(s),
+            Status::Void => {
+                if void.is_none_or(|v: &Statement| v.computed_at < s.computed_at) {
+                    void = Some(s);
+                }
+            }
+        }
+    }
+    void
+}
+
+async fn month_rows(state: &AppState, period: &str) -> anyhow::Result<Vec<Row>> {
+    let svc = state.statements();
+    let covering = svc.covering(period);
+    let all = |period: String| ListFilter {
+        partner: None,
+        period: Some(period),
+        statuses: Vec::new(),
+        agreement: None,
+    };
+    let this = store::list_statements(&state.db, &all(period.to_owned()), None, 10_000).await?;
+    let mut previous_by_label: HashMap<String, Vec<Statement>> = HashMap::new();
+    let mut rows = Vec::with_capacity(covering.len());
+    for (partner, agreement) in covering {
+        let statement = standing(&this, &agreement, period).cloned();
+        let previous = match svc.previous_label(&agreement, period) {
+            Some(label) => {
+                if !previous_by_label.contains_key(&label) {
+                    let list = store::list_statements(&state.db, &all(label.clone()), None, 10_000)
+                        .await?;
+                    previous_by_label.insert(label.clone(), list);
+                }
+                previous_by_label
+                    .get(&label)
+                    .and_then(|l| standing(l, &agreement, &label))
+                    .filter(|s| s.status == Status::Finalized)
+                    .cloned()
+            }
+            None => None,
+        };
+        let after_cut_off = match &statement {
+            Some(st) if st.status != Status::Void => {
+                store::count_arrived_after(
+                    &state.db,
+                    Span {
+                        partner_id: &partner,
+                        start: st.document.period_start,
+                        end: st.document.period_end,
+                        as_of: st.document.ledger_as_of,
+                        exclude_self_reported: false,
+                    },
+                )
+                .await?
+            }
+            _ => 0,
+        };
+        let partner_name = state
+            .config
+            .partner(&partner)
+            .map_or_else(|| partner.clone(), |p| p.name.clone());
+        rows.push(Row {
+            partner,
+            partner_name,
+            agreement,
+            statement,
+            previous,
+            after_cut_off,
+        });
+    }
+    Ok(rows)
+}
+
+fn change(now: &Statement, before: Option<&Statement>) -> Markup {
+    match before {
+        Some(b) if b.document.currency == now.document.currency => {
+            let d = payable(now) - payable(b);
+            let sign = if d.is_sign_positive() && !d.is_zero() {
+                "+"
+            } else {
+                ""
+            };
+            html! { (sign) (money(d, &now.document.currency)) }
+        }
+        Some(_) => html! { span.muted { "other currency" } },
+        None => html! { span.muted { "no earlier statement" } },
+    }
+}
+
+fn valid_period(p: &str) -> bool {
+    let b = p.as_bytes();
+    let month = b.len() == 7
+        && b[4] == b'-'
+        && p[..4].chars().all(|c| c.is_ascii_digit())
+        && p[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m));
+    let quarter = b.len() == 7
+        && &p[4..6] == "-Q"
+        && p[..4].chars().all(|c| c.is_ascii_digit())
+        && matches!(b[6], b'1'..=b'4');
+    month || quarter
+}
+
+/// `GET /console/finance?period=2026-10`: the month-end page.
+pub async fn month_end(
+    State(state): State<AppState>,
+    s: Signed,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let v = &s.viewer;
+    if let Err(r) = auth::require(v, v.role.reads_finance(), "finance pages") {
+        return r;
+    }
+    let q = query(raw);
+    let period = q.get("period").cloned().unwrap_or_else(last_month);
+    if !valid_period(&period) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "That is not a period",
+            "A period is a month such as 2026-10, or a quarter such as 2026-Q4.",
+        );
+    }
+    let rows = match month_rows(&state, &period).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The month-end page could not be read",
+                &format!("{e:#}"),
+            );
+        }
+    };
+    let notice = match q.get("done").map(String::as_str) {
+        Some("run") => Some("The period was run: drafts are computed (or recomputed)."),
+        _ => None,
+    };
+    let settle = state.statements().settle_window().num_seconds();
+    let body = html! {
+        h1 { "Month-end " (period) }
+        (layout::notice(notice))
+        div.toolbar {
+            form method="get" action="/console/finance" {
+                div {
+                    label for="period" { "Period" }
+                    br;
+                    input #period type="text" name="period" value=(period) pattern="[0-9]{4}-(0[1-9]|1[0-2]|Q[1-4])" aria-describedby="period-help";
+                }
+                button.secondary type="submit" { "Show" }
+            }
+            @if v.role.writes_finance() {
+                form method="post" action="/console/finance/run" data-confirm="Compute (or recompute) the drafts of every partner for this period?" {
+                    (csrf(v))
+                    input type="hidden" name="period" value=(period);
+                    button type="submit" { "Run " (period) }
+                }
+            }
+        }
+        p #period-help .muted { "A month (2026-10) or, for quarterly agreements, a quarter (2026-Q4). Events received in the last "
+            (settle) " seconds are still settling and are not counted yet." }
+        @if rows.is_empty() {
+            p { "No agreement covers " (period) "." }
+        } @else {
+            table {
+                caption { "Statements for " (period) ", one row per partner agreement" }
+                thead { tr {
+                    th scope="col" { "Partner" }
+                    th scope="col" { "Agreement" }
+                    th scope="col" { "Status" }
+                    th scope="col" { "Number" }
+                    th.num scope="col" { "Amount payable" }
+                    th.num scope="col" { "Change from previous period" }
+                    th.num scope="col" { "Events after cut-off" }
+                } }
+                tbody {
+                    @for r in &rows {
+                        tr {
+                            th scope="row" { (r.partner_name) br; span.muted.mono { (r.partner) } }
+                            td.mono { (r.agreement) }
+                            td { (status_badge(r.statement.as_ref().map(|s| s.status))) }
+                            td {
+                                @if let Some(st) = &r.statement {
+                                    a href={ "/console/statements/" (st.id) } {
+                                        (st.number_display.clone().unwrap_or_else(|| "open draft".into()))
+                                    }
+                                } @else { span.muted { "not run" } }
+                            }
+                            td.num {
+                                @if let Some(st) = &r.statement { (money(payable(st), &st.document.currency)) }
+                            }
+                            td.num {
+                                @if let Some(st) = &r.statement { (change(st, r.previous.as_ref())) }
+                            }
+                            td.num {
+                                @match &r.statement {
+                                    Some(st) if st.status == Status::Finalized && r.after_cut_off > 0 => {
+                                        strong { (r.after_cut_off) } " late: counted next period"
+                                    }
+                                    Some(st) if st.status == Status::Draft && r.after_cut_off > 0 => {
+                                        (r.after_cut_off) " not yet counted: run again"
+                                    }
+                                    Some(_) => { "0" }
+                                    None => { "" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        Some(v),
+        &format!("Month-end {period}"),
+        "/console/finance",
+        body,
+    )
+}
+
+/// `POST /console/finance/run`: compute every partner's draft for the period.
+pub async fn run(State(state): State<AppState>, p: Posted) -> Response {
+    let v = &p.viewer;
+    if let Err(r) = auth::require(v, v.role.writes_finance(), "running a period") {
+        return r;
+    }
+    let period = p.field("period").to_owned();
+    if !valid_period(&period) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "That is not a period",
+            "A period is a month such as 2026-10, or a quarter such as 2026-Q4.",
+        );
+    }
+    let who = p.who();
+    let items = state
+        .statements()
+        .run(&period, Utc::now(), &who, |_, _| {})
+        .await;
+    let failed: Vec<_> = items.iter().filter(|i| i.outcome.is_err()).collect();
+    if failed.is_empty() {
+        return see_other(&format!("/console/finance?period={period}&done=run"));
+    }
+    let body = html! {
+        h1 { "Run " (period) ": " (failed.len()) " of " (items.len()) " could not be computed" }
+        ul {
+            @for i in &failed {
+                li.problem {
+                    strong { (i.partner) " / " (i.agreement) } ": "
+                    @if let Err(e) = &i.outcome { (e.to_string()) }
+                }
+            }
+        }
+        p { a href={ "/console/finance?period=" (period) } { "Back to month-end " (period) } }
+    };
+    layout::page_with(StatusCode::OK, Some(v), "Run", "/console/finance", body)
+}
+
+/// A statement `v` may read: staff any; a partner user its own partner's issued ones.
+/// Anything else reads as not found, so ids reveal nothing.
+async fn readable(state: &AppState, v: &Viewer, id: &str) -> Result<Statement, Response> {
+    let missing = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "No such statement",
+            "There is no statement with that id, or it is not yours to see.",
+        )
+    };
+    let st = match state.statements().get(id).await {
+        Ok(st) => st,
+        Err(StatementError::NotFound(_)) => return Err(missing()),
+        Err(e) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The statement could not be read",
+                &e.to_string(),
+            ));
+        }
+    };
+    let ok = if v.role.is_partner() {
+        v.may_see(&st.document.partner_id) && st.status != Status::Draft
+    } else {
+        v.role.reads_finance()
+    };
+    if ok { Ok(st) } else { Err(missing()) }
+}
+
+/// A refusal from the statements service, in words, with the status the API would give.
+fn outcome_error(e: StatementError) -> Response {
+    let detail = e.to_string();
+    let status = crate::http::ApiError::from(e).status();
+    if status.is_server_error() {
+        tracing::error!(error = %detail, "console statement action failed");
+        return error(
+            status,
+            "That could not be done",
+            "The gateway failed; the error is in its log. Nothing was changed.",
+        );
+    }
+    error(status, "That could not be done", &detail)
+}
+
+/// `GET /console/statements/{id}`.
+pub async fn statement(
+    State(state): State<AppState>,
+    s: Signed,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let v = &s.viewer;
+    let st = match readable(&state, v, &id).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let q = query(raw);
+    let notice = match q.get("done").map(String::as_str) {
+        Some("adjusted") => Some("The adjustment was added."),
+        Some("removed") => Some("The adjustment was removed."),
+        Some("finalized") => Some("The statement is finalized and numbered."),
+        Some("voided") => Some("The statement is void. Run the period again for its replacement."),
+        _ => None,
+    };
+    let doc = &st.document;
+    let cur = &doc.currency;
+    let next_number = if st.status == Status::Draft && v.role.writes_finance() {
+        store::peek_next_number(&state.db, &doc.partner_id)
+            .await
+            .ok()
+            .map(|n| crate::statements::model::number_display(&doc.partner_id, n))
+    } else {
+        None
+    };
+    let title = st
+        .number_display
+        .clone()
+        .unwrap_or_else(|| format!("Draft {}", st.id));
+    let here = if v.role.is_partner() {
+        "/console/partner"
+    } else {
+        "/console/finance"
+    };
+    let body = html! {
+        p { a href={ (here) @if !v.role.is_partner() { "?period=" (doc.period) } } { "← Back" } }
+        h1 { (title) " " (status_badge(Some(st.status))) }
+        (layout::notice(notice))
+        dl.facts {
+            dt { "Partner" } dd { (doc.partner_name) " (" span.mono { (doc.partner_id) } ")" }
+            dt { "Agreement" } dd.mono { (doc.agreement_id) " v" (doc.agreement_version) }
+            dt { "Period" } dd { (doc.period) " (" (doc.time_zone) ")" }
+            dt { "Ledger counted up to" } dd { (doc.ledger_as_of.to_rfc3339()) }
+            dt { "Total owed" } dd { (money(doc.total, cur)) }
+            @if let Some(set) = &doc.settlement {
+                dt { "Amount payable" } dd { strong { (money(set.amount_payable, cur)) } }
+                @if let Some(d) = set.due_date { dt { "Due" } dd { (d) } }
+            }
+            @if let Some(by) = &st.finalized_by { dt { "Finalized by" } dd { (by) } }
+            @if let Some(h) = &st.hash { dt { "SHA-256" } dd.mono { (h) } }
+            @if let Some(r) = &st.void_reason { dt { "Void because" } dd { (r) } }
+        }
+        p {
+            a href={ "/console/statements/" (st.id) "/download?format=pdf" } { "Download PDF" }
+            " · "
+            a href={ "/console/statements/" (st.id) "/download?format=csv" } { "Download CSV" }
+            @if st.status != Status::Draft && v.role.reads_finance() {
+                " · " a href={ "/console/statements/" (st.id) "/verify" } { "Verify" }
+            }
+        }
+        h2 { "Lines" }
+        table {
+            caption.muted { "Amounts in " (cur) ", rounded per line (" (doc.rounding) ")" }
+            thead { tr {
+                th scope="col" { "Kind" }
+                th scope="col" { "Description" }
+                th.num scope="col" { "Quantity" }
+                th.num scope="col" { "Amount" }
+                @if st.status == Status::Draft && v.role.writes_finance() { th scope="col" { span.muted { "Action" } } }
+            } }
+            tbody {
+                @for l in &doc.lines {
+                    tr {
+                        td { (l.kind.as_str()) }
+                        td { (l.description) @if let Some(a) = &l.author { br; span.muted { "by " (a) } } }
+                        td.num { @if let Some(q) = l.quantity { (group(&q.to_string())) } }
+                        td.num { (money(l.amount, cur)) }
+                        @if st.status == Status::Draft && v.role.writes_finance() {
+                            td {
+                                @if let (crate::statements::model::LineKind::Adjustment, Some(r)) = (l.kind, &l.reference) {
+                                    form.inline method="post" action={ "/console/statements/" (st.id) "/adjustments/" (r) "/delete" } data-confirm="Remove this adjustment from the draft?" {
+                                        (csrf(v))
+                                        button.secondary type="submit" aria-label={ "Remove adjustment " (r) } { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            tfoot { tr { th scope="row" colspan="3" { "Total" } td.num { strong { (money(doc.total, cur)) } } } }
+        }
+        @if st.status == Status::Draft && v.role.writes_finance() {
+            h2 { "Add an adjustment" }
+            form.stack method="post" action={ "/console/statements/" (st.id) "/adjustments" } {
+                (csrf(v))
+                label for="amount" { "Amount (" (cur) "; negative to take off)" }
+                input #amount type="text" name="amount" inputmode="decimal" required placeholder="-125.00";
+                label for="reason" { "Reason (shown on the statement)" }
+                textarea #reason name="reason" required maxlength="500" rows="2" {}
+                button type="submit" { "Add adjustment" }
+            }
+            h2 { "Finalize" }
+            form.stack method="post" action={ "/console/statements/" (st.id) "/finalize" } data-confirm="Finalize this statement? It cannot be changed afterwards." {
+                (csrf(v))
+                @if let Some(n) = &next_number {
+                    input type="hidden" name="number" value=(n);
+                    p { "Finalizing issues this statement as " strong { (n) } ". An issued statement never changes: a correction is an adjustment in a later period, or a void and a replacement." }
+                }
+                div {
+                    input #confirm type="checkbox" name="confirm" value="yes" required;
+                    " "
+                    label for="confirm" { "I have checked the lines and the amount payable" }
+                }
+                button type="submit" { "Finalize" }
+            }
+        }
+        @if st.status == Status::Finalized && v.role.writes_finance() {
+            h2 { "Void" }
+            form.stack method="post" action={ "/console/statements/" (st.id) "/void" } data-confirm="Void this statement? The partner is notified." {
+                (csrf(v))
+                label for="void-reason" { "Reason (required; the partner sees it)" }
+                textarea #void-reason name="reason" required maxlength="500" rows="2" {}
+                button.danger type="submit" { "Void statement" }
+            }
+        }
+    };
+    page(Some(v), &title, here, body)
+}
+
+fn back_to(id: &str, done: &str) -> Response {
+    see_other(&format!("/console/statements/{id}?done={done}"))
+}
+
+fn writes(p: &Posted) -> Result<(), Response> {
+    auth::require(
+        &p.viewer,
+        p.viewer.role.writes_finance(),
+        "changing statements",
+    )
+}
+
+/// `POST /console/statements/{id}/adjustments`.
+pub async fn adjust(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
+    if let Err(r) = writes(&p) {
+        return r;
+    }
+    let Ok(amount) = p.field("amount").parse::<Decimal>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "The amount is not a number",
+            &format!(
+                "{:?} is not a decimal amount such as -125.00 (use a point for decimals, no thousands separators).",
+                p.field("amount")
+            ),
+        );
+    };
+    let author = p.viewer.name.clone();
+    match state
+        .statements()
+        .adjust(
+            &id,
+            amount,
+            p.field("reason"),
+            &author,
+            Utc::now(),
+            &p.who(),
+        )
+        .await
+    {
+        Ok(_) => back_to(&id, "adjusted"),
+        Err(e) => outcome_error(e),
+    }
+}
+
+/// `POST /console/statements/{id}/adjustments/{adjustment}/delete`.
+pub async fn remove_adjustment(
+    State(state): State<AppState>,
+    Path((id, adj)): Path<(String, String)>,
+    p: Posted,
+) -> Response {
+    if let Err(r) = writes(&p) {
+        return r;
+    }
+    match state
+        .statements()
+        .remove_adjustment(&id, &adj, Utc::now(), &p.who())
+        .await
+    {
+        Ok(_) => back_to(&id, "removed"),
+        Err(e) => outcome_error(e),
+    }
+}
+
+/// `POST /console/statements/{id}/finalize`: needs the box ticked, and the number shown
+/// must still be the one it takes (someone else finalized meanwhile: look again).
+pub async fn finalize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    p: Posted,
+) -> Response {
+    if let Err(r) = writes(&p) {
+        return r;
+    }
+    if p.field("confirm") != "yes" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Not finalized",
+            "Tick the box to confirm you have checked the statement.",
+        );
+    }
+    let svc = state.statements();
+    let st = match svc.get(&id).await {
+        Ok(st) => st,
+        Err(e) => return outcome_error(e),
+    };
+    let expected = p.field("number");
+    if !expected.is_empty() {
+        let next = match store::peek_next_number(&state.db, &st.document.partner_id).await {
+            Ok(n) => crate::statements::model::number_display(&st.document.partner_id, n),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Not finalized",
+                    &format!("{e:#}"),
+                );
+            }
+        };
+        if next != expected {
+            return error(
+                StatusCode::CONFLICT,
+                "Not finalized: the number changed",
+                &format!(
+                    "You confirmed number {expected}, but another statement of this partner was finalized meanwhile and this one would be {next}. Look at the statement again."
+                ),
+            );
+        }
+    }
+    match svc
+        .finalize(&id, &p.viewer.name, Utc::now(), &p.who())
+        .await
+    {
+        Ok(_) => back_to(&id, "finalized"),
+        Err(e) => outcome_error(e),
+    }
+}
+
+/// `POST /console/statements/{id}/void`.
+pub async fn void(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
+    if let Err(r) = writes(&p) {
+        return r;
+    }
+    match state
+        .statements()
+        .void(&id, p.field("reason"), &p.viewer.name, Utc::now(), &p.who())
+        .await
+    {
+        Ok(_) => back_to(&id, "voided"),
+        Err(e) => outcome_error(e),
+    }
+}
+
+/// `GET /console/statements/{id}/download?format=pdf|csv`.
+pub async fn download(
+    State(state): State<AppState>,
+    s: Signed,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let st = match readable(&state, &s.viewer, &id).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let q = query(raw);
+    let format = match q.get("format").map(String::as_str) {
+        Some("pdf") | None => "pdf",
+        Some("csv") => "csv",
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Unknown format",
+                "A statement downloads as pdf or csv.",
+            );
+        }
+    };
+    let stem = crate::statements::routes::file_stem(&st);
+    let (kind, bytes) = if format == "csv" {
+        (
+            "text/csv; charset=utf-8",
+            crate::statements::export::csv(&st).into_bytes(),
+        )
+    } else {
+        let state2 = state.clone();
+        match tokio::task::spawn_blocking(move || {
+            crate::statements::pdf::render(&st, &state2.letterhead(&st.document))
+        })
+        .await
+        {
+            Ok(pdf) => ("application/pdf", pdf),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The PDF could not be drawn",
+                    &e.to_string(),
+                );
+            }
+        }
+    };
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    layout::secure_headers(h);
+    if let Ok(v) = axum::http::HeaderValue::from_str(kind) {
+        h.insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{stem}.{format}\""))
+    {
+        h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+/// `GET /console/statements/{id}/verify`: recompute from the ledger and check the hash.
+pub async fn verify(State(state): State<AppState>, s: Signed, Path(id): Path<String>) -> Response {
+    let v = &s.viewer;
+    if let Err(r) = auth::require(v, v.role.reads_finance(), "verifying statements") {
+        return r;
+    }
+    let st = match readable(&state, v, &id).await {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let result = match state.statements().verify(&id).await {
+        Ok(r) => r,
+        Err(e) => return outcome_error(e),
+    };
+    let title = format!(
+        "Verify {}",
+        st.number_display.clone().unwrap_or_else(|| st.id.clone())
+    );
+    let body = html! {
+        p { a href={ "/console/statements/" (st.id) } { "← Back to the statement" } }
+        h1 { (title) }
+        @if result.ok() {
+            p.notice role="status" { "Verified: the stored content matches its hash, and recomputing it from the ledger gives the same statement." }
+        } @else {
+            div.problem role="alert" {
+                p { strong { "The statement does not verify." } }
+                ul { @for d in &result.differences { li { (d) } } }
+                @if !result.hash_matches { p { "The stored content does not match its hash." } }
+            }
+        }
+    };
+    page(Some(v), &title, "/console/finance", body)
+}

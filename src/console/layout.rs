@@ -1,0 +1,157 @@
+//! The one layout of every console page, and the headers every console answer carries.
+//!
+//! Pages are maud templates: checked at compile time, every interpolated value escaped.
+//! The policy allows no inline script or style at all: the stylesheet and the one small
+//! script (progressive enhancement only; every page works without it) are files the
+//! gateway serves. The console is never framed (`frame-ancestors 'none'`, and
+//! `X-Frame-Options: DENY` from `http::headers`), unlike LTI and SMART pages.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::role::Role;
+use super::session::Viewer;
+
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                       form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The stylesheet and script, served from `/console/assets/`.
+pub const STYLESHEET: &str = include_str!("../../assets/console/console.css");
+pub const SCRIPT: &str = include_str!("../../assets/console/console.js");
+
+/// The navigation a role sees: (path, label).
+fn nav(role: Role) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if role.reads_finance() {
+        out.push(("/console/finance", "Month-end"));
+    }
+    if role.is_partner() {
+        out.push(("/console/partner", "Statements"));
+    }
+    out.push(("/console/usage", "Usage"));
+    if role.administers() {
+        out.push(("/console/admin/invitations", "Invitations"));
+        out.push(("/console/admin/audit", "Audit log"));
+    }
+    out
+}
+
+/// A whole page for `v` (or for nobody, on the sign-in pages); `here` is the nav path of
+/// the section it belongs to.
+pub fn page(v: Option<&Viewer>, title: &str, here: &str, body: Markup) -> Response {
+    page_with(StatusCode::OK, v, title, here, body)
+}
+
+pub fn page_with(
+    status: StatusCode,
+    v: Option<&Viewer>,
+    title: &str,
+    here: &str,
+    body: Markup,
+) -> Response {
+    let doc = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · partner-gateway console" }
+                link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    span.brand { "partner-gateway" }
+                    @if let Some(v) = v {
+                        nav aria-label="Console" {
+                            ul {
+                                @for (path, label) in nav(v.role) {
+                                    li {
+                                        @if path == here {
+                                            a href=(path) aria-current="page" { (label) }
+                                        } @else {
+                                            a href=(path) { (label) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        div.who {
+                            span { (v.name) " · " (v.role.label())
+                                @if let Some(p) = &v.partner { " · " (p) } }
+                            form method="post" action="/console/signout" {
+                                input type="hidden" name="csrf" value=(v.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" { (body) }
+            }
+        }
+    };
+    respond(status, doc.into_string())
+}
+
+/// An HTML answer with the console's headers.
+pub fn respond(status: StatusCode, html: String) -> Response {
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    secure_headers(h);
+    r
+}
+
+/// What every console answer carries: its policy, no caching (pages hold money and
+/// personal data), no referrer (a sign-in link's token is in its query).
+pub fn secure_headers(h: &mut axum::http::HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// A page saying what went wrong, for a person.
+pub fn error(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = html! {
+        h1 { (title) }
+        p { (detail) }
+        p { a href="/console" { "Back to the console" } }
+    };
+    page_with(status, None, title, "", body)
+}
+
+/// 303 See Other to a path of the console (after a form, so reload does not resend it).
+pub fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    secure_headers(r.headers_mut());
+    r
+}
+
+/// The hidden CSRF field of a form.
+pub fn csrf(v: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(v.csrf); }
+}
+
+/// A notice from the query string (`?done=` after an action), shown at the top of a page.
+pub fn notice(text: Option<&str>) -> Markup {
+    html! {
+        @if let Some(t) = text.filter(|t| !t.is_empty()) {
+            p.notice role="status" { (t) }
+        }
+    }
+}
