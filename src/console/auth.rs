@@ -246,6 +246,8 @@ pub struct Posted {
     pub viewer: Viewer,
     pub origin: String,
     pub form: HashMap<String, String>,
+    /// Every field in order, repeated names included (checkbox lists).
+    pub pairs: Vec<(String, String)>,
 }
 
 impl Posted {
@@ -281,6 +283,7 @@ impl axum::extract::FromRequest<AppState> for Posted {
             viewer: signed.viewer,
             origin: signed.origin,
             form,
+            pairs: url::form_urlencoded::parse(&bytes).into_owned().collect(),
         })
     }
 }

@@ -28,6 +28,7 @@ fn nav(role: Role) -> Vec<(&'static str, &'static str)> {
     }
     if role.is_partner() {
         out.push(("/console/partner", "Statements"));
+        out.push(("/console/partner/webhooks", "Webhooks"));
     }
     out.push(("/console/usage", "Usage"));
     if role.administers() {

@@ -5,7 +5,7 @@
 //!   sign-in links (any instance serves any request); `auth.rs`: the cookie, the viewer of
 //!   a request, the CSRF check every form passes (`Posted`).
 //! - `layout.rs`: the one page layout and the headers (strict CSP, no framing, no caching).
-//! - `signin.rs`, `finance.rs`, `partner.rs`, `admin.rs`: thin handlers over the same
+//! - `signin.rs`, `finance.rs`, `partner.rs`, `webhooks.rs`, `admin.rs`: thin handlers over the same
 //!   services the API uses; every change writes its audit entry in its own transaction.
 //! - `usage.rs`: the usage explorer; `chart.rs`: server-rendered SVG charts.
 
@@ -24,6 +24,7 @@ pub mod session;
 pub mod signin;
 pub mod store;
 pub mod usage;
+pub mod webhooks;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -64,6 +65,35 @@ pub fn router() -> Router<AppState> {
         .route("/console/statements/{id}/void", post(finance::void))
         .route("/console/partner", get(partner::home))
         .route("/console/usage", get(usage::explorer))
+        .route(
+            "/console/partner/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/console/partner/webhooks/{id}",
+            get(webhooks::detail).post(webhooks::update),
+        )
+        .route(
+            "/console/partner/webhooks/{id}/enabled",
+            post(webhooks::set_enabled),
+        )
+        .route(
+            "/console/partner/webhooks/{id}/rotate",
+            post(webhooks::rotate),
+        )
+        .route("/console/partner/webhooks/{id}/test", post(webhooks::test))
+        .route(
+            "/console/partner/webhooks/{id}/replay",
+            post(webhooks::replay),
+        )
+        .route(
+            "/console/partner/webhooks/{id}/messages/{message}/replay",
+            post(webhooks::replay_message),
+        )
+        .route(
+            "/console/partner/webhooks/{id}/delete",
+            post(webhooks::delete),
+        )
         .route(
             "/console/admin/invitations",
             get(admin::invitations).post(admin::invite),

@@ -25,6 +25,7 @@ pub const STATEMENT_VOIDED: &str = "statement.voided";
 pub const LTI_REGISTRATION_PENDING: &str = "lti.registration.pending";
 pub const ENDPOINT_DISABLED: &str = "webhook.endpoint.disabled";
 pub const THRESHOLD_CROSSED: &str = "usage.threshold.crossed";
+pub const WEBHOOK_TEST: &str = "webhook.test";
 
 pub const CATALOGUE: &[EventType] = &[
     EventType {
@@ -151,6 +152,18 @@ pub const CATALOGUE: &[EventType] = &[
                 "value": "10012",
                 "window_start": "2026-11-01T00:00:00.000000Z",
                 "window_end": "2026-12-01T00:00:00.000000Z"
+            })
+        },
+    },
+    EventType {
+        name: WEBHOOK_TEST,
+        description: "Sent on request (the console's \"Send a test event\") to one endpoint only, to check it receives and verifies the gateway's messages; carries nothing to act on.",
+        example: || {
+            json!({
+                "endpoint_id": "ep_0193e4c5a0b17c2d8e9f0a1b2c3d4e5f",
+                "partner": "canvas",
+                "requested_by": "con:email:canvas:ana@partner.example",
+                "note": "A test message from partner-gateway. It carries nothing to act on."
             })
         },
     },

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod events;
 pub mod inbound;
+pub mod manage;
 pub mod routes;
 pub mod schedule;
 pub mod signature;
@@ -65,6 +66,32 @@ pub async fn emit(
     // Serializing a struct of strings and a JSON value cannot fail.
     let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     store::insert_message_and_fan_out(tx, &id, partner_id, event_type, &payload, now).await?;
+    Ok(id)
+}
+
+/// A `webhook.test` message to one endpoint only (no fan-out: no other endpoint, nor the
+/// app's, hears a test), in the caller's transaction. Returns the message id.
+pub async fn emit_test(
+    tx: &mut Tx,
+    partner_id: Option<&str>,
+    endpoint_id: &str,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<String, sqlx::Error> {
+    let id = new_message_id();
+    let sandbox = match partner_id {
+        Some(p) => crate::partners::store::is_sandbox(tx, p).await?,
+        None => false,
+    };
+    let body = Body {
+        event_type: events::WEBHOOK_TEST,
+        timestamp: crate::time::rfc3339(now),
+        data,
+        sandbox,
+    };
+    let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    store::insert_message(tx, &id, partner_id, events::WEBHOOK_TEST, &payload, now).await?;
+    store::replay_message(tx, &id, &[endpoint_id], now).await?;
     Ok(id)
 }
 

@@ -9,27 +9,23 @@
 use crate::http::Path;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::endpoint::{self, Endpoint, EndpointPatch, NewEndpoint};
-use super::signature::{Scheme, SigningKey};
-use super::store::{self, EndpointRow, MessageFilter, Owner, SecretRow};
+use super::endpoint::{Endpoint, EndpointPatch, NewEndpoint};
+use super::signature::Scheme;
+use super::store::{self, EndpointRow, MessageFilter, Owner};
 use crate::apikeys::Role;
 use crate::http::auth::Caller;
 use crate::http::list::{Page, Paging};
 use crate::http::{ApiError, Body, Query};
-use crate::keys::crypto::MasterKey;
 use crate::state::AppState;
-use crate::time::to_micros;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -216,37 +212,7 @@ async fn owned_endpoint(
     }
 }
 
-/// The additional data sealed with a secret: the endpoint and version it belongs to.
-fn secret_aad(endpoint_id: &str, version: i32) -> String {
-    format!("webhook-secret:{endpoint_id}:{version}")
-}
-
-/// Open a stored secret.
-pub fn open_secret(master: &MasterKey, s: &SecretRow) -> anyhow::Result<SigningKey> {
-    let sealed = B64.decode(&s.sealed)?;
-    let plain = master.open(&secret_aad(&s.endpoint_id, s.version), &sealed)?;
-    let text = String::from_utf8(plain)?;
-    Ok(SigningKey::decode(&text)?)
-}
-
-fn seal_secret(
-    master: &MasterKey,
-    endpoint_id: &str,
-    version: i32,
-    key: &SigningKey,
-    now: DateTime<Utc>,
-) -> Result<SecretRow, ApiError> {
-    let sealed = master.seal(&secret_aad(endpoint_id, version), key.encode().as_bytes())?;
-    Ok(SecretRow {
-        endpoint_id: endpoint_id.to_owned(),
-        version,
-        scheme: key.scheme().as_str().to_owned(),
-        sealed: B64.encode(sealed),
-        public_key: key.public_key(),
-        created_at_us: to_micros(now),
-        retire_at_us: None,
-    })
-}
+pub use super::manage::open_secret;
 
 fn view(e: &EndpointRow, public_key: Option<String>) -> Endpoint {
     Endpoint {
@@ -279,36 +245,6 @@ async fn views(state: &AppState, rows: &[EndpointRow]) -> Result<Vec<Endpoint>, 
         .collect())
 }
 
-/// Check a URL against the outbound policy of the endpoint's owner (`None`: the app),
-/// resolving its host name.
-async fn check_url(state: &AppState, owner: Option<&str>, url: &str) -> Result<String, ApiError> {
-    if url.len() > 2000 {
-        return Err(ApiError::bad_request(
-            "invalid_url",
-            "the URL is longer than 2000 characters",
-        ));
-    }
-    let parsed = crate::outbound::parse_http_url(url)
-        .map_err(|e| ApiError::bad_request("invalid_url", e))?;
-    state
-        .endpoint_outbound
-        .for_owner(owner)
-        .url_resolved(parsed.as_str())
-        .await
-        .map_err(|e| ApiError::bad_request("url_refused", e.to_string()))?;
-    Ok(parsed.to_string())
-}
-
-fn field_errors(errors: Vec<crate::http::FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::Validation {
-        detail: "the endpoint has invalid fields".into(),
-        errors,
-    })
-}
-
 /// Create an endpoint: 201 with its secret, shown this once (`v1`), or its public key
 /// (`v1a`; the private key never leaves the gateway).
 #[utoipa::path(
@@ -330,6 +266,7 @@ fn field_errors(errors: Vec<crate::http::FieldError>) -> Result<(), ApiError> {
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     manager(&caller)?;
@@ -373,58 +310,11 @@ async fn create(
             ));
         }
     };
-    if let Some(p) = &partner
-        && state.config.partner(p).is_none()
-    {
-        return Err(ApiError::NotFound(format!("unknown partner {p:?}")));
-    }
-    field_errors(endpoint::check_fields(
-        Some(&req.description),
-        Some(&req.event_types),
-        Some(req.rate_limit),
-    ))?;
-    let url = check_url(&state, partner.as_deref(), &req.url).await?;
-    let now = Utc::now();
-    let row = EndpointRow {
-        id: crate::ids::new(crate::ids::ENDPOINT),
-        partner_id: partner,
-        url,
-        description: req.description,
-        event_types: serde_json::to_string(&req.event_types).map_err(anyhow::Error::from)?,
-        enabled: req.enabled,
-        disabled_reason: None,
-        rate_limit: req.rate_limit,
-        ordered: req.ordered,
-        scheme: req.scheme.as_str().to_owned(),
-        failing_since_us: None,
-        created_at_us: to_micros(now),
-        updated_at_us: to_micros(now),
-    };
-    let key = SigningKey::generate(req.scheme);
-    let secret = seal_secret(&state.master_key, &row.id, 1, &key, now)?;
-    let mut tx = state.db.begin().await?;
-    // Counted and inserted under one lock, so concurrent creations cannot pass the cap.
-    let owner = row.partner_id.as_deref().unwrap_or("(app)");
-    tx.lock_named(&format!("webhook-endpoints:{owner}")).await?;
-    let max = state.config.webhooks.max_endpoints_per_partner;
-    if store::count_endpoints(&mut tx, row.partner_id.as_deref()).await? >= max as i64 {
-        return Err(ApiError::Unprocessable {
-            code: "too_many_endpoints",
-            detail: format!(
-                "{} has {max} webhook endpoints, the most allowed (webhooks.max_endpoints_per_partner); delete one first",
-                match &row.partner_id {
-                    Some(p) => format!("partner {p:?}"),
-                    None => "the app".to_owned(),
-                }
-            ),
-        });
-    }
-    store::insert_endpoint(&mut tx, &row).await?;
-    store::insert_secret(&mut tx, &secret).await?;
-    tx.commit().await?;
+    let scheme = req.scheme;
+    let created = super::manage::create(&state, partner, req, &caller.who(&headers)).await?;
     let body = EndpointCreated {
-        endpoint: view(&row, key.public_key()),
-        secret: (req.scheme == Scheme::V1).then(|| key.encode()),
+        endpoint: view(&created.row, created.key.public_key()),
+        secret: (scheme == Scheme::V1).then(|| created.key.encode()),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -530,46 +420,13 @@ async fn read(
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let mut row = owned_endpoint(&state, &caller, &id).await?;
+    let row = owned_endpoint(&state, &caller, &id).await?;
     let patch: EndpointPatch = parse(&body, "the endpoint fields to change")?;
-    field_errors(endpoint::check_fields(
-        patch.description.as_deref(),
-        patch.event_types.as_deref(),
-        patch.rate_limit,
-    ))?;
-    if let Some(url) = &patch.url {
-        row.url = check_url(&state, row.partner_id.as_deref(), url).await?;
-    }
-    if let Some(d) = patch.description {
-        row.description = d;
-    }
-    if let Some(t) = &patch.event_types {
-        row.event_types = serde_json::to_string(t).map_err(anyhow::Error::from)?;
-    }
-    if let Some(r) = patch.rate_limit {
-        row.rate_limit = r;
-    }
-    if let Some(o) = patch.ordered {
-        row.ordered = o;
-    }
-    if let Some(enabled) = patch.enabled {
-        if enabled && !row.enabled {
-            row.disabled_reason = None;
-            row.failing_since_us = None;
-        } else if !enabled && row.enabled {
-            row.disabled_reason = Some(format!("disabled by key {}", caller.key_id));
-        }
-        row.enabled = enabled;
-    }
-    row.updated_at_us = to_micros(Utc::now());
-    let mut tx = state.db.begin().await?;
-    if !store::update_endpoint(&mut tx, &row).await? {
-        return Err(ApiError::NotFound(format!("no webhook endpoint {id:?}")));
-    }
-    tx.commit().await?;
+    super::manage::update(&state, row, patch, &caller.who(&headers)).await?;
     read(State(state), caller, Path(id)).await
 }
 
@@ -590,12 +447,11 @@ async fn update(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    owned_endpoint(&state, &caller, &id).await?;
-    let mut tx = state.db.begin().await?;
-    store::delete_endpoint(&mut tx, &id, Utc::now()).await?;
-    tx.commit().await?;
+    let row = owned_endpoint(&state, &caller, &id).await?;
+    super::manage::delete(&state, &row, &caller.who(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -617,21 +473,14 @@ async fn delete(
 async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<SecretRotated>, ApiError> {
     let row = owned_endpoint(&state, &caller, &id).await?;
-    let scheme = Scheme::parse(&row.scheme).unwrap_or(Scheme::V1);
-    let now = Utc::now();
-    let overlap = i64::try_from(state.config.webhooks.rotation_overlap_secs).unwrap_or(86_400);
-    let retire_at = now + chrono::Duration::seconds(overlap);
-    let key = SigningKey::generate(scheme);
-    let mut tx = state.db.begin().await?;
-    let version = store::retire_secrets(&mut tx, &id, retire_at).await?;
-    let secret = seal_secret(&state.master_key, &id, version, &key, now)?;
-    store::insert_secret(&mut tx, &secret).await?;
-    tx.commit().await?;
-    let public_key = key.public_key();
-    let secret = public_key.is_none().then(|| key.encode());
+    let r = super::manage::rotate(&state, &row, &caller.who(&headers)).await?;
+    let (scheme, version, retire_at) = (r.scheme, r.version, r.retire_at);
+    let public_key = r.key.public_key();
+    let secret = public_key.is_none().then(|| r.key.encode());
     Ok(Json(SecretRotated {
         endpoint_id: id,
         scheme,
@@ -670,19 +519,18 @@ struct ReplaySince {
 async fn replay_endpoint(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<EndpointReplayed>), ApiError> {
-    owned_endpoint(&state, &caller, &id).await?;
+    let row = owned_endpoint(&state, &caller, &id).await?;
     let req: ReplaySince = parse(&body, "{\"since\": \"<RFC 3339 time>\"}")?;
     let since = DateTime::parse_from_rfc3339(&req.since)
         .map_err(|e| {
             ApiError::bad_request("invalid_body", format!("since: not an RFC 3339 time: {e}"))
         })?
         .with_timezone(&Utc);
-    let mut tx = state.db.begin().await?;
-    let n = store::replay_failed(&mut tx, &id, since, Utc::now()).await?;
-    tx.commit().await?;
+    let n = super::manage::replay_failed(&state, &row, since, &caller.who(&headers)).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(EndpointReplayed {
@@ -961,6 +809,7 @@ struct ReplayOne {
 async fn replay_message(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<MessageReplayed>), ApiError> {
@@ -990,10 +839,9 @@ async fn replay_message(
                 .collect()
         }
     };
-    let refs: Vec<&str> = targets.iter().map(String::as_str).collect();
-    let mut tx = state.db.begin().await?;
-    let n = store::replay_message(&mut tx, &m.id, &refs, Utc::now()).await?;
-    tx.commit().await?;
+    let who = caller.who(&headers);
+    let n = super::manage::replay_message(&state, &m.id, m.partner_id.as_deref(), &targets, &who)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(MessageReplayed {

@@ -33,6 +33,29 @@ fn json_list<T: Serialize>(items: &[T]) -> String {
 /// `prefix.*` matching `prefix.` + more). PostgreSQL does both in one statement (a
 /// data-modifying CTE), SQLite in two: the emitting transaction pays one or two round trips.
 /// Returns the number of deliveries.
+/// A message with no delivery yet (a test message: its one delivery is added by
+/// [`replay_message`] for the endpoint asked for).
+pub async fn insert_message(
+    tx: &mut Tx,
+    id: &str,
+    partner_id: Option<&str>,
+    event_type: &str,
+    payload: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO webhook_messages (id, partner_id, type, created_at_us, payload) \
+               VALUES ($1, $2, $3, $4, $5)";
+    with_tx!(tx, c => sqlx::query(sql)
+        .bind(id)
+        .bind(partner_id)
+        .bind(event_type)
+        .bind(to_micros(now))
+        .bind(payload)
+        .execute(c)
+        .await
+        .map(|_| ()))
+}
+
 pub async fn insert_message_and_fan_out(
     tx: &mut Tx,
     id: &str,

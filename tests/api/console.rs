@@ -573,3 +573,105 @@ both_backends! {
         app.stop().await;
     }
 }
+
+const FAST_WEBHOOKS: &str = "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n\
+[webhooks]\npoll_interval_ms = 20\nretry_schedule_secs = [1, 1, 1]\nretry_jitter_percent = 0\ntimeout_secs = 2\n";
+
+/// The endpoint id in the first endpoint link of the list page.
+fn endpoint_link(html: &str) -> String {
+    let marker = "href=\"/console/partner/webhooks/";
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no endpoint link in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+both_backends! {
+    // A partner administrator, like in Svix's App Portal: adds an endpoint (filters checked
+    // against the catalogue, the secret shown once and verifying what arrives), sends a
+    // test event, reads the attempt in the delivery log, replays it, disables and rotates;
+    // each change in the audit log. A viewer reads but cannot change; another partner's
+    // endpoint is not found.
+    async fn a_partner_manages_its_webhook_endpoints_and_replays_a_delivery(backend) {
+        use partner_sim::receiver::{Receiver, Reply};
+        let Some(app) = TestApp::spawn_with(backend, FAST_WEBHOOKS, Default::default()).await else { return };
+        let rx = Receiver::start().await.unwrap();
+        rx.script([Reply::Body(500, "receiver <b>down</b>".into())]);
+        let p = signed_in(&app, Role::PartnerAdmin, Some("canvas-sandbox")).await;
+        let list = "/console/partner/webhooks";
+        assert_eq!(p.get(list).await.status, 200);
+        let bad = p.submit(list, list, &[("url", &rx.url("/hook")), ("event_type", "grades.delivered")]).await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        assert!(bad.body.contains("grades.delivered"), "{}", bad.body);
+        let made = p.submit(list, list, &[("url", &rx.url("/hook")), ("description", "LMS <sync>"), ("scheme", "v1"), ("event_type", "webhook.test"), ("event_type", "grade.delivered")]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let secret = attr_after(&made.body, "id=\"key\" type=\"text\" readonly value=\"");
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        let id = endpoint_link(&p.get(list).await.body);
+        let detail = format!("{list}/{id}");
+        let page = p.get(&detail).await;
+        assert!(page.body.contains("LMS &lt;sync&gt;"), "{}", page.body);
+        assert!(!page.body.contains("whsec_"), "the secret is shown again");
+        // A test event reaches this endpoint only; the first answer is a 500, then replayed.
+        let t = p.submit(&detail, &format!("{detail}/test"), &[]).await;
+        assert_eq!((t.status, t.location.as_str()), (303, detail.as_str()), "{}", t.body);
+        assert_eq!(rx.wait_for(1, std::time::Duration::from_secs(20)).await, 1);
+        let first = &rx.received()[0];
+        assert!(String::from_utf8_lossy(&first.body).contains("\"type\":\"webhook.test\""), "{:?}", first.body);
+        let keys = [partner_gateway::webhooks::signature::VerifyingKey::decode(&secret).unwrap()];
+        let h = partner_gateway::webhooks::signature::Headers { id: first.header("webhook-id"), timestamp: first.header("webhook-timestamp"), signature: first.header("webhook-signature") };
+        assert!(partner_gateway::webhooks::signature::verify(h, &first.body, &keys, 300, Utc::now()).is_ok());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let log = loop {
+            let log = p.get(&detail).await.body;
+            if log.contains("HTTP 500") || std::time::Instant::now() > deadline { break log; }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(log.contains("HTTP 500") && log.contains("receiver &lt;b&gt;down&lt;/b&gt;"), "{log}");
+        let at = log.find("/messages/msg_").unwrap();
+        let msg = &log[at + "/messages/".len()..];
+        let msg = &msg[..msg.find('/').unwrap()];
+        let replay_path = format!("{detail}/messages/{msg}/replay");
+        let r = p.submit(&detail, &replay_path, &[]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert!(rx.wait_for(2, std::time::Duration::from_secs(20)).await >= 2, "the replay did not arrive");
+        // Disable, rotate (a new secret, shown once).
+        assert_eq!(p.submit(&detail, &format!("{detail}/enabled"), &[("enabled", "0")]).await.status, 303);
+        assert!(p.get(&detail).await.body.contains("status-void"));
+        let rot = p.submit(&detail, &format!("{detail}/rotate"), &[]).await;
+        assert_eq!(rot.status, 200, "{}", rot.body);
+        assert!(rot.body.contains("whsec_") && !rot.body.contains(&secret));
+        let actions = audit_actions(&app).await;
+        let names: Vec<&str> = actions.iter().map(|a| a.0.as_str()).collect();
+        for want in ["webhook.endpoint.create", "webhook.endpoint.test", "webhook.message.replay", "webhook.endpoint.update", "webhook.endpoint.rotate_secret"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        // A viewer of the same partner reads, cannot change.
+        let viewer = signed_in(&app, Role::PartnerViewer, Some("canvas-sandbox")).await;
+        let seen = viewer.get(&detail).await;
+        assert_eq!(seen.status, 200);
+        assert!(!seen.body.contains("Send a test event"), "{}", seen.body);
+        let token = csrf_of(&seen.body);
+        for path in [format!("{detail}/test"), format!("{detail}/rotate"), format!("{detail}/delete"), list.to_owned()] {
+            let r = viewer.post(&path, &[("csrf", &token), ("url", "https://x.example/")]).await;
+            assert_eq!(r.status, 403, "{path}: {}", r.body);
+        }
+        // Another partner's administrator: not found, on every endpoint route.
+        let other = signed_in(&app, Role::PartnerAdmin, Some("epic-sandbox")).await;
+        assert_eq!(other.get(&detail).await.status, 404);
+        let token = csrf_of(&other.get(list).await.body);
+        for path in [detail.clone(), format!("{detail}/test"), format!("{detail}/enabled"), format!("{detail}/rotate"), format!("{detail}/replay"), format!("{detail}/delete")] {
+            let r = other.post(&path, &[("csrf", &token), ("enabled", "1"), ("since", "2026-01-01T00:00"), ("url", "https://x.example/")]).await;
+            assert_eq!(r.status, 404, "{path}: {}", r.body);
+        }
+        assert!(!other.get(list).await.body.contains(&id));
+        // Staff have no partner portal of their own.
+        let fin = signed_in(&app, Role::Finance, None).await;
+        assert_eq!(fin.get(list).await.status, 403);
+        // Delete.
+        assert_eq!(p.submit(&detail, &format!("{detail}/delete"), &[]).await.location, list);
+        assert_eq!(p.get(&detail).await.status, 404);
+        app.stop().await;
+    }
+}

@@ -504,7 +504,7 @@ both_backends! {
         assert_eq!(s, 403);
         let (s, cat) = get_json(&app, &mine, "/v1/webhooks/event-types").await;
         assert_eq!(s, 200);
-        assert_eq!(cat["data"].as_array().unwrap().len(), 9);
+        assert_eq!(cat["data"].as_array().unwrap().len(), 10);
     }
 
     async fn inbound_billing_webhooks_feed_the_ledger_once(backend) {
