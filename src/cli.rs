@@ -475,11 +475,12 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     {
                         anyhow::bail!("unknown partner {p:?}: it is not declared in the config");
                     }
-                    let (_, secret) = apikeys::create_api_key(
+                    let (_, secret) = apikeys::create_api_key_by(
                         &state.db,
                         role,
                         partner.as_deref(),
                         name.as_deref(),
+                        Some(&crate::audit::Who::cli()),
                     )
                     .await?;
                     println!("{secret}");
@@ -509,7 +510,8 @@ async fn run_command(command: Command, config: Config) -> anyhow::Result<ExitCod
                     }
                 }
                 ApiKeysCommand::Revoke { key } => {
-                    if !apikeys::revoke_api_key(&state.db, &key).await? {
+                    let who = crate::audit::Who::cli();
+                    if !apikeys::revoke_api_key_by(&state.db, &key, Some(&who)).await? {
                         anyhow::bail!("no active key with id or prefix {key:?}");
                     }
                     eprintln!(

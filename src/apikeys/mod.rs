@@ -8,7 +8,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub use cache::KeyCache;
-pub use store::{ApiKey, create_api_key, find_api_key, list_api_keys, revoke_api_key};
+pub use store::{
+    ApiKey, create_api_key, create_api_key_by, find_api_key, list_api_keys, revoke_api_key,
+    revoke_api_key_by,
+};
 
 /// Every key starts with this, so leaked keys are easy to find by secret scanners.
 pub const KEY_PREFIX: &str = "pgw_";

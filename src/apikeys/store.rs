@@ -54,6 +54,18 @@ pub async fn create_api_key(
     partner_id: Option<&str>,
     name: Option<&str>,
 ) -> anyhow::Result<(ApiKey, String)> {
+    create_api_key_by(db, role, partner_id, name, None).await
+}
+
+/// [`create_api_key`], with the audit entry of `who` in the same transaction (the CLI and
+/// the console; test and sandbox set-up need none).
+pub async fn create_api_key_by(
+    db: &Db,
+    role: Role,
+    partner_id: Option<&str>,
+    name: Option<&str>,
+    who: Option<&crate::audit::Who>,
+) -> anyhow::Result<(ApiKey, String)> {
     match (role, partner_id) {
         (Role::Partner, None) => anyhow::bail!("a partner key needs --partner"),
         (r, Some(_)) if r != Role::Partner => {
@@ -69,7 +81,8 @@ pub async fn create_api_key(
     let now = now_micros();
     let sql = "INSERT INTO api_keys (id, key_hash, prefix, role, partner_id, name, created_at_us) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    with_db!(db, pool => {
+    let mut tx = db.begin().await?;
+    crate::with_tx!(&mut tx, c => {
         sqlx::query(sql)
             .bind(&id)
             .bind(&key.hash)
@@ -78,8 +91,15 @@ pub async fn create_api_key(
             .bind(partner_id)
             .bind(name)
             .bind(now)
-            .execute(pool).await.map(|r| r.rows_affected())
+            .execute(c).await.map(|r| r.rows_affected())
     })?;
+    if let Some(who) = who {
+        let detail =
+            serde_json::json!({ "role": role.as_str(), "prefix": key.prefix, "name": name });
+        let entry = who.entry("api_key.create", partner_id, Some(&id), &detail);
+        crate::audit::store::insert(&mut tx, &entry, now).await?;
+    }
+    tx.commit().await?;
     Ok((
         ApiKey {
             id,
@@ -125,7 +145,26 @@ pub async fn list_api_keys(db: &Db) -> anyhow::Result<Vec<ApiKey>> {
 
 /// Revoke by id or by prefix; returns whether a live key was revoked.
 pub async fn revoke_api_key(db: &Db, id_or_prefix: &str) -> anyhow::Result<bool> {
+    revoke_api_key_by(db, id_or_prefix, None).await
+}
+
+/// [`revoke_api_key`], with the audit entry of `who` in the same transaction.
+pub async fn revoke_api_key_by(
+    db: &Db,
+    id_or_prefix: &str,
+    who: Option<&crate::audit::Who>,
+) -> anyhow::Result<bool> {
+    let now = now_micros();
     let sql = "UPDATE api_keys SET revoked_at_us = $1 WHERE (id = $2 OR prefix = $2) AND revoked_at_us IS NULL";
-    let done = with_db!(db, pool => sqlx::query(sql).bind(now_micros()).bind(id_or_prefix).execute(pool).await.map(|r| r.rows_affected()))?;
+    let mut tx = db.begin().await?;
+    let done = crate::with_tx!(&mut tx, c => sqlx::query(sql).bind(now).bind(id_or_prefix).execute(c).await.map(|r| r.rows_affected()))?;
+    if done > 0
+        && let Some(who) = who
+    {
+        let detail = serde_json::json!({});
+        let entry = who.entry("api_key.revoke", None, Some(id_or_prefix), &detail);
+        crate::audit::store::insert(&mut tx, &entry, now).await?;
+    }
+    tx.commit().await?;
     Ok(done > 0)
 }

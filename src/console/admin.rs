@@ -317,7 +317,12 @@ pub async fn audit(State(state): State<AppState>, s: Signed, RawQuery(raw): RawQ
                         td.mono { (r.partner_id.as_deref().unwrap_or("")) }
                         td.mono { (r.subject_ref.as_deref().unwrap_or("")) }
                         td { (r.origin) }
-                        td.mono { (r.detail) }
+                        td {
+                            details {
+                                summary { "Detail" }
+                                code { (r.detail) }
+                            }
+                        }
                     }
                 }
             }

@@ -143,7 +143,20 @@ pub fn check_csrf(
     form: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<(), Response> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    // Fetch metadata, where the browser sends it, says plainly whether a form came from
+    // another site; `Origin: null` (a privacy-restricted context) is judged by it alone.
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return Err(refused("The form was sent from another site."));
+    }
+    let null_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|o| o.as_bytes() == b"null");
+    if null_origin {
+        if fetch_site != Some("same-origin") {
+            return Err(refused("The form was sent from another site."));
+        }
+    } else if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let same = origin
             .to_str()

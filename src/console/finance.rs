@@ -495,7 +495,11 @@ pub async fn statement(
                     }
                 }
             }
-            tfoot { tr { th scope="row" colspan="3" { "Total" } td.num { strong { (money(doc.total, cur)) } } } }
+            tfoot { tr {
+                th scope="row" colspan="3" { "Total" }
+                td.num { strong { (money(doc.total, cur)) } }
+                @if st.status == Status::Draft && v.role.writes_finance() { td {} }
+            } }
         }
         @if st.status == Status::Draft && v.role.writes_finance() {
             h2 { "Add an adjustment" }

@@ -29,13 +29,29 @@ fn nav(role: Role) -> Vec<(&'static str, &'static str)> {
     if role.is_partner() {
         out.push(("/console/partner", "Statements"));
         out.push(("/console/partner/webhooks", "Webhooks"));
+        out.push(("/console/partner/integration", "Integration"));
     }
     out.push(("/console/usage", "Usage"));
     if role.administers() {
-        out.push(("/console/admin/invitations", "Invitations"));
-        out.push(("/console/admin/audit", "Audit log"));
+        out.push(("/console/admin/partners", "Admin"));
     }
     out
+}
+
+/// The admin pages, shown as a second row of navigation on each of them.
+const ADMIN: [(&str, &str); 7] = [
+    ("/console/admin/partners", "Partners"),
+    ("/console/admin/keys", "API keys"),
+    ("/console/admin/jobs", "Dead jobs"),
+    ("/console/admin/registrations", "LTI registrations"),
+    ("/console/admin/sso", "SSO connections"),
+    ("/console/admin/invitations", "Invitations"),
+    ("/console/admin/audit", "Audit log"),
+];
+
+/// Whether nav entry `path` is the section of page `here` (every admin page is "Admin").
+fn current(path: &str, here: &str) -> bool {
+    path == here || (path.starts_with("/console/admin/") && here.starts_with("/console/admin/"))
 }
 
 /// A whole page for `v` (or for nobody, on the sign-in pages); `here` is the nav path of
@@ -70,7 +86,7 @@ pub fn page_with(
                             ul {
                                 @for (path, label) in nav(v.role) {
                                     li {
-                                        @if path == here {
+                                        @if current(path, here) {
                                             a href=(path) aria-current="page" { (label) }
                                         } @else {
                                             a href=(path) { (label) }
@@ -85,6 +101,21 @@ pub fn page_with(
                             form method="post" action="/console/signout" {
                                 input type="hidden" name="csrf" value=(v.csrf);
                                 button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                @if v.is_some_and(|v| v.role.administers()) && here.starts_with("/console/admin/") {
+                    nav.subnav aria-label="Admin" {
+                        ul {
+                            @for (path, label) in ADMIN {
+                                li {
+                                    @if path == here {
+                                        a href=(path) aria-current="page" { (label) }
+                                    } @else {
+                                        a href=(path) { (label) }
+                                    }
+                                }
                             }
                         }
                     }
@@ -109,7 +140,9 @@ pub fn respond(status: StatusCode, html: String) -> Response {
 }
 
 /// What every console answer carries: its policy, no caching (pages hold money and
-/// personal data), no referrer (a sign-in link's token is in its query).
+/// personal data), a referrer to the console itself only (a sign-in link's token is in its
+/// query; `no-referrer` would also make browsers send `Origin: null` with the console's own
+/// forms, which the CSRF check could then not tell from another site's).
 pub fn secure_headers(h: &mut axum::http::HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -118,7 +151,7 @@ pub fn secure_headers(h: &mut axum::http::HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }

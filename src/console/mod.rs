@@ -5,7 +5,8 @@
 //!   sign-in links (any instance serves any request); `auth.rs`: the cookie, the viewer of
 //!   a request, the CSRF check every form passes (`Posted`).
 //! - `layout.rs`: the one page layout and the headers (strict CSP, no framing, no caching).
-//! - `signin.rs`, `finance.rs`, `partner.rs`, `webhooks.rs`, `admin.rs`: thin handlers over the same
+//! - `signin.rs`, `finance.rs`, `partner.rs`, `webhooks.rs`, `integration.rs`, `admin.rs`
+//!   (invitations, audit log), `desk.rs` (partners, keys, jobs, registrations, SSO): thin handlers over the same
 //!   services the API uses; every change writes its audit entry in its own transaction.
 //! - `usage.rs`: the usage explorer; `chart.rs`: server-rendered SVG charts.
 
@@ -16,7 +17,9 @@
 pub mod admin;
 pub mod auth;
 pub mod chart;
+pub mod desk;
 pub mod finance;
+pub mod integration;
 pub mod layout;
 pub mod partner;
 pub mod role;
@@ -65,6 +68,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/statements/{id}/void", post(finance::void))
         .route("/console/partner", get(partner::home))
         .route("/console/usage", get(usage::explorer))
+        .route("/console/partner/integration", get(integration::page_view))
+        .route(
+            "/console/partner/integration/test/{connection}",
+            post(integration::test),
+        )
         .route(
             "/console/partner/webhooks",
             get(webhooks::list).post(webhooks::create),
@@ -102,6 +110,21 @@ pub fn router() -> Router<AppState> {
             "/console/admin/invitations/{id}/revoke",
             post(admin::revoke),
         )
+        .route("/console/admin/partners", get(desk::partners))
+        .route(
+            "/console/admin/keys",
+            get(desk::keys).post(desk::create_key),
+        )
+        .route("/console/admin/keys/{id}/revoke", post(desk::revoke_key))
+        .route("/console/admin/jobs", get(desk::jobs))
+        .route("/console/admin/jobs/{id}/retry", post(desk::retry_job))
+        .route("/console/admin/registrations", get(desk::registrations))
+        .route(
+            "/console/admin/registrations/{id}/{decision}",
+            post(desk::decide),
+        )
+        .route("/console/admin/sso", get(desk::sso).post(desk::add_sso))
+        .route("/console/admin/sso/{id}/delete", post(desk::delete_sso))
         .route("/console/admin/audit", get(admin::audit))
         .route("/console/admin/audit.csv", get(admin::audit_csv))
 }

@@ -302,6 +302,11 @@ pub async fn peek_link(
     })
 }
 
+/// An id's prefix and first characters (`lnk_0193e4c1`), enough to find it in the log.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// Spend the link and open its session, in one transaction; the cookie's secret.
 pub async fn redeem(
     db: &Db,
@@ -326,9 +331,10 @@ pub async fn redeem(
     };
     let person = Person {
         key,
+        // Named by the link, so the header, adjustment lines and "finalized by" say how.
         name: email
             .clone()
-            .unwrap_or_else(|| format!("{} ({})", role.label(), row.id)),
+            .unwrap_or_else(|| format!("Break-glass link {}", short_id(&row.id))),
         email,
         role,
         partner: row.partner_id.clone(),

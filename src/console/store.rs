@@ -165,3 +165,42 @@ pub async fn revoke_link(
     with_tx!(tx, c => sqlx::query(sql).bind(id).bind(partner).bind(now_us).execute(c).await
         .map(|r| r.rows_affected() == 1))
 }
+
+/// What the partners overview shows of one partner.
+#[derive(Debug, Clone, Default)]
+pub struct PartnerFacts {
+    pub last_launch_us: Option<i64>,
+    pub last_event_us: Option<i64>,
+    pub failing_endpoints: i64,
+    pub disabled_endpoints: i64,
+    pub pending_registrations: i64,
+    pub failed_scores: i64,
+}
+
+/// The overview's facts of `partner`: each an index lookup or a count over small tables.
+pub async fn partner_facts(db: &Db, partner: &str) -> anyhow::Result<PartnerFacts> {
+    let last_launch = "SELECT MAX(created_at_us) FROM launches WHERE partner_id = $1";
+    let last_event = "SELECT MAX(time_us) FROM usage_events WHERE partner_id = $1";
+    let endpoints = "SELECT \
+         COALESCE(SUM(CASE WHEN enabled AND failing_since_us IS NOT NULL THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN NOT enabled THEN 1 ELSE 0 END), 0) \
+         FROM webhook_endpoints WHERE partner_id = $1 AND deleted_at_us IS NULL";
+    let pending = "SELECT COUNT(*) FROM lti_platforms WHERE partner_id = $1 AND status = 'pending'";
+    let failed = "SELECT COUNT(*) FROM lti_scores WHERE partner_id = $1 AND status = 'failed'";
+    let facts = with_db!(db, c => {
+        let launch: Option<i64> = sqlx::query_scalar(last_launch).bind(partner).fetch_one(c).await?;
+        let event: Option<i64> = sqlx::query_scalar(last_event).bind(partner).fetch_one(c).await?;
+        let (failing, disabled): (i64, i64) = sqlx::query_as(endpoints).bind(partner).fetch_one(c).await?;
+        let pending: i64 = sqlx::query_scalar(pending).bind(partner).fetch_one(c).await?;
+        let failed: i64 = sqlx::query_scalar(failed).bind(partner).fetch_one(c).await?;
+        Ok::<PartnerFacts, sqlx::Error>(PartnerFacts {
+            last_launch_us: launch,
+            last_event_us: event,
+            failing_endpoints: failing,
+            disabled_endpoints: disabled,
+            pending_registrations: pending,
+            failed_scores: failed,
+        })
+    })?;
+    Ok(facts)
+}

@@ -80,14 +80,10 @@ fn parse(state: &AppState, v: &Viewer, q: &[(String, String)]) -> Result<Ask, St
             .collect();
         ps.dedup();
         if ps.is_empty() {
-            ps = state
-                .config
-                .partners
-                .iter()
-                .filter(|p| !p.sandbox)
-                .take(1)
-                .map(|p| p.id.clone())
-                .collect();
+            // The first partner, preferring a real one to a sandbox one.
+            let mut all: Vec<_> = state.config.partners.iter().collect();
+            all.sort_by_key(|p| p.sandbox);
+            ps = all.into_iter().take(1).map(|p| p.id.clone()).collect();
         }
         for p in &ps {
             if state.config.partner(p).is_none() {

@@ -185,10 +185,12 @@ async fn one(
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Requeued>, ApiError> {
     caller.require(&[Role::Admin])?;
-    if super::retry_dead_job(&state.db, &id, now_micros()).await? {
+    let who = caller.who(&headers);
+    if super::retry_dead_job(&state.db, &id, now_micros(), &who).await? {
         Ok(Json(Requeued {
             id,
             state: "pending".into(),

@@ -230,10 +230,23 @@ pub async fn get_job(db: &Db, id: &str) -> Result<Option<Job>, sqlx::Error> {
     with_db!(db, pool => sqlx::query_as(&sql).bind(id).fetch_optional(pool).await)
 }
 
-/// Put a dead job back in the queue with a fresh set of attempts.
-pub async fn retry_dead_job(db: &Db, id: &str, now_us: i64) -> Result<bool, sqlx::Error> {
+/// Put a dead job back in the queue with a fresh set of attempts, with the audit entry of
+/// `who` in the same transaction.
+pub async fn retry_dead_job(
+    db: &Db,
+    id: &str,
+    now_us: i64,
+    who: &crate::audit::Who,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE jobs SET state = 'pending', attempts = 0, run_at_us = $1, updated_at_us = $1, \
                finished_at_us = NULL WHERE id = $2 AND state = 'dead'";
-    let done = with_db!(db, pool => sqlx::query(sql).bind(now_us).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+    let mut tx = db.begin().await?;
+    let done = crate::with_tx!(&mut tx, c => sqlx::query(sql).bind(now_us).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    if done == 1 {
+        let detail = serde_json::json!({});
+        let entry = who.entry("job.retry", None, Some(id), &detail);
+        crate::audit::store::insert(&mut tx, &entry, now_us).await?;
+    }
+    tx.commit().await?;
     Ok(done == 1)
 }

@@ -714,10 +714,15 @@ pub async fn list(state: &AppState, status: Option<&str>) -> anyhow::Result<Vec<
 }
 
 /// Approve or reject a pending registration; false when there is none.
-pub async fn decide(state: &AppState, id: &str, approve: bool) -> anyhow::Result<bool> {
+pub async fn decide(
+    state: &AppState,
+    id: &str,
+    approve: bool,
+    who: &crate::audit::Who,
+) -> anyhow::Result<bool> {
     let status = if approve { "approved" } else { "rejected" };
     let now = crate::time::now_micros();
-    Ok(store::decide_registration(&state.db, id, status, now).await?)
+    Ok(store::decide_registration(&state.db, id, status, now, who).await?)
 }
 
 /// Links, newest first, filtered by partner and by status at `now_us`.

@@ -459,11 +459,12 @@ async fn list_registrations(
 async fn decide(
     state: AppState,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     id: String,
     approve: bool,
 ) -> Result<Json<RegistrationDecided>, ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    if !super::dynreg::decide(&state, &id, approve).await? {
+    if !super::dynreg::decide(&state, &id, approve, &caller.who(&headers)).await? {
         return Err(ApiError::Conflict(format!(
             "registration {id:?} does not exist or was already decided"
         )));
@@ -491,9 +492,10 @@ async fn decide(
 async fn approve_registration(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RegistrationDecided>, ApiError> {
-    decide(state, caller, id, true).await
+    decide(state, caller, headers, id, true).await
 }
 
 #[utoipa::path(
@@ -512,9 +514,10 @@ async fn approve_registration(
 async fn reject_registration(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RegistrationDecided>, ApiError> {
-    decide(state, caller, id, false).await
+    decide(state, caller, headers, id, false).await
 }
 
 async fn lti11_launch(State(state): State<AppState>, body: Bytes) -> Response {

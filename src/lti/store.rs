@@ -603,10 +603,24 @@ pub async fn decide_registration(
     id: &str,
     status: &str,
     now_us: i64,
+    who: &crate::audit::Who,
 ) -> Result<bool, sqlx::Error> {
-    let sql = "UPDATE lti_platforms SET status = $2, decided_at_us = $3 WHERE id = $1 AND status = 'pending'";
-    let n = with_db!(db, pool => sqlx::query(sql).bind(id).bind(status).bind(now_us).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(n == 1)
+    let sql = "UPDATE lti_platforms SET status = $2, decided_at_us = $3 WHERE id = $1 AND status = 'pending' \
+               RETURNING partner_id";
+    let mut tx = db.begin().await?;
+    let partner: Option<String> = crate::with_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(id).bind(status).bind(now_us).fetch_optional(c).await)?;
+    if let Some(p) = &partner {
+        let detail = serde_json::json!({ "status": status });
+        let action = if status == "approved" {
+            "lti.registration.approve"
+        } else {
+            "lti.registration.reject"
+        };
+        let entry = who.entry(action, Some(p), Some(id), &detail);
+        crate::audit::store::insert(&mut tx, &entry, now_us).await?;
+    }
+    tx.commit().await?;
+    Ok(partner.is_some())
 }
 
 // LTI 1.1 nonces (`lti11_nonces`): one OAuth 1.0a nonce per consumer key within the window.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::run::{
     CANVAS, COURSE, LTI_CLIENT, LTI_DEPLOYMENT, MOODLE, OKTA, PARTNERS, SHIBBOLETH, Site,
-    USAGE_METER,
+    USAGE_METER, console_signin,
 };
 use crate::http::page::escape;
 use client::{Answer, answer, url_segment};
@@ -121,6 +121,7 @@ async fn start_page(State(site): S) -> Response {
         usage.push_str(&site.usage_table(p).await);
     }
     let received = site.sims.receiver.count();
+    let console = escape(&console_signin(&site.gateway));
     let body = format!(
         r#"<section><p>The real gateway runs at <a href="{g}/healthz">{g}</a> on its embedded SQLite store,
 with simulators of two EHRs, two LMSs and two identity providers registered as <em>sandbox partners</em>
@@ -166,6 +167,12 @@ every delivered grade <code>grade.delivered</code>, signed to the Standard Webho
 <p>From <code>GET /v1/usage/query?meter={meter}&amp;partner=...&amp;group_by=type</code>; every event of a sandbox partner is marked in the ledger.
 Reload after a flow.</p>
 <div style="display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start">{usage}</div></section>
+
+<section id="flow-console"><h2>8. The console</h2>
+<p>The company's finance staff work in the gateway's console at <code>/console</code>, signed in through
+the sandbox Okta (its user is in the finance group): the month-end page (sandbox partners are never billed,
+so no agreement is listed there) and the usage explorer, with the simulated partners' usage.</p>
+<a class="button" id="console" href="{console}">Console (finance)</a></section>
 "#,
         okta = OKTA,
         shib = SHIBBOLETH,

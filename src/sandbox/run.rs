@@ -48,6 +48,9 @@ pub const PARTNERS: [&str; 6] = [EPIC, ORACLE, CANVAS, MOODLE, OKTA, SHIBBOLETH]
 /// The SSO connections (one per IdP partner).
 pub const OKTA_CONNECTION: &str = "sbx-okta-oidc";
 pub const SHIBBOLETH_CONNECTION: &str = "sbx-shibboleth-saml";
+/// The mock Okta's group that signs its user in to the console as finance (the Okta
+/// connection is the sandbox company's staff sign-in too).
+pub const CONSOLE_FINANCE_GROUP: &str = "sandbox-finance";
 
 /// LTI registration values, the same on both mock LMSs.
 pub const LTI_CLIENT: &str = "sandbox-tool";
@@ -226,6 +229,11 @@ impl Sandbox {
         format!("{}/sandbox", self.site_url)
     }
 
+    /// The console, signed in as finance through the mock Okta.
+    pub fn console(&self) -> String {
+        console_signin(&self.gateway_url)
+    }
+
     /// A partner key of a sandbox partner, for trying the API by hand (revoked on stop).
     pub async fn partner_key(&mut self, partner: &str) -> anyhow::Result<String> {
         let (k, secret) = apikeys::create_api_key(
@@ -266,6 +274,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     println!("partner-gateway sandbox is running (Ctrl-C stops it).");
     println!();
     println!("  Start page:  {}", sandbox.start_page());
+    println!("  Console:     {} (finance)", sandbox.console());
     println!("  Gateway:     {}", sandbox.gateway_url);
     println!(
         "  Data:        {}",
@@ -317,7 +326,11 @@ async fn start_simulators(gateway: &str) -> anyhow::Result<Simulators> {
             sub: "00u-sandbox-ada".into(),
             email: "ada@okta.sandbox.example".into(),
             name: "Ada Lovelace".into(),
-            groups: vec!["clinicians".into(), "sandbox".into()],
+            groups: vec![
+                "clinicians".into(),
+                "sandbox".into(),
+                CONSOLE_FINANCE_GROUP.into(),
+            ],
         },
     );
     let shibboleth = MockSamlIdp::start(
@@ -493,6 +506,10 @@ client_id = "{OIDC_CLIENT}"
 client_secret = "{OIDC_SECRET}"
 domains = ["okta.sandbox.example"]
 app_url = "{app_url}"
+# The sandbox company's staff sign in to the console through this IdP too.
+[partners.sso_connections.console]
+audience = "staff"
+roles = {{ finance = ["{CONSOLE_FINANCE_GROUP}"] }}
 
 [[partners]]
 id = "{SHIBBOLETH}"
@@ -542,6 +559,11 @@ app_url = "{app_url}"
             lines.join("\n  ")
         )
     })
+}
+
+/// Where the console's staff sign-in through the mock Okta starts, on the gateway at `gateway`.
+pub fn console_signin(gateway: &str) -> String {
+    format!("{gateway}/console/signin/sso/{OKTA_CONNECTION}")
 }
 
 /// A path inside a TOML basic string.

@@ -27,7 +27,11 @@ fn invalid(detail: &str, errors: Vec<(String, String)>) -> ApiError {
 }
 
 /// Check and save a runtime connection; the saved connection on success.
-pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
+pub async fn create(
+    state: &AppState,
+    body: Value,
+    who: &crate::audit::Who,
+) -> Result<Found, ApiError> {
     let Value::Object(mut obj) = body else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -149,6 +153,7 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
         &partner.id,
         &bytes,
         crate::time::now_micros(),
+        who,
     )
     .await
     .map_err(ApiError::Internal)?;
@@ -175,13 +180,13 @@ pub async fn create(state: &AppState, body: Value) -> Result<Found, ApiError> {
 }
 
 /// Remove a runtime connection (those in config are changed in config).
-pub async fn delete(state: &AppState, id: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &AppState, id: &str, who: &crate::audit::Who) -> Result<(), ApiError> {
     if super::lookup::configured(&state.config).any(|f| f.conn.id == id) {
         return Err(ApiError::Conflict(format!(
             "connection {id:?} is defined in the config file; remove it there"
         )));
     }
-    if super::store::delete_connection(&state.db, id)
+    if super::store::delete_connection(&state.db, id, who)
         .await
         .map_err(ApiError::Internal)?
     {

@@ -77,7 +77,8 @@ impl Discovery {
         }
     }
 
-    async fn fetch(
+    /// Fetch the issuer's metadata and JWKS now, whatever the cache holds (and keep them).
+    pub async fn fetch(
         &self,
         outbound: &Outbound,
         issuer: &str,

@@ -170,13 +170,14 @@ async fn list_connections(
 async fn create_connection(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
+    headers: axum::http::HeaderMap,
     crate::http::Body(body): crate::http::Body,
 ) -> Result<(StatusCode, axum::Json<ConnectionView>), crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
     let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         crate::http::ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}"))
     })?;
-    let found = super::admin::create(&state, body).await?;
+    let found = super::admin::create(&state, body, &caller.who(&headers)).await?;
     Ok((StatusCode::CREATED, axum::Json(describe(&state, &found))))
 }
 
@@ -198,10 +199,11 @@ async fn create_connection(
 async fn delete_connection(
     State(state): State<AppState>,
     caller: crate::http::auth::Caller,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, crate::http::ApiError> {
     caller.require(&[crate::apikeys::Role::Admin])?;
-    super::admin::delete(&state, &id).await?;
+    super::admin::delete(&state, &id, &caller.who(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

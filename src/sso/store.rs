@@ -333,6 +333,7 @@ pub async fn insert_connection(
     partner_id: &str,
     definition: &[u8],
     now_us: i64,
+    who: &crate::audit::Who,
 ) -> anyhow::Result<Result<(), SaveProblem>> {
     let sealed = master.seal(&format!("sso-connection:{}", conn.id), definition)?;
     let mut tx = db.begin().await?;
@@ -361,17 +362,36 @@ pub async fn insert_connection(
             return Ok(Err(SaveProblem::DomainTaken(d.clone())));
         }
     }
+    let detail = serde_json::json!({
+        "protocol": conn.protocol.as_str(),
+        "domains": conn.domains,
+        "console": conn.console.as_ref().map(|c| format!("{:?}", c.audience)),
+    });
+    let entry = who.entry(
+        "sso.connection.create",
+        Some(partner_id),
+        Some(&conn.id),
+        &detail,
+    );
+    crate::audit::store::insert(&mut tx, &entry, now_us).await?;
     tx.commit().await?;
     Ok(Ok(()))
 }
 
 /// Delete a runtime connection and its domains; `false` when there was none.
-pub async fn delete_connection(db: &Db, id: &str) -> anyhow::Result<bool> {
+pub async fn delete_connection(db: &Db, id: &str, who: &crate::audit::Who) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
     let sql = "DELETE FROM sso_connection_domains WHERE connection_id = $1";
     with_tx!(&mut tx, c => sqlx::query(sql).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
-    let sql = "DELETE FROM sso_connections WHERE id = $1";
-    let n = with_tx!(&mut tx, c => sqlx::query(sql).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+    let sql = "DELETE FROM sso_connections WHERE id = $1 RETURNING partner_id";
+    let partner: Option<String> =
+        with_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(id).fetch_optional(c).await)?;
+    let n = u64::from(partner.is_some());
+    if let Some(p) = &partner {
+        let detail = serde_json::json!({});
+        let entry = who.entry("sso.connection.delete", Some(p), Some(id), &detail);
+        crate::audit::store::insert(&mut tx, &entry, crate::time::now_micros()).await?;
+    }
     tx.commit().await?;
     Ok(n == 1)
 }

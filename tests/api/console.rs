@@ -297,7 +297,24 @@ both_backends! {
             .form(&[("period", "2026-10"), ("csrf", mine.as_str())])
             .send().await.unwrap();
         assert_eq!(cross.status(), 403);
+        // Fetch metadata: another site's form is refused even with the right token; a
+        // privacy-restricted `Origin: null` passes only from this very origin.
+        for (origin, site, want) in [
+            (None, Some("cross-site"), 403),
+            (Some("null"), None, 403),
+            (Some("null"), Some("cross-site"), 403),
+        ] {
+            let mut req = b.client.post(format!("{}/console/finance/run", app.address))
+                .form(&[("period", "2026-10"), ("csrf", mine.as_str())]);
+            if let Some(o) = origin { req = req.header("origin", o); }
+            if let Some(s) = site { req = req.header("sec-fetch-site", s); }
+            assert_eq!(req.send().await.unwrap().status(), want, "{origin:?} {site:?}");
+        }
         assert_eq!(statement_count(&app).await, 0);
+        let same = b.client.post(format!("{}/console/finance/run", app.address))
+            .header("origin", "null").header("sec-fetch-site", "same-origin")
+            .form(&[("period", "2026-10"), ("csrf", mine.as_str())]).send().await.unwrap();
+        assert_eq!(same.status(), 303, "a same-origin form with Origin: null was refused");
         // Signing out is a form too.
         let out = b.post("/console/signout", &[]).await;
         assert_eq!(out.status, 403);
@@ -515,7 +532,7 @@ both_backends! {
             assert!(!csp.contains("unsafe-inline"), "{csp}");
             assert_eq!(r.headers["x-frame-options"], "DENY");
             assert_eq!(r.headers["cache-control"], "no-store");
-            assert_eq!(r.headers["referrer-policy"], "no-referrer");
+            assert_eq!(r.headers["referrer-policy"], "same-origin");
             assert!(!r.body.contains("<script>") && !r.body.contains(" style="), "{path} has inline script or style");
         }
         let css = b.get("/console/assets/console.css").await;
@@ -672,6 +689,79 @@ both_backends! {
         // Delete.
         assert_eq!(p.submit(&detail, &format!("{detail}/delete"), &[]).await.location, list);
         assert_eq!(p.get(&detail).await.status, 404);
+        app.stop().await;
+    }
+}
+
+both_backends! {
+    // The admin's desk: partners at a glance; a key created (shown once, working at the
+    // API) and revoked (refused there); a dead job retried; config SSO connections listed
+    // and not deletable; each change in the audit log. A partner's integration page shows
+    // its own URLs. None of it reachable by finance or a partner user.
+    async fn the_admin_desk_creates_and_revokes_keys_retries_jobs_and_lists_connections(backend) {
+        let Some(app) = TestApp::spawn_with(backend, "[jobs]\nenabled = false\n", Default::default()).await else { return };
+        let a = signed_in(&app, Role::Admin, None).await;
+        let overview = a.get("/console/admin/partners").await;
+        assert_eq!(overview.status, 200, "{}", overview.body);
+        assert!(overview.body.contains("canvas-sandbox") && overview.body.contains("never"), "{}", overview.body);
+        let made = a.submit("/console/admin/keys", "/console/admin/keys", &[("role", "partner"), ("partner", "canvas-sandbox"), ("name", "LMS <sync>")]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let key = attr_after(&made.body, "id=\"key\" type=\"text\" readonly value=\"");
+        assert_eq!(app.get(&key, "/v1/statements").await.status(), 200);
+        let list = a.get("/console/admin/keys").await;
+        assert!(list.body.contains("LMS &lt;sync&gt;") && !list.body.contains(&key), "{}", list.body);
+        // A partner key without a partner is refused with the reason.
+        let bad = a.submit("/console/admin/keys", "/console/admin/keys", &[("role", "partner"), ("partner", "")]).await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        let marker = "action=\"/console/admin/keys/";
+        let at = list.body.rfind(marker).unwrap();
+        let rest = &list.body[at + marker.len()..];
+        let id = rest[..rest.find('/').unwrap()].to_owned();
+        let r = a.submit("/console/admin/keys", &format!("/console/admin/keys/{id}/revoke"), &[]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(app.state.config.http.api_key_cache_ms + 200)).await;
+        assert_eq!(app.get(&key, "/v1/statements").await.status(), 401);
+        // A dead job, retried.
+        let sql = "INSERT INTO jobs (id, kind, partner_id, payload, state, attempts, max_attempts, run_at_us, \
+                   created_at_us, updated_at_us, last_error, finished_at_us) \
+                   VALUES ('job_dead1', 'lti.score', 'canvas-sandbox', '{}', 'dead', 8, 8, 0, 0, 0, 'the LMS said <no>', 0)";
+        partner_gateway::with_db!(app.db(), c => sqlx::query(sql).execute(c).await.map(|_| ())).unwrap();
+        let jobs = a.get("/console/admin/jobs").await;
+        assert!(jobs.body.contains("job_dead1") && jobs.body.contains("the LMS said &lt;no&gt;"), "{}", jobs.body);
+        let r = a.submit("/console/admin/jobs", "/console/admin/jobs/job_dead1/retry", &[]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let again = a.submit("/console/admin/jobs", "/console/admin/jobs/job_dead1/retry", &[]).await;
+        assert_eq!(again.status, 409);
+        assert_eq!(a.get("/console/admin/registrations").await.status, 200);
+        let sso = a.get("/console/admin/sso").await;
+        assert_eq!(sso.status, 200, "{}", sso.body);
+        let bad = a.submit("/console/admin/sso", "/console/admin/sso", &[("partner", "canvas-sandbox"), ("definition", "{\"id\": \"x\"}")]).await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        let actions = audit_actions(&app).await;
+        let names: Vec<&str> = actions.iter().map(|x| x.0.as_str()).collect();
+        for want in ["api_key.create", "api_key.revoke", "job.retry"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        // Finance and partner users reach none of it.
+        let fin = signed_in(&app, Role::Finance, None).await;
+        let p = signed_in(&app, Role::PartnerAdmin, Some("canvas-sandbox")).await;
+        let token = csrf_of(&fin.get("/console/finance").await.body);
+        let ptoken = csrf_of(&p.get("/console/partner").await.body);
+        for path in ["/console/admin/partners", "/console/admin/keys", "/console/admin/jobs", "/console/admin/registrations", "/console/admin/sso"] {
+            assert_eq!(fin.get(path).await.status, 403, "{path}");
+            assert_eq!(p.get(path).await.status, 403, "{path}");
+        }
+        for path in ["/console/admin/keys", "/console/admin/jobs/job_dead1/retry", "/console/admin/registrations/reg_x/approve", "/console/admin/sso", "/console/admin/sso/x/delete", &format!("/console/admin/keys/{id}/revoke")] {
+            assert_eq!(fin.post(path, &[("csrf", &token), ("role", "admin")]).await.status, 403, "{path}");
+            assert_eq!(p.post(path, &[("csrf", &ptoken), ("role", "admin")]).await.status, 403, "{path}");
+        }
+        // The partner's integration details: its own LMS URLs, not another's EHR ones.
+        let integ = p.get("/console/partner/integration").await;
+        assert_eq!(integ.status, 200, "{}", integ.body);
+        assert!(integ.body.contains("/lti/login") && integ.body.contains("/lti/config/canvas.json"), "{}", integ.body);
+        assert!(!integ.body.contains("/smart/callback"), "{}", integ.body);
+        assert_eq!(fin.get("/console/partner/integration").await.status, 403);
+        assert_eq!(p.post("/console/partner/integration/test/okta-x", &[("csrf", &ptoken)]).await.status, 404);
         app.stop().await;
     }
 }

@@ -318,6 +318,7 @@ async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_
         "sso-saml",
         "webhooks",
         "usage-sbx-epic",
+        "console",
     ] {
         assert!(
             start.contains(&format!("id=\"{id}\"")),
@@ -452,6 +453,18 @@ async fn the_sandbox_runs_an_ehr_launch_and_an_lti_launch_through_to_the_sample_
     assert!(hooks.contains("launch.completed"), "{hooks}");
     assert!(hooks.contains("signature valid"), "{hooks}");
     assert!(!hooks.contains("class=\"bad\""), "{hooks}");
+
+    // The console, signed in as finance through the mock Okta (its user is in the group the
+    // connection maps to finance): the start page's link, the IdP, home to month-end.
+    let console = run::console_signin(&sandbox.gateway_url);
+    assert!(start.contains(&format!("href=\"{console}\"")), "{start}");
+    let (url, status, month) = follow(&browser, &sandbox.gateway_url, console, &[]).await;
+    assert_eq!(status, 200, "{month}");
+    assert!(url.ends_with("/console/finance"), "{url}");
+    assert!(
+        month.contains("Ada Lovelace") && month.contains("Finance"),
+        "{month}"
+    );
 
     let db_url = sandbox.state.config.database.url.expose().to_owned();
     assert!(

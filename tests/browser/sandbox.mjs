@@ -2,7 +2,8 @@
 // (Epic) and the LTI launches (Canvas, Moodle) to the sample app, whose page must show the
 // context the gateway handed over; a patient read and a grade on the way; then deep
 // linking both ways, OIDC and SAML sign-ins, the webhooks received and the usage recorded;
-// a screenshot of every page. Run by scripts/browser-sandbox.sh, which starts `partner-gateway sandbox`.
+// the console signed in as finance through the sandbox's IdP; a screenshot of every page.
+// Run by scripts/browser-sandbox.sh, which starts `partner-gateway sandbox`.
 //
 // Environment: START_URL (the sandbox start page), SCREENSHOTS (a directory),
 // PLAYWRIGHT_MODULES (the node_modules holding playwright-core), CHROMIUM (the browser,
@@ -43,7 +44,7 @@ const text = async (sel) => ((await page.textContent(sel)) ?? "").trim();
 try {
   await page.goto(start);
   check((await page.title()).includes("sandbox"), "the start page opens");
-  for (const id of ["ehr-epic", "lti-canvas", "lti-moodle", "dl-canvas", "sso-oidc", "sso-saml", "webhooks"]) {
+  for (const id of ["ehr-epic", "lti-canvas", "lti-moodle", "dl-canvas", "sso-oidc", "sso-saml", "webhooks", "console"]) {
     check((await page.locator(`#${id}`).count()) === 1, `the start page offers #${id}`);
   }
   await shot("start-page");
@@ -140,6 +141,28 @@ try {
   );
   await page.locator("#usage").scrollIntoViewIfNeeded();
   await shot("start-page-usage");
+
+  // The console, signed in as finance through the sandbox's Okta: month-end (sandbox
+  // partners are never billed: no agreement to list), then the simulated partners' usage.
+  await page.goto(start);
+  await page.click("#console");
+  await page.waitForURL(/\/console\/finance/);
+  check((await text("h1")).startsWith("Month-end"), `the console link lands on month-end (${await text("h1")})`);
+  check((await text("header .who span")).includes("Finance"), `signed in as Finance (${await text("header .who span")})`);
+  await shot("console-month-end");
+  await page.getByRole("link", { name: "Usage" }).click();
+  await page.waitForURL(/\/console\/usage/);
+  await page.selectOption("#u-partner", ["sbx-canvas", "sbx-epic"]);
+  await page.selectOption("#u-meter", "sandbox_events");
+  await page.selectOption("#u-window", "week");
+  await page.locator("form.toolbar button[type=submit]").click();
+  await page.waitForURL(/partner=sbx-canvas/);
+  const charted = await page.locator("main table tbody td.num").allTextContents();
+  check(
+    (await page.locator("figure svg").count()) === 1 && charted.some((c) => /^[1-9]/.test(c.trim())),
+    "the console's usage explorer charts the sandbox partners' usage",
+  );
+  await shot("console-usage");
 } catch (e) {
   failures.push(String(e));
   console.log(`FAIL ${e}`);
