@@ -765,3 +765,42 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    // A partner's people sign in through their own IdP (a connection with audience
+    // "partner"), found by their email's domain: the portal of that partner only, with the
+    // default role; nothing staff-only.
+    async fn partner_users_sign_in_through_their_own_idp_found_by_email_domain(backend) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = format!("http://{}", listener.local_addr().unwrap());
+        let redirect = format!("{gateway}/sso/oidc/callback");
+        let user = IdpUser { sub: "u-77".into(), email: "lee@state.example".into(), name: "Lee <Admin>".into(), groups: vec!["lms-admins".into()] };
+        let idp = MockIdp::start(IdpVendor::Okta, "portal-client", "s3cret", &redirect, user).await.unwrap();
+        let config = format!(
+            "[jobs]\nenabled = false\n[outbound]\nallow_http = true\nprivate_networks = [\"127.0.0.1\"]\n[http]\npublic_url = \"{gateway}\"\n\
+             [[partners]]\nid = \"state-u\"\nname = \"State University\"\nkind = \"lms\"\n\
+             [[partners.sso_connections]]\nid = \"state-entra\"\nprotocol = \"oidc\"\nissuer = \"{}\"\nclient_id = \"portal-client\"\nclient_secret = \"s3cret\"\ndomains = [\"state.example\"]\napp_url = \"https://app.example.com/sso\"\n\
+             [partners.sso_connections.console]\naudience = \"partner\"\nroles = {{ \"partner-admin\" = [\"lms-admins\"] }}\ndefault_role = \"partner-viewer\"\n",
+            idp.issuer()
+        );
+        let Some(app) = TestApp::spawn_on_listener(backend, listener, &config).await else { return };
+        let b = Browser::new(&gateway);
+        let signin = b.get("/console/signin").await;
+        // A partner's connection is not offered as a staff button.
+        assert!(!signin.body.contains("/console/signin/sso/state-entra"), "{}", signin.body);
+        let found = b.get("/console/signin/email?email=lee%40STATE.example").await;
+        assert_eq!((found.status, found.location.as_str()), (303, "/console/signin/sso/state-entra"));
+        let start = b.get(&found.location).await;
+        let cb = b.get(&start.location).await;
+        let done = b.get(&cb.location).await;
+        assert_eq!((done.status, done.location.as_str()), (303, "/console"), "{}", done.body);
+        assert_eq!(b.get("/console").await.location, "/console/partner");
+        let portal = b.get("/console/partner").await;
+        assert!(portal.body.contains("Lee &lt;Admin&gt;") && portal.body.contains("Partner administrator") && portal.body.contains("state-u"), "{}", portal.body);
+        assert_eq!(b.get("/console/finance").await.status, 403);
+        // An address whose domain signs in nowhere here: back to sign-in, saying so.
+        let nowhere = b.get("/console/signin/email?email=x%40elsewhere.example").await;
+        assert_eq!(nowhere.location, "/console/signin?problem=no-connection");
+        app.stop().await;
+    }
+}
