@@ -12,6 +12,8 @@
 // PLAYWRIGHT_MODULES (the node_modules holding playwright-core and axe-core), CHROMIUM
 // (the browser, default /usr/bin/chromium).
 import { createRequire } from "node:module";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { createServer } from "node:http";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -272,6 +274,77 @@ try {
   check(other.status() === 404, `Epic's statement answers 404 to it (${other.status()})`);
   check(!(await text(partner, "main")).includes("Epic"), "the 404 page names nothing of Epic");
   await visited(partner, "partner-404");
+  // Its webhook endpoint, like Svix's App Portal: a receiver on loopback that fails the
+  // first delivery (500) and takes the replay.
+  const received = [];
+  const receiver = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      received.push({ headers: req.headers, body });
+      if (received.length === 1) {
+        res.writeHead(500, { "content-type": "text/plain" });
+        res.end("receiver down for maintenance");
+      } else {
+        res.writeHead(204);
+        res.end();
+      }
+    });
+  });
+  await new Promise((ok) => receiver.listen(0, "127.0.0.1", ok));
+  const hook = `http://127.0.0.1:${receiver.address().port}/hooks/gateway`;
+  const waitFor = async (count) => {
+    for (let i = 0; i < 200 && received.length < count; i++) await new Promise((r) => setTimeout(r, 100));
+    return received.length >= count;
+  };
+  await partner.goto(`${base}/console/partner`);
+  await partner.getByRole("link", { name: "Webhooks", exact: true }).click();
+  await partner.waitForURL(/\/console\/partner\/webhooks$/);
+  await visited(partner, "webhooks");
+  await partner.fill("#url", hook);
+  await partner.fill("#description", "Canvas sync");
+  await partner.getByLabel("webhook.test").check();
+  await submit(partner, partner.getByRole("button", { name: "Add endpoint" }), /\/console\/partner\/webhooks$/, "adding an endpoint");
+  const secret = await partner.inputValue("#key");
+  check(secret.startsWith("whsec_"), "the new endpoint's signing secret is shown once");
+  await visited(partner, "webhook-secret");
+  await partner.getByRole("link", { name: "Go to the endpoint" }).click();
+  await partner.waitForURL(/\/console\/partner\/webhooks\/ep_/);
+  const endpointUrl = partner.url();
+  await submit(partner, partner.getByRole("button", { name: "Send a test event" }), /\/console\/partner\/webhooks\/ep_/, "sending a test event");
+  check(await waitFor(1), "the test event reaches the receiver");
+  const first = received[0];
+  if (first) {
+    const key = Buffer.from(secret.slice("whsec_".length), "base64");
+    const signed = `${first.headers["webhook-id"]}.${first.headers["webhook-timestamp"]}.${first.body}`;
+    const want = Buffer.from(createHmac("sha256", key).update(signed).digest("base64"));
+    const sigs = String(first.headers["webhook-signature"] ?? "").split(" ").map((s) => Buffer.from(s.replace(/^v1,/, "")));
+    check(sigs.some((s) => s.length === want.length && timingSafeEqual(s, want)), "its Standard Webhooks signature verifies with the secret shown");
+    check(JSON.parse(first.body).type === "webhook.test", "it is a webhook.test message");
+  }
+  let logged = "";
+  for (let i = 0; i < 100 && !logged.includes("HTTP 500"); i++) {
+    await partner.goto(endpointUrl);
+    logged = await text(partner, "main");
+    if (!logged.includes("HTTP 500")) await new Promise((r) => setTimeout(r, 200));
+  }
+  // Opened without a click: a click would move the Tab starting point (checked below).
+  await partner.evaluate(() => document.querySelectorAll("details").forEach((d) => (d.open = true)));
+  check(logged.includes("HTTP 500") && (await text(partner, "main")).includes("receiver down for maintenance"), "the delivery log shows the failed attempt with the receiver's answer");
+  await visited(partner, "webhook-delivery-log");
+  await submit(partner, partner.getByRole("button", { name: /^Replay message msg_/ }).first(), /\/console\/partner\/webhooks\/ep_/, "replaying the message");
+  check(await waitFor(2), "the replayed message reaches the receiver");
+  check(received[1]?.headers["webhook-id"] === first?.headers["webhook-id"], "the replay carries the same webhook-id");
+  let delivered = false;
+  for (let i = 0; i < 100 && !delivered; i++) {
+    await partner.goto(endpointUrl);
+    delivered = (await text(partner, "main table")).includes("delivered");
+    if (!delivered) await new Promise((r) => setTimeout(r, 200));
+  }
+  check(delivered, "the delivery log shows it delivered");
+  await visited(partner, "webhook-replayed");
+  receiver.close();
+
   const staff = await partner.goto(`${base}/console/finance`);
   check(staff.status() === 403, `/console/finance answers 403 to it (${staff.status()})`);
   await visited(partner, "partner-403");
