@@ -232,14 +232,22 @@ pub async fn month_end(
             );
         }
     };
-    let notice = match q.get("done").map(String::as_str) {
-        Some("run") => Some("The period was run: drafts are computed (or recomputed)."),
-        _ => None,
+    let now_us = crate::time::to_micros(Utc::now());
+    let last_run = match super::store::latest_run(&state.db, &period).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The month-end page could not be read",
+                &format!("{e:#}"),
+            );
+        }
     };
+    let refresh = last_run.as_ref().is_some_and(|r| running(r, now_us));
     let settle = state.statements().settle_window().num_seconds();
     let body = html! {
         h1 { "Month-end " (period) }
-        (layout::notice(notice))
+        @if let Some(r) = &last_run { (run_status(r, now_us)) }
         div.toolbar {
             form method="get" action="/console/finance" {
                 div {
@@ -310,15 +318,29 @@ pub async fn month_end(
             }
         }
     };
-    page(
-        Some(v),
-        &format!("Month-end {period}"),
-        "/console/finance",
-        body,
-    )
+    let title = format!("Month-end {period}");
+    if refresh {
+        layout::page_refreshing(Some(v), &title, "/console/finance", body, 2)
+    } else {
+        page(Some(v), &title, "/console/finance", body)
+    }
 }
 
-/// `POST /console/finance/run`: compute every partner's draft for the period.
+/// A run that has not moved for this long stopped (its instance went away): it may be
+/// started again (every draft is computed or recomputed, so nothing is counted twice).
+const RUN_STALE_US: i64 = 120 * 1_000_000;
+
+/// How long the form waits for a run to finish before showing its progress instead.
+const RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn running(r: &super::store::RunRow, now_us: i64) -> bool {
+    r.finished_at_us.is_none() && now_us - r.updated_at_us < RUN_STALE_US
+}
+
+/// `POST /console/finance/run`: compute every partner's draft for the period, in a task of
+/// its own whose progress is kept in the store (any instance shows it); the answer waits
+/// a moment, then sends the browser to the month-end page, which shows the progress until
+/// the run ends, then what failed.
 pub async fn run(State(state): State<AppState>, p: Posted) -> Response {
     let v = &p.viewer;
     if let Err(r) = auth::require(v, v.role.writes_finance(), "running a period") {
@@ -332,28 +354,118 @@ pub async fn run(State(state): State<AppState>, p: Posted) -> Response {
             "A period is a month such as 2026-10, or a quarter such as 2026-Q4.",
         );
     }
-    let who = p.who();
-    let items = state
-        .statements()
-        .run(&period, Utc::now(), &who, |_, _| {})
-        .await;
-    let failed: Vec<_> = items.iter().filter(|i| i.outcome.is_err()).collect();
-    if failed.is_empty() {
-        return see_other(&format!("/console/finance?period={period}&done=run"));
+    let now = Utc::now();
+    let now_us = crate::time::to_micros(now);
+    let back = format!("/console/finance?period={period}");
+    match super::store::latest_run(&state.db, &period).await {
+        Ok(Some(r)) if running(&r, now_us) => return see_other(&back),
+        Ok(_) => {}
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The run did not start",
+                &format!("{e:#}"),
+            );
+        }
     }
-    let body = html! {
-        h1 { "Run " (period) ": " (failed.len()) " of " (items.len()) " could not be computed" }
-        ul {
-            @for i in &failed {
-                li.problem {
-                    strong { (i.partner) " / " (i.agreement) } ": "
-                    @if let Err(e) = &i.outcome { (e.to_string()) }
+    let row = super::store::RunRow {
+        id: crate::ids::new("run"),
+        period: period.clone(),
+        started_by: v.name.clone(),
+        started_at_us: now_us,
+        done: 0,
+        total: state.statements().covering(&period).len() as i64,
+        updated_at_us: now_us,
+        finished_at_us: None,
+        failures: None,
+    };
+    if let Err(e) = super::store::insert_run(&state.db, &row).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The run did not start",
+            &format!("{e:#}"),
+        );
+    }
+    let who = p.who();
+    let task = tokio::spawn(run_in_background(state.clone(), row, who));
+    // Most runs take a moment: wait for it, so the page shows the outcome at once.
+    let _ = tokio::time::timeout(RUN_WAIT, task).await;
+    see_other(&back)
+}
+
+/// The run itself, its progress written every half second while it goes.
+async fn run_in_background(state: AppState, row: super::store::RunRow, who: crate::audit::Who) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let svc = state.statements();
+    let work = svc.run(&row.period, Utc::now(), &who, move |d, _| {
+        counter.store(d, Ordering::Relaxed);
+    });
+    tokio::pin!(work);
+    let items = loop {
+        tokio::select! {
+            items = &mut work => break items,
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                let n = done.load(Ordering::Relaxed) as i64;
+                let at = crate::time::to_micros(Utc::now());
+                if let Err(e) = super::store::run_progress(&state.db, &row.id, n, at).await {
+                    tracing::warn!(run = %row.id, error = %format!("{e:#}"), "recording a run's progress failed");
                 }
             }
         }
-        p { a href={ "/console/finance?period=" (period) } { "Back to month-end " (period) } }
     };
-    layout::page_with(StatusCode::OK, Some(v), "Run", "/console/finance", body)
+    let failures: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|i| {
+            i.outcome.as_ref().err().map(|e| {
+                serde_json::json!({"partner": i.partner, "agreement": i.agreement, "error": e.to_string()})
+            })
+        })
+        .collect();
+    let failures = serde_json::Value::Array(failures).to_string();
+    let at = crate::time::to_micros(Utc::now());
+    if let Err(e) =
+        super::store::finish_run(&state.db, &row.id, items.len() as i64, &failures, at).await
+    {
+        tracing::error!(run = %row.id, error = %format!("{e:#}"), "recording a run's end failed");
+    }
+}
+
+/// What the month-end page says of the period's newest run.
+fn run_status(r: &super::store::RunRow, now_us: i64) -> Markup {
+    let failures: Vec<serde_json::Value> = r
+        .failures
+        .as_deref()
+        .and_then(|f| serde_json::from_str(f).ok())
+        .unwrap_or_default();
+    let at = crate::time::from_micros(r.finished_at_us.unwrap_or(r.updated_at_us))
+        .format("%Y-%m-%d %H:%M UTC")
+        .to_string();
+    html! {
+        @if running(r, now_us) {
+            div.notice role="status" {
+                p { strong { "Running " (r.period) ": " (r.done) " of " (r.total) " statements computed." }
+                    " Started by " (r.started_by) ". This page refreshes until it ends." }
+                progress max=(r.total.max(1)) value=(r.done) aria-label="Run progress" { (r.done) " of " (r.total) }
+            }
+        } @else if r.finished_at_us.is_none() {
+            p.warning role="status" { "The run started by " (r.started_by) " stopped at " (r.done) " of " (r.total)
+                " (its instance went away). Run the period again: drafts already computed are recomputed, nothing counts twice." }
+        } @else if failures.is_empty() {
+            p.notice role="status" { "Last run " (at) " by " (r.started_by) ": " (r.done) " statements computed." }
+        } @else {
+            div.problem role="alert" {
+                p { strong { "Last run " (at) " by " (r.started_by) ": " (failures.len()) " of " (r.done) " could not be computed." } }
+                ul {
+                    @for f in &failures {
+                        li { strong { (f["partner"].as_str().unwrap_or("")) " / " (f["agreement"].as_str().unwrap_or("")) } ": " (f["error"].as_str().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A statement `v` may read: staff any; a partner user its own partner's issued ones.

@@ -67,12 +67,35 @@ pub fn page_with(
     here: &str,
     body: Markup,
 ) -> Response {
+    document(status, v, title, here, body, None)
+}
+
+/// A page that reloads itself every `secs` (a run's progress), with no script.
+pub fn page_refreshing(
+    v: Option<&Viewer>,
+    title: &str,
+    here: &str,
+    body: Markup,
+    secs: u32,
+) -> Response {
+    document(StatusCode::OK, v, title, here, body, Some(secs))
+}
+
+fn document(
+    status: StatusCode,
+    v: Option<&Viewer>,
+    title: &str,
+    here: &str,
+    body: Markup,
+    refresh: Option<u32>,
+) -> Response {
     let doc = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
                 title { (title) " · partner-gateway console" }
                 link rel="stylesheet" href="/console/assets/console.css";
                 script src="/console/assets/console.js" defer {}

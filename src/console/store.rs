@@ -204,3 +204,55 @@ pub async fn partner_facts(db: &Db, partner: &str) -> anyhow::Result<PartnerFact
     })?;
     Ok(facts)
 }
+
+/// A period run's row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub period: String,
+    pub started_by: String,
+    pub started_at_us: i64,
+    pub done: i64,
+    pub total: i64,
+    pub updated_at_us: i64,
+    pub finished_at_us: Option<i64>,
+    pub failures: Option<String>,
+}
+
+pub async fn insert_run(db: &Db, r: &RunRow) -> anyhow::Result<()> {
+    let sql = "INSERT INTO statement_runs (id, period, started_by, started_at_us, done, total, \
+               updated_at_us, finished_at_us, failures) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)";
+    with_db!(db, c => sqlx::query(sql)
+        .bind(&r.id).bind(&r.period).bind(&r.started_by).bind(r.started_at_us)
+        .bind(r.done).bind(r.total).bind(r.updated_at_us)
+        .execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn run_progress(db: &Db, id: &str, done: i64, now_us: i64) -> anyhow::Result<()> {
+    let sql = "UPDATE statement_runs SET done = $2, updated_at_us = $3 WHERE id = $1";
+    with_db!(db, c => sqlx::query(sql).bind(id).bind(done).bind(now_us).execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn finish_run(
+    db: &Db,
+    id: &str,
+    done: i64,
+    failures: &str,
+    now_us: i64,
+) -> anyhow::Result<()> {
+    let sql = "UPDATE statement_runs SET done = $2, updated_at_us = $4, finished_at_us = $4, \
+               failures = $3 WHERE id = $1";
+    with_db!(db, c => sqlx::query(sql).bind(id).bind(done).bind(failures).bind(now_us)
+        .execute(c).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// The newest run of a period.
+pub async fn latest_run(db: &Db, period: &str) -> anyhow::Result<Option<RunRow>> {
+    let sql = "SELECT id, period, started_by, started_at_us, done, total, updated_at_us, \
+               finished_at_us, failures FROM statement_runs WHERE period = $1 \
+               ORDER BY started_at_us DESC, id DESC LIMIT 1";
+    Ok(with_db!(db, c => sqlx::query_as::<_, RunRow>(sql).bind(period).fetch_optional(c).await)?)
+}

@@ -224,11 +224,31 @@ both_backends! {
         assert!(before.body.contains("not run"), "{}", before.body);
         let run = b.submit("/console/finance?period=2026-10", "/console/finance/run", &[("period", "2026-10")]).await;
         assert_eq!(run.status, 303, "{}", run.body);
-        assert_eq!(run.location, "/console/finance?period=2026-10&done=run");
+        assert_eq!(run.location, "/console/finance?period=2026-10");
         let after = b.get(&run.location).await;
+        // The run's outcome, kept in the store, is said on the page.
+        assert!(after.body.contains("statements computed"), "{}", after.body);
         assert!(after.body.contains("status-draft"), "{}", after.body);
         assert!(after.body.contains("15,450.55 USD") || after.body.contains("USD"), "{}", after.body);
         let id = first_statement_link(&after.body);
+        // A run still going is shown with its progress on a page that refreshes itself, and
+        // a second one for the period is not started beside it; one whose instance went away
+        // says so, and may be started again.
+        let now_us = partner_gateway::time::to_micros(Utc::now());
+        let sql = "INSERT INTO statement_runs (id, period, started_by, started_at_us, done, total, updated_at_us) \
+                   VALUES ('run_live', '2026-10', 'Grace', $1, 3, 100, $1)";
+        partner_gateway::with_db!(app.db(), c => sqlx::query(sql).bind(now_us + 1).execute(c).await.map(|_| ())).unwrap();
+        let live = b.get("/console/finance?period=2026-10").await;
+        assert!(live.body.contains("Running 2026-10: 3 of 100") && live.body.contains("http-equiv=\"refresh\""), "{}", live.body);
+        let again = b.submit("/console/finance?period=2026-10", "/console/finance/run", &[("period", "2026-10")]).await;
+        assert_eq!(again.status, 303);
+        let runs = "SELECT COUNT(*) FROM statement_runs";
+        let n: i64 = partner_gateway::with_db!(app.db(), c => sqlx::query_scalar(runs).fetch_one(c).await).unwrap();
+        assert_eq!(n, 2, "a second run started beside a live one");
+        let stale = "UPDATE statement_runs SET updated_at_us = updated_at_us - 600000000 WHERE id = 'run_live'";
+        partner_gateway::with_db!(app.db(), c => sqlx::query(stale).execute(c).await.map(|_| ())).unwrap();
+        let stopped = b.get("/console/finance?period=2026-10").await;
+        assert!(stopped.body.contains("stopped at 3 of 100") && !stopped.body.contains("http-equiv"), "{}", stopped.body);
         let path = format!("/console/statements/{id}");
         let page = b.get(&path).await;
         assert_eq!(page.status, 200, "{}", page.body);

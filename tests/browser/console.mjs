@@ -172,8 +172,8 @@ try {
   check((await text(fin, "tbody")).includes("not run"), "before the run no statement exists");
   await visited(fin, "month-end-before-run");
 
-  await submit(fin, fin.getByRole("button", { name: "Run 2026-10", exact: true }), /done=run/, "running 2026-10");
-  check((await text(fin, "p.notice")).includes("The period was run"), "running the period says so");
+  await submit(fin, fin.getByRole("button", { name: "Run 2026-10", exact: true }), /\/console\/finance\?period=2026-10$/, "running 2026-10");
+  check((await text(fin, "p.notice")).includes("statements computed"), "the month-end page says the run computed the statements");
   check((await fin.locator("tbody .status-draft").count()) === 4, "every agreement has a draft");
   const epicRow = fin.locator("tbody tr", { hasText: "epic-sandbox" });
   const canvasRow = fin.locator("tbody tr", { hasText: "canvas-sandbox" });
