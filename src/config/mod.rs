@@ -540,6 +540,9 @@ pub struct RetentionConfig {
     pub lti_people_days: u64,
     /// The audit log (who exported or erased whose data, and when): kept for years.
     pub audit_log_days: u64,
+    /// Console sessions (names, emails, roles) after they ended or expired, sign-in links
+    /// after they were used or lapsed, and period runs (who started them) after they ended.
+    pub console_days: u64,
 }
 
 impl Default for RetentionConfig {
@@ -551,6 +554,7 @@ impl Default for RetentionConfig {
             lti_people_days: 400,
             // Six years: HIPAA's retention of documentation (45 CFR 164.316(b)(2)).
             audit_log_days: 6 * 366,
+            console_days: 30,
         }
     }
 }
@@ -1118,6 +1122,7 @@ impl Config {
             // An LTI person forgotten within a term would be counted again as a new one.
             ("lti_people_days", r.lti_people_days, 30),
             ("audit_log_days", r.audit_log_days, 365),
+            ("console_days", r.console_days, 1),
         ] {
             if days < least {
                 out.push((

@@ -24,6 +24,7 @@ pub async fn run_job(state: AppState, _ctx: JobContext) -> Result<(), JobError> 
             lti_people = done.lti_people,
             audit_entries = done.audit_entries,
             ledger_subjects = done.ledger_subjects,
+            console = done.console,
             secs = t0.elapsed().as_secs_f64(),
             "purged personal data past its retention"
         );

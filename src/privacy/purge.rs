@@ -24,7 +24,7 @@ use crate::time::{from_micros, to_micros};
 pub const JOB_KIND: &str = "privacy.purge";
 
 /// The kinds `gateway_privacy_purged_total` counts.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "launches",
     "webhook_payloads",
     "states",
@@ -33,6 +33,7 @@ pub const KINDS: [&str; 8] = [
     "lti_people",
     "audit_entries",
     "ledger_subjects",
+    "console",
 ];
 
 /// Rows removed (or stripped of personal fields) by one purge, by kind.
@@ -53,6 +54,8 @@ pub struct Purged {
     pub audit_entries: u64,
     /// Ledger rows an older instance wrote with an id as the subject, made pseudonymous.
     pub ledger_subjects: u64,
+    /// Console sessions, sign-in links and period runs past `console_days`.
+    pub console: u64,
 }
 
 impl Purged {
@@ -65,6 +68,7 @@ impl Purged {
             + self.lti_people
             + self.audit_entries
             + self.ledger_subjects
+            + self.console
     }
 }
 
@@ -112,6 +116,7 @@ pub async fn purge(
     done.finished_jobs = batches(db, Step::Jobs, n, cutoff(now, r.finished_job_days)).await?;
     done.lti_people = batches(db, Step::LtiPeople, n, cutoff(now, r.lti_people_days)).await?;
     done.audit_entries = batches(db, Step::Audit, n, cutoff(now, r.audit_log_days)).await?;
+    done.console = batches(db, Step::Console, n, cutoff(now, r.console_days)).await?;
     done.ledger_subjects = crate::metering::store::pseudonymize_legacy(db, subjects, n).await?;
     count("ledger_subjects", done.ledger_subjects);
     Ok(done)
@@ -125,6 +130,7 @@ enum Step {
     Jobs,
     LtiPeople,
     Audit,
+    Console,
 }
 
 impl Step {
@@ -135,6 +141,7 @@ impl Step {
             Step::Jobs => "finished_jobs",
             Step::LtiPeople => "lti_people",
             Step::Audit => "audit_entries",
+            Step::Console => "console",
         }
     }
 }
@@ -150,6 +157,7 @@ async fn batches(db: &Db, step: Step, n: i64, cutoff_us: i64) -> anyhow::Result<
             Step::Jobs => store::purge_jobs(&mut tx, cutoff_us, n).await?,
             Step::LtiPeople => store::purge_lti_people(&mut tx, cutoff_us, n).await?,
             Step::Audit => store::purge_audit(&mut tx, cutoff_us, n).await?,
+            Step::Console => store::purge_console(&mut tx, cutoff_us, n).await?,
         };
         tx.commit().await?;
         count(step.kind(), k);

@@ -124,6 +124,20 @@ pub async fn purge_audit(tx: &mut Tx, cutoff_us: i64, n: i64) -> Result<u64, sql
     exec(tx, sql, cutoff_us, n).await
 }
 
+/// Delete up to `n` console rows of each table (sessions ended or expired, links used,
+/// revoked or lapsed, runs finished) older than `cutoff_us`.
+pub async fn purge_console(tx: &mut Tx, cutoff_us: i64, n: i64) -> Result<u64, sqlx::Error> {
+    let sessions = "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions \
+                    WHERE COALESCE(ended_at_us, expires_at_us) < $1 AND expires_at_us < $1 LIMIT $2)";
+    let links = "DELETE FROM console_links WHERE id IN (SELECT id FROM console_links \
+                 WHERE COALESCE(used_at_us, revoked_at_us, expires_at_us) < $1 AND expires_at_us < $1 LIMIT $2)";
+    let runs = "DELETE FROM statement_runs WHERE id IN (SELECT id FROM statement_runs \
+                WHERE updated_at_us < $1 LIMIT $2)";
+    Ok(exec(tx, sessions, cutoff_us, n).await?
+        + exec(tx, links, cutoff_us, n).await?
+        + exec(tx, runs, cutoff_us, n).await?)
+}
+
 async fn exec(tx: &mut Tx, sql: &str, a: i64, b: i64) -> Result<u64, sqlx::Error> {
     crate::with_tx!(tx, c => sqlx::query(sql).bind(a).bind(b).execute(c).await.map(|r| r.rows_affected()))
 }

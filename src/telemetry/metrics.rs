@@ -99,7 +99,7 @@ pub(super) fn describe() {
     );
     describe_counter!(
         "gateway_privacy_purged_total",
-        "Rows removed or stripped of personal fields by the retention purge, by kind (launches, webhook_payloads, states, scores, finished_jobs, lti_people, audit_entries, ledger_subjects)"
+        "Rows removed or stripped of personal fields by the retention purge, by kind (launches, webhook_payloads, states, scores, finished_jobs, lti_people, audit_entries, ledger_subjects, console)"
     );
     describe_counter!(
         "gateway_privacy_purge_runs_total",

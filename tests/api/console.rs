@@ -824,3 +824,31 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    // Console sessions, links and runs are personal data of their own (names, emails): the
+    // retention purge removes them `privacy.retention.console_days` after they ended, and
+    // keeps what is live or recent.
+    async fn the_retention_purge_removes_old_console_sessions_links_and_runs(backend) {
+        let Some(app) = TestApp::spawn_with(backend, "[jobs]\nenabled = false\n", Default::default()).await else { return };
+        let _live = signed_in(&app, Role::Finance, None).await;
+        let old = partner_gateway::time::to_micros(Utc::now()) - 40 * 86_400_000_000;
+        for sql in [
+            "INSERT INTO console_sessions (id_hash, person, display_name, email, role, partner_id, via, csrf, created_at_us, last_seen_at_us, expires_at_us, ended_at_us) \
+             VALUES ('old', 'email:staff:ex@company.example', 'Ex', 'ex@company.example', 'finance', NULL, 'link x', 'c', $1, $1, $1, $1)",
+            "INSERT INTO console_links (id, token_hash, kind, role, partner_id, email, created_by, created_at_us, expires_at_us, used_at_us) \
+             VALUES ('inv_old', 'h-old', 'invitation', 'partner-viewer', 'canvas-sandbox', 'ex@partner.example', 'cli', $1, $1, $1)",
+            "INSERT INTO statement_runs (id, period, started_by, started_at_us, done, total, updated_at_us, finished_at_us) \
+             VALUES ('run_old', '2026-08', 'Ex', $1, 1, 1, $1, $1)",
+        ] {
+            partner_gateway::with_db!(app.db(), c => sqlx::query(sql).bind(old).execute(c).await.map(|_| ())).unwrap();
+        }
+        let done = partner_gateway::privacy::purge::purge(app.db(), &app.state.subjects, &app.state.config, Utc::now()).await.unwrap();
+        assert_eq!(done.console, 3, "{done:?}");
+        let left = "SELECT (SELECT COUNT(*) FROM console_sessions) + (SELECT COUNT(*) FROM console_links) + (SELECT COUNT(*) FROM statement_runs)";
+        let n: i64 = partner_gateway::with_db!(app.db(), c => sqlx::query_scalar(left).fetch_one(c).await).unwrap();
+        // The live session and the link it was opened with stay.
+        assert_eq!(n, 2);
+        app.stop().await;
+    }
+}

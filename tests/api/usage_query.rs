@@ -185,7 +185,7 @@ both! {
         let key = app.admin().await;
         let (status, body) = app.query(&key, &[
             ("meter", "smart_launches"), ("partner", "epic-sandbox"), ("from", "yesterday"),
-            ("window", "week"), ("tz", "Mars/Olympus"), ("group_by", "$.nope"), ("colour", "blue"),
+            ("window", "fortnight"), ("tz", "Mars/Olympus"), ("group_by", "$.nope"), ("colour", "blue"),
         ]).await;
         assert_eq!(status, 400);
         let mut fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
