@@ -31,6 +31,10 @@ struct Ask {
     to: NaiveDate,
     tz: Tz,
     compare: bool,
+    /// The statement period asked for (its days in the agreement's zone), if any.
+    period: Option<String>,
+    /// With `period` and `compare`: the period before, `[from, to)`.
+    before: Option<(NaiveDate, NaiveDate)>,
 }
 
 fn pairs(raw: Option<String>) -> Vec<(String, String)> {
@@ -109,10 +113,35 @@ fn parse(state: &AppState, v: &Viewer, q: &[(String, String)]) -> Result<Ask, St
                 .map_err(|_| format!("{k} {s:?} is not a date such as 2026-10-01")),
         }
     };
+    // A statement period (`2026-10`, `2026-Q4`): its bounds in the first partner's agreement,
+    // so the chart adds up to what the statement counted.
+    let period = get("period").filter(|p| !p.is_empty()).map(str::to_owned);
+    let by_period = match (&period, partners.first()) {
+        (Some(label), Some(p)) => {
+            let svc = state.statements();
+            let (agreement, start, end, tz_name) = svc
+                .period_range(p, None, label)
+                .map_err(|e| format!("period {label:?}: {e}"))?;
+            let tz: Tz = tz_name.parse().unwrap_or(Tz::UTC);
+            let days = |t: chrono::DateTime<Utc>| t.with_timezone(&tz).date_naive();
+            let before = svc
+                .previous_label(&agreement, label)
+                .and_then(|prev| svc.period_range(p, Some(&agreement), &prev).ok())
+                .map(|(_, s, e, _)| (days(s), days(e)));
+            Some((days(start), days(end), tz, before))
+        }
+        _ => None,
+    };
     let today = Utc::now().date_naive();
     // `to` as a person says it: the last day shown, included.
-    let to = date("to")?.unwrap_or(today) + Duration::days(1);
-    let from = date("from")?.unwrap_or(to - Duration::days(90));
+    let to = match &by_period {
+        Some((_, end, _, _)) => *end,
+        None => date("to")?.unwrap_or(today) + Duration::days(1),
+    };
+    let from = match &by_period {
+        Some((start, _, _, _)) => *start,
+        None => date("from")?.unwrap_or(to - Duration::days(90)),
+    };
     if from >= to {
         return Err("the range must start before it ends".into());
     }
@@ -120,11 +149,14 @@ fn parse(state: &AppState, v: &Viewer, q: &[(String, String)]) -> Result<Ask, St
         return Err("chart at most three years at once".into());
     }
     // The zone of the first partner's agreement (its statements' days), else UTC.
-    let tz = partners
-        .first()
-        .and_then(|p| state.agreements.for_partner(p).into_iter().next())
-        .and_then(|v| v.first())
-        .map_or(Tz::UTC, |a| a.tz);
+    let tz = match &by_period {
+        Some((_, _, tz, _)) => *tz,
+        None => partners
+            .first()
+            .and_then(|p| state.agreements.for_partner(p).into_iter().next())
+            .and_then(|v| v.first())
+            .map_or(Tz::UTC, |a| a.tz),
+    };
     Ok(Ask {
         partners,
         meter,
@@ -133,6 +165,8 @@ fn parse(state: &AppState, v: &Viewer, q: &[(String, String)]) -> Result<Ask, St
         to,
         tz,
         compare: get("compare") == Some("1"),
+        before: by_period.and_then(|(_, _, _, b)| b),
+        period,
     })
 }
 
@@ -207,8 +241,9 @@ async fn draw(state: &AppState, a: &Ask) -> anyhow::Result<Drawn> {
         };
         series.push(Series { name, values: vals });
         if a.compare {
+            // The statement period before, or the same number of days before the range.
             let len = a.to - a.from;
-            let (pf, pt) = (a.from - len, a.from);
+            let (pf, pt) = a.before.unwrap_or((a.from - len, a.from));
             let (_, mut before) = values(
                 state,
                 p,
@@ -358,12 +393,17 @@ pub async fn explorer(
             div { label for="u-from" { "From" } br; input #u-from type="date" name="from" value=(ask.from); }
             div { label for="u-to" { "To (included)" } br; input #u-to type="date" name="to" value=(last_day); }
             div {
+                label for="u-period" { "or statement period" } br;
+                input #u-period type="text" name="period" value=(ask.period.clone().unwrap_or_default()) placeholder="2026-10" size="8" aria-describedby="u-period-help";
+            }
+            div {
                 @if ask.compare { input #u-compare type="checkbox" name="compare" value="1" checked; }
                 @else { input #u-compare type="checkbox" name="compare" value="1"; }
                 " " label for="u-compare" { "Compare with the period before" }
             }
             button type="submit" { "Show" }
         }
+        p #u-period-help .muted { "A statement period (2026-10, or 2026-Q4 for a quarterly agreement) charts exactly the days the first partner's statement counts, and compares with the period before. " }
         p.muted { "Days in " (ask.tz.name()) ". " a href={ "/console/usage?" (csv_link) } { "Download CSV" } }
         figure {
             (PreEscaped(svg))

@@ -852,3 +852,26 @@ both_backends! {
         app.stop().await;
     }
 }
+
+both_backends! {
+    // A statement period charts the days the statement counts, in the agreement's zone, and
+    // compares with the period before; a period no agreement covers is refused, saying why.
+    async fn the_usage_explorer_charts_a_statement_period_beside_the_one_before(backend) {
+        let Some(app) = TestApp::spawn_with(backend, "[jobs]\nenabled = false\n", Default::default()).await else { return };
+        let lms: Vec<Ev> = vec![
+            ("p1", "lti.launch", "learner-1", "2026-10-01T03:30:00Z", None),
+            ("p2", "lti.launch", "learner-2", "2026-10-31T12:00:00Z", None),
+            ("p3", "lti.launch", "learner-3", "2026-09-30T12:00:00Z", None),
+        ];
+        feed(&app, "canvas-sandbox", &lms, at("2026-11-02T09:00:00Z")).await;
+        let b = signed_in(&app, Role::Finance, None).await;
+        let csv = b.get("/console/usage?partner=canvas-sandbox&meter=active_learners&window=month&period=2026-10&compare=1&format=csv").await;
+        assert_eq!(csv.status, 200, "{}", csv.body);
+        // 03:30 UTC on 1 October is still 30 September in New York: it counts in September.
+        assert_eq!(csv.body, "window_start,canvas-sandbox (2026-10-01 to 2026-10-31),canvas-sandbox (2026-09-01 to 2026-09-30)\r\n2026-10,1,2\r\n", "{}", csv.body);
+        let bad = b.get("/console/usage?partner=canvas-sandbox&meter=active_learners&period=1999-01").await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+        assert!(bad.body.contains("1999-01"), "{}", bad.body);
+        app.stop().await;
+    }
+}

@@ -260,7 +260,7 @@ const ROUTES: &[Route] = &[
         "/console/usage",
         "GET",
         &[
-            "partner", "meter", "window", "from", "to", "compare", "format",
+            "partner", "meter", "window", "from", "to", "period", "compare", "format",
         ],
         false,
     ),
