@@ -198,6 +198,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The partner of a partner user (the portal's pages are theirs only); staff are refused.
+pub fn partner_of(v: &Viewer) -> Result<String, Response> {
+    match (&v.partner, v.role.is_partner()) {
+        (Some(p), true) => Ok(p.clone()),
+        _ => Err(super::layout::error(
+            StatusCode::FORBIDDEN,
+            "This page is for partner users",
+            "A partner's own pages (webhook endpoints, integration details) are used by its people, in its portal.",
+        )),
+    }
+}
+
 /// Refuse a viewer whose role lacks `allowed`.
 pub fn require(v: &Viewer, allowed: bool, what: &str) -> Result<(), Response> {
     if allowed {

@@ -10,7 +10,7 @@ use chrono::Utc;
 use maud::html;
 
 use super::auth::{self, Posted, Signed};
-use super::layout::{csrf, error, page, see_other};
+use super::layout::{csrf, error, page, see_other, settled};
 use crate::http::{ApiError, Path};
 use crate::state::AppState;
 use crate::time::from_micros;
@@ -24,28 +24,11 @@ fn admin_only(v: &super::session::Viewer) -> Result<(), Response> {
 }
 
 fn failed(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "console admin page failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "That could not be done",
-        "The gateway failed; the error is in its log.",
-    )
+    super::layout::failure(e)
 }
 
 fn api_failed(e: ApiError) -> Response {
-    let status = e.status();
-    if status.is_server_error() {
-        return failed(e);
-    }
-    let mut detail = e.to_string();
-    if let ApiError::Validation { errors, .. } = &e {
-        let parts: Vec<String> = errors
-            .iter()
-            .map(|f| format!("{}: {}", f.field, f.reason))
-            .collect();
-        detail = format!("{detail}: {}", parts.join("; "));
-    }
-    error(status, "That could not be done", &detail)
+    super::layout::api_error(e)
 }
 
 /// What needs looking at, in words.
@@ -231,15 +214,12 @@ pub async fn revoke_key(
         return r;
     }
     let who = p.who();
-    match crate::apikeys::revoke_api_key_by(&state.db, &id, Some(&who)).await {
-        Ok(true) => see_other("/console/admin/keys"),
-        Ok(false) => error(
-            StatusCode::CONFLICT,
-            "Not revoked",
-            "That key is already revoked, or unknown.",
-        ),
-        Err(e) => failed(format!("{e:#}")),
-    }
+    settled(
+        crate::apikeys::revoke_api_key_by(&state.db, &id, Some(&who)).await,
+        "/console/admin/keys",
+        "Not revoked",
+        "That key is already revoked, or unknown.",
+    )
 }
 
 /// `GET /console/admin/jobs`: dead jobs (out of attempts), newest first.
@@ -293,15 +273,12 @@ pub async fn retry_job(
         return r;
     }
     let now = crate::time::to_micros(Utc::now());
-    match crate::jobs::retry_dead_job(&state.db, &id, now, &p.who()).await {
-        Ok(true) => see_other("/console/admin/jobs"),
-        Ok(false) => error(
-            StatusCode::CONFLICT,
-            "Not retried",
-            "That job is not dead (it was retried already), or unknown.",
-        ),
-        Err(e) => failed(e),
-    }
+    settled(
+        crate::jobs::retry_dead_job(&state.db, &id, now, &p.who()).await,
+        "/console/admin/jobs",
+        "Not retried",
+        "That job is not dead (it was retried already), or unknown.",
+    )
 }
 
 /// `GET /console/admin/registrations`: LTI Dynamic Registrations waiting for a decision.
@@ -371,15 +348,12 @@ pub async fn decide(
             );
         }
     };
-    match crate::lti::dynreg::decide(&state, &id, approve, &p.who()).await {
-        Ok(true) => see_other("/console/admin/registrations"),
-        Ok(false) => error(
-            StatusCode::CONFLICT,
-            "Not decided",
-            "That registration was decided already, or does not exist.",
-        ),
-        Err(e) => failed(format!("{e:#}")),
-    }
+    settled(
+        crate::lti::dynreg::decide(&state, &id, approve, &p.who()).await,
+        "/console/admin/registrations",
+        "Not decided",
+        "That registration was decided already, or does not exist.",
+    )
 }
 
 /// `GET /console/admin/sso`: every connection; runtime ones can be deleted, and added here.

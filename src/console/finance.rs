@@ -549,17 +549,7 @@ async fn readable(state: &AppState, v: &Viewer, id: &str) -> Result<Statement, R
 
 /// A refusal from the statements service, in words, with the status the API would give.
 fn outcome_error(e: StatementError) -> Response {
-    let detail = e.to_string();
-    let status = crate::http::ApiError::from(e).status();
-    if status.is_server_error() {
-        tracing::error!(error = %detail, "console statement action failed");
-        return error(
-            status,
-            "That could not be done",
-            "The gateway failed; the error is in its log. Nothing was changed.",
-        );
-    }
-    error(status, "That could not be done", &detail)
+    layout::api_error(crate::http::ApiError::from(e))
 }
 
 /// `GET /console/statements/{id}`.
@@ -925,4 +915,86 @@ pub async fn verify(State(state): State<AppState>, s: Signed, Path(id): Path<Str
         }
     };
     page(Some(v), &title, "/console/finance", body)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::time::from_micros;
+
+    // The month-end page's count of events after a statement's cut-off is the one
+    // `store::count_arrived_after` gives, for events received before, at and after every
+    // boundary (the cut-off, the hour that makes an event late, the period's ends).
+    #[tokio::test]
+    async fn count_after_cut_off_is_count_arrived_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::DatabaseConfig {
+            url: crate::config::Secret::new(format!("sqlite://{}/t.db", dir.path().display())),
+            ..Default::default()
+        };
+        let db = crate::db::Db::connect(&cfg).await.unwrap();
+        db.migrate().await.unwrap();
+        let (m, h) = (60_000_000_i64, LATE_US);
+        let base = 1_790_000_000_000_000_i64;
+        let lateness = [-m, 0, 1, m, h - 1, h, h + 1, 2 * h, 24 * h, 40 * 24 * h];
+        let crate::db::Db::Sqlite(pool) = &db else {
+            unreachable!()
+        };
+        let mut tx = pool.begin().await.unwrap();
+        let mut n = 0;
+        for minute in (0..600).step_by(7) {
+            for late in lateness {
+                let time = base + minute * m;
+                sqlx::query(
+                    "INSERT INTO usage_events (partner_id, source, event_id, type, time_us, \
+                     received_at_us) VALUES ('p', '/s', $1, 'x.y', $2, $3)",
+                )
+                .bind(format!("e{n}"))
+                .bind(time)
+                .bind(time + late)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                n += 1;
+            }
+        }
+        tx.commit().await.unwrap();
+        let mut compared = 0;
+        for (start, end) in [(base, base + 300 * m), (base + 100 * m, base + 600 * m)] {
+            for as_of in [
+                start - h,
+                start + 10 * m,
+                end - 2 * h,
+                end - h - 1,
+                end - h,
+                end - h + 1,
+                end - 1,
+                end,
+                end + m,
+                end + h - 1,
+                end + h,
+                end + h + 1,
+                end + 5 * h,
+                end + 40 * 24 * h,
+            ] {
+                let span = Span {
+                    partner_id: "p",
+                    start: from_micros(start),
+                    end: from_micros(end),
+                    as_of: from_micros(as_of),
+                    exclude_self_reported: false,
+                };
+                let want = store::count_arrived_after(&db, span).await.unwrap();
+                let got = count_after_cut_off(&db, span).await.unwrap();
+                assert_eq!(got, want, "period {start}..{end}, cut-off {as_of}");
+                compared += i64::from(want > 0);
+            }
+        }
+        assert!(
+            compared > 10,
+            "too few spans had anything after the cut-off"
+        );
+        db.close().await;
+    }
 }

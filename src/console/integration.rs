@@ -10,23 +10,11 @@ use maud::{Markup, html};
 
 use super::auth::{self, Posted, Signed};
 use super::layout::{self, csrf, error, page};
-use super::session::Viewer;
 use crate::http::Path;
 use crate::sso::connection::Protocol;
 use crate::state::AppState;
 
 const HERE: &str = "/console/partner/integration";
-
-fn own_partner(v: &Viewer) -> Result<String, Response> {
-    match (&v.partner, v.role.is_partner()) {
-        (Some(p), true) => Ok(p.clone()),
-        _ => Err(error(
-            StatusCode::FORBIDDEN,
-            "This page is for partner users",
-            "A partner's integration details are in its own portal.",
-        )),
-    }
-}
 
 /// A value to copy, with its label.
 fn copy(id: &str, label: &str, value: &str) -> Markup {
@@ -45,7 +33,7 @@ pub async fn page_view(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let v = &s.viewer;
-    let partner = match own_partner(v) {
+    let partner = match auth::partner_of(v) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -150,7 +138,7 @@ pub async fn page_view(
 
 /// `POST /console/partner/integration/test/{connection}`: fetch the IdP's metadata now.
 pub async fn test(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    let partner = match own_partner(&p.viewer) {
+    let partner = match auth::partner_of(&p.viewer) {
         Ok(x) => x,
         Err(r) => return r,
     };

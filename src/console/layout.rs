@@ -189,6 +189,49 @@ pub fn error(status: StatusCode, title: &str, detail: &str) -> Response {
     page_with(status, None, title, "", body)
 }
 
+/// A refusal from a service the API shares (`ApiError`), as a page: its status and words,
+/// each invalid field named; a server failure logged and not shown.
+pub fn api_error(e: crate::http::ApiError) -> Response {
+    let status = e.status();
+    if status.is_server_error() {
+        return failure(e);
+    }
+    let mut detail = e.to_string();
+    if let crate::http::ApiError::Validation { errors, .. } = &e {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.reason))
+            .collect();
+        detail = format!("{detail}: {}", parts.join("; "));
+    }
+    error(status, "That could not be done", &detail)
+}
+
+/// The gateway failed: logged with the request, a plain page for the person.
+pub fn failure(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "console action failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "That could not be done",
+        "The gateway failed; the error is in its log. Nothing was changed.",
+    )
+}
+
+/// The answer to a change that either happened (back to `to`) or found nothing to change
+/// (409 with `why`: done already, or unknown).
+pub fn settled<E: std::fmt::Display>(
+    outcome: Result<bool, E>,
+    to: &str,
+    title: &str,
+    why: &str,
+) -> Response {
+    match outcome {
+        Ok(true) => see_other(to),
+        Ok(false) => error(StatusCode::CONFLICT, title, why),
+        Err(e) => failure(e),
+    }
+}
+
 /// 303 See Other to a path of the console (after a form, so reload does not resend it).
 pub fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();

@@ -30,38 +30,13 @@ fn when(us: i64) -> String {
     from_micros(us).format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// The partner whose endpoints `v` manages or reads.
-fn own_partner(v: &Viewer) -> Result<String, Response> {
-    match (&v.partner, v.role.is_partner()) {
-        (Some(p), true) => Ok(p.clone()),
-        _ => Err(error(
-            StatusCode::FORBIDDEN,
-            "This page is for partner users",
-            "A partner's webhook endpoints are managed by its own people, in its portal.",
-        )),
-    }
-}
-
 fn failed(e: ApiError) -> Response {
-    let status = e.status();
-    let mut detail = e.to_string();
-    if let ApiError::Validation { errors, .. } = &e {
-        let parts: Vec<String> = errors
-            .iter()
-            .map(|f| format!("{}: {}", f.field, f.reason))
-            .collect();
-        detail = format!("{detail}: {}", parts.join("; "));
-    }
-    if status.is_server_error() {
-        tracing::error!(error = %detail, "console webhook action failed");
-        detail = "The gateway failed; the error is in its log. Nothing was changed.".into();
-    }
-    error(status, "That could not be done", &detail)
+    super::layout::api_error(e)
 }
 
 /// The endpoint, if it is `v`'s partner's; else not found.
 async fn owned(state: &AppState, v: &Viewer, id: &str) -> Result<EndpointRow, Response> {
-    let partner = own_partner(v)?;
+    let partner = auth::partner_of(v)?;
     match store::get_endpoint(&state.db, id).await {
         Ok(Some(e)) if e.partner_id.as_deref() == Some(partner.as_str()) => Ok(e),
         Ok(_) => Err(error(
@@ -113,7 +88,7 @@ fn state_badge(e: &EndpointRow) -> Markup {
 /// `GET /console/partner/webhooks`.
 pub async fn list(State(state): State<AppState>, s: Signed) -> Response {
     let v = &s.viewer;
-    let partner = match own_partner(v) {
+    let partner = match auth::partner_of(v) {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -173,7 +148,7 @@ fn ticked(p: &Posted) -> Vec<String> {
 }
 
 fn writes(p: &Posted) -> Result<String, Response> {
-    let partner = own_partner(&p.viewer)?;
+    let partner = auth::partner_of(&p.viewer)?;
     auth::require(
         &p.viewer,
         p.viewer.role.writes_partner(),
@@ -364,16 +339,19 @@ pub async fn detail(State(state): State<AppState>, s: Signed, Path(id): Path<Str
     page(Some(v), "Webhook endpoint", HERE, body)
 }
 
+/// An endpoint `p`'s viewer may change: a partner administrator's own.
+async fn changing(state: &AppState, p: &Posted, id: &str) -> Result<EndpointRow, Response> {
+    writes(p)?;
+    owned(state, &p.viewer, id).await
+}
+
 fn back(id: &str) -> Response {
     see_other(&format!("{HERE}/{id}"))
 }
 
 /// `POST /console/partner/webhooks/{id}`: URL, description, filter.
 pub async fn update(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -395,10 +373,7 @@ pub async fn set_enabled(
     Path(id): Path<String>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -414,10 +389,7 @@ pub async fn set_enabled(
 
 /// `POST /console/partner/webhooks/{id}/rotate`: the new secret, shown once.
 pub async fn rotate(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -429,10 +401,7 @@ pub async fn rotate(State(state): State<AppState>, Path(id): Path<String>, p: Po
 
 /// `POST /console/partner/webhooks/{id}/test`.
 pub async fn test(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -444,10 +413,7 @@ pub async fn test(State(state): State<AppState>, Path(id): Path<String>, p: Post
 
 /// `POST /console/partner/webhooks/{id}/replay` (`since`, a UTC date and time).
 pub async fn replay(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -475,10 +441,7 @@ pub async fn replay_message(
     Path((id, message)): Path<(String, String)>,
     p: Posted,
 ) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };
@@ -517,10 +480,7 @@ pub async fn replay_message(
 
 /// `POST /console/partner/webhooks/{id}/delete`.
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>, p: Posted) -> Response {
-    if let Err(r) = writes(&p) {
-        return r;
-    }
-    let e = match owned(&state, &p.viewer, &id).await {
+    let e = match changing(&state, &p, &id).await {
         Ok(e) => e,
         Err(r) => return r,
     };

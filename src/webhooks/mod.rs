@@ -51,20 +51,7 @@ pub async fn emit(
     data: &Value,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
-    let id = new_message_id();
-    // Read from the partner's row in this transaction, like the ledger's mark.
-    let sandbox = match partner_id {
-        Some(p) => crate::partners::store::is_sandbox(tx, p).await?,
-        None => false,
-    };
-    let body = Body {
-        event_type,
-        timestamp: crate::time::rfc3339(now),
-        data,
-        sandbox,
-    };
-    // Serializing a struct of strings and a JSON value cannot fail.
-    let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let (id, payload) = message(tx, partner_id, event_type, data, now).await?;
     store::insert_message_and_fan_out(tx, &id, partner_id, event_type, &payload, now).await?;
     Ok(id)
 }
@@ -78,21 +65,34 @@ pub async fn emit_test(
     data: &Value,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
-    let id = new_message_id();
+    let (id, payload) = message(tx, partner_id, events::WEBHOOK_TEST, data, now).await?;
+    store::insert_message(tx, &id, partner_id, events::WEBHOOK_TEST, &payload, now).await?;
+    store::replay_message(tx, &id, &[endpoint_id], now).await?;
+    Ok(id)
+}
+
+/// A new message's id and its body, marked sandbox when the partner is one (read in the
+/// caller's transaction, like the ledger's mark).
+async fn message(
+    tx: &mut Tx,
+    partner_id: Option<&str>,
+    event_type: &str,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<(String, String), sqlx::Error> {
     let sandbox = match partner_id {
         Some(p) => crate::partners::store::is_sandbox(tx, p).await?,
         None => false,
     };
     let body = Body {
-        event_type: events::WEBHOOK_TEST,
+        event_type,
         timestamp: crate::time::rfc3339(now),
         data,
         sandbox,
     };
+    // Serializing a struct of strings and a JSON value cannot fail.
     let payload = serde_json::to_string(&body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    store::insert_message(tx, &id, partner_id, events::WEBHOOK_TEST, &payload, now).await?;
-    store::replay_message(tx, &id, &[endpoint_id], now).await?;
-    Ok(id)
+    Ok((new_message_id(), payload))
 }
 
 /// `msg_` and a UUIDv7 in hex: unique, free of `.` (it is signed before a `.`), and sorting
