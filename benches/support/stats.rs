@@ -35,6 +35,10 @@ impl Timings {
     pub fn max(&self) -> Duration {
         percentile(&self.sorted(), 1.0)
     }
+    /// The value at `p` (0.0..=1.0), nearest rank: `p(0.95)` is the p95.
+    pub fn p(&self, p: f64) -> Duration {
+        percentile(&self.sorted(), p)
+    }
     /// "min .. ms, median .. ms, max .. ms (runs in order: .. ms)", the three figures `width`
     /// wide with `decimals` decimals.
     pub fn show(&self, width: usize, decimals: usize) -> String {
