@@ -100,7 +100,9 @@ pub fn csv(records: &[store::Record]) -> String {
     out
 }
 
-fn csv_cell(s: &str) -> String {
+/// One CSV cell: quoted where RFC 4180 needs it, and a leading character that would make a
+/// spreadsheet run it as a formula defused.
+pub fn csv_cell(s: &str) -> String {
     // OWASP CSV injection: a leading = + - @ tab or CR makes a spreadsheet evaluate it.
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")

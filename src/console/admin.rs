@@ -16,17 +16,7 @@ use super::session::{self, LinkKind};
 use crate::audit::store::{Filter, Record};
 use crate::http::Path;
 use crate::state::AppState;
-use crate::time::{from_micros, to_micros};
-
-fn query(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-fn when(us: i64) -> String {
-    from_micros(us).format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
+use crate::time::to_micros;
 
 /// The URL a sign-in link's token opens.
 pub fn link_url(state: &AppState, token: &str) -> String {
@@ -87,12 +77,12 @@ pub async fn invitations(State(state): State<AppState>, s: Signed) -> Response {
                         td.mono { (l.partner_id.as_deref().unwrap_or("")) }
                         td { (l.email.as_deref().unwrap_or("")) }
                         td { (l.role) }
-                        td { (when(l.created_at_us)) br; span.muted { "by " (l.created_by) } }
+                        td { (super::layout::when(l.created_at_us)) br; span.muted { "by " (l.created_by) } }
                         td {
-                            @if let Some(u) = l.used_at_us { "used " (when(u)) }
-                            @else if let Some(r) = l.revoked_at_us { "revoked " (when(r)) }
+                            @if let Some(u) = l.used_at_us { "used " (super::layout::when(u)) }
+                            @else if let Some(r) = l.revoked_at_us { "revoked " (super::layout::when(r)) }
                             @else if l.expires_at_us <= now { "expired" }
-                            @else { "open until " (when(l.expires_at_us)) }
+                            @else { "open until " (super::layout::when(l.expires_at_us)) }
                         }
                         td {
                             @if l.used_at_us.is_none() && l.revoked_at_us.is_none() && l.expires_at_us > now {
@@ -261,7 +251,7 @@ pub async fn audit(State(state): State<AppState>, s: Signed, RawQuery(raw): RawQ
     if let Err(r) = auth::require(v, v.role.administers(), "reading the audit log") {
         return r;
     }
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let f = filter_of(&q);
     let rows: Vec<Record> = match crate::audit::store::list(&state.db, &f, cursor(&q), PAGE).await {
         Ok(r) => r,
@@ -311,7 +301,7 @@ pub async fn audit(State(state): State<AppState>, s: Signed, RawQuery(raw): RawQ
             tbody {
                 @for r in &rows {
                     tr {
-                        td { (when(r.at_us)) }
+                        td { (super::layout::when(r.at_us)) }
                         td { (r.actor) br; span.muted { (r.actor_role) @if let Some(p) = &r.actor_partner { " at " (p) } } }
                         td.mono { (r.action) }
                         td.mono { (r.partner_id.as_deref().unwrap_or("")) }
@@ -342,7 +332,7 @@ pub async fn audit_csv(
     if let Err(r) = auth::require(v, v.role.administers(), "reading the audit log") {
         return r;
     }
-    let f = filter_of(&query(raw));
+    let f = filter_of(&super::auth::query(raw));
     let mut all = Vec::new();
     let mut after = None;
     loop {

@@ -131,6 +131,11 @@ pub fn local_path(p: &str) -> bool {
         && p.chars().all(|c| c.is_ascii_graphic())
 }
 
+/// A query string as name → value (the last of repeated names wins).
+pub fn query(raw: Option<String>) -> HashMap<String, String> {
+    form(raw.unwrap_or_default().as_bytes())
+}
+
 /// A form body as name → value (the last of repeated names wins).
 pub fn form(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()

@@ -13,11 +13,6 @@ use super::auth::{self, Posted, Signed};
 use super::layout::{csrf, error, page, see_other, settled};
 use crate::http::{ApiError, Path};
 use crate::state::AppState;
-use crate::time::from_micros;
-
-fn when(us: i64) -> String {
-    from_micros(us).format("%Y-%m-%d %H:%M UTC").to_string()
-}
 
 fn admin_only(v: &super::session::Viewer) -> Result<(), Response> {
     auth::require(v, v.role.administers(), "the admin pages")
@@ -85,8 +80,8 @@ pub async fn partners(State(state): State<AppState>, s: Signed) -> Response {
                     tr {
                         th scope="row" { (p.name) br; span.muted.mono { (p.id) } @if p.sandbox { " " span class="status status-none" { "sandbox" } } }
                         td { (format!("{:?}", p.kind).to_lowercase()) }
-                        td { @if let Some(t) = f.last_launch_us { (when(t)) } @else { span.muted { "never" } } }
-                        td { @if let Some(t) = f.last_event_us { (when(t)) } @else { span.muted { "never" } } }
+                        td { @if let Some(t) = f.last_launch_us { (super::layout::when(t)) } @else { span.muted { "never" } } }
+                        td { @if let Some(t) = f.last_event_us { (super::layout::when(t)) } @else { span.muted { "never" } } }
                         td {
                             @let problems = problems_of(f);
                             @if problems.is_empty() { span.muted { "none" } } @else { ul { @for pr in &problems { li { (pr) } } } }
@@ -141,8 +136,8 @@ pub async fn keys(State(state): State<AppState>, s: Signed) -> Response {
                 @for k in &keys {
                     tr {
                         td.mono { (k.prefix) } td { (k.role.as_str()) } td.mono { (k.partner_id.as_deref().unwrap_or("")) }
-                        td { (k.name.as_deref().unwrap_or("")) } td { (when(k.created_at_us)) }
-                        td { @if let Some(r) = k.revoked_at_us { "revoked " (when(r)) } @else { "live" } }
+                        td { (k.name.as_deref().unwrap_or("")) } td { (super::layout::when(k.created_at_us)) }
+                        td { @if let Some(r) = k.revoked_at_us { "revoked " (super::layout::when(r)) } @else { "live" } }
                         td {
                             @if k.revoked_at_us.is_none() {
                                 form.inline method="post" action={ "/console/admin/keys/" (k.id) "/revoke" } data-confirm="Revoke this key? Whatever uses it stops working." {
@@ -247,7 +242,7 @@ pub async fn jobs(State(state): State<AppState>, s: Signed) -> Response {
                             td.mono { (j.id) } td.mono { (j.kind) } td.mono { (j.partner_id.as_deref().unwrap_or("")) }
                             td { (j.attempts) " / " (j.max_attempts) }
                             td { (j.last_error.as_deref().unwrap_or("").chars().take(300).collect::<String>()) }
-                            td { @if let Some(f) = j.finished_at_us { (when(f)) } }
+                            td { @if let Some(f) = j.finished_at_us { (super::layout::when(f)) } }
                             td {
                                 form.inline method="post" action={ "/console/admin/jobs/" (j.id) "/retry" } {
                                     (csrf(v))

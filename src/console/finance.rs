@@ -21,12 +21,6 @@ use crate::statements::model::{Statement, Status};
 use crate::statements::service::StatementError;
 use crate::statements::store::{self, ListFilter, Span};
 
-fn query(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// `1234567.5` as `1,234,567.50 USD`: grouped thousands, the amount's own scale.
 pub fn money(amount: Decimal, currency: &str) -> String {
     format!("{} {currency}", group(&amount.to_string()))
@@ -263,7 +257,7 @@ pub async fn month_end(
     if let Err(r) = auth::require(v, v.role.reads_finance(), "finance pages") {
         return r;
     }
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let period = q.get("period").cloned().unwrap_or_else(last_month);
     if !valid_period(&period) {
         return error(
@@ -564,7 +558,7 @@ pub async fn statement(
         Ok(st) => st,
         Err(r) => return r,
     };
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let notice = match q.get("done").map(String::as_str) {
         Some("adjusted") => Some("The adjustment was added."),
         Some("removed") => Some("The adjustment was removed."),
@@ -834,7 +828,7 @@ pub async fn download(
         Ok(st) => st,
         Err(r) => return r,
     };
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let format = match q.get("format").map(String::as_str) {
         Some("pdf") | None => "pdf",
         Some("csv") => "csv",

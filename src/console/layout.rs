@@ -179,6 +179,13 @@ pub fn secure_headers(h: &mut axum::http::HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
+/// An instant as the console shows it: UTC, to the second.
+pub fn when(us: i64) -> String {
+    crate::time::from_micros(us)
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
 /// A page saying what went wrong, for a person.
 pub fn error(status: StatusCode, title: &str, detail: &str) -> Response {
     let body = html! {

@@ -1,8 +1,6 @@
 //! Signing in and out: the sign-in page, SSO through a connection marked for the console,
 //! single-use links (invitations, break-glass), sign-out here or everywhere.
 
-use std::collections::HashMap;
-
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -19,16 +17,10 @@ use crate::sso::Found;
 use crate::sso::login::Identity;
 use crate::state::AppState;
 
-fn query(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// `GET /console/signin`: the company's SSO buttons, and an email field that finds a
 /// partner's own IdP (its connection must sign in to the console).
 pub async fn signin_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let conns = match crate::sso::lookup::all_connections(&state).await {
         Ok(c) => c,
         Err(e) => {
@@ -93,7 +85,7 @@ fn urlencode(s: &str) -> String {
 
 /// `GET /console/signin/email?email=`: the partner connection for that address's domain.
 pub async fn signin_email(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let email = q.get("email").map(|e| e.trim()).unwrap_or("");
     let found = match crate::sso::lookup::connection_for_email(&state, email).await {
         Ok(f) => f.filter(|f| f.conn.console.is_some()),
@@ -241,7 +233,7 @@ const PRE: &str = "pgw_console_pre";
 /// `GET /console/redeem?token=`: what the link signs in as, and a button. Opening the link
 /// spends nothing (mail scanners and link previews follow links); the button does.
 pub async fn redeem_page(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    let q = query(raw);
+    let q = super::auth::query(raw);
     let token = q.get("token").map(String::as_str).unwrap_or("");
     let row = match session::peek_link(&state.db, token, Utc::now()).await {
         Ok(Ok(row)) => row,

@@ -264,14 +264,6 @@ async fn draw(state: &AppState, a: &Ask) -> anyhow::Result<Drawn> {
     Ok(Drawn { labels, series })
 }
 
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// `GET /console/usage?partner=&meter=&window=&from=&to=&compare=1[&format=csv]`.
 pub async fn explorer(
     State(state): State<AppState>,
@@ -302,7 +294,7 @@ pub async fn explorer(
         let mut out = String::from("window_start");
         for s in &drawn.series {
             out.push(',');
-            out.push_str(&csv_cell(&s.name));
+            out.push_str(&crate::audit::csv_cell(&s.name));
         }
         out.push_str("\r\n");
         for (i, label) in drawn.labels.iter().enumerate() {

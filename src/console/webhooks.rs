@@ -17,7 +17,6 @@ use super::layout::{csrf, error, page, see_other};
 use super::session::Viewer;
 use crate::http::{ApiError, Path};
 use crate::state::AppState;
-use crate::time::from_micros;
 use crate::webhooks::endpoint::{EndpointPatch, NewEndpoint};
 use crate::webhooks::events::CATALOGUE;
 use crate::webhooks::manage;
@@ -25,10 +24,6 @@ use crate::webhooks::signature::Scheme;
 use crate::webhooks::store::{self, EndpointRow, MessageFilter, Owner};
 
 const HERE: &str = "/console/partner/webhooks";
-
-fn when(us: i64) -> String {
-    from_micros(us).format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
 
 fn failed(e: ApiError) -> Response {
     super::layout::api_error(e)
@@ -112,7 +107,7 @@ pub async fn list(State(state): State<AppState>, s: Signed) -> Response {
                             th scope="row" { a href={ (HERE) "/" (e.id) } { (e.url) } @if !e.description.is_empty() { br; span.muted { (e.description) } } }
                             td { @let f = filters_of(e); @if f.is_empty() { "all" } @else { (f.join(", ")) } }
                             td { (state_badge(e)) }
-                            td { (when(e.created_at_us)) }
+                            td { (super::layout::when(e.created_at_us)) }
                         }
                     }
                 }
@@ -254,7 +249,7 @@ pub async fn detail(State(state): State<AppState>, s: Signed, Path(id): Path<Str
             dt { "Signature" } dd { (e.scheme) }
             dt { "Events" } dd { @if filters.is_empty() { "all" } @else { (filters.join(", ")) } }
             @if let Some(r) = &e.disabled_reason { dt { "Disabled because" } dd { (r) } }
-            @if let Some(f) = e.failing_since_us { dt { "Failing since" } dd { (when(f)) } }
+            @if let Some(f) = e.failing_since_us { dt { "Failing since" } dd { (super::layout::when(f)) } }
         }
         @if w {
             div.toolbar {
@@ -298,7 +293,7 @@ pub async fn detail(State(state): State<AppState>, s: Signed, Path(id): Path<Str
                     @for (m, tries) in messages.iter().zip(&attempts) {
                         @let d = deliveries.iter().filter(|d| d.message_id == m.id && d.endpoint_id == e.id).max_by_key(|d| d.id);
                         tr {
-                            th scope="row" { span.mono { (m.id) } br; span.muted { (when(m.created_at_us)) } }
+                            th scope="row" { span.mono { (m.id) } br; span.muted { (super::layout::when(m.created_at_us)) } }
                             td.mono { (m.event_type) }
                             td { @if let Some(d) = d { (d.state) @if let Some(st) = d.last_status { " (" (st) ")" } } }
                             td {
@@ -309,7 +304,7 @@ pub async fn detail(State(state): State<AppState>, s: Signed, Path(id): Path<Str
                                         ul {
                                             @for a in tries {
                                                 li {
-                                                    (when(a.started_at_us)) ": "
+                                                    (super::layout::when(a.started_at_us)) ": "
                                                     @if let Some(st) = a.status { "HTTP " (st) } @else { "no answer" }
                                                     ", " (format!("{:.1}", a.duration_us as f64 / 1000.0)) " ms, " (a.outcome)
                                                     @if let Some(err) = &a.error { br; span.muted { (err) } }
